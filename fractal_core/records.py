@@ -1,0 +1,49 @@
+"""The in-memory form of one response (a *bag*) in the shared JSONL schema.
+
+Schema (one JSON object per line, see ../shared/data/*/README.md):
+``id``, ``context``, ``sentences`` (list[str], optional when ``text`` is given), ``sentence_labels``
+(list[int | None], optional), ``response_label`` (int or float), ``aggregation`` ("max" | "min" | "mean"),
+``task`` (optional), ``meta`` (optional object). Raw responses give ``text`` instead of ``sentences`` and
+are segmented on load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Aggregation = Literal["max", "min", "mean"]
+AGGREGATIONS: tuple[str, ...] = ("max", "min", "mean")
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A sentence or step: ``text == source[start:end]`` for the response text it came from."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(slots=True)
+class ResponseRecord:
+    """One bag: a response, its sentences and its aggregate label.
+
+    ``text`` is the response as the user gave it; when the input was pre-split, ``text`` is the sentences
+    joined by a single space and ``spans`` index into that join. ``sentence_labels`` holds ``None`` for
+    sentences without a gold label; it is ``None`` as a whole when no sentence is annotated.
+    """
+
+    id: str
+    context: str
+    text: str
+    spans: list[Span]
+    response_label: float
+    aggregation: Aggregation = "max"
+    sentence_labels: list[int | None] | None = None
+    task: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sentences(self) -> list[str]:
+        return [s.text for s in self.spans]

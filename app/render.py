@@ -1,0 +1,203 @@
+"""Safe HTML for a response whose sentences are highlighted by score.
+
+Every piece of user text goes through ``markupsafe.escape``; the only markup we emit is a fixed set of tags
+and CSS classes defined in :data:`CSS`. Scores choose one of :data:`N_BINS` colour classes and uncertainty one
+of three outline classes, so no user-controlled value ever reaches a ``style`` attribute. Markdown and LaTeX
+inside responses are shown as text because ``st.html`` renders HTML only and the text is escaped.
+
+This module is pure (no Streamlit import) so it can be unit-tested and benchmarked on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from markupsafe import Markup, escape
+
+N_BINS = 10
+"""Number of colour classes the score range [0, 1] is cut into."""
+
+# Sequential scale from neutral (score 0: the sentence looks fine) to red (score 1: looks wrong). Fixed
+# literals: the stylesheet never contains anything derived from input.
+_BIN_COLOURS: tuple[str, ...] = (
+    "#f7f7f7",
+    "#fdf1dc",
+    "#fde3b8",
+    "#fdd093",
+    "#fcb774",
+    "#f99b5f",
+    "#f17c54",
+    "#e35a4c",
+    "#cc3a43",
+    "#b0183a",
+)
+# Light text on the darkest bins keeps contrast readable.
+_DARK_BINS = frozenset({7, 8, 9})
+
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+def _build_css() -> str:
+    rules = [
+        ".fs-response{white-space:pre-wrap;line-height:1.9;font-size:1rem;padding:.6rem .8rem;"
+        "border:1px solid #ddd;border-radius:.4rem;background:#fff;color:#111;overflow-wrap:anywhere}",
+        ".fs-context{white-space:pre-wrap;font-size:.9rem;color:#333;background:#f3f5f8;padding:.5rem .8rem;"
+        "border-left:3px solid #8aa;border-radius:.3rem;max-height:14rem;overflow:auto;overflow-wrap:anywhere}",
+        ".fs-sent{border-radius:.25rem;padding:.05rem .1rem;outline-offset:1px}",
+        ".fs-sent:focus{outline:3px solid #1a5fb4}",
+        ".fs-u0{outline:none}",
+        ".fs-u1{outline:1px dashed #555}",
+        ".fs-u2{outline:2px dashed #000}",
+        ".fs-focus{outline:3px solid #1a5fb4 !important;box-shadow:0 0 0 3px #cfe0fb}",
+        ".fs-none{background:#fff;border-bottom:1px dotted #999}",
+        ".fs-idx{font-size:.65rem;vertical-align:super;color:#555;margin-right:.1rem;user-select:none}",
+        ".fs-gold{font-size:.7rem;font-weight:700;margin-left:.15rem;padding:0 .2rem;border-radius:.2rem;"
+        "user-select:none}",
+        ".fs-gold-1{background:#b0183a;color:#fff}",
+        ".fs-gold-0{background:#2a7b3d;color:#fff}",
+        ".fs-legend{display:flex;align-items:center;gap:.3rem;font-size:.8rem;color:#333;flex-wrap:wrap}",
+        ".fs-legend .fs-sw{display:inline-block;width:1.4rem;height:1rem;border:1px solid #ccc}",
+        ".fs-legend .fs-key{display:inline-block;padding:0 .3rem;margin-left:.6rem}",
+    ]
+    for i, colour in enumerate(_BIN_COLOURS):
+        text = "#fff" if i in _DARK_BINS else "#111"
+        rules.append(f".fs-s{i}{{background:{colour};color:{text}}}")
+    return "<style>" + "".join(rules) + "</style>"
+
+
+CSS: str = _build_css()
+"""The stylesheet every fragment relies on; emit it once per page (``st.html(CSS)``)."""
+
+
+def score_bin(score: float | None) -> int | None:
+    """Colour bin in ``0..N_BINS-1`` for a score in [0, 1]; ``None`` for a missing or non-finite score."""
+    if score is None:
+        return None
+    s = float(score)
+    if not math.isfinite(s):
+        return None
+    s = min(max(s, 0.0), 1.0)
+    return min(int(s * N_BINS), N_BINS - 1)
+
+
+def uncertainty(score: float | None) -> float | None:
+    """``1 - |2s - 1|``: 1 at s = 0.5, 0 at s in {0, 1}; ``None`` when the score is missing."""
+    if score_bin(score) is None or score is None:
+        return None
+    s = min(max(float(score), 0.0), 1.0)
+    return 1.0 - abs(2.0 * s - 1.0)
+
+
+def uncertainty_level(score: float | None) -> int:
+    """Outline level 0 (confident), 1 (unsure) or 2 (very unsure: score within 0.15 of 0.5)."""
+    u = uncertainty(score)
+    if u is None:
+        return 0
+    if u >= 0.7:
+        return 2
+    if u >= 0.4:
+        return 1
+    return 0
+
+
+def _check_prefix(prefix: str) -> str:
+    # The prefix goes into id attributes; it comes from our code, but refuse anything odd rather than escape.
+    if not _PREFIX_RE.match(prefix):
+        raise ValueError(f"id prefix must match {_PREFIX_RE.pattern}, got {prefix!r}")
+    return prefix
+
+
+def sentence_id(prefix: str, index: int) -> str:
+    """DOM id of sentence ``index`` in a fragment rendered with ``prefix``."""
+    return f"{_check_prefix(prefix)}-{int(index)}"
+
+
+def render_response(
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    scores: Sequence[float | None] | None = None,
+    labels: Sequence[int | None] | None = None,
+    *,
+    focus: int | None = None,
+    prefix: str = "fs-sent",
+    show_index: bool = True,
+) -> str:
+    """HTML for one response with each sentence highlighted.
+
+    Args:
+        text: the response as the user gave it (any characters; escaped here).
+        spans: ``(start, end)`` character offsets of each sentence in ``text``, sorted, non-overlapping.
+        scores: one score in [0, 1] per sentence (``None`` = not scored yet); length ``len(spans)``.
+        labels: one gold label per sentence (0, 1 or ``None``); length ``len(spans)``.
+        focus: index of the sentence the keyboard cursor is on (thick outline).
+        prefix: id prefix, ``[a-z][a-z0-9-]*``; sentence ``i`` gets id ``f"{prefix}-{i}"``.
+        show_index: show a small 1-based sentence number before each sentence.
+
+    Returns:
+        A ``<div class="fs-response">`` string; text between sentences is kept verbatim (escaped).
+    """
+    _check_prefix(prefix)
+    n = len(spans)
+    if scores is not None and len(scores) != n:
+        raise ValueError(f"{len(scores)} scores for {n} sentences")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} sentences")
+    parts: list[str] = ['<div class="fs-response">']
+    pos = 0
+    for i, (start, end) in enumerate(spans):
+        start, end = int(start), int(end)
+        if not (pos <= start <= end <= len(text)):
+            raise ValueError(f"span {i} ({start}, {end}) out of order or outside the text")
+        parts.append(str(escape(text[pos:start])))
+        score = None if scores is None else scores[i]
+        b = score_bin(score)
+        classes = ["fs-sent", "fs-none" if b is None else f"fs-s{b}", f"fs-u{uncertainty_level(score)}"]
+        if focus is not None and i == focus:
+            classes.append("fs-focus")
+        title = "not scored" if b is None or score is None else f"score {float(score):.2f}"
+        parts.append(f'<span id="{prefix}-{i}" class="{" ".join(classes)}" tabindex="0" title="{title}">')
+        if show_index:
+            parts.append(f'<span class="fs-idx">{i + 1}</span>')
+        parts.append(str(escape(text[start:end])))
+        label = None if labels is None else labels[i]
+        if label is not None:
+            lab = 1 if int(label) else 0
+            parts.append(f'<span class="fs-gold fs-gold-{lab}">{"✗" if lab else "✓"}</span>')
+        parts.append("</span>")
+        pos = end
+    parts.append(str(escape(text[pos:])))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def render_context(context: str) -> str:
+    """HTML box for the question / source document shown above a response (escaped, scrollable)."""
+    return f'<div class="fs-context">{escape(context)}</div>'
+
+
+def render_legend(*, positive_name: str = "problem") -> str:
+    """Colour legend for the score bins plus the outline and gold-label keys.
+
+    ``positive_name`` is what a score of 1 means (for example "error" or "hallucination"); it is escaped.
+    """
+    swatches = "".join(
+        f'<span class="fs-sw fs-s{i}" title="{i / N_BINS:.1f}-{(i + 1) / N_BINS:.1f}"></span>'
+        for i in range(N_BINS)
+    )
+    name = escape(positive_name)
+    return (
+        '<div class="fs-legend">'
+        f"<span>score 0 (fine)</span>{swatches}<span>1 ({name})</span>"
+        '<span class="fs-key fs-sent fs-u2">dashed = uncertain</span>'
+        '<span class="fs-key fs-sent fs-none">dotted = not scored</span>'
+        '<span class="fs-key"><span class="fs-gold fs-gold-1">✗</span> gold 1</span>'
+        '<span class="fs-key"><span class="fs-gold fs-gold-0">✓</span> gold 0</span>'
+        "</div>"
+    )
+
+
+def escape_text(value: object) -> Markup:
+    """Escape any value for inclusion in HTML (re-exported so pages never build HTML from raw text)."""
+    return escape(str(value))

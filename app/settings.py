@@ -1,0 +1,44 @@
+"""Where the app keeps its state, read from the environment so the UI, the worker and the CLI agree.
+
+``FRACTAL_HOME`` (default ``./.fractal``) holds the SQLite file and model artifacts; ``FRACTAL_DB_URL``
+overrides the database (any SQLAlchemy URL). ``fractal serve --db URL`` sets the variable for the processes it
+starts, which is how the Streamlit process and the worker share one store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 8501
+"""Port ``fractal serve`` uses when none is given (Streamlit's own default)."""
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Resolved locations for one process."""
+
+    home: Path  # directory for the SQLite file, model artifacts and export files
+    db_url: str  # SQLAlchemy URL of the store
+    annotator: str  # name recorded with every label change made from this process
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.home / "exports"
+
+
+def load_settings(db_url: str | None = None) -> AppSettings:
+    """Settings from the environment; ``db_url`` (a CLI flag) wins over ``FRACTAL_DB_URL``.
+
+    Nothing is created here except the home directory, so a read-only listing never writes elsewhere.
+    """
+    home = Path(os.environ.get("FRACTAL_HOME", ".fractal")).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    url = db_url or os.environ.get("FRACTAL_DB_URL") or f"sqlite:///{home / 'fractal.sqlite'}"
+    annotator = os.environ.get("FRACTAL_ANNOTATOR") or os.environ.get("USER") or "annotator"
+    return AppSettings(home=home, db_url=url, annotator=annotator)

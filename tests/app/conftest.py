@@ -1,0 +1,201 @@
+"""Fixtures for the app tests: a Streamlit server (and worker) on a free port over a temp store, and Chromium.
+
+Playwright cannot download browsers here, so pytest-playwright is pointed at Debian's /usr/bin/chromium. When
+FRACTAL_REQUIRE_BROWSER=1 (CI) a missing Chromium fails the browser tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("FRACTAL_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SERVER_START_TIMEOUT_S = 90.0
+
+
+def _require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    msg = f"{CHROMIUM} not found (apt-get install -y chromium)"
+    if os.environ.get("FRACTAL_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"FRACTAL_REQUIRE_BROWSER=1 but {msg}", pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture(autouse=True)
+def _browser_guard(request: pytest.FixtureRequest) -> None:
+    """Every ``@pytest.mark.browser`` test needs Chromium: fail in CI, skip on a developer machine."""
+    if request.node.get_closest_marker("browser") is not None:
+        _require_chromium()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """pytest-playwright hook: launch Debian's Chromium headless, without network side channels."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": str(CHROMIUM),
+        "args": CHROMIUM_ARGS,
+        "headless": True,
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
+    return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def app_env(home: Path, db_url: str) -> dict[str, str]:
+    """Environment for app processes under test: isolated store, offline models, no telemetry."""
+    env = dict(os.environ)
+    env.update(
+        FRACTAL_HOME=str(home),
+        FRACTAL_DB_URL=db_url,
+        FRACTAL_ANNOTATOR="tester",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONPATH=str(REPO),
+        STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+        # Two cores shared with others: keep torch from oversubscribing them.
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    # Our processes run in their own session, so the group id is the pid: this ends only what we started.
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
+
+
+@dataclass
+class AppServer:
+    """A running ``streamlit run app/main.py`` (plus optionally a worker) over an isolated store."""
+
+    home: Path
+    db_url: str
+    port: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    server: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> AppServer:
+        self.env = app_env(self.home, self.db_url)
+        self.port = free_port()
+        log = open(self.home / "streamlit.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.server = subprocess.Popen(
+            [
+                sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
+                "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
+                "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+            ],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self) -> None:
+        assert self.server is not None
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise RuntimeError(f"streamlit exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"streamlit not healthy after {SERVER_START_TIMEOUT_S}s:\n{self.log()}")
+
+    def start_worker(self, *extra: str) -> subprocess.Popen[bytes]:
+        log = open(self.home / "worker.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--db", self.db_url, *extra],
+            cwd=REPO, env=self.env or app_env(self.home, self.db_url), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        return self.worker
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker: simulates a crash (no cleanup code runs)."""
+        if self.worker is not None and self.worker.poll() is None:
+            os.killpg(self.worker.pid, signal.SIGKILL)
+            self.worker.wait(timeout=15)
+
+    def log(self) -> str:
+        parts = []
+        for name in ("streamlit.log", "worker.log"):
+            p = self.home / name
+            if p.exists():
+                parts.append(f"--- {name}\n" + p.read_text(errors="replace")[-4000:])
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.server):
+            if proc is not None:
+                _stop(proc)
+
+
+@pytest.fixture
+def app_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def app_server_factory(tmp_path: Path) -> Iterator[Any]:
+    """Call with an optional ``prepare(db_url)`` to seed the store before the server starts."""
+    servers: list[AppServer] = []
+
+    def make(prepare: Any = None) -> AppServer:
+        home = tmp_path / f"srv{len(servers)}"
+        home.mkdir()
+        db_url = f"sqlite:///{home / 'fractal.sqlite'}"
+        if prepare is not None:
+            prepare(db_url, home)
+        srv = AppServer(home=home, db_url=db_url)
+        servers.append(srv)
+        return srv.start()
+
+    yield make
+    for srv in servers:
+        srv.stop()

@@ -1,0 +1,544 @@
+"""Readers and writers for the shared response schema (JSONL, CSV, Parquet).
+
+One record per response (a *bag*); the fields are described in :mod:`fractal_core.records`. Every reader streams
+``(line, record)`` pairs and raises :class:`~fractal_core.errors.InputError` naming ``file:line:field`` on the first
+bad row, so callers that must not write partial output validate the whole file first (:func:`read_records`).
+
+Line numbers: JSONL -> the 1-based physical line; CSV -> the physical line where the row starts (the header is
+line 1, so the first data row is line 2); Parquet -> row index + 1.
+
+Validation rules (why: a wrong label silently poisons training, so we refuse it with a precise message):
+
+- ``id`` (string or integer, unique within the file), ``response_label`` (a number; booleans are refused) and
+  either ``sentences`` (non-empty list of non-empty strings) or ``text`` (segmented with
+  :func:`fractal_core.segment.segment`) are required. ``context`` defaults to ``""``, ``aggregation`` to
+  ``"max"``, ``meta`` to ``{}``.
+- Ranges: ``max`` -> integer labels >= 0 (levels above 1 make the data ordinal); ``min`` -> binary labels;
+  ``mean`` -> ``response_label`` in [0, 1] and binary sentence labels.
+- Consistency: with every sentence labelled, ``aggregation(sentence_labels)`` must equal ``response_label``
+  (``mean``: within 1e-6). With some labels missing, the known ones must not already contradict it
+  (a known level above a ``max`` label, a known 0 under a ``min`` label of 1, a proportion out of reach).
+- A record written by :func:`write_records_jsonl` also carries ``text`` and ``spans`` (``[[start, end], ...]``)
+  so that offsets into the original text survive a round trip; they are checked against ``sentences``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from fractal_core.errors import InputError
+from fractal_core.records import AGGREGATIONS, ResponseRecord, Span
+from fractal_core.segment import segment, spans_from_sentences
+
+FileFormat = Literal["jsonl", "csv", "parquet"]
+SegmentMode = Literal["sentences", "steps"]
+LabelKind = Literal["binary", "ordinal", "proportion"]
+
+_SUFFIX_FORMATS: dict[str, FileFormat] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_SPLITS = ("train", "valid", "test")
+_INT_RE = re.compile(r"[+-]?\d+")
+_MEAN_TOLERANCE = 1e-6
+# fail(message, field) -> the InputError to raise for the current file and line.
+_Fail = Callable[..., InputError]
+
+
+def iter_records(
+    path: str | Path,
+    *,
+    format: FileFormat | None = None,
+    segment_mode: SegmentMode = "sentences",
+    column_map: Mapping[str, str] | None = None,
+    max_field_chars: int = 1_000_000,
+) -> Iterator[tuple[int, ResponseRecord]]:
+    """Stream validated records from a JSONL, CSV or Parquet file.
+
+    Args:
+        path: the file; its suffix decides the format unless ``format`` is given.
+        format: ``"jsonl"``, ``"csv"`` or ``"parquet"``.
+        segment_mode: how raw ``text`` is split (pre-split ``sentences`` are kept as given).
+        column_map: ``{user column: schema field}`` renames applied to every row before validation.
+        max_field_chars: longest accepted string field (id, context, text, one sentence, all sentences).
+
+    Yields:
+        ``(line, record)``, line numbered as described in the module docstring.
+
+    Raises:
+        InputError: on the first unreadable file or invalid row, naming file, line and field.
+    """
+    path = Path(path)
+    file = str(path)
+    fmt = format or _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt not in ("jsonl", "csv", "parquet"):
+        raise InputError(
+            f"cannot tell the format from the suffix {path.suffix!r}; use .jsonl, .csv or .parquet "
+            "(or pass the format explicitly)",
+            file=file,
+        )
+    if not path.is_file():
+        raise InputError("no such file" if not path.exists() else "not a regular file", file=file)
+    rows = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt](path, file)
+    rename = dict(column_map or {})
+    seen_ids: dict[str, int] = {}
+    any_row = False
+    for line, row in rows:
+        any_row = True
+        if rename:
+            row = {rename.get(key, key): value for key, value in row.items()}
+        record = _record_from_row(row, file, line, fmt, segment_mode, max_field_chars)
+        if record.id in seen_ids:
+            raise InputError(
+                f"duplicate id {_short(record.id)} (first on line {seen_ids[record.id]})",
+                file=file,
+                line=line,
+                field="id",
+            )
+        seen_ids[record.id] = line
+        yield line, record
+    if not any_row:
+        raise InputError("file is empty", file=file)
+
+
+def read_records(
+    path: str | Path,
+    *,
+    format: FileFormat | None = None,
+    segment_mode: SegmentMode = "sentences",
+    column_map: Mapping[str, str] | None = None,
+    max_field_chars: int = 1_000_000,
+) -> list[ResponseRecord]:
+    """Read and validate a whole file (same options as :func:`iter_records`); nothing is returned on error."""
+    return [
+        record
+        for _, record in iter_records(
+            path,
+            format=format,
+            segment_mode=segment_mode,
+            column_map=column_map,
+            max_field_chars=max_field_chars,
+        )
+    ]
+
+
+def read_split_dir(directory: str | Path) -> dict[str, list[ResponseRecord]]:
+    """Read ``train.jsonl`` (required) and ``valid.jsonl`` / ``test.jsonl`` (optional) from ``directory``.
+
+    Returns:
+        ``{split: records}`` for the splits present, in the order train, valid, test.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError("not a directory", file=str(directory))
+    if not (directory / "train.jsonl").is_file():
+        raise InputError(
+            "no train.jsonl in this directory (valid.jsonl and test.jsonl are optional)", file=str(directory)
+        )
+    return {
+        split: read_records(directory / f"{split}.jsonl")
+        for split in _SPLITS
+        if (directory / f"{split}.jsonl").is_file()
+    }
+
+
+def record_to_dict(record: ResponseRecord) -> dict[str, Any]:
+    """The JSON object :func:`write_records_jsonl` writes for one record (lossless: text and offsets kept)."""
+    label: float | int = record.response_label
+    if record.aggregation != "mean" and float(label).is_integer():
+        label = int(label)
+    return {
+        "id": record.id,
+        "context": record.context,
+        "sentences": [s.text for s in record.spans],
+        "sentence_labels": record.sentence_labels,
+        "response_label": label,
+        "aggregation": record.aggregation,
+        "task": record.task,
+        "meta": record.meta,
+        "text": record.text,
+        "spans": [[s.start, s.end] for s in record.spans],
+    }
+
+
+def write_records_jsonl(records: Iterable[ResponseRecord], path: str | Path) -> None:
+    """Write records as JSONL atomically: a temp file in the same directory, then ``os.replace``.
+
+    A failure (including one raised while iterating ``records``) leaves any existing file untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            for record in records:
+                handle.write(json.dumps(record_to_dict(record), ensure_ascii=False))
+                handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def label_kind(records: Sequence[ResponseRecord]) -> LabelKind:
+    """``"proportion"`` for mean bags, ``"ordinal"`` for max bags with a level above 1, else ``"binary"``."""
+    if not records:
+        raise ValueError("label_kind needs at least one record")
+    aggregations = {r.aggregation for r in records}
+    if "mean" in aggregations:
+        if len(aggregations) > 1:
+            raise ValueError(
+                f"cannot mix mean bags with {sorted(aggregations - {'mean'})} bags in one dataset"
+            )
+        return "proportion"
+    return "ordinal" if _max_level(records) > 1 else "binary"
+
+
+def num_classes(records: Sequence[ResponseRecord]) -> int:
+    """Output classes of the instance scorer: 2 for binary and proportion data, max level + 1 for ordinal."""
+    kind = label_kind(records)
+    return _max_level(records) + 1 if kind == "ordinal" else 2
+
+
+# --- row sources ----------------------------------------------------------------------------------------
+
+
+def _decoded_lines(path: Path, file: str) -> Iterator[tuple[int, str]]:
+    """Physical lines decoded as UTF-8 one at a time, so a bad byte is reported on its own line."""
+    try:
+        handle = path.open("rb")
+    except OSError as err:
+        raise InputError(f"cannot read file: {err.strerror or err}", file=file) from err
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"not valid UTF-8 (byte {err.start + 1} of the line); save the file as UTF-8",
+                    file=file,
+                    line=number,
+                ) from err
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]  # a BOM written by spreadsheet exports
+            yield number, text
+
+
+def _jsonl_rows(path: Path, file: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, text in _decoded_lines(path, file):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(
+                f"invalid JSON: {err.msg} at column {err.colno}", file=file, line=number
+            ) from err
+        if not isinstance(obj, dict):
+            raise InputError(f"expected a JSON object, got {type(obj).__name__}", file=file, line=number)
+        yield number, obj
+
+
+def _csv_rows(path: Path, file: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    lines = _decoded_lines(path, file)
+    reader = csv.reader(text for _, text in lines)
+    try:
+        header = next(reader, None)
+        while header is not None and not any(cell.strip() for cell in header):
+            header = next(reader, None)
+        if header is None:
+            return
+        header = [cell.strip() for cell in header]
+        empty = [i + 1 for i, cell in enumerate(header) if not cell]
+        if empty:
+            raise InputError(f"column {empty[0]} of the header has no name", file=file, line=reader.line_num)
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+        if duplicated:
+            raise InputError(
+                f"duplicate column {duplicated[0]!r} in the header", file=file, line=reader.line_num
+            )
+        start = reader.line_num + 1
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                start = reader.line_num + 1
+                continue
+            if len(cells) != len(header):
+                raise InputError(
+                    f"row has {len(cells)} fields but the header has {len(header)}", file=file, line=start
+                )
+            yield start, {name: cell for name, cell in zip(header, cells, strict=True) if cell != ""}
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise InputError(f"malformed CSV: {err}", file=file, line=reader.line_num) from err
+
+
+def _parquet_rows(path: Path, file: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise InputError(f"not a readable Parquet file: {err}", file=file) from err
+    number = 0
+    for batch in parquet.iter_batches(batch_size=2048):
+        for row in batch.to_pylist():
+            number += 1
+            yield number, {key: value for key, value in row.items() if value is not None}
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+
+def _record_from_row(
+    row: Mapping[str, Any],
+    file: str,
+    line: int,
+    fmt: FileFormat,
+    segment_mode: SegmentMode,
+    max_chars: int,
+) -> ResponseRecord:
+    def fail(message: str, field: str | None = None) -> InputError:
+        return InputError(message, file=file, line=line, field=field)
+
+    # Tabular formats carry lists and objects as JSON strings.
+    tabular = fmt != "jsonl"
+
+    def check_size(value: str, field: str) -> None:
+        if len(value) > max_chars:
+            raise fail(f"field is {len(value)} characters long; the limit is {max_chars}", field)
+
+    raw_id = row.get("id")
+    if raw_id is None:
+        raise fail("missing required field", "id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+        raise fail(f"must be a string or an integer, got {type(raw_id).__name__}", "id")
+    record_id = str(raw_id).strip() if tabular else str(raw_id)
+    if not record_id:
+        raise fail("must not be empty", "id")
+    check_size(record_id, "id")
+
+    context = row.get("context", "")
+    if not isinstance(context, str):
+        raise fail(f"must be a string, got {type(context).__name__}", "context")
+    check_size(context, "context")
+
+    aggregation = row.get("aggregation", "max")
+    if tabular and isinstance(aggregation, str):
+        aggregation = aggregation.strip()
+    if aggregation not in AGGREGATIONS:
+        raise fail(
+            f"unknown aggregation {_short(aggregation)}; expected one of {', '.join(AGGREGATIONS)}",
+            "aggregation",
+        )
+
+    text, spans = _spans_from_row(row, tabular, segment_mode, fail, check_size)
+
+    raw_labels = row.get("sentence_labels")
+    if tabular and isinstance(raw_labels, str):
+        raw_labels = _json_value(raw_labels, fail, "sentence_labels")
+    sentence_labels = _sentence_labels(raw_labels, len(spans), aggregation, fail)
+
+    if "response_label" not in row:
+        raise fail("missing required field", "response_label")
+    response_label = _number(row["response_label"], tabular, fail)
+    _check_label_range(response_label, aggregation, fail)
+    if sentence_labels is not None:
+        _check_consistency(response_label, sentence_labels, aggregation, fail)
+
+    task = row.get("task")
+    if task is not None and not isinstance(task, str):
+        raise fail(f"must be a string, got {type(task).__name__}", "task")
+
+    meta = row.get("meta", {})
+    if tabular and isinstance(meta, str):
+        meta = _json_value(meta, fail, "meta")
+    if not isinstance(meta, dict):
+        raise fail(f"must be an object, got {type(meta).__name__}", "meta")
+    if meta:
+        check_size(json.dumps(meta, ensure_ascii=False, default=str), "meta")
+
+    return ResponseRecord(
+        id=record_id,
+        context=context,
+        text=text,
+        spans=spans,
+        response_label=response_label,
+        aggregation=aggregation,
+        sentence_labels=sentence_labels,
+        task=task or None,
+        meta=meta,
+    )
+
+
+def _spans_from_row(
+    row: Mapping[str, Any],
+    tabular: bool,
+    segment_mode: SegmentMode,
+    fail: _Fail,
+    check_size: Callable[[str, str], None],
+) -> tuple[str, list[Span]]:
+    sentences = row.get("sentences")
+    if sentences is None:
+        text = row.get("text")
+        if text is None:
+            raise fail("missing required field: give either sentences (a list) or text", "sentences")
+        if not isinstance(text, str):
+            raise fail(f"must be a string, got {type(text).__name__}", "text")
+        check_size(text, "text")
+        spans = segment(text, mode=segment_mode)
+        if not spans:
+            raise fail("text is empty (no sentence to score)", "text")
+        return text, spans
+
+    if tabular and isinstance(sentences, str):
+        sentences = _json_value(sentences, fail, "sentences")
+    if not isinstance(sentences, list):
+        raise fail(f"must be a list of strings, got {type(sentences).__name__}", "sentences")
+    if not sentences:
+        raise fail("must not be empty", "sentences")
+    total = 0
+    for i, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise fail(f"item {i} must be a string, got {type(sentence).__name__}", "sentences")
+        if not sentence.strip():
+            raise fail(f"item {i} is empty", "sentences")
+        check_size(sentence, "sentences")
+        total += len(sentence)
+    if total > 0:
+        check_size(" " * total, "sentences")  # the joined text must fit too
+
+    raw_spans = row.get("spans")
+    if raw_spans is None:
+        return spans_from_sentences(sentences)
+    # Round trip of write_records_jsonl: offsets into the original text.
+    text = row.get("text")
+    if not isinstance(text, str):
+        raise fail("spans need the text they index into", "text")
+    check_size(text, "text")
+    if tabular and isinstance(raw_spans, str):
+        raw_spans = _json_value(raw_spans, fail, "spans")
+    if not isinstance(raw_spans, list) or len(raw_spans) != len(sentences):
+        raise fail("must be a list of [start, end] pairs, one per sentence", "spans")
+    spans = []
+    for i, (pair, sentence) in enumerate(zip(raw_spans, sentences, strict=True)):
+        ok = (
+            isinstance(pair, list | tuple)
+            and len(pair) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+        )
+        if not ok or text[pair[0] : pair[1]] != sentence or pair[0] < 0:
+            raise fail(f"item {i} does not locate sentence {i} in text", "spans")
+        spans.append(Span(pair[0], pair[1], sentence))
+    return text, spans
+
+
+def _json_value(value: str, fail: _Fail, field: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as err:
+        raise fail(f"invalid JSON in this column: {err.msg} at column {err.colno}", field) from err
+
+
+def _number(value: Any, tabular: bool, fail: _Fail) -> float:
+    if tabular and isinstance(value, str):
+        stripped = value.strip()
+        try:
+            value = int(stripped) if _INT_RE.fullmatch(stripped) else float(stripped)
+        except ValueError as err:
+            raise fail(f"must be a number, got {_short(value)}", "response_label") from err
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(f"must be a number, got {type(value).__name__} {_short(value)}", "response_label")
+    if not math.isfinite(value):
+        raise fail(f"must be a finite number, got {value}", "response_label")
+    return float(value)
+
+
+def _sentence_labels(raw: Any, n_spans: int, aggregation: str, fail: _Fail) -> list[int | None] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise fail(f"must be a list of integers or nulls, got {type(raw).__name__}", "sentence_labels")
+    if len(raw) != n_spans:
+        raise fail(f"has {len(raw)} labels for {n_spans} sentences", "sentence_labels")
+    binary = aggregation in ("min", "mean")
+    labels: list[int | None] = []
+    for i, value in enumerate(raw):
+        if value is None:
+            labels.append(None)
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # Parquet/pandas exports write 1.0 for 1
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail(f"item {i} must be an integer or null, got {_short(value)}", "sentence_labels")
+        if value < 0 or (binary and value > 1):
+            allowed = "0 or 1" if binary else "a non-negative integer"
+            raise fail(f"item {i} is {value}; {aggregation} bags need {allowed}", "sentence_labels")
+        labels.append(value)
+    return labels if any(v is not None for v in labels) else None
+
+
+def _check_label_range(label: float, aggregation: str, fail: _Fail) -> None:
+    if aggregation == "mean":
+        if not 0.0 <= label <= 1.0:
+            raise fail(f"is {label:g}; mean bags need a proportion in [0, 1]", "response_label")
+    elif not label.is_integer() or label < 0:
+        raise fail(f"is {label:g}; {aggregation} bags need a non-negative integer", "response_label")
+    elif aggregation == "min" and label > 1:
+        raise fail(f"is {label:g}; min bags are binary (0 or 1)", "response_label")
+
+
+def _check_consistency(label: float, labels: list[int | None], aggregation: str, fail: _Fail) -> None:
+    known = [v for v in labels if v is not None]
+    complete = len(known) == len(labels)
+    if aggregation == "mean":
+        low = sum(known) / len(labels)
+        high = (sum(known) + len(labels) - len(known)) / len(labels)
+        if complete and abs(low - label) > _MEAN_TOLERANCE:
+            raise fail(f"is {label:g} but the mean of sentence_labels is {low:g}", "response_label")
+        if not low - _MEAN_TOLERANCE <= label <= high + _MEAN_TOLERANCE:
+            raise fail(
+                f"is {label:g} but the known sentence_labels allow only [{low:g}, {high:g}]", "response_label"
+            )
+        return
+    reduce = max if aggregation == "max" else min
+    value = reduce(known)
+    if complete and value != label:
+        raise fail(f"is {label:g} but the {aggregation} of sentence_labels is {value}", "response_label")
+    contradicts = value > label if aggregation == "max" else value < label
+    if contradicts:
+        raise fail(
+            f"is {label:g} but a known sentence label is {value}, so the {aggregation} cannot be {label:g}",
+            "response_label",
+        )
+
+
+def _max_level(records: Sequence[ResponseRecord]) -> int:
+    level = 0
+    for record in records:
+        if record.aggregation != "max":
+            continue
+        level = max(level, int(record.response_label))
+        if record.sentence_labels:
+            level = max(level, max((v for v in record.sentence_labels if v is not None), default=0))
+    return level
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

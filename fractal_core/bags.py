@@ -1,0 +1,133 @@
+"""Flat ragged bags on one device: sentence embeddings + bag index, context windows + owner bag.
+
+A ``BagSet`` holds everything training needs for a set of bags, with the constant targets of the priors
+(cosine target, correlation pairs, frozen hybrid predictions) computed once. ``select`` makes a minibatch
+with gathers only (no Python loop over bags).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from fractal_core.segments import gather_ranges, position_in_bag, segment_count, segment_max
+
+
+def _starts(counts: torch.Tensor) -> torch.Tensor:
+    return torch.cumsum(counts, 0) - counts
+
+
+@dataclass
+class BagSet:
+    """Tensors for B bags, N sentences, W context windows (all on one device).
+
+    sent_emb (N, d) float32, L2-normalised; bag_index (N,) long, sorted ascending;
+    ctx_emb (W, d); win_bag (W,) long sorted ascending, at least one window per bag;
+    labels (B,) float: bag label (level or proportion); gold (N,) long, -1 where unknown.
+    Optional constant targets: cos_target (N,), hyb_target (N, C), pairs (pair_i, pair_j, pair_r) (P,).
+    """
+
+    sent_emb: torch.Tensor
+    bag_index: torch.Tensor
+    ctx_emb: torch.Tensor
+    win_bag: torch.Tensor
+    labels: torch.Tensor
+    gold: torch.Tensor
+    cos_target: torch.Tensor | None = None
+    hyb_target: torch.Tensor | None = None
+    pair_i: torch.Tensor | None = None
+    pair_j: torch.Tensor | None = None
+    pair_r: torch.Tensor | None = None
+
+    @property
+    def n_bags(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def n_sentences(self) -> int:
+        return int(self.bag_index.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.sent_emb.device
+
+    def sentence_counts(self) -> torch.Tensor:
+        return segment_count(self.bag_index, self.n_bags, torch.long)
+
+    def window_counts(self) -> torch.Tensor:
+        return segment_count(self.win_bag, self.n_bags, torch.long)
+
+    def to(self, device: torch.device | str) -> BagSet:
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return BagSet(**moved)
+
+    def sentence_window_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every (sentence, window of its bag) pair -> pair_sent (Q,), pair_win (Q,)."""
+        win_counts = self.window_counts()
+        per_sentence = win_counts[self.bag_index]
+        pair_sent = torch.repeat_interleave(torch.arange(self.n_sentences, device=self.device), per_sentence)
+        pair_win = gather_ranges(_starts(win_counts)[self.bag_index], per_sentence)
+        return pair_sent, pair_win
+
+    def with_cosine_target(self) -> BagSet:
+        """t_i = (1 + cos(e(c), e(s_i))) / 2, max over the bag's context windows."""
+        pair_sent, pair_win = self.sentence_window_pairs()
+        cos = (self.sent_emb[pair_sent] * self.ctx_emb[pair_win]).sum(1)  # (Q,)
+        target = segment_max((1.0 + cos) / 2.0, pair_sent, self.n_sentences).clamp(0.0, 1.0)
+        return replace(self, cos_target=target)
+
+    def with_correlation_pairs(self, max_pairs: int = 20_000_000) -> BagSet:
+        """All ordered sentence pairs inside each bag with R_ij = (1 + pearson(e_i, e_j)) / 2."""
+        counts = self.sentence_counts()
+        n_pairs_per_bag = counts * counts
+        total = int(n_pairs_per_bag.sum())
+        if total > max_pairs:
+            raise ValueError(f"{total} sentence pairs exceed max_pairs={max_pairs}; split very long responses")
+        pair_bag = torch.repeat_interleave(torch.arange(self.n_bags, device=self.device), n_pairs_per_bag)
+        k = torch.arange(total, device=self.device) - _starts(n_pairs_per_bag)[pair_bag]
+        size = counts[pair_bag]
+        first = _starts(counts)[pair_bag]
+        pair_i = first + torch.div(k, size, rounding_mode="floor")
+        pair_j = first + k % size
+        centred = self.sent_emb - self.sent_emb.mean(1, keepdim=True)
+        centred = torch.nn.functional.normalize(centred, dim=1)
+        r = (1.0 + (centred[pair_i] * centred[pair_j]).sum(1)) / 2.0
+        return replace(self, pair_i=pair_i, pair_j=pair_j, pair_r=r.clamp(0.0, 1.0))
+
+    def select(self, bags: torch.Tensor) -> BagSet:
+        """The bags ``bags`` (K,) long, renumbered 0..K-1 in the given order, with their targets."""
+        counts = self.sentence_counts()
+        starts = _starts(counts)
+        sent = gather_ranges(starts[bags], counts[bags])
+        new_bag_index = torch.repeat_interleave(torch.arange(bags.shape[0], device=self.device), counts[bags])
+        win_counts = self.window_counts()
+        win = gather_ranges(_starts(win_counts)[bags], win_counts[bags])
+        new_win_bag = torch.repeat_interleave(torch.arange(bags.shape[0], device=self.device), win_counts[bags])
+        out = BagSet(
+            sent_emb=self.sent_emb[sent],
+            bag_index=new_bag_index,
+            ctx_emb=self.ctx_emb[win],
+            win_bag=new_win_bag,
+            labels=self.labels[bags],
+            gold=self.gold[sent],
+            cos_target=None if self.cos_target is None else self.cos_target[sent],
+            hyb_target=None if self.hyb_target is None else self.hyb_target[sent],
+        )
+        if self.pair_i is not None and self.pair_j is not None and self.pair_r is not None:
+            # Pairs are stored grouped by bag, n_b^2 per bag: gather the selected bags' runs and renumber.
+            n_pairs = counts * counts
+            picked = gather_ranges(_starts(n_pairs)[bags], n_pairs[bags])
+            old_bag = self.bag_index[self.pair_i[picked]]
+            new_start = _starts(counts[bags])
+            new_of_old = torch.full((self.n_bags,), -1, dtype=torch.long, device=self.device)
+            new_of_old[bags] = torch.arange(bags.shape[0], device=self.device)
+            offset = new_start[new_of_old[old_bag]] - starts[old_bag]
+            out.pair_i = self.pair_i[picked] + offset
+            out.pair_j = self.pair_j[picked] + offset
+            out.pair_r = self.pair_r[picked]
+        return out
+
+    def positions(self) -> torch.Tensor:
+        """Position of each sentence inside its bag (N,)."""
+        return position_in_bag(self.bag_index, self.n_bags)

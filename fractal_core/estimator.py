@@ -1,0 +1,234 @@
+"""``FractalModel``: the scikit-learn-style facade that the CLI, the store's worker and the app all call.
+
+    model = FractalModel("fractal", seed=0).fit(train_records, valid=valid_records)
+    scores = model.predict(new_records)          # list of (n_sentences,) arrays of P(label >= 1)
+    model.save("runs/v3"); FractalModel.load("runs/v3")
+
+``__init__`` only stores arguments; learned state ends in ``_``. Sentence labels present on training records
+are the gold labels: the hybrid prior and the supervised ceiling use them, the other methods ignore them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from fractal_core.aggregate import aggregate, bag_positive_score, positive_score
+from fractal_core.bags import BagSet
+from fractal_core.config import TrainConfig
+from fractal_core.encoder import EncoderConfig, get_encoder
+from fractal_core.features import embed_records
+from fractal_core.methods import METHODS, fit_method, resolve_method
+from fractal_core.metrics import bag_metrics, first_error_accuracy, sentence_metrics
+from fractal_core.model import SentenceScorer
+from fractal_core.records import ResponseRecord
+from fractal_core.train import ProgressFn
+
+FORMAT_VERSION = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when present, else CPU; anything else is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def task_of(records: Sequence[ResponseRecord]) -> tuple[str, int]:
+    """(aggregation, number of label levels) shared by all ``records``; mixed aggregations are refused."""
+    aggregations = {r.aggregation for r in records}
+    if len(aggregations) != 1:
+        raise ValueError(f"responses mix aggregations {sorted(aggregations)}; train one aggregation at a time")
+    aggregation = aggregations.pop()
+    if aggregation == "mean":
+        return aggregation, 2
+    top = max(
+        [float(r.response_label) for r in records if np.isfinite(r.response_label)]
+        + [float(v) for r in records for v in (r.sentence_labels or []) if v is not None],
+        default=1.0,
+    )
+    return aggregation, max(2, int(top) + 1)
+
+
+def holdout_split(n_bags: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Seeded split of bag ids into (train, valid); no validation bags for tiny sets (< 10 bags)."""
+    order = torch.randperm(n_bags, generator=torch.Generator().manual_seed(seed + 7919))
+    n_valid = int(round(n_bags * fraction))
+    if n_bags < 10 or n_valid < 1:
+        return order, None
+    return order[n_valid:].sort().values, order[:n_valid].sort().values
+
+
+class FractalModel:
+    """Learns sentence scores from response labels with one method of the FRACTAL suite."""
+
+    def __init__(self, method: str = "fractal", *, config: TrainConfig | None = None,
+                 encoder: EncoderConfig | None = None, seed: int = 0) -> None:
+        self.method = method
+        self.config = config
+        self.encoder = encoder
+        self.seed = seed
+
+    # ----------------------------------------------------------------------------------------------- fitting
+    def _config(self) -> TrainConfig:
+        return self.config or TrainConfig()
+
+    def fit(self, records: Sequence[ResponseRecord], *, valid: Sequence[ResponseRecord] | None = None,
+            progress: ProgressFn | None = None) -> Self:
+        """Embed and train on ``records``; early-stop on ``valid`` (or on a held-out share of ``records``)."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        aggregation, n_classes = task_of(records)
+        if valid:
+            task_of([*records, *valid])
+        encoder = get_encoder(self.encoder)
+        device = resolve_device(self._config().device)
+        if progress is not None:
+            progress("embed", 0.0, f"embedding {sum(len(r.spans) for r in records)} sentences")
+        bags = embed_records(records, encoder, device=device)
+        valid_bags = embed_records(valid, encoder, device=device) if valid else None
+        if valid_bags is None and self.method not in ("naive", "prior_only"):
+            train_ids, valid_ids = holdout_split(bags.n_bags, self._config().valid_fraction, self.seed)
+            if valid_ids is not None:
+                bags, valid_bags = bags.select(train_ids), bags.select(valid_ids)
+        if progress is not None:
+            progress("embed", 1.0, "embeddings ready")
+        return self.fit_bags(bags, valid_bags, aggregation=aggregation, n_classes=n_classes,
+                             encoder_id=encoder.encoder_id, progress=progress)
+
+    def fit_bags(self, train: BagSet, valid: BagSet | None = None, *, aggregation: str, n_classes: int,
+                 encoder_id: str | None = None, progress: ProgressFn | None = None) -> Self:
+        """Train on prepared bags (embeddings already computed): the fast path for sweeps over methods."""
+        config = self._config()
+        result = fit_method(self.method, train, valid, aggregation=aggregation, n_classes=n_classes,
+                            config=config, seed=self.seed, progress=progress)
+        self.resolved_method_ = result.method
+        self.scorer_ = result.model
+        self.aggregation_ = aggregation
+        self.n_classes_ = n_classes
+        self.encoder_id_ = encoder_id
+        self.history_ = result.history()
+        self.metrics_: dict[str, Any] = {}
+        if valid is not None and valid.n_bags:
+            self.metrics_ = {f"valid_{k}": v for k, v in self.evaluate_bags(valid).items()}
+        return self
+
+    # ----------------------------------------------------------------------------------------------- scoring
+    def predict_proba_bags(self, bags: BagSet) -> torch.Tensor:
+        """Sentence probabilities over the label levels (N, C) for prepared bags."""
+        method = self.resolved_method_
+        if method in ("naive", "prior_only"):
+            if method == "naive":
+                level = bags.labels[bags.bag_index]
+                score = level.clamp(0, 1) if self.aggregation_ == "mean" else (level >= 1).float()
+                if self.n_classes_ > 2 and self.aggregation_ != "mean":
+                    return torch.nn.functional.one_hot(level.long(), self.n_classes_).float()
+            else:
+                score = bags.with_cosine_target().cos_target
+                assert score is not None
+            # Spread P(level >= 1) over the top level for ordinal data: baselines know no finer split.
+            proba = torch.zeros(bags.n_sentences, self.n_classes_, device=bags.device)
+            proba[:, 0] = 1 - score
+            proba[:, -1] += score
+            return proba
+        assert self.scorer_ is not None
+        with torch.inference_mode():
+            return self.scorer_.to(bags.device)(bags).exp()
+
+    def predict_bags(self, bags: BagSet) -> torch.Tensor:
+        """Sentence scores P(label >= 1) (N,) for prepared bags."""
+        proba = self.predict_proba_bags(bags)
+        return 1 - proba[:, 0]
+
+    def _embed(self, records: Sequence[ResponseRecord]) -> BagSet:
+        return embed_records(records, get_encoder(self.encoder), device=resolve_device(self._config().device))
+
+    def predict_proba(self, records: Sequence[ResponseRecord]) -> list[np.ndarray]:
+        """Per response, the (n_sentences, C) probabilities over label levels."""
+        proba = self.predict_proba_bags(self._embed(records)).cpu().numpy()
+        return np.split(proba, np.cumsum([len(r.spans) for r in records])[:-1])
+
+    def predict(self, records: Sequence[ResponseRecord]) -> list[np.ndarray]:
+        """Per response, the (n_sentences,) scores P(label >= 1) in [0, 1]."""
+        return [1 - p[:, 0] for p in self.predict_proba(records)]
+
+    # ------------------------------------------------------------------------------------------- evaluation
+    def evaluate_bags(self, bags: BagSet) -> dict[str, float]:
+        """Sentence and bag metrics of this model on prepared bags with gold labels (method.md §6)."""
+        proba = self.predict_proba_bags(bags)
+        logp = proba.clamp_min(1e-12).log()
+        score = positive_score(logp)
+        levels = torch.arange(self.n_classes_, dtype=proba.dtype, device=proba.device)
+        gold = bags.gold.cpu().numpy()
+        out = sentence_metrics(gold, score.cpu().numpy(), expected_level=(proba * levels).sum(1).cpu().numpy(),
+                               n_classes=self.n_classes_)
+        bag_out = aggregate(logp, bags.bag_index, bags.n_bags, aggregation=self.aggregation_, variant="prob")
+        out.update(bag_metrics(bags.labels.cpu().numpy(), bag_positive_score(bag_out).cpu().numpy(),
+                               aggregation=self.aggregation_))
+        if self.aggregation_ == "max":
+            out["first_error_acc"] = first_error_accuracy(gold, score.cpu().numpy(), bags.bag_index.cpu().numpy(),
+                                                          bags.n_bags)
+        return out
+
+    def evaluate(self, records: Sequence[ResponseRecord]) -> dict[str, float]:
+        """Metrics on records that carry gold sentence labels."""
+        return self.evaluate_bags(self._embed(records))
+
+    # ---------------------------------------------------------------------------------------- persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.json`` (method, config, task, encoder id, metrics) and ``weights.pt``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "method": self.method,
+            "resolved_method": self.resolved_method_,
+            "seed": self.seed,
+            "config": self._config().to_dict(),
+            "encoder": None if self.encoder is None else self.encoder.__dict__,
+            "encoder_id": self.encoder_id_,
+            "aggregation": self.aggregation_,
+            "n_classes": self.n_classes_,
+            "metrics": self.metrics_,
+            "history": self.history_,
+        }
+        if self.scorer_ is not None:
+            meta["dim"] = self.scorer_.dim
+            tmp = directory / "weights.pt.tmp"
+            torch.save(self.scorer_.state_dict(), tmp)
+            tmp.replace(directory / "weights.pt")
+        tmp_meta = directory / "model.json.tmp"
+        tmp_meta.write_text(json.dumps(meta, indent=2, default=float))
+        tmp_meta.replace(directory / "model.json")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FractalModel:
+        """Rebuild a saved model; refuses files from a newer format."""
+        directory = Path(directory)
+        meta = json.loads((directory / "model.json").read_text())
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{directory}: model format {meta['format_version']} is newer than this library")
+        config = TrainConfig.from_dict(meta["config"])
+        encoder = EncoderConfig(**meta["encoder"]) if meta.get("encoder") else None
+        model = cls(meta["method"], config=config, encoder=encoder, seed=meta["seed"])
+        model.resolved_method_ = meta["resolved_method"]
+        model.aggregation_ = meta["aggregation"]
+        model.n_classes_ = meta["n_classes"]
+        model.encoder_id_ = meta.get("encoder_id")
+        model.metrics_ = meta.get("metrics", {})
+        model.history_ = meta.get("history", [])
+        model.scorer_ = None
+        if "dim" in meta:
+            scorer = SentenceScorer(meta["dim"], n_classes=meta["n_classes"], hidden=config.hidden)
+            scorer.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu", weights_only=True))
+            model.scorer_ = scorer.eval()
+        return model
+
+
+__all__ = ["FractalModel", "resolve_device", "resolve_method", "task_of"]

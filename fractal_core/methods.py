@@ -1,0 +1,199 @@
+"""The FRACTAL suite as named methods (method.md §3-5): each turns training bags into a sentence scorer.
+
+Pipelines (stages are fresh models unless said otherwise):
+- naive: every sentence inherits its bag's label (no training).
+- prior_only: the cosine target (1 + cos) / 2 is the score (no training).
+- bagloss: BagLoss alone.
+- priors: BagLoss + cosine prior + correlation prior.
+- pslab: priors, then PsLab pseudo-labels and a fresh instance model (FRACTAL without gold).
+- hybrid: an instance model on gold sentence labels gives frozen soft targets (hybrid prior); BagLoss + priors
+  + hybrid prior; then PsLab with the gold labels kept. Needs some gold labels.
+- supervised: an instance model on all gold sentence labels (the ceiling).
+- fractal: hybrid when the training bags carry gold labels, else pslab.
+PsLab is undefined for mean (LLP) bags: there the soft bag model is the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fractal_core.aggregate import positive_score
+from fractal_core.bags import BagSet
+from fractal_core.config import TrainConfig
+from fractal_core.losses import (
+    bag_loss,
+    correlation_prior,
+    cosine_prior,
+    instance_loss,
+    soft_cross_entropy,
+)
+from fractal_core.metrics import auc_roc
+from fractal_core.model import SentenceScorer
+from fractal_core.pslab import pseudo_labels
+from fractal_core.train import ProgressFn, StageResult, train_stage
+
+METHODS: dict[str, str] = {
+    "fractal": "Recommended: hybrid when gold sentence labels exist, else priors + PsLab.",
+    "naive": "Baseline: every sentence inherits its response's label.",
+    "prior_only": "Baseline: cosine similarity between sentence and context as the score.",
+    "bagloss": "BagLoss alone (response labels only).",
+    "priors": "BagLoss + cosine and correlation priors.",
+    "pslab": "Priors, then maximum-likelihood pseudo-labels and a fresh model (no gold needed).",
+    "hybrid": "Hybrid prior from gold sentence labels + priors + PsLab (needs some gold).",
+    "supervised": "Instance model on gold sentence labels only (the ceiling).",
+}
+TRAINED = {"bagloss", "priors", "pslab", "hybrid", "supervised"}
+
+
+@dataclass
+class FitResult:
+    """A fitted scorer (None for the training-free baselines) and what each stage did."""
+
+    method: str
+    model: SentenceScorer | None
+    stages: list[StageResult] = field(default_factory=list)
+
+    def history(self) -> list[dict[str, Any]]:
+        return [s.__dict__ for s in self.stages]
+
+
+def resolve_method(method: str, train: BagSet) -> str:
+    """Map "fractal" to the concrete pipeline for this data; reject unknown names and impossible requests."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    has_gold = bool((train.gold >= 0).any())
+    if method == "fractal":
+        return "hybrid" if has_gold else "pslab"
+    if method in ("hybrid", "supervised") and not has_gold:
+        raise ValueError(f"method {method!r} needs gold sentence labels on some training responses")
+    return method
+
+
+def _weights(config: TrainConfig, use: set[str]) -> dict[str, float]:
+    raw = {k: float(getattr(config.weights, k)) for k in ("bag", "cosine", "correlation", "hybrid") if k in use}
+    total = sum(raw.values())
+    if total <= 0:
+        raise ValueError("loss weights of the used terms sum to 0")
+    return {k: v / total for k, v in raw.items()}
+
+
+def _bag_objective(config: TrainConfig, aggregation: str, weights: dict[str, float]):
+    def objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
+        logp = model(batch)  # (N, C)
+        n = batch.n_bags
+        loss = weights["bag"] * bag_loss(logp, batch.bag_index, batch.labels, aggregation=aggregation,
+                                         variant=config.bag_variant, temperature=config.lse_temperature)
+        if "cosine" in weights:
+            assert batch.cos_target is not None
+            loss = loss + weights["cosine"] * cosine_prior(logp, batch.bag_index, n, batch.cos_target)
+        if "correlation" in weights:
+            assert batch.pair_i is not None and batch.pair_j is not None and batch.pair_r is not None
+            loss = loss + weights["correlation"] * correlation_prior(
+                logp, batch.bag_index, n, batch.pair_i, batch.pair_j, batch.pair_r)
+        if "hybrid" in weights:
+            assert batch.hyb_target is not None
+            loss = loss + weights["hybrid"] * soft_cross_entropy(logp, batch.hyb_target)
+        return loss
+
+    return objective
+
+
+def _instance_objective(labels_field: str = "gold"):
+    def objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
+        return instance_loss(model(batch), getattr(batch, labels_field))
+
+    return objective
+
+
+def make_validator(valid: BagSet | None, *, aggregation: str, config: TrainConfig):
+    """Early-stopping score (higher is better): sentence AUC on validation gold, else minus the exact bag NLL."""
+    if valid is None or valid.n_bags == 0:
+        return None, "train_loss"
+    gold = valid.gold
+    labelled = gold >= 0
+    positives = int((gold[labelled] >= 1).sum())
+    enough_gold = int(labelled.sum()) >= config.min_gold_for_valid and 0 < positives < int(labelled.sum())
+    mode = config.valid_metric
+    if mode == "auto":
+        mode = "sentence" if enough_gold else "bag"
+    if mode == "sentence" and not enough_gold:
+        raise ValueError("valid_metric='sentence' needs gold labels of both classes on the validation bags")
+
+    def validate_sentence(model: SentenceScorer) -> float:
+        with torch.inference_mode():
+            score = positive_score(model(valid))
+        return auc_roc((gold[labelled] >= 1).cpu().numpy(), score[labelled].cpu().numpy())
+
+    def validate_bag(model: SentenceScorer) -> float:
+        with torch.inference_mode():
+            return -float(bag_loss(model(valid), valid.bag_index, valid.labels, aggregation=aggregation,
+                                   variant="prob"))
+
+    return (validate_sentence if mode == "sentence" else validate_bag), mode
+
+
+def _fresh(dim: int, n_classes: int, config: TrainConfig, generator: torch.Generator,
+           device: torch.device) -> SentenceScorer:
+    return SentenceScorer(dim, n_classes=n_classes, hidden=config.hidden, generator=generator).to(device)
+
+
+def _gold_bags(data: BagSet) -> BagSet:
+    """The bags with at least one gold sentence label (instance models train on these only)."""
+    return data.select(torch.unique(data.bag_index[data.gold >= 0]))
+
+
+def fit_method(
+    method: str,
+    train: BagSet,
+    valid: BagSet | None,
+    *,
+    aggregation: str,
+    n_classes: int,
+    config: TrainConfig,
+    seed: int,
+    progress: ProgressFn | None = None,
+) -> FitResult:
+    """Run one method's pipeline on prepared bags. ``train.gold`` holds the gold labels the method may use."""
+    method = resolve_method(method, train)
+    result = FitResult(method=method, model=None)
+    if method not in TRAINED:
+        return result
+    generator = torch.Generator().manual_seed(seed)
+    dim = int(train.sent_emb.shape[1])
+    device = train.device
+    validate, _ = make_validator(valid, aggregation=aggregation, config=config)
+
+    def stage(name: str, model: SentenceScorer, data: BagSet, objective) -> SentenceScorer:
+        result.stages.append(train_stage(model, data, objective, config=config, generator=generator,
+                                         validate=validate, stage=name, progress=progress))
+        return model
+
+    if method == "supervised":
+        model = _fresh(dim, n_classes, config, generator, device)
+        result.model = stage("supervised", model, _gold_bags(train), _instance_objective())
+        return result
+
+    use = {"bag"}
+    if method in ("priors", "pslab", "hybrid"):
+        use |= {"cosine", "correlation"}
+        train = train.with_cosine_target().with_correlation_pairs()
+    if method == "hybrid":
+        use.add("hybrid")
+        teacher = stage("hybrid-teacher", _fresh(dim, n_classes, config, generator, device),
+                        _gold_bags(train), _instance_objective())
+        with torch.inference_mode():
+            train.hyb_target = teacher(train).exp()  # frozen soft targets, computed once
+    weights = _weights(config, use)
+    model = stage("bag", _fresh(dim, n_classes, config, generator, device), train,
+                  _bag_objective(config, aggregation, weights))
+    if method in ("pslab", "hybrid") and config.pslab and aggregation in ("max", "min"):
+        with torch.inference_mode():
+            labels = pseudo_labels(model(train), train.bag_index, train.labels, aggregation=aggregation,
+                                   gold=train.gold)
+        pseudo = BagSet(**{**train.__dict__, "gold": labels})
+        model = stage("pslab", _fresh(dim, n_classes, config, generator, device), pseudo, _instance_objective())
+    result.model = model
+    return result

@@ -1,0 +1,123 @@
+"""Evaluation (method.md §6): exact AUC-ROC, AUC-PR, accuracy, ordinal MAE, bag metrics, first-error accuracy.
+
+Inputs are flat numpy arrays; sentences whose gold label is missing (-1 / None) are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties averaged (exact Mann-Whitney)."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    ranks = np.empty(len(x), dtype=np.float64)
+    # Group equal values: each group gets the mean of its positions.
+    boundaries = np.flatnonzero(np.diff(sorted_x)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(x)]])
+    mean_rank = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def auc_roc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Exact AUC-ROC (ties count 1/2); NaN when only one class is present."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _ranks(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
+    """AUC-PR as average precision (step interpolation, ties grouped); NaN without positives."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    distinct = np.flatnonzero(np.diff(s_sorted)) if len(s_sorted) > 1 else np.array([], dtype=int)
+    thresholds = np.concatenate([distinct, [len(s_sorted) - 1]])
+    tp = np.cumsum(y_sorted)[thresholds]
+    fp = thresholds + 1 - tp
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    recall_prev = np.concatenate([[0.0], recall[:-1]])
+    return float(np.sum((recall - recall_prev) * precision))
+
+
+def _flat(values: Sequence[Sequence[Any]] | np.ndarray) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values
+    return np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in values]) if len(values) else np.zeros(0)
+
+
+def sentence_metrics(gold: np.ndarray, score: np.ndarray, *, expected_level: np.ndarray | None = None,
+                     n_classes: int = 2) -> dict[str, float]:
+    """gold (N,) levels with -1 for unknown; score (N,) P(level >= 1). Binary view: level >= 1 is positive."""
+    mask = gold >= 0
+    g, s = gold[mask], score[mask]
+    positive = g >= 1
+    out = {
+        "instance_auc_roc": auc_roc(positive, s),
+        "instance_auprc": average_precision(positive, s),
+        "instance_accuracy": float(np.mean((s >= 0.5) == positive)) if len(g) else float("nan"),
+        "instance_count": float(len(g)),
+    }
+    if n_classes > 2 and expected_level is not None:
+        out["instance_mae"] = float(np.mean(np.abs(expected_level[mask] - g))) if len(g) else float("nan")
+    return out
+
+
+def first_error_accuracy(gold: np.ndarray, score: np.ndarray, bag_index: np.ndarray, n_bags: int) -> float:
+    """Share of bags with a gold positive where the highest-scoring sentence is the first gold positive.
+
+    Vectorised with ``np.maximum.at`` / ``np.minimum.at`` (no loop over bags). NaN when no bag qualifies.
+    """
+    n = len(score)
+    positions = np.arange(n)
+    first_pos = np.full(n_bags, n, dtype=np.int64)
+    np.minimum.at(first_pos, bag_index[gold >= 1], positions[gold >= 1])
+    best = np.full(n_bags, -np.inf)
+    np.maximum.at(best, bag_index, score)
+    argmax = np.full(n_bags, n, dtype=np.int64)
+    is_best = score == best[bag_index]
+    np.minimum.at(argmax, bag_index[is_best], positions[is_best])
+    has_error = first_pos < n
+    if not has_error.any():
+        return float("nan")
+    return float(np.mean(argmax[has_error] == first_pos[has_error]))
+
+
+def bag_metrics(bag_labels: np.ndarray, bag_score: np.ndarray, *, aggregation: str) -> dict[str, float]:
+    """Bag-level AUC-ROC / AUC-PR / accuracy of AGG(predictions) against Y (positive: Y >= 1, or Y > 0 for mean)."""
+    positive = bag_labels > 0 if aggregation == "mean" else bag_labels >= 1
+    out = {
+        "bag_auc_roc": auc_roc(positive, bag_score),
+        "bag_auprc": average_precision(positive, bag_score),
+        "bag_accuracy": float(np.mean((bag_score >= 0.5) == positive)) if len(bag_score) else float("nan"),
+    }
+    if aggregation == "mean":
+        out["bag_mae"] = float(np.mean(np.abs(bag_score - bag_labels)))
+    return out
+
+
+def summarize(records: list[dict[str, Any]], *, keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation (ddof=0) over seeds of each metric in ``keys``."""
+    out: dict[str, dict[str, float]] = {}
+    for key in keys:
+        vals = np.array([r[key] for r in records if key in r and r[key] is not None], dtype=np.float64)
+        vals = vals[~np.isnan(vals)]
+        out[key] = {"mean": float(vals.mean()) if len(vals) else float("nan"),
+                    "std": float(vals.std()) if len(vals) else float("nan"), "n": float(len(vals))}
+    return out

@@ -1,0 +1,175 @@
+"""Plain, immutable rows returned by :mod:`db.repository` (never ORM objects: nothing lazy-loads later)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRow:
+    id: int
+    name: str
+    description: str
+    label_kind: str  # "binary" | "ordinal" | "proportion"
+    max_label: float
+    gold_target: float  # target fraction of responses with gold labels, e.g. 0.1
+    n_responses: int
+    n_sentences: int
+    n_gold_responses: int  # responses with at least one current gold/reviewed label
+    label_balance: dict[str, int]  # response label (as text) -> number of responses
+    active_model_version_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseListRow:
+    """One line of the review list (no full text: ``preview`` is the first 200 characters)."""
+
+    id: int
+    external_id: str
+    preview: str
+    response_label: float
+    aggregation: str
+    split: str | None
+    n_sentences: int
+    n_gold: int  # sentences with a current gold/reviewed label
+    score: float | None  # aggregate of sentence scores under the model version; None when unscored
+    uncertainty: float | None
+    disagreement: float | None  # |score - normalised response label|; > 0.5 means the model disagrees
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePage:
+    rows: list[ResponseListRow]
+    total: int  # rows matching the filters, over all pages
+    page: int  # 0-based
+    page_size: int
+    model_version_id: int | None  # the version whose scores were used (the active one by default)
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceRow:
+    id: int
+    position: int
+    start: int  # character offset into ResponseDetail.text
+    end: int  # exclusive
+    text: str
+    label: int | None  # current label, None when unlabelled
+    label_source: str | None  # "gold" | "reviewed" | "imported"
+    annotator: str | None
+    labelled_at: datetime | None
+    score: float | None
+    uncertainty: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDetail:
+    id: int
+    dataset_id: int
+    external_id: str
+    context: str
+    text: str
+    response_label: float
+    aggregation: str
+    label_kind: str
+    split: str | None
+    task: str | None
+    meta: dict[str, Any]
+    sentences: list[SentenceRow]
+    model_version_id: int | None
+    score: float | None
+    uncertainty: float | None
+    disagreement: float | None
+    consistency_warning: str | None  # check_consistency over the current labels
+
+
+@dataclass(frozen=True, slots=True)
+class LabelChange:
+    event_id: int
+    sentence_id: int
+    response_id: int
+    old_label: int | None
+    new_label: int | None
+    annotator: str
+    source: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    changes: list[LabelChange]  # only sentences whose label actually changed
+    warning: str | None  # MIL consistency warning after the save, None when consistent
+
+
+@dataclass(frozen=True, slots=True)
+class UndoResult:
+    reverted: list[LabelChange]  # the undo events written
+    skipped: list[int] = field(default_factory=list)  # sentence ids changed by someone else since; left alone
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GoldBudget:
+    gold_responses: int
+    total_responses: int
+    target_fraction: float
+
+    @property
+    def fraction(self) -> float:
+        return self.gold_responses / self.total_responses if self.total_responses else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionRow:
+    id: int
+    dataset_id: int
+    version: int
+    method: str
+    status: str  # "training" | "ready" | "failed"
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    artifact_path: str | None
+    error: str | None
+    parent_id: int | None
+    replaced_id: int | None
+    is_active: bool
+    n_scores: int
+    created_at: datetime
+    finished_at: datetime | None
+    activated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    state: str  # "queued" | "running" | "succeeded" | "failed" | "cancelled"
+    idempotency_key: str | None
+    progress: float  # in [0, 1]
+    message: str
+    log: str
+    result: dict[str, Any]
+    error: str | None
+    worker_id: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    dataset_id: int
+    dataset: str
+    file: str
+    sha256: str
+    format: str
+    n_responses: int
+    n_sentences: int
+    n_labels: int  # sentence labels stored
+    labels_source: str  # the source the file's sentence labels were stored with
+    seconds: float

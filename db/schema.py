@@ -1,0 +1,94 @@
+"""Schema versions: Alembic revisions shipped inside the package (``db/migrations``).
+
+:func:`ensure_schema` creates a fresh database at head and refuses an outdated one with the exact upgrade
+command; :func:`upgrade` is what ``fractal db upgrade`` runs.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect
+
+from db.engine import resolve_url, writer
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+class SchemaOutdatedError(RuntimeError):
+    """The database's schema revision is not the one this code expects."""
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at the packaged migrations (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision id this code ships."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _known_revisions() -> set[str]:
+    return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision, or None when it has never been migrated."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_command(engine: Engine) -> str:
+    """The exact command a user runs to upgrade this database."""
+    url = engine.url.render_as_string(hide_password=True)
+    default = resolve_url(None)
+    return "fractal db upgrade" if url == default else f"fractal db upgrade --db {url}"
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database to ``revision`` in one transaction (SQLite: holding the write lock)."""
+    with writer(engine).begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create an empty database at head; raise :class:`SchemaOutdatedError` unless it is at head."""
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return
+    if current is None:
+        with writer(engine).begin() as conn:
+            # Re-check under the write lock: another process may have created it meanwhile.
+            if MigrationContext.configure(conn).get_current_revision() is None:
+                tables = set(inspect(conn).get_table_names())
+                if tables:
+                    raise SchemaOutdatedError(
+                        f"database {engine.url.render_as_string(hide_password=True)} has tables "
+                        f"({', '.join(sorted(tables)[:5])}) but no FRACTAL schema version; "
+                        "point --db at a FRACTAL database or an empty one"
+                    )
+                command.upgrade(alembic_config(conn), "head")
+        return
+    if current in _known_revisions():
+        raise SchemaOutdatedError(
+            f"database schema is at revision {current}, this version of FRACTAL Studio needs {head}; "
+            f"upgrade it with: {upgrade_command(engine)}"
+        )
+    raise SchemaOutdatedError(
+        f"database schema revision {current} is unknown to this version of FRACTAL Studio (head {head}); "
+        "it was written by a newer version: upgrade FRACTAL Studio"
+    )

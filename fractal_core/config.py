@@ -30,6 +30,7 @@ class TrainConfig:
     learning_rate: float = 1e-3  # AdamW step size
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
     batch_bags: int = 64  # bags per optimiser step (the last partial batch is kept)
+    min_batches_per_epoch: int = 10  # small sets (e.g. a few gold bags) get smaller batches, not fewer steps
     max_epochs: int = 30  # upper bound on epochs per stage
     patience: int = 5  # epochs without validation improvement before stopping
     pslab: bool = True  # finish weakly supervised methods with maximum-likelihood pseudo-labels

@@ -54,15 +54,16 @@ def train_stage(
     started = time.perf_counter()
     result = StageResult(stage=stage)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    n_batches = max(1, math.ceil(data.n_bags / config.batch_bags))
+    batch_bags = min(config.batch_bags, max(1, math.ceil(data.n_bags / config.min_batches_per_epoch)))
+    n_batches = max(1, math.ceil(data.n_bags / batch_bags))
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
     for epoch in range(config.max_epochs):
         model.train()
         order = torch.randperm(data.n_bags, generator=generator).to(data.device)
         total = 0.0
-        for start in range(0, data.n_bags, config.batch_bags):  # the last partial batch is kept
-            batch = data.select(order[start : start + config.batch_bags])
+        for start in range(0, data.n_bags, batch_bags):  # the last partial batch is kept
+            batch = data.select(order[start : start + batch_bags])
             loss = objective(model, batch)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,157 @@
+"""The suite end to end on a planted task, plus bags, metrics and persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fractal_core.aggregate import positive_score
+from fractal_core.config import TrainConfig
+from fractal_core.estimator import FractalModel
+from fractal_core.methods import fit_method, resolve_method
+from fractal_core.metrics import auc_roc, average_precision, first_error_accuracy
+from tests.fractal_core.synthetic import planted_bags
+
+FAST = TrainConfig(max_epochs=60, patience=8, learning_rate=2e-3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train faster (and identically) on one thread; the machine's cores are shared in CI."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _auc(model, bags) -> float:
+    with torch.inference_mode():
+        score = positive_score(model(bags))
+    return auc_roc((bags.gold >= 1).numpy(), score.numpy())
+
+
+def _split(aggregation: str = "max", n_classes: int = 2, rate: float = 0.2):
+    train = planted_bags(400, aggregation=aggregation, n_classes=n_classes, positive_rate=rate, seed=1)
+    valid = planted_bags(80, aggregation=aggregation, n_classes=n_classes, positive_rate=rate, seed=2)
+    test = planted_bags(200, aggregation=aggregation, n_classes=n_classes, positive_rate=rate, seed=3)
+    train.gold = torch.full_like(train.gold, -1)  # weak supervision only
+    valid.gold = torch.full_like(valid.gold, -1)  # early stopping on the bag loss
+    return train, valid, test
+
+
+@pytest.mark.parametrize(("aggregation", "n_classes", "rate"),
+                         [("max", 2, 0.2), ("min", 2, 0.8), ("max", 3, 0.3)])
+def test_pslab_recovers_planted_sentence_labels(aggregation: str, n_classes: int, rate: float) -> None:
+    train, valid, test = _split(aggregation, n_classes, rate)
+    result = fit_method("pslab", train, valid, aggregation=aggregation, n_classes=n_classes, config=FAST, seed=0)
+    assert [s.stage for s in result.stages] == ["bag", "pslab"]
+    assert _auc(result.model, test) >= 0.9
+
+
+def test_llp_mean_bags_learn_without_pslab() -> None:
+    train, valid, test = _split("mean")
+    result = fit_method("pslab", train, valid, aggregation="mean", n_classes=2, config=FAST, seed=0)
+    assert [s.stage for s in result.stages] == ["bag"]  # PsLab is undefined for proportions
+    assert _auc(result.model, test) >= 0.9
+
+
+def test_hybrid_and_supervised_use_gold_labels_only_where_given() -> None:
+    train, valid, test = _split()
+    full = planted_bags(400, seed=1).gold
+    gold = torch.full_like(full, -1)
+    first_bags = train.bag_index < 40  # 10% of the bags carry gold labels
+    gold[first_bags] = full[first_bags]
+    train.gold = gold
+    assert resolve_method("fractal", train) == "hybrid"
+    hybrid = fit_method("hybrid", train, valid, aggregation="max", n_classes=2, config=FAST, seed=0)
+    assert [s.stage for s in hybrid.stages] == ["hybrid-teacher", "bag", "pslab"]
+    assert _auc(hybrid.model, test) >= 0.9
+    supervised = fit_method("supervised", train, valid, aggregation="max", n_classes=2, config=FAST, seed=0)
+    assert _auc(supervised.model, test) >= 0.9
+
+
+def test_methods_needing_gold_refuse_without_it() -> None:
+    train, _, _ = _split()
+    assert resolve_method("fractal", train) == "pslab"
+    with pytest.raises(ValueError, match="gold sentence labels"):
+        resolve_method("hybrid", train)
+    with pytest.raises(ValueError, match="unknown method"):
+        resolve_method("magic", train)
+
+
+def test_training_is_deterministic_for_a_seed() -> None:
+    train, valid, test = _split()
+    config = TrainConfig(max_epochs=3)
+    a = fit_method("priors", train, valid, aggregation="max", n_classes=2, config=config, seed=4)
+    b = fit_method("priors", train, valid, aggregation="max", n_classes=2, config=config, seed=4)
+    c = fit_method("priors", train, valid, aggregation="max", n_classes=2, config=config, seed=5)
+    with torch.inference_mode():
+        sa, sb, sc = (positive_score(r.model(test)) for r in (a, b, c))
+    assert torch.equal(sa, sb)
+    assert not torch.equal(sa, sc)
+
+
+def test_bagloss_beats_naive_and_prior_only_on_planted_task() -> None:
+    train, valid, test = _split()
+    scores = {}
+    for method in ("naive", "prior_only", "bagloss"):
+        model = FractalModel(method, config=FAST).fit_bags(train, valid, aggregation="max", n_classes=2)
+        scores[method] = model.evaluate_bags(test)["instance_auc_roc"]
+    assert scores["bagloss"] > scores["naive"] > 0.5
+    assert scores["bagloss"] > scores["prior_only"]
+
+
+def test_bag_selection_keeps_pairs_and_targets_aligned() -> None:
+    bags = planted_bags(30, seed=0).with_cosine_target().with_correlation_pairs()
+    picked = torch.tensor([7, 2, 19])
+    sub = bags.select(picked)
+    direct = planted_bags(30, seed=0).select(picked).with_cosine_target().with_correlation_pairs()
+    for name in ("sent_emb", "bag_index", "labels", "gold", "cos_target", "pair_i", "pair_j", "pair_r"):
+        torch.testing.assert_close(getattr(sub, name), getattr(direct, name))
+
+
+def test_multiple_context_windows_take_the_best_window() -> None:
+    bags = planted_bags(5, seed=0)
+    model = fit_method("bagloss", bags, None, aggregation="max", n_classes=2, config=TrainConfig(max_epochs=1),
+                       seed=0).model
+    doubled = type(bags)(**{**bags.__dict__, "ctx_emb": torch.cat([bags.ctx_emb, -bags.ctx_emb]),
+                            "win_bag": torch.cat([bags.win_bag, bags.win_bag]).sort().values})
+    doubled.ctx_emb = torch.stack([bags.ctx_emb, -bags.ctx_emb], 1).reshape(-1, bags.ctx_emb.shape[1])
+    with torch.inference_mode():
+        one = positive_score(model(bags))
+        flipped = type(bags)(**{**bags.__dict__, "ctx_emb": -bags.ctx_emb})
+        other = positive_score(model(flipped))
+        both = positive_score(model(doubled))
+    torch.testing.assert_close(both, torch.maximum(one, other))
+
+
+def test_exact_metrics_match_scikit_learn() -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.random(500), 2)  # ties on purpose
+    assert auc_roc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert np.isnan(auc_roc(np.zeros(4), np.arange(4)))
+
+
+def test_first_error_accuracy() -> None:
+    gold = np.array([0, 1, -1, 0, 0, 0, 1])
+    score = np.array([0.1, 0.9, 0.95, 0.2, 0.1, 0.8, 0.3])
+    bag_index = np.array([0, 0, 0, 1, 1, 2, 2])
+    # bag 0: argmax is a later (unannotated) step -> miss; bag 1: no error; bag 2: argmax is step 0 -> miss
+    assert first_error_accuracy(gold, score, bag_index, 3) == 0.0
+    score[2] = 0.5
+    assert first_error_accuracy(gold, score, bag_index, 3) == 0.5
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    train, valid, test = _split()
+    model = FractalModel("bagloss", config=TrainConfig(max_epochs=2)).fit_bags(
+        train, valid, aggregation="max", n_classes=2, encoder_id="planted")
+    model.save(tmp_path / "m")
+    loaded = FractalModel.load(tmp_path / "m")
+    torch.testing.assert_close(loaded.predict_bags(test), model.predict_bags(test))
+    assert loaded.encoder_id_ == "planted" and loaded.resolved_method_ == "bagloss"

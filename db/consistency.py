@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# A proportion label matches a labelling when it is within half a sentence of it.
-_MEAN_SLACK = 0.5
-
 
 def check_consistency(
-    aggregation: str, response_label: float, sentence_labels: Sequence[int | None]
+    aggregation: str, response_label: float, sentence_labels: Sequence[int | None], *, mean_slack: float = 0.5
 ) -> str | None:
     """A one-line warning when ``sentence_labels`` contradict ``response_label`` under ``aggregation``.
 
@@ -23,6 +20,8 @@ def check_consistency(
         aggregation: ``"max"``, ``"min"`` or ``"mean"``.
         response_label: the bag label Y (0/1 binary, 0..C-1 ordinal, a fraction in [0, 1] for ``mean``).
         sentence_labels: one entry per sentence, ``None`` where not labelled.
+        mean_slack: for ``mean`` bags, how many sentences' worth (``mean_slack / n``) a proportion may be off
+            (0.5: a rounded proportion is fine; 0 plus 1e-6 matches the strict file reader).
 
     Returns:
         None when some completion of the unlabelled sentences yields ``response_label``, else why not.
@@ -60,7 +59,7 @@ def check_consistency(
         n = len(sentence_labels)
         positives = sum(1 for y in known if y >= 1)
         lowest, highest = positives / n, (positives + n_unknown) / n
-        slack = _MEAN_SLACK / n
+        slack = mean_slack / n + 1e-6
         if response_label < lowest - slack or response_label > highest + slack:
             if n_unknown:
                 return (

@@ -1,0 +1,185 @@
+"""``fractal ingest``, ``fractal export`` and ``fractal db ...``: thin commands over :mod:`db`.
+
+Mounted into the ``fractal`` console script with :func:`register`. Every command takes ``--db URL`` (else
+``$FRACTAL_DB_URL``, else the default SQLite file). Bad input prints one line on stderr and exits with code 2;
+an outdated schema prints the upgrade command and exits with code 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from tqdm import tqdm
+
+from db.engine import get_engine, resolve_url
+from db.export import FORMATS, export_dataset
+from db.ingest import ingest_file
+from db.repository import list_datasets, list_model_versions, require_dataset
+from db.schema import SchemaOutdatedError, current_revision, head_revision, upgrade
+from fractal_core.errors import InputError
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database URL (default: $FRACTAL_DB_URL, else .fractal/fractal.db under $FRACTAL_HOME or the current directory).",
+    ),
+]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def ingest(
+    file: Annotated[Path, typer.Argument(help="JSONL, CSV or Parquet file in the shared schema.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name (created if missing).")],
+    format: Annotated[
+        str | None, typer.Option("--format", help="jsonl | csv | parquet (default: from the suffix).")
+    ] = None,
+    segment_mode: Annotated[
+        str, typer.Option("--segment-mode", help="sentences | steps, for raw text.")
+    ] = "sentences",
+    labels_as: Annotated[
+        str, typer.Option("--labels-as", help="Source for the file's sentence labels: imported | gold.")
+    ] = "imported",
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split name (default: file stem if train/valid/test).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Store a file's responses in a dataset: all rows or none."""
+    try:
+        if format not in (None, "jsonl", "csv", "parquet"):
+            raise InputError(f"unknown format {format!r}; use jsonl, csv or parquet", field="--format")
+        if segment_mode not in ("sentences", "steps"):
+            raise InputError(
+                f"unknown segment mode {segment_mode!r}; use sentences or steps", field="--segment-mode"
+            )
+        engine = get_engine(db)
+        with tqdm(desc=f"ingest {file.name}", unit=" responses", disable=None) as bar:
+
+            def progress(done: int, total: int | None) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            summary = ingest_file(
+                engine,
+                file,
+                dataset,
+                format=format,  # type: ignore[arg-type]
+                segment_mode=segment_mode,  # type: ignore[arg-type]
+                labels_as=labels_as,  # type: ignore[arg-type]
+                split=split,
+                progress=progress,
+            )
+    except InputError as err:
+        raise _fail(str(err), 2) from None
+    except SchemaOutdatedError as err:
+        raise _fail(str(err), 1) from None
+    typer.echo(
+        f"ingested {summary.n_responses} responses, {summary.n_sentences} sentences, {summary.n_labels} "
+        f"sentence labels ({summary.labels_source}) into dataset {summary.dataset!r} in {summary.seconds:.1f} s"
+    )
+
+
+def export(
+    out: Annotated[Path, typer.Argument(help="Output file (written atomically).")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name.")],
+    format: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
+    model: Annotated[
+        int | None, typer.Option("--model", help="Model version number (default: the active one).")
+    ] = None,
+    positive_is: Annotated[
+        str | None,
+        typer.Option(
+            "--positive-is",
+            help="bad | good: what a positive sentence label means (default: from the aggregation).",
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Write a dataset as native JSONL, stepwise JSONL/Parquet, PRM800K step ratings or KTO pairs."""
+    try:
+        engine = get_engine(db)
+        summary = export_dataset(
+            engine,
+            dataset,
+            out,
+            format=format,  # type: ignore[arg-type]
+            model_version=model,
+            positive_is=positive_is,  # type: ignore[arg-type]
+        )
+    except InputError as err:
+        raise _fail(str(err), 2) from None
+    except SchemaOutdatedError as err:
+        raise _fail(str(err), 1) from None
+    skipped = (
+        f" ({summary.n_skipped} responses left out: a step with neither label nor score)"
+        if summary.n_skipped
+        else ""
+    )
+    version = f", scores of model version {summary.model_version}" if summary.model_version else ""
+    typer.echo(f"wrote {summary.n_rows} rows to {summary.path} ({summary.format}{version}){skipped}")
+
+
+db_app = typer.Typer(help="Database schema and contents.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None) -> None:
+    """Migrate the database to the newest schema (creates it if missing)."""
+    engine = get_engine(db, check_schema=False)
+    before = current_revision(engine)
+    upgrade(engine)
+    typer.echo(
+        f"{resolve_url(db).split('://')[0]} database: {before or 'empty'} -> {current_revision(engine)} (head)"
+    )
+
+
+@db_app.command("current")
+def db_current(db: DbOption = None) -> None:
+    """Print the database's schema revision and the newest one."""
+    engine = get_engine(db, check_schema=False)
+    current = current_revision(engine)
+    head = head_revision()
+    state = "up to date" if current == head else "outdated: run `fractal db upgrade`"
+    typer.echo(f"current {current or 'none'}, head {head} ({state})")
+
+
+@db_app.command("datasets")
+def db_datasets(
+    dataset: Annotated[str | None, typer.Argument(help="Show one dataset's model versions.")] = None,
+    db: DbOption = None,
+) -> None:
+    """List datasets with counts, gold budget and label balance (or one dataset's model versions)."""
+    try:
+        engine = get_engine(db)
+        if dataset is not None:
+            row = require_dataset(engine, dataset)
+            for mv in list_model_versions(engine, row.id):
+                active = " (active)" if mv.is_active else ""
+                typer.echo(
+                    f"v{mv.version} {mv.method} {mv.status}{active} scores={mv.n_scores} metrics={mv.metrics}"
+                )
+            return
+        for d in list_datasets(engine):
+            balance = ", ".join(f"{k}: {v}" for k, v in d.label_balance.items())
+            typer.echo(
+                f"{d.name}: {d.n_responses} responses, {d.n_sentences} sentences, {d.label_kind} labels "
+                f"({balance}), gold {d.n_gold_responses}/{d.n_responses} (target {d.gold_target:.0%})"
+            )
+    except InputError as err:
+        raise _fail(str(err), 2) from None
+    except SchemaOutdatedError as err:
+        raise _fail(str(err), 1) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``ingest``, ``export`` and the ``db`` group to the ``fractal`` Typer app."""
+    app.command("ingest")(ingest)
+    app.command("export")(export)
+    app.add_typer(db_app, name="db")

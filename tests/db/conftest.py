@@ -1,0 +1,66 @@
+"""Fixtures for the store's tests: a fresh SQLite file per test and small files in the shared schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from db.engine import get_engine
+
+PROCESSBENCH_VALID = Path("/work/shared/data/processbench/valid.jsonl")
+DELUCIONQA_VALID = Path("/work/shared/data/delucionqa/valid.jsonl")
+
+
+def make_rows(n: int, *, prefix: str = "r", labelled_every: int = 3) -> list[dict[str, Any]]:
+    """``n`` small max-bags: 2-4 sentences, label 1 for odd i (sentence labels on every third response)."""
+    rows = []
+    for i in range(n):
+        k = 2 + i % 3
+        sentences = [f"Step {j} of answer {i} is here." for j in range(k)]
+        label = i % 2
+        row: dict[str, Any] = {
+            "id": f"{prefix}{i}",
+            "context": f"Question {i}?",
+            "sentences": sentences,
+            "response_label": label,
+            "aggregation": "max",
+            "task": "unit",
+            "meta": {"n": i},
+        }
+        if i % labelled_every == 0:
+            row["sentence_labels"] = [0] * (k - 1) + [label]
+        rows.append(row)
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def db_file_digest(engine: Engine) -> str:
+    """sha256 of the database file after closing every connection (which checkpoints the WAL into it)."""
+    engine.dispose()
+    database = engine.url.database
+    assert database
+    wal = Path(database + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, "WAL not checkpointed"
+    return hashlib.sha256(Path(database).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'fractal.db'}"
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = get_engine(db_url)
+    yield eng
+    eng.dispose()

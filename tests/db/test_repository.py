@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine
+
+from db import repository as repo
+from db.ingest import ingest_file
+from fractal_core.errors import InputError
+from tests.db.conftest import make_rows, write_jsonl
+
+
+@pytest.fixture
+def ds(engine: Engine, tmp_path: Path) -> int:
+    """12 responses r0..r11 (labels alternate 0/1; every third has imported sentence labels)."""
+    summary = ingest_file(engine, write_jsonl(tmp_path / "train.jsonl", make_rows(12)), "demo")
+    return summary.dataset_id
+
+
+def sentence_ids(engine: Engine, response_id: int) -> list[int]:
+    return [s.id for s in repo.get_response(engine, response_id).sentences]
+
+
+def rid(engine: Engine, ds: int, external: str) -> int:
+    found = repo.response_id_by_external(engine, ds, external)
+    assert found is not None
+    return found
+
+
+def test_datasets_counts_and_balance(engine: Engine, ds: int) -> None:
+    (row,) = repo.list_datasets(engine)
+    assert (row.name, row.n_responses, row.label_kind, row.label_balance) == ("demo", 12, "binary", {"0": 6, "1": 6})
+    assert row.n_sentences == sum(2 + i % 3 for i in range(12))
+    assert row.n_gold_responses == 0  # imported labels are not gold
+    with pytest.raises(InputError, match="already exists"):
+        repo.create_dataset(engine, "demo")
+    with pytest.raises(InputError, match="invalid dataset name"):
+        repo.create_dataset(engine, "bad name!")
+    with pytest.raises(InputError, match="datasets: demo"):
+        repo.require_dataset(engine, "nope")
+    empty = repo.create_dataset(engine, "empty", label_kind="ordinal")
+    assert empty.n_responses == 0 and empty.label_balance == {}
+
+
+def test_get_response_has_offsets_and_imported_labels(engine: Engine, ds: int) -> None:
+    detail = repo.get_response(engine, rid(engine, ds, "r3"))
+    assert detail.context == "Question 3?" and detail.response_label == 1.0
+    for s in detail.sentences:
+        assert detail.text[s.start : s.end] == s.text
+    assert [s.label for s in detail.sentences] == [0, 1]
+    assert {s.label_source for s in detail.sentences} == {"imported"}
+    assert detail.sentences[0].annotator == "import:train.jsonl"
+    assert detail.consistency_warning is None
+    with pytest.raises(InputError, match="no response"):
+        repo.get_response(engine, 10_000)
+
+
+def test_corrections_history_undo_and_budget(engine: Engine, ds: int) -> None:
+    r1 = rid(engine, ds, "r1")  # label 1, no sentence labels
+    s0, s1, _ = sentence_ids(engine, r1)
+    first = repo.record_label(engine, s0, 0, "ann")
+    assert [(c.old_label, c.new_label) for c in first.changes] == [(None, 0)]
+    assert first.warning is None  # s1, s2 may still be positive
+    assert repo.record_label(engine, s0, 0, "ann").changes == []  # no-op is not history
+    both = repo.record_labels(engine, r1, {s1: 0, sentence_ids(engine, r1)[2]: 0}, "ann")
+    assert len(both.changes) == 2
+    assert both.warning == "response label is 1 (max) but no sentence is labelled positive"
+    assert repo.gold_budget(engine, ds).gold_responses == 1
+    assert repo.list_responses(engine, ds, label_status="complete").total == 1
+
+    undone = repo.undo_last(engine, "ann")
+    assert undone is not None and len(undone.reverted) == 2  # the whole response action
+    labels = [s.label for s in repo.get_response(engine, r1).sentences]
+    assert labels == [0, None, None]
+    undone = repo.undo_last(engine, "ann")
+    assert undone is not None and [c.new_label for c in undone.reverted] == [None]
+    assert repo.undo_last(engine, "ann") is None
+    assert repo.gold_budget(engine, ds).gold_responses == 0
+    history = repo.label_history(engine, sentence_id=s0)
+    assert [(h.old_label, h.new_label) for h in history] == [(None, 0), (0, None)]
+
+
+def test_gold_correction_over_imported_label_and_undo_restores_it(engine: Engine, ds: int) -> None:
+    r0 = rid(engine, ds, "r0")  # imported labels [0, 0]
+    s0 = sentence_ids(engine, r0)[0]
+    repo.record_label(engine, s0, 0, "ann")  # same value, now gold: a change of source
+    sent = repo.get_response(engine, r0).sentences[0]
+    assert (sent.label, sent.label_source, sent.annotator) == (0, "gold", "ann")
+    assert repo.gold_budget(engine, ds).gold_responses == 1
+    repo.undo_last(engine, "ann")
+    sent = repo.get_response(engine, r0).sentences[0]
+    assert (sent.label, sent.label_source, sent.annotator) == (0, "imported", "import:train.jsonl")
+    assert repo.gold_budget(engine, ds).gold_responses == 0
+
+
+def test_undo_leaves_someone_elses_later_edit(engine: Engine, ds: int) -> None:
+    r1 = rid(engine, ds, "r1")
+    s0 = sentence_ids(engine, r1)[0]
+    repo.record_label(engine, s0, 1, "ann")
+    repo.record_label(engine, s0, 0, "bob")
+    result = repo.undo_last(engine, "ann")
+    assert result is not None and result.reverted == [] and result.skipped == [s0]
+    assert repo.get_response(engine, r1).sentences[0].label == 0
+    assert repo.undo_last(engine, "ann") is None
+
+
+def test_label_validation(engine: Engine, ds: int) -> None:
+    s0 = sentence_ids(engine, rid(engine, ds, "r1"))[0]
+    with pytest.raises(InputError, match="outside 0..1"):
+        repo.record_label(engine, s0, 2, "ann")
+    with pytest.raises(InputError, match="annotator"):
+        repo.record_label(engine, s0, 1, " ")
+    with pytest.raises(InputError, match="source"):
+        repo.record_label(engine, s0, 1, "ann", source="guess")
+    with pytest.raises(InputError, match="do not belong"):
+        repo.record_labels(engine, rid(engine, ds, "r2"), {s0: 1}, "ann")
+    assert repo.label_history(engine, sentence_id=s0) == []
+
+
+def _train(engine: Engine, ds: int, seed: int) -> int:
+    records = repo.load_records(engine, ds)
+    ids = np.concatenate([r.meta["db_sentence_ids"] for r in records])
+    scores = np.random.default_rng(seed).random(len(ids))
+    mv = repo.create_model_version(engine, ds, method="fractal", config={"seed": seed})
+    assert repo.store_scores(engine, mv.id, ids, scores, chunk_size=7) == len(ids)
+    return repo.finish_model_version(engine, mv.id, metrics={"auc": 0.5 + seed / 100}).id
+
+
+def test_model_versions_scores_sorting_and_rollback(engine: Engine, ds: int) -> None:
+    v1 = _train(engine, ds, 1)
+    assert repo.active_model_version(engine, ds) is None
+    page = repo.list_responses(engine, ds)  # no active version: id order, no scores
+    assert page.model_version_id is None and [r.external_id for r in page.rows][:2] == ["r0", "r1"]
+    repo.activate_model_version(engine, v1)
+    page = repo.list_responses(engine, ds, sort="uncertainty", page_size=5)
+    assert page.total == 12 and page.model_version_id == v1
+    unc = [r.uncertainty for r in page.rows]
+    assert unc == sorted(unc, reverse=True)
+
+    # Each response's summary is its aggregation of sentence scores.
+    detail = repo.get_response(engine, page.rows[0].id)
+    assert detail.score == pytest.approx(max(s.score for s in detail.sentences))
+    assert detail.uncertainty == pytest.approx(max(1 - abs(2 * s.score - 1) for s in detail.sentences))
+    assert detail.disagreement == pytest.approx(abs(detail.score - detail.response_label))
+
+    pages = [repo.list_responses(engine, ds, sort="score", page=p, page_size=5) for p in range(3)]
+    seen = [r.external_id for p in pages for r in p.rows]
+    assert len(seen) == len(set(seen)) == 12
+    flipped = repo.list_responses(engine, ds, disagreement_only=True)
+    assert all(r.disagreement is not None and r.disagreement > 0.5 for r in flipped.rows)
+    assert flipped.total == sum(1 for p in pages for r in p.rows if r.disagreement and r.disagreement > 0.5)
+    bounded = repo.list_responses(engine, ds, sort="score", min_score=0.5, max_score=0.9)
+    assert all(0.5 <= (r.score or 0) <= 0.9 for r in bounded.rows)
+
+    v2 = _train(engine, ds, 2)
+    repo.activate_model_version(engine, v2)
+    versions = repo.list_model_versions(engine, ds)
+    assert [(v.version, v.is_active, v.status) for v in versions] == [(2, True, "ready"), (1, False, "ready")]
+    assert versions[0].metrics == {"auc": 0.52} and versions[0].n_scores == versions[1].n_scores > 0
+    back = repo.rollback_model_version(engine, ds)
+    assert back is not None and back.id == v1 and back.is_active
+    with pytest.raises(InputError, match="replaced no earlier"):
+        repo.rollback_model_version(engine, ds)
+
+
+def test_unscored_responses_come_after_scored_ones(engine: Engine, ds: int, tmp_path: Path) -> None:
+    repo.activate_model_version(engine, _train(engine, ds, 3))
+    ingest_file(engine, write_jsonl(tmp_path / "more.jsonl", make_rows(3, prefix="late")), "demo")
+    rows = repo.list_responses(engine, ds, sort="uncertainty", page=2, page_size=5).rows
+    assert [r.score is None for r in rows] == [False, False, True, True, True]
+    assert [r.external_id for r in rows[2:]] == ["late0", "late1", "late2"]
+    assert repo.list_responses(engine, ds).total == 15
+    assert repo.list_responses(engine, ds, min_score=0.0).total == 12
+
+
+def test_filters_by_annotator_and_status(engine: Engine, ds: int) -> None:
+    r1, r5 = rid(engine, ds, "r1"), rid(engine, ds, "r5")
+    repo.record_label(engine, sentence_ids(engine, r1)[0], 1, "ann")
+    repo.record_label(engine, sentence_ids(engine, r5)[0], 0, "bob")
+    assert [r.id for r in repo.list_responses(engine, ds, sort="id", annotator="ann").rows] == [r1]
+    assert repo.list_responses(engine, ds, label_status="partial").total == 2
+    assert repo.list_responses(engine, ds, label_status="unlabelled").total == 10
+    assert repo.list_responses(engine, ds, split="train").total == 12  # from the file name
+    with pytest.raises(ValueError):
+        repo.list_responses(engine, ds, page_size=0)
+
+
+def test_store_scores_rejects_bad_input(engine: Engine, ds: int) -> None:
+    mv = repo.create_model_version(engine, ds, method="fractal")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        repo.store_scores(engine, mv.id, [1], [1.5])
+    with pytest.raises(ValueError, match=r"\(n,\)"):
+        repo.store_scores(engine, mv.id, [1, 2], [0.5])
+    failed = repo.finish_model_version(engine, mv.id, status="failed", error="boom")
+    assert failed.status == "failed" and failed.error == "boom"
+    with pytest.raises(ValueError, match="training version"):
+        repo.store_scores(engine, mv.id, [1], [0.5])
+    with pytest.raises(InputError, match="only a ready version"):
+        repo.activate_model_version(engine, mv.id)
+
+
+def test_load_records_gold_only_unless_asked(engine: Engine, ds: int) -> None:
+    r1 = rid(engine, ds, "r1")
+    repo.record_label(engine, sentence_ids(engine, r1)[1], 1, "ann")
+    records = repo.load_records(engine, ds)
+    by_id = {r.id: r for r in records}
+    assert len(records) == 12
+    assert by_id["r0"].sentence_labels is None  # imported only
+    assert by_id["r1"].sentence_labels == [None, 1, None]
+    assert by_id["r1"].meta["db_response_id"] == r1
+    assert by_id["r1"].meta["db_sentence_ids"] == sentence_ids(engine, r1)
+    assert by_id["r1"].meta["n"] == 1
+    with_imported = {r.id: r for r in repo.load_records(engine, ds, include_imported=True)}
+    assert with_imported["r0"].sentence_labels == [0, 0]
+    assert all(r.sentence_labels is None for r in repo.load_records(engine, ds, with_gold=False))

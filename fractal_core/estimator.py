@@ -23,6 +23,7 @@ from fractal_core.bags import BagSet
 from fractal_core.config import TrainConfig
 from fractal_core.encoder import EncoderConfig, get_encoder
 from fractal_core.features import embed_records
+from fractal_core.io import num_classes
 from fractal_core.methods import METHODS, fit_method, resolve_method
 from fractal_core.metrics import bag_metrics, first_error_accuracy, sentence_metrics
 from fractal_core.model import SentenceScorer
@@ -44,15 +45,7 @@ def task_of(records: Sequence[ResponseRecord]) -> tuple[str, int]:
     aggregations = {r.aggregation for r in records}
     if len(aggregations) != 1:
         raise ValueError(f"responses mix aggregations {sorted(aggregations)}; train one aggregation at a time")
-    aggregation = aggregations.pop()
-    if aggregation == "mean":
-        return aggregation, 2
-    top = max(
-        [float(r.response_label) for r in records if np.isfinite(r.response_label)]
-        + [float(v) for r in records for v in (r.sentence_labels or []) if v is not None],
-        default=1.0,
-    )
-    return aggregation, max(2, int(top) + 1)
+    return aggregations.pop(), num_classes(records)
 
 
 def holdout_split(n_bags: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -1,0 +1,288 @@
+"""``fractal segment | embed | train | score | evaluate``: the library's commands (typer).
+
+``register(app)`` adds them to the product's ``fractal`` command (app/cli.py); ``main()`` runs them alone.
+Bad input prints one line ``file:line:field: why`` on stderr and exits with code 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fractal_core.errors import InputError
+
+METHOD_ALIASES = {"prior-only": "prior_only", "priors-only": "prior_only"}
+DEFAULT_EVAL_METHODS = "naive,prior_only,bagloss,priors,pslab,hybrid,supervised"
+TABLE_KEYS = ("instance_auc_roc", "instance_auprc", "instance_mae", "bag_auc_roc", "first_error_acc",
+              "train_seconds")
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _read(path: Path, segment_mode: str = "sentences"):
+    from fractal_core.io import read_records, read_split_dir
+
+    if path.is_dir():
+        return read_split_dir(path)
+    return {"train": read_records(path, segment_mode=segment_mode)}  # type: ignore[arg-type]
+
+
+def _encoder_config(encoder: str | None, device: str):
+    from fractal_core.encoder import EncoderConfig
+
+    return EncoderConfig(model_path=encoder, device=device)
+
+
+def _methods(spec: str) -> list[str]:
+    from fractal_core.methods import METHODS
+
+    names = [METHOD_ALIASES.get(m.strip(), m.strip()) for m in spec.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise fail(f"--methods: unknown method(s) {unknown or spec!r}; choose from {', '.join(METHODS)}")
+    return names
+
+
+EncoderOpt = Annotated[str | None, typer.Option(help="Local Hugging Face encoder directory (default: bundled "
+                                                     "all-MiniLM-L6-v2).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:1 ...")]
+
+
+def segment_cmd(
+    text: Annotated[str | None, typer.Argument(help="Text to split; '-' or nothing reads stdin.")] = None,
+    mode: Annotated[str, typer.Option(help="sentences | steps")] = "sentences",
+) -> None:
+    """Split a response into sentences (or reasoning steps) with character offsets, as JSON lines."""
+    from fractal_core.segment import segment
+
+    if mode not in ("sentences", "steps"):
+        raise fail(f"--mode: expected sentences or steps, got {mode!r}")
+    source = sys.stdin.read() if text in (None, "-") else text
+    for span in segment(source or "", mode=mode):  # type: ignore[arg-type]
+        typer.echo(json.dumps({"start": span.start, "end": span.end, "text": span.text}, ensure_ascii=False))
+
+
+def embed_cmd(
+    data: Annotated[Path, typer.Argument(help="A JSONL/CSV/Parquet file or a directory of train/valid/test.jsonl")],
+    encoder: EncoderOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Embed every sentence and context once into the on-disk cache (later runs reuse it)."""
+    from fractal_core.encoder import get_encoder
+
+    try:
+        splits = _read(data)
+    except InputError as err:
+        raise fail(str(err)) from None
+    enc = get_encoder(_encoder_config(encoder, device))
+    records = [r for part in splits.values() for r in part]
+    started = time.perf_counter()
+    enc.encode([s.text for r in records for s in r.spans], show_progress=True)
+    enc.encode_windows([r.context for r in records])
+    typer.echo(f"embedded {sum(len(r.spans) for r in records)} sentences of {len(records)} responses with "
+               f"{enc.encoder_id} in {time.perf_counter() - started:.1f}s")
+
+
+def train_cmd(
+    data: Annotated[Path, typer.Argument(help="Training file, or a directory with train.jsonl (+ valid.jsonl)")],
+    out: Annotated[Path, typer.Option(help="Directory to save the model in")],
+    method: Annotated[str, typer.Option(help="fractal (default), pslab, hybrid, bagloss, priors, supervised ...")
+                      ] = "fractal",
+    seed: int = 0,
+    max_epochs: Annotated[int | None, typer.Option(help="Override the default epoch bound")] = None,
+    encoder: EncoderOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train a sentence scorer from response labels (sentence labels in the file are used as gold)."""
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from fractal_core.config import TrainConfig
+    from fractal_core.estimator import FractalModel
+
+    [method] = _methods(method)
+    try:
+        splits = _read(data)
+    except InputError as err:
+        raise fail(str(err)) from None
+    config = TrainConfig(device=device)
+    if max_epochs is not None:
+        config = replace(config, max_epochs=max_epochs)
+    bar = tqdm(total=100, desc="training", unit="%")
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        bar.set_description(stage)
+        bar.n = int(100 * fraction)
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    try:
+        model = FractalModel(method, config=config, encoder=_encoder_config(encoder, device), seed=seed).fit(
+            splits["train"], valid=splits.get("valid"), progress=progress)
+    except ValueError as err:
+        bar.close()
+        raise fail(str(err)) from None
+    bar.close()
+    model.save(out)
+    shown = {k: round(v, 4) for k, v in model.metrics_.items() if isinstance(v, float) and not math.isnan(v)}
+    typer.echo(f"saved {model.resolved_method_} model to {out}  {shown}")
+
+
+def score_cmd(
+    model_dir: Annotated[Path, typer.Option("--model", help="A directory written by `fractal train`")],
+    data: Annotated[Path, typer.Argument(help="Responses to score (JSONL/CSV/Parquet)")],
+    out: Annotated[Path, typer.Option(help="Output JSONL: each response with sentence offsets and scores")],
+    segment_mode: Annotated[str, typer.Option(help="sentences | steps, for raw `text` input")] = "sentences",
+) -> None:
+    """Score every sentence of every response with a trained model."""
+    from fractal_core.estimator import FractalModel
+    from fractal_core.io import read_records, record_to_dict
+
+    if not (model_dir / "model.json").exists():
+        raise fail(f"{model_dir}: no model.json (train one with `fractal train`)")
+    try:
+        records = read_records(data, segment_mode=segment_mode)  # type: ignore[arg-type]
+    except InputError as err:
+        raise fail(str(err)) from None
+    model = FractalModel.load(model_dir)
+    scores = model.predict(records)
+    lines = []
+    for record, score in zip(records, scores, strict=True):
+        row = record_to_dict(record)
+        row["offsets"] = [[s.start, s.end] for s in record.spans]
+        row["sentence_scores"] = [round(float(v), 6) for v in score]
+        lines.append(json.dumps(row, ensure_ascii=False))
+    _atomic_write_text(out, "\n".join(lines) + "\n")
+    typer.echo(f"scored {sum(len(s) for s in scores)} sentences of {len(records)} responses -> {out}")
+
+
+def _fmt(stats: dict[str, float]) -> str:
+    if math.isnan(stats["mean"]):
+        return "-"
+    return f"{stats['mean']:.3f}±{stats['std']:.3f}"
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    """One row per method: mean ± std over seeds of the headline metrics."""
+    from fractal_core.metrics import summarize
+
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    header = ["method", "gold", *TABLE_KEYS]
+    rows = [header]
+    for method in methods:
+        runs = [r for r in results if r["method"] == method]
+        stats = summarize(runs, keys=TABLE_KEYS)
+        rows.append([method, f"{runs[0]['gold_fraction']:g}", *(_fmt(stats[k]) for k in TABLE_KEYS)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+def evaluate_cmd(
+    data: Annotated[Path, typer.Option(help="Directory with train.jsonl, valid.jsonl (optional), test.jsonl")],
+    methods: Annotated[str, typer.Option(help="Comma-separated methods")] = DEFAULT_EVAL_METHODS,
+    gold_fraction: Annotated[float, typer.Option(help="Share of training responses with gold sentence labels "
+                                                      "for hybrid/fractal")] = 0.1,
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0..n-1)")] = 3,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result records here")] = None,
+    label_view: Annotated[str, typer.Option(help="native | binary (ordinal labels >= 1 become 1)")] = "native",
+    limit: Annotated[int | None, typer.Option(help="Use only the first N responses of each split")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="Override the default epoch bound")] = None,
+    encoder: EncoderOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Compare methods on a dataset in the shared schema: sentence AUC-ROC/PR, MAE, bag AUC, first-error acc."""
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from fractal_core.config import TrainConfig
+    from fractal_core.encoder import get_encoder
+    from fractal_core.evaluation import prepare_splits, run_evaluation
+
+    names = _methods(methods)
+    if not 0.0 <= gold_fraction <= 1.0:
+        raise fail(f"--gold-fraction: {gold_fraction} is outside [0, 1]")
+    if seeds < 1:
+        raise fail("--seeds: need at least 1")
+    if label_view not in ("native", "binary"):
+        raise fail(f"--label-view: expected native or binary, got {label_view!r}")
+    if not data.is_dir():
+        raise fail(f"{data}: not a directory with train/valid/test.jsonl")
+    try:
+        from fractal_core.io import read_split_dir
+
+        splits = read_split_dir(data)
+    except InputError as err:
+        raise fail(str(err)) from None
+    if limit is not None:
+        splits = {k: v[:limit] for k, v in splits.items()}
+    config = TrainConfig(device=device)
+    if max_epochs is not None:
+        config = replace(config, max_epochs=max_epochs)
+    enc = get_encoder(_encoder_config(encoder, device))
+    started = time.perf_counter()
+    try:
+        prepared = prepare_splits(splits, enc, label_view=label_view, device=device)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise fail(f"{data}: {err}") from None
+    typer.echo(f"embedded {data} with {enc.encoder_id} in {time.perf_counter() - started:.1f}s "
+               f"(aggregation {prepared.aggregation}, {prepared.n_classes} levels)", err=True)
+    bar = tqdm(total=seeds * len(names), desc="runs", unit="run")
+
+    def on_result(record: dict[str, Any]) -> None:
+        bar.set_postfix_str(f"{record['method']} seed {record['seed']}: AUC {record['instance_auc_roc']:.3f}")
+        bar.update(1)
+
+    try:
+        results = run_evaluation(prepared, names, seeds=range(seeds), gold_fraction=gold_fraction, config=config,
+                                 on_result=on_result)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    finally:
+        bar.close()
+    for record in results:
+        record.update(dataset=str(data), label_view=label_view, encoder_id=prepared.encoder_id)
+    print_table(results)
+    typer.echo(f"total {time.perf_counter() - started:.1f}s", err=True)
+    if json_out is not None:
+        _atomic_write_text(json_out, json.dumps(results, indent=1, default=float, allow_nan=True) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the library's commands to ``app``."""
+    app.command("segment")(segment_cmd)
+    app.command("embed")(embed_cmd)
+    app.command("train")(train_cmd)
+    app.command("score")(score_cmd)
+    app.command("evaluate")(evaluate_cmd)
+
+
+def main() -> None:
+    app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+    register(app)
+    app()
+
+
+if __name__ == "__main__":
+    main()

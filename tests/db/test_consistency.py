@@ -26,7 +26,9 @@ from db.consistency import check_consistency
         ("mean", 0.9, [0, 0, None, None], True),
     ],
 )
-def test_check_consistency(aggregation: str, label: float, sentences: list[int | None], contradiction: bool) -> None:
+def test_check_consistency(
+    aggregation: str, label: float, sentences: list[int | None], contradiction: bool
+) -> None:
     warning = check_consistency(aggregation, label, sentences)
     assert (warning is not None) is contradiction
     if warning:
@@ -34,7 +36,10 @@ def test_check_consistency(aggregation: str, label: float, sentences: list[int |
 
 
 def test_warning_names_the_problem() -> None:
-    assert check_consistency("max", 1, [0, 0]) == "response label is 1 (max) but no sentence is labelled positive"
+    assert (
+        check_consistency("max", 1, [0, 0])
+        == "response label is 1 (max) but no sentence is labelled positive"
+    )
 
 
 def test_mean_slack_is_configurable() -> None:

@@ -31,7 +31,12 @@ def rid(engine: Engine, ds: int, external: str) -> int:
 
 def test_datasets_counts_and_balance(engine: Engine, ds: int) -> None:
     (row,) = repo.list_datasets(engine)
-    assert (row.name, row.n_responses, row.label_kind, row.label_balance) == ("demo", 12, "binary", {"0": 6, "1": 6})
+    assert (row.name, row.n_responses, row.label_kind, row.label_balance) == (
+        "demo",
+        12,
+        "binary",
+        {"0": 6, "1": 6},
+    )
     assert row.n_sentences == sum(2 + i % 3 for i in range(12))
     assert row.n_gold_responses == 0  # imported labels are not gold
     with pytest.raises(InputError, match="already exists"):

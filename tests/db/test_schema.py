@@ -26,7 +26,9 @@ def test_fresh_database_is_created_at_head_and_matches_the_models(db_url: str) -
 def test_older_revision_is_refused_with_the_upgrade_command(db_url: str) -> None:
     raw = get_engine(db_url, check_schema=False)
     upgrade(raw, "0001")
-    assert "ix_response_scores_mv_uncertainty" not in {i["name"] for i in inspect(raw).get_indexes("response_scores")}
+    assert "ix_response_scores_mv_uncertainty" not in {
+        i["name"] for i in inspect(raw).get_indexes("response_scores")
+    }
     with pytest.raises(SchemaOutdatedError) as err:
         get_engine(db_url)
     assert "fractal db upgrade --db " + db_url in str(err.value)
@@ -34,10 +36,14 @@ def test_older_revision_is_refused_with_the_upgrade_command(db_url: str) -> None
     upgrade(raw)
     engine = get_engine(db_url)
     assert current_revision(engine) == "0002"
-    assert "ix_response_scores_mv_uncertainty" in {i["name"] for i in inspect(engine).get_indexes("response_scores")}
+    assert "ix_response_scores_mv_uncertainty" in {
+        i["name"] for i in inspect(engine).get_indexes("response_scores")
+    }
 
 
-def test_default_database_message_has_the_bare_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_database_message_has_the_bare_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("FRACTAL_DB_URL", raising=False)
     monkeypatch.setenv("FRACTAL_HOME", str(tmp_path / "home"))
     upgrade(get_engine(None, check_schema=False), "0001")

@@ -1,0 +1,67 @@
+"""The same store code on PostgreSQL. Runs when FRACTAL_TEST_PG_URL points at a database this test may fill
+(e.g. ``postgresql+psycopg://fractal:fractal@localhost:5432/fractal_test``; needs the psycopg driver); skipped
+otherwise."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import delete
+
+from db import jobs
+from db import repository as repo
+from db.engine import get_engine, run_write
+from db.export import export_dataset
+from db.ingest import ingest_file
+from db.models import Dataset, Job
+from tests.db.conftest import PROCESSBENCH_VALID
+
+PG_URL = os.environ.get("FRACTAL_TEST_PG_URL")
+pytestmark = pytest.mark.skipif(not PG_URL, reason="set FRACTAL_TEST_PG_URL to run the PostgreSQL tests")
+
+
+def test_store_on_postgresql(tmp_path: Path) -> None:
+    assert PG_URL
+    engine = get_engine(PG_URL)
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    try:
+        summary = ingest_file(engine, PROCESSBENCH_VALID, name)
+        ds = summary.dataset_id
+        records = repo.load_records(engine, ds, include_imported=True)
+        assert len(records) == 352
+        first = records[0].meta["db_sentence_ids"][0]
+        assert repo.record_label(engine, first, 1, "ann").changes
+        assert repo.undo_last(engine, "ann") is not None
+        ids = np.concatenate([r.meta["db_sentence_ids"] for r in records])
+        mv = repo.create_model_version(engine, ds, method="fractal")
+        repo.store_scores(engine, mv.id, ids, np.linspace(0, 1, len(ids)))
+        repo.activate_model_version(engine, repo.finish_model_version(engine, mv.id).id)
+        page = repo.list_responses(engine, ds, sort="uncertainty", disagreement_only=True)
+        assert page.total > 0
+        export_dataset(engine, name, tmp_path / "n.jsonl", format="native")
+        ingest_file(engine, tmp_path / "n.jsonl", name + "-copy")
+
+        key = f"train:{name}"
+        made: list[int] = []
+        threads = [
+            threading.Thread(
+                target=lambda: made.append(jobs.create_job(engine, "train", idempotency_key=key).id)
+            )
+            for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(made)) == 1
+    finally:
+        run_write(
+            engine, lambda s: s.execute(delete(Dataset).where(Dataset.name.in_([name, name + "-copy"])))
+        )
+        run_write(engine, lambda s: s.execute(delete(Job).where(Job.idempotency_key == f"train:{name}")))
+        engine.dispose()

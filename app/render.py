@@ -57,6 +57,7 @@ def _build_css() -> str:
         "user-select:none}",
         ".fs-gold-1{background:#b0183a;color:#fff}",
         ".fs-gold-0{background:#2a7b3d;color:#fff}",
+        ".fs-title{font-size:1.35rem;font-weight:600;margin:.2rem 0 .4rem 0}",
         ".fs-legend{display:flex;align-items:center;gap:.3rem;font-size:.8rem;color:#333;flex-wrap:wrap}",
         ".fs-legend .fs-sw{display:inline-block;width:1.4rem;height:1rem;border:1px solid #ccc}",
         ".fs-legend .fs-key{display:inline-block;padding:0 .3rem;margin-left:.6rem}",
@@ -196,6 +197,20 @@ def render_legend(*, positive_name: str = "problem") -> str:
         '<span class="fs-key"><span class="fs-gold fs-gold-0">✓</span> gold 0</span>'
         "</div>"
     )
+
+
+def render_title(label: str, value: str) -> str:
+    """A heading ``label value`` where ``value`` is user text (escaped, shown in monospace)."""
+    return f'<div class="fs-title">{escape(label)} <code>{escape(value)}</code></div>'
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md_escape(value: object) -> str:
+    """Backslash-escape Markdown (and Streamlit's LaTeX ``$``) so user text inside ``st.markdown``-rendered
+    strings (errors, captions) shows literally: no links, images, emphasis or math."""
+    return _MD_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
 
 
 def escape_text(value: object) -> Markup:

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from db.engine import resolve_url
+
 DEFAULT_PORT = 8501
 """Port ``fractal serve`` uses when none is given (Streamlit's own default)."""
 
@@ -39,6 +41,8 @@ def load_settings(db_url: str | None = None) -> AppSettings:
     """
     home = Path(os.environ.get("FRACTAL_HOME", ".fractal")).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
-    url = db_url or os.environ.get("FRACTAL_DB_URL") or f"sqlite:///{home / 'fractal.sqlite'}"
+    # The store's own resolution (flag, else FRACTAL_DB_URL, else FRACTAL_HOME/fractal.db), so the app, the
+    # worker and the `fractal ingest/export` commands open the same database.
+    url = resolve_url(db_url)
     annotator = os.environ.get("FRACTAL_ANNOTATOR") or os.environ.get("USER") or "annotator"
     return AppSettings(home=home, db_url=url, annotator=annotator)

@@ -199,3 +199,63 @@ def app_server_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for srv in servers:
         srv.stop()
+
+
+# ------------------------------------------------------------------------------------------------ AppTest
+
+
+@dataclass
+class Store:
+    """An isolated store for in-process tests: FRACTAL_HOME and FRACTAL_DB_URL point at a temp dir."""
+
+    home: Path
+    db_url: str
+
+    @property
+    def engine(self) -> Any:
+        from db.engine import get_engine
+
+        return get_engine(self.db_url)
+
+    def ingest(self, records: list[dict[str, Any]], name: str = "tiny", **options: Any) -> Any:
+        from db.ingest import ingest_file
+        from tests.app.data import write_jsonl
+
+        path = write_jsonl(self.home / f"{name}-{len(list(self.home.iterdir()))}.jsonl", records)
+        return ingest_file(self.engine, path, name, **options)
+
+    def run_jobs(self) -> None:
+        """Run every queued job in this process, as the worker would."""
+        from app.settings import load_settings
+        from app.worker import Worker
+
+        Worker(load_settings(self.db_url)).run(once=True)
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    import streamlit as st
+
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"sqlite:///{home / 'fractal.db'}"
+    monkeypatch.setenv("FRACTAL_HOME", str(home))
+    monkeypatch.setenv("FRACTAL_DB_URL", url)
+    monkeypatch.setenv("FRACTAL_ANNOTATOR", "tester")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The app caches settings and the engine per process; each test has its own store.
+    st.cache_resource.clear()
+    yield Store(home, url)
+    st.cache_resource.clear()
+
+
+def app_test(page: str | None = None, timeout: float = 60) -> Any:
+    """An AppTest of the entry file, run once and optionally switched to ``page`` (``"pages/x.py"``)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=timeout)
+    at.run()
+    if page is not None:
+        at.switch_page(page)
+        at.run()
+    return at

@@ -1,0 +1,123 @@
+"""The ``fractal`` command: library and store commands, plus ``serve`` (web app + worker) and ``worker``.
+
+``fractal serve`` is what ``make run`` runs: it migrates the store, loads the bundled demo dataset into an empty
+database and queues its first training job, starts the worker process and the Streamlit app, prints the URL,
+and stops both when it is interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from app.settings import DEFAULT_PORT, load_settings
+
+APP_MAIN = Path(__file__).resolve().parent / "main.py"
+
+app = typer.Typer(
+    name="fractal",
+    help="FRACTAL Studio: sentence-level scores from response-level labels.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _register_subcommands() -> None:
+    from db.cli import register as register_db
+    from fractal_core.cli import register as register_core
+
+    register_core(app)
+    register_db(app)
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="Port of the web app."),
+    db: str | None = typer.Option(
+        None, "--db", help="SQLAlchemy URL of the store (default: SQLite in FRACTAL_HOME)."
+    ),
+    demo: bool = typer.Option(
+        True, "--demo/--no-demo", help="Load the bundled demo dataset into an empty store."
+    ),
+) -> None:
+    """Start the web app and its worker on one store; Ctrl+C stops both."""
+    from app import setup
+
+    settings = load_settings(db)
+    try:
+        message = setup.prepare_store(settings, load_demo=demo)
+    except setup.SetupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if message:
+        typer.echo(message)
+    env = {**os.environ, "FRACTAL_HOME": str(settings.home), "FRACTAL_DB_URL": settings.db_url}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--db", settings.db_url], env=env)
+    web = subprocess.Popen(
+        [
+            sys.executable, "-m", "streamlit", "run", str(APP_MAIN),
+            "--server.port", str(port), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        ],
+        env=env,
+    )  # fmt: skip
+    typer.echo(
+        f"FRACTAL Studio is running at http://localhost:{port}  (store: {settings.db_url}; Ctrl+C stops)"
+    )
+    code = 0
+    try:
+        while True:
+            if web.poll() is not None:
+                code = web.returncode or 0
+                typer.echo(f"the web app exited (code {code})", err=True)
+                break
+            if worker.poll() is not None:
+                # A dead worker means jobs silently never run: restart it rather than let "Train" do nothing.
+                typer.echo(f"the worker exited (code {worker.returncode}); restarting it", err=True)
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "app.cli", "worker", "--db", settings.db_url], env=env
+                )
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in (web, worker):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (web, worker):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    db: str | None = typer.Option(None, "--db", help="SQLAlchemy URL of the store."),
+    once: bool = typer.Option(False, "--once", help="Run the queued jobs, then exit."),
+    poll: float = typer.Option(1.0, "--poll", help="Seconds between looks at the queue when idle."),
+) -> None:
+    """Run background jobs (train, score, import, export) from the store until interrupted."""
+    from app.worker import Worker
+
+    settings = load_settings(db)
+    Worker(settings).run(once=once, poll_seconds=poll)
+
+
+def main() -> None:
+    """Console-script entry point (``fractal``)."""
+    _register_subcommands()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""FRACTAL Studio web app: the one entry file. Sets up the page, the shared stylesheet and the dataset picker,
+then routes with ``st.navigation`` to the thin pages in ``app/pages``.
+
+Run with ``fractal serve`` (which also starts the worker) or ``streamlit run app/main.py``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import render, state
+
+st.set_page_config(page_title="FRACTAL Studio", page_icon=":material/scatter_plot:", layout="wide")
+# The stylesheet for highlighted responses: fixed classes only, emitted once per run.
+st.html(render.CSS)
+
+PAGES = [
+    st.Page("pages/review.py", title="Review", icon=":material/rate_review:", default=True),
+    st.Page("pages/gold.py", title="Gold queue", icon=":material/workspace_premium:"),
+    st.Page("pages/data.py", title="Data", icon=":material/upload_file:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/models.py", title="Models", icon=":material/insights:"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:"),
+]
+page = st.navigation(PAGES)
+
+with st.sidebar:
+    st.title("FRACTAL Studio")
+    try:
+        state.dataset_picker()
+    except Exception as exc:  # a bad store must still show a readable page, not a stack trace
+        st.error(f"Cannot open the database: {exc}")
+        st.stop()
+    st.caption(f"Annotator: **{state.settings().annotator}**")
+
+page.run()

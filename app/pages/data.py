@@ -1,0 +1,133 @@
+"""Data: upload responses (JSONL / CSV / Parquet), preview their segmentation, see datasets and their balance."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import render, state, uploads
+from db import repository as repo
+from fractal_core.errors import InputError
+
+ss = st.session_state
+engine = state.engine()
+st.header("Data")
+state.show_flashes()
+
+# ------------------------------------------------------------------------------------------- datasets
+rows = repo.list_datasets(engine)
+st.subheader("Datasets", anchor=False)
+if not rows:
+    st.info("No dataset yet. Upload a file below.")
+else:
+    st.dataframe(
+        [
+            {
+                "dataset": d.name,
+                "responses": d.n_responses,
+                "sentences": d.n_sentences,
+                "gold responses": d.n_gold_responses,
+                "label kind": d.label_kind,
+                "label balance": ", ".join(f"{k}: {v}" for k, v in sorted(d.label_balance.items())),
+                "model": "active" if d.active_model_version_id else "none yet",
+            }
+            for d in rows
+        ],
+        hide_index=True,
+    )
+
+# ------------------------------------------------------------------------------------------- upload
+st.subheader("Upload responses", anchor=False)
+st.caption(
+    "One response per row: `id`, `context` (optional), `text` or `sentences`, `response_label`, "
+    "`aggregation` (max / min / mean), optional `sentence_labels`. Bad rows are reported with their line and "
+    "field, and nothing is stored."
+)
+upload = st.file_uploader("File", type=["jsonl", "json", "csv", "parquet"], key="data_upload")
+if upload is None:
+    st.stop()
+
+saved = uploads.save_upload(state.settings(), upload.name, upload.getvalue())
+fmt = uploads.format_of(upload.name)
+c1, c2, c3 = st.columns(3)
+default_name = uploads.default_dataset_name(upload.name)
+existing = {d.name for d in rows}
+name = c1.text_input(
+    "Dataset", value=default_name, key="data_dataset", help="A new or an existing dataset name"
+)
+segment_mode = c2.selectbox(
+    "Split raw text into",
+    ["sentences", "steps"],
+    key="data_segment",
+    help="How `text` is cut; pre-split `sentences` are kept as given (steps: one per line / numbered step)",
+)
+labels_as = c3.selectbox(
+    "Sentence labels in the file are",
+    ["imported", "gold"],
+    key="data_labels_as",
+    help="imported: kept for evaluation only; gold: trusted corrections used by training (hybrid prior)",
+)
+
+column_map: dict[str, str] | None = None
+if fmt == "csv":
+    header = uploads.csv_header(saved)
+    st.markdown("**Column mapping** (which of your columns holds each field)")
+    cols = st.columns(len(uploads.SCHEMA_FIELDS))
+    column_map = {}
+    for col, (field, required) in zip(cols, uploads.SCHEMA_FIELDS.items(), strict=True):
+        guess = uploads.guess_column(field, header)
+        options = ["(none)", *header]
+        choice = col.selectbox(
+            field + (" *" if required else ""),
+            options,
+            index=options.index(guess) if guess in options else 0,
+            key=f"data_map_{field}",
+        )
+        if choice != "(none)" and choice != field:
+            column_map[choice] = field
+
+# Preview: parse the first rows exactly as ingest will (errors here already name line and field).
+try:
+    preview = uploads.preview(saved, fmt=fmt, segment_mode=segment_mode, column_map=column_map, limit=5)
+except InputError as exc:
+    st.error(uploads.describe_error(exc), icon=":material/error:")
+    st.stop()
+
+st.markdown("**Preview** (first rows, as they will be segmented)")
+for rec in preview:
+    with st.container(border=True):
+        st.html(render.render_title("Response", rec.id))
+        st.text(f"label {rec.response_label:g} · aggregation {rec.aggregation} · {len(rec.spans)} sentences")
+        labels = rec.sentence_labels if labels_as == "gold" else None
+        st.html(render.render_response(rec.text, [(s.start, s.end) for s in rec.spans], None, labels))
+
+big = saved.stat().st_size > uploads.INLINE_MAX_BYTES
+action = "Queue import (large file: runs in the worker)" if big else "Import"
+if st.button(action, key="data_import", type="primary", disabled=not name.strip()):
+    options = {"format": fmt, "segment_mode": segment_mode, "column_map": column_map, "labels_as": labels_as}
+    if big:
+        job = uploads.queue_import(engine, saved, name.strip(), options)
+        state.flash(f"Import queued as job {job.id}; follow it on the Train page.", "info")
+        st.rerun()
+    try:
+        summary = uploads.import_now(engine, saved, name.strip(), options)
+    except InputError as exc:
+        st.error("Nothing was stored. " + uploads.describe_error(exc), icon=":material/error:")
+    else:
+        ss[state.DATASET_KEY] = summary.dataset_id
+        state.flash(
+            f"Imported {summary.n_responses} responses ({summary.n_sentences} sentences) into "
+            f"{summary.dataset!r}" + ("" if name.strip() in existing else " (new dataset)") + "."
+        )
+        st.rerun()
+
+if rows:
+    st.subheader("Label balance", anchor=False)
+    balance = pd.DataFrame(
+        [
+            {"dataset": d.name, "response label": k, "responses": v}
+            for d in rows
+            for k, v in d.label_balance.items()
+        ]
+    )
+    st.bar_chart(balance, x="response label", y="responses", color="dataset", stack=False)

@@ -1,0 +1,108 @@
+"""Export: every format of the store as a download; large datasets are written by the worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from app import jobs, render, state
+from db import repository as repo
+from db.export import FORMATS, export_dataset
+
+DESCRIPTIONS = {
+    "native": "Native JSONL, lossless: text, offsets, labels with who/when, scores, provenance (re-importable)",
+    "stepwise-jsonl": "Stepwise supervision {prompt, completions, labels} as JSONL (TRL PRM trainer)",
+    "stepwise-parquet": "Stepwise supervision {prompt, completions, labels} as Parquet",
+    "prm800k": "PRM800K-style step ratings (+1 / 0 / -1)",
+    "kto": "Response-level {prompt, completion, label} (KTO)",
+}
+MIME = {".jsonl": "application/jsonl", ".parquet": "application/vnd.apache.parquet"}
+INLINE_MAX_RESPONSES = 5_000
+
+engine = state.engine()
+dataset = state.current_dataset()
+st.header("Export")
+state.show_flashes()
+if dataset is None:
+    st.info("No data yet. Upload responses on the Data page.")
+    st.stop()
+
+fmt = st.selectbox(
+    "Format", list(FORMATS), format_func=lambda f: f"{f}: {DESCRIPTIONS.get(f, '')}", key="export_fmt"
+)
+versions = [mv for mv in repo.list_model_versions(engine, dataset.id) if mv.status == "ready"]
+choices: list[int | None] = [None, *[mv.version for mv in versions]]
+version = st.selectbox(
+    "Scores from",
+    choices,
+    format_func=lambda v: "the active model version" if v is None else f"version {v}",
+    key="export_version",
+)
+inline = dataset.n_responses <= INLINE_MAX_RESPONSES
+out = jobs.export_path(state.settings(), dataset.name, fmt)
+
+if inline:
+    if st.button("Prepare download", key="export_prepare", type="primary"):
+        summary = export_dataset(engine, dataset.id, out, format=fmt, model_version=version)  # type: ignore[arg-type]
+        st.session_state["export_ready"] = {
+            "path": summary.path,
+            "rows": summary.n_rows,
+            "skipped": summary.n_skipped,
+        }
+else:
+    st.caption(f"{dataset.n_responses} responses: the export runs in the worker and appears below when done.")
+    if st.button("Start export job", key="export_job", type="primary"):
+        job = repo.create_job(
+            engine,
+            "export",
+            {"dataset_id": dataset.id, "format": fmt, "model_version": version},
+            idempotency_key=f"export:{dataset.id}:{fmt}",
+        )
+        state.flash(f"Export job {job.id} queued.", "info")
+        st.rerun()
+
+
+def download(path_text: str, label: str, key: str) -> None:
+    path = Path(path_text)
+    if not path.exists():
+        st.caption(render.md_escape(f"{path.name} is no longer on disk; export again."))
+        return
+    st.download_button(
+        label,
+        data=path.read_bytes(),
+        file_name=path.name,
+        mime=MIME.get(path.suffix, "application/octet-stream"),
+        key=key,
+    )
+
+
+ready = st.session_state.get("export_ready")
+if ready and Path(ready["path"]).name.startswith(f"{dataset.name}-"):
+    st.success(
+        f"{ready['rows']} rows written ({ready['skipped']} responses left out: no label or score for a step)."
+    )
+    download(ready["path"], f"Download {Path(ready['path']).name}", "export_download")
+
+
+@st.fragment(run_every=2.0)
+def export_jobs() -> None:
+    recent = [
+        j
+        for j in repo.list_jobs(engine, kind="export", limit=20)
+        if j.payload.get("dataset_id") == dataset.id
+    ]
+    if not recent:
+        return
+    st.subheader("Export jobs", anchor=False)
+    for j in recent[:5]:
+        line = f"Job {j.id}: {j.payload.get('format')} · {j.state}"
+        if j.state == "succeeded":
+            download(j.result["path"], f"Download ({line})", f"export_job_dl_{j.id}")
+        elif j.state == "failed":
+            st.error(render.md_escape(f"{line}: {j.error}"))
+        else:
+            st.progress(j.progress, text=render.md_escape(line))
+
+
+export_jobs()

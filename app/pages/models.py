@@ -1,0 +1,186 @@
+"""Models: every trained version with its gold-set metrics, activation and rollback, and diagnostic charts."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import analysis, render, state
+from db import repository as repo
+
+METRICS = ("instance_auc_roc", "instance_auprc", "instance_accuracy")
+
+engine = state.engine()
+dataset = state.current_dataset()
+st.header("Models")
+state.show_flashes()
+if dataset is None:
+    st.info("No data yet. Upload responses on the Data page.")
+    st.stop()
+
+versions = repo.list_model_versions(engine, dataset.id)
+if not versions:
+    st.info("No model version yet. Start a training job on the Train page.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+
+def _metric(mv: repo.ModelVersionRow, which: str, key: str) -> float | None:
+    value = (mv.metrics.get(which) or {}).get(key)
+    return None if value is None else float(value)
+
+
+st.subheader("Versions", anchor=False)
+st.caption(
+    "Gold metrics compare the previously active version (before) with this one (after) on the gold sentences "
+    "that existed when it was trained. Those gold labels were also used for training (hybrid prior)."
+)
+st.dataframe(
+    [
+        {
+            "version": mv.version,
+            "active": "●" if mv.is_active else "",
+            "method": mv.method,
+            "status": mv.status,
+            "gold sentences": mv.metrics.get("gold_sentences"),
+            "AUC before": _metric(mv, "gold_before", "instance_auc_roc"),
+            "AUC after": _metric(mv, "gold_after", "instance_auc_roc"),
+            "AUPRC after": _metric(mv, "gold_after", "instance_auprc"),
+            "accuracy after": _metric(mv, "gold_after", "instance_accuracy"),
+            "scores": mv.n_scores,
+            "created": mv.created_at.strftime("%Y-%m-%d %H:%M"),
+            "error": mv.error or "",
+        }
+        for mv in versions
+    ],
+    hide_index=True,
+    column_config={
+        k: st.column_config.NumberColumn(format="%.3f")
+        for k in ("AUC before", "AUC after", "AUPRC after", "accuracy after")
+    },
+)
+
+ready = [mv for mv in versions if mv.status == "ready"]
+active = next((mv for mv in versions if mv.is_active), None)
+c1, c2 = st.columns(2)
+with c1:
+    if ready:
+        pick = st.selectbox(
+            "Version",
+            [mv.id for mv in ready],
+            format_func=lambda i: f"v{next(m.version for m in ready if m.id == i)}",
+            key="models_pick",
+        )
+        if st.button("Activate", key="models_activate", disabled=active is not None and pick == active.id):
+            row = repo.activate_model_version(engine, pick)
+            state.flash(f"Version {row.version} is now active.")
+            st.rerun()
+with c2:
+    if (
+        active is not None
+        and active.replaced_id is not None
+        and st.button("Roll back", key="models_rollback")
+    ):
+        row = repo.rollback_model_version(engine, dataset.id)
+        state.flash(f"Rolled back to version {row.version if row else '?'}.")
+        st.rerun()
+
+# ------------------------------------------------------------------------------------------- charts
+st.subheader("Charts", anchor=False)
+chart_version = st.selectbox(
+    "Version for the score charts",
+    [mv.id for mv in ready] or [versions[0].id],
+    index=next((i for i, mv in enumerate(ready) if mv.is_active), 0),
+    format_func=lambda i: f"v{next(m.version for m in versions if m.id == i)}",
+    key="models_chart_version",
+)
+use = st.radio("Labels", ["gold and imported", "gold only"], horizontal=True, key="models_labels")
+data = analysis.labelled_scores(engine, dataset.id, chart_version)
+keep = data.gold if use == "gold only" else np.ones_like(data.gold, dtype=bool)
+scores, positive = data.scores[keep], data.labels[keep] >= 1
+left, right = st.columns(2)
+with left:
+    if len(scores) == 0:
+        st.info("No labelled sentence has a score from this version yet.")
+    else:
+        fig = go.Figure()
+        for flag, name in ((False, "label 0 (fine)"), (True, "label 1 (problem)")):
+            fig.add_histogram(
+                x=scores[positive == flag], name=name, xbins={"start": 0, "end": 1, "size": 0.05}, opacity=0.7
+            )
+        fig.update_layout(
+            barmode="overlay",
+            title="Sentence scores by label",
+            xaxis_title="score",
+            yaxis_title="sentences",
+            height=340,
+        )
+        st.plotly_chart(fig, width="stretch")
+with right:
+    if len(scores):
+        table = analysis.reliability(scores, positive)
+        ece = analysis.expected_calibration_error(table)
+        fig = go.Figure()
+        fig.add_scatter(
+            x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dash", "color": "grey"}
+        )
+        fig.add_scatter(
+            x=table["mean_score"],
+            y=table["positive_rate"],
+            mode="lines+markers",
+            name="model",
+            text=[f"{int(c)} sentences" for c in table["count"]],
+        )
+        fig.update_layout(
+            title=f"Reliability (ECE {ece:.3f})",
+            xaxis_title="mean score in bin",
+            yaxis_title="share labelled 1",
+            height=340,
+        )
+        st.plotly_chart(fig, width="stretch")
+
+curve = sorted(
+    (
+        (mv.metrics.get("gold_responses"), _metric(mv, "gold_after", "instance_auc_roc"), mv.version)
+        for mv in ready
+    ),
+    key=lambda t: (t[0] or 0, t[2]),
+)
+curve = [c for c in curve if c[0] is not None and c[1] is not None]
+left, right = st.columns(2)
+with left:
+    if len(curve) >= 2:
+        fig = go.Figure()
+        fig.add_scatter(
+            x=[c[0] for c in curve],
+            y=[c[1] for c in curve],
+            mode="lines+markers",
+            text=[f"v{c[2]}" for c in curve],
+        )
+        fig.update_layout(
+            title="Gold budget curve",
+            xaxis_title="gold responses at training time",
+            yaxis_title="gold AUC-ROC",
+            height=340,
+        )
+        st.plotly_chart(fig, width="stretch")
+    else:
+        st.caption("The gold-budget curve appears once two versions were trained with gold labels.")
+with right:
+    rows = [(mv.version, k, _metric(mv, "gold_after", k)) for mv in ready for k in METRICS]
+    rows = [r for r in rows if r[2] is not None]
+    if rows:
+        fig = go.Figure()
+        for k in METRICS:
+            pts = [r for r in rows if r[1] == k]
+            fig.add_bar(x=[f"v{r[0]}" for r in pts], y=[r[2] for r in pts], name=k.replace("instance_", ""))
+        fig.update_layout(title="Versions on the gold set", barmode="group", yaxis_range=[0, 1], height=340)
+        st.plotly_chart(fig, width="stretch")
+    else:
+        st.caption("Version comparison appears once a version was evaluated on gold labels.")
+
+if active is not None:
+    with st.expander(f"Active version v{active.version}: all recorded metrics"):
+        st.json(active.metrics)
+st.caption(render.md_escape(f"Artifacts are stored under {state.settings().models_dir}"))

@@ -1,0 +1,308 @@
+"""Review: browse responses sorted/filtered by the model's scores, read one with its sentences highlighted,
+and correct sentence labels with the keyboard. Every change is stored at once."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import render, review, state
+from db import repository as repo
+
+PAGE_SIZE = 20
+SORTS = {
+    "uncertainty": "Most uncertain first",
+    "disagreement": "Disagrees with response label",
+    "score": "Highest score first",
+    "id": "Upload order",
+}
+STATUSES = {
+    None: "Any",
+    "unlabelled": "No gold labels",
+    "partial": "Partly labelled",
+    "complete": "Fully labelled",
+    "any_gold": "Has gold labels",
+}
+SHORTCUTS = (
+    ("J / K", "next / previous sentence"),
+    ("1 / 0", "label sentence problem / fine (then next)"),
+    ("X", "clear the sentence's label"),
+    ("N", "save: accept model labels for the rest, next response"),
+    ("S / P", "skip to next / previous response"),
+    ("U", "undo the last change in this response"),
+)
+
+ss = st.session_state
+engine = state.engine()
+annotator = state.settings().annotator
+dataset = state.current_dataset()
+
+st.header("Review")
+state.show_flashes()
+if dataset is None:
+    st.info("No data yet. Upload responses on the Data page, or start with `fractal serve` to load the demo.")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/upload_file:")
+    st.stop()
+
+# ------------------------------------------------------------------------------------------- filters
+with st.expander("Sort and filter", expanded=False):
+    c1, c2, c3 = st.columns(3)
+    sort = c1.selectbox("Sort", list(SORTS), format_func=SORTS.__getitem__, key="review_sort")
+    status = c2.selectbox(
+        "Label status", list(STATUSES), format_func=lambda s: STATUSES[s], key="review_status"
+    )
+    annotator_filter = c3.text_input("Labelled by (annotator)", key="review_annotator").strip() or None
+    c4, c5 = st.columns(2)
+    lo, hi = c4.slider("Response score", 0.0, 1.0, (0.0, 1.0), step=0.05, key="review_score")
+    disagreement_only = c5.checkbox(
+        "Only where the model disagrees with the response label", key="review_disagree"
+    )
+
+filters = dict(
+    sort=sort,
+    descending=sort != "id",
+    label_status=status,
+    annotator=annotator_filter,
+    min_score=lo if lo > 0 else None,
+    max_score=hi if hi < 1 else None,
+    disagreement_only=disagreement_only,
+)
+if ss.get("review_filters") != filters:
+    # New filters: start at the top of the new list.
+    ss["review_filters"] = filters
+    if "review_filters_seen" in ss:
+        ss["review_index"] = 0
+        ss.pop("review_response_id", None)
+    ss["review_filters_seen"] = True
+
+index = int(ss.get("review_index", 0))
+if "_review_restored" not in ss:
+    # First run of a session (a browser reload): come back to the response in the URL.
+    ss["_review_restored"] = True
+    if st.query_params.get("response", "").isdigit():
+        ss["review_response_id"] = int(st.query_params["response"])
+        index = int(st.query_params.get("i", "0")) if st.query_params.get("i", "").isdigit() else 0
+
+listing = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
+if listing.total == 0:
+    st.info("No response matches these filters.")
+    st.stop()
+if index >= listing.total:
+    index = listing.total - 1
+    listing = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
+ids_on_page = [r.id for r in listing.rows]
+# The response stays open until the user moves on, even if a change drops it out of the filtered list.
+current_id = ss.get("review_response_id")
+if current_id is None:
+    current_id = ids_on_page[index % PAGE_SIZE] if index % PAGE_SIZE < len(ids_on_page) else ids_on_page[0]
+ss["review_response_id"] = current_id
+ss["review_index"] = index
+st.query_params["response"] = str(current_id)
+st.query_params["i"] = str(index)
+
+
+def go_to(new_index: int) -> None:
+    ss["review_index"] = max(0, min(new_index, listing.total - 1))
+    ss.pop("review_response_id", None)
+    ss["review_focus"] = 0
+
+
+# ------------------------------------------------------------------------------------------- response list
+left, right = st.columns([1, 2], gap="medium")
+with left:
+    version = "no model yet" if listing.model_version_id is None else "active model"
+    st.caption(f"{listing.total} responses · scores from the {version}")
+    table = [
+        {
+            "#": listing.page * PAGE_SIZE + i + 1,
+            "id": r.external_id,
+            "label": r.response_label,
+            "score": r.score,
+            "uncert.": r.uncertainty,
+            "gold": f"{r.n_gold}/{r.n_sentences}",
+        }
+        for i, r in enumerate(listing.rows)
+    ]
+    event = st.dataframe(
+        table,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key=f"review_table_{listing.page}",
+        column_config={
+            "score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.2f"),
+            "uncert.": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
+    rows_selected = event.selection.rows if event is not None else []
+    if (
+        rows_selected
+        and ids_on_page[rows_selected[0]] != current_id
+        and ss.get("_last_pick") != rows_selected
+    ):
+        ss["_last_pick"] = rows_selected
+        go_to(listing.page * PAGE_SIZE + rows_selected[0])
+        st.rerun()
+    n_pages = (listing.total + PAGE_SIZE - 1) // PAGE_SIZE
+    p1, p2, p3 = st.columns([1, 2, 1])
+    if p1.button("◀", key="page_prev", disabled=listing.page == 0, help="Previous page"):
+        go_to((listing.page - 1) * PAGE_SIZE)
+        st.rerun()
+    p2.caption(f"page {listing.page + 1} of {n_pages}")
+    if p3.button("▶", key="page_next", disabled=listing.page >= n_pages - 1, help="Next page"):
+        go_to((listing.page + 1) * PAGE_SIZE)
+        st.rerun()
+    with st.container(border=True):
+        st.markdown("**Keyboard**")
+        st.markdown("\n".join(f"- `{k}` {v}" for k, v in SHORTCUTS))
+
+# ------------------------------------------------------------------------------------------- one response
+try:
+    detail = repo.get_response(engine, current_id)
+except Exception:  # a stale id from the URL (deleted, or another store)
+    detail = None
+if detail is None or detail.dataset_id != dataset.id:
+    go_to(0)
+    st.rerun()
+assert detail is not None
+n = len(detail.sentences)
+focus = min(max(int(ss.get("review_focus", 0)), 0), max(n - 1, 0))
+
+
+def apply(proposal: review.Proposal, *, then_next: bool = False) -> None:
+    """Store at once when consistent; otherwise park it and ask (the warning shows before anything is stored)."""
+    if proposal.warning:
+        ss["pending"] = {"proposal": proposal, "then_next": then_next}
+        # Reset the per-sentence controls so they show stored labels while the question is open.
+        ss["lab_nonce"] = ss.get("lab_nonce", 0) + 1
+        return
+    result = review.store(engine, proposal, annotator)
+    if result.changes:
+        state.flash(f"Saved {len(result.changes)} label(s).")
+    if then_next:
+        advance()
+
+
+def advance() -> None:
+    after = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
+    still = index % PAGE_SIZE < len(after.rows) and after.rows[index % PAGE_SIZE].id == current_id
+    go_to(review.next_position(index, after.total, still_listed=still))
+
+
+def set_focused(label: int | None) -> None:
+    if n == 0:
+        return
+    apply(review.propose(detail, {detail.sentences[focus].id: label}))
+    if "pending" not in ss and label is not None:
+        ss["review_focus"] = min(focus + 1, n - 1)
+
+
+with right:
+    pending = ss.get("pending")
+    if pending and pending["proposal"].response_id != current_id:
+        ss.pop("pending")
+        pending = None
+    st.html(render.render_title("Response", detail.external_id))
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Response label", f"{detail.response_label:g}", help=f"aggregation: {detail.aggregation}")
+    m2.metric("Model score", state.fmt_score(detail.score))
+    m3.metric("Disagreement", state.fmt_score(detail.disagreement))
+    m4.metric("Position", f"{index + 1} / {listing.total}")
+    if detail.context:
+        st.caption("Context")
+        st.html(render.render_context(detail.context))
+    st.html(render.render_legend(positive_name="problem"))
+    scores = [s.score for s in detail.sentences]
+    st.html(
+        render.render_response(
+            detail.text,
+            [(s.start, s.end) for s in detail.sentences],
+            scores,
+            review.gold_labels(detail),
+            focus=focus if n else None,
+        )
+    )
+    if detail.consistency_warning:
+        st.warning(
+            f"Labels contradict the response label: {detail.consistency_warning}", icon=":material/warning:"
+        )
+
+    if pending:
+        st.error(
+            f"This change contradicts the response label: {pending['proposal'].warning}. Store it anyway?",
+            icon=":material/report:",
+        )
+        y, c = st.columns(2)
+        if y.button("Store anyway", key="pending_yes", type="primary", shortcut="Y"):
+            ss.pop("pending")
+            result = review.store(engine, pending["proposal"], annotator)
+            state.flash(f"Saved {len(result.changes)} label(s) despite the warning.", "warning")
+            if pending["then_next"]:
+                advance()
+            st.rerun()
+        if c.button("Cancel", key="pending_no", shortcut="Esc"):
+            ss.pop("pending")
+            st.rerun()
+
+    # Keyboard bar: native Streamlit button shortcuts (they work wherever focus is not in a text field).
+    b = st.columns(8)
+    if b[0].button(
+        "Prev", key="k_prev", shortcut="K", icon=":material/arrow_upward:", help="Previous sentence"
+    ):
+        ss["review_focus"] = max(focus - 1, 0)
+        st.rerun()
+    if b[1].button(
+        "Next", key="k_next", shortcut="J", icon=":material/arrow_downward:", help="Next sentence"
+    ):
+        ss["review_focus"] = min(focus + 1, max(n - 1, 0))
+        st.rerun()
+    if b[2].button("Problem", key="k_one", shortcut="1", help="Label the sentence 1 (problem)"):
+        set_focused(1)
+        st.rerun()
+    if b[3].button("Fine", key="k_zero", shortcut="0", help="Label the sentence 0 (fine)"):
+        set_focused(0)
+        st.rerun()
+    if b[4].button("Clear", key="k_clear", shortcut="X", help="Remove the sentence's label"):
+        set_focused(None)
+        st.rerun()
+    if b[5].button("Undo", key="k_undo", shortcut="U", help="Undo your last change in this response"):
+        undone = repo.undo_last(engine, annotator, response_id=current_id)
+        state.flash(
+            "Nothing to undo." if undone is None else f"Undid {len(undone.reverted)} change(s).", "info"
+        )
+        st.rerun()
+    if b[6].button(
+        "Save", key="k_save", shortcut="N", type="primary", help="Accept the model for the rest, next"
+    ):
+        apply(review.propose_accept_rest(detail), then_next=True)
+        st.rerun()
+    if b[7].button("Skip", key="k_skip", shortcut="S", help="Next response without saving"):
+        go_to(index + 1)
+        st.rerun()
+    if st.button("Previous response", key="k_back", shortcut="P", icon=":material/undo:"):
+        go_to(index - 1)
+        st.rerun()
+
+    # Per-sentence label controls (the mouse path; the keyboard acts on the outlined sentence).
+    st.caption(f"Sentence {focus + 1} of {n} is selected (blue outline).")
+    options = ["–", "0", "1"]
+    for i, s in enumerate(detail.sentences):
+        gold = s.label if s.label_source in review.GOLD_SOURCES else None
+        col_t, col_c = st.columns([5, 2])
+        marker = "▶ " if i == focus else ""
+        source = "" if s.label is None else f" · {s.label_source} label {s.label} by {s.annotator}"
+        # st.text never interprets markup: annotator names and sentences are user text.
+        col_t.text(f"{marker}{i + 1}. score {state.fmt_score(s.score)}{source}")
+        col_t.text(s.text[:300] + ("…" if len(s.text) > 300 else ""))
+        key = f"lab-{s.id}-{gold}-{ss.get('lab_nonce', 0)}"
+        choice = col_c.segmented_control(
+            f"Label of sentence {i + 1}",
+            options,
+            default="–" if gold is None else str(gold),
+            key=key,
+            label_visibility="collapsed",
+        )
+        new = None if choice in (None, "–") else int(choice)
+        if new != gold:
+            ss["review_focus"] = i
+            apply(review.propose(detail, {s.id: new}))
+            st.rerun()

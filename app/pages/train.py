@@ -1,0 +1,105 @@
+"""Train: start a FRACTAL training job for the dataset and follow it live (progress, log, cancel)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from app import render, state
+from db import repository as repo
+from fractal_core.methods import METHODS
+
+PRESETS = {
+    "default": ("Library defaults (best quality)", {}),
+    "quick": ("Quick look (few epochs, a few seconds)", {"max_epochs": 5, "patience": 2}),
+}
+NO_WORKER_AFTER_S = 15
+
+engine = state.engine()
+dataset = state.current_dataset()
+st.header("Train")
+state.show_flashes()
+if dataset is None:
+    st.info("No data yet. Upload responses on the Data page.")
+    st.stop()
+
+budget = repo.gold_budget(engine, dataset.id)
+st.caption(
+    f"Dataset {dataset.name}: {dataset.n_responses} responses, {budget.gold_responses} with gold labels. "
+    "With gold labels the recommended method uses them through the hybrid prior."
+)
+c1, c2, c3 = st.columns([2, 2, 1])
+method = c1.selectbox("Method", list(METHODS), format_func=lambda m: f"{m}: {METHODS[m]}", key="train_method")
+preset = c2.selectbox("Settings", list(PRESETS), format_func=lambda p: PRESETS[p][0], key="train_preset")
+seed = c3.number_input("Seed", 0, 10_000, 0, key="train_seed")
+if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:"):
+    payload = {"dataset_id": dataset.id, "method": method, "config": PRESETS[preset][1], "seed": int(seed)}
+    # One live training job per dataset: a second click returns the job already queued or running.
+    job = repo.create_job(engine, "train", payload, idempotency_key=f"train:{dataset.id}")
+    st.session_state["train_job_id"] = job.id
+    state.flash(f"Training job {job.id} is {job.state}.", "info")
+    st.rerun()
+
+
+def _dataset_jobs(limit: int = 20) -> list[repo.JobRow]:
+    return [
+        j for j in repo.list_jobs(engine, limit=200) if j.payload.get("dataset_id") in (dataset.id, None)
+    ][:limit]
+
+
+@st.fragment(run_every=1.0)
+def live_jobs() -> None:
+    """Polls the job table once a second; the worker does the work in its own process."""
+    jobs = _dataset_jobs()
+    if not jobs:
+        st.caption("No jobs yet.")
+        return
+    live = [j for j in jobs if j.state in ("queued", "running")]
+    now = datetime.now(UTC)
+    if (
+        live
+        and not any(j.state == "running" for j in live)
+        and (now - live[-1].created_at).total_seconds() > NO_WORKER_AFTER_S
+    ):
+        st.warning(
+            "Jobs are waiting but no worker is running. Start one with `fractal worker` (`make run` does)."
+        )
+    shown = jobs[0]
+    st.subheader(f"Job {shown.id}: {shown.kind} · {shown.state}", anchor=False)
+    st.progress(shown.progress, text=render.md_escape(shown.message or shown.state))
+    if shown.state == "running" or shown.state == "queued":
+        if st.button("Cancel", key=f"cancel_{shown.id}", icon=":material/stop:"):
+            repo.request_cancel(engine, shown.id)
+            st.rerun(scope="fragment")
+    elif shown.state == "succeeded" and shown.kind in ("train", "score"):
+        st.success(
+            f"Done: model version {shown.result.get('version')} is active. Its scores are on the Review page."
+        )
+    elif shown.state == "failed":
+        st.error("Failed: " + render.md_escape(shown.error or "unknown error"))
+    elif shown.state == "cancelled":
+        st.info("Cancelled. The previously active model is unchanged.")
+    if shown.log:
+        st.code(shown.log[-4000:], language=None)
+    if len(jobs) > 1:
+        st.caption("Earlier jobs")
+        st.dataframe(
+            [
+                {
+                    "job": j.id,
+                    "kind": j.kind,
+                    "state": j.state,
+                    "progress": j.progress,
+                    "created": j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    "error": j.error or "",
+                }
+                for j in jobs[1:]
+            ],
+            hide_index=True,
+            column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)},
+        )
+
+
+live_jobs()
+st.page_link("pages/review.py", label="Go to Review", icon=":material/rate_review:")

@@ -1,0 +1,80 @@
+"""Review actions as plain functions over the store (no Streamlit): what the Review page's keys and buttons do.
+
+A correction is first *proposed*: the labels it would leave are checked against the response label
+(``db.consistency.check_consistency``); a consistent one is stored at once, a contradicting one comes back with
+the warning so the page can ask before storing it anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from db import repository as repo
+from db.consistency import check_consistency
+from db.models import GOLD_SOURCES
+from db.rows import ResponseDetail, SaveResult
+
+POSITIVE_THRESHOLD = 0.5
+"""A score at or above this becomes label 1 when the annotator accepts the model's remaining labels."""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Labels an action would store for one response, and the MIL warning they would cause (None if fine)."""
+
+    response_id: int
+    labels: dict[int, int | None]  # sentence id -> new label (None clears)
+    warning: str | None
+    source: str = "gold"
+
+
+def gold_labels(detail: ResponseDetail) -> list[int | None]:
+    """Current gold-source label per sentence (imported labels are the file's, not an annotator's)."""
+    return [s.label if s.label_source in GOLD_SOURCES else None for s in detail.sentences]
+
+
+def propose(detail: ResponseDetail, changes: Mapping[int, int | None], *, source: str = "gold") -> Proposal:
+    """Check the labelling ``changes`` (sentence id -> label) would leave, without storing anything."""
+    after = {s.id: lab for s, lab in zip(detail.sentences, gold_labels(detail), strict=True)}
+    unknown = set(changes) - set(after)
+    if unknown:
+        raise ValueError(f"sentences {sorted(unknown)} are not in response {detail.id}")
+    after.update(changes)
+    warning = check_consistency(
+        detail.aggregation, detail.response_label, [after[s.id] for s in detail.sentences]
+    )
+    return Proposal(detail.id, dict(changes), warning, source)
+
+
+def propose_accept_rest(detail: ResponseDetail) -> Proposal:
+    """Confirm the response: every sentence without a gold label takes the model's label (score >= 0.5 -> 1)
+    as ``reviewed``. Sentences without a score stay unlabelled."""
+    current = gold_labels(detail)
+    changes = {
+        s.id: int(s.score >= POSITIVE_THRESHOLD)
+        for s, lab in zip(detail.sentences, current, strict=True)
+        if lab is None and s.score is not None
+    }
+    return propose(detail, changes, source="reviewed")
+
+
+def store(engine: Engine, proposal: Proposal, annotator: str) -> SaveResult:
+    """Store a proposal as one action (one undo reverts it)."""
+    if not proposal.labels:
+        return SaveResult([], proposal.warning)
+    return repo.record_labels(
+        engine, proposal.response_id, proposal.labels, annotator, source=proposal.source
+    )
+
+
+def next_position(index: int, total: int, *, still_listed: bool) -> int:
+    """Index in the filtered list after leaving the response at ``index``.
+
+    When the response dropped out of the list (e.g. the "unlabelled" filter after labelling it), the next
+    response has moved up to ``index``; otherwise it is at ``index + 1``. Clamped to the list.
+    """
+    nxt = index + 1 if still_listed else index
+    return max(0, min(nxt, max(total - 1, 0)))

@@ -1,0 +1,69 @@
+"""First-run preparation for ``fractal serve``: migrate the store, seed the demo dataset, queue its training."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from app.settings import AppSettings
+from db import repository as repo
+from db.engine import get_engine
+from db.ingest import ingest_file
+from db.schema import current_revision, head_revision, upgrade
+
+DEMO_DATASET = "demo"
+DEMO_TRAIN_KEY = "demo-initial-train"
+
+
+class SetupError(RuntimeError):
+    """The store cannot be prepared (unreachable, or written by a newer version)."""
+
+
+def migrate(engine: Engine) -> str | None:
+    """Bring the schema to head; returns a message when something was migrated."""
+    before = current_revision(engine)
+    if before == head_revision():
+        return None
+    try:
+        upgrade(engine)
+    except Exception as exc:  # alembic raises for revisions it does not know (a newer FRACTAL wrote them)
+        raise SetupError(f"cannot migrate the database from revision {before}: {exc}") from exc
+    return f"database migrated {before or 'empty'} -> {head_revision()}"
+
+
+def seed_demo(engine: Engine) -> str | None:
+    """Ingest the bundled demo data into an EMPTY store and queue its first training job.
+
+    Returns a message when the demo was loaded; None when the store already had datasets (never touched).
+    """
+    from fractal_core.demo import demo_path
+
+    if repo.list_datasets(engine):
+        return None
+    summary = ingest_file(engine, demo_path(), DEMO_DATASET)
+    repo.create_job(
+        engine,
+        "train",
+        {"dataset_id": summary.dataset_id, "method": "fractal", "config": {}, "seed": 0},
+        idempotency_key=DEMO_TRAIN_KEY,
+    )
+    return (
+        f"loaded the demo dataset ({summary.n_responses} responses, {summary.n_sentences} sentences) "
+        "and queued its first training job"
+    )
+
+
+def prepare_store(settings: AppSettings, *, load_demo: bool = True) -> str:
+    """Migrate (creating the database if needed) and optionally seed the demo; returns what was done."""
+    try:
+        engine = get_engine(settings.db_url, check_schema=False)
+        messages = [migrate(engine)]
+        if load_demo:
+            messages.append(seed_demo(engine))
+    except SetupError:
+        raise
+    except Exception as exc:
+        raise SetupError(f"cannot prepare the store at {settings.db_url}: {exc}") from exc
+    finally:
+        if "engine" in locals():
+            engine.dispose()
+    return "\n".join(m for m in messages if m)

@@ -1,0 +1,90 @@
+"""Per-process resources and per-session selections shared by the pages (UI glue only, no business logic).
+
+The engine is created once per Streamlit process (``st.cache_resource``); the selected dataset, the response
+being reviewed and the keyboard cursor live in ``st.session_state`` so they survive reruns, and the selected
+dataset and response are mirrored in the URL query string so a browser reload returns to the same place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+from sqlalchemy import Engine
+
+from app.settings import AppSettings, load_settings
+from db import repository as repo
+from db.engine import get_engine
+from db.rows import DatasetRow
+
+DATASET_KEY = "dataset_id"
+
+
+@st.cache_resource(show_spinner=False)
+def _settings() -> AppSettings:
+    return load_settings()
+
+
+def settings() -> AppSettings:
+    return _settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _engine(url: str) -> Engine:
+    return get_engine(url)
+
+
+def engine() -> Engine:
+    """The store's engine (schema checked once per process; an outdated one raises with the upgrade command)."""
+    return _engine(settings().db_url)
+
+
+def datasets() -> list[DatasetRow]:
+    return repo.list_datasets(engine())
+
+
+def dataset_picker() -> DatasetRow | None:
+    """Sidebar selector of the current dataset; remembers the choice in the session and the URL."""
+    rows = datasets()
+    if not rows:
+        st.session_state.pop(DATASET_KEY, None)
+        st.caption("No dataset yet: upload one on the **Data** page.")
+        return None
+    ids = [d.id for d in rows]
+    wanted = st.session_state.get(DATASET_KEY)
+    if wanted not in ids:
+        from_url = st.query_params.get("dataset")
+        wanted = int(from_url) if from_url and from_url.isdigit() and int(from_url) in ids else ids[0]
+    names = {d.id: f"{d.name} ({d.n_responses} responses)" for d in rows}
+    chosen = st.selectbox(
+        "Dataset", ids, index=ids.index(wanted), format_func=names.__getitem__, key="_ds_select"
+    )
+    if chosen != st.session_state.get(DATASET_KEY):
+        # A different dataset: forget the response and cursor that belonged to the old one.
+        for key in ("review_response_id", "review_focus", "review_index", "pending"):
+            st.session_state.pop(key, None)
+    st.session_state[DATASET_KEY] = chosen
+    st.query_params["dataset"] = str(chosen)
+    return next(d for d in rows if d.id == chosen)
+
+
+def current_dataset() -> DatasetRow | None:
+    """The dataset chosen in the sidebar, re-read so counts are fresh; None when there is none."""
+    dataset_id = st.session_state.get(DATASET_KEY)
+    if dataset_id is None:
+        return None
+    return repo.get_dataset(engine(), int(dataset_id))
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """Show ``message`` once on the next run (survives the ``st.rerun`` that follows an action)."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flashes() -> None:
+    for kind, message in st.session_state.pop("_flash", []):
+        getattr(st, kind)(message)
+
+
+def fmt_score(value: Any) -> str:
+    return "–" if value is None else f"{float(value):.2f}"

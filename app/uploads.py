@@ -1,0 +1,135 @@
+"""Upload handling for the Data page: keep the uploaded bytes, preview rows, ingest inline or as a job.
+
+Validation and storage are the library's and the store's (``fractal_core.io``, ``db.ingest``); this module
+only moves the uploaded bytes to a file and picks inline versus background work by size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from app.render import md_escape
+from app.settings import AppSettings
+from db import repository as repo
+from db.ingest import ingest_file
+from db.rows import IngestSummary, JobRow
+from fractal_core import io
+from fractal_core.errors import InputError
+from fractal_core.records import ResponseRecord
+
+INLINE_MAX_BYTES = 5_000_000
+"""Files up to this size are ingested in the web process (a second or two); larger ones go to the worker."""
+
+SCHEMA_FIELDS: dict[str, bool] = {
+    "id": True,
+    "context": False,
+    "text": False,
+    "sentences": False,
+    "response_label": True,
+    "aggregation": False,
+    "sentence_labels": False,
+}
+"""Fields a CSV column can map to (True: required)."""
+
+_ALIASES = {
+    "id": ("id", "uid", "response_id", "example_id"),
+    "context": ("context", "prompt", "question", "problem", "source", "document"),
+    "text": ("text", "response", "answer", "completion", "output"),
+    "sentences": ("sentences", "steps"),
+    "response_label": ("response_label", "label", "y", "rating", "score"),
+    "aggregation": ("aggregation", "agg"),
+    "sentence_labels": ("sentence_labels", "step_labels"),
+}
+
+
+def format_of(filename: str) -> str:
+    """``jsonl`` / ``csv`` / ``parquet`` from the file name (``.json`` is read as JSON Lines)."""
+    suffix = Path(filename).suffix.lower()
+    return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "jsonl")
+
+
+def default_dataset_name(filename: str) -> str:
+    """A valid dataset name derived from the file name (``[A-Za-z0-9._-]``, at most 64 characters)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(filename).stem).strip("-._") or "dataset"
+    return stem[:64]
+
+
+def save_upload(settings: AppSettings, filename: str, data: bytes) -> Path:
+    """Write the uploaded bytes under FRACTAL_HOME/uploads (named by content hash, so re-uploads reuse it)."""
+    folder = settings.home / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    suffix = {"csv": ".csv", "parquet": ".parquet"}.get(format_of(filename), ".jsonl")
+    path = folder / f"{digest}-{default_dataset_name(filename)}{suffix}"
+    if not path.exists():
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def csv_header(path: Path) -> list[str]:
+    """Column names of a CSV file (empty list when unreadable: the preview then reports the real error)."""
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except Exception:
+        return []
+
+
+def guess_column(field: str, header: list[str]) -> str | None:
+    """The user's column that most likely holds ``field`` (exact name first, then common aliases)."""
+    lower = {h.lower(): h for h in header}
+    for alias in _ALIASES.get(field, (field,)):
+        if alias in lower:
+            return lower[alias]
+    return None
+
+
+def preview(
+    path: Path, *, fmt: str, segment_mode: str, column_map: dict[str, str] | None, limit: int = 5
+) -> list[ResponseRecord]:
+    """The first ``limit`` records, validated and segmented exactly as ingest will (raises InputError)."""
+    rows = io.iter_records(path, format=fmt, segment_mode=segment_mode, column_map=column_map or None)  # type: ignore[arg-type]
+    return [rec for _, rec in itertools.islice(rows, limit)]
+
+
+def describe_error(exc: InputError) -> str:
+    """One Markdown-safe line for an input error: where (line, field) first, then why."""
+    where = []
+    if exc.line is not None:
+        where.append(f"line {exc.line}")
+    if exc.field is not None:
+        where.append(f"field {exc.field}")
+    prefix = ", ".join(where).capitalize() or "File"
+    return md_escape(f"{prefix}: {exc.reason}")
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v}
+
+
+def import_now(engine: Engine, path: Path, dataset: str, options: dict[str, Any]) -> IngestSummary:
+    """Ingest in this process (small files); queue re-scoring when the dataset already has a model."""
+    summary = ingest_file(engine, path, dataset, **_options(options))
+    queue_rescore(engine, summary.dataset_id)
+    return summary
+
+
+def queue_import(engine: Engine, path: Path, dataset: str, options: dict[str, Any]) -> JobRow:
+    """Queue the ingest of a large file as a worker job (one job per file and dataset)."""
+    payload = {"path": str(path), "dataset": dataset, **_options(options)}
+    return repo.create_job(engine, "import", payload, idempotency_key=f"import:{dataset}:{path.name}")
+
+
+def queue_rescore(engine: Engine, dataset_id: int) -> JobRow | None:
+    """New responses in a dataset with an active model get scores from it in the background."""
+    if repo.active_model_version(engine, dataset_id) is None:
+        return None
+    return repo.create_job(engine, "score", {"dataset_id": dataset_id}, idempotency_key=f"score:{dataset_id}")

@@ -1,0 +1,150 @@
+"""AppTest behaviour: upload errors, imports, a correction stored, the consistency warning, undo, starting a job."""
+
+from __future__ import annotations
+
+import json
+
+from db import repository as repo
+from tests.app.conftest import app_test
+from tests.app.data import tiny_records
+
+
+def _jsonl(records) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def test_upload_error_names_line_and_field_and_stores_nothing(store) -> None:
+    records = tiny_records(4)
+    del records[2]["response_label"]  # line 3
+    at = app_test("pages/data.py")
+    at.file_uploader[0].upload("bad.jsonl", _jsonl(records), "application/jsonl")
+    at.run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "Line 3" in errors and "response\\_label" in errors
+    assert not [b for b in at.button if b.key == "data_import"]  # no import offered for a broken file
+    assert repo.list_datasets(store.engine) == []
+
+
+def test_upload_error_after_the_preview_rows_is_reported_on_import(store) -> None:
+    records = tiny_records(9)
+    records[8]["aggregation"] = "median"  # line 9: beyond the 5-row preview
+    at = app_test("pages/data.py")
+    at.file_uploader[0].upload("late.jsonl", _jsonl(records), "application/jsonl")
+    at.run()
+    assert not at.error
+    at.button(key="data_import").click().run()
+    errors = " ".join(e.value for e in at.error)
+    assert "Nothing was stored" in errors and "Line 9" in errors and "aggregation" in errors
+    assert repo.list_datasets(store.engine) == []
+
+
+def test_upload_imports_and_selects_dataset(store) -> None:
+    at = app_test("pages/data.py")
+    at.file_uploader[0].upload("my data.jsonl", _jsonl(tiny_records(6)), "application/jsonl")
+    at.run()
+    assert at.text_input(key="data_dataset").value == "my-data"
+    at.button(key="data_import").click().run()
+    assert not at.exception
+    [ds] = repo.list_datasets(store.engine)
+    assert (ds.name, ds.n_responses) == ("my-data", 6)
+    assert any("Imported 6 responses" in s.value for s in at.success)
+
+
+def test_csv_column_mapping(store) -> None:
+    csv = "uid,question,answer,y\n" + "".join(
+        f'u{i},"What is {i}+1?","It is {i + 1}. Done.",{i % 2}\n' for i in range(4)
+    )
+    at = app_test("pages/data.py")
+    at.file_uploader[0].upload("t.csv", csv.encode(), "text/csv")
+    at.run()
+    # The guesses map uid -> id, question -> context, answer -> text, y -> response_label.
+    assert at.selectbox(key="data_map_id").value == "uid"
+    assert at.selectbox(key="data_map_response_label").value == "y"
+    at.button(key="data_import").click().run()
+    assert not at.error, [e.value for e in at.error]
+    [ds] = repo.list_datasets(store.engine)
+    assert ds.n_responses == 4 and ds.n_sentences == 8
+
+
+def _first_response(store):
+    ds = repo.list_datasets(store.engine)[0]
+    page = repo.list_responses(store.engine, ds.id, sort="id", page=0, page_size=1)
+    return repo.get_response(store.engine, page.rows[0].id)
+
+
+def test_keyboard_correction_is_stored_with_who_and_undo_reverts(store) -> None:
+    store.ingest(tiny_records(6))
+    at = app_test("pages/review.py")
+    first = _first_response(store)
+    assert first.response_label == 0
+    at.button(key="k_next").click().run()  # cursor to sentence 2
+    at.button(key="k_zero").click().run()  # label it 0 (consistent with a 0 response)
+    assert not at.exception
+    history = repo.label_history(store.engine, response_id=first.id)
+    assert [(h.sentence_id, h.old_label, h.new_label, h.annotator, h.source) for h in history] == [
+        (first.sentences[1].id, None, 0, "tester", "gold")
+    ]
+    at.button(key="k_undo").click().run()
+    assert repo.get_response(store.engine, first.id).sentences[1].label is None
+
+
+def test_contradicting_label_warns_before_storing(store) -> None:
+    store.ingest(tiny_records(6))
+    at = app_test("pages/review.py")
+    first = _first_response(store)
+    at.button(key="k_one").click().run()  # a problem sentence in a response labelled 0 (max): contradiction
+    assert any("contradicts the response label" in e.value for e in at.error)
+    assert repo.label_history(store.engine, response_id=first.id) == []  # nothing stored yet
+    at.button(key="pending_no").click().run()
+    assert repo.label_history(store.engine, response_id=first.id) == []
+    at.button(key="k_one").click().run()
+    at.button(key="pending_yes").click().run()
+    detail = repo.get_response(store.engine, first.id)
+    assert detail.sentences[0].label == 1
+    assert detail.consistency_warning  # the page keeps showing the stored contradiction
+    assert any("contradict" in w.value for w in at.warning)
+
+
+def test_per_sentence_control_stores_label(store) -> None:
+    store.ingest(tiny_records(6))
+    at = app_test("pages/review.py")
+    first = _first_response(store)
+    sid = first.sentences[2].id
+    control = next(w for w in at.get("button_group") if w.key and w.key.startswith(f"lab-{sid}-"))
+    control.set_value("0").run()
+    assert not at.exception
+    assert repo.get_response(store.engine, first.id).sentences[2].label == 0
+
+
+def test_save_and_next_moves_on(store) -> None:
+    store.ingest(tiny_records(6))
+    at = app_test("pages/review.py")
+    first = _first_response(store)
+    at.button(key="k_save").click().run()  # nothing scored: nothing to accept, just the next response
+    assert not at.exception
+    assert at.session_state["review_response_id"] != first.id
+    at.button(key="k_back").click().run()
+    assert at.session_state["review_response_id"] == first.id
+
+
+def test_start_training_twice_makes_one_job(store) -> None:
+    ds = store.ingest(tiny_records(6))
+    at = app_test("pages/train.py")
+    at.button(key="train_start").click().run()
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    jobs = repo.list_jobs(store.engine, kind="train")
+    assert len(jobs) == 1 and jobs[0].state == "queued" and jobs[0].payload["dataset_id"] == ds.dataset_id
+    at.button(key=f"cancel_{jobs[0].id}").click().run()
+    assert repo.get_job(store.engine, jobs[0].id).state == "cancelled"
+
+
+def test_gold_queue_opens_review(store) -> None:
+    store.ingest(tiny_records(8))
+    at = app_test("pages/gold.py")
+    assert any("0 / 8" in str(m.value) for m in at.metric)
+    button = next(b for b in at.button if b.key and b.key.startswith("gold_open_"))
+    rid = int(button.key.rsplit("_", 1)[1])
+    button.click().run()
+    assert at.session_state["review_response_id"] == rid

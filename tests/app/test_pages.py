@@ -1,0 +1,44 @@
+"""AppTest: every page renders without an exception, on an empty store and on a store with data."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.app.conftest import app_test
+from tests.app.data import tiny_records
+
+PAGES = [
+    "pages/review.py",
+    "pages/gold.py",
+    "pages/data.py",
+    "pages/train.py",
+    "pages/models.py",
+    "pages/export.py",
+]
+
+
+def _texts(at) -> str:
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "info", "warning", "error", "success", "text")
+        for e in getattr(at, kind)
+    ]
+    parts += [h.proto.body for h in at.html]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_on_empty_store(store, page: str) -> None:
+    at = app_test(page)
+    assert not at.exception, at.exception
+    assert not at.error
+    if page != "pages/data.py":
+        assert "Upload" in _texts(at) or "upload" in _texts(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_with_data(store, page: str) -> None:
+    store.ingest(tiny_records(12, with_labels=True))
+    at = app_test(page)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]

@@ -60,6 +60,10 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys = ON")
         # NORMAL is durable across application crashes in WAL mode; FULL only adds power-loss durability.
         cur.execute("PRAGMA synchronous = NORMAL")
+        # Review-list pages jump between response rows in score order: reading them through a memory map and
+        # a 32 MiB page cache (default 2 MiB) makes that ~2x faster at 100k responses (benchmarks/bench_db.py).
+        cur.execute("PRAGMA mmap_size = 268435456")
+        cur.execute("PRAGMA cache_size = -32768")
         cur.close()
 
     @event.listens_for(engine, "begin")

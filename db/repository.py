@@ -16,10 +16,10 @@ import re
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Engine, and_, case, delete, exists, func, insert, literal, select, update
+from sqlalchemy import Engine, Select, and_, case, delete, exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from db.consistency import check_consistency
@@ -237,65 +237,53 @@ def list_responses(
 
     def work(session: Session) -> ResponsePage:
         mv = _resolve_model_version(session, dataset_id, model_version_id)
-        conds = [Response.dataset_id == dataset_id]
+        # Conditions on the response row itself (the dataset is implied by a model version's scores).
+        rconds = []
         if split is not None:
-            conds.append(Response.split == split)
+            rconds.append(Response.split == split)
         if label_status == "unlabelled":
-            conds.append(Response.n_gold == 0)
+            rconds.append(Response.n_gold == 0)
         elif label_status == "partial":
-            conds.extend([Response.n_gold > 0, Response.n_gold < Response.n_sentences])
+            rconds.extend([Response.n_gold > 0, Response.n_gold < Response.n_sentences])
         elif label_status == "complete":
-            conds.append(Response.n_gold >= Response.n_sentences)
+            rconds.append(Response.n_gold >= Response.n_sentences)
         elif label_status == "any_gold":
-            conds.append(Response.n_gold > 0)
+            rconds.append(Response.n_gold > 0)
         elif label_status is not None:
             raise ValueError(f"unknown label_status {label_status!r}")
+        annotated = None
         if annotator is not None:
-            conds.append(
-                exists().where(CurrentLabel.annotator == annotator, CurrentLabel.response_id == Response.id)
-            )
-        score_conds = []
+            annotated = select(CurrentLabel.response_id).where(CurrentLabel.annotator == annotator)
+        sconds = []
         if min_score is not None:
-            score_conds.append(ResponseScore.score >= min_score)
+            sconds.append(ResponseScore.score >= min_score)
         if max_score is not None:
-            score_conds.append(ResponseScore.score <= max_score)
+            sconds.append(ResponseScore.score <= max_score)
         if disagreement_only:
-            score_conds.append(ResponseScore.disagreement > 0.5)
-
-        columns = (
-            Response.id,
-            Response.external_id,
-            func.substr(Response.text, 1, PREVIEW_CHARS),
-            Response.response_label,
-            Response.aggregation,
-            Response.split,
-            Response.n_sentences,
-            Response.n_gold,
-        )
-        null = literal(None)
+            sconds.append(ResponseScore.disagreement > 0.5)
+        if mv is None and sconds:
+            return ResponsePage([], 0, page, page_size, None)
         offset = page * page_size
-        if mv is None:
-            if score_conds:
-                return ResponsePage([], 0, page, page_size, None)
-            total = session.scalar(select(func.count()).select_from(Response).where(*conds)) or 0
-            rows = session.execute(
-                select(*columns, null, null, null)
-                .where(*conds)
-                .order_by(Response.id)
-                .offset(offset)
-                .limit(page_size)
-            ).all()
-            return ResponsePage([_list_row(r) for r in rows], total, page, page_size, None)
+        in_dataset = Response.dataset_id == dataset_id
 
-        scores = (ResponseScore.score, ResponseScore.uncertainty, ResponseScore.disagreement)
-        joined = and_(ResponseScore.response_id == Response.id, ResponseScore.model_version_id == mv)
-        if sort == "id":
-            q = select(*columns, *scores).outerjoin(ResponseScore, joined).where(*conds, *score_conds)
-            total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
-            rows = session.execute(q.order_by(Response.id).offset(offset).limit(page_size)).all()
-            return ResponsePage([_list_row(r) for r in rows], total, page, page_size, mv)
+        def count(q: Select[Any]) -> int:
+            return int(session.scalar(select(func.count()).select_from(q.subquery())) or 0)
 
-        # Scored responses first, read in index order of (version, column, response id) ...
+        # Step 1 finds the page's response ids along an index; step 2 loads those <= page_size rows. Deep
+        # pages then skip index entries, not full rows joined to their scores.
+        if mv is None or sort == "id":
+            ids_q = select(Response.id).where(in_dataset, *rconds)
+            if annotated is not None:
+                ids_q = ids_q.where(Response.id.in_(annotated))
+            if sconds:
+                ids_q = ids_q.join(
+                    ResponseScore,
+                    and_(ResponseScore.response_id == Response.id, ResponseScore.model_version_id == mv),
+                ).where(*sconds)
+            total = count(ids_q)
+            ids = list(session.scalars(ids_q.order_by(Response.id).offset(offset).limit(page_size)))
+            return ResponsePage(_load_rows(session, ids, mv), total, page, page_size, mv)
+
         key = {
             "uncertainty": ResponseScore.uncertainty,
             "disagreement": ResponseScore.disagreement,
@@ -304,53 +292,64 @@ def list_responses(
         order = (
             (key.desc(), ResponseScore.response_id.desc()) if descending else (key, ResponseScore.response_id)
         )
-        scored_where = (ResponseScore.model_version_id == mv, *conds, *score_conds)
-        scored = (
-            select(func.count())
-            .select_from(ResponseScore)
-            .join(Response, Response.id == ResponseScore.response_id)
-            .where(*scored_where)
-        )
-        n_scored = session.scalar(scored) or 0
-        out = []
+        scored_q = select(ResponseScore.response_id).where(ResponseScore.model_version_id == mv, *sconds)
+        if annotated is not None:
+            # On the score table's key, so the few annotated responses are looked up instead of scanned for.
+            scored_q = scored_q.where(ResponseScore.response_id.in_(annotated))
+        if rconds:
+            scored_q = scored_q.join(Response, Response.id == ResponseScore.response_id).where(*rconds)
+        if annotated is not None:
+            rconds.append(Response.id.in_(annotated))  # for the unscored responses below
+        n_scored = count(scored_q)
+        ids = []
         if offset < n_scored:
-            out = session.execute(
-                select(*columns, *scores)
-                .select_from(ResponseScore)
-                .join(Response, Response.id == ResponseScore.response_id)
-                .where(*scored_where)
-                .order_by(*order)
-                .offset(offset)
-                .limit(page_size)
-            ).all()
-        # ... then responses this version never scored (ingested after it was trained), in id order.
+            ids = list(session.scalars(scored_q.order_by(*order).offset(offset).limit(page_size)))
+        # Responses this version never scored (ingested after it was trained) follow, in id order. Every score
+        # row of a version belongs to its dataset, so they number (matching responses) - (matching scored).
         n_unscored = 0
-        if not score_conds:
-            unscored_where = (
-                *conds,
-                ~exists().where(
+        if not sconds:
+            n_unscored = count(select(Response.id).where(in_dataset, *rconds)) - n_scored
+            room = page_size - len(ids)
+            if room > 0 and n_unscored > 0:
+                unscored = ~exists().where(
                     ResponseScore.model_version_id == mv, ResponseScore.response_id == Response.id
-                ),
-            )
-            n_unscored = (
-                session.scalar(select(func.count()).select_from(Response).where(*unscored_where)) or 0
-            )
-            room = page_size - len(out)
-            if room > 0 and n_unscored:
-                out += session.execute(
-                    select(*columns, null, null, null)
-                    .where(*unscored_where)
-                    .order_by(Response.id)
-                    .offset(max(0, offset - n_scored))
-                    .limit(room)
-                ).all()
-        return ResponsePage([_list_row(r) for r in out], n_scored + n_unscored, page, page_size, mv)
+                )
+                ids += list(
+                    session.scalars(
+                        select(Response.id)
+                        .where(in_dataset, *rconds, unscored)
+                        .order_by(Response.id)
+                        .offset(max(0, offset - n_scored))
+                        .limit(room)
+                    )
+                )
+        return ResponsePage(_load_rows(session, ids, mv), n_scored + n_unscored, page, page_size, mv)
 
     return run_read(engine, work)
 
 
-def _list_row(r: Sequence[object]) -> ResponseListRow:
-    return ResponseListRow(*r)  # type: ignore[arg-type]
+def _load_rows(session: Session, ids: list[int], mv: int | None) -> list[ResponseListRow]:
+    """The list rows of ``ids``, in that order, with the scores of version ``mv`` (None: unscored)."""
+    if not ids:
+        return []
+    q = select(
+        Response.id,
+        Response.external_id,
+        func.substr(Response.text, 1, PREVIEW_CHARS),
+        Response.response_label,
+        Response.aggregation,
+        Response.split,
+        Response.n_sentences,
+        Response.n_gold,
+        ResponseScore.score,
+        ResponseScore.uncertainty,
+        ResponseScore.disagreement,
+    ).outerjoin(
+        ResponseScore,
+        and_(ResponseScore.response_id == Response.id, ResponseScore.model_version_id == (mv or -1)),
+    )
+    by_id = {row[0]: row for row in session.execute(q.where(Response.id.in_(ids)))}
+    return [ResponseListRow(*by_id[i]) for i in ids]
 
 
 def get_response(engine: Engine, response_id: int, model_version_id: int | None = None) -> ResponseDetail:

@@ -220,3 +220,65 @@ def test_load_records_gold_only_unless_asked(engine: Engine, ds: int) -> None:
     with_imported = {r.id: r for r in repo.load_records(engine, ds, include_imported=True)}
     assert with_imported["r0"].sentence_labels == [0, 0]
     assert all(r.sentence_labels is None for r in repo.load_records(engine, ds, with_gold=False))
+
+
+def test_every_filter_and_sort_matches_a_brute_force_listing(engine: Engine, ds: int, tmp_path: Path) -> None:
+    repo.activate_model_version(engine, _train(engine, ds, 4))
+    ingest_file(engine, write_jsonl(tmp_path / "test.jsonl", make_rows(4, prefix="late")), "demo")
+    for name, who in (("r1", "ann"), ("r2", "bob"), ("late1", "ann"), ("r4", "ann")):
+        sids = sentence_ids(engine, rid(engine, ds, name))
+        repo.record_labels(engine, rid(engine, ds, name), {s: 0 for s in sids[: 1 + (name == "r4") * 5]}, who)
+    everything = [
+        repo.get_response(engine, r.id)
+        for r in repo.list_responses(engine, ds, sort="id", page_size=100).rows
+    ]
+    annotators = {d.id: {s.annotator for s in d.sentences if s.label_source == "gold"} for d in everything}
+
+    def brute(sort: str, **f: object) -> list[int]:
+        keep = []
+        for d in everything:
+            n_gold = sum(s.label_source == "gold" for s in d.sentences)
+            status = {
+                "unlabelled": n_gold == 0,
+                "partial": 0 < n_gold < len(d.sentences),
+                "complete": n_gold == len(d.sentences),
+            }
+            if f.get("label_status") and not status[str(f["label_status"])]:
+                continue
+            if f.get("annotator") and f["annotator"] not in annotators[d.id]:
+                continue
+            if f.get("split") and d.split != f["split"]:
+                continue
+            scored_only = f.get("disagreement_only") or f.get("min_score") is not None
+            if scored_only and d.score is None:
+                continue
+            if f.get("disagreement_only") and not (d.disagreement or 0) > 0.5:
+                continue
+            if f.get("min_score") is not None and (d.score or 0) < float(f["min_score"]):  # type: ignore[arg-type]
+                continue
+            keep.append(d)
+        if sort == "id":
+            return [d.id for d in keep]
+        scored = sorted(
+            (d for d in keep if d.score is not None), key=lambda d: (getattr(d, sort), d.id), reverse=True
+        )
+        return [d.id for d in scored] + [d.id for d in keep if d.score is None]
+
+    filters: list[dict[str, object]] = [
+        {},
+        {"label_status": "unlabelled"},
+        {"label_status": "partial"},
+        {"label_status": "complete"},
+        {"annotator": "ann"},
+        {"annotator": "ann", "label_status": "partial"},
+        {"split": "test"},
+        {"disagreement_only": True},
+        {"min_score": 0.6, "annotator": "ann"},
+    ]
+    for sort in ("uncertainty", "disagreement", "score", "id"):
+        for f in filters:
+            pages = [repo.list_responses(engine, ds, sort=sort, page=p, page_size=3, **f) for p in range(8)]  # type: ignore[arg-type]
+            listed = [r.id for p in pages for r in p.rows]
+            expected = brute(sort, **f)
+            assert listed == expected, (sort, f)
+            assert pages[0].total == len(expected), (sort, f)

@@ -114,8 +114,8 @@ def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     """A session that commits when the block ends and rolls back if it raises.
 
     ``write=True`` takes SQLite's write lock when the transaction begins; use ``write=False`` for reads so
-    they never wait for a writer. Objects are expunged on exit (``expire_on_commit=False``); callers should
-    return plain rows, not ORM objects.
+    they never wait for a writer. ``expire_on_commit=False`` keeps loaded values readable after the commit,
+    but callers should still return plain rows (:mod:`db.rows`), never ORM objects.
     """
     session = Session(writer(engine) if write else engine, expire_on_commit=False)
     try:

@@ -327,16 +327,18 @@ def _rating(level: float | None, source: str) -> int | None:
 
 
 def _prm800k_row(item: _Item, max_label: float, positive_is: str | None) -> dict[str, Any]:
-    steps = []
+    steps: list[dict[str, Any]] = []
+    ratings: list[int | None] = []
     for span, (level, source) in zip(item.spans, _step_defects(item, max_label, positive_is), strict=True):
+        ratings.append(_rating(level, source))
         steps.append(
             {
-                "completions": [{"text": span.text, "rating": _rating(level, source), "source": source}],
+                "completions": [{"text": span.text, "rating": ratings[-1], "source": source}],
                 "human_completion": None,
                 "chosen_completion": 0,
             }
         )
-    found_error = any(s["completions"][0]["rating"] == -1 for s in steps)
+    found_error = -1 in ratings
     return {
         "id": item.external_id,
         "question": {"problem": item.context},

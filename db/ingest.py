@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from db.engine import run_write
@@ -374,7 +374,7 @@ def _write_chunk(
             for record, meta, _, n_gold, split in prepared
         ],
     )
-    sentence_rows = []
+    sentence_rows: list[dict[str, Any]] = []
     for rid, (record, _, _, _, _) in zip(response_ids, prepared, strict=True):
         sentence_rows.extend(
             {
@@ -388,7 +388,7 @@ def _write_chunk(
             for i, span in enumerate(record.spans)
         )
     sentence_ids = _insert_returning_ids(session, Sentence.__table__, sentence_rows)
-    event_rows = []
+    event_rows: list[dict[str, Any]] = []
     at = 0
     for rid, (record, _, labels, _, _) in zip(response_ids, prepared, strict=True):
         for i, lab in enumerate(labels):
@@ -412,7 +412,7 @@ def _write_chunk(
     if event_rows:
         event_ids = _insert_returning_ids(session, LabelEvent.__table__, event_rows)
         session.execute(
-            insert(CurrentLabel.__table__),
+            insert(cast(Table, CurrentLabel.__table__)),
             [
                 {
                     "sentence_id": ev["sentence_id"],

@@ -16,10 +16,23 @@ import re
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
-from sqlalchemy import Engine, Select, and_, case, delete, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    Engine,
+    Select,
+    Table,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from db.consistency import check_consistency
@@ -50,9 +63,11 @@ from db.models import (
     SentenceScore,
     utcnow,
 )
-from db.rows import (
+from db.rows import (  # noqa: F401  (JobRow, IngestSummary: re-exported for callers' annotations)
     DatasetRow,
     GoldBudget,
+    IngestSummary,
+    JobRow,
     LabelChange,
     ModelVersionRow,
     ResponseDetail,
@@ -874,15 +889,19 @@ def store_scores(
         raise ValueError(
             f"model version {model_version_id} is {status or 'missing'}; scores go to a training version"
         )
-    table = SentenceScore.__table__
+    table = cast(Table, SentenceScore.__table__)
     for lo in range(0, len(ids), chunk_size):
         hi = lo + chunk_size
         rows = [
             {"model_version_id": model_version_id, "sentence_id": i, "score": s, "uncertainty": u}
             for i, s, u in zip(ids[lo:hi].tolist(), values[lo:hi].tolist(), unc[lo:hi].tolist(), strict=True)
         ]
-        run_write(engine, lambda s, rows=rows: s.execute(insert(table), rows))
+        _insert_rows(engine, table, rows)
     return len(ids)
+
+
+def _insert_rows(engine: Engine, table: Table, rows: list[dict[str, Any]]) -> None:
+    run_write(engine, lambda session: session.execute(insert(table), rows))
 
 
 def finish_model_version(

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import delete
 
 from db import jobs
@@ -18,7 +20,7 @@ from db import repository as repo
 from db.engine import get_engine, run_write
 from db.export import export_dataset
 from db.ingest import ingest_file
-from db.models import Dataset, Job
+from db.models import Base, Dataset, Job
 from tests.db.conftest import PROCESSBENCH_VALID
 
 PG_URL = os.environ.get("FRACTAL_TEST_PG_URL")
@@ -59,9 +61,40 @@ def test_store_on_postgresql(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert len(set(made)) == 1
+
+        # Several workers claim each job once (FOR UPDATE SKIP LOCKED), while annotators save labels.
+        created = {jobs.create_job(engine, f"pg-{name}", {"i": i}).id for i in range(20)}
+        claimed: list[int] = []
+
+        def work(worker: str) -> None:
+            while (job := jobs.claim_next_job(engine, worker, kinds=[f"pg-{name}"])) is not None:
+                claimed.append(job.id)
+                jobs.finish_job(engine, job.id)
+
+        def annotate(w: int) -> None:
+            for record in records[w * 10 : (w + 1) * 10]:
+                repo.record_label(engine, record.meta["db_sentence_ids"][-1], 1, f"pg{w}")
+
+        threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(3)]
+        threads += [threading.Thread(target=annotate, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(claimed) == sorted(created)
+        assert repo.list_responses(engine, ds, annotator="pg3", sort="id").total == 10
+
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(ctx, Base.metadata) == []
     finally:
         run_write(
             engine, lambda s: s.execute(delete(Dataset).where(Dataset.name.in_([name, name + "-copy"])))
         )
-        run_write(engine, lambda s: s.execute(delete(Job).where(Job.idempotency_key == f"train:{name}")))
+        run_write(
+            engine,
+            lambda s: s.execute(
+                delete(Job).where((Job.idempotency_key == f"train:{name}") | (Job.kind == f"pg-{name}"))
+            ),
+        )
         engine.dispose()

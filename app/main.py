@@ -1,5 +1,8 @@
 """FRACTAL Studio web app: the one entry file. Sets up the page, the shared stylesheet and the dataset picker,
-then routes with ``st.navigation`` to the thin pages in ``app/pages``.
+then routes with ``st.navigation`` to the thin pages in ``app/views``.
+
+(The pages are not in ``app/pages`` on purpose: Streamlit still treats a ``pages/`` folder next to the entry
+file as a legacy multipage app, which runs a page without this file when its URL is opened directly.)
 
 Run with ``fractal serve`` (which also starts the worker) or ``streamlit run app/main.py``.
 """
@@ -15,12 +18,12 @@ st.set_page_config(page_title="FRACTAL Studio", page_icon=":material/scatter_plo
 st.html(render.CSS)
 
 PAGES = [
-    st.Page("pages/review.py", title="Review", icon=":material/rate_review:", default=True),
-    st.Page("pages/gold.py", title="Gold queue", icon=":material/workspace_premium:"),
-    st.Page("pages/data.py", title="Data", icon=":material/upload_file:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/models.py", title="Models", icon=":material/insights:"),
-    st.Page("pages/export.py", title="Export", icon=":material/download:"),
+    st.Page("views/review.py", title="Review", icon=":material/rate_review:", default=True),
+    st.Page("views/gold.py", title="Gold queue", icon=":material/workspace_premium:"),
+    st.Page("views/data.py", title="Data", icon=":material/upload_file:"),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("views/models.py", title="Models", icon=":material/insights:"),
+    st.Page("views/export.py", title="Export", icon=":material/download:"),
 ]
 page = st.navigation(PAGES)
 

@@ -250,7 +250,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
 
 
 def app_test(page: str | None = None, timeout: float = 60) -> Any:
-    """An AppTest of the entry file, run once and optionally switched to ``page`` (``"pages/x.py"``)."""
+    """An AppTest of the entry file, run once and optionally switched to ``page`` (``"views/x.py"``)."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=timeout)

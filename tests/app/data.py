@@ -51,5 +51,5 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-FAST_TRAIN = {"max_epochs": 3, "patience": 1, "batch_bags": 8, "valid_fraction": 0.0}
+FAST_TRAIN = {"max_epochs": 2, "patience": 1, "batch_bags": 8, "min_batches_per_epoch": 1, "hidden": 32}
 """TrainConfig overrides that train in a second or two: the tests check the plumbing, not the accuracy."""

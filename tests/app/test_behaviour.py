@@ -16,7 +16,7 @@ def _jsonl(records) -> bytes:
 def test_upload_error_names_line_and_field_and_stores_nothing(store) -> None:
     records = tiny_records(4)
     del records[2]["response_label"]  # line 3
-    at = app_test("pages/data.py")
+    at = app_test("views/data.py")
     at.file_uploader[0].upload("bad.jsonl", _jsonl(records), "application/jsonl")
     at.run()
     assert not at.exception
@@ -29,7 +29,7 @@ def test_upload_error_names_line_and_field_and_stores_nothing(store) -> None:
 def test_upload_error_after_the_preview_rows_is_reported_on_import(store) -> None:
     records = tiny_records(9)
     records[8]["aggregation"] = "median"  # line 9: beyond the 5-row preview
-    at = app_test("pages/data.py")
+    at = app_test("views/data.py")
     at.file_uploader[0].upload("late.jsonl", _jsonl(records), "application/jsonl")
     at.run()
     assert not at.error
@@ -40,7 +40,7 @@ def test_upload_error_after_the_preview_rows_is_reported_on_import(store) -> Non
 
 
 def test_upload_imports_and_selects_dataset(store) -> None:
-    at = app_test("pages/data.py")
+    at = app_test("views/data.py")
     at.file_uploader[0].upload("my data.jsonl", _jsonl(tiny_records(6)), "application/jsonl")
     at.run()
     assert at.text_input(key="data_dataset").value == "my-data"
@@ -55,7 +55,7 @@ def test_csv_column_mapping(store) -> None:
     csv = "uid,question,answer,y\n" + "".join(
         f'u{i},"What is {i}+1?","It is {i + 1}. Done.",{i % 2}\n' for i in range(4)
     )
-    at = app_test("pages/data.py")
+    at = app_test("views/data.py")
     at.file_uploader[0].upload("t.csv", csv.encode(), "text/csv")
     at.run()
     # The guesses map uid -> id, question -> context, answer -> text, y -> response_label.
@@ -75,7 +75,7 @@ def _first_response(store):
 
 def test_keyboard_correction_is_stored_with_who_and_undo_reverts(store) -> None:
     store.ingest(tiny_records(6))
-    at = app_test("pages/review.py")
+    at = app_test("views/review.py")
     first = _first_response(store)
     assert first.response_label == 0
     at.button(key="k_next").click().run()  # cursor to sentence 2
@@ -91,7 +91,7 @@ def test_keyboard_correction_is_stored_with_who_and_undo_reverts(store) -> None:
 
 def test_contradicting_label_warns_before_storing(store) -> None:
     store.ingest(tiny_records(6))
-    at = app_test("pages/review.py")
+    at = app_test("views/review.py")
     first = _first_response(store)
     at.button(key="k_one").click().run()  # a problem sentence in a response labelled 0 (max): contradiction
     assert any("contradicts the response label" in e.value for e in at.error)
@@ -108,7 +108,7 @@ def test_contradicting_label_warns_before_storing(store) -> None:
 
 def test_per_sentence_control_stores_label(store) -> None:
     store.ingest(tiny_records(6))
-    at = app_test("pages/review.py")
+    at = app_test("views/review.py")
     first = _first_response(store)
     sid = first.sentences[2].id
     control = next(w for w in at.get("button_group") if w.key and w.key.startswith(f"lab-{sid}-"))
@@ -119,7 +119,7 @@ def test_per_sentence_control_stores_label(store) -> None:
 
 def test_save_and_next_moves_on(store) -> None:
     store.ingest(tiny_records(6))
-    at = app_test("pages/review.py")
+    at = app_test("views/review.py")
     first = _first_response(store)
     at.button(key="k_save").click().run()  # nothing scored: nothing to accept, just the next response
     assert not at.exception
@@ -130,7 +130,7 @@ def test_save_and_next_moves_on(store) -> None:
 
 def test_start_training_twice_makes_one_job(store) -> None:
     ds = store.ingest(tiny_records(6))
-    at = app_test("pages/train.py")
+    at = app_test("views/train.py")
     at.button(key="train_start").click().run()
     at.button(key="train_start").click().run()
     assert not at.exception
@@ -142,7 +142,7 @@ def test_start_training_twice_makes_one_job(store) -> None:
 
 def test_gold_queue_opens_review(store) -> None:
     store.ingest(tiny_records(8))
-    at = app_test("pages/gold.py")
+    at = app_test("views/gold.py")
     assert any("0 / 8" in str(m.value) for m in at.metric)
     button = next(b for b in at.button if b.key and b.key.startswith("gold_open_"))
     rid = int(button.key.rsplit("_", 1)[1])

@@ -8,12 +8,12 @@ from tests.app.conftest import app_test
 from tests.app.data import tiny_records
 
 PAGES = [
-    "pages/review.py",
-    "pages/gold.py",
-    "pages/data.py",
-    "pages/train.py",
-    "pages/models.py",
-    "pages/export.py",
+    "views/review.py",
+    "views/gold.py",
+    "views/data.py",
+    "views/train.py",
+    "views/models.py",
+    "views/export.py",
 ]
 
 
@@ -32,7 +32,7 @@ def test_page_on_empty_store(store, page: str) -> None:
     at = app_test(page)
     assert not at.exception, at.exception
     assert not at.error
-    if page != "pages/data.py":
+    if page != "views/data.py":
         assert "Upload" in _texts(at) or "upload" in _texts(at)
 
 

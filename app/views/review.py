@@ -40,7 +40,7 @@ st.header("Review")
 state.show_flashes()
 if dataset is None:
     st.info("No data yet. Upload responses on the Data page, or start with `fractal serve` to load the demo.")
-    st.page_link("pages/data.py", label="Go to Data", icon=":material/upload_file:")
+    st.page_link("views/data.py", label="Go to Data", icon=":material/upload_file:")
     st.stop()
 
 # ------------------------------------------------------------------------------------------- filters

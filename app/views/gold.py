@@ -73,4 +73,4 @@ for r in proposals.rows:
         if b.button("Review", key=f"gold_open_{r.id}"):
             ss["review_response_id"] = r.id
             ss["review_focus"] = 0
-            st.switch_page("pages/review.py")
+            st.switch_page("views/review.py")

@@ -102,4 +102,4 @@ def live_jobs() -> None:
 
 
 live_jobs()
-st.page_link("pages/review.py", label="Go to Review", icon=":material/rate_review:")
+st.page_link("views/review.py", label="Go to Review", icon=":material/rate_review:")

@@ -22,7 +22,7 @@ if dataset is None:
 versions = repo.list_model_versions(engine, dataset.id)
 if not versions:
     st.info("No model version yet. Start a training job on the Train page.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.page_link("views/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
 

@@ -11,7 +11,8 @@ Formats (``fractal export --format F``):
   refuses contradictions), else null; the labels themselves are always in ``meta.fractal.labels``, which
   ingest restores, so native export -> ingest reproduces responses, sentences and labels.
 - ``stepwise-jsonl`` / ``stepwise-parquet``: TRL's stepwise supervision, ``{id, prompt, completions, labels}``
-  with ``labels[i]`` True when step i is *good*.
+  with ``labels[i]`` True when step i is *good* (ordinal levels: good below half the top level, so with
+  DelucionQA's 0 supported / 1 neither / 2 conflicted only "supported" is good).
 - ``prm800k``: PRM800K-style step ratings, ``{id, question: {problem}, label: {steps: [{completions: [{text,
   rating, source}], chosen_completion: 0}], finish_reason}}`` with rating +1 good, 0 neutral, -1 bad.
 - ``kto``: response level ``{id, prompt, completion, label}``, label True when the response is desirable.

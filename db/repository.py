@@ -215,6 +215,11 @@ def set_gold_target(engine: Engine, dataset_id: int, fraction: float) -> None:
 
 def _resolve_model_version(session: Session, dataset_id: int, model_version_id: int | None) -> int | None:
     if model_version_id is not None:
+        owner = session.scalar(select(ModelVersion.dataset_id).where(ModelVersion.id == model_version_id))
+        if owner != dataset_id:
+            raise InputError(
+                f"model version id {model_version_id} does not belong to dataset {dataset_id}", field="model"
+            )
         return model_version_id
     return session.scalar(select(Dataset.active_model_version_id).where(Dataset.id == dataset_id))
 

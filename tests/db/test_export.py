@@ -26,7 +26,7 @@ def snapshot(engine: Engine, dataset: str) -> list[tuple[Any, ...]]:
         if not rows:
             break
         for row in rows:
-            d = repo.get_response(engine, row.id, model_version_id=-1)
+            d = repo.get_response(engine, row.id)
             out.append(
                 (
                     d.external_id,

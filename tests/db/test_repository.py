@@ -282,3 +282,14 @@ def test_every_filter_and_sort_matches_a_brute_force_listing(engine: Engine, ds:
             expected = brute(sort, **f)
             assert listed == expected, (sort, f)
             assert pages[0].total == len(expected), (sort, f)
+
+
+def test_a_model_version_of_another_dataset_is_refused(engine: Engine, ds: int, tmp_path: Path) -> None:
+    other = ingest_file(
+        engine, write_jsonl(tmp_path / "o.jsonl", make_rows(3, prefix="o")), "other"
+    ).dataset_id
+    mv = repo.create_model_version(engine, other, method="fractal")
+    with pytest.raises(InputError, match="does not belong"):
+        repo.list_responses(engine, ds, model_version_id=mv.id)
+    with pytest.raises(InputError, match="does not belong"):
+        repo.get_response(engine, rid(engine, ds, "r0"), model_version_id=mv.id)

@@ -1,0 +1,31 @@
+"""Rebuild fractal_core/demo/processbench_demo.jsonl: a deterministic sample of ProcessBench train bags.
+
+    .venv/bin/python benchmarks/make_demo.py
+
+Bags are ordered by SHA-256 of their id and the first 200 whose JSON line is at most 2,000 bytes are kept,
+verbatim, in that order (the size cap keeps the bundled file under 400 KB; it favours shorter solutions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+SOURCE = Path("/work/shared/data/processbench/train.jsonl")
+TARGET = Path(__file__).resolve().parents[1] / "fractal_core" / "demo" / "processbench_demo.jsonl"
+N_BAGS = 200
+MAX_LINE_BYTES = 2000
+
+
+def main() -> None:
+    lines = [line for line in SOURCE.read_bytes().splitlines() if line.strip()]
+    keyed = sorted(lines, key=lambda line: hashlib.sha256(json.loads(line)["id"].encode()).hexdigest())
+    chosen = [line for line in keyed if len(line) <= MAX_LINE_BYTES][:N_BAGS]
+    TARGET.write_bytes(b"".join(line + b"\n" for line in chosen))
+    labels = [json.loads(line)["response_label"] for line in chosen]
+    print(f"{len(chosen)} bags, {TARGET.stat().st_size / 1024:.0f} KB, response_label=1: {sum(labels)}")
+
+
+if __name__ == "__main__":
+    main()

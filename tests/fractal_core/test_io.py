@@ -448,3 +448,13 @@ def test_csv_non_utf8_names_the_line(tmp_path: Path) -> None:
     path.write_bytes(b"id,text,response_label\na,Hi.,1\nb,caf\xe9.,0\n")
     err = error_of(path)
     assert err.line == 3 and "UTF-8" in err.reason
+
+
+def test_bundled_demo_data_reads() -> None:
+    from fractal_core.demo import demo_path
+
+    path = demo_path()
+    assert path.stat().st_size < 400_000
+    records = read_records(path)
+    assert len(records) == 200 and label_kind(records) == "binary"
+    assert {r.response_label for r in records} == {0.0, 1.0}

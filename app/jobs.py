@@ -52,6 +52,7 @@ class JobContext:
     min_interval_s: float = 0.5
     _last_write: float = 0.0
     _last_stage: str = ""
+    _last_log: float = 0.0
     _stages_seen: list[str] = field(default_factory=list)
 
     def log(self, line: str) -> None:
@@ -73,10 +74,16 @@ class JobContext:
         embed_share = 0.15
 
         def callback(stage: str, fraction: float, message: str) -> None:
+            now = time.monotonic()
             if stage != self._last_stage:
                 self._last_stage = stage
                 if stage != "embed":
                     self._stages_seen.append(stage)
+                self._last_log = now
+                self.log(f"[{stage}] {message}")
+            elif now - self._last_log >= 1.0:
+                # Epoch lines for the live log, at most one a second so the log stays readable.
+                self._last_log = now
                 self.log(f"[{stage}] {message}")
             if stage == "embed":
                 overall = embed_share * fraction
@@ -216,9 +223,18 @@ def run_train(
     except TrainingCancelled as exc:
         raise JobCancelled(str(exc)) from exc
     after = _gold_metrics(model, gold)
+    # Labels that came with the file (source "imported") are not gold, but they are the best check a user
+    # has before correcting anything: report them separately.
+    with_file_labels = [
+        r
+        for r in repo.load_records(engine, dataset_id, include_imported=True)
+        if r.sentence_labels is not None
+    ]
+    file_metrics = _gold_metrics(model, with_file_labels) if len(with_file_labels) > len(gold) else {}
     metrics: dict[str, Any] = {
         "gold_before": _finite(before),
         "gold_after": _finite(after),
+        "file_labels_after": _finite(file_metrics),
         "gold_responses": len(gold),
         "gold_sentences": n_gold,
         "responses": len(records),

@@ -39,8 +39,24 @@ def engine() -> Engine:
     return _engine(settings().db_url)
 
 
+DATASETS_TTL_S = 10
+"""How long the sidebar's dataset list (with counts) is reused. ``repo.list_datasets`` aggregates counts over
+every response (~100 ms at 100k responses); paying that on every keypress would blow the page budget, and the
+sidebar's counts may lag a few seconds. Pages that show counts read them fresh."""
+
+
+@st.cache_data(ttl=DATASETS_TTL_S, show_spinner=False)
+def _datasets(url: str) -> list[DatasetRow]:
+    return repo.list_datasets(_engine(url))
+
+
 def datasets() -> list[DatasetRow]:
-    return repo.list_datasets(engine())
+    return _datasets(settings().db_url)
+
+
+def datasets_changed() -> None:
+    """Forget the cached dataset list (after an import created or grew a dataset)."""
+    _datasets.clear()
 
 
 def dataset_picker() -> DatasetRow | None:
@@ -68,12 +84,15 @@ def dataset_picker() -> DatasetRow | None:
     return next(d for d in rows if d.id == chosen)
 
 
-def current_dataset() -> DatasetRow | None:
-    """The dataset chosen in the sidebar, re-read so counts are fresh; None when there is none."""
+def current_dataset(*, fresh: bool = False) -> DatasetRow | None:
+    """The dataset chosen in the sidebar (None when there is none); ``fresh=True`` re-reads its counts."""
     dataset_id = st.session_state.get(DATASET_KEY)
     if dataset_id is None:
         return None
-    return repo.get_dataset(engine(), int(dataset_id))
+    if fresh:
+        return repo.get_dataset(engine(), int(dataset_id))
+    row = next((d for d in datasets() if d.id == dataset_id), None)
+    return row if row is not None else repo.get_dataset(engine(), int(dataset_id))
 
 
 def flash(message: str, kind: str = "success") -> None:

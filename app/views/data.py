@@ -114,6 +114,7 @@ if st.button(action, key="data_import", type="primary", disabled=not name.strip(
     except InputError as exc:
         st.error("Nothing was stored. " + uploads.describe_error(exc), icon=":material/error:")
     else:
+        state.datasets_changed()
         ss[state.DATASET_KEY] = summary.dataset_id
         state.flash(
             f"Imported {summary.n_responses} responses ({summary.n_sentences} sentences) into "

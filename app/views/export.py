@@ -21,7 +21,7 @@ MIME = {".jsonl": "application/jsonl", ".parquet": "application/vnd.apache.parqu
 INLINE_MAX_RESPONSES = 5_000
 
 engine = state.engine()
-dataset = state.current_dataset()
+dataset = state.current_dataset(fresh=True)
 st.header("Export")
 state.show_flashes()
 if dataset is None:

@@ -34,7 +34,8 @@ def _metric(mv: repo.ModelVersionRow, which: str, key: str) -> float | None:
 st.subheader("Versions", anchor=False)
 st.caption(
     "Gold metrics compare the previously active version (before) with this one (after) on the gold sentences "
-    "that existed when it was trained. Those gold labels were also used for training (hybrid prior)."
+    "that existed when it was trained. Those gold labels were also used for training (hybrid prior). "
+    "'AUC on file labels' uses the sentence labels that came with the uploaded file (not used for training)."
 )
 st.dataframe(
     [
@@ -48,6 +49,7 @@ st.dataframe(
             "AUC after": _metric(mv, "gold_after", "instance_auc_roc"),
             "AUPRC after": _metric(mv, "gold_after", "instance_auprc"),
             "accuracy after": _metric(mv, "gold_after", "instance_accuracy"),
+            "AUC on file labels": _metric(mv, "file_labels_after", "instance_auc_roc"),
             "scores": mv.n_scores,
             "created": mv.created_at.strftime("%Y-%m-%d %H:%M"),
             "error": mv.error or "",
@@ -57,7 +59,7 @@ st.dataframe(
     hide_index=True,
     column_config={
         k: st.column_config.NumberColumn(format="%.3f")
-        for k in ("AUC before", "AUC after", "AUPRC after", "accuracy after")
+        for k in ("AUC before", "AUC after", "AUPRC after", "accuracy after", "AUC on file labels")
     },
 )
 

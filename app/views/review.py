@@ -107,20 +107,19 @@ def go_to(new_index: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------- response list
-left, right = st.columns([1, 2], gap="medium")
+left, right = st.columns([2, 3], gap="medium")
 with left:
-    version = "no model yet" if listing.model_version_id is None else "active model"
-    st.caption(f"{listing.total} responses · scores from the {version}")
+    scored_by = "not scored yet" if listing.model_version_id is None else "scores from the active model"
+    st.caption(f"{listing.total} responses · {scored_by}")
     table = [
         {
-            "#": listing.page * PAGE_SIZE + i + 1,
             "id": r.external_id,
             "label": r.response_label,
             "score": r.score,
             "uncert.": r.uncertainty,
             "gold": f"{r.n_gold}/{r.n_sentences}",
         }
-        for i, r in enumerate(listing.rows)
+        for r in listing.rows
     ]
     event = st.dataframe(
         table,
@@ -129,6 +128,7 @@ with left:
         selection_mode="single-row",
         key=f"review_table_{listing.page}",
         column_config={
+            "id": st.column_config.TextColumn(width="small"),
             "score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.2f"),
             "uncert.": st.column_config.NumberColumn(format="%.2f"),
         },
@@ -244,43 +244,48 @@ with right:
             st.rerun()
 
     # Keyboard bar: native Streamlit button shortcuts (they work wherever focus is not in a text field).
-    b = st.columns(8)
-    if b[0].button(
-        "Prev", key="k_prev", shortcut="K", icon=":material/arrow_upward:", help="Previous sentence"
-    ):
-        ss["review_focus"] = max(focus - 1, 0)
-        st.rerun()
-    if b[1].button(
-        "Next", key="k_next", shortcut="J", icon=":material/arrow_downward:", help="Next sentence"
-    ):
-        ss["review_focus"] = min(focus + 1, max(n - 1, 0))
-        st.rerun()
-    if b[2].button("Problem", key="k_one", shortcut="1", help="Label the sentence 1 (problem)"):
-        set_focused(1)
-        st.rerun()
-    if b[3].button("Fine", key="k_zero", shortcut="0", help="Label the sentence 0 (fine)"):
-        set_focused(0)
-        st.rerun()
-    if b[4].button("Clear", key="k_clear", shortcut="X", help="Remove the sentence's label"):
-        set_focused(None)
-        st.rerun()
-    if b[5].button("Undo", key="k_undo", shortcut="U", help="Undo your last change in this response"):
-        undone = repo.undo_last(engine, annotator, response_id=current_id)
-        state.flash(
-            "Nothing to undo." if undone is None else f"Undid {len(undone.reverted)} change(s).", "info"
-        )
-        st.rerun()
-    if b[6].button(
-        "Save", key="k_save", shortcut="N", type="primary", help="Accept the model for the rest, next"
-    ):
-        apply(review.propose_accept_rest(detail), then_next=True)
-        st.rerun()
-    if b[7].button("Skip", key="k_skip", shortcut="S", help="Next response without saving"):
-        go_to(index + 1)
-        st.rerun()
-    if st.button("Previous response", key="k_back", shortcut="P", icon=":material/undo:"):
-        go_to(index - 1)
-        st.rerun()
+    with st.container(horizontal=True):
+        if st.button(
+            "Prev", key="k_prev", shortcut="K", icon=":material/arrow_upward:", help="Previous sentence"
+        ):
+            ss["review_focus"] = max(focus - 1, 0)
+            st.rerun()
+        if st.button(
+            "Next", key="k_next", shortcut="J", icon=":material/arrow_downward:", help="Next sentence"
+        ):
+            ss["review_focus"] = min(focus + 1, max(n - 1, 0))
+            st.rerun()
+        if st.button("Problem", key="k_one", shortcut="1", help="Label the selected sentence 1 (problem)"):
+            set_focused(1)
+            st.rerun()
+        if st.button("Fine", key="k_zero", shortcut="0", help="Label the selected sentence 0 (fine)"):
+            set_focused(0)
+            st.rerun()
+        if st.button("Clear", key="k_clear", shortcut="X", help="Remove the selected sentence's label"):
+            set_focused(None)
+            st.rerun()
+        if st.button("Undo", key="k_undo", shortcut="U", help="Undo your last change in this response"):
+            undone = repo.undo_last(engine, annotator, response_id=current_id)
+            state.flash(
+                "Nothing to undo." if undone is None else f"Undid {len(undone.reverted)} change(s).", "info"
+            )
+            st.rerun()
+    with st.container(horizontal=True):
+        if st.button(
+            "Save & next",
+            key="k_save",
+            shortcut="N",
+            type="primary",
+            help="Accept the model's labels for the rest",
+        ):
+            apply(review.propose_accept_rest(detail), then_next=True)
+            st.rerun()
+        if st.button("Skip", key="k_skip", shortcut="S", help="Next response without saving"):
+            go_to(index + 1)
+            st.rerun()
+        if st.button("Previous response", key="k_back", shortcut="P", help="Back to the previous response"):
+            go_to(index - 1)
+            st.rerun()
 
     # Per-sentence label controls (the mouse path; the keyboard acts on the outlined sentence).
     st.caption(f"Sentence {focus + 1} of {n} is selected (blue outline).")

@@ -17,7 +17,7 @@ PRESETS = {
 NO_WORKER_AFTER_S = 15
 
 engine = state.engine()
-dataset = state.current_dataset()
+dataset = state.current_dataset(fresh=True)
 st.header("Train")
 state.show_flashes()
 if dataset is None:

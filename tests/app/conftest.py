@@ -245,8 +245,10 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # The app caches settings and the engine per process; each test has its own store.
     st.cache_resource.clear()
+    st.cache_data.clear()
     yield Store(home, url)
     st.cache_resource.clear()
+    st.cache_data.clear()
 
 
 def app_test(page: str | None = None, timeout: float = 60) -> Any:

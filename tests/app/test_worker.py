@@ -199,3 +199,12 @@ def test_reliability_table_is_vectorised_and_correct() -> None:
     ece = expected_calibration_error(table)
     expected = (abs(0 - 0.05) + abs(0 - 0.15) + 2 * abs(0.5 - 0.93) + abs(1 - 0.5)) / 5
     assert ece == pytest.approx(expected)
+
+
+def test_file_labels_are_reported_but_not_used_as_gold(store) -> None:
+    ds = store.ingest(tiny_records(12, with_labels=True))  # labels stored as "imported"
+    _train(store, ds.dataset_id)
+    store.run_jobs()
+    mv = repo.active_model_version(store.engine, ds.dataset_id)
+    assert mv.metrics["gold_sentences"] == 0 and mv.metrics["gold_after"] == {}
+    assert 0.0 <= mv.metrics["file_labels_after"]["instance_auc_roc"] <= 1.0

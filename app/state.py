@@ -102,7 +102,11 @@ def flash(message: str, kind: str = "success") -> None:
 
 def show_flashes() -> None:
     for kind, message in st.session_state.pop("_flash", []):
-        getattr(st, kind)(message)
+        if kind in ("success", "info"):
+            # A toast does not push the page down, so the response does not jump on every keypress.
+            st.toast(message, icon=":material/check:" if kind == "success" else ":material/info:")
+        else:
+            getattr(st, kind)(message)
 
 
 def fmt_score(value: Any) -> str:

@@ -48,7 +48,7 @@ def test_upload_imports_and_selects_dataset(store) -> None:
     assert not at.exception
     [ds] = repo.list_datasets(store.engine)
     assert (ds.name, ds.n_responses) == ("my-data", 6)
-    assert any("Imported 6 responses" in s.value for s in at.success)
+    assert any("Imported 6 responses" in t.value for t in at.toast)
 
 
 def test_csv_column_mapping(store) -> None:

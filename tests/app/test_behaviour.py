@@ -148,3 +148,66 @@ def test_gold_queue_opens_review(store) -> None:
     rid = int(button.key.rsplit("_", 1)[1])
     button.click().run()
     assert at.session_state["review_response_id"] == rid
+
+
+def _two_versions(store):
+    from tests.app.data import FAST_TRAIN
+
+    ds = store.ingest(tiny_records(10, with_labels=True), labels_as="gold")
+    for _ in range(2):
+        repo.create_job(store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN})
+        store.run_jobs()
+    return ds
+
+
+def test_models_page_rollback_and_activate(store) -> None:
+    ds = _two_versions(store)
+    at = app_test("views/models.py")
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) >= 3  # score distribution, reliability, version comparison (+ budget curve)
+    assert repo.active_model_version(store.engine, ds.dataset_id).version == 2
+    at.button(key="models_rollback").click().run()
+    assert repo.active_model_version(store.engine, ds.dataset_id).version == 1
+    v2 = next(mv for mv in repo.list_model_versions(store.engine, ds.dataset_id) if mv.version == 2)
+    at.selectbox(key="models_pick").set_value(v2.id).run()
+    at.button(key="models_activate").click().run()
+    assert repo.active_model_version(store.engine, ds.dataset_id).version == 2
+
+
+def test_train_page_shows_finished_job(store) -> None:
+    _two_versions(store)
+    at = app_test("views/train.py")
+    assert not at.exception
+    assert any("model version 2 is active" in s.value for s in at.success)
+    assert "[embed]" in at.code[0].value
+
+
+def test_export_page_prepares_every_format(store) -> None:
+    store.ingest(tiny_records(5, with_labels=True))
+    at = app_test("views/export.py")
+    for fmt in ("native", "stepwise-jsonl", "stepwise-parquet", "prm800k", "kto"):
+        at.selectbox(key="export_fmt").set_value(fmt).run()
+        at.button(key="export_prepare").click().run()
+        assert not at.exception, at.exception
+        assert any("rows written" in s.value for s in at.success), fmt
+        assert at.get("download_button"), fmt
+
+
+def test_review_with_scores_shows_colours_and_save_accepts_model_labels(store) -> None:
+    from tests.app.data import FAST_TRAIN
+
+    ds = store.ingest(tiny_records(8))
+    repo.create_job(store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN})
+    store.run_jobs()
+    at = app_test("views/review.py")
+    [response_html] = [h.proto.body for h in at.html if h.proto.body.startswith('<div class="fs-response">')]
+    assert "fs-none" not in response_html and "fs-s" in response_html  # every sentence has a colour bin
+    rid = at.session_state["review_response_id"]
+    detail = repo.get_response(store.engine, rid)
+    at.button(key="k_save").click().run()
+    if any(b.key == "pending_yes" for b in at.button):  # the model's labels contradict the response label
+        at.button(key="pending_yes").click().run()
+    after = repo.get_response(store.engine, rid)
+    assert [s.label for s in after.sentences] == [int(s.score >= 0.5) for s in detail.sentences]
+    assert {s.label_source for s in after.sentences} == {"reviewed"}
+    assert at.session_state["review_response_id"] != rid

@@ -87,6 +87,23 @@ def test_upload_review_correct_reload_train(app_server_factory, page: Page, tmp_
     _settle(page)
     expect(page.locator(f"#fs-sent-1 .fs-gold-{label}")).to_have_count(1, timeout=LONG)
     assert page.url == response_url
+
+    # Retrain with the correction as gold: a second version becomes active.
+    page.goto(f"{srv.url}/train")
+    _settle(page)
+    page.get_by_test_id("stSelectbox").nth(2).click()
+    page.get_by_role("option", name=re.compile("Quick look")).click()
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_text(re.compile(r"Done: model version 2 is active"))).to_be_visible(timeout=3 * LONG)
+
+    # Export the native JSONL: the correction is in it, with who made it.
+    page.goto(f"{srv.url}/export")
+    _settle(page)
+    page.get_by_role("button", name="Prepare download").click()
+    with page.expect_download(timeout=LONG) as info:
+        page.get_by_role("button", name=re.compile("Download")).click()
+    exported = Path(info.value.path()).read_text()
+    assert '"annotator": "tester"' in exported and '"source": "gold"' in exported
     assert dialogs == []
 
 

@@ -1,0 +1,98 @@
+"""`fractal serve` / `fractal worker`: first-run setup, the demo only into an empty store, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from typer.testing import CliRunner
+
+from app import setup
+from app.cli import _register_subcommands, app
+from app.settings import load_settings
+from db import repository as repo
+from tests.app.conftest import REPO, app_env, free_port
+from tests.app.data import tiny_records
+
+
+def test_prepare_store_loads_demo_only_into_an_empty_store(store) -> None:
+    settings = load_settings(store.db_url)
+    message = setup.prepare_store(settings)
+    assert "demo dataset" in message
+    [ds] = repo.list_datasets(store.engine)
+    assert ds.name == setup.DEMO_DATASET and ds.n_responses > 0
+    [job] = repo.list_jobs(store.engine)
+    assert (job.kind, job.state, job.payload["dataset_id"]) == ("train", "queued", ds.id)
+    # A second start changes nothing: no second demo, no second job.
+    assert setup.prepare_store(settings) == ""
+    assert len(repo.list_datasets(store.engine)) == 1 and len(repo.list_jobs(store.engine)) == 1
+
+
+def test_prepare_store_leaves_a_users_store_alone(store) -> None:
+    store.ingest(tiny_records(3), name="mine")
+    assert setup.prepare_store(load_settings(store.db_url)) == ""
+    assert [d.name for d in repo.list_datasets(store.engine)] == ["mine"]
+    assert repo.list_jobs(store.engine) == []
+
+
+def test_cli_lists_library_store_and_app_commands() -> None:
+    _register_subcommands()
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("serve", "worker", "ingest", "export", "train", "db"):
+        assert command in result.output
+
+
+def test_worker_once_runs_queued_jobs(store) -> None:
+    ds = store.ingest(tiny_records(4))
+    job = repo.create_job(store.engine, "export", {"dataset_id": ds.dataset_id, "format": "kto"})
+    env = app_env(store.home, store.db_url)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker", "--db", store.db_url, "--once"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert repo.get_job(store.engine, job.id).state == "succeeded"
+
+
+def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
+    port = free_port()
+    env = app_env(store.home, store.db_url)
+    log = store.home / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--db", store.db_url, "--no-demo"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "web app never became healthy"
+                time.sleep(0.3)
+        assert f"running at http://localhost:{port}" in log.read_text()
+        # The worker is up too: a queued job gets run.
+        ds = store.ingest(tiny_records(3))
+        job = repo.create_job(store.engine, "export", {"dataset_id": ds.dataset_id, "format": "native"})
+        while repo.get_job(store.engine, job.id).state != "succeeded":
+            assert time.monotonic() < deadline + 60, "the worker started by serve never ran the job"
+            time.sleep(0.3)
+        children = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) >= 3  # serve, worker, streamlit
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl+C
+        proc.wait(timeout=60)
+    # Nothing of the session is left running.
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    if left:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert left == []

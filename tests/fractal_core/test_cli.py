@@ -1,0 +1,200 @@
+"""`fractal evaluate / train / score / segment` end to end, and their bad-input errors (exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fractal_core.cli import register
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.fixture()
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRACTAL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _slice(source: Path, target: Path, sizes: dict[str, int]) -> Path:
+    target.mkdir()
+    for split, n in sizes.items():
+        lines = (source / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        (target / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_processbench_slice(cli: typer.Typer, tmp_path: Path) -> None:
+    data = _slice(SHARED / "processbench", tmp_path / "pb", {"train": 40, "valid": 12, "test": 16})
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--data",
+            str(data),
+            "--methods",
+            "naive,prior-only,bagloss,pslab,hybrid,supervised",
+            "--seeds",
+            "2",
+            "--gold-fraction",
+            "0.25",
+            "--max-epochs",
+            "3",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(out.read_text())
+    assert {r["method"] for r in records} == {
+        "naive",
+        "prior_only",
+        "bagloss",
+        "pslab",
+        "hybrid",
+        "supervised",
+    }
+    assert len(records) == 12
+    for r in records:
+        for key in (
+            "method",
+            "gold_fraction",
+            "seed",
+            "instance_auc_roc",
+            "instance_auprc",
+            "bag_auc_roc",
+            "first_error_acc",
+            "train_seconds",
+        ):
+            assert key in r
+        assert 0.0 <= r["instance_auc_roc"] <= 1.0
+    assert {r["gold_fraction"] for r in records if r["method"] == "hybrid"} == {0.25}
+    assert {r["gold_fraction"] for r in records if r["method"] == "supervised"} == {1.0}
+    assert "pslab" in result.output and "instance_auc_roc" in result.output
+
+
+@pytest.mark.slow
+def test_ordinal_data_reports_mae_and_trains_then_scores(cli: typer.Typer, tmp_path: Path) -> None:
+    data = _slice(SHARED / "delucionqa", tmp_path / "dq", {"valid": 20, "test": 20})
+    # 40 ordinary answers plus every level-2 ("Conflicted") one: an ordinal task with three levels.
+    rows = (SHARED / "delucionqa" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    level2 = [line for line in rows if json.loads(line)["response_label"] == 2]
+    others = [line for line in rows if json.loads(line)["response_label"] != 2][:40]
+    assert level2
+    (data / "train.jsonl").write_text("\n".join(others + level2) + "\n", encoding="utf-8")
+    out = tmp_path / "dq.json"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--data",
+            str(data),
+            "--methods",
+            "bagloss",
+            "--seeds",
+            "1",
+            "--max-epochs",
+            "2",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    [record] = json.loads(out.read_text())
+    assert 0.0 <= record["instance_mae"] <= 2.0  # ordinal view: mean |expected level - gold level|
+    model_dir = tmp_path / "model"
+    trained = CliRunner().invoke(
+        cli, ["train", str(data), "--out", str(model_dir), "--method", "pslab", "--max-epochs", "2"]
+    )
+    assert trained.exit_code == 0, trained.output
+    scored_path = tmp_path / "scored.jsonl"
+    scored = CliRunner().invoke(
+        cli, ["score", str(data / "test.jsonl"), "--model", str(model_dir), "--out", str(scored_path)]
+    )
+    assert scored.exit_code == 0, scored.output
+    rows = [json.loads(line) for line in scored_path.read_text().splitlines()]
+    assert len(rows) == 20
+    assert all(len(r["sentence_scores"]) == len(r["sentences"]) == len(r["offsets"]) for r in rows)
+    assert all(0.0 <= s <= 1.0 for r in rows for s in r["sentence_scores"])
+
+
+def test_segment_prints_offsets(cli: typer.Typer) -> None:
+    text = "First step. Second one!\n\nThird."
+    result = CliRunner().invoke(cli, ["segment", text])
+    assert result.exit_code == 0
+    spans = [json.loads(line) for line in result.output.splitlines()]
+    assert [text[s["start"] : s["end"]] for s in spans] == [s["text"] for s in spans]
+    assert len(spans) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            '{"id": "a", "sentences": ["x"], "response_label": 1}\n{"id": "b", "sentences": ["y"], "response_label": 1\n',
+            "train.jsonl:2",
+        ),
+        ('{"id": "a", "sentences": [], "response_label": 1}\n', "train.jsonl:1:sentences"),
+        ('{"id": "a", "sentences": ["x"], "response_label": "yes"}\n', "train.jsonl:1:response_label"),
+        (
+            '{"id": "a", "sentences": ["x"], "response_label": 1, "aggregation": "median"}\n',
+            "train.jsonl:1:aggregation",
+        ),
+        (
+            '{"id": "a", "sentences": ["x"], "response_label": 1.5, "aggregation": "min"}\n',
+            "train.jsonl:1:response_label",
+        ),
+        ('{"id": "a", "sentences": ["x"]}\n', "train.jsonl:1:response_label"),
+    ],
+)
+def test_bad_input_exits_2_with_location_and_writes_nothing(
+    cli: typer.Typer, tmp_path: Path, content: str, expected: str
+) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "train.jsonl").write_text(content, encoding="utf-8")
+    (data / "test.jsonl").write_text(
+        '{"id": "t", "sentences": ["x"], "response_label": 0}\n', encoding="utf-8"
+    )
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(data), "--json", str(out)])
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert not out.exists()
+    model_dir = tmp_path / "m"
+    trained = CliRunner().invoke(cli, ["train", str(data / "train.jsonl"), "--out", str(model_dir)])
+    assert trained.exit_code == 2 and expected in trained.output
+    assert not model_dir.exists()
+
+
+def test_bad_options_exit_2(cli: typer.Typer, tmp_path: Path) -> None:
+    assert CliRunner().invoke(cli, ["evaluate", "--data", str(tmp_path), "--methods", "magic"]).exit_code == 2
+    assert CliRunner().invoke(cli, ["evaluate", "--data", str(tmp_path / "nope")]).exit_code == 2
+    assert (
+        CliRunner().invoke(cli, ["evaluate", "--data", str(tmp_path), "--gold-fraction", "2"]).exit_code == 2
+    )
+    unreadable = CliRunner().invoke(
+        cli,
+        [
+            "score",
+            str(tmp_path / "missing.jsonl"),
+            "--model",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ],
+    )
+    assert unreadable.exit_code == 2

@@ -9,7 +9,10 @@ Job kinds and payloads (every id is a database id):
   never shows partial scores.
 - ``score``: ``{"dataset_id"}``. Re-applies the active model's saved artifact to every response (for example
   after new responses were ingested) as a new version, activated the same way.
-- ``import``: ``{"path", "dataset", "format", "column_map", "segment_mode", "labels_as"}``: ingests a file.
+- ``embed``: ``{"dataset_id"}``. Embeds every sentence and context window into the on-disk cache (queued after
+  an import) so the next training job starts from cached embeddings.
+- ``import``: ``{"path", "dataset", "format", "column_map", "segment_mode", "labels_as"}``: ingests a file,
+  then queues ``embed`` (and ``score`` when the dataset already has an active model).
 - ``export``: ``{"dataset_id", "format", "model_version"}``: writes an export file under FRACTAL_HOME/exports.
 
 Functions here take an engine and plain values so they can run from the worker, the CLI or a test.
@@ -31,7 +34,7 @@ from sqlalchemy import Engine
 from app.settings import AppSettings
 from db import repository as repo
 
-JOB_KINDS: tuple[str, ...] = ("train", "score", "import", "export")
+JOB_KINDS: tuple[str, ...] = ("train", "score", "embed", "import", "export")
 """Kinds the worker runs."""
 
 # Expected training stages per method: only used to turn per-stage progress into one overall bar.
@@ -101,6 +104,7 @@ def run_job(engine: Engine, settings: AppSettings, job: repo.JobRow, ctx: JobCon
     handlers: dict[str, Callable[[Engine, AppSettings, dict[str, Any], JobContext], dict[str, Any]]] = {
         "train": run_train,
         "score": run_score,
+        "embed": run_embed,
         "import": run_import,
         "export": run_export,
     }
@@ -267,6 +271,40 @@ def run_score(
     )  # fmt: skip
 
 
+def run_embed(
+    engine: Engine, settings: AppSettings, payload: dict[str, Any], ctx: JobContext
+) -> dict[str, Any]:
+    from fractal_core.encoder import get_encoder
+
+    records = repo.load_records(engine, int(payload["dataset_id"]), with_gold=False)
+    encoder = get_encoder()
+    sentences = [s.text for r in records for s in r.spans]
+    ctx.log(f"embedding {len(sentences)} sentences and {len(records)} contexts with {encoder.encoder_id}")
+
+    def progress(done: int, total: int) -> None:
+        ctx.set(0.9 * done / max(total, 1), f"sentences: {done}/{total} unique texts embedded")
+
+    encoder.encode(sentences, progress=progress)
+    ctx.set(0.9, "context windows", force=True)
+    encoder.encode_windows([r.context for r in records])
+    ctx.log("embeddings cached")
+    return {"sentences": len(sentences), "encoder": encoder.encoder_id}
+
+
+def queue_after_import(engine: Engine, dataset_id: int) -> list[repo.JobRow]:
+    """Follow-up work for new responses: embed them now; re-score with the active model if there is one."""
+    queued = [
+        repo.create_job(engine, "embed", {"dataset_id": dataset_id}, idempotency_key=f"embed:{dataset_id}")
+    ]
+    if repo.active_model_version(engine, dataset_id) is not None:
+        queued.append(
+            repo.create_job(
+                engine, "score", {"dataset_id": dataset_id}, idempotency_key=f"score:{dataset_id}"
+            )
+        )
+    return queued
+
+
 # ----------------------------------------------------------------------------------------- import / export
 
 
@@ -281,6 +319,7 @@ def run_import(
     ctx.log(
         f"ingested {summary.n_responses} responses, {summary.n_sentences} sentences into {summary.dataset!r}"
     )
+    queue_after_import(engine, summary.dataset_id)
     return {
         "dataset_id": summary.dataset_id,
         "n_responses": summary.n_responses,

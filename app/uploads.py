@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine
 
+from app.jobs import queue_after_import
 from app.render import md_escape
 from app.settings import AppSettings
 from db import repository as repo
@@ -116,9 +117,9 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def import_now(engine: Engine, path: Path, dataset: str, options: dict[str, Any]) -> IngestSummary:
-    """Ingest in this process (small files); queue re-scoring when the dataset already has a model."""
+    """Ingest in this process (small files), then queue embedding (and re-scoring when there is a model)."""
     summary = ingest_file(engine, path, dataset, **_options(options))
-    queue_rescore(engine, summary.dataset_id)
+    queue_after_import(engine, summary.dataset_id)
     return summary
 
 
@@ -126,10 +127,3 @@ def queue_import(engine: Engine, path: Path, dataset: str, options: dict[str, An
     """Queue the ingest of a large file as a worker job (one job per file and dataset)."""
     payload = {"path": str(path), "dataset": dataset, **_options(options)}
     return repo.create_job(engine, "import", payload, idempotency_key=f"import:{dataset}:{path.name}")
-
-
-def queue_rescore(engine: Engine, dataset_id: int) -> JobRow | None:
-    """New responses in a dataset with an active model get scores from it in the background."""
-    if repo.active_model_version(engine, dataset_id) is None:
-        return None
-    return repo.create_job(engine, "score", {"dataset_id": dataset_id}, idempotency_key=f"score:{dataset_id}")

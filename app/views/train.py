@@ -76,6 +76,8 @@ def live_jobs() -> None:
         st.success(
             f"Done: model version {shown.result.get('version')} is active. Its scores are on the Review page."
         )
+    elif shown.state == "succeeded":
+        st.success(f"Done: {shown.kind} job finished.")
     elif shown.state == "failed":
         st.error("Failed: " + render.md_escape(shown.error or "unknown error"))
     elif shown.state == "cancelled":

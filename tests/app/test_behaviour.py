@@ -155,7 +155,9 @@ def _two_versions(store):
 
     ds = store.ingest(tiny_records(10, with_labels=True), labels_as="gold")
     for _ in range(2):
-        repo.create_job(store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN})
+        repo.create_job(
+            store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN}
+        )
         store.run_jobs()
     return ds
 
@@ -164,7 +166,9 @@ def test_models_page_rollback_and_activate(store) -> None:
     ds = _two_versions(store)
     at = app_test("views/models.py")
     assert not at.exception, at.exception
-    assert len(at.get("plotly_chart")) >= 3  # score distribution, reliability, version comparison (+ budget curve)
+    assert (
+        len(at.get("plotly_chart")) >= 3
+    )  # score distribution, reliability, version comparison (+ budget curve)
     assert repo.active_model_version(store.engine, ds.dataset_id).version == 2
     at.button(key="models_rollback").click().run()
     assert repo.active_model_version(store.engine, ds.dataset_id).version == 1
@@ -197,7 +201,9 @@ def test_review_with_scores_shows_colours_and_save_accepts_model_labels(store) -
     from tests.app.data import FAST_TRAIN
 
     ds = store.ingest(tiny_records(8))
-    repo.create_job(store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN})
+    repo.create_job(
+        store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN}
+    )
     store.run_jobs()
     at = app_test("views/review.py")
     [response_html] = [h.proto.body for h in at.html if h.proto.body.startswith('<div class="fs-response">')]

@@ -85,7 +85,9 @@ def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
         while repo.get_job(store.engine, job.id).state != "succeeded":
             assert time.monotonic() < deadline + 60, "the worker started by serve never ran the job"
             time.sleep(0.3)
-        children = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        children = subprocess.run(
+            ["pgrep", "-s", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
         assert len(children) >= 3  # serve, worker, streamlit
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl+C

@@ -78,11 +78,11 @@ def test_score_job_rescores_new_responses_as_a_new_version(store) -> None:
     for r in more:
         r["id"] += "-new"
     store.ingest(more)
-    from app.uploads import queue_rescore
-
-    job = queue_rescore(store.engine, ds.dataset_id)
-    assert job is not None
+    queued = jobs.queue_after_import(store.engine, ds.dataset_id)
+    assert [j.kind for j in queued] == ["embed", "score"]
+    job = queued[1]
     store.run_jobs()
+    assert repo.get_job(store.engine, queued[0].id).state == "succeeded"
     assert repo.get_job(store.engine, job.id).state == "succeeded"
     mv = repo.active_model_version(store.engine, ds.dataset_id)
     assert mv.version == 2 and mv.metrics["rescored_from_version"] == 1
@@ -172,6 +172,8 @@ def test_import_and_export_jobs(store) -> None:
     assert repo.get_job(store.engine, imp.id).state == "succeeded"
     ds = repo.require_dataset(store.engine, "bulk")
     assert ds.n_responses == 5
+    [embed] = repo.list_jobs(store.engine, kind="embed")  # queued by the import, run by the same worker pass
+    assert embed.state == "succeeded" and embed.result["sentences"] == ds.n_sentences
     for fmt in ("native", "kto", "stepwise-parquet"):
         exp = repo.create_job(store.engine, "export", {"dataset_id": ds.id, "format": fmt})
         store.run_jobs()

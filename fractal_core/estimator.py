@@ -122,8 +122,9 @@ class FractalModel:
                 if self.n_classes_ > 2 and self.aggregation_ != "mean":
                     return torch.nn.functional.one_hot(level.long(), self.n_classes_).float()
             else:
-                score = bags.with_cosine_target().cos_target
-                assert score is not None
+                cos_target = bags.with_cosine_target().cos_target
+                assert cos_target is not None
+                score = cos_target
             # Spread P(level >= 1) over the top level for ordinal data: baselines know no finer split.
             proba = torch.zeros(bags.n_sentences, self.n_classes_, device=bags.device)
             proba[:, 0] = 1 - score

@@ -119,7 +119,7 @@ def run_job(engine: Engine, settings: AppSettings, job: repo.JobRow, ctx: JobCon
 
 def train_config(overrides: dict[str, Any] | None) -> Any:
     """A ``TrainConfig`` from the library defaults plus the user's overrides (unknown keys raise)."""
-    from fractal_core.config import TrainConfig
+    from fractal_core import TrainConfig
 
     return TrainConfig.from_dict({**TrainConfig().to_dict(), **(overrides or {})})
 
@@ -201,7 +201,7 @@ def _store_version(
 def run_train(
     engine: Engine, settings: AppSettings, payload: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
-    from fractal_core.estimator import FractalModel
+    from fractal_core import FractalModel
     from fractal_core.train import TrainingCancelled
 
     dataset_id = int(payload["dataset_id"])
@@ -255,7 +255,7 @@ def run_train(
 def run_score(
     engine: Engine, settings: AppSettings, payload: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
-    from fractal_core.estimator import FractalModel
+    from fractal_core import FractalModel
 
     dataset_id = int(payload["dataset_id"])
     parent = repo.active_model_version(engine, dataset_id)

@@ -59,29 +59,43 @@ def datasets_changed() -> None:
     _datasets.clear()
 
 
+def _forget_review_position() -> None:
+    for key in ("review_response_id", "review_focus", "review_index", "pending"):
+        st.session_state.pop(key, None)
+
+
+def _on_pick() -> None:
+    # Runs before the rerun: the sidebar choice becomes the current dataset, and the old position is dropped.
+    st.session_state[DATASET_KEY] = st.session_state["_ds_select"]
+    _forget_review_position()
+
+
 def dataset_picker() -> DatasetRow | None:
-    """Sidebar selector of the current dataset; remembers the choice in the session and the URL."""
+    """Sidebar selector of the current dataset; remembers the choice in the session and the URL.
+
+    Pages may set ``st.session_state[DATASET_KEY]`` (e.g. after an import); the widget follows it.
+    """
+    ss = st.session_state
     rows = datasets()
     if not rows:
-        st.session_state.pop(DATASET_KEY, None)
+        ss.pop(DATASET_KEY, None)
         st.caption("No dataset yet: upload one on the **Data** page.")
         return None
     ids = [d.id for d in rows]
-    wanted = st.session_state.get(DATASET_KEY)
+    wanted = ss.get(DATASET_KEY)
     if wanted not in ids:
         from_url = st.query_params.get("dataset")
         wanted = int(from_url) if from_url and from_url.isdigit() and int(from_url) in ids else ids[0]
+        _forget_review_position()
+    ss[DATASET_KEY] = wanted
+    if ss.get("_ds_select") != wanted:
+        ss["_ds_select"] = (
+            wanted  # set before the widget exists, so a page's choice wins over the old widget value
+        )
     names = {d.id: f"{d.name} ({d.n_responses} responses)" for d in rows}
-    chosen = st.selectbox(
-        "Dataset", ids, index=ids.index(wanted), format_func=names.__getitem__, key="_ds_select"
-    )
-    if chosen != st.session_state.get(DATASET_KEY):
-        # A different dataset: forget the response and cursor that belonged to the old one.
-        for key in ("review_response_id", "review_focus", "review_index", "pending"):
-            st.session_state.pop(key, None)
-    st.session_state[DATASET_KEY] = chosen
-    st.query_params["dataset"] = str(chosen)
-    return next(d for d in rows if d.id == chosen)
+    st.selectbox("Dataset", ids, format_func=names.__getitem__, key="_ds_select", on_change=_on_pick)
+    st.query_params["dataset"] = str(wanted)
+    return next(d for d in rows if d.id == wanted)
 
 
 def current_dataset(*, fresh: bool = False) -> DatasetRow | None:

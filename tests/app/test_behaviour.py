@@ -217,3 +217,17 @@ def test_review_with_scores_shows_colours_and_save_accepts_model_labels(store) -
     assert [s.label for s in after.sentences] == [int(s.score >= 0.5) for s in detail.sentences]
     assert {s.label_source for s in after.sentences} == {"reviewed"}
     assert at.session_state["review_response_id"] != rid
+
+
+def test_import_into_a_new_dataset_selects_it_and_sidebar_switches_back(store) -> None:
+    store.ingest(tiny_records(3), name="first")
+    at = app_test("views/data.py")
+    at.file_uploader[0].upload("second.jsonl", _jsonl(tiny_records(5)), "application/jsonl")
+    at.run()
+    at.button(key="data_import").click().run()
+    second = repo.require_dataset(store.engine, "second")
+    assert at.session_state["dataset_id"] == second.id
+    assert at.selectbox(key="_ds_select").value == second.id
+    first = repo.require_dataset(store.engine, "first")
+    at.selectbox(key="_ds_select").set_value(first.id).run()
+    assert at.session_state["dataset_id"] == first.id

@@ -17,6 +17,8 @@ from pathlib import Path
 import typer
 
 from app.settings import DEFAULT_PORT, load_settings
+from db.cli import register as register_db
+from fractal_core.cli import register as register_core
 
 APP_MAIN = Path(__file__).resolve().parent / "main.py"
 
@@ -29,11 +31,12 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
-    from db.cli import register as register_db
-    from fractal_core.cli import register as register_core
-
+    """Mount the library's and the store's commands (idempotent: the test suite calls it more than once)."""
+    if getattr(app, "_fractal_registered", False):
+        return
     register_core(app)
     register_db(app)
+    app._fractal_registered = True  # type: ignore[attr-defined]
 
 
 @app.command()

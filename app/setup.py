@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from app.jobs import queue_after_import
 from app.settings import AppSettings
 from db import repository as repo
 from db.engine import get_engine
@@ -40,6 +41,8 @@ def seed_demo(engine: Engine) -> str | None:
     if repo.list_datasets(engine):
         return None
     summary = ingest_file(engine, demo_path(), DEMO_DATASET)
+    # Embedding first, as its own job: it reports progress per batch, and training then reads the cache.
+    queue_after_import(engine, summary.dataset_id)
     repo.create_job(
         engine,
         "train",

@@ -65,7 +65,8 @@ def live_jobs() -> None:
         st.warning(
             "Jobs are waiting but no worker is running. Start one with `fractal worker` (`make run` does)."
         )
-    shown = jobs[0]
+    # The running job is the interesting one (an embed job may run before the queued training).
+    shown = next((j for j in jobs if j.state == "running"), jobs[0])
     st.subheader(f"Job {shown.id}: {shown.kind} · {shown.state}", anchor=False)
     st.progress(shown.progress, text=render.md_escape(shown.message or shown.state))
     if shown.state == "running" or shown.state == "queued":
@@ -84,8 +85,9 @@ def live_jobs() -> None:
         st.info("Cancelled. The previously active model is unchanged.")
     if shown.log:
         st.code(shown.log[-4000:], language=None)
-    if len(jobs) > 1:
-        st.caption("Earlier jobs")
+    others = [j for j in jobs if j.id != shown.id]
+    if others:
+        st.caption("Other jobs")
         st.dataframe(
             [
                 {
@@ -96,7 +98,7 @@ def live_jobs() -> None:
                     "created": j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                     "error": j.error or "",
                 }
-                for j in jobs[1:]
+                for j in others
             ],
             hide_index=True,
             column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)},

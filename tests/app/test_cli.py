@@ -25,11 +25,14 @@ def test_prepare_store_loads_demo_only_into_an_empty_store(store) -> None:
     assert "demo dataset" in message
     [ds] = repo.list_datasets(store.engine)
     assert ds.name == setup.DEMO_DATASET and ds.n_responses > 0
-    [job] = repo.list_jobs(store.engine)
-    assert (job.kind, job.state, job.payload["dataset_id"]) == ("train", "queued", ds.id)
+    jobs = repo.list_jobs(store.engine)[::-1]  # oldest first: the order the worker runs them
+    assert [(j.kind, j.state, j.payload["dataset_id"]) for j in jobs] == [
+        ("embed", "queued", ds.id),
+        ("train", "queued", ds.id),
+    ]
     # A second start changes nothing: no second demo, no second job.
     assert setup.prepare_store(settings) == ""
-    assert len(repo.list_datasets(store.engine)) == 1 and len(repo.list_jobs(store.engine)) == 1
+    assert len(repo.list_datasets(store.engine)) == 1 and len(repo.list_jobs(store.engine)) == 2
 
 
 def test_prepare_store_leaves_a_users_store_alone(store) -> None:

@@ -24,7 +24,7 @@ from fractal_core.config import TrainConfig
 from fractal_core.encoder import EncoderConfig, get_encoder
 from fractal_core.features import embed_records
 from fractal_core.io import num_classes
-from fractal_core.methods import METHODS, fit_method, resolve_method
+from fractal_core.methods import METHODS, fit_method, fit_preference, preference_bags, resolve_method
 from fractal_core.metrics import bag_metrics, first_error_accuracy, sentence_metrics
 from fractal_core.model import SentenceScorer
 from fractal_core.records import ResponseRecord
@@ -109,6 +109,41 @@ class FractalModel:
         self.metrics_: dict[str, Any] = {}
         if valid is not None and valid.n_bags:
             self.metrics_ = {f"valid_{k}": v for k, v in self.evaluate_bags(valid).items()}
+        return self
+
+    def fit_preferences(self, records: Sequence[ResponseRecord], pairs: Sequence[tuple[int, int, float]], *,
+                        progress: ProgressFn | None = None) -> Self:
+        """Learn sentence scores from preference pairs (PrefBagLoss) instead of response labels.
+
+        ``pairs`` holds ``(i, j, p)``: responses ``records[i]`` and ``records[j]`` with p = 1 when j is the
+        better one (higher score), 0 when i is, or a soft preference. ``response_label`` is not used. A seeded
+        ``valid_fraction`` of the pairs is held out for early stopping.
+        """
+        if not pairs:
+            raise ValueError("no preference pairs to train on")
+        index = torch.as_tensor([[p[0], p[1]] for p in pairs], dtype=torch.long)
+        prefs = torch.as_tensor([float(p[2]) for p in pairs], dtype=torch.float32)
+        if int(index.min()) < 0 or int(index.max()) >= len(records):
+            raise ValueError(f"a preference pair refers to a response outside 0..{len(records) - 1}")
+        if bool(((prefs < 0) | (prefs > 1)).any()):
+            raise ValueError("preferences must lie in [0, 1]")
+        config = self._config()
+        encoder = get_encoder(self.encoder)
+        bags = embed_records(records, encoder, device=resolve_device(config.device))
+        train_ids, valid_ids = holdout_split(len(pairs), config.valid_fraction, self.seed)
+
+        def paired(ids: torch.Tensor) -> BagSet:
+            return preference_bags(bags, index[ids, 0], index[ids, 1], prefs[ids])
+
+        result = fit_preference(paired(train_ids), None if valid_ids is None else paired(valid_ids),
+                                config=config, seed=self.seed, progress=progress)
+        self.resolved_method_ = result.method
+        self.scorer_ = result.model
+        self.aggregation_ = "mean"
+        self.n_classes_ = 2
+        self.encoder_id_ = encoder.encoder_id
+        self.history_ = result.history()
+        self.metrics_ = {}
         return self
 
     # ----------------------------------------------------------------------------------------------- scoring

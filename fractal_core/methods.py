@@ -28,6 +28,7 @@ from fractal_core.losses import (
     correlation_prior,
     cosine_prior,
     instance_loss,
+    pref_bag_loss,
     soft_cross_entropy,
 )
 from fractal_core.metrics import auc_roc
@@ -197,3 +198,39 @@ def fit_method(
         model = stage("pslab", _fresh(dim, n_classes, config, generator, device), pseudo, _instance_objective())
     result.model = model
     return result
+
+
+def preference_bags(bags: BagSet, first: torch.Tensor, second: torch.Tensor, second_better: torch.Tensor) -> BagSet:
+    """Bags laid out as pairs: bag 2k is ``first[k]``, bag 2k+1 is ``second[k]``, whose label holds the preference."""
+    order = torch.stack([first, second], 1).flatten()
+    paired = bags.select(order)  # a response may appear in several pairs
+    labels = torch.stack([torch.zeros_like(second_better), second_better], 1).flatten().to(paired.labels)
+    return BagSet(**{**paired.__dict__, "labels": labels})
+
+
+def _preference_loss(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
+    first = torch.arange(0, batch.n_bags, 2, device=batch.device)
+    second = first + 1
+    return pref_bag_loss(model(batch), batch.bag_index, batch.n_bags, first, second, batch.labels[second])
+
+
+def fit_preference(
+    train: BagSet, valid: BagSet | None, *, config: TrainConfig, seed: int, progress: ProgressFn | None = None
+) -> FitResult:
+    """PrefBagLoss (method.md §3): learn sentence scores from "response B is better than response A" pairs.
+
+    ``train``/``valid`` come from :func:`preference_bags`. A response's score is the mean of its sentence
+    scores and P(B2 > B1) = s2 / (s1 + s2). Early stopping on the validation pairs' loss.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    model = _fresh(int(train.sent_emb.shape[1]), 2, config, generator, train.device)
+
+    def validate(m: SentenceScorer) -> float:
+        assert valid is not None
+        with torch.inference_mode():
+            return -float(_preference_loss(m, valid))
+
+    stage = train_stage(model, train, _preference_loss, config=config, generator=generator,
+                        validate=validate if valid is not None and valid.n_bags else None, stage="preference",
+                        progress=progress, group_size=2)
+    return FitResult(method="preference", model=model, stages=[stage])

@@ -44,10 +44,12 @@ def train_stage(
     validate: Validator | None = None,
     stage: str = "train",
     progress: ProgressFn | None = None,
+    group_size: int = 1,
 ) -> StageResult:
     """Minimise ``objective`` over minibatches of bags; keep the parameters of the best validated epoch.
 
-    Without ``validate`` the training loss of the epoch (negated) is the selection score.
+    Without ``validate`` the training loss of the epoch (negated) is the selection score. With ``group_size``
+    g > 1, bags g*k .. g*k+g-1 are shuffled as one unit and never split across batches (preference pairs).
     """
     import time
 
@@ -55,12 +57,16 @@ def train_stage(
     result = StageResult(stage=stage)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     batch_bags = min(config.batch_bags, max(1, math.ceil(data.n_bags / config.min_batches_per_epoch)))
+    batch_bags = max(group_size, batch_bags - batch_bags % group_size)
+    if data.n_bags % group_size:
+        raise ValueError(f"{data.n_bags} bags do not form groups of {group_size}")
     n_batches = max(1, math.ceil(data.n_bags / batch_bags))
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
     for epoch in range(config.max_epochs):
         model.train()
-        order = torch.randperm(data.n_bags, generator=generator).to(data.device)
+        groups = torch.randperm(data.n_bags // group_size, generator=generator)
+        order = (groups.view(-1, 1) * group_size + torch.arange(group_size)).flatten().to(data.device)
         total = 0.0
         for start in range(0, data.n_bags, batch_bags):  # the last partial batch is kept
             batch = data.select(order[start : start + batch_bags])

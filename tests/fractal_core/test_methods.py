@@ -155,3 +155,45 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     loaded = FractalModel.load(tmp_path / "m")
     torch.testing.assert_close(loaded.predict_bags(test), model.predict_bags(test))
     assert loaded.encoder_id_ == "planted" and loaded.resolved_method_ == "bagloss"
+
+
+def test_preference_pairs_recover_planted_sentence_scores() -> None:
+    from fractal_core.methods import fit_preference, preference_bags
+
+    def pairs(bags, n_pairs: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        first = torch.randint(0, bags.n_bags, (n_pairs,), generator=g)
+        second = torch.randint(0, bags.n_bags, (n_pairs,), generator=g)
+        share = torch.zeros(bags.n_bags).index_add(0, bags.bag_index, (bags.gold >= 1).float())
+        share = share / bags.sentence_counts().float()
+        keep = share[first] != share[second]
+        first, second = first[keep], second[keep]
+        return preference_bags(bags, first, second, (share[second] > share[first]).float())
+
+    train = planted_bags(300, seed=1, positive_rate=0.3)
+    test = planted_bags(200, seed=3, positive_rate=0.3)
+    result = fit_preference(pairs(train, 1200, 0), pairs(planted_bags(80, seed=2, positive_rate=0.3), 200, 1),
+                            config=FAST, seed=0)
+    assert [s.stage for s in result.stages] == ["preference"]
+    assert _auc(result.model, test) >= 0.9
+
+
+def test_preference_bags_keep_pairs_together() -> None:
+    from fractal_core.methods import preference_bags
+    from fractal_core.train import train_stage
+
+    bags = planted_bags(10, seed=0)
+    paired = preference_bags(bags, torch.tensor([0, 3, 3]), torch.tensor([1, 2, 9]), torch.tensor([1.0, 0.0, 1.0]))
+    assert paired.n_bags == 6 and paired.labels.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    seen = []
+
+    def objective(model, batch):
+        seen.append(batch.sent_emb.shape[0])
+        assert batch.n_bags % 2 == 0
+        return model(batch).sum() * 0.0
+
+    from fractal_core.model import SentenceScorer
+
+    train_stage(SentenceScorer(32), paired, objective, config=TrainConfig(max_epochs=1, min_batches_per_epoch=10),
+                generator=torch.Generator().manual_seed(0), group_size=2)
+    assert len(seen) == 3  # three batches of one pair each, never a split pair

@@ -1,0 +1,58 @@
+"""The FractalModel facade on real records with the bundled encoder: fit, predict, save/load, preferences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fractal_core import FractalModel, TrainConfig
+from fractal_core.demo import demo_path
+from fractal_core.io import read_records
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One embedding cache for the module: each text is embedded once across its tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FRACTAL_HOME", str(tmp_path_factory.mktemp("home")))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def records():
+    return read_records(demo_path())[:40]
+
+
+def test_fit_predict_save_load(records, tmp_path: Path) -> None:
+    model = FractalModel("pslab", config=TrainConfig(max_epochs=2), seed=0).fit(records)
+    assert model.resolved_method_ == "pslab"
+    scores = model.predict(records[:5])
+    assert [len(s) for s in scores] == [len(r.spans) for r in records[:5]]
+    assert all(((s >= 0) & (s <= 1)).all() for s in scores)
+    model.save(tmp_path / "m")
+    again = FractalModel.load(tmp_path / "m").predict(records[:5])
+    for a, b in zip(scores, again, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert "valid_bag_auc_roc" in model.metrics_  # a held-out share of the responses was used for early stopping
+
+
+def test_fractal_uses_gold_labels_when_present(records) -> None:
+    # The demo file carries sentence labels: "fractal" resolves to the hybrid prior with them ...
+    assert FractalModel("fractal", config=TrainConfig(max_epochs=1)).fit(records).resolved_method_ == "hybrid"
+    # ... and to PsLab without them.
+    for r in records:
+        r.sentence_labels = None
+    assert FractalModel("fractal", config=TrainConfig(max_epochs=1)).fit(records).resolved_method_ == "pslab"
+
+
+def test_fit_preferences(records) -> None:
+    pairs = [(i, i + 1, float(records[i + 1].response_label < records[i].response_label))
+             for i in range(len(records) - 1)]
+    model = FractalModel(config=TrainConfig(max_epochs=2)).fit_preferences(records, pairs)
+    assert model.resolved_method_ == "preference"
+    assert len(model.predict(records[:3])) == 3
+    with pytest.raises(ValueError, match="outside"):
+        FractalModel().fit_preferences(records, [(0, len(records), 1.0)])

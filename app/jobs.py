@@ -174,6 +174,9 @@ def _store_version(
             count=sum(len(s) for s in scores),
         )
         flat = np.clip(np.concatenate(scores).astype(np.float64), 0.0, 1.0) if scores else np.zeros(0)
+        queue = gold_proposals(records, scores)
+        if queue:
+            extra_metrics = {**extra_metrics, "gold_queue": queue}
         ctx.set(lo + (1 - lo) * 0.4, "storing scores", force=True)
         repo.store_scores(engine, mv.id, ids, flat)
         artifact = settings.models_dir / f"dataset{dataset_id}-v{mv.version}"
@@ -196,6 +199,49 @@ def _store_version(
         "n_scores": int(len(ids)),
         "metrics": extra_metrics,
     }
+
+
+GOLD_QUEUE_SIZE = 200
+"""Responses proposed per selection strategy and stored with each model version (the Gold queue page)."""
+GOLD_STRATEGIES: tuple[str, ...] = ("posterior", "inconsistency", "uncertainty", "diverse")
+_DIVERSE_MAX_SENTENCES = 50_000  # diverse needs every sentence embedding in memory: only for modest datasets
+
+
+def gold_proposals(
+    records: list[Any], scores: list[np.ndarray], *, k: int = GOLD_QUEUE_SIZE
+) -> dict[str, list[int]]:
+    """Per strategy of ``fractal_core.selection``, the database ids of the responses to label next (best first).
+
+    Responses that already carry gold labels are never proposed. Computed once per model version in the
+    worker, so the Gold queue page reads a short list instead of ranking the whole dataset per request.
+    Returns {} when the library cannot rank this data (e.g. mixed aggregations).
+    """
+    try:
+        from fractal_core.selection import select_gold
+    except (
+        ImportError
+    ):  # the library's selection module is not installed yet: the page falls back to db order
+        return {}
+    already = [i for i, r in enumerate(records) if r.sentence_labels is not None]
+    n_sentences = sum(len(s) for s in scores)
+    out: dict[str, list[int]] = {}
+    for strategy in GOLD_STRATEGIES:
+        embeddings = None
+        if strategy == "diverse":
+            if n_sentences > _DIVERSE_MAX_SENTENCES:
+                continue
+            from fractal_core.encoder import get_encoder
+
+            flat = get_encoder().encode([s.text for r in records for s in r.spans])  # cached: no re-encoding
+            embeddings = np.split(flat, np.cumsum([len(r.spans) for r in records])[:-1])
+        try:
+            picked = select_gold(
+                records, scores, k=k, strategy=strategy, already=already, embeddings=embeddings
+            )
+        except ValueError:
+            return {}
+        out[strategy] = [int(records[i].meta["db_response_id"]) for i in picked]
+    return out
 
 
 def run_train(

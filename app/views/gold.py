@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import state
+from app import review, state
 from db import repository as repo
 
 STRATEGIES = {
-    "uncertainty": "Most uncertain sentences (the model is least sure)",
-    "disagreement": "Inconsistent: sentence scores contradict the response label",
+    "posterior": "Most informative: sentence labels still uncertain given the response label",
+    "inconsistency": "Inconsistent: sentence scores contradict the response label",
+    "uncertainty": "Most uncertain sentence scores",
+    "diverse": "Informative and spread over the data",
 }
+"""The library's strategies (``fractal_core.selection``), ranked by the worker for each model version."""
+FALLBACK = {
+    "uncertainty": "Most uncertain responses (store order)",
+    "disagreement": "Model disagrees with the response label (store order)",
+}
+"""Store orderings used before a model version with a ranking exists."""
 
 ss = st.session_state
 engine = state.engine()
@@ -48,29 +56,61 @@ with st.expander("Change the target"):
         st.rerun()
 
 st.subheader("Proposed next", anchor=False)
-strategy = st.radio("Strategy", list(STRATEGIES), format_func=STRATEGIES.__getitem__, key="gold_strategy")
+active = repo.active_model_version(engine, dataset.id)
+ranked: dict[str, list[int]] = (active.metrics.get("gold_queue") or {}) if active is not None else {}
+options = [k for k in STRATEGIES if k in ranked] or list(FALLBACK)
+labels = {**STRATEGIES, **FALLBACK}
+strategy = st.radio("Strategy", options, format_func=labels.__getitem__, key="gold_strategy")
 remaining = max(target_n - budget.gold_responses, 0)
 k = st.slider("How many", 5, 100, min(max(remaining, 10), 100), key="gold_k")
-proposals = repo.list_responses(
-    engine, dataset.id, sort=strategy, descending=True, label_status="unlabelled", page=0, page_size=k
-)
-if proposals.model_version_id is None:
-    st.info(
-        "No model has scored this dataset yet: proposals follow upload order until a training job finishes."
+
+if strategy in ranked:
+    st.caption(
+        f"Ranked by the library's `{strategy}` strategy when model version {active.version} was trained."
     )
-if not proposals.rows:
-    st.success("Every response already has gold labels.")
+    rows = []
+    for rid in ranked[strategy]:
+        detail = repo.get_response(engine, rid)
+        if detail.dataset_id != dataset.id or review.gold_labels(detail) != [None] * len(detail.sentences):
+            continue  # labelled since the ranking was made
+        rows.append(
+            (
+                rid,
+                detail.external_id,
+                detail.response_label,
+                detail.score,
+                detail.uncertainty,
+                detail.disagreement,
+                detail.text[:200],
+            )
+        )
+        if len(rows) == k:
+            break
+else:
+    if active is None:
+        st.info(
+            "No model has scored this dataset yet: proposals follow upload order until a training job finishes."
+        )
+    listing = repo.list_responses(
+        engine, dataset.id, sort=strategy, descending=True, label_status="unlabelled", page=0, page_size=k
+    )
+    rows = [
+        (r.id, r.external_id, r.response_label, r.score, r.uncertainty, r.disagreement, r.preview)
+        for r in listing.rows
+    ]
+if not rows:
+    st.success("No unlabelled response left to propose.")
     st.stop()
-st.caption(f"{proposals.total} responses have no gold label yet; showing the top {len(proposals.rows)}.")
-for r in proposals.rows:
+for rid, external_id, label, score, uncertainty, disagreement, preview in rows:
     with st.container(border=True):
         a, b = st.columns([6, 1])
+        # st.text: ids and text are user data and must not be read as Markdown.
         a.text(
-            f"{r.external_id} · label {r.response_label:g} · score {state.fmt_score(r.score)} · "
-            f"uncertainty {state.fmt_score(r.uncertainty)} · disagreement {state.fmt_score(r.disagreement)}"
+            f"{external_id} · label {label:g} · score {state.fmt_score(score)} · "
+            f"uncertainty {state.fmt_score(uncertainty)} · disagreement {state.fmt_score(disagreement)}"
         )
-        a.text(r.preview[:160] + ("…" if len(r.preview) > 160 else ""))
-        if b.button("Review", key=f"gold_open_{r.id}"):
-            ss["review_response_id"] = r.id
+        a.text(preview[:160] + ("…" if len(preview) > 160 else ""))
+        if b.button("Review", key=f"gold_open_{rid}"):
+            ss["review_response_id"] = rid
             ss["review_focus"] = 0
             st.switch_page("views/review.py")

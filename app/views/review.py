@@ -110,7 +110,7 @@ def go_to(new_index: int) -> None:
 left, right = st.columns([2, 3], gap="medium")
 with left:
     scored_by = "not scored yet" if listing.model_version_id is None else "scores from the active model"
-    st.caption(f"{listing.total} responses · {scored_by}")
+    st.caption(f"{listing.total} response{'' if listing.total == 1 else 's'} · {scored_by}")
     table = [
         {
             "id": r.external_id,

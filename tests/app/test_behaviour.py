@@ -231,3 +231,18 @@ def test_import_into_a_new_dataset_selects_it_and_sidebar_switches_back(store) -
     first = repo.require_dataset(store.engine, "first")
     at.selectbox(key="_ds_select").set_value(first.id).run()
     assert at.session_state["dataset_id"] == first.id
+
+
+def test_review_filters_by_status_and_annotator(store) -> None:
+    store.ingest(tiny_records(6))
+    first = _first_response(store)
+    repo.record_label(store.engine, first.sentences[0].id, 0, "tester")
+    at = app_test("views/review.py")
+    at.selectbox(key="review_status").set_value("any_gold").run()
+    assert at.session_state["review_response_id"] == first.id
+    assert any(c.value.startswith("1 response ·") for c in at.caption)
+    at.selectbox(key="review_status").set_value(None).run()
+    at.text_input(key="review_annotator").input("someone-else").run()
+    assert any("No response matches" in i.value for i in at.info)
+    at.text_input(key="review_annotator").input("tester").run()
+    assert at.session_state["review_response_id"] == first.id

@@ -1,0 +1,290 @@
+"""Active gold selection: which responses a user should label sentence by sentence next (issue 3, item 4).
+
+The paper draws the gold subset at random. Here a model trained without gold (e.g. ``pslab``) scores every
+sentence first, and a strategy ranks the responses:
+
+- ``random``: the paper's protocol (seeded).
+- ``uncertainty``: mean binary entropy of the model's sentence scores in the response.
+- ``posterior``: mean entropy of the sentence labels *given the response label* (``bag_posterior``). Under max
+  aggregation a response labelled 0 has all its sentences at 0 already, so it costs budget and teaches nothing
+  new; this strategy never picks such bags while uncertain ones remain.
+- ``inconsistency``: |P(Y = 1 | sentence scores) - Y|, how badly AGG(scores) contradicts the response label.
+- ``diverse``: greedy k-center on mean sentence embeddings, each distance weighted by (a small floor plus) the
+  posterior uncertainty, so the picks are both informative and spread over the data.
+
+Everything is a segment reduction over the flat sentence axis; only ``diverse`` loops, once per pick (k), never
+over bags. Scores are P(label >= 1) in [0, 1]; ordinal labels are read in their binary view (level >= 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from fractal_core.bags import BagSet
+from fractal_core.records import ResponseRecord
+from fractal_core.segments import segment_count, segment_mean, segment_sum
+
+STRATEGIES = ("random", "uncertainty", "posterior", "inconsistency", "diverse")
+_EPS = 1e-6
+
+
+def _binary_labels(labels: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """Bag labels in the binary view (B,) float: 1 / 0, NaN kept for unlabelled responses."""
+    if aggregation == "mean":
+        return labels.float()
+    return torch.where(torch.isnan(labels), labels, (labels >= 1).float())
+
+
+def bag_probability(
+    score: torch.Tensor, bag_index: torch.Tensor, n_bags: int, *, aggregation: str
+) -> torch.Tensor:
+    """P(Y = 1) of each bag under independent sentences (noisy-OR for max, product for min, mean for mean).
+
+    score (N,) P(y_i = 1); bag_index (N,) -> (B,).
+    """
+    p = score.clamp(_EPS, 1 - _EPS)
+    if aggregation == "max":
+        return 1 - torch.exp(segment_sum(torch.log1p(-p), bag_index, n_bags))
+    if aggregation == "min":
+        return torch.exp(segment_sum(torch.log(p), bag_index, n_bags))
+    if aggregation == "mean":
+        return segment_mean(p, bag_index, n_bags)
+    raise ValueError(f"unknown aggregation {aggregation!r}")
+
+
+def bag_posterior(
+    score: torch.Tensor, bag_index: torch.Tensor, labels: torch.Tensor, *, aggregation: str
+) -> torch.Tensor:
+    """P(y_i = 1 | Y, scores) under independent sentences: the scores conditioned on the response label.
+
+    score (N,) P(y_i = 1); labels (B,) levels (NaN = unlabelled: the score is kept). max: Y = 0 -> 0,
+    Y >= 1 -> p_i / P(max = 1). min: Y = 1 -> 1, Y = 0 -> (p_i - prod p) / (1 - prod p). mean: unchanged
+    (no closed form worth having). Returns (N,) in [0, 1].
+    """
+    n_bags = int(labels.shape[0])
+    y = _binary_labels(labels, aggregation)[bag_index]
+    p = score.clamp(_EPS, 1 - _EPS)
+    if aggregation == "mean":
+        return score.clone()
+    q = bag_probability(score, bag_index, n_bags, aggregation=aggregation)[bag_index]
+    if aggregation == "max":
+        post = torch.where(y >= 1, (p / q.clamp_min(_EPS)).clamp(0, 1), torch.zeros_like(p))
+    elif aggregation == "min":
+        post = torch.where(y >= 1, torch.ones_like(p), ((p - q) / (1 - q).clamp_min(_EPS)).clamp(0, 1))
+    else:
+        raise ValueError(f"unknown aggregation {aggregation!r}")
+    return torch.where(torch.isnan(y), score, post)
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(_EPS, 1 - _EPS)
+    return -(p * torch.log(p) + (1 - p) * torch.log1p(-p))
+
+
+def strategy_scores(
+    score: torch.Tensor, bag_index: torch.Tensor, labels: torch.Tensor, *, aggregation: str, strategy: str
+) -> torch.Tensor:
+    """Priority of every bag (B,) under ``strategy`` (higher = label sooner); not defined for random/diverse."""
+    n_bags = int(labels.shape[0])
+    if strategy == "uncertainty":
+        return segment_mean(_entropy(score), bag_index, n_bags)
+    if strategy == "posterior":
+        return segment_mean(
+            _entropy(bag_posterior(score, bag_index, labels, aggregation=aggregation)), bag_index, n_bags
+        )
+    if strategy == "inconsistency":
+        y = _binary_labels(labels, aggregation)
+        gap = (bag_probability(score, bag_index, n_bags, aggregation=aggregation) - y).abs()
+        return torch.nan_to_num(gap, nan=0.0)  # unlabelled responses: nothing to contradict
+    raise ValueError(f"strategy {strategy!r} has no per-bag score; choose one of {', '.join(STRATEGIES)}")
+
+
+def select_gold_indices(
+    score: torch.Tensor,
+    bag_index: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    aggregation: str,
+    k: int,
+    strategy: str = "posterior",
+    seed: int = 0,
+    already: Sequence[int] | torch.Tensor | None = None,
+    bag_embedding: torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
+    uncertainty_floor: float = 0.1,
+) -> list[int]:
+    """Indices of the ``k`` bags to label next.
+
+    score (N,) sentence scores P(y >= 1); bag_index (N,) sorted or not; labels (B,) response labels (NaN if
+    none); already: bag ids labelled before (never picked again); candidates (B,) bool: bags that may be picked
+    (default all); bag_embedding (B, d): needed by ``diverse``. Ties are broken by a seeded random jitter.
+    Returns at most ``k`` distinct ids, in pick order.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    n_bags = int(labels.shape[0])
+    allowed = torch.ones(n_bags, dtype=torch.bool) if candidates is None else candidates.cpu().bool().clone()
+    if already is not None:
+        taken = torch.as_tensor(
+            list(already) if not isinstance(already, torch.Tensor) else already, dtype=torch.long
+        )
+        allowed[taken.cpu()] = False
+    # Bags without sentences have nothing to label.
+    allowed &= segment_count(bag_index.cpu(), n_bags, torch.long) > 0
+    k = min(int(k), int(allowed.sum()))
+    if k <= 0:
+        return []
+    generator = torch.Generator().manual_seed(int(seed))
+    jitter = torch.rand(n_bags, generator=generator, dtype=torch.float64)
+    score, bag_index, labels = score.detach().cpu().double(), bag_index.cpu(), labels.detach().cpu().double()
+    if strategy == "random":
+        priority = jitter
+    elif strategy == "diverse":
+        if bag_embedding is None:
+            raise ValueError("strategy 'diverse' needs bag_embedding (B, d)")
+        return _diverse(
+            score,
+            bag_index,
+            labels,
+            aggregation=aggregation,
+            k=k,
+            allowed=allowed,
+            emb=bag_embedding.detach().cpu().double(),
+            jitter=jitter,
+            floor=uncertainty_floor,
+        )
+    else:
+        priority = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy=strategy)
+        priority = priority + 1e-9 * jitter  # seeded tie-break only
+    priority = torch.where(allowed, priority, torch.full_like(priority, float("-inf")))
+    return [int(i) for i in torch.topk(priority, k).indices]
+
+
+def _diverse(
+    score: torch.Tensor,
+    bag_index: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    aggregation: str,
+    k: int,
+    allowed: torch.Tensor,
+    emb: torch.Tensor,
+    jitter: torch.Tensor,
+    floor: float,
+) -> list[int]:
+    """Greedy k-center on unit bag embeddings, distances weighted by (floor + normalised posterior uncertainty)."""
+    weight = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy="posterior")
+    weight = floor + weight / weight.max().clamp_min(_EPS)
+    emb = torch.nn.functional.normalize(emb, dim=1)
+    dist = torch.full((emb.shape[0],), 2.0, dtype=emb.dtype)  # max cosine distance: nothing chosen yet
+    gain = torch.where(allowed, weight * dist + 1e-9 * jitter, torch.full_like(dist, float("-inf")))
+    picks: list[int] = []
+    for _ in range(k):  # one vectorised distance update per pick; k << B
+        best = int(torch.argmax(gain))
+        picks.append(best)
+        dist = torch.minimum(dist, 1.0 - emb @ emb[best])
+        gain = torch.where(allowed, weight * dist + 1e-9 * jitter, torch.full_like(dist, float("-inf")))
+        gain[torch.as_tensor(picks)] = float("-inf")
+    return picks
+
+
+def bag_embeddings(bags: BagSet) -> torch.Tensor:
+    """Mean sentence embedding of every bag, L2-normalised (B, d): the space ``diverse`` spreads picks over."""
+    return torch.nn.functional.normalize(segment_mean(bags.sent_emb, bags.bag_index, bags.n_bags), dim=1)
+
+
+def select_gold_bags(
+    bags: BagSet,
+    score: torch.Tensor,
+    *,
+    k: int,
+    strategy: str = "posterior",
+    seed: int = 0,
+    aggregation: str = "max",
+    already: Sequence[int] | torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``select_gold_indices`` on a ``BagSet`` (experiments): returns the chosen bag ids (K,) long, sorted."""
+    emb = bag_embeddings(bags) if strategy == "diverse" else None
+    picks = select_gold_indices(
+        score,
+        bags.bag_index,
+        bags.labels,
+        aggregation=aggregation,
+        k=k,
+        strategy=strategy,
+        seed=seed,
+        already=already,
+        bag_embedding=emb,
+        candidates=candidates,
+    )
+    return torch.as_tensor(sorted(picks), dtype=torch.long)
+
+
+def select_gold(
+    records: Sequence[ResponseRecord],
+    scores: Sequence[np.ndarray],
+    *,
+    k: int,
+    strategy: str = "posterior",
+    seed: int = 0,
+    already: Sequence[int] | None = None,
+    embeddings: Sequence[np.ndarray] | None = None,
+) -> list[int]:
+    """The app's gold queue: indices into ``records`` of the ``k`` responses to label next, in priority order.
+
+    scores: per response, (n_sentences,) P(label >= 1) from the current model; embeddings: per response,
+    (n_sentences, d) sentence embeddings (only ``diverse`` needs them). All records must share one aggregation.
+    """
+    if len(records) != len(scores):
+        raise ValueError(f"{len(records)} records but {len(scores)} score arrays")
+    if not records:
+        return []
+    aggregations = {r.aggregation for r in records}
+    if len(aggregations) != 1:
+        raise ValueError(f"responses mix aggregations {sorted(aggregations)}")
+    sizes = [len(r.spans) for r in records]
+    for i, (n, s) in enumerate(zip(sizes, scores, strict=True)):
+        if np.asarray(s).shape != (n,):
+            raise ValueError(f"record {i}: {n} sentences but scores of shape {np.asarray(s).shape}")
+    flat = torch.as_tensor(np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]))
+    bag_index = torch.repeat_interleave(torch.arange(len(records)), torch.as_tensor(sizes))
+    labels = torch.as_tensor(
+        [np.nan if r.response_label is None else float(r.response_label) for r in records],
+        dtype=torch.float64,
+    )
+    emb = None
+    if strategy == "diverse":
+        if embeddings is None:
+            raise ValueError("strategy 'diverse' needs the sentence embeddings of every response")
+        dim = next((np.asarray(e).shape[-1] for e in embeddings if len(e)), 1)
+        sent = torch.as_tensor(
+            np.concatenate([np.asarray(e, dtype=np.float64).reshape(-1, dim) for e in embeddings])
+        )
+        emb = torch.nn.functional.normalize(segment_mean(sent, bag_index, len(records)), dim=1)
+    return select_gold_indices(
+        flat,
+        bag_index,
+        labels,
+        aggregation=aggregations.pop(),
+        k=k,
+        strategy=strategy,
+        seed=seed,
+        already=already,
+        bag_embedding=emb,
+    )
+
+
+__all__ = [
+    "STRATEGIES",
+    "bag_embeddings",
+    "bag_posterior",
+    "bag_probability",
+    "select_gold",
+    "select_gold_bags",
+    "select_gold_indices",
+    "strategy_scores",
+]

@@ -1,0 +1,153 @@
+"""Active gold selection: posterior maths against brute force, strategies' behaviour, the records wrapper."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from fractal_core.bags import BagSet
+from fractal_core.records import ResponseRecord, Span
+from fractal_core.selection import (
+    STRATEGIES,
+    bag_posterior,
+    bag_probability,
+    select_gold,
+    select_gold_bags,
+    select_gold_indices,
+)
+
+
+def _brute_posterior(p: np.ndarray, y: int, aggregation: str) -> np.ndarray:
+    """P(y_i = 1 | AGG(y) = y) by enumerating every labelling of one bag."""
+    num = np.zeros(len(p))
+    den = 0.0
+    for labels in itertools.product((0, 1), repeat=len(p)):
+        lab = np.array(labels)
+        agg = lab.max() if aggregation == "max" else lab.min()
+        if agg != y:
+            continue
+        weight = float(np.prod(np.where(lab == 1, p, 1 - p)))
+        den += weight
+        num += weight * lab
+    return num / den
+
+
+@pytest.mark.parametrize("aggregation", ["max", "min"])
+def test_posterior_matches_enumeration(aggregation: str) -> None:
+    rng = np.random.default_rng(0)
+    sizes = [1, 2, 3, 4, 5]
+    p = rng.uniform(0.05, 0.95, sum(sizes))
+    bag_index = np.repeat(np.arange(len(sizes)), sizes)
+    labels = np.array([1, 0, 1, 0, 1], dtype=np.float64)
+    got = bag_posterior(
+        torch.tensor(p), torch.tensor(bag_index), torch.tensor(labels), aggregation=aggregation
+    )
+    for b in range(len(sizes)):
+        want = _brute_posterior(p[bag_index == b], int(labels[b]), aggregation)
+        np.testing.assert_allclose(got[bag_index == b].numpy(), want, atol=1e-6)
+    q = bag_probability(torch.tensor(p), torch.tensor(bag_index), len(sizes), aggregation=aggregation).numpy()
+    for b in range(len(sizes)):
+        pb = p[bag_index == b]
+        want_q = 1 - np.prod(1 - pb) if aggregation == "max" else np.prod(pb)
+        assert q[b] == pytest.approx(want_q, abs=1e-6)
+
+
+def test_posterior_keeps_scores_of_unlabelled_and_ordinal_levels_are_binarised() -> None:
+    p = torch.tensor([0.3, 0.6, 0.2, 0.9])
+    bag_index = torch.tensor([0, 0, 1, 1])
+    post = bag_posterior(p, bag_index, torch.tensor([float("nan"), 2.0]), aggregation="max")
+    assert torch.allclose(post[:2], p[:2])
+    want = _brute_posterior(np.array([0.2, 0.9]), 1, "max")  # level 2 is positive in the binary view
+    np.testing.assert_allclose(post[2:].numpy(), want, atol=1e-6)
+
+
+def _toy() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # bag 0: Y=0, uncertain scores (the posterior knows them: all 0); bag 1: Y=1, uncertain scores;
+    # bag 2: Y=1, confident and consistent; bag 3: Y=1 but every score near 0 (inconsistent); bag 4: Y=0, one 0.97.
+    score = torch.tensor([0.5, 0.5, 0.45, 0.55, 0.99, 0.01, 0.02, 0.01, 0.97, 0.01])
+    bag_index = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    labels = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0])
+    return score, bag_index, labels
+
+
+def test_strategies_rank_the_bags_they_are_meant_to() -> None:
+    score, bag_index, labels = _toy()
+    pick = lambda s, k=1: select_gold_indices(score, bag_index, labels, aggregation="max", k=k, strategy=s)  # noqa: E731
+    assert pick("uncertainty", 2) == [1, 0] or pick("uncertainty", 2) == [0, 1]
+    # Bag 0 is fully determined by its label Y = 0; bags 1 and 3 (Y = 1, which sentence?) are open.
+    assert set(pick("posterior", 2)) == {1, 3}
+    assert set(pick("inconsistency", 2)) == {3, 4}  # Y=1 with no positive score; Y=0 with a 0.97 score
+
+
+def test_already_candidates_k_and_determinism() -> None:
+    score, bag_index, labels = _toy()
+    for strategy in STRATEGIES:
+        emb = torch.eye(5, 8)
+        kwargs = dict(aggregation="max", strategy=strategy, bag_embedding=emb)
+        picks = select_gold_indices(score, bag_index, labels, k=3, seed=4, already=[1], **kwargs)
+        assert len(picks) == len(set(picks)) == 3 and 1 not in picks
+        assert picks == select_gold_indices(score, bag_index, labels, k=3, seed=4, already=[1], **kwargs)
+        every = select_gold_indices(score, bag_index, labels, k=99, already=[0, 2], **kwargs)
+        assert sorted(every) == [1, 3, 4]
+        only = select_gold_indices(
+            score, bag_index, labels, k=5, candidates=torch.tensor([0, 0, 1, 0, 1]).bool(), **kwargs
+        )
+        assert sorted(only) == [2, 4]
+    with pytest.raises(ValueError, match="unknown strategy"):
+        select_gold_indices(score, bag_index, labels, aggregation="max", k=1, strategy="oracle")
+    with pytest.raises(ValueError, match="bag_embedding"):
+        select_gold_indices(score, bag_index, labels, aggregation="max", k=1, strategy="diverse")
+
+
+def test_random_differs_by_seed_and_diverse_spreads_over_clusters() -> None:
+    n = 40
+    score = torch.full((n,), 0.5)
+    bag_index = torch.arange(n)
+    labels = torch.ones(n)
+    a = select_gold_indices(score, bag_index, labels, aggregation="max", k=10, strategy="random", seed=0)
+    b = select_gold_indices(score, bag_index, labels, aggregation="max", k=10, strategy="random", seed=1)
+    assert a != b
+    # Four tight clusters of ten bags: four picks must land in four different clusters.
+    centres = torch.eye(4, 16)
+    emb = centres.repeat_interleave(10, 0) + 0.01 * torch.randn(
+        n, 16, generator=torch.Generator().manual_seed(0)
+    )
+    picks = select_gold_indices(
+        score, bag_index, labels, aggregation="max", k=4, strategy="diverse", bag_embedding=emb
+    )
+    assert sorted(p // 10 for p in picks) == [0, 1, 2, 3]
+
+
+def test_bagset_and_records_wrappers_agree() -> None:
+    rng = np.random.default_rng(1)
+    sizes = [3, 1, 4, 2, 5, 2]
+    n = sum(sizes)
+    emb = torch.nn.functional.normalize(torch.tensor(rng.normal(size=(n, 8)), dtype=torch.float32), dim=1)
+    bag_index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    bags = BagSet(
+        sent_emb=emb,
+        bag_index=bag_index,
+        ctx_emb=emb[: len(sizes)],
+        win_bag=torch.arange(len(sizes)),
+        labels=labels,
+        gold=torch.full((n,), -1),
+    )
+    score = torch.tensor(rng.uniform(0, 1, n), dtype=torch.float32)
+    records = [
+        ResponseRecord(
+            id=str(b), context="q", text="x", spans=[Span(0, 1, "x")] * size, response_label=float(labels[b])
+        )
+        for b, size in enumerate(sizes)
+    ]
+    per_record = np.split(score.numpy(), np.cumsum(sizes)[:-1])
+    per_emb = np.split(emb.numpy(), np.cumsum(sizes)[:-1])
+    for strategy in STRATEGIES:
+        from_bags = select_gold_bags(bags, score, k=3, strategy=strategy, seed=2, aggregation="max")
+        from_records = select_gold(records, per_record, k=3, strategy=strategy, seed=2, embeddings=per_emb)
+        assert from_bags.tolist() == sorted(from_records)
+    with pytest.raises(ValueError, match="sentences but scores"):
+        select_gold(records, [s[:-1] for s in per_record], k=1)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, Row, and_, select
+from sqlalchemy.orm import Session
 
 from db.engine import run_read
 from db.models import GOLD_SOURCES, CurrentLabel, Response, Sentence, SentenceScore
@@ -27,14 +28,14 @@ class LabelledScores:
 def labelled_scores(engine: Engine, dataset_id: int, model_version_id: int) -> LabelledScores:
     """Every labelled sentence of the dataset that ``model_version_id`` scored."""
 
-    def work(session):  # type: ignore[no-untyped-def]
+    def work(session: Session) -> list[Row[tuple[float, int, str]]]:
         return session.execute(
             select(SentenceScore.score, CurrentLabel.label, CurrentLabel.source)
             .join(CurrentLabel, CurrentLabel.sentence_id == SentenceScore.sentence_id)
             .join(Sentence, Sentence.id == SentenceScore.sentence_id)
             .join(Response, and_(Response.id == Sentence.response_id, Response.dataset_id == dataset_id))
             .where(SentenceScore.model_version_id == model_version_id)
-        ).all()
+        ).all()  # type: ignore[return-value]
 
     rows = run_read(engine, work)
     if not rows:

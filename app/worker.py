@@ -144,12 +144,14 @@ class Worker:
         thread.start()
         ctx = jobs.JobContext(self.engine, job.id, cancel_flag=cancel.is_set)
         state, error, result = "succeeded", None, {}
+        interrupted = False
         try:
             result = jobs.run_job(self.engine, self.settings, job, ctx)
         except jobs.JobCancelled:
             state = "cancelled"
         except KeyboardInterrupt:
             state, error = "failed", "the worker was stopped while running this job"
+            interrupted = True
         except Exception as exc:
             state, error = "failed", f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
@@ -159,6 +161,6 @@ class Worker:
             thread.join(timeout=5)
         repo.finish_job(self.engine, job.id, state, error=error, result=result)
         log.info("job %d %s%s", job.id, state, f": {error}" if error else "")
-        if state == "failed" and error and "stopped" in error:
-            raise KeyboardInterrupt
+        if interrupted:
+            raise KeyboardInterrupt  # stop the loop too: the job is closed, the worker is shutting down
         return state

@@ -104,13 +104,18 @@ for rec in preview:
 big = saved.stat().st_size > uploads.INLINE_MAX_BYTES
 action = "Queue import (large file: runs in the worker)" if big else "Import"
 if st.button(action, key="data_import", type="primary", disabled=not name.strip()):
-    options = {"format": fmt, "segment_mode": segment_mode, "column_map": column_map, "labels_as": labels_as}
+    import_options = {
+        "format": fmt,
+        "segment_mode": segment_mode,
+        "column_map": column_map,
+        "labels_as": labels_as,
+    }
     if big:
-        job = uploads.queue_import(engine, saved, name.strip(), options)
+        job = uploads.queue_import(engine, saved, name.strip(), import_options)
         state.flash(f"Import queued as job {job.id}; follow it on the Train page.", "info")
         st.rerun()
     try:
-        summary = uploads.import_now(engine, saved, name.strip(), options)
+        summary = uploads.import_now(engine, saved, name.strip(), import_options)
     except InputError as exc:
         st.error("Nothing was stored. " + uploads.describe_error(exc), icon=":material/error:")
     else:

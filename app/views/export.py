@@ -87,6 +87,7 @@ if ready and Path(ready["path"]).name.startswith(f"{dataset.name}-"):
 
 @st.fragment(run_every=2.0)
 def export_jobs() -> None:
+    assert dataset is not None
     recent = [
         j
         for j in repo.list_jobs(engine, kind="export", limit=20)

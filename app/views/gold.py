@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import streamlit as st
 
 from app import review, state
 from db import repository as repo
+from db.repository import SortKey
 
 STRATEGIES = {
     "posterior": "Most informative: sentence labels still uncertain given the response label",
@@ -64,7 +67,7 @@ strategy = st.radio("Strategy", options, format_func=labels.__getitem__, key="go
 remaining = max(target_n - budget.gold_responses, 0)
 k = st.slider("How many", 5, 100, min(max(remaining, 10), 100), key="gold_k")
 
-if strategy in ranked:
+if strategy in ranked and active is not None:
     st.caption(
         f"Ranked by the library's `{strategy}` strategy when model version {active.version} was trained."
     )
@@ -92,7 +95,13 @@ else:
             "No model has scored this dataset yet: proposals follow upload order until a training job finishes."
         )
     listing = repo.list_responses(
-        engine, dataset.id, sort=strategy, descending=True, label_status="unlabelled", page=0, page_size=k
+        engine,
+        dataset.id,
+        sort=cast("SortKey", strategy),
+        descending=True,
+        label_status="unlabelled",
+        page=0,
+        page_size=k,
     )
     rows = [
         (r.id, r.external_id, r.response_label, r.score, r.uncertainty, r.disagreement, r.preview)

@@ -84,8 +84,8 @@ with c2:
         and active.replaced_id is not None
         and st.button("Roll back", key="models_rollback")
     ):
-        row = repo.rollback_model_version(engine, dataset.id)
-        state.flash(f"Rolled back to version {row.version if row else '?'}.")
+        back = repo.rollback_model_version(engine, dataset.id)
+        state.flash(f"Rolled back to version {back.version if back else '?'}.")
         st.rerun()
 
 # ------------------------------------------------------------------------------------------- charts

@@ -3,10 +3,13 @@ and correct sentence labels with the keyboard. Every change is stored at once.""
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from app import render, review, state
 from db import repository as repo
+from db.rows import ResponseDetail
 
 PAGE_SIZE = 20
 SORTS = {
@@ -57,7 +60,7 @@ with st.expander("Sort and filter", expanded=False):
         "Only where the model disagrees with the response label", key="review_disagree"
     )
 
-filters = dict(
+filters: dict[str, Any] = dict(
     sort=sort,
     descending=sort != "id",
     label_status=status,
@@ -110,6 +113,17 @@ def go_to(new_index: int) -> None:
 left, right = st.columns([2, 3], gap="medium")
 with left:
     scored_by = "not scored yet" if listing.model_version_id is None else "scores from the active model"
+    training = [
+        j
+        for j in repo.list_jobs(engine, states=["queued", "running"], limit=20)
+        if j.kind in ("train", "score") and j.payload.get("dataset_id") == dataset.id
+    ]
+    if training:
+        # Say so, rather than let the user wonder why scores do not change yet.
+        j = training[0]
+        st.caption(
+            f"Job {j.id} ({j.kind}) is {j.state} ({j.progress:.0%}); its scores appear when it finishes."
+        )
     st.caption(f"{listing.total} response{'' if listing.total == 1 else 's'} · {scored_by}")
     table = [
         {
@@ -156,6 +170,7 @@ with left:
         st.markdown("\n".join(f"- `{k}` {v}" for k, v in SHORTCUTS))
 
 # ------------------------------------------------------------------------------------------- one response
+detail: ResponseDetail | None
 try:
     detail = repo.get_response(engine, current_id)
 except Exception:  # a stale id from the URL (deleted, or another store)
@@ -183,12 +198,14 @@ def apply(proposal: review.Proposal, *, then_next: bool = False) -> None:
 
 
 def advance() -> None:
+    assert dataset is not None
     after = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
     still = index % PAGE_SIZE < len(after.rows) and after.rows[index % PAGE_SIZE].id == current_id
     go_to(review.next_position(index, after.total, still_listed=still))
 
 
 def set_focused(label: int | None) -> None:
+    assert detail is not None
     if n == 0:
         return
     apply(review.propose(detail, {detail.sentences[focus].id: label}))

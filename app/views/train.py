@@ -43,6 +43,7 @@ if st.button("Start training", key="train_start", type="primary", icon=":materia
 
 
 def _dataset_jobs(limit: int = 20) -> list[repo.JobRow]:
+    assert dataset is not None
     return [
         j for j in repo.list_jobs(engine, limit=200) if j.payload.get("dataset_id") in (dataset.id, None)
     ][:limit]

@@ -1,0 +1,31 @@
+"""The Gold queue shows the library's selection ranking (fractal_core.selection), computed by the worker."""
+
+from __future__ import annotations
+
+from db import repository as repo
+from tests.app.conftest import app_test
+from tests.app.data import tiny_records
+
+
+def test_gold_queue_uses_the_library_ranking_stored_with_the_version(store) -> None:
+    from tests.app.data import FAST_TRAIN
+
+    ds = store.ingest(tiny_records(12))
+    repo.create_job(
+        store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN}
+    )
+    store.run_jobs()
+    queue = repo.active_model_version(store.engine, ds.dataset_id).metrics["gold_queue"]
+    assert set(queue) >= {"posterior", "inconsistency", "uncertainty", "diverse"}
+    assert len(queue["posterior"]) == 12 and len(set(queue["posterior"])) == 12
+    at = app_test("views/gold.py")
+    assert not at.exception
+    shown = [int(b.key.rsplit("_", 1)[1]) for b in at.button if b.key and b.key.startswith("gold_open_")]
+    assert shown == queue["posterior"][: len(shown)] and shown
+    # A response that gets gold labels leaves the queue.
+    first = repo.get_response(store.engine, shown[0])
+    repo.record_label(store.engine, first.sentences[0].id, 0 if first.response_label == 0 else 1, "tester")
+    at.run()
+    assert shown[0] not in [
+        int(b.key.rsplit("_", 1)[1]) for b in at.button if b.key and b.key.startswith("gold_open_")
+    ]

@@ -216,12 +216,10 @@ def gold_proposals(
     worker, so the Gold queue page reads a short list instead of ranking the whole dataset per request.
     Returns {} when the library cannot rank this data (e.g. mixed aggregations).
     """
-    try:
-        from fractal_core.selection import select_gold
-    except (
-        ImportError
-    ):  # the library's selection module is not installed yet: the page falls back to db order
-        return {}
+    from fractal_core.selection import (
+        select_gold,
+    )  # torch-heavy: imported only where ranking runs (the worker)
+
     already = [i for i, r in enumerate(records) if r.sentence_labels is not None]
     n_sentences = sum(len(s) for s in scores)
     out: dict[str, list[int]] = {}

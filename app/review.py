@@ -49,9 +49,17 @@ def propose(detail: ResponseDetail, changes: Mapping[int, int | None], *, source
     return Proposal(detail.id, dict(changes), warning, source)
 
 
+def label_levels(label_kind: str, max_label: float) -> list[int]:
+    """The sentence labels an annotator can set: 0/1, or 0..top for ordinal datasets."""
+    return list(range(int(max_label) + 1)) if label_kind == "ordinal" else [0, 1]
+
+
 def propose_accept_rest(detail: ResponseDetail) -> Proposal:
     """Confirm the response: every sentence without a gold label takes the model's label (score >= 0.5 -> 1)
-    as ``reviewed``. Sentences without a score stay unlabelled."""
+    as ``reviewed``. Sentences without a score stay unlabelled, and so does every sentence of an ordinal
+    response: a score is P(level >= 1), which does not say which level."""
+    if detail.label_kind == "ordinal":
+        return Proposal(detail.id, {}, None, "reviewed")
     current = gold_labels(detail)
     changes = {
         s.id: int(s.score >= POSITIVE_THRESHOLD)

@@ -287,6 +287,14 @@ with right:
                 "Nothing to undo." if undone is None else f"Undid {len(undone.reverted)} change(s).", "info"
             )
             st.rerun()
+    levels = review.label_levels(dataset.label_kind, dataset.max_label)
+    if len(levels) > 2:
+        # Ordinal datasets: one key per level above 1 (1 and 0 are the buttons above).
+        with st.container(horizontal=True):
+            for level in levels[2:10]:
+                if st.button(f"Level {level}", key=f"k_level_{level}", shortcut=str(level)):
+                    set_focused(level)
+                    st.rerun()
     with st.container(horizontal=True):
         if st.button(
             "Save & next",
@@ -306,7 +314,7 @@ with right:
 
     # Per-sentence label controls (the mouse path; the keyboard acts on the outlined sentence).
     st.caption(f"Sentence {focus + 1} of {n} is selected (blue outline).")
-    options = ["–", "0", "1"]
+    options = ["–", *(str(v) for v in levels)]
     for i, s in enumerate(detail.sentences):
         gold = s.label if s.label_source in review.GOLD_SOURCES else None
         col_t, col_c = st.columns([5, 2])

@@ -246,3 +246,27 @@ def test_review_filters_by_status_and_annotator(store) -> None:
     assert any("No response matches" in i.value for i in at.info)
     at.text_input(key="review_annotator").input("tester").run()
     assert at.session_state["review_response_id"] == first.id
+
+
+def test_ordinal_dataset_offers_every_level(store) -> None:
+    records = tiny_records(6)
+    for i, r in enumerate(records):
+        r["response_label"] = i % 3  # levels 0..2
+    store.ingest(records)
+    [ds] = repo.list_datasets(store.engine)
+    assert ds.label_kind == "ordinal"
+    at = app_test("views/review.py")
+    rid = at.session_state["review_response_id"]
+    detail = repo.get_response(store.engine, rid)
+    if detail.response_label != 2:
+        target = next(
+            r.id for r in repo.list_responses(store.engine, ds.id, sort="id").rows if r.response_label == 2
+        )
+        at.session_state["review_response_id"] = target
+        at.run()
+        rid = target
+    at.button(key="k_level_2").click().run()
+    assert not at.exception
+    assert repo.get_response(store.engine, rid).sentences[0].label == 2
+    control = next(w for w in at.get("button_group") if w.key and w.key.startswith("lab-"))
+    assert control.options == ["–", "0", "1", "2"]

@@ -34,6 +34,6 @@ with st.sidebar:
     except Exception as exc:  # a bad store must still show a readable page, not a stack trace
         st.error(f"Cannot open the database: {exc}")
         st.stop()
-    st.caption(f"Annotator: **{state.settings().annotator}**")
+    state.annotator_picker()
 
 page.run()

@@ -109,6 +109,28 @@ def current_dataset(*, fresh: bool = False) -> DatasetRow | None:
     return row if row is not None else repo.get_dataset(engine(), int(dataset_id))
 
 
+ANNOTATOR_MAX_CHARS = 128  # the store's column width
+
+
+def annotator_picker() -> str:
+    """Sidebar field for the name recorded with every label; kept in the URL (``?who=``) across reloads."""
+    ss = st.session_state
+    if "annotator_name" not in ss:
+        ss["annotator_name"] = st.query_params.get("who") or settings().annotator
+    st.text_input(
+        "Annotator", key="annotator_name", max_chars=ANNOTATOR_MAX_CHARS, help="Recorded with your labels"
+    )
+    name = annotator()
+    st.query_params["who"] = name
+    return name
+
+
+def annotator() -> str:
+    """The current annotator's name (the sidebar field; FRACTAL_ANNOTATOR or the login name by default)."""
+    name = str(st.session_state.get("annotator_name") or "").strip()[:ANNOTATOR_MAX_CHARS]
+    return name or settings().annotator
+
+
 def flash(message: str, kind: str = "success") -> None:
     """Show ``message`` once on the next run (survives the ``st.rerun`` that follows an action)."""
     st.session_state.setdefault("_flash", []).append((kind, message))

@@ -36,7 +36,7 @@ SHORTCUTS = (
 
 ss = st.session_state
 engine = state.engine()
-annotator = state.settings().annotator
+annotator = state.annotator()
 dataset = state.current_dataset()
 
 st.header("Review")

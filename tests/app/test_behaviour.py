@@ -270,3 +270,17 @@ def test_ordinal_dataset_offers_every_level(store) -> None:
     assert repo.get_response(store.engine, rid).sentences[0].label == 2
     control = next(w for w in at.get("button_group") if w.key and w.key.startswith("lab-"))
     assert control.options == ["–", "0", "1", "2"]
+
+
+def test_annotator_name_from_sidebar_is_recorded(store) -> None:
+    store.ingest(tiny_records(4))
+    at = app_test("views/review.py")
+    assert at.text_input(key="annotator_name").value == "tester"  # FRACTAL_ANNOTATOR
+    at.text_input(key="annotator_name").input("[bob](javascript:x)").run()
+    first = _first_response(store)
+    at.button(key="k_zero").click().run()
+    [event] = repo.label_history(store.engine, response_id=first.id)
+    assert event.annotator == "[bob](javascript:x)"
+    assert (
+        at.query_params["who"] == ["[bob](javascript:x)"] or at.query_params["who"] == "[bob](javascript:x)"
+    )

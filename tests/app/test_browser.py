@@ -122,15 +122,27 @@ def test_xss_payloads_render_inert_in_chromium(app_server_factory, page: Page) -
             "aggregation": "max",
         }
         path = write_jsonl(home / "xss.jsonl", [rec])
-        ingest_file(get_engine(db_url), path, "xss")
+        engine = get_engine(db_url)
+        summary = ingest_file(engine, path, "xss")
+        # Annotator names are user text too: one label by a hostile name.
+        from db import repository as repo
+
+        rid = repo.list_responses(engine, summary.dataset_id, sort="id").rows[0].id
+        sentence = repo.get_response(engine, rid).sentences[1]
+        repo.record_label(engine, sentence.id, 1, XSS_PAYLOADS[1])
 
     srv = app_server_factory(prepare)
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    for path in ("/", "/gold", "/data"):
+    for path in (
+        "/?who=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%20class%3Dpwned%3E",
+        "/gold",
+        "/data",
+        "/models",
+    ):
         page.goto(f"{srv.url}{path}")
         _settle(page)
-        if path == "/":
+        if path.startswith("/?"):
             expect(page.locator(".fs-response")).to_have_count(1, timeout=LONG)
             # Every payload is visible as literal text inside the highlighted response.
             text = page.locator(".fs-response").inner_text()

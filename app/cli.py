@@ -69,6 +69,7 @@ def serve(
             sys.executable, "-m", "streamlit", "run", str(APP_MAIN),
             "--server.port", str(port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            "--client.toolbarMode", "minimal",
         ],
         env=env,
     )  # fmt: skip

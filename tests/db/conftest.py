@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import Engine
 
 from db.engine import get_engine
+from tests.shared_data import SHARED_DATA
 
-PROCESSBENCH_VALID = Path("/work/shared/data/processbench/valid.jsonl")
-DELUCIONQA_VALID = Path("/work/shared/data/delucionqa/valid.jsonl")
+PROCESSBENCH_VALID = SHARED_DATA / "processbench" / "valid.jsonl"
+DELUCIONQA_VALID = SHARED_DATA / "delucionqa" / "valid.jsonl"
 
 
 def make_rows(n: int, *, prefix: str = "r", labelled_every: int = 3) -> list[dict[str, Any]]:

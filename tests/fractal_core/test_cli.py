@@ -10,8 +10,9 @@ import typer
 from typer.testing import CliRunner
 
 from fractal_core.cli import register
+from tests.shared_data import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 @pytest.fixture()

@@ -21,8 +21,9 @@ from fractal_core.io import (
     write_records_jsonl,
 )
 from fractal_core.records import ResponseRecord
+from tests.shared_data import SHARED_DATA
 
-SHARED = Path("/work/shared/data")
+SHARED = SHARED_DATA
 GOOD: dict[str, Any] = {
     "id": "a",
     "context": "Q?",

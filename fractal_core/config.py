@@ -37,6 +37,8 @@ class TrainConfig:
     valid_metric: ValidMetric = "auto"  # early stopping: sentence AUC when validation has gold, else bag loss
     valid_fraction: float = 0.1  # share of training bags held out for early stopping when no valid set is given
     device: str = "auto"  # "auto" -> CUDA when present, else CPU; or any torch device string
+    cpu_threads: int = 1  # torch threads while training on CPU (small matrices: 1 is fastest on a busy machine,
+    # see BENCHMARKS.md "Training"); 0 keeps torch's default
     min_gold_for_valid: int = 20  # labelled validation sentences needed (both classes) to early-stop on them
 
     def to_dict(self) -> dict[str, Any]:

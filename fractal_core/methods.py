@@ -34,7 +34,7 @@ from fractal_core.losses import (
 from fractal_core.metrics import auc_roc
 from fractal_core.model import SentenceScorer
 from fractal_core.pslab import pseudo_labels
-from fractal_core.train import ProgressFn, StageResult, train_stage
+from fractal_core.train import ProgressFn, StageResult, cpu_threads, train_stage
 
 METHODS: dict[str, str] = {
     "fractal": "Recommended: hybrid when gold sentence labels exist, else priors + PsLab.",
@@ -158,6 +158,22 @@ def fit_method(
     progress: ProgressFn | None = None,
 ) -> FitResult:
     """Run one method's pipeline on prepared bags. ``train.gold`` holds the gold labels the method may use."""
+    with cpu_threads(config.cpu_threads, train.device):
+        return _fit_method(method, train, valid, aggregation=aggregation, n_classes=n_classes, config=config,
+                           seed=seed, progress=progress)
+
+
+def _fit_method(
+    method: str,
+    train: BagSet,
+    valid: BagSet | None,
+    *,
+    aggregation: str,
+    n_classes: int,
+    config: TrainConfig,
+    seed: int,
+    progress: ProgressFn | None,
+) -> FitResult:
     method = resolve_method(method, train)
     result = FitResult(method=method, model=None)
     if method not in TRAINED:
@@ -230,7 +246,8 @@ def fit_preference(
         with torch.inference_mode():
             return -float(_preference_loss(m, valid))
 
-    stage = train_stage(model, train, _preference_loss, config=config, generator=generator,
-                        validate=validate if valid is not None and valid.n_bags else None, stage="preference",
-                        progress=progress, group_size=2)
+    with cpu_threads(config.cpu_threads, train.device):
+        stage = train_stage(model, train, _preference_loss, config=config, generator=generator,
+                            validate=validate if valid is not None and valid.n_bags else None, stage="preference",
+                            progress=progress, group_size=2)
     return FitResult(method="preference", model=model, stages=[stage])

@@ -371,6 +371,9 @@ def run_import(
     }
 
 
+EXPORT_INLINE_MAX_RESPONSES = 5_000
+"""Datasets up to this size are exported in the web process; larger ones by an export job."""
+
 EXPORT_SUFFIX: dict[str, str] = {
     "native": ".jsonl",
     "stepwise-jsonl": ".jsonl",

@@ -26,6 +26,7 @@ PAGES = [
     st.Page("views/export.py", title="Export", icon=":material/download:"),
 ]
 page = st.navigation(PAGES)
+state.warm_imports()
 
 with st.sidebar:
     st.title("FRACTAL Studio")

@@ -7,6 +7,7 @@ dataset and response are mirrored in the URL query string so a browser reload re
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import streamlit as st
@@ -32,6 +33,17 @@ def settings() -> AppSettings:
 @st.cache_resource(show_spinner=False)
 def _engine(url: str) -> Engine:
     return get_engine(url)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_imports() -> None:
+    """Import the torch-backed library in the background once per process, so the first visit to Train or
+    Models does not wait for it (the UI only reads method names; the worker does the heavy work)."""
+
+    def load() -> None:
+        import fractal_core.methods  # noqa: F401
+
+    threading.Thread(target=load, name="warm-imports", daemon=True).start()
 
 
 def engine() -> Engine:
@@ -77,6 +89,10 @@ def dataset_picker() -> DatasetRow | None:
     """
     ss = st.session_state
     rows = datasets()
+    if not rows or ss.get(DATASET_KEY) not in {d.id for d in rows}:
+        # Possibly stale (a worker imported a dataset since): an empty store or a new session reads afresh.
+        datasets_changed()
+        rows = datasets()
     if not rows:
         ss.pop(DATASET_KEY, None)
         st.caption("No dataset yet: upload one on the **Data** page.")

@@ -18,7 +18,6 @@ DESCRIPTIONS = {
     "kto": "Response-level {prompt, completion, label} (KTO)",
 }
 MIME = {".jsonl": "application/jsonl", ".parquet": "application/vnd.apache.parquet"}
-INLINE_MAX_RESPONSES = 5_000
 
 engine = state.engine()
 dataset = state.current_dataset(fresh=True)
@@ -39,7 +38,7 @@ version = st.selectbox(
     format_func=lambda v: "the active model version" if v is None else f"version {v}",
     key="export_version",
 )
-inline = dataset.n_responses <= INLINE_MAX_RESPONSES
+inline = dataset.n_responses <= jobs.EXPORT_INLINE_MAX_RESPONSES
 out = jobs.export_path(state.settings(), dataset.name, fmt)
 
 if inline:

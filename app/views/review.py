@@ -148,14 +148,15 @@ with left:
         },
     )
     rows_selected = event.selection.rows if event is not None else []
-    if (
-        rows_selected
-        and ids_on_page[rows_selected[0]] != current_id
-        and ss.get("_last_pick") != rows_selected
-    ):
+    # A row click opens that response once; the selection stays highlighted while the keys move on, so only a
+    # new selection (or the same row picked again after deselecting it) navigates.
+    if not rows_selected:
+        ss.pop("_last_pick", None)
+    elif ss.get("_last_pick") != rows_selected:
         ss["_last_pick"] = rows_selected
-        go_to(listing.page * PAGE_SIZE + rows_selected[0])
-        st.rerun()
+        if ids_on_page[rows_selected[0]] != current_id:
+            go_to(listing.page * PAGE_SIZE + rows_selected[0])
+            st.rerun()
     n_pages = (listing.total + PAGE_SIZE - 1) // PAGE_SIZE
     p1, p2, p3 = st.columns([1, 2, 1])
     if p1.button("◀", key="page_prev", disabled=listing.page == 0, help="Previous page"):

@@ -284,3 +284,27 @@ def test_annotator_name_from_sidebar_is_recorded(store) -> None:
     assert (
         at.query_params["who"] == ["[bob](javascript:x)"] or at.query_params["who"] == "[bob](javascript:x)"
     )
+
+
+def test_large_upload_and_export_go_to_the_worker(store, monkeypatch) -> None:
+    from app import jobs, uploads
+
+    monkeypatch.setattr(uploads, "INLINE_MAX_BYTES", 10)
+    monkeypatch.setattr(jobs, "EXPORT_INLINE_MAX_RESPONSES", 1)
+    at = app_test("views/data.py")
+    at.file_uploader[0].upload("big.jsonl", _jsonl(tiny_records(4)), "application/jsonl")
+    at.run()
+    at.button(key="data_import").click().run()
+    assert repo.list_datasets(store.engine) == []  # nothing imported in the web process
+    [job] = repo.list_jobs(store.engine, kind="import")
+    assert job.state == "queued" and job.payload["dataset"] == "big"
+    store.run_jobs()
+    ds = repo.require_dataset(store.engine, "big")
+    assert ds.n_responses == 4
+    at = app_test("views/export.py")
+    at.button(key="export_job").click().run()
+    [export] = repo.list_jobs(store.engine, kind="export")
+    store.run_jobs()
+    at.run()
+    assert repo.get_job(store.engine, export.id).state == "succeeded"
+    assert any(b.key == f"export_job_dl_{export.id}" for b in at.get("download_button"))

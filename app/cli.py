@@ -18,6 +18,7 @@ import typer
 
 from app.settings import DEFAULT_PORT, load_settings
 from db.cli import register as register_db
+from db.schema import SchemaOutdatedError
 from fractal_core.cli import register as register_core
 
 APP_MAIN = Path(__file__).resolve().parent / "main.py"
@@ -114,7 +115,12 @@ def worker(
     from app.worker import Worker
 
     settings = load_settings(db)
-    Worker(settings).run(once=once, poll_seconds=poll)
+    try:
+        runner = Worker(settings)
+    except SchemaOutdatedError as exc:  # the message names the upgrade command
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    runner.run(once=once, poll_seconds=poll)
 
 
 def main() -> None:

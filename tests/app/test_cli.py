@@ -101,3 +101,17 @@ def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
     if left:
         os.killpg(proc.pid, signal.SIGKILL)
     assert left == []
+
+
+def test_worker_refuses_an_outdated_schema_with_the_upgrade_command(store) -> None:
+    from db.engine import get_engine
+    from db.schema import upgrade
+
+    engine = get_engine(store.db_url, check_schema=False)
+    upgrade(engine, "0001")  # an older revision, as left by a previous version of FRACTAL Studio
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker", "--db", store.db_url, "--once"],
+        cwd=REPO, env=app_env(store.home, store.db_url), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "fractal db upgrade" in done.stderr

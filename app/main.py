@@ -33,7 +33,7 @@ with st.sidebar:
     try:
         state.dataset_picker()
     except Exception as exc:  # a bad store must still show a readable page, not a stack trace
-        st.error(f"Cannot open the database: {exc}")
+        st.error("Cannot open the database: " + render.md_escape(exc))
         st.stop()
     state.annotator_picker()
 

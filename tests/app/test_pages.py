@@ -42,3 +42,14 @@ def test_page_with_data(store, page: str) -> None:
     at = app_test(page)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
+
+
+def test_outdated_schema_shows_the_upgrade_command(store) -> None:
+    from db.engine import get_engine
+    from db.schema import upgrade
+
+    upgrade(get_engine(store.db_url, check_schema=False), "0001")
+    at = app_test()
+    assert not at.exception
+    [error] = at.error
+    assert "fractal db upgrade" in error.value.replace("\\", "")

@@ -64,40 +64,45 @@ def serve(
     env = {**os.environ, "FRACTAL_HOME": str(settings.home), "FRACTAL_DB_URL": settings.db_url}
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--db", settings.db_url], env=env)
-    web = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", str(APP_MAIN),
-            "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-            "--client.toolbarMode", "minimal",
-        ],
-        env=env,
-    )  # fmt: skip
-    typer.echo(
-        f"FRACTAL Studio is running at http://localhost:{port}  (store: {settings.db_url}; Ctrl+C stops)"
-    )
+    worker_cmd = [sys.executable, "-m", "app.cli", "worker", "--db", settings.db_url]
+    web_cmd = [
+        sys.executable, "-m", "streamlit", "run", str(APP_MAIN),
+        "--server.port", str(port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "minimal",
+    ]  # fmt: skip
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # a process manager's stop behaves like Ctrl+C: children are stopped below
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     code = 0
     try:
+        # Started inside the try: an interrupt at any point still stops whatever was already started.
+        procs["worker"] = subprocess.Popen(worker_cmd, env=env)
+        procs["web"] = subprocess.Popen(web_cmd, env=env)
+        typer.echo(
+            f"FRACTAL Studio is running at http://localhost:{port}  (store: {settings.db_url}; Ctrl+C stops)"
+        )
         while True:
+            web = procs["web"]
             if web.poll() is not None:
                 code = web.returncode or 0
                 typer.echo(f"the web app exited (code {code})", err=True)
                 break
-            if worker.poll() is not None:
+            if procs["worker"].poll() is not None:
                 # A dead worker means jobs silently never run: restart it rather than let "Train" do nothing.
-                typer.echo(f"the worker exited (code {worker.returncode}); restarting it", err=True)
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "app.cli", "worker", "--db", settings.db_url], env=env
-                )
+                typer.echo(f"the worker exited (code {procs['worker'].returncode}); restarting it", err=True)
+                procs["worker"] = subprocess.Popen(worker_cmd, env=env)
             time.sleep(1.0)
     except KeyboardInterrupt:
         pass
     finally:
-        for proc in (web, worker):
+        for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in (web, worker):
+        for proc in procs.values():
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

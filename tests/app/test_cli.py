@@ -62,6 +62,30 @@ def test_worker_once_runs_queued_jobs(store) -> None:
     assert repo.get_job(store.engine, job.id).state == "succeeded"
 
 
+def test_serve_stops_its_children_on_sigterm(store) -> None:
+    port = free_port()
+    log = store.home / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--db", store.db_url, "--no-demo"],
+            cwd=REPO, env=app_env(store.home, store.db_url), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while "running at" not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # as a process manager would stop it
+        proc.wait(timeout=60)
+    finally:
+        time.sleep(0.5)
+        left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        if left:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert left == []
+
+
 def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
     port = free_port()
     env = app_env(store.home, store.db_url)
@@ -94,13 +118,16 @@ def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
         assert len(children) >= 3  # serve, worker, streamlit
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl+C
-        proc.wait(timeout=60)
-    # Nothing of the session is left running.
-    time.sleep(0.5)
-    left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    if left:
-        os.killpg(proc.pid, signal.SIGKILL)
-    assert left == []
+        try:
+            proc.wait(timeout=60)
+        finally:
+            # Whatever happened above, leave nothing of this session running.
+            time.sleep(0.5)
+            left_now = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+            if left_now.split():
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise AssertionError(f"serve left processes behind: {left_now.split()}")
+    assert proc.returncode == 0
 
 
 def test_worker_refuses_an_outdated_schema_with_the_upgrade_command(store) -> None:

@@ -13,17 +13,17 @@ ValidMetric = Literal["auto", "sentence", "bag"]
 class LossWeights:
     """Lambdas of the suite; renormalised to sum to 1 over the terms a method actually uses."""
 
-    bag: float = 0.7  # BagLoss: aggregate of sentence predictions vs the response label
-    cosine: float = 0.1  # cosine prior: sentence/context similarity as a soft target
-    correlation: float = 0.1  # correlation prior: correlated sentences pulled to the same label
-    hybrid: float = 0.1  # hybrid prior: soft targets of an instance model trained on gold labels
+    bag: float = 0.9  # BagLoss: aggregate of sentence predictions vs the response label
+    cosine: float = 0.05  # cosine prior: sentence/context similarity as a soft target
+    correlation: float = 0.05  # correlation prior: correlated sentences pulled to the same label
+    hybrid: float = 0.6  # hybrid prior: soft targets of an instance model trained on gold labels
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How a FRACTAL model is trained. The defaults are the ones chosen on validation splits (BENCHMARKS.md)."""
 
-    bag_variant: BagVariant = "prob"  # max/min aggregation: hard (paper), prob (noisy-OR / product), lse (smooth)
+    bag_variant: BagVariant = "hard"  # max/min aggregation: hard (paper), prob (noisy-OR / product), lse (smooth)
     lse_temperature: float = 0.1  # temperature of the smooth max when bag_variant == "lse" (logit units)
     weights: LossWeights = field(default_factory=LossWeights)
     hidden: int | None = None  # first hidden width of the scorer MLP; None -> encoder dim (paper: d)
@@ -33,7 +33,7 @@ class TrainConfig:
     min_batches_per_epoch: int = 10  # small sets (e.g. a few gold bags) get smaller batches, not fewer steps
     max_epochs: int = 30  # upper bound on epochs per stage
     patience: int = 5  # epochs without validation improvement before stopping
-    pslab: bool = True  # finish weakly supervised methods with maximum-likelihood pseudo-labels
+    pslab: bool = False  # finish weakly supervised methods with maximum-likelihood pseudo-labels
     valid_metric: ValidMetric = "auto"  # early stopping: sentence AUC when validation has gold, else bag loss
     valid_fraction: float = 0.1  # share of training bags held out for early stopping when no valid set is given
     device: str = "auto"  # "auto" -> CUDA when present, else CPU; or any torch device string

@@ -13,7 +13,7 @@ from fractal_core.methods import fit_method, resolve_method
 from fractal_core.metrics import auc_roc, average_precision, first_error_accuracy
 from tests.fractal_core.synthetic import planted_bags
 
-FAST = TrainConfig(max_epochs=60, patience=8, learning_rate=2e-3)
+FAST = TrainConfig(max_epochs=60, patience=8, learning_rate=2e-3, pslab=True)  # these tests exercise PsLab
 
 
 @pytest.fixture(autouse=True)

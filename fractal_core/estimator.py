@@ -81,9 +81,15 @@ class FractalModel:
             task_of([*records, *valid])
         encoder = get_encoder(self.encoder)
         device = resolve_device(self._config().device)
+        on_embed = None
         if progress is not None:
+            report = progress
             progress("embed", 0.0, f"embedding {sum(len(r.spans) for r in records)} sentences")
-        bags = embed_records(records, encoder, device=device)
+
+            def on_embed(done: int, total: int) -> None:
+                report("embed", done / max(total, 1), f"{done}/{total} unique sentences embedded")
+
+        bags = embed_records(records, encoder, device=device, progress=on_embed)
         valid_bags = embed_records(valid, encoder, device=device) if valid else None
         if valid_bags is None and self.method not in ("naive", "prior_only"):
             train_ids, valid_ids = holdout_split(bags.n_bags, self._config().valid_fraction, self.seed)

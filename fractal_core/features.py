@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,17 +30,18 @@ def sentence_bag_index(records: Sequence[ResponseRecord]) -> np.ndarray:
 
 def embed_records(
     records: Sequence[ResponseRecord], encoder: Encoder, *, device: torch.device | str = "cpu",
-    window_words: int = 200, window_stride: int = 150,
+    window_words: int = 200, window_stride: int = 150, progress: Callable[[int, int], None] | None = None,
 ) -> BagSet:
     """Embed ``records`` into a ``BagSet`` on ``device``.
 
     Sentences (N, d) and context windows (W, d) are encoded once each (the encoder's cache skips known text).
-    Bag labels are ``response_label`` (NaN allowed for unlabelled responses at scoring time).
+    Bag labels are ``response_label`` (NaN allowed for unlabelled responses at scoring time). ``progress`` gets
+    ``(done, total)`` unique sentence texts as the encoder goes (cached texts count as done at once).
     """
     if not records:
         raise ValueError("no responses to embed")
     sentences = [s.text for r in records for s in r.spans]
-    sent_emb = encoder.encode(sentences)  # (N, d)
+    sent_emb = encoder.encode(sentences, progress=progress)  # (N, d)
     ctx_emb, win_owner = encoder.encode_windows([r.context for r in records], max_words=window_words,
                                                 stride_words=window_stride)  # (W, d), (W,)
     labels = np.array([float(r.response_label) for r in records], dtype=np.float32)

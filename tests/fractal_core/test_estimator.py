@@ -27,8 +27,13 @@ def records():
 
 
 def test_fit_predict_save_load(records, tmp_path: Path) -> None:
-    model = FractalModel("pslab", config=TrainConfig(max_epochs=2), seed=0).fit(records)
+    events: list[tuple[str, float]] = []
+    model = FractalModel("pslab", config=TrainConfig(max_epochs=2), seed=0).fit(
+        records, progress=lambda stage, fraction, message: events.append((stage, fraction)))
     assert model.resolved_method_ == "pslab"
+    stages = [stage for stage, _ in events]
+    assert stages[0] == "embed" and {"bag", "pslab"} <= set(stages)
+    assert all(0.0 <= fraction <= 1.0 for _, fraction in events)
     scores = model.predict(records[:5])
     assert [len(s) for s in scores] == [len(r.spans) for r in records[:5]]
     assert all(((s >= 0) & (s <= 1)).all() for s in scores)

@@ -9,7 +9,8 @@ Pipelines (stages are fresh models unless said otherwise):
 - hybrid: an instance model on gold sentence labels gives frozen soft targets (hybrid prior); BagLoss + priors
   + hybrid prior; then PsLab with the gold labels kept. Needs some gold labels.
 - supervised: an instance model on all gold sentence labels (the ceiling).
-- fractal: hybrid when the training bags carry gold labels, else pslab.
+- fractal: hybrid when the training bags carry gold labels, else pslab (priors when ``TrainConfig.pslab`` is
+  off: the tuned default, see BENCHMARKS.md). ``TrainConfig.pslab`` also decides whether hybrid ends with PsLab.
 PsLab is undefined for mean (LLP) bags: there the soft bag model is the output.
 """
 
@@ -37,7 +38,7 @@ from fractal_core.pslab import pseudo_labels
 from fractal_core.train import ProgressFn, StageResult, cpu_threads, train_stage
 
 METHODS: dict[str, str] = {
-    "fractal": "Recommended: hybrid when gold sentence labels exist, else priors + PsLab.",
+    "fractal": "Recommended: hybrid when gold sentence labels exist, else the tuned no-gold pipeline.",
     "naive": "Baseline: every sentence inherits its response's label.",
     "prior_only": "Baseline: cosine similarity between sentence and context as the score.",
     "bagloss": "BagLoss alone (response labels only).",
@@ -61,13 +62,16 @@ class FitResult:
         return [s.__dict__ for s in self.stages]
 
 
-def resolve_method(method: str, train: BagSet) -> str:
-    """Map "fractal" to the concrete pipeline for this data; reject unknown names and impossible requests."""
+def resolve_method(method: str, train: BagSet, *, pslab: bool = True) -> str:
+    """Map "fractal" to the concrete pipeline for this data; reject unknown names and impossible requests.
+
+    "fractal" is "hybrid" with gold labels, else "pslab" (or "priors" when ``pslab`` is off in the config).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     has_gold = bool((train.gold >= 0).any())
     if method == "fractal":
-        return "hybrid" if has_gold else "pslab"
+        return "hybrid" if has_gold else ("pslab" if pslab else "priors")
     if method in ("hybrid", "supervised") and not has_gold:
         raise ValueError(f"method {method!r} needs gold sentence labels on some training responses")
     return method
@@ -174,7 +178,7 @@ def _fit_method(
     seed: int,
     progress: ProgressFn | None,
 ) -> FitResult:
-    method = resolve_method(method, train)
+    method = resolve_method(method, train, pslab=config.pslab)
     result = FitResult(method=method, model=None)
     if method not in TRAINED:
         return result
@@ -206,7 +210,8 @@ def _fit_method(
     weights = _weights(config, use)
     model = stage("bag", _fresh(dim, n_classes, config, generator, device), train,
                   _bag_objective(config, aggregation, weights))
-    if method in ("pslab", "hybrid") and config.pslab and aggregation in ("max", "min"):
+    # The "pslab" method always ends with PsLab; "hybrid" (and so "fractal") when the config says so.
+    if (method == "pslab" or (method == "hybrid" and config.pslab)) and aggregation in ("max", "min"):
         with torch.inference_mode():
             labels = pseudo_labels(model(train), train.bag_index, train.labels, aggregation=aggregation,
                                    gold=train.gold)

@@ -50,7 +50,10 @@ def test_fractal_uses_gold_labels_when_present(records) -> None:
     # ... and to PsLab without them.
     for r in records:
         r.sentence_labels = None
-    assert FractalModel("fractal", config=TrainConfig(max_epochs=1)).fit(records).resolved_method_ == "pslab"
+    with_pslab = TrainConfig(max_epochs=1, pslab=True)
+    assert FractalModel("fractal", config=with_pslab).fit(records).resolved_method_ == "pslab"
+    without = TrainConfig(max_epochs=1, pslab=False)
+    assert FractalModel("fractal", config=without).fit(records).resolved_method_ == "priors"
 
 
 def test_fit_preferences(records) -> None:

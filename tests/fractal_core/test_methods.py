@@ -74,6 +74,11 @@ def test_hybrid_and_supervised_use_gold_labels_only_where_given() -> None:
 def test_methods_needing_gold_refuse_without_it() -> None:
     train, _, _ = _split()
     assert resolve_method("fractal", train) == "pslab"
+    assert resolve_method("fractal", train, pslab=False) == "priors"
+    # The method named "pslab" ends with PsLab whatever the config's default for "fractal" is.
+    no_default = TrainConfig(max_epochs=1, pslab=False)
+    stages = fit_method("pslab", train, None, aggregation="max", n_classes=2, config=no_default, seed=0).stages
+    assert [s.stage for s in stages] == ["bag", "pslab"]
     with pytest.raises(ValueError, match="gold sentence labels"):
         resolve_method("hybrid", train)
     with pytest.raises(ValueError, match="unknown method"):

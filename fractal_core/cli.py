@@ -21,8 +21,8 @@ from fractal_core.errors import InputError
 
 METHOD_ALIASES = {"prior-only": "prior_only", "priors-only": "prior_only"}
 DEFAULT_EVAL_METHODS = "naive,prior_only,bagloss,priors,pslab,hybrid,supervised"
-TABLE_KEYS = ("instance_auc_roc", "instance_auprc", "instance_mae", "bag_auc_roc", "first_error_acc",
-              "train_seconds")
+TABLE_KEYS = ("instance_auc_roc", "instance_auprc", "instance_mae", "posterior_auc_roc", "bag_auc_roc",
+              "first_error_acc", "train_seconds")
 
 
 def fail(message: str) -> typer.Exit:

@@ -27,6 +27,7 @@ from fractal_core.io import num_classes
 from fractal_core.methods import METHODS, fit_method, fit_preference, preference_bags, resolve_method
 from fractal_core.metrics import bag_metrics, first_error_accuracy, sentence_metrics
 from fractal_core.model import SentenceScorer
+from fractal_core.posterior import posterior_scores
 from fractal_core.records import ResponseRecord
 from fractal_core.train import ProgressFn
 
@@ -188,9 +189,19 @@ class FractalModel:
         proba = self.predict_proba_bags(self._embed(records)).cpu().numpy()
         return np.split(proba, np.cumsum([len(r.spans) for r in records])[:-1])
 
-    def predict(self, records: Sequence[ResponseRecord]) -> list[np.ndarray]:
-        """Per response, the (n_sentences,) scores P(label >= 1) in [0, 1]."""
-        return [1 - p[:, 0] for p in self.predict_proba(records)]
+    def predict(self, records: Sequence[ResponseRecord], *, given_labels: bool = False) -> list[np.ndarray]:
+        """Per response, the (n_sentences,) scores P(label >= 1) in [0, 1].
+
+        ``given_labels=True`` conditions on each response's own label (fractal_core.posterior): e.g. every
+        sentence of a max response labelled 0 scores 0. The default is the model's marginal, which is what
+        disagreement with the response label and active selection need.
+        """
+        if not given_labels:
+            return [1 - p[:, 0] for p in self.predict_proba(records)]
+        bags = self._embed(records)
+        logp = self.predict_proba_bags(bags).clamp_min(1e-12).log()
+        scores = posterior_scores(logp, bags.bag_index, bags.labels, aggregation=self.aggregation_).cpu().numpy()
+        return np.split(scores, np.cumsum([len(r.spans) for r in records])[:-1])
 
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate_bags(self, bags: BagSet) -> dict[str, float]:
@@ -205,6 +216,11 @@ class FractalModel:
         bag_out = aggregate(logp, bags.bag_index, bags.n_bags, aggregation=self.aggregation_, variant="prob")
         out.update(bag_metrics(bags.labels.cpu().numpy(), bag_positive_score(bag_out).cpu().numpy(),
                                aggregation=self.aggregation_))
+        # The product view: scores given each response's own label (the naive baseline is its degenerate case).
+        conditioned = posterior_scores(logp, bags.bag_index, bags.labels, aggregation=self.aggregation_)
+        given = sentence_metrics(gold, conditioned.cpu().numpy())
+        out["posterior_auc_roc"] = given["instance_auc_roc"]
+        out["posterior_auprc"] = given["instance_auprc"]
         if self.aggregation_ == "max":
             out["first_error_acc"] = first_error_accuracy(gold, score.cpu().numpy(), bags.bag_index.cpu().numpy(),
                                                           bags.n_bags)

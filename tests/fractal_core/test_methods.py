@@ -202,3 +202,13 @@ def test_preference_bags_keep_pairs_together() -> None:
     train_stage(SentenceScorer(32), paired, objective, config=TrainConfig(max_epochs=1, min_batches_per_epoch=10),
                 generator=torch.Generator().manual_seed(0), group_size=2)
     assert len(seen) == 3  # three batches of one pair each, never a split pair
+
+
+def test_posterior_view_beats_naive_where_the_model_ranks_within_bags() -> None:
+    train, valid, test = _split()
+    model = FractalModel("bagloss", config=FAST).fit_bags(train, valid, aggregation="max", n_classes=2)
+    naive = FractalModel("naive").fit_bags(train, valid, aggregation="max", n_classes=2)
+    learned, free = model.evaluate_bags(test), naive.evaluate_bags(test)
+    assert free["posterior_auc_roc"] == free["instance_auc_roc"]  # naive is its own posterior
+    assert learned["posterior_auc_roc"] > free["posterior_auc_roc"]
+    assert learned["posterior_auc_roc"] >= learned["instance_auc_roc"]

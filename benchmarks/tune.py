@@ -13,7 +13,8 @@ The grid (why these knobs: they are the ones method.md leaves open):
 - stage "nogold": bag_variant {hard, prob, lse} x lambdas (bag, cosine, correlation) {(0.7,.1,.1), (0.5,.2,.2),
   (0.9,.05,.05)} at learning rate 1e-3 for `priors` (PsLab off) and `pslab` (PsLab on); bag_variant x
   learning_rate {1e-3, 3e-4} for `bagloss` alone. (Ordinal labels: "lse" is the exact max, as "prob", so it is
-  not run twice.) A first, larger grid (lambdas (0.3,.3,.3) and lr 3e-4 for the priors) did not fit the
+  not run twice.) Second round (`ABLATION`): one prior at a time, (0.9, 0, 0.1), (0.9, 0.1, 0), (0.95, 0, 0.05).
+  A first, larger grid (lambdas (0.3,.3,.3) and lr 3e-4 for the priors) did not fit the
   machine's time budget and was cut.
 - stage "hybrid": at the best no-gold setting, lambda_hybrid {0.1, 0.3, 0.6} x PsLab {on, off} for `hybrid` at
   10% gold.
@@ -43,6 +44,8 @@ SEEDS = (0, 1)
 VARIANTS = ("hard", "prob", "lse")
 LRS = (1e-3, 3e-4)
 LAMBDAS = ((0.7, 0.1, 0.1), (0.5, 0.2, 0.2), (0.9, 0.05, 0.05))
+# Second round, after the first showed that priors lowered valid AUC: which prior is the culprit?
+ABLATION = ((0.9, 0.0, 0.1), (0.9, 0.1, 0.0), (0.95, 0.0, 0.05))
 HYBRID = (0.1, 0.3, 0.6)
 METRICS = ("instance_auc_roc", "instance_auprc", "instance_mae", "first_error_acc", "bag_auc_roc")
 
@@ -114,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         ("bagloss", {"variant": v, "lr": lr, "lambdas": (1.0, 0.0, 0.0)})
         for v, lr in itertools.product(VARIANTS, LRS)
     ]
-    for v, lam in itertools.product(VARIANTS, LAMBDAS):
+    for v, lam in itertools.product(VARIANTS, LAMBDAS + ABLATION):
         nogold += [
             ("priors", {"variant": v, "lr": 1e-3, "lambdas": lam}),
             ("pslab", {"variant": v, "lr": 1e-3, "lambdas": lam}),

@@ -14,9 +14,9 @@ class LossWeights:
     """Lambdas of the suite; renormalised to sum to 1 over the terms a method actually uses."""
 
     bag: float = 0.9  # BagLoss: aggregate of sentence predictions vs the response label
-    cosine: float = 0.05  # cosine prior: sentence/context similarity as a soft target
-    correlation: float = 0.05  # correlation prior: correlated sentences pulled to the same label
-    hybrid: float = 0.6  # hybrid prior: soft targets of an instance model trained on gold labels
+    cosine: float = 0.1  # cosine prior: sentence/context similarity as a soft target
+    correlation: float = 0.0  # correlation prior: correlated sentences pulled to the same label
+    hybrid: float = 0.1  # hybrid prior: soft targets of an instance model trained on gold labels
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def cmd_plot(_: argparse.Namespace) -> None:
     ax.set_xlabel("gold fraction of training responses (random selection)")
     ax.set_ylabel("test sentence AUC-ROC")
     ax.set_title("FRACTAL hybrid vs gold budget (dotted: Supervised, all gold)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     target = ROOT / "docs" / "gold_budget_curve.png"

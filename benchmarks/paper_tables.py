@@ -5,8 +5,8 @@ Usage:
     .venv/bin/python benchmarks/paper_tables.py table                                    # markdown for BENCHMARKS
 
 Methods: naive, prior-only, BagLoss with each aggregation variant (hard / prob / lse; for ordinal labels lse is
-the exact max and is not run twice), priors, FRACTAL without gold (priors + PsLab), hybrid with 10% gold bags,
-Supervised; seeds 0, 1, 2. Every run is `fractal_core.evaluation.run_one` with `TrainConfig()` (the tuned
+the exact max and is not run twice), priors (= `fractal` without gold under the tuned defaults, PsLab off), pslab
+(priors + PsLab), hybrid with 10% gold bags, Supervised; seeds 0, 1, 2. Every run is `fractal_core.evaluation.run_one` with `TrainConfig()` (the tuned
 defaults) except the BagLoss variant. Besides the paper's bag-blind scores, each run also reports the scores
 conditioned on the test response's own label (`selection.bag_posterior`, "| Y" columns): the naive baseline
 reads that label, so this is the like-for-like comparison with it.
@@ -42,8 +42,8 @@ ROWS = (
     ("bagloss[hard]", "BagLoss, hard max"),
     ("bagloss[prob]", "BagLoss, noisy-OR / exact ordinal max"),
     ("bagloss[lse]", "BagLoss, smooth max (lse)"),
-    ("priors", "BagLoss + priors"),
-    ("pslab", "**FRACTAL, no gold** (priors + PsLab)"),
+    ("priors", "**FRACTAL, no gold** (defaults: BagLoss + cosine prior)"),
+    ("pslab", "FRACTAL + PsLab (`pslab` method)"),
     ("hybrid", "FRACTAL hybrid @10% gold"),
     ("supervised", "Supervised (all gold)"),
 )

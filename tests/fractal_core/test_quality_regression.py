@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+from tests.shared_data import SHARED_DATA
+
+SHARED = SHARED_DATA
 DATASET = os.environ.get("FRACTAL_REGRESSION_DATASET", "delucionqa")  # measure() can try others
 SLICE = {"train": 150, "valid": 40, "test": 80}
 SEEDS = (0, 1)

@@ -4,7 +4,7 @@ Usage:
     .venv/bin/python benchmarks/gold_curve.py run --dataset processbench     # -> results/gold_curve_*.json
     .venv/bin/python benchmarks/gold_curve.py plot                           # -> docs/gold_budget_curve.png
 
-Fraction 0 is `fractal` without gold, which is `pslab`. Gold bags are drawn at random (the paper's protocol,
+Fraction 0 is `fractal` without gold (under the tuned defaults: `priors`, PsLab off). Gold bags are drawn at random (the paper's protocol,
 `choose_gold_bags`); seeds 0, 1, 2; TEST split; library defaults. Test sentence AUC-ROC, bag-blind and given the
 response label (`bag_posterior`).
 """
@@ -92,7 +92,7 @@ def cmd_plot(_: argparse.Namespace) -> None:
         print(f"\n{name}: gold fraction -> test sentence AUC-ROC (mean ± std, 3 seeds); given Y")
         for f, row in c["rows"].items():
             a, p = row["instance_auc_roc"], row["posterior_auc_roc"]
-            what = "supervised" if f == 1.0 else ("fractal (pslab)" if f == 0 else "hybrid")
+            what = "supervised" if f == 1.0 else ("fractal, no gold" if f == 0 else "hybrid")
             print(f"| {f:g} | {what} | {a['mean']:.3f} ± {a['std']:.3f} | {p['mean']:.3f} ± {p['std']:.3f} |")
     ax.set_xlabel("gold fraction of training responses (random selection)")
     ax.set_ylabel("test sentence AUC-ROC")

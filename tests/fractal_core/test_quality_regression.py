@@ -4,7 +4,7 @@ The slice is the first 150 train / 40 valid / 80 test responses of DelucionQA (b
 into a temporary FRACTAL_HOME (CI starts with an empty cache, so only the slice is embedded), then run through
 ``prepare_splits`` + ``run_one`` exactly as ``fractal evaluate`` does, with the library defaults and seeds 0, 1.
 
-Thresholds sit below the values measured over seeds 0-4 (``python tests/fractal_core/test_quality_regression.py``
+Thresholds sit below the values measured over seeds 0-4 (``python -m tests.fractal_core.test_quality_regression``
 prints them) by a margin larger than the seed spread; the measured figures are in the comments. On 150 training
 responses no method generalises at the sentence level to unseen DelucionQA answers (held-out sentence AUC is
 0.42-0.51 for every method, Supervised included: the context is the question only), so the sentence checks are

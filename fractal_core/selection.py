@@ -11,6 +11,9 @@ sentence first, and a strategy ranks the responses:
 - ``inconsistency``: |P(Y = 1 | sentence scores) - Y|, how badly AGG(scores) contradicts the response label.
 - ``diverse``: greedy k-center on mean sentence embeddings, each distance weighted by (a small floor plus) the
   posterior uncertainty, so the picks are both informative and spread over the data.
+- ``balanced``: ``posterior`` inside each response-label stratum, with the strata's shares of the candidates kept
+  (as random selection keeps them in expectation). ``posterior`` alone picks only responses whose label leaves
+  the sentences open (Y = 1 under max), which starves a gold-trained model of negatives (BENCHMARKS.md).
 
 Everything is a segment reduction over the flat sentence axis; only ``diverse`` loops, once per pick (k), never
 over bags. Scores are P(label >= 1) in [0, 1]; ordinal labels are read in their binary view (level >= 1).
@@ -27,7 +30,7 @@ from fractal_core.bags import BagSet
 from fractal_core.records import ResponseRecord
 from fractal_core.segments import segment_count, segment_mean, segment_sum
 
-STRATEGIES = ("random", "uncertainty", "posterior", "inconsistency", "diverse")
+STRATEGIES = ("random", "uncertainty", "posterior", "inconsistency", "diverse", "balanced")
 _EPS = 1e-6
 
 
@@ -156,11 +159,34 @@ def select_gold_indices(
             jitter=jitter,
             floor=uncertainty_floor,
         )
+    elif strategy == "balanced":
+        priority = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy="posterior")
+        return _stratified(priority + 1e-9 * jitter, _binary_labels(labels, aggregation), allowed, k)
     else:
         priority = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy=strategy)
         priority = priority + 1e-9 * jitter  # seeded tie-break only
     priority = torch.where(allowed, priority, torch.full_like(priority, float("-inf")))
     return [int(i) for i in torch.topk(priority, k).indices]
+
+
+def _stratified(priority: torch.Tensor, label: torch.Tensor, allowed: torch.Tensor, k: int) -> list[int]:
+    """Top ``k`` by ``priority`` with each label stratum (1, 0, unlabelled) getting its share of the candidates."""
+    strata = [allowed & (label >= 1), allowed & (label < 1), allowed & torch.isnan(label)]
+    sizes = torch.tensor(
+        [int(m.sum()) for m in strata], dtype=torch.float64
+    )  # 3 strata, not a loop over bags
+    quota = torch.floor(k * sizes / sizes.sum()).long()
+    # Hand the remainder to the strata with the largest fractional parts (and room left).
+    remainder = k - int(quota.sum())
+    frac = k * sizes / sizes.sum() - quota
+    for i in torch.argsort(frac, descending=True)[:remainder].tolist():
+        quota[i] += 1
+    picks: list[int] = []
+    for mask, q in zip(strata, quota.tolist(), strict=True):
+        if q > 0:
+            ranked = torch.where(mask, priority, torch.full_like(priority, float("-inf")))
+            picks += [int(i) for i in torch.topk(ranked, min(q, int(mask.sum()))).indices]
+    return picks
 
 
 def _diverse(

@@ -102,6 +102,18 @@ def test_already_candidates_k_and_determinism() -> None:
         select_gold_indices(score, bag_index, labels, aggregation="max", k=1, strategy="diverse")
 
 
+def test_balanced_keeps_the_label_shares_and_ranks_inside_each() -> None:
+    # 8 bags labelled 1 (bags 0 and 3 leave their sentences open), 4 labelled 0: k = 5 -> 5 * 8/12 = 3.33 and
+    # 5 * 4/12 = 1.67 -> 3 positives + 2 negatives (the remainder goes to the larger fractional part).
+    score = torch.tensor([0.5, 0.5, 0.99, 0.99, 0.45, 0.55, 0.99, 0.98, 0.97, 0.96, 0.1, 0.2, 0.3, 0.4])
+    bag_index = torch.tensor([0, 0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+    labels = torch.tensor([1.0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1])
+    picks = select_gold_indices(score, bag_index, labels, aggregation="max", k=5, strategy="balanced")
+    chosen = labels[torch.tensor(picks)]
+    assert int((chosen >= 1).sum()) == 3 and int((chosen == 0).sum()) == 2
+    assert {0, 3} <= set(picks)  # the two open positive bags come first among the positives
+
+
 def test_random_differs_by_seed_and_diverse_spreads_over_clusters() -> None:
     n = 40
     score = torch.full((n,), 0.5)

@@ -55,6 +55,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     has_gold[torch.unique(train.bag_index[train.gold >= 0])] = True
     counts = train.sentence_counts()
     records: list[dict[str, Any]] = []
+    strategies = args.strategies.split(",") if args.strategies else list(STRATEGIES)
+    if args.strategies and (RESULTS / out).exists():  # add strategies to an earlier run's records
+        records = [
+            r for r in json.loads((RESULTS / out).read_text())["records"] if r["strategy"] not in strategies
+        ]
     for seed in SEEDS:
         base = run_one(prepared, "pslab", seed=seed, gold_fraction=0.0, config=config)
         scorer = ProbeModel.last
@@ -63,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         print(f"seed {seed} pslab (no gold) AUC {base['instance_auc_roc']:.4f}", flush=True)
         for budget in BUDGETS:
             k = int(round(budget * train.n_bags))
-            for strategy in STRATEGIES:
+            for strategy in strategies:
                 if strategy == "random":
                     chosen = choose_gold_bags(train, budget, seed)
                 else:
@@ -121,6 +126,7 @@ def main() -> None:
     run = sub.add_parser("run")
     run.add_argument("--dataset", required=True, choices=("delucionqa", "processbench"))
     run.add_argument("--view", default="native", choices=("native", "binary"))
+    run.add_argument("--strategies", help="comma-separated subset, added to an existing result file")
     run.set_defaults(func=cmd_run)
     sub.add_parser("table").set_defaults(func=cmd_table)
     args = parser.parse_args()

@@ -76,7 +76,7 @@ def cmd_plot(_: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     files = sorted(RESULTS.glob("gold_curve_*.json"))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 5))
     for path in files:
         c = curve(path)
         name = path.stem.removeprefix("gold_curve_")
@@ -97,7 +97,7 @@ def cmd_plot(_: argparse.Namespace) -> None:
     ax.set_xlabel("gold fraction of training responses (random selection)")
     ax.set_ylabel("test sentence AUC-ROC")
     ax.set_title("FRACTAL hybrid vs gold budget (dotted: Supervised, all gold)")
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     target = ROOT / "docs" / "gold_budget_curve.png"

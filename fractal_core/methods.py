@@ -79,6 +79,7 @@ def resolve_method(method: str, train: BagSet, *, pslab: bool = True) -> str:
 
 def _weights(config: TrainConfig, use: set[str]) -> dict[str, float]:
     raw = {k: float(getattr(config.weights, k)) for k in ("bag", "cosine", "correlation", "hybrid") if k in use}
+    raw = {k: v for k, v in raw.items() if v > 0}  # a zero-weight term is neither built nor computed
     total = sum(raw.values())
     if total <= 0:
         raise ValueError("loss weights of the used terms sum to 0")
@@ -200,7 +201,10 @@ def _fit_method(
     use = {"bag"}
     if method in ("priors", "pslab", "hybrid"):
         use |= {"cosine", "correlation"}
-        train = train.with_cosine_target().with_correlation_pairs()
+        if config.weights.cosine > 0:
+            train = train.with_cosine_target()
+        if config.weights.correlation > 0:  # O(sum of squared bag sizes): skipped when unused (the default)
+            train = train.with_correlation_pairs()
     if method == "hybrid":
         use.add("hybrid")
         teacher = stage("hybrid-teacher", _fresh(dim, n_classes, config, generator, device),

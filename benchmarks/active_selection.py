@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_common import RESULTS, ProbeModel, fmt, load, machine, save, setup, stats  # noqa: E402
+from quality_common import RESULTS, ProbeModel, fmt, load, machine, run_cli, save, setup, stats  # noqa: E402
 
 from fractal_core.config import TrainConfig  # noqa: E402
 from fractal_core.evaluation import choose_gold_bags, run_one  # noqa: E402
@@ -119,18 +119,12 @@ def cmd_table(_: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    run_cli(
+        __doc__,
+        cmd_run,
+        table=cmd_table,
+        run_options={"--strategies": {"help": "comma-separated subset, added to an existing result file"}},
     )
-    sub = parser.add_subparsers(required=True)
-    run = sub.add_parser("run")
-    run.add_argument("--dataset", required=True, choices=("delucionqa", "processbench"))
-    run.add_argument("--view", default="native", choices=("native", "binary"))
-    run.add_argument("--strategies", help="comma-separated subset, added to an existing result file")
-    run.set_defaults(func=cmd_run)
-    sub.add_parser("table").set_defaults(func=cmd_table)
-    args = parser.parse_args()
-    args.func(args)
 
 
 if __name__ == "__main__":

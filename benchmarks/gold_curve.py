@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_common import RESULTS, ROOT, load, machine, save, setup, stats  # noqa: E402
+from quality_common import RESULTS, ROOT, load, machine, run_cli, save, setup, stats  # noqa: E402
 
 from fractal_core.config import TrainConfig  # noqa: E402
 from fractal_core.evaluation import run_one  # noqa: E402
@@ -107,17 +107,7 @@ def cmd_plot(_: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(required=True)
-    run = sub.add_parser("run")
-    run.add_argument("--dataset", required=True, choices=("delucionqa", "processbench"))
-    run.add_argument("--view", default="native", choices=("native", "binary"))
-    run.set_defaults(func=cmd_run)
-    sub.add_parser("plot").set_defaults(func=cmd_plot)
-    args = parser.parse_args()
-    args.func(args)
+    run_cli(__doc__, cmd_run, plot=cmd_plot)
 
 
 if __name__ == "__main__":

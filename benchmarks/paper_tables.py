@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_common import RESULTS, fmt, load, machine, save, setup, stats  # noqa: E402
+from quality_common import RESULTS, fmt, load, machine, run_cli, save, setup, stats  # noqa: E402
 
 from fractal_core.config import TrainConfig  # noqa: E402
 from fractal_core.evaluation import run_one  # noqa: E402
@@ -142,17 +142,7 @@ def cmd_table(_: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(required=True)
-    run = sub.add_parser("run")
-    run.add_argument("--dataset", required=True, choices=("delucionqa", "processbench"))
-    run.add_argument("--view", default="native", choices=("native", "binary"))
-    run.set_defaults(func=cmd_run)
-    sub.add_parser("table").set_defaults(func=cmd_table)
-    args = parser.parse_args()
-    args.func(args)
+    run_cli(__doc__, cmd_run, table=cmd_table)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ shared with other jobs one thread is faster than fighting for two.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -132,3 +134,28 @@ class ProbeModel(FractalModel):
 
 def install_probe() -> None:
     evaluation.FractalModel = ProbeModel  # type: ignore[misc]
+
+
+Command = Callable[[argparse.Namespace], None]
+
+
+def run_cli(
+    doc: str | None,
+    run: Command,
+    *,
+    run_options: dict[str, dict[str, Any]] | None = None,
+    **commands: Command,
+) -> None:
+    """The experiments' command line: ``run --dataset D [--view V] [options]`` plus named extra commands."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(required=True)
+    run_parser = sub.add_parser("run")
+    run_parser.add_argument("--dataset", required=True, choices=tuple(DATASETS))
+    run_parser.add_argument("--view", default="native", choices=("native", "binary"))
+    for flag, options in (run_options or {}).items():
+        run_parser.add_argument(flag, **options)
+    run_parser.set_defaults(func=run)
+    for name, func in commands.items():
+        sub.add_parser(name).set_defaults(func=func)
+    args = parser.parse_args()
+    args.func(args)

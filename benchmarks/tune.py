@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_common import RESULTS, load, machine, save, setup, stats, valid_as_test  # noqa: E402
+from quality_common import RESULTS, load, machine, run_cli, save, setup, stats, valid_as_test  # noqa: E402
 
 from fractal_core.config import LossWeights, TrainConfig  # noqa: E402
 from fractal_core.evaluation import run_one  # noqa: E402
@@ -159,19 +159,14 @@ def cmd_choose(_: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    run_cli(
+        __doc__,
+        cmd_run,
+        choose=cmd_choose,
+        run_options={
+            "--resume": {"action": "store_true", "help": "keep the finished grid points of the result file"}
+        },
     )
-    sub = parser.add_subparsers(required=True)
-    run = sub.add_parser("run")
-    run.add_argument("--dataset", required=True, choices=("delucionqa", "processbench"))
-    run.add_argument("--view", default="native", choices=("native", "binary"))
-    run.add_argument("--resume", action="store_true", help="keep the finished grid points of the result file")
-    run.set_defaults(func=cmd_run)
-    choose = sub.add_parser("choose")
-    choose.set_defaults(func=cmd_choose)
-    args = parser.parse_args()
-    args.func(args)
 
 
 if __name__ == "__main__":

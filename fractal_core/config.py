@@ -33,6 +33,7 @@ class TrainConfig:
     min_batches_per_epoch: int = 10  # small sets (e.g. a few gold bags) get smaller batches, not fewer steps
     max_epochs: int = 30  # upper bound on epochs per stage
     patience: int = 5  # epochs without validation improvement before stopping
+    teacher_implied: bool = False  # hybrid teacher also trains on sentence labels implied by response labels
     pslab: bool = False  # finish weakly supervised methods with maximum-likelihood pseudo-labels
     valid_metric: ValidMetric = "auto"  # early stopping: sentence AUC when validation has gold, else bag loss
     valid_fraction: float = 0.1  # share of training bags held out for early stopping when no valid set is given

@@ -7,7 +7,8 @@ Pipelines (stages are fresh models unless said otherwise):
 - priors: BagLoss + cosine prior + correlation prior.
 - pslab: priors, then PsLab pseudo-labels and a fresh instance model (FRACTAL without gold).
 - hybrid: an instance model on gold sentence labels gives frozen soft targets (hybrid prior); BagLoss + priors
-  + hybrid prior; then PsLab with the gold labels kept. Needs some gold labels.
+  + hybrid prior; then PsLab with the gold labels kept. Needs some gold labels. ``TrainConfig.teacher_implied``
+  adds the sentence labels implied by the response labels to the teacher's data (off: no valid gain).
 - supervised: an instance model on all gold sentence labels (the ceiling).
 - fractal: hybrid when the training bags carry gold labels, else pslab (priors when ``TrainConfig.pslab`` is
   off: the tuned default, see BENCHMARKS.md). ``TrainConfig.pslab`` also decides whether hybrid ends with PsLab.
@@ -151,6 +152,34 @@ def _gold_bags(data: BagSet) -> BagSet:
     return data.select(torch.unique(data.bag_index[data.gold >= 0]))
 
 
+def implied_labels(bags: BagSet, aggregation: str, *, n_classes: int = 2) -> torch.Tensor:
+    """Sentence labels that the response label alone implies -> (N,) long, -1 where nothing is implied.
+
+    max (binary or ordinal): a response labelled 0 has only level-0 sentences (a label Y > 0 only bounds its
+    sentences by Y, which is not a label). min: a response at the top level ``n_classes - 1`` has only top-level
+    sentences. mean: nothing is implied (by convention of the hybrid teacher; proportions are soft).
+    """
+    if aggregation == "max":
+        per_bag = torch.where(bags.labels == 0, 0, -1)
+    elif aggregation == "min":
+        top = n_classes - 1
+        per_bag = torch.where(bags.labels == top, top, -1)
+    elif aggregation == "mean":
+        per_bag = torch.full_like(bags.labels, -1)
+    else:
+        raise ValueError(f"unknown aggregation {aggregation!r}")
+    return per_bag.long()[bags.bag_index]
+
+
+def _teacher_bags(train: BagSet, aggregation: str, n_classes: int, config: TrainConfig) -> BagSet:
+    """The hybrid teacher's training bags: gold-labelled ones, plus (``teacher_implied``) the ones whose
+    response label implies sentence labels; gold wins where both exist."""
+    if not config.teacher_implied:
+        return _gold_bags(train)
+    labels = torch.where(train.gold >= 0, train.gold, implied_labels(train, aggregation, n_classes=n_classes))
+    return _gold_bags(BagSet(**{**train.__dict__, "gold": labels}))
+
+
 def fit_method(
     method: str,
     train: BagSet,
@@ -208,7 +237,7 @@ def _fit_method(
     if method == "hybrid":
         use.add("hybrid")
         teacher = stage("hybrid-teacher", _fresh(dim, n_classes, config, generator, device),
-                        _gold_bags(train), _instance_objective())
+                        _teacher_bags(train, aggregation, n_classes, config), _instance_objective())
         with torch.inference_mode():
             train.hyb_target = teacher(train).exp()  # frozen soft targets, computed once
     weights = _weights(config, use)

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from fractal_core import methods
 from fractal_core.aggregate import positive_score
+from fractal_core.bags import BagSet
 from fractal_core.config import TrainConfig
 from fractal_core.estimator import FractalModel
-from fractal_core.methods import fit_method, resolve_method
+from fractal_core.methods import fit_method, implied_labels, resolve_method
 from fractal_core.metrics import auc_roc, average_precision, first_error_accuracy
 from tests.fractal_core.synthetic import planted_bags
 
@@ -212,3 +214,61 @@ def test_posterior_view_beats_naive_where_the_model_ranks_within_bags() -> None:
     assert free["posterior_auc_roc"] == free["instance_auc_roc"]  # naive is its own posterior
     assert learned["posterior_auc_roc"] > free["posterior_auc_roc"]
     assert learned["posterior_auc_roc"] >= learned["instance_auc_roc"]
+
+
+def _hand_bags(labels: list[float], gold: list[int]) -> BagSet:
+    """Three bags of sizes 2, 1, 3 with the given bag labels and sentence gold."""
+    bag_index = torch.tensor([0, 0, 1, 2, 2, 2])
+    return BagSet(sent_emb=torch.zeros(6, 4), bag_index=bag_index, ctx_emb=torch.zeros(3, 4),
+                  win_bag=torch.arange(3), labels=torch.tensor(labels), gold=torch.tensor(gold))
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "labels", "n_classes", "expected"),
+    [
+        ("max", [0.0, 1.0, 0.0], 2, [0, 0, -1, 0, 0, 0]),  # a 0 response has only 0 sentences
+        ("max", [2.0, 0.0, 1.0], 3, [-1, -1, 0, -1, -1, -1]),  # Y > 0 only bounds levels: no label
+        ("min", [1.0, 0.0, 1.0], 2, [1, 1, -1, 1, 1, 1]),  # a 1 response has only 1 sentences
+        ("min", [1.0, 2.0, 0.0], 3, [-1, -1, 2, -1, -1, -1]),  # only the top level is implied
+        ("mean", [0.0, 1.0, 0.5], 2, [-1] * 6),
+    ],
+)
+def test_implied_labels_follow_the_aggregation(aggregation: str, labels: list[float], n_classes: int,
+                                               expected: list[int]) -> None:
+    bags = _hand_bags(labels, [-1] * 6)
+    got = implied_labels(bags, aggregation, n_classes=n_classes)
+    assert got.dtype == torch.long
+    assert got.tolist() == expected
+
+
+def test_implied_labels_refuse_unknown_aggregation() -> None:
+    with pytest.raises(ValueError, match="aggregation"):
+        implied_labels(_hand_bags([0.0, 0.0, 0.0], [-1] * 6), "median")
+
+
+def test_teacher_with_implied_labels_trains_on_more_bags_and_gold_wins(monkeypatch) -> None:
+    train, valid, _ = _split()
+    full = planted_bags(400, seed=1).gold
+    first_bags = train.bag_index < 40
+    train.gold = torch.where(first_bags, full, torch.full_like(full, -1))
+    seen: dict[tuple[bool, str], BagSet] = {}
+    real_train_stage = methods.train_stage
+
+    def spy(model, data, objective, **kwargs):
+        seen[(flag, kwargs["stage"])] = data
+        return real_train_stage(model, data, objective, **kwargs)
+
+    monkeypatch.setattr(methods, "train_stage", spy)
+    for flag in (False, True):
+        config = TrainConfig(max_epochs=2, patience=1, teacher_implied=flag)
+        fit_method("hybrid", train, valid, aggregation="max", n_classes=2, config=config, seed=0)
+    off, on = seen[(False, "hybrid-teacher")], seen[(True, "hybrid-teacher")]
+    n_gold_bags = 40
+    n_zero_bags = int((train.labels[40:] == 0).sum())
+    assert off.n_bags == n_gold_bags
+    assert n_zero_bags > 0 and on.n_bags == n_gold_bags + n_zero_bags
+    # Gold bags keep their gold labels (positives included); the added bags carry only implied zeros.
+    assert int((on.gold >= 0).sum()) == int(on.gold.numel())
+    assert int((on.gold == 1).sum()) == int((full[first_bags] == 1).sum())
+    # The later stages still see gold only: implied labels do not leak into the bag/PsLab stages.
+    assert torch.equal(seen[(True, "bag")].gold, train.gold)

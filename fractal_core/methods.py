@@ -91,8 +91,10 @@ def _bag_objective(config: TrainConfig, aggregation: str, weights: dict[str, flo
     def objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
         logp = model(batch)  # (N, C)
         n = batch.n_bags
-        loss = weights["bag"] * bag_loss(logp, batch.bag_index, batch.labels, aggregation=aggregation,
-                                         variant=config.bag_variant, temperature=config.lse_temperature)
+        loss = logp.new_zeros(())
+        if "bag" in weights:
+            loss = loss + weights["bag"] * bag_loss(logp, batch.bag_index, batch.labels, aggregation=aggregation,
+                                                    variant=config.bag_variant, temperature=config.lse_temperature)
         if "cosine" in weights:
             assert batch.cos_target is not None
             loss = loss + weights["cosine"] * cosine_prior(logp, batch.bag_index, n, batch.cos_target)

@@ -272,3 +272,15 @@ def test_teacher_with_implied_labels_trains_on_more_bags_and_gold_wins(monkeypat
     assert int((on.gold == 1).sum()) == int((full[first_bags] == 1).sum())
     # The later stages still see gold only: implied labels do not leak into the bag/PsLab stages.
     assert torch.equal(seen[(True, "bag")].gold, train.gold)
+
+
+def test_zero_weight_terms_are_dropped_and_all_zero_is_refused() -> None:
+    from fractal_core.config import LossWeights
+
+    train, valid, _ = _split()
+    priors_only = TrainConfig(max_epochs=1, weights=LossWeights(bag=0.0, cosine=1.0, correlation=0.0, hybrid=0.0))
+    result = fit_method("priors", train, valid, aggregation="max", n_classes=2, config=priors_only, seed=0)
+    assert result.model is not None
+    nothing = TrainConfig(max_epochs=1, weights=LossWeights(bag=0.0, cosine=0.0, correlation=0.0, hybrid=0.0))
+    with pytest.raises(ValueError, match="sum to 0"):
+        fit_method("bagloss", train, valid, aggregation="max", n_classes=2, config=nothing, seed=0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from fractal_core.segments import gather_ranges, position_in_bag, segment_count, segment_max
+from fractal_core.segments import gather_ranges, segment_count, segment_max
 
 
 def _starts(counts: torch.Tensor) -> torch.Tensor:
@@ -127,7 +127,3 @@ class BagSet:
             out.pair_j = self.pair_j[picked] + offset
             out.pair_r = self.pair_r[picked]
         return out
-
-    def positions(self) -> torch.Tensor:
-        """Position of each sentence inside its bag (N,)."""
-        return position_in_bag(self.bag_index, self.n_bags)

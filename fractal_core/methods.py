@@ -110,9 +110,11 @@ def _bag_objective(config: TrainConfig, aggregation: str, weights: dict[str, flo
     return objective
 
 
-def _instance_objective(labels_field: str = "gold"):
+def _instance_objective():
+    """Plain instance NLL on ``batch.gold`` (gold, pseudo- or implied labels; -1 ignored)."""
+
     def objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
-        return instance_loss(model(batch), getattr(batch, labels_field))
+        return instance_loss(model(batch), batch.gold)
 
     return objective
 

@@ -76,9 +76,3 @@ def gather_ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     run_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     return owner_start + torch.arange(total, device=starts.device) - run_start
 
-
-def position_in_bag(bag_index: torch.Tensor, n_bags: int) -> torch.Tensor:
-    """0-based position of each sentence inside its bag, for bag_index sorted ascending -> (N,) long."""
-    counts = segment_count(bag_index, n_bags, torch.long)
-    starts = torch.cumsum(counts, 0) - counts
-    return torch.arange(bag_index.shape[0], device=bag_index.device) - starts[bag_index]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from fractal_core.bags import BagSet
+from fractal_core.posterior import posterior_scores
 from fractal_core.records import ResponseRecord
 from fractal_core.segments import segment_count, segment_mean, segment_sum
 
@@ -67,19 +68,12 @@ def bag_posterior(
     Y >= 1 -> p_i / P(max = 1). min: Y = 1 -> 1, Y = 0 -> (p_i - prod p) / (1 - prod p). mean: unchanged
     (no closed form worth having). Returns (N,) in [0, 1].
     """
-    n_bags = int(labels.shape[0])
-    y = _binary_labels(labels, aggregation)[bag_index]
-    p = score.clamp(_EPS, 1 - _EPS)
-    if aggregation == "mean":
-        return score.clone()
-    q = bag_probability(score, bag_index, n_bags, aggregation=aggregation)[bag_index]
-    if aggregation == "max":
-        post = torch.where(y >= 1, (p / q.clamp_min(_EPS)).clamp(0, 1), torch.zeros_like(p))
-    elif aggregation == "min":
-        post = torch.where(y >= 1, torch.ones_like(p), ((p - q) / (1 - q).clamp_min(_EPS)).clamp(0, 1))
-    else:
+    if aggregation not in ("max", "min", "mean"):
         raise ValueError(f"unknown aggregation {aggregation!r}")
-    return torch.where(torch.isnan(y), score, post)
+    p = score.clamp(_EPS, 1 - _EPS)
+    # The binary view of fractal_core.posterior (which also handles ordinal log-probabilities exactly).
+    logp = torch.stack([torch.log1p(-p), torch.log(p)], dim=1)  # (N, 2)
+    return posterior_scores(logp, bag_index, labels, aggregation=aggregation).to(score.dtype)
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:

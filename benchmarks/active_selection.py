@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_common import RESULTS, ProbeModel, fmt, load, machine, run_cli, save, setup, stats  # noqa: E402
+from quality_common import RESULTS, ProbeModel, fmt, load, run_cli, run_meta, save, setup, stats  # noqa: E402
 
 from fractal_core.config import TrainConfig  # noqa: E402
 from fractal_core.evaluation import choose_gold_bags, run_one  # noqa: E402
@@ -40,16 +40,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     prepared = load(args.dataset, args.view)
     out = f"active_{args.dataset}_{args.view}.json"
     config = TrainConfig(device="cpu")
-    meta = {
-        "dataset": args.dataset,
-        "view": args.view,
-        "machine": machine(),
-        "encoder_id": prepared.encoder_id,
-        "config": config.to_dict(),
-        "seeds": SEEDS,
-        "budgets": BUDGETS,
-        "split_scored": "test",
-    }
+    meta = run_meta(
+        args, prepared, config=config.to_dict(), seeds=SEEDS, budgets=BUDGETS, split_scored="test"
+    )
     train = prepared.train
     has_gold = torch.zeros(train.n_bags, dtype=torch.bool)
     has_gold[torch.unique(train.bag_index[train.gold >= 0])] = True

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_common import RESULTS, ROOT, load, machine, run_cli, save, setup, stats  # noqa: E402
+from quality_common import RESULTS, ROOT, load, run_cli, run_meta, save, setup, stats  # noqa: E402
 
 from fractal_core.config import TrainConfig  # noqa: E402
 from fractal_core.evaluation import run_one  # noqa: E402
@@ -34,15 +34,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     prepared = load(args.dataset, args.view)
     out = f"gold_curve_{args.dataset}_{args.view}.json"
-    meta = {
-        "dataset": args.dataset,
-        "view": args.view,
-        "machine": machine(),
-        "encoder_id": prepared.encoder_id,
-        "config": TrainConfig(device="cpu").to_dict(),
-        "seeds": SEEDS,
-        "split_scored": "test",
-    }
+    meta = run_meta(
+        args, prepared, config=TrainConfig(device="cpu").to_dict(), seeds=SEEDS, split_scored="test"
+    )
     records: list[dict[str, Any]] = []
     config = TrainConfig(device="cpu")
     for seed in SEEDS:

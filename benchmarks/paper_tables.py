@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_common import RESULTS, fmt, load, machine, run_cli, save, setup, stats  # noqa: E402
+from quality_common import RESULTS, fmt, load, run_cli, run_meta, save, setup, stats  # noqa: E402
 
 from fractal_core.config import TrainConfig  # noqa: E402
 from fractal_core.evaluation import run_one  # noqa: E402
@@ -63,17 +63,15 @@ def cmd_run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     prepared = load(args.dataset, args.view)
     out = f"paper_{args.dataset}_{args.view}.json"
-    meta = {
-        "dataset": args.dataset,
-        "view": args.view,
-        "machine": machine(),
-        "encoder_id": prepared.encoder_id,
-        "config": TrainConfig(device="cpu").to_dict(),
-        "seeds": SEEDS,
-        "gold_fraction": GOLD,
-        "split_scored": "test",
-        "n_classes": prepared.n_classes,
-    }
+    meta = run_meta(
+        args,
+        prepared,
+        config=TrainConfig(device="cpu").to_dict(),
+        seeds=SEEDS,
+        gold_fraction=GOLD,
+        split_scored="test",
+        n_classes=prepared.n_classes,
+    )
     records: list[dict[str, Any]] = []
     for seed in SEEDS:
         for row, method, config in runs_for(prepared.n_classes):

@@ -159,3 +159,14 @@ def run_cli(
         sub.add_parser(name).set_defaults(func=func)
     args = parser.parse_args()
     args.func(args)
+
+
+def run_meta(args: argparse.Namespace, prepared: PreparedSplits, **extra: Any) -> dict[str, Any]:
+    """What every result file records about its run: dataset, view, machine, encoder, plus ``extra``."""
+    return {
+        "dataset": args.dataset,
+        "view": args.view,
+        "machine": machine(),
+        "encoder_id": prepared.encoder_id,
+        **extra,
+    }

@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_common import RESULTS, load, machine, run_cli, save, setup, stats, valid_as_test  # noqa: E402
+from quality_common import RESULTS, load, run_cli, run_meta, save, setup, stats, valid_as_test  # noqa: E402
 
 from fractal_core.config import LossWeights, TrainConfig  # noqa: E402
 from fractal_core.evaluation import run_one  # noqa: E402
@@ -102,14 +102,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     prepared = load(args.dataset, args.view)
     out = f"tune_{args.dataset}_{args.view}.json"
-    meta = {
-        "dataset": args.dataset,
-        "view": args.view,
-        "machine": machine(),
-        "encoder_id": prepared.encoder_id,
-        "seeds": SEEDS,
-        "split_scored": "valid",
-    }
+    meta = run_meta(args, prepared, seeds=SEEDS, split_scored="valid")
     records: list[dict[str, Any]] = []
     if (RESULTS / out).exists() and args.resume:  # keep finished grid points of an interrupted run
         records = json.loads((RESULTS / out).read_text())["records"]

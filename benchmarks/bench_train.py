@@ -48,9 +48,14 @@ def loop_objective(weights: dict[str, float]):
         start = 0
         for b, size in enumerate(counts):
             sl = slice(start, start + size)
-            one = BagSet(sent_emb=batch.sent_emb[sl], bag_index=torch.zeros(size, dtype=torch.long),
-                         ctx_emb=batch.ctx_emb[b : b + 1], win_bag=torch.zeros(1, dtype=torch.long),
-                         labels=batch.labels[b : b + 1], gold=batch.gold[sl])
+            one = BagSet(
+                sent_emb=batch.sent_emb[sl],
+                bag_index=torch.zeros(size, dtype=torch.long),
+                ctx_emb=batch.ctx_emb[b : b + 1],
+                win_bag=torch.zeros(1, dtype=torch.long),
+                labels=batch.labels[b : b + 1],
+                gold=batch.gold[sl],
+            )
             logp = model(one)
             idx = torch.arange(size)
             pi, pj = idx.repeat_interleave(size), idx.repeat(size)
@@ -100,7 +105,9 @@ def matmul_peak(seconds: float = 2.0) -> float:
 def flops_per_bag(bags: BagSet, dim: int) -> float:
     """Forward + backward FLOPs of the scorer per bag (backward ~ 2x forward), from the model's shapes."""
     hidden = dim
-    per_sentence = hidden * dim + hidden * (hidden // 2) + hidden // 2  # sentence projection + mid + out (MACs)
+    per_sentence = (
+        hidden * dim + hidden * (hidden // 2) + hidden // 2
+    )  # sentence projection + mid + out (MACs)
     per_window = hidden * dim  # the context projection, once per bag
     macs = bags.n_sentences * per_sentence + bags.ctx_emb.shape[0] * per_window
     return 3 * 2 * macs / bags.n_bags
@@ -126,16 +133,19 @@ def main() -> None:
     assert abs(a - b) < 1e-4 * max(1.0, abs(a)), (a, b)
     fast = throughput(vec, bags, batch=args.batch, seconds=args.seconds)
     slow = throughput(loop_objective(weights), bags, batch=args.batch, seconds=args.seconds)
-    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True,
-                         text=True).stdout.strip()
+    cpu = subprocess.run(
+        ["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True
+    ).stdout.strip()
     print(f"machine: {cpu or platform.processor()}, {args.threads} threads, torch {torch.__version__}")
     print(f"data: {args.bags} bags, {bags.n_sentences} sentences, dim {args.dim}, batch {args.batch} bags")
     print(f"loss agreement on a probe batch: vectorised {a:.6f} vs loop {b:.6f}")
     print(f"vectorised: {fast:,.0f} bags/s   per-bag loop: {slow:,.0f} bags/s   ratio: {fast / slow:.1f}x")
     peak = matmul_peak()
     useful = fast * flops_per_bag(bags, args.dim) / 1e9
-    print(f"vectorised useful work: {useful:.1f} GFLOP/s = {100 * useful / peak:.0f}% of a 2048^3 float32 matmul "
-          f"measured in this run ({peak:.1f} GFLOP/s)")
+    print(
+        f"vectorised useful work: {useful:.1f} GFLOP/s = {100 * useful / peak:.0f}% of a 2048^3 float32 matmul "
+        f"measured in this run ({peak:.1f} GFLOP/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,11 @@ def _two_class(log_neg: torch.Tensor, log_pos: torch.Tensor) -> torch.Tensor:
 
 
 def aggregate_max(
-    logp: torch.Tensor, bag_index: torch.Tensor, n_bags: int, *, variant: str = "prob",
+    logp: torch.Tensor,
+    bag_index: torch.Tensor,
+    n_bags: int,
+    *,
+    variant: str = "prob",
     temperature: float = 0.1,
 ) -> torch.Tensor:
     """Bag log-probabilities of Y = max_i y_i: (N, C) -> (B, C).
@@ -71,7 +75,9 @@ def aggregate_max(
     if variant == "lse" and n_classes == 2:
         z = binary_logit(logp) / temperature
         bag_logit = temperature * segment_logsumexp(z, bag_index, n_bags)
-        return _two_class(torch.nn.functional.logsigmoid(-bag_logit), torch.nn.functional.logsigmoid(bag_logit))
+        return _two_class(
+            torch.nn.functional.logsigmoid(-bag_logit), torch.nn.functional.logsigmoid(bag_logit)
+        )
     if variant not in ("prob", "lse", "hard"):
         raise ValueError(f"unknown bag variant {variant!r}")
     if n_classes == 2:
@@ -86,7 +92,11 @@ def aggregate_max(
 
 
 def aggregate_min(
-    logp: torch.Tensor, bag_index: torch.Tensor, n_bags: int, *, variant: str = "prob",
+    logp: torch.Tensor,
+    bag_index: torch.Tensor,
+    n_bags: int,
+    *,
+    variant: str = "prob",
     temperature: float = 0.1,
 ) -> torch.Tensor:
     """Bag log-probabilities of Y = min_i y_i for binary labels: (N, 2) -> (B, 2)."""
@@ -97,7 +107,9 @@ def aggregate_min(
     if variant == "lse":
         z = binary_logit(logp) / temperature
         bag_logit = -temperature * segment_logsumexp(-z, bag_index, n_bags)
-        return _two_class(torch.nn.functional.logsigmoid(-bag_logit), torch.nn.functional.logsigmoid(bag_logit))
+        return _two_class(
+            torch.nn.functional.logsigmoid(-bag_logit), torch.nn.functional.logsigmoid(bag_logit)
+        )
     if variant != "prob":
         raise ValueError(f"unknown bag variant {variant!r}")
     log_all_pos = segment_sum(logp[:, 1], bag_index, n_bags)  # log P(min = 1) = sum log p_i
@@ -110,7 +122,12 @@ def aggregate_mean(logp: torch.Tensor, bag_index: torch.Tensor, n_bags: int) -> 
 
 
 def aggregate(
-    logp: torch.Tensor, bag_index: torch.Tensor, n_bags: int, *, aggregation: str, variant: str = "prob",
+    logp: torch.Tensor,
+    bag_index: torch.Tensor,
+    n_bags: int,
+    *,
+    aggregation: str,
+    variant: str = "prob",
     temperature: float = 0.1,
 ) -> torch.Tensor:
     """Dispatch on the bag's aggregation ("max", "min", "mean")."""

@@ -83,7 +83,9 @@ class BagSet:
         n_pairs_per_bag = counts * counts
         total = int(n_pairs_per_bag.sum())
         if total > max_pairs:
-            raise ValueError(f"{total} sentence pairs exceed max_pairs={max_pairs}; split very long responses")
+            raise ValueError(
+                f"{total} sentence pairs exceed max_pairs={max_pairs}; split very long responses"
+            )
         pair_bag = torch.repeat_interleave(torch.arange(self.n_bags, device=self.device), n_pairs_per_bag)
         k = torch.arange(total, device=self.device) - _starts(n_pairs_per_bag)[pair_bag]
         size = counts[pair_bag]
@@ -103,7 +105,9 @@ class BagSet:
         new_bag_index = torch.repeat_interleave(torch.arange(bags.shape[0], device=self.device), counts[bags])
         win_counts = self.window_counts()
         win = gather_ranges(_starts(win_counts)[bags], win_counts[bags])
-        new_win_bag = torch.repeat_interleave(torch.arange(bags.shape[0], device=self.device), win_counts[bags])
+        new_win_bag = torch.repeat_interleave(
+            torch.arange(bags.shape[0], device=self.device), win_counts[bags]
+        )
         out = BagSet(
             sent_emb=self.sent_emb[sent],
             bag_index=new_bag_index,

@@ -21,8 +21,15 @@ from fractal_core.errors import InputError
 
 METHOD_ALIASES = {"prior-only": "prior_only", "priors-only": "prior_only"}
 DEFAULT_EVAL_METHODS = "naive,prior_only,bagloss,priors,pslab,hybrid,supervised"
-TABLE_KEYS = ("instance_auc_roc", "instance_auprc", "instance_mae", "posterior_auc_roc", "bag_auc_roc",
-              "first_error_acc", "train_seconds")
+TABLE_KEYS = (
+    "instance_auc_roc",
+    "instance_auprc",
+    "instance_mae",
+    "posterior_auc_roc",
+    "bag_auc_roc",
+    "first_error_acc",
+    "train_seconds",
+)
 
 
 def fail(message: str) -> typer.Exit:
@@ -62,8 +69,9 @@ def _methods(spec: str) -> list[str]:
     return names
 
 
-EncoderOpt = Annotated[str | None, typer.Option(help="Local Hugging Face encoder directory (default: bundled "
-                                                     "all-MiniLM-L6-v2).")]
+EncoderOpt = Annotated[
+    str | None, typer.Option(help="Local Hugging Face encoder directory (default: bundled all-MiniLM-L6-v2).")
+]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:1 ...")]
 
 
@@ -82,7 +90,9 @@ def segment_cmd(
 
 
 def embed_cmd(
-    data: Annotated[Path, typer.Argument(help="A JSONL/CSV/Parquet file or a directory of train/valid/test.jsonl")],
+    data: Annotated[
+        Path, typer.Argument(help="A JSONL/CSV/Parquet file or a directory of train/valid/test.jsonl")
+    ],
     encoder: EncoderOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -98,15 +108,20 @@ def embed_cmd(
     started = time.perf_counter()
     enc.encode([s.text for r in records for s in r.spans], show_progress=True)
     enc.encode_windows([r.context for r in records])
-    typer.echo(f"embedded {sum(len(r.spans) for r in records)} sentences of {len(records)} responses with "
-               f"{enc.encoder_id} in {time.perf_counter() - started:.1f}s")
+    typer.echo(
+        f"embedded {sum(len(r.spans) for r in records)} sentences of {len(records)} responses with "
+        f"{enc.encoder_id} in {time.perf_counter() - started:.1f}s"
+    )
 
 
 def train_cmd(
-    data: Annotated[Path, typer.Argument(help="Training file, or a directory with train.jsonl (+ valid.jsonl)")],
+    data: Annotated[
+        Path, typer.Argument(help="Training file, or a directory with train.jsonl (+ valid.jsonl)")
+    ],
     out: Annotated[Path, typer.Option(help="Directory to save the model in")],
-    method: Annotated[str, typer.Option(help="fractal (default), pslab, hybrid, bagloss, priors, supervised ...")
-                      ] = "fractal",
+    method: Annotated[
+        str, typer.Option(help="fractal (default), pslab, hybrid, bagloss, priors, supervised ...")
+    ] = "fractal",
     seed: int = 0,
     max_epochs: Annotated[int | None, typer.Option(help="Override the default epoch bound")] = None,
     encoder: EncoderOpt = None,
@@ -138,7 +153,8 @@ def train_cmd(
 
     try:
         model = FractalModel(method, config=config, encoder=_encoder_config(encoder, device), seed=seed).fit(
-            splits["train"], valid=splits.get("valid"), progress=progress)
+            splits["train"], valid=splits.get("valid"), progress=progress
+        )
     except ValueError as err:
         bar.close()
         raise fail(str(err)) from None
@@ -199,13 +215,18 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
 
 def evaluate_cmd(
-    data: Annotated[Path, typer.Option(help="Directory with train.jsonl, valid.jsonl (optional), test.jsonl")],
+    data: Annotated[
+        Path, typer.Option(help="Directory with train.jsonl, valid.jsonl (optional), test.jsonl")
+    ],
     methods: Annotated[str, typer.Option(help="Comma-separated methods")] = DEFAULT_EVAL_METHODS,
-    gold_fraction: Annotated[float, typer.Option(help="Share of training responses with gold sentence labels "
-                                                      "for hybrid/fractal")] = 0.1,
+    gold_fraction: Annotated[
+        float, typer.Option(help="Share of training responses with gold sentence labels for hybrid/fractal")
+    ] = 0.1,
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..n-1)")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result records here")] = None,
-    label_view: Annotated[str, typer.Option(help="native | binary (ordinal labels >= 1 become 1)")] = "native",
+    label_view: Annotated[
+        str, typer.Option(help="native | binary (ordinal labels >= 1 become 1)")
+    ] = "native",
     limit: Annotated[int | None, typer.Option(help="Use only the first N responses of each split")] = None,
     max_epochs: Annotated[int | None, typer.Option(help="Override the default epoch bound")] = None,
     encoder: EncoderOpt = None,
@@ -246,8 +267,11 @@ def evaluate_cmd(
         prepared = prepare_splits(splits, enc, label_view=label_view, device=device)  # type: ignore[arg-type]
     except ValueError as err:
         raise fail(f"{data}: {err}") from None
-    typer.echo(f"embedded {data} with {enc.encoder_id} in {time.perf_counter() - started:.1f}s "
-               f"(aggregation {prepared.aggregation}, {prepared.n_classes} levels)", err=True)
+    typer.echo(
+        f"embedded {data} with {enc.encoder_id} in {time.perf_counter() - started:.1f}s "
+        f"(aggregation {prepared.aggregation}, {prepared.n_classes} levels)",
+        err=True,
+    )
     bar = tqdm(total=seeds * len(names), desc="runs", unit="run")
 
     def on_result(record: dict[str, Any]) -> None:
@@ -255,8 +279,14 @@ def evaluate_cmd(
         bar.update(1)
 
     try:
-        results = run_evaluation(prepared, names, seeds=range(seeds), gold_fraction=gold_fraction, config=config,
-                                 on_result=on_result)
+        results = run_evaluation(
+            prepared,
+            names,
+            seeds=range(seeds),
+            gold_fraction=gold_fraction,
+            config=config,
+            on_result=on_result,
+        )
     except ValueError as err:
         raise fail(str(err)) from None
     finally:

@@ -23,7 +23,9 @@ class LossWeights:
 class TrainConfig:
     """How a FRACTAL model is trained. The defaults are the ones chosen on validation splits (BENCHMARKS.md)."""
 
-    bag_variant: BagVariant = "hard"  # max/min aggregation: hard (paper), prob (noisy-OR / product), lse (smooth)
+    bag_variant: BagVariant = (
+        "hard"  # max/min aggregation: hard (paper), prob (noisy-OR / product), lse (smooth)
+    )
     lse_temperature: float = 0.1  # temperature of the smooth max when bag_variant == "lse" (logit units)
     weights: LossWeights = field(default_factory=LossWeights)
     hidden: int | None = None  # first hidden width of the scorer MLP; None -> encoder dim (paper: d)
@@ -36,9 +38,13 @@ class TrainConfig:
     teacher_implied: bool = False  # hybrid teacher also trains on sentence labels implied by response labels
     pslab: bool = False  # finish weakly supervised methods with maximum-likelihood pseudo-labels
     valid_metric: ValidMetric = "auto"  # early stopping: sentence AUC when validation has gold, else bag loss
-    valid_fraction: float = 0.1  # share of training bags held out for early stopping when no valid set is given
+    valid_fraction: float = (
+        0.1  # share of training bags held out for early stopping when no valid set is given
+    )
     device: str = "auto"  # "auto" -> CUDA when present, else CPU; or any torch device string
-    cpu_threads: int = 1  # torch threads while training on CPU (small matrices: 1 is fastest on a busy machine,
+    cpu_threads: int = (
+        1  # torch threads while training on CPU (small matrices: 1 is fastest on a busy machine,
+    )
     # see BENCHMARKS.md "Training"); 0 keeps torch's default
     min_gold_for_valid: int = 20  # labelled validation sentences needed (both classes) to early-stop on them
 

@@ -10,8 +10,9 @@ class InputError(ValueError):
     whole input has been validated.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None
+    ) -> None:
         self.file = file
         self.line = line
         self.field = field

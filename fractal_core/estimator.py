@@ -35,7 +35,7 @@ FORMAT_VERSION = 1
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when present, else CPU; anything else is passed to torch."""
+    """ "auto" -> CUDA when present, else CPU; anything else is passed to torch."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -45,7 +45,9 @@ def task_of(records: Sequence[ResponseRecord]) -> tuple[str, int]:
     """(aggregation, number of label levels) shared by all ``records``; mixed aggregations are refused."""
     aggregations = {r.aggregation for r in records}
     if len(aggregations) != 1:
-        raise ValueError(f"responses mix aggregations {sorted(aggregations)}; train one aggregation at a time")
+        raise ValueError(
+            f"responses mix aggregations {sorted(aggregations)}; train one aggregation at a time"
+        )
     return aggregations.pop(), num_classes(records)
 
 
@@ -61,8 +63,14 @@ def holdout_split(n_bags: int, fraction: float, seed: int) -> tuple[torch.Tensor
 class FractalModel:
     """Learns sentence scores from response labels with one method of the FRACTAL suite."""
 
-    def __init__(self, method: str = "fractal", *, config: TrainConfig | None = None,
-                 encoder: EncoderConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        method: str = "fractal",
+        *,
+        config: TrainConfig | None = None,
+        encoder: EncoderConfig | None = None,
+        seed: int = 0,
+    ) -> None:
         self.method = method
         self.config = config
         self.encoder = encoder
@@ -72,8 +80,13 @@ class FractalModel:
     def _config(self) -> TrainConfig:
         return self.config or TrainConfig()
 
-    def fit(self, records: Sequence[ResponseRecord], *, valid: Sequence[ResponseRecord] | None = None,
-            progress: ProgressFn | None = None) -> Self:
+    def fit(
+        self,
+        records: Sequence[ResponseRecord],
+        *,
+        valid: Sequence[ResponseRecord] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Self:
         """Embed and train on ``records``; early-stop on ``valid`` (or on a held-out share of ``records``)."""
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
@@ -98,15 +111,37 @@ class FractalModel:
                 bags, valid_bags = bags.select(train_ids), bags.select(valid_ids)
         if progress is not None:
             progress("embed", 1.0, "embeddings ready")
-        return self.fit_bags(bags, valid_bags, aggregation=aggregation, n_classes=n_classes,
-                             encoder_id=encoder.encoder_id, progress=progress)
+        return self.fit_bags(
+            bags,
+            valid_bags,
+            aggregation=aggregation,
+            n_classes=n_classes,
+            encoder_id=encoder.encoder_id,
+            progress=progress,
+        )
 
-    def fit_bags(self, train: BagSet, valid: BagSet | None = None, *, aggregation: str, n_classes: int,
-                 encoder_id: str | None = None, progress: ProgressFn | None = None) -> Self:
+    def fit_bags(
+        self,
+        train: BagSet,
+        valid: BagSet | None = None,
+        *,
+        aggregation: str,
+        n_classes: int,
+        encoder_id: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Self:
         """Train on prepared bags (embeddings already computed): the fast path for sweeps over methods."""
         config = self._config()
-        result = fit_method(self.method, train, valid, aggregation=aggregation, n_classes=n_classes,
-                            config=config, seed=self.seed, progress=progress)
+        result = fit_method(
+            self.method,
+            train,
+            valid,
+            aggregation=aggregation,
+            n_classes=n_classes,
+            config=config,
+            seed=self.seed,
+            progress=progress,
+        )
         self.resolved_method_ = result.method
         self.scorer_ = result.model
         self.aggregation_ = aggregation
@@ -118,8 +153,13 @@ class FractalModel:
             self.metrics_ = {f"valid_{k}": v for k, v in self.evaluate_bags(valid).items()}
         return self
 
-    def fit_preferences(self, records: Sequence[ResponseRecord], pairs: Sequence[tuple[int, int, float]], *,
-                        progress: ProgressFn | None = None) -> Self:
+    def fit_preferences(
+        self,
+        records: Sequence[ResponseRecord],
+        pairs: Sequence[tuple[int, int, float]],
+        *,
+        progress: ProgressFn | None = None,
+    ) -> Self:
         """Learn sentence scores from preference pairs (PrefBagLoss) instead of response labels.
 
         ``pairs`` holds ``(i, j, p)``: responses ``records[i]`` and ``records[j]`` with p = 1 when j is the
@@ -142,8 +182,13 @@ class FractalModel:
         def paired(ids: torch.Tensor) -> BagSet:
             return preference_bags(bags, index[ids, 0], index[ids, 1], prefs[ids])
 
-        result = fit_preference(paired(train_ids), None if valid_ids is None else paired(valid_ids),
-                                config=config, seed=self.seed, progress=progress)
+        result = fit_preference(
+            paired(train_ids),
+            None if valid_ids is None else paired(valid_ids),
+            config=config,
+            seed=self.seed,
+            progress=progress,
+        )
         self.resolved_method_ = result.method
         self.scorer_ = result.model
         self.aggregation_ = "mean"
@@ -200,7 +245,9 @@ class FractalModel:
             return [1 - p[:, 0] for p in self.predict_proba(records)]
         bags = self._embed(records)
         logp = self.predict_proba_bags(bags).clamp_min(1e-12).log()
-        scores = posterior_scores(logp, bags.bag_index, bags.labels, aggregation=self.aggregation_).cpu().numpy()
+        scores = (
+            posterior_scores(logp, bags.bag_index, bags.labels, aggregation=self.aggregation_).cpu().numpy()
+        )
         return np.split(scores, np.cumsum([len(r.spans) for r in records])[:-1])
 
     # ------------------------------------------------------------------------------------------- evaluation
@@ -211,19 +258,29 @@ class FractalModel:
         score = positive_score(logp)
         levels = torch.arange(self.n_classes_, dtype=proba.dtype, device=proba.device)
         gold = bags.gold.cpu().numpy()
-        out = sentence_metrics(gold, score.cpu().numpy(), expected_level=(proba * levels).sum(1).cpu().numpy(),
-                               n_classes=self.n_classes_)
+        out = sentence_metrics(
+            gold,
+            score.cpu().numpy(),
+            expected_level=(proba * levels).sum(1).cpu().numpy(),
+            n_classes=self.n_classes_,
+        )
         bag_out = aggregate(logp, bags.bag_index, bags.n_bags, aggregation=self.aggregation_, variant="prob")
-        out.update(bag_metrics(bags.labels.cpu().numpy(), bag_positive_score(bag_out).cpu().numpy(),
-                               aggregation=self.aggregation_))
+        out.update(
+            bag_metrics(
+                bags.labels.cpu().numpy(),
+                bag_positive_score(bag_out).cpu().numpy(),
+                aggregation=self.aggregation_,
+            )
+        )
         # The product view: scores given each response's own label (the naive baseline is its degenerate case).
         conditioned = posterior_scores(logp, bags.bag_index, bags.labels, aggregation=self.aggregation_)
         given = sentence_metrics(gold, conditioned.cpu().numpy())
         out["posterior_auc_roc"] = given["instance_auc_roc"]
         out["posterior_auprc"] = given["instance_auprc"]
         if self.aggregation_ == "max":
-            out["first_error_acc"] = first_error_accuracy(gold, score.cpu().numpy(), bags.bag_index.cpu().numpy(),
-                                                          bags.n_bags)
+            out["first_error_acc"] = first_error_accuracy(
+                gold, score.cpu().numpy(), bags.bag_index.cpu().numpy(), bags.n_bags
+            )
         return out
 
     def evaluate(self, records: Sequence[ResponseRecord]) -> dict[str, float]:
@@ -277,7 +334,9 @@ class FractalModel:
         model.scorer_ = None
         if "dim" in meta:
             scorer = SentenceScorer(meta["dim"], n_classes=meta["n_classes"], hidden=config.hidden)
-            scorer.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu", weights_only=True))
+            scorer.load_state_dict(
+                torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
+            )
             model.scorer_ = scorer.eval()
         return model
 

@@ -43,8 +43,13 @@ def binarise(bags: BagSet) -> BagSet:
     return replace(bags, labels=(bags.labels >= 1).float(), gold=gold)
 
 
-def prepare_splits(splits: dict[str, list[ResponseRecord]], encoder: Encoder, *, label_view: LabelView = "native",
-                   device: str = "auto") -> PreparedSplits:
+def prepare_splits(
+    splits: dict[str, list[ResponseRecord]],
+    encoder: Encoder,
+    *,
+    label_view: LabelView = "native",
+    device: str = "auto",
+) -> PreparedSplits:
     """Embed ``splits`` ({train, valid?, test}) once."""
     if "test" not in splits:
         raise ValueError("evaluation needs a test split (test.jsonl)")
@@ -54,8 +59,14 @@ def prepare_splits(splits: dict[str, list[ResponseRecord]], encoder: Encoder, *,
     if label_view == "binary":
         bags = {name: binarise(b) for name, b in bags.items()}
         n_classes = 2
-    return PreparedSplits(train=bags["train"], valid=bags.get("valid"), test=bags["test"],
-                          aggregation=aggregation, n_classes=n_classes, encoder_id=encoder.encoder_id)
+    return PreparedSplits(
+        train=bags["train"],
+        valid=bags.get("valid"),
+        test=bags["test"],
+        aggregation=aggregation,
+        n_classes=n_classes,
+        encoder_id=encoder.encoder_id,
+    )
 
 
 def choose_gold_bags(bags: BagSet, fraction: float, seed: int) -> torch.Tensor:
@@ -74,8 +85,15 @@ def keep_gold_of(bags: BagSet, gold_bags: torch.Tensor | None) -> BagSet:
     return replace(bags, gold=torch.where(keep[bags.bag_index], bags.gold, torch.full_like(bags.gold, -1)))
 
 
-def run_one(prepared: PreparedSplits, method: str, *, seed: int, gold_fraction: float, config: TrainConfig,
-            gold_bags: torch.Tensor | None = None) -> dict[str, Any]:
+def run_one(
+    prepared: PreparedSplits,
+    method: str,
+    *,
+    seed: int,
+    gold_fraction: float,
+    config: TrainConfig,
+    gold_bags: torch.Tensor | None = None,
+) -> dict[str, Any]:
     """Train ``method`` once and return its test metrics as a flat record."""
     if method == "supervised":
         fraction = 1.0
@@ -93,18 +111,34 @@ def run_one(prepared: PreparedSplits, method: str, *, seed: int, gold_fraction: 
         valid = keep_gold_of(prepared.valid, None) if prepared.valid is not None else None
     started = time.perf_counter()
     model = FractalModel(method, config=config, seed=seed).fit_bags(
-        train, valid, aggregation=prepared.aggregation, n_classes=prepared.n_classes,
-        encoder_id=prepared.encoder_id)
+        train,
+        valid,
+        aggregation=prepared.aggregation,
+        n_classes=prepared.n_classes,
+        encoder_id=prepared.encoder_id,
+    )
     seconds = time.perf_counter() - started
     metrics = model.evaluate_bags(prepared.test)
-    return {"method": method, "resolved_method": model.resolved_method_, "gold_fraction": fraction,
-            "seed": seed, **metrics, "train_seconds": seconds,
-            "epochs": {s["stage"]: s["best_epoch"] + 1 for s in model.history_}}
+    return {
+        "method": method,
+        "resolved_method": model.resolved_method_,
+        "gold_fraction": fraction,
+        "seed": seed,
+        **metrics,
+        "train_seconds": seconds,
+        "epochs": {s["stage"]: s["best_epoch"] + 1 for s in model.history_},
+    }
 
 
-def run_evaluation(prepared: PreparedSplits, methods: Sequence[str], *, seeds: Sequence[int],
-                   gold_fraction: float, config: TrainConfig,
-                   on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def run_evaluation(
+    prepared: PreparedSplits,
+    methods: Sequence[str],
+    *,
+    seeds: Sequence[int],
+    gold_fraction: float,
+    config: TrainConfig,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Every method for every seed; results in run order."""
     results = []
     for seed in seeds:

@@ -16,7 +16,8 @@ def gold_array(records: Sequence[ResponseRecord]) -> np.ndarray:
     """Flat gold levels (N,) int64, -1 where a sentence (or a whole response) has no gold label."""
     parts = [
         np.array([-1 if v is None else int(v) for v in r.sentence_labels], dtype=np.int64)
-        if r.sentence_labels is not None else np.full(len(r.spans), -1, dtype=np.int64)
+        if r.sentence_labels is not None
+        else np.full(len(r.spans), -1, dtype=np.int64)
         for r in records
     ]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
@@ -29,8 +30,13 @@ def sentence_bag_index(records: Sequence[ResponseRecord]) -> np.ndarray:
 
 
 def embed_records(
-    records: Sequence[ResponseRecord], encoder: Encoder, *, device: torch.device | str = "cpu",
-    window_words: int = 200, window_stride: int = 150, progress: Callable[[int, int], None] | None = None,
+    records: Sequence[ResponseRecord],
+    encoder: Encoder,
+    *,
+    device: torch.device | str = "cpu",
+    window_words: int = 200,
+    window_stride: int = 150,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BagSet:
     """Embed ``records`` into a ``BagSet`` on ``device``.
 
@@ -42,8 +48,9 @@ def embed_records(
         raise ValueError("no responses to embed")
     sentences = [s.text for r in records for s in r.spans]
     sent_emb = encoder.encode(sentences, progress=progress)  # (N, d)
-    ctx_emb, win_owner = encoder.encode_windows([r.context for r in records], max_words=window_words,
-                                                stride_words=window_stride)  # (W, d), (W,)
+    ctx_emb, win_owner = encoder.encode_windows(
+        [r.context for r in records], max_words=window_words, stride_words=window_stride
+    )  # (W, d), (W,)
     labels = np.array([float(r.response_label) for r in records], dtype=np.float32)
     return BagSet(
         sent_emb=torch.as_tensor(np.ascontiguousarray(sent_emb, dtype=np.float32)).to(device),

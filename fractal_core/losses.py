@@ -13,15 +13,22 @@ from fractal_core.segments import segment_count
 
 
 def bag_loss(
-    logp: torch.Tensor, bag_index: torch.Tensor, bag_labels: torch.Tensor, *, aggregation: str,
-    variant: str = "prob", temperature: float = 0.1,
+    logp: torch.Tensor,
+    bag_index: torch.Tensor,
+    bag_labels: torch.Tensor,
+    *,
+    aggregation: str,
+    variant: str = "prob",
+    temperature: float = 0.1,
 ) -> torch.Tensor:
     """BagLoss (DLLP-style): NLL of the bag label under the aggregate (max/min), MSE for mean (LLP).
 
     logp (N, C); bag_labels (B,) float holding levels (max/min) or proportions (mean).
     """
     n_bags = bag_labels.shape[0]
-    out = aggregate(logp, bag_index, n_bags, aggregation=aggregation, variant=variant, temperature=temperature)
+    out = aggregate(
+        logp, bag_index, n_bags, aggregation=aggregation, variant=variant, temperature=temperature
+    )
     if aggregation == "mean":
         return torch.mean((out - bag_labels) ** 2)
     target = bag_labels.long().clamp(0, out.shape[1] - 1)
@@ -56,7 +63,11 @@ def cosine_prior(
 
 
 def correlation_prior(
-    logp: torch.Tensor, bag_index: torch.Tensor, n_bags: int, pair_i: torch.Tensor, pair_j: torch.Tensor,
+    logp: torch.Tensor,
+    bag_index: torch.Tensor,
+    n_bags: int,
+    pair_i: torch.Tensor,
+    pair_j: torch.Tensor,
     pair_r: torch.Tensor,
 ) -> torch.Tensor:
     """Correlation prior: per bag (1/n) sum_{i,j} |(1-p_i)(1-p_j) - R_ij| * |p_i p_j - R_ij|, mean over bags.
@@ -87,7 +98,11 @@ def instance_loss(logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def pref_bag_loss(
-    logp: torch.Tensor, bag_index: torch.Tensor, n_bags: int, first: torch.Tensor, second: torch.Tensor,
+    logp: torch.Tensor,
+    bag_index: torch.Tensor,
+    n_bags: int,
+    first: torch.Tensor,
+    second: torch.Tensor,
     second_better: torch.Tensor,
 ) -> torch.Tensor:
     """PrefBagLoss: s(B) = mean P(level >= 1) of a bag; P(B2 > B1) = s2 / (s1 + s2); BCE with the preference.

@@ -79,7 +79,9 @@ def resolve_method(method: str, train: BagSet, *, pslab: bool = True) -> str:
 
 
 def _weights(config: TrainConfig, use: set[str]) -> dict[str, float]:
-    raw = {k: float(getattr(config.weights, k)) for k in ("bag", "cosine", "correlation", "hybrid") if k in use}
+    raw = {
+        k: float(getattr(config.weights, k)) for k in ("bag", "cosine", "correlation", "hybrid") if k in use
+    }
     raw = {k: v for k, v in raw.items() if v > 0}  # a zero-weight term is neither built nor computed
     total = sum(raw.values())
     if total <= 0:
@@ -93,15 +95,22 @@ def _bag_objective(config: TrainConfig, aggregation: str, weights: dict[str, flo
         n = batch.n_bags
         loss = logp.new_zeros(())
         if "bag" in weights:
-            loss = loss + weights["bag"] * bag_loss(logp, batch.bag_index, batch.labels, aggregation=aggregation,
-                                                    variant=config.bag_variant, temperature=config.lse_temperature)
+            loss = loss + weights["bag"] * bag_loss(
+                logp,
+                batch.bag_index,
+                batch.labels,
+                aggregation=aggregation,
+                variant=config.bag_variant,
+                temperature=config.lse_temperature,
+            )
         if "cosine" in weights:
             assert batch.cos_target is not None
             loss = loss + weights["cosine"] * cosine_prior(logp, batch.bag_index, n, batch.cos_target)
         if "correlation" in weights:
             assert batch.pair_i is not None and batch.pair_j is not None and batch.pair_r is not None
             loss = loss + weights["correlation"] * correlation_prior(
-                logp, batch.bag_index, n, batch.pair_i, batch.pair_j, batch.pair_r)
+                logp, batch.bag_index, n, batch.pair_i, batch.pair_j, batch.pair_r
+            )
         if "hybrid" in weights:
             assert batch.hyb_target is not None
             loss = loss + weights["hybrid"] * soft_cross_entropy(logp, batch.hyb_target)
@@ -140,14 +149,16 @@ def make_validator(valid: BagSet | None, *, aggregation: str, config: TrainConfi
 
     def validate_bag(model: SentenceScorer) -> float:
         with torch.inference_mode():
-            return -float(bag_loss(model(valid), valid.bag_index, valid.labels, aggregation=aggregation,
-                                   variant="prob"))
+            return -float(
+                bag_loss(model(valid), valid.bag_index, valid.labels, aggregation=aggregation, variant="prob")
+            )
 
     return (validate_sentence if mode == "sentence" else validate_bag), mode
 
 
-def _fresh(dim: int, n_classes: int, config: TrainConfig, generator: torch.Generator,
-           device: torch.device) -> SentenceScorer:
+def _fresh(
+    dim: int, n_classes: int, config: TrainConfig, generator: torch.Generator, device: torch.device
+) -> SentenceScorer:
     return SentenceScorer(dim, n_classes=n_classes, hidden=config.hidden, generator=generator).to(device)
 
 
@@ -197,8 +208,16 @@ def fit_method(
 ) -> FitResult:
     """Run one method's pipeline on prepared bags. ``train.gold`` holds the gold labels the method may use."""
     with cpu_threads(config.cpu_threads, train.device):
-        return _fit_method(method, train, valid, aggregation=aggregation, n_classes=n_classes, config=config,
-                           seed=seed, progress=progress)
+        return _fit_method(
+            method,
+            train,
+            valid,
+            aggregation=aggregation,
+            n_classes=n_classes,
+            config=config,
+            seed=seed,
+            progress=progress,
+        )
 
 
 def _fit_method(
@@ -222,8 +241,18 @@ def _fit_method(
     validate, _ = make_validator(valid, aggregation=aggregation, config=config)
 
     def stage(name: str, model: SentenceScorer, data: BagSet, objective) -> SentenceScorer:
-        result.stages.append(train_stage(model, data, objective, config=config, generator=generator,
-                                         validate=validate, stage=name, progress=progress))
+        result.stages.append(
+            train_stage(
+                model,
+                data,
+                objective,
+                config=config,
+                generator=generator,
+                validate=validate,
+                stage=name,
+                progress=progress,
+            )
+        )
         return model
 
     if method == "supervised":
@@ -240,25 +269,38 @@ def _fit_method(
             train = train.with_correlation_pairs()
     if method == "hybrid":
         use.add("hybrid")
-        teacher = stage("hybrid-teacher", _fresh(dim, n_classes, config, generator, device),
-                        _teacher_bags(train, aggregation, n_classes, config), _instance_objective())
+        teacher = stage(
+            "hybrid-teacher",
+            _fresh(dim, n_classes, config, generator, device),
+            _teacher_bags(train, aggregation, n_classes, config),
+            _instance_objective(),
+        )
         with torch.inference_mode():
             train.hyb_target = teacher(train).exp()  # frozen soft targets, computed once
     weights = _weights(config, use)
-    model = stage("bag", _fresh(dim, n_classes, config, generator, device), train,
-                  _bag_objective(config, aggregation, weights))
+    model = stage(
+        "bag",
+        _fresh(dim, n_classes, config, generator, device),
+        train,
+        _bag_objective(config, aggregation, weights),
+    )
     # The "pslab" method always ends with PsLab; "hybrid" (and so "fractal") when the config says so.
     if (method == "pslab" or (method == "hybrid" and config.pslab)) and aggregation in ("max", "min"):
         with torch.inference_mode():
-            labels = pseudo_labels(model(train), train.bag_index, train.labels, aggregation=aggregation,
-                                   gold=train.gold)
+            labels = pseudo_labels(
+                model(train), train.bag_index, train.labels, aggregation=aggregation, gold=train.gold
+            )
         pseudo = BagSet(**{**train.__dict__, "gold": labels})
-        model = stage("pslab", _fresh(dim, n_classes, config, generator, device), pseudo, _instance_objective())
+        model = stage(
+            "pslab", _fresh(dim, n_classes, config, generator, device), pseudo, _instance_objective()
+        )
     result.model = model
     return result
 
 
-def preference_bags(bags: BagSet, first: torch.Tensor, second: torch.Tensor, second_better: torch.Tensor) -> BagSet:
+def preference_bags(
+    bags: BagSet, first: torch.Tensor, second: torch.Tensor, second_better: torch.Tensor
+) -> BagSet:
     """Bags laid out as pairs: bag 2k is ``first[k]``, bag 2k+1 is ``second[k]``, whose label holds the preference."""
     order = torch.stack([first, second], 1).flatten()
     paired = bags.select(order)  # a response may appear in several pairs
@@ -289,7 +331,15 @@ def fit_preference(
             return -float(_preference_loss(m, valid))
 
     with cpu_threads(config.cpu_threads, train.device):
-        stage = train_stage(model, train, _preference_loss, config=config, generator=generator,
-                            validate=validate if valid is not None and valid.n_bags else None, stage="preference",
-                            progress=progress, group_size=2)
+        stage = train_stage(
+            model,
+            train,
+            _preference_loss,
+            config=config,
+            generator=generator,
+            validate=validate if valid is not None and valid.n_bags else None,
+            stage="preference",
+            progress=progress,
+            group_size=2,
+        )
     return FitResult(method="preference", model=model, stages=[stage])

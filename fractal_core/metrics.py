@@ -59,11 +59,16 @@ def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
 def _flat(values: Sequence[Sequence[Any]] | np.ndarray) -> np.ndarray:
     if isinstance(values, np.ndarray):
         return values
-    return np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in values]) if len(values) else np.zeros(0)
+    return (
+        np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in values])
+        if len(values)
+        else np.zeros(0)
+    )
 
 
-def sentence_metrics(gold: np.ndarray, score: np.ndarray, *, expected_level: np.ndarray | None = None,
-                     n_classes: int = 2) -> dict[str, float]:
+def sentence_metrics(
+    gold: np.ndarray, score: np.ndarray, *, expected_level: np.ndarray | None = None, n_classes: int = 2
+) -> dict[str, float]:
     """gold (N,) levels with -1 for unknown; score (N,) P(level >= 1). Binary view: level >= 1 is positive."""
     mask = gold >= 0
     g, s = gold[mask], score[mask]
@@ -118,6 +123,9 @@ def summarize(records: list[dict[str, Any]], *, keys: Sequence[str]) -> dict[str
     for key in keys:
         vals = np.array([r[key] for r in records if key in r and r[key] is not None], dtype=np.float64)
         vals = vals[~np.isnan(vals)]
-        out[key] = {"mean": float(vals.mean()) if len(vals) else float("nan"),
-                    "std": float(vals.std()) if len(vals) else float("nan"), "n": float(len(vals))}
+        out[key] = {
+            "mean": float(vals.mean()) if len(vals) else float("nan"),
+            "std": float(vals.std()) if len(vals) else float("nan"),
+            "n": float(len(vals)),
+        }
     return out

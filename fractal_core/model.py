@@ -18,8 +18,14 @@ from fractal_core.segments import segment_argmax
 class SentenceScorer(nn.Module):
     """Scores sentences given their context; outputs log-probabilities over ``n_classes`` levels."""
 
-    def __init__(self, dim: int, *, n_classes: int = 2, hidden: int | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        n_classes: int = 2,
+        hidden: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         hidden = hidden or dim
         self.dim = dim

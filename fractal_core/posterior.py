@@ -14,7 +14,9 @@ from fractal_core.aggregate import log1mexp, positive_score
 from fractal_core.segments import segment_sum
 
 
-def _max_posterior(logp: torch.Tensor, bag_index: torch.Tensor, target: torch.Tensor, n_bags: int) -> torch.Tensor:
+def _max_posterior(
+    logp: torch.Tensor, bag_index: torch.Tensor, target: torch.Tensor, n_bags: int
+) -> torch.Tensor:
     """P(level_i >= 1 | max = Y) for max bags with levels Y (N,); binary or ordinal."""
     n_classes = logp.shape[1]
     log_cdf = torch.logcumsumexp(logp, dim=1)  # (N, C): log F_i(c)
@@ -31,7 +33,9 @@ def _max_posterior(logp: torch.Tensor, bag_index: torch.Tensor, target: torch.Te
     return torch.where(y >= 1, posterior, torch.zeros_like(posterior))
 
 
-def _min_posterior(logp: torch.Tensor, bag_index: torch.Tensor, target: torch.Tensor, n_bags: int) -> torch.Tensor:
+def _min_posterior(
+    logp: torch.Tensor, bag_index: torch.Tensor, target: torch.Tensor, n_bags: int
+) -> torch.Tensor:
     """P(y_i = 1 | min = Y) for binary min bags (N,)."""
     all_pos = segment_sum(logp[:, 1], bag_index, n_bags)[bag_index]  # log prod_j p_j
     others = all_pos - logp[:, 1]
@@ -39,8 +43,9 @@ def _min_posterior(logp: torch.Tensor, bag_index: torch.Tensor, target: torch.Te
     return torch.where(target[bag_index] >= 1, torch.ones_like(posterior), posterior)
 
 
-def posterior_scores(logp: torch.Tensor, bag_index: torch.Tensor, bag_labels: torch.Tensor, *,
-                     aggregation: str) -> torch.Tensor:
+def posterior_scores(
+    logp: torch.Tensor, bag_index: torch.Tensor, bag_labels: torch.Tensor, *, aggregation: str
+) -> torch.Tensor:
     """P(level_i >= 1 | the bag's label) per sentence (N,) from log-probabilities (N, C).
 
     Bags whose label is unknown (NaN) keep the marginal score; so do ``mean`` bags, where conditioning on a

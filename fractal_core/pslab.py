@@ -17,7 +17,11 @@ def apply_gold(logp: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
 
 
 def pseudo_labels(
-    logp: torch.Tensor, bag_index: torch.Tensor, bag_labels: torch.Tensor, *, aggregation: str,
+    logp: torch.Tensor,
+    bag_index: torch.Tensor,
+    bag_labels: torch.Tensor,
+    *,
+    aggregation: str,
     gold: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Most likely labels (N,) long consistent with every bag label.
@@ -49,7 +53,9 @@ def pseudo_labels(
     raise ValueError(f"PsLab is undefined for aggregation {aggregation!r}")
 
 
-def _ordinal_max(logp: torch.Tensor, bag_index: torch.Tensor, target: torch.Tensor, n_bags: int) -> torch.Tensor:
+def _ordinal_max(
+    logp: torch.Tensor, bag_index: torch.Tensor, target: torch.Tensor, n_bags: int
+) -> torch.Tensor:
     n_classes = logp.shape[1]
     y = logp.argmax(1)  # (N,)
     bag_y = target[bag_index]  # (N,)

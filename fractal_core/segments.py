@@ -75,4 +75,3 @@ def gather_ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     owner_start = torch.repeat_interleave(starts, counts)
     run_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     return owner_start + torch.arange(total, device=starts.device) - run_start
-

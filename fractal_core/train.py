@@ -74,7 +74,9 @@ def train_stage(
 
     started = time.perf_counter()
     result = StageResult(stage=stage)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     batch_bags = min(config.batch_bags, max(1, math.ceil(data.n_bags / config.min_batches_per_epoch)))
     batch_bags = max(group_size, batch_bags - batch_bags % group_size)
     if data.n_bags % group_size:
@@ -105,8 +107,11 @@ def train_stage(
         else:
             stale += 1
         if progress is not None:
-            progress(stage, (epoch + 1) / config.max_epochs,
-                     f"epoch {epoch + 1}: loss {mean_loss:.4f}, valid {score:.4f}")
+            progress(
+                stage,
+                (epoch + 1) / config.max_epochs,
+                f"epoch {epoch + 1}: loss {mean_loss:.4f}, valid {score:.4f}",
+            )
         if stale >= config.patience:
             break
     model.load_state_dict(best_state)

@@ -16,8 +16,10 @@ def shared_data_dir() -> Path:
     for candidate in candidates:
         if candidate and (Path(candidate) / "processbench").is_dir():
             return Path(candidate)
-    raise FileNotFoundError("shared datasets not found: set FRACTAL_SHARED_DATA to the folder holding "
-                            "processbench/ and delucionqa/")
+    raise FileNotFoundError(
+        "shared datasets not found: set FRACTAL_SHARED_DATA to the folder holding "
+        "processbench/ and delucionqa/"
+    )
 
 
 SHARED_DATA = shared_data_dir()

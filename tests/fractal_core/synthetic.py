@@ -7,8 +7,17 @@ import torch
 from fractal_core.bags import BagSet
 
 
-def planted_bags(n_bags: int = 300, *, dim: int = 32, max_size: int = 8, aggregation: str = "max",
-                 n_classes: int = 2, positive_rate: float = 0.2, seed: int = 0, task_seed: int = 0) -> BagSet:
+def planted_bags(
+    n_bags: int = 300,
+    *,
+    dim: int = 32,
+    max_size: int = 8,
+    aggregation: str = "max",
+    n_classes: int = 2,
+    positive_rate: float = 0.2,
+    seed: int = 0,
+    task_seed: int = 0,
+) -> BagSet:
     """Bags of 1..max_size sentences; a sentence's level is a linear function of its embedding.
 
     Labels come from a hidden direction: level = number of thresholds the projection passes. The bag label is
@@ -35,6 +44,14 @@ def planted_bags(n_bags: int = 300, *, dim: int = 32, max_size: int = 8, aggrega
         labels = torch.zeros(n_bags).index_add(0, bag_index, gold.float()) / sizes.float()
     # One shared context: a per-bag random context would let a model memorise bag labels instead of learning
     # sentence labels.
-    ctx = torch.nn.functional.normalize(torch.randn(1, dim, generator=task), dim=1).expand(n_bags, dim).clone()
-    return BagSet(sent_emb=emb, bag_index=bag_index, ctx_emb=ctx, win_bag=torch.arange(n_bags),
-                  labels=labels.float(), gold=gold.long())
+    ctx = (
+        torch.nn.functional.normalize(torch.randn(1, dim, generator=task), dim=1).expand(n_bags, dim).clone()
+    )
+    return BagSet(
+        sent_emb=emb,
+        bag_index=bag_index,
+        ctx_emb=ctx,
+        win_bag=torch.arange(n_bags),
+        labels=labels.float(),
+        gold=gold.long(),
+    )

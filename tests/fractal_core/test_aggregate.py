@@ -112,7 +112,9 @@ def test_log1mexp_is_accurate_at_both_ends() -> None:
     mpmath.mp.dps = 60
 
     points = [-1e-10, -1e-3, -0.5, -1.0, -30.0]
-    want = torch.tensor([float(mpmath.log(1 - mpmath.exp(mpmath.mpf(v)))) for v in points], dtype=torch.float64)
+    want = torch.tensor(
+        [float(mpmath.log(1 - mpmath.exp(mpmath.mpf(v)))) for v in points], dtype=torch.float64
+    )
     torch.testing.assert_close(log1mexp(torch.tensor(points, dtype=torch.float64)), want, rtol=1e-7, atol=0)
 
 

@@ -29,7 +29,8 @@ def records():
 def test_fit_predict_save_load(records, tmp_path: Path) -> None:
     events: list[tuple[str, float]] = []
     model = FractalModel("pslab", config=TrainConfig(max_epochs=2), seed=0).fit(
-        records, progress=lambda stage, fraction, message: events.append((stage, fraction)))
+        records, progress=lambda stage, fraction, message: events.append((stage, fraction))
+    )
     assert model.resolved_method_ == "pslab"
     stages = [stage for stage, _ in events]
     assert stages[0] == "embed" and {"bag", "pslab"} <= set(stages)
@@ -41,7 +42,9 @@ def test_fit_predict_save_load(records, tmp_path: Path) -> None:
     again = FractalModel.load(tmp_path / "m").predict(records[:5])
     for a, b in zip(scores, again, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
-    assert "valid_bag_auc_roc" in model.metrics_  # a held-out share of the responses was used for early stopping
+    assert (
+        "valid_bag_auc_roc" in model.metrics_
+    )  # a held-out share of the responses was used for early stopping
 
 
 def test_fractal_uses_gold_labels_when_present(records) -> None:
@@ -57,8 +60,10 @@ def test_fractal_uses_gold_labels_when_present(records) -> None:
 
 
 def test_fit_preferences(records) -> None:
-    pairs = [(i, i + 1, float(records[i + 1].response_label < records[i].response_label))
-             for i in range(len(records) - 1)]
+    pairs = [
+        (i, i + 1, float(records[i + 1].response_label < records[i].response_label))
+        for i in range(len(records) - 1)
+    ]
     model = FractalModel(config=TrainConfig(max_epochs=2)).fit_preferences(records, pairs)
     assert model.resolved_method_ == "preference"
     assert len(model.predict(records[:3])) == 3

@@ -42,11 +42,14 @@ def _split(aggregation: str = "max", n_classes: int = 2, rate: float = 0.2):
     return train, valid, test
 
 
-@pytest.mark.parametrize(("aggregation", "n_classes", "rate"),
-                         [("max", 2, 0.2), ("min", 2, 0.8), ("max", 3, 0.3)])
+@pytest.mark.parametrize(
+    ("aggregation", "n_classes", "rate"), [("max", 2, 0.2), ("min", 2, 0.8), ("max", 3, 0.3)]
+)
 def test_pslab_recovers_planted_sentence_labels(aggregation: str, n_classes: int, rate: float) -> None:
     train, valid, test = _split(aggregation, n_classes, rate)
-    result = fit_method("pslab", train, valid, aggregation=aggregation, n_classes=n_classes, config=FAST, seed=0)
+    result = fit_method(
+        "pslab", train, valid, aggregation=aggregation, n_classes=n_classes, config=FAST, seed=0
+    )
     assert [s.stage for s in result.stages] == ["bag", "pslab"]
     assert _auc(result.model, test) >= 0.9
 
@@ -79,7 +82,9 @@ def test_methods_needing_gold_refuse_without_it() -> None:
     assert resolve_method("fractal", train, pslab=False) == "priors"
     # The method named "pslab" ends with PsLab whatever the config's default for "fractal" is.
     no_default = TrainConfig(max_epochs=1, pslab=False)
-    stages = fit_method("pslab", train, None, aggregation="max", n_classes=2, config=no_default, seed=0).stages
+    stages = fit_method(
+        "pslab", train, None, aggregation="max", n_classes=2, config=no_default, seed=0
+    ).stages
     assert [s.stage for s in stages] == ["bag", "pslab"]
     with pytest.raises(ValueError, match="gold sentence labels"):
         resolve_method("hybrid", train)
@@ -120,10 +125,16 @@ def test_bag_selection_keeps_pairs_and_targets_aligned() -> None:
 
 def test_multiple_context_windows_take_the_best_window() -> None:
     bags = planted_bags(5, seed=0)
-    model = fit_method("bagloss", bags, None, aggregation="max", n_classes=2, config=TrainConfig(max_epochs=1),
-                       seed=0).model
-    doubled = type(bags)(**{**bags.__dict__, "ctx_emb": torch.cat([bags.ctx_emb, -bags.ctx_emb]),
-                            "win_bag": torch.cat([bags.win_bag, bags.win_bag]).sort().values})
+    model = fit_method(
+        "bagloss", bags, None, aggregation="max", n_classes=2, config=TrainConfig(max_epochs=1), seed=0
+    ).model
+    doubled = type(bags)(
+        **{
+            **bags.__dict__,
+            "ctx_emb": torch.cat([bags.ctx_emb, -bags.ctx_emb]),
+            "win_bag": torch.cat([bags.win_bag, bags.win_bag]).sort().values,
+        }
+    )
     doubled.ctx_emb = torch.stack([bags.ctx_emb, -bags.ctx_emb], 1).reshape(-1, bags.ctx_emb.shape[1])
     with torch.inference_mode():
         one = positive_score(model(bags))
@@ -157,7 +168,8 @@ def test_first_error_accuracy() -> None:
 def test_save_and_load_round_trip(tmp_path) -> None:
     train, valid, test = _split()
     model = FractalModel("bagloss", config=TrainConfig(max_epochs=2)).fit_bags(
-        train, valid, aggregation="max", n_classes=2, encoder_id="planted")
+        train, valid, aggregation="max", n_classes=2, encoder_id="planted"
+    )
     model.save(tmp_path / "m")
     loaded = FractalModel.load(tmp_path / "m")
     torch.testing.assert_close(loaded.predict_bags(test), model.predict_bags(test))
@@ -179,8 +191,9 @@ def test_preference_pairs_recover_planted_sentence_scores() -> None:
 
     train = planted_bags(300, seed=1, positive_rate=0.3)
     test = planted_bags(200, seed=3, positive_rate=0.3)
-    result = fit_preference(pairs(train, 1200, 0), pairs(planted_bags(80, seed=2, positive_rate=0.3), 200, 1),
-                            config=FAST, seed=0)
+    result = fit_preference(
+        pairs(train, 1200, 0), pairs(planted_bags(80, seed=2, positive_rate=0.3), 200, 1), config=FAST, seed=0
+    )
     assert [s.stage for s in result.stages] == ["preference"]
     assert _auc(result.model, test) >= 0.9
 
@@ -190,7 +203,9 @@ def test_preference_bags_keep_pairs_together() -> None:
     from fractal_core.train import train_stage
 
     bags = planted_bags(10, seed=0)
-    paired = preference_bags(bags, torch.tensor([0, 3, 3]), torch.tensor([1, 2, 9]), torch.tensor([1.0, 0.0, 1.0]))
+    paired = preference_bags(
+        bags, torch.tensor([0, 3, 3]), torch.tensor([1, 2, 9]), torch.tensor([1.0, 0.0, 1.0])
+    )
     assert paired.n_bags == 6 and paired.labels.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     seen = []
 
@@ -201,8 +216,14 @@ def test_preference_bags_keep_pairs_together() -> None:
 
     from fractal_core.model import SentenceScorer
 
-    train_stage(SentenceScorer(32), paired, objective, config=TrainConfig(max_epochs=1, min_batches_per_epoch=10),
-                generator=torch.Generator().manual_seed(0), group_size=2)
+    train_stage(
+        SentenceScorer(32),
+        paired,
+        objective,
+        config=TrainConfig(max_epochs=1, min_batches_per_epoch=10),
+        generator=torch.Generator().manual_seed(0),
+        group_size=2,
+    )
     assert len(seen) == 3  # three batches of one pair each, never a split pair
 
 
@@ -219,8 +240,14 @@ def test_posterior_view_beats_naive_where_the_model_ranks_within_bags() -> None:
 def _hand_bags(labels: list[float], gold: list[int]) -> BagSet:
     """Three bags of sizes 2, 1, 3 with the given bag labels and sentence gold."""
     bag_index = torch.tensor([0, 0, 1, 2, 2, 2])
-    return BagSet(sent_emb=torch.zeros(6, 4), bag_index=bag_index, ctx_emb=torch.zeros(3, 4),
-                  win_bag=torch.arange(3), labels=torch.tensor(labels), gold=torch.tensor(gold))
+    return BagSet(
+        sent_emb=torch.zeros(6, 4),
+        bag_index=bag_index,
+        ctx_emb=torch.zeros(3, 4),
+        win_bag=torch.arange(3),
+        labels=torch.tensor(labels),
+        gold=torch.tensor(gold),
+    )
 
 
 @pytest.mark.parametrize(
@@ -233,8 +260,9 @@ def _hand_bags(labels: list[float], gold: list[int]) -> BagSet:
         ("mean", [0.0, 1.0, 0.5], 2, [-1] * 6),
     ],
 )
-def test_implied_labels_follow_the_aggregation(aggregation: str, labels: list[float], n_classes: int,
-                                               expected: list[int]) -> None:
+def test_implied_labels_follow_the_aggregation(
+    aggregation: str, labels: list[float], n_classes: int, expected: list[int]
+) -> None:
     bags = _hand_bags(labels, [-1] * 6)
     got = implied_labels(bags, aggregation, n_classes=n_classes)
     assert got.dtype == torch.long
@@ -278,7 +306,9 @@ def test_zero_weight_terms_are_dropped_and_all_zero_is_refused() -> None:
     from fractal_core.config import LossWeights
 
     train, valid, _ = _split()
-    priors_only = TrainConfig(max_epochs=1, weights=LossWeights(bag=0.0, cosine=1.0, correlation=0.0, hybrid=0.0))
+    priors_only = TrainConfig(
+        max_epochs=1, weights=LossWeights(bag=0.0, cosine=1.0, correlation=0.0, hybrid=0.0)
+    )
     result = fit_method("priors", train, valid, aggregation="max", n_classes=2, config=priors_only, seed=0)
     assert result.model is not None
     nothing = TrainConfig(max_epochs=1, weights=LossWeights(bag=0.0, cosine=0.0, correlation=0.0, hybrid=0.0))

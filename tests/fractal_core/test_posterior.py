@@ -49,4 +49,6 @@ def test_unknown_labels_and_mean_bags_keep_the_marginal() -> None:
     got = posterior_scores(logp, bag_index, labels, aggregation="max")
     torch.testing.assert_close(got[:2], logp[:2, 1].exp())
     assert got[2:].abs().max() == 0  # a clean max bag: every sentence is fine
-    torch.testing.assert_close(posterior_scores(logp, bag_index, labels, aggregation="mean"), logp[:, 1].exp())
+    torch.testing.assert_close(
+        posterior_scores(logp, bag_index, labels, aggregation="mean"), logp[:, 1].exp()
+    )

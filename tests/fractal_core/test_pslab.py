@@ -15,10 +15,24 @@ from fractal_core.pslab import pseudo_labels
 def bags(draw, n_classes: int = 2, aggregation: str = "max"):
     sizes = draw(st.lists(st.integers(1, 6), min_size=1, max_size=6))
     n = sum(sizes)
-    logits = torch.tensor(draw(st.lists(st.lists(st.floats(-6, 6), min_size=n_classes, max_size=n_classes),
-                                        min_size=n, max_size=n)), dtype=torch.float64)
-    labels = torch.tensor(draw(st.lists(st.integers(0, n_classes - 1 if aggregation == "max" else 1),
-                                        min_size=len(sizes), max_size=len(sizes))), dtype=torch.float64)
+    logits = torch.tensor(
+        draw(
+            st.lists(
+                st.lists(st.floats(-6, 6), min_size=n_classes, max_size=n_classes), min_size=n, max_size=n
+            )
+        ),
+        dtype=torch.float64,
+    )
+    labels = torch.tensor(
+        draw(
+            st.lists(
+                st.integers(0, n_classes - 1 if aggregation == "max" else 1),
+                min_size=len(sizes),
+                max_size=len(sizes),
+            )
+        ),
+        dtype=torch.float64,
+    )
     bag_index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
     return torch.log_softmax(logits, 1), bag_index, labels
 
@@ -58,7 +72,8 @@ def test_gold_labels_are_kept_and_result_still_consistent(data, seed: int) -> No
     g = torch.Generator().manual_seed(seed)
     truth = torch.randint(0, 2, (logp.shape[0],), generator=g)
     labels = torch.zeros(int(bag_index.max()) + 1, dtype=torch.float64).scatter_reduce(
-        0, bag_index, truth.double(), "amax")
+        0, bag_index, truth.double(), "amax"
+    )
     gold = torch.where(torch.rand(logp.shape[0], generator=g) < 0.5, truth, torch.full_like(truth, -1))
     y = pseudo_labels(logp, bag_index, labels, aggregation="max", gold=gold)
     assert torch.equal(y[gold >= 0], gold[gold >= 0])

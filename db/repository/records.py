@@ -1,0 +1,88 @@
+"""Training records: a dataset's responses as ``fractal_core`` records with their current gold labels."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from db.engine import run_read
+from db.models import GOLD_SOURCES, CurrentLabel, Response, Sentence
+from fractal_core.records import ResponseRecord, Span
+
+
+def load_records(
+    engine: Engine,
+    dataset_id: int,
+    *,
+    with_gold: bool = True,
+    include_imported: bool = False,
+    split: str | None = None,
+) -> list[ResponseRecord]:
+    """A dataset's responses as :class:`ResponseRecord` s in id order, ready for ``fractal_core``.
+
+    ``sentence_labels`` carry the current gold labels (sources ``gold`` and ``reviewed``; plus ``imported``
+    when ``include_imported``, e.g. to evaluate against a file's own labels), ``None`` for other sentences,
+    and are ``None`` as a whole when a response has none (or ``with_gold=False``). Every record's ``meta``
+    gains ``db_response_id`` (int) and ``db_sentence_ids`` (list[int], one per span): the ids to pass to
+    :func:`store_scores`.
+    """
+    sources = (*GOLD_SOURCES, "imported") if include_imported else GOLD_SOURCES
+
+    def work(session: Session) -> list[ResponseRecord]:
+        conds = [Response.dataset_id == dataset_id]
+        if split is not None:
+            conds.append(Response.split == split)
+        responses = session.execute(
+            select(
+                Response.id,
+                Response.external_id,
+                Response.context,
+                Response.text,
+                Response.response_label,
+                Response.aggregation,
+                Response.task,
+                Response.meta,
+            )
+            .where(*conds)
+            .order_by(Response.id)
+        ).all()
+        sentence_rows = session.execute(
+            select(
+                Sentence.response_id,
+                Sentence.id,
+                Sentence.start,
+                Sentence.end,
+                Sentence.text,
+                CurrentLabel.label,
+                CurrentLabel.source,
+            )
+            .join(Response, Response.id == Sentence.response_id)
+            .outerjoin(CurrentLabel, CurrentLabel.sentence_id == Sentence.id)
+            .where(*conds)
+            .order_by(Sentence.response_id, Sentence.position)
+        ).all()
+        by_response: dict[int, list[tuple[int, int, int, str, int | None, str | None]]] = defaultdict(list)
+        for response_id, *rest in sentence_rows:
+            by_response[response_id].append(tuple(rest))  # type: ignore[arg-type]
+        records = []
+        for rid, external_id, context, text, label, aggregation, task, meta in responses:
+            sents = by_response.get(rid, [])
+            labels = [lab if (with_gold and src in sources) else None for _, _, _, _, lab, src in sents]
+            records.append(
+                ResponseRecord(
+                    id=external_id,
+                    context=context,
+                    text=text,
+                    spans=[Span(start, end, stext) for _, start, end, stext, _, _ in sents],
+                    response_label=label,
+                    aggregation=aggregation,
+                    sentence_labels=labels if any(v is not None for v in labels) else None,
+                    task=task,
+                    meta={**(meta or {}), "db_response_id": rid, "db_sentence_ids": [s[0] for s in sents]},
+                )
+            )
+        return records
+
+    return run_read(engine, work)

@@ -20,7 +20,8 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check fractal_core db app tests
+	$(VENV)/bin/ruff check fractal_core db app tests benchmarks
+	$(VENV)/bin/ruff format --check fractal_core db app tests benchmarks
 	$(VENV)/bin/mypy
 
 bench: install

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from markupsafe import Markup, escape
+from markupsafe import escape
 
 N_BINS = 10
 """Number of colour classes the score range [0, 1] is cut into."""
@@ -211,8 +211,3 @@ def md_escape(value: object) -> str:
     """Backslash-escape Markdown (and Streamlit's LaTeX ``$``) so user text inside ``st.markdown``-rendered
     strings (errors, captions) shows literally: no links, images, emphasis or math."""
     return _MD_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
-
-
-def escape_text(value: object) -> Markup:
-    """Escape any value for inclusion in HTML (re-exported so pages never build HTML from raw text)."""
-    return escape(str(value))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -349,16 +348,3 @@ def get_encoder(config: EncoderConfig | None = None) -> Encoder:
         if encoder is None:
             encoder = _ENCODERS[config] = Encoder(config)
         return encoder
-
-
-def describe(encoder: Encoder) -> dict[str, Any]:
-    """Provenance to store next to results: id, dim, device, max_length, autocast."""
-    return {
-        "encoder_id": encoder.encoder_id,
-        "dim": encoder.dim,
-        "device": str(encoder.device),
-        "max_length": encoder.max_length,
-        "autocast": str(encoder.autocast_dtype) if encoder.autocast_dtype else "float32",
-        "model_dir": str(encoder.model_dir),
-        "config": json.loads(json.dumps(encoder.config.__dict__)),
-    }

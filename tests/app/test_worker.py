@@ -16,11 +16,19 @@ from app import jobs
 from app.settings import load_settings
 from app.worker import Worker, fail_orphaned_jobs
 from db import repository as repo
-from tests.app.conftest import REPO, app_env
+from tests.app.conftest import REPO, app_env, make_store
 from tests.app.data import FAST_TRAIN, tiny_records
+from tests.engines import ENGINES
 
 SLOW_TRAIN = {**FAST_TRAIN, "max_epochs": 400, "patience": 400, "min_batches_per_epoch": 20}
 """Long enough to be interrupted mid-training."""
+
+
+@pytest.fixture(params=ENGINES)
+def store(request, tmp_path, monkeypatch):
+    """The worker runs on both engines: SQLite and PostgreSQL."""
+    with make_store(request.param, tmp_path, monkeypatch) as made:
+        yield made
 
 
 def _train(store, dataset_id: int, config=FAST_TRAIN, method: str = "fractal"):

@@ -1,4 +1,5 @@
-"""Fixtures for the store's tests: a fresh SQLite file per test and small files in the shared schema."""
+"""Fixtures for the store's tests: a fresh store per test on each engine (SQLite file, PostgreSQL database; see
+:mod:`tests.engines`) and small files in the shared schema."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, select, text
 
 from db.engine import get_engine
+from db.models import Base
+from tests.engines import ENGINES, database_url
 from tests.shared_data import SHARED_DATA
 
 PROCESSBENCH_VALID = SHARED_DATA / "processbench" / "valid.jsonl"
@@ -55,9 +58,30 @@ def db_file_digest(engine: Engine) -> str:
     return hashlib.sha256(Path(database).read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'fractal.db'}"
+def store_digest(engine: Engine) -> str:
+    """A digest of everything the store holds: on SQLite the file's bytes; on PostgreSQL every row of every
+    table (in key order) plus the list of tables, so a refused input must leave both exactly as they were."""
+    if engine.dialect.name == "sqlite":
+        return db_file_digest(engine)
+    digest = hashlib.sha256()
+    with engine.connect() as conn:
+        tables = sorted(inspect(conn).get_table_names())
+        digest.update(repr(tables).encode())
+        for name in tables:
+            table = Base.metadata.tables.get(name)
+            if table is None:  # alembic_version
+                rows = conn.execute(text(f"SELECT * FROM {name}")).all()
+            else:
+                rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
+            digest.update(f"{name}:{sorted(map(repr, rows))}".encode())
+    engine.dispose()
+    return digest.hexdigest()
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database_url(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from db import repository as repo
 from db.engine import get_engine
 from db.ingest import ingest_file
 from fractal_core.errors import InputError
-from tests.db.conftest import DELUCIONQA_VALID, PROCESSBENCH_VALID, db_file_digest, make_rows, write_jsonl
+from tests.db.conftest import DELUCIONQA_VALID, PROCESSBENCH_VALID, make_rows, store_digest, write_jsonl
 
 
 def test_real_processbench_and_delucionqa(engine: Engine) -> None:
@@ -162,16 +162,16 @@ def test_bad_input_leaves_the_database_byte_for_byte_unchanged(
     make, kwargs, message = BAD_CASES[case]
     engine = get_engine(db_url)
     ingest_file(engine, write_jsonl(tmp_path / "f.jsonl", make_rows(6)), "demo")
-    before = db_file_digest(engine)
+    before = store_digest(engine)
     bad = make(tmp_path)
     kwargs = {"dataset": "demo", **kwargs}
     with pytest.raises(InputError) as err:
         ingest_file(engine, bad, kwargs.pop("dataset"), **kwargs)
     assert message in str(err.value)
-    assert db_file_digest(engine) == before
+    assert store_digest(engine) == before
     # A new dataset named in a failed ingest is not left behind either.
     if case not in DATASET_LEVEL:
         with pytest.raises(InputError):
             ingest_file(engine, bad, "fresh", **kwargs)
-        assert db_file_digest(engine) == before
+        assert store_digest(engine) == before
         assert [d.name for d in repo.list_datasets(engine)] == ["demo"]

@@ -1,35 +1,38 @@
-"""The same store code on PostgreSQL. Runs when FRACTAL_TEST_PG_URL points at a database this test may fill
-(e.g. ``postgresql+psycopg://fractal:fractal@localhost:5432/fractal_test``; needs the psycopg driver); skipped
-otherwise."""
+"""PostgreSQL-only behaviour on a fresh database of the test server (``FRACTAL_TEST_PG_URL``, see
+:mod:`tests.engines`): several workers claiming jobs (FOR UPDATE SKIP LOCKED) while annotators save, racing
+idempotent job creation, and the migrated schema matching the models. The rest of the store's tests run on
+both engines through the ``engine`` fixture."""
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import delete
 
 from db import jobs
 from db import repository as repo
-from db.engine import get_engine, run_write
+from db.engine import get_engine
 from db.export import export_dataset
 from db.ingest import ingest_file
-from db.models import Base, Dataset, Job
+from db.models import Base
 from tests.db.conftest import PROCESSBENCH_VALID
-
-PG_URL = os.environ.get("FRACTAL_TEST_PG_URL")
-pytestmark = pytest.mark.skipif(not PG_URL, reason="set FRACTAL_TEST_PG_URL to run the PostgreSQL tests")
+from tests.engines import fresh_pg_database
 
 
-def test_store_on_postgresql(tmp_path: Path) -> None:
-    assert PG_URL
-    engine = get_engine(PG_URL)
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_pg_database() as url:
+        yield url
+
+
+def test_store_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    engine = get_engine(pg_url)
     name = f"pg-{uuid.uuid4().hex[:8]}"
     try:
         summary = ingest_file(engine, PROCESSBENCH_VALID, name)
@@ -88,13 +91,4 @@ def test_store_on_postgresql(tmp_path: Path) -> None:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(ctx, Base.metadata) == []
     finally:
-        run_write(
-            engine, lambda s: s.execute(delete(Dataset).where(Dataset.name.in_([name, name + "-copy"])))
-        )
-        run_write(
-            engine,
-            lambda s: s.execute(
-                delete(Job).where((Job.idempotency_key == f"train:{name}") | (Job.kind == f"pg-{name}"))
-            ),
-        )
         engine.dispose()

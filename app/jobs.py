@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,10 @@ from sqlalchemy import Engine
 
 from app.settings import AppSettings
 from db import repository as repo
+from fractal_core import registry
 
 JOB_KINDS: tuple[str, ...] = ("train", "score", "embed", "import", "export")
 """Kinds the worker runs."""
-
-# Expected training stages per method: only used to turn per-stage progress into one overall bar.
-_STAGES_BY_METHOD = {"hybrid": 3, "fractal": 3, "pslab": 2, "priors": 1, "bagloss": 1, "supervised": 1}
 
 
 class JobCancelled(Exception):
@@ -71,10 +69,16 @@ class JobContext:
         if self.cancel_flag():
             raise JobCancelled("cancelled by the user")
 
-    def training_callback(self, method: str, lo: float, hi: float) -> Callable[[str, float, str], None]:
-        """A ``FractalModel.fit`` progress callback mapping its stages onto [lo, hi] of the overall bar."""
-        n_stages = _STAGES_BY_METHOD.get(method, 2)
-        embed_share = 0.15
+    def training_callback(
+        self, stages: Sequence[str], lo: float, hi: float
+    ) -> Callable[[str, float, str], None]:
+        """A training progress callback mapping its stages onto [lo, hi] of the overall bar.
+
+        ``stages``: the training stages the job will run (``fractal_core.registry.training_stages``); the
+        embedding step before them takes a fixed share, or all of it for a training-free method.
+        """
+        n_stages = len(stages)
+        embed_share = 0.15 if n_stages else 1.0
 
         def callback(stage: str, fraction: float, message: str) -> None:
             now = time.monotonic()
@@ -203,7 +207,6 @@ def _store_version(
 
 GOLD_QUEUE_SIZE = 200
 """Responses proposed per selection strategy and stored with each model version (the Gold queue page)."""
-GOLD_STRATEGIES: tuple[str, ...] = ("posterior", "inconsistency", "uncertainty", "diverse")
 _DIVERSE_MAX_SENTENCES = 50_000  # diverse needs every sentence embedding in memory: only for modest datasets
 
 
@@ -223,9 +226,9 @@ def gold_proposals(
     already = [i for i, r in enumerate(records) if r.sentence_labels is not None]
     n_sentences = sum(len(s) for s in scores)
     out: dict[str, list[int]] = {}
-    for strategy in GOLD_STRATEGIES:
+    for strategy in registry.QUEUE_STRATEGIES:
         embeddings = None
-        if strategy == "diverse":
+        if registry.strategy(strategy).needs_embeddings:
             if n_sentences > _DIVERSE_MAX_SENTENCES:
                 continue
             from fractal_core.encoder import get_encoder
@@ -267,7 +270,10 @@ def run_train(
         before = _gold_metrics(FractalModel.load(parent.artifact_path), gold)
     model = FractalModel(method, config=config, seed=seed)
     try:
-        model.fit(records, progress=ctx.training_callback(method, 0.02, 0.8))
+        stages = registry.training_stages(
+            method, has_gold=bool(gold), aggregation=records[0].aggregation, config=config
+        )
+        model.fit(records, progress=ctx.training_callback(stages, 0.02, 0.8))
     except TrainingCancelled as exc:
         raise JobCancelled(str(exc)) from exc
     after = _gold_metrics(model, gold)

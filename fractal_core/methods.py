@@ -4,15 +4,20 @@ Pipelines (stages are fresh models unless said otherwise):
 - naive: every sentence inherits its bag's label (no training).
 - prior_only: the cosine target (1 + cos) / 2 is the score (no training).
 - bagloss: BagLoss alone.
-- priors: BagLoss + cosine prior + correlation prior.
+- priors: BagLoss + the cosine and correlation priors (each only when its weight is > 0).
 - pslab: priors, then PsLab pseudo-labels and a fresh instance model (FRACTAL without gold).
 - hybrid: an instance model on gold sentence labels gives frozen soft targets (hybrid prior); BagLoss + priors
   + hybrid prior; then PsLab with the gold labels kept. Needs some gold labels. ``TrainConfig.teacher_implied``
   adds the sentence labels implied by the response labels to the teacher's data (off: no valid gain).
 - supervised: an instance model on all gold sentence labels (the ceiling).
-- fractal: hybrid when the training bags carry gold labels, else pslab (priors when ``TrainConfig.pslab`` is
-  off: the tuned default, see BENCHMARKS.md). ``TrainConfig.pslab`` also decides whether hybrid ends with PsLab.
-PsLab is undefined for mean (LLP) bags: there the soft bag model is the output.
+- fractal: hybrid when the training bags carry gold labels, else priors (pslab when ``TrainConfig.pslab`` is
+  on; it is off in the tuned defaults, see BENCHMARKS.md). ``TrainConfig.pslab`` also decides whether hybrid
+  ends with PsLab.
+PsLab is undefined for mean (LLP) bags: there the soft bag model is the output. Which priors run is decided by
+their weights: the tuned defaults use the cosine prior only (correlation weight 0).
+
+Names, descriptions and stage plans live in ``fractal_core.registry`` (torch-free); ``_fit_method`` follows
+``registry.training_stages`` (tests/fractal_core/test_registry.py checks it).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 import torch
 
+from fractal_core import registry
 from fractal_core.aggregate import positive_score
 from fractal_core.bags import BagSet
 from fractal_core.config import TrainConfig
@@ -38,17 +44,9 @@ from fractal_core.model import SentenceScorer
 from fractal_core.pslab import pseudo_labels
 from fractal_core.train import ProgressFn, StageResult, cpu_threads, train_stage
 
-METHODS: dict[str, str] = {
-    "fractal": "Recommended: hybrid when gold sentence labels exist, else the tuned no-gold pipeline.",
-    "naive": "Baseline: every sentence inherits its response's label.",
-    "prior_only": "Baseline: cosine similarity between sentence and context as the score.",
-    "bagloss": "BagLoss alone (response labels only).",
-    "priors": "BagLoss + cosine and correlation priors.",
-    "pslab": "Priors, then maximum-likelihood pseudo-labels and a fresh model (no gold needed).",
-    "hybrid": "Hybrid prior from gold sentence labels + priors + PsLab (needs some gold).",
-    "supervised": "Instance model on gold sentence labels only (the ceiling).",
-}
-TRAINED = {"bagloss", "priors", "pslab", "hybrid", "supervised"}
+METHODS: dict[str, str] = registry.method_descriptions()
+"""{name: one-line description under the tuned defaults}, in registry order."""
+TRAINED = frozenset(m.name for m in registry.METHOD_LIST if m.trained)
 
 
 @dataclass
@@ -64,18 +62,9 @@ class FitResult:
 
 
 def resolve_method(method: str, train: BagSet, *, pslab: bool = True) -> str:
-    """Map "fractal" to the concrete pipeline for this data; reject unknown names and impossible requests.
-
-    "fractal" is "hybrid" with gold labels, else "pslab" (or "priors" when ``pslab`` is off in the config).
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    has_gold = bool((train.gold >= 0).any())
-    if method == "fractal":
-        return "hybrid" if has_gold else ("pslab" if pslab else "priors")
-    if method in ("hybrid", "supervised") and not has_gold:
-        raise ValueError(f"method {method!r} needs gold sentence labels on some training responses")
-    return method
+    """Map "fractal" to the concrete pipeline for this data; reject unknown names and impossible requests
+    (``registry.resolve_method`` on whether ``train`` carries gold labels)."""
+    return registry.resolve_method(method, has_gold=bool((train.gold >= 0).any()), pslab=pslab)
 
 
 def _weights(config: TrainConfig, use: set[str]) -> dict[str, float]:
@@ -257,7 +246,7 @@ def _fit_method(
 
     if method == "supervised":
         model = _fresh(dim, n_classes, config, generator, device)
-        result.model = stage("supervised", model, _gold_bags(train), _instance_objective())
+        result.model = stage(registry.STAGE_SUPERVISED, model, _gold_bags(train), _instance_objective())
         return result
 
     use = {"bag"}
@@ -270,7 +259,7 @@ def _fit_method(
     if method == "hybrid":
         use.add("hybrid")
         teacher = stage(
-            "hybrid-teacher",
+            registry.STAGE_TEACHER,
             _fresh(dim, n_classes, config, generator, device),
             _teacher_bags(train, aggregation, n_classes, config),
             _instance_objective(),
@@ -279,7 +268,7 @@ def _fit_method(
             train.hyb_target = teacher(train).exp()  # frozen soft targets, computed once
     weights = _weights(config, use)
     model = stage(
-        "bag",
+        registry.STAGE_BAG,
         _fresh(dim, n_classes, config, generator, device),
         train,
         _bag_objective(config, aggregation, weights),
@@ -292,7 +281,10 @@ def _fit_method(
             )
         pseudo = BagSet(**{**train.__dict__, "gold": labels})
         model = stage(
-            "pslab", _fresh(dim, n_classes, config, generator, device), pseudo, _instance_objective()
+            registry.STAGE_PSLAB,
+            _fresh(dim, n_classes, config, generator, device),
+            pseudo,
+            _instance_objective(),
         )
     result.model = model
     return result

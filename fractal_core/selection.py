@@ -26,12 +26,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from fractal_core import registry
 from fractal_core.bags import BagSet
 from fractal_core.posterior import posterior_scores
 from fractal_core.records import ResponseRecord
 from fractal_core.segments import segment_count, segment_mean, segment_sum
 
-STRATEGIES = ("random", "uncertainty", "posterior", "inconsistency", "diverse", "balanced")
+STRATEGIES = registry.STRATEGY_NAMES  # names and descriptions: fractal_core.registry
 _EPS = 1e-6
 
 

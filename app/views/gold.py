@@ -9,14 +9,10 @@ import streamlit as st
 from app import review, state
 from db import repository as repo
 from db.repository import SortKey
+from fractal_core import registry
 
-STRATEGIES = {
-    "posterior": "Most informative: sentence labels still uncertain given the response label",
-    "inconsistency": "Inconsistent: sentence scores contradict the response label",
-    "uncertainty": "Most uncertain sentence scores",
-    "diverse": "Informative and spread over the data",
-}
-"""The library's strategies (``fractal_core.selection``), ranked by the worker for each model version."""
+STRATEGIES = {s: registry.strategy(s).label for s in registry.QUEUE_STRATEGIES}
+"""The library's strategies that the worker ranks for each model version (``fractal_core.registry``)."""
 FALLBACK = {
     "uncertainty": "Most uncertain responses (store order)",
     "disagreement": "Model disagrees with the response label (store order)",

@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import render, state
 from db import repository as repo
-from fractal_core.methods import METHODS
+from fractal_core import registry
 
 PRESETS = {
     "default": ("Library defaults (best quality)", {}),
@@ -30,7 +30,8 @@ st.caption(
     "With gold labels the recommended method uses them through the hybrid prior."
 )
 c1, c2, c3 = st.columns([2, 2, 1])
-method = c1.selectbox("Method", list(METHODS), format_func=lambda m: f"{m}: {METHODS[m]}", key="train_method")
+methods = registry.method_descriptions()  # torch-free: listing methods does not load the library
+method = c1.selectbox("Method", list(methods), format_func=lambda m: f"{m}: {methods[m]}", key="train_method")
 preset = c2.selectbox("Settings", list(PRESETS), format_func=lambda p: PRESETS[p][0], key="train_preset")
 seed = c3.number_input("Seed", 0, 10_000, 0, key="train_seed")
 if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from db import repository as repo
+from fractal_core import registry
 from tests.app.conftest import app_test
 from tests.app.data import tiny_records
 
@@ -16,7 +17,7 @@ def test_gold_queue_uses_the_library_ranking_stored_with_the_version(store) -> N
     )
     store.run_jobs()
     queue = repo.active_model_version(store.engine, ds.dataset_id).metrics["gold_queue"]
-    assert set(queue) >= {"posterior", "inconsistency", "uncertainty", "diverse"}
+    assert set(queue) == set(registry.QUEUE_STRATEGIES)  # every strategy the registry puts in the queue
     assert len(queue["posterior"]) == 12 and len(set(queue["posterior"])) == 12
     at = app_test("views/gold.py")
     assert not at.exception

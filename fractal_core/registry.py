@@ -1,0 +1,212 @@
+"""What the library offers, by name, without importing torch: methods, gold-selection strategies, stages.
+
+The app lists methods and strategies from here (the Train page must not pay for a torch import), the worker's
+progress bar asks :func:`training_stages` how many stages a job really runs, and ``fractal_core.methods`` /
+``fractal_core.selection`` take their names from here (a test checks that the pipelines agree). Adding a
+method or a strategy is one line in :data:`METHOD_LIST` or :data:`STRATEGY_LIST` (plus its implementation).
+
+Descriptions of the methods that depend on tuned settings (which priors are on, whether PsLab runs) are
+derived from :class:`~fractal_core.config.TrainConfig`, so they cannot drift from the defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fractal_core.config import TrainConfig
+
+# Training stage names, as reported to progress callbacks and stored in a model's history.
+STAGE_TEACHER = "hybrid-teacher"  # instance model on gold labels whose predictions are the hybrid prior
+STAGE_BAG = "bag"  # BagLoss (+ priors) on response labels
+STAGE_PSLAB = "pslab"  # fresh instance model on maximum-likelihood pseudo-labels
+STAGE_SUPERVISED = "supervised"  # instance model on gold sentence labels only
+STAGE_EMBED = "embed"  # not a training stage: embedding look-up / computation before training
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named pipeline. ``description`` may use ``{priors}`` (the BagLoss + prior terms the config turns on),
+    ``{hybrid_tail}`` (", then PsLab" when the config finishes hybrid with PsLab) and ``{no_gold}`` (what
+    ``fractal`` runs without gold labels)."""
+
+    name: str
+    description: str
+    trained: bool = True  # False: a training-free baseline
+    needs_gold: bool = False  # refuses to train without gold sentence labels
+    baseline: bool = False  # a reference point, not a method one would deploy
+
+
+METHOD_LIST: tuple[Method, ...] = (
+    Method("fractal", "Recommended: hybrid when some responses carry gold sentence labels, else {no_gold}."),
+    Method("naive", "Baseline: every sentence inherits its response's label.", trained=False, baseline=True),
+    Method(
+        "prior_only",
+        "Baseline: cosine similarity between sentence and context as the score.",
+        trained=False,
+        baseline=True,
+    ),
+    Method("bagloss", "BagLoss alone (response labels only)."),
+    Method("priors", "{priors} (response labels only)."),
+    Method("pslab", "{priors}, then maximum-likelihood pseudo-labels and a fresh model (no gold needed)."),
+    Method(
+        "hybrid",
+        "Hybrid prior from a model of the gold sentence labels + {priors}{hybrid_tail} (needs some gold).",
+        needs_gold=True,
+    ),
+    Method(
+        "supervised",
+        "Instance model on gold sentence labels only (the ceiling).",
+        needs_gold=True,
+        baseline=True,
+    ),
+)
+METHOD_NAMES: tuple[str, ...] = tuple(m.name for m in METHOD_LIST)
+_METHODS = {m.name: m for m in METHOD_LIST}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A gold-selection strategy (``fractal_core.selection``). ``label`` is the short text a UI shows;
+    ``queue``: the app ranks every new model version's responses by it (the Gold queue, which offers them in
+    this order: the first is its default)."""
+
+    name: str
+    label: str
+    description: str
+    queue: bool = True
+    needs_embeddings: bool = False
+
+
+STRATEGY_LIST: tuple[Strategy, ...] = (
+    Strategy(
+        "posterior",
+        "Most informative: sentence labels still uncertain given the response label",
+        "Mean entropy of the sentence labels given the response label.",
+    ),
+    Strategy(
+        "inconsistency",
+        "Inconsistent: sentence scores contradict the response label",
+        "|P(response label = 1 | sentence scores) - response label|.",
+    ),
+    Strategy(
+        "uncertainty",
+        "Most uncertain sentence scores",
+        "Mean binary entropy of the model's sentence scores in the response.",
+    ),
+    Strategy(
+        "diverse",
+        "Informative and spread over the data",
+        "Greedy k-center on mean sentence embeddings, weighted by posterior uncertainty.",
+        needs_embeddings=True,
+    ),
+    Strategy(
+        "balanced",
+        "Informative, keeping the share of each response label",
+        "'posterior' inside each response-label stratum, the strata's shares of the candidates kept.",
+    ),
+    Strategy("random", "Random (the paper's protocol)", "Seeded uniform draw.", queue=False),
+)
+STRATEGY_NAMES: tuple[str, ...] = tuple(s.name for s in STRATEGY_LIST)
+QUEUE_STRATEGIES: tuple[str, ...] = tuple(s.name for s in STRATEGY_LIST if s.queue)
+_STRATEGIES = {s.name: s for s in STRATEGY_LIST}
+
+
+def method(name: str) -> Method:
+    """The registry entry of ``name``; ValueError naming the choices when unknown."""
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHOD_NAMES)}")
+    return _METHODS[name]
+
+
+def strategy(name: str) -> Strategy:
+    """The registry entry of strategy ``name``; ValueError naming the choices when unknown."""
+    if name not in _STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}")
+    return _STRATEGIES[name]
+
+
+def resolve_method(name: str, *, has_gold: bool, pslab: bool) -> str:
+    """The concrete pipeline ``name`` runs: ``fractal`` is ``hybrid`` with gold labels, else ``pslab`` when
+    ``TrainConfig.pslab`` is on, else ``priors``. Unknown names and gold-needing methods without gold raise."""
+    entry = method(name)
+    if name == "fractal":
+        return "hybrid" if has_gold else ("pslab" if pslab else "priors")
+    if entry.needs_gold and not has_gold:
+        raise ValueError(f"method {name!r} needs gold sentence labels on some training responses")
+    return name
+
+
+def training_stages(
+    name: str, *, has_gold: bool, aggregation: str, config: TrainConfig | None = None
+) -> tuple[str, ...]:
+    """The training stages ``name`` runs on such data, in order (empty for training-free baselines).
+
+    PsLab is undefined for ``mean`` bags (there the bag model is the output); ``hybrid`` ends with PsLab only
+    when ``TrainConfig.pslab`` is on.
+    """
+    config = config or TrainConfig()
+    concrete = resolve_method(name, has_gold=has_gold, pslab=config.pslab)
+    pslab_ok = aggregation in ("max", "min")
+    if not _METHODS[concrete].trained:
+        return ()
+    if concrete == "supervised":
+        return (STAGE_SUPERVISED,)
+    if concrete in ("bagloss", "priors"):
+        return (STAGE_BAG,)
+    if concrete == "pslab":
+        return (STAGE_BAG, STAGE_PSLAB) if pslab_ok else (STAGE_BAG,)
+    if concrete == "hybrid":
+        tail = (STAGE_PSLAB,) if config.pslab and pslab_ok else ()
+        return (STAGE_TEACHER, STAGE_BAG, *tail)
+    raise ValueError(f"method {concrete!r} has no stage plan in fractal_core.registry")
+
+
+def prior_terms(config: TrainConfig | None = None) -> str:
+    """The bag objective of the prior methods under ``config``, e.g. "BagLoss + cosine prior"."""
+    weights = (config or TrainConfig()).weights
+    terms = ["BagLoss"]
+    if weights.cosine > 0:
+        terms.append("cosine prior")
+    if weights.correlation > 0:
+        terms.append("correlation prior")
+    return " + ".join(terms)
+
+
+def describe_method(name: str, config: TrainConfig | None = None) -> str:
+    """One line on what ``name`` does under ``config`` (default: the tuned defaults)."""
+    config = config or TrainConfig()
+    no_gold = resolve_method("fractal", has_gold=False, pslab=config.pslab)
+    no_gold_text = f"{no_gold} ({prior_terms(config)}{', then PsLab' if no_gold == 'pslab' else ''})"
+    return method(name).description.format(
+        priors=prior_terms(config),
+        hybrid_tail=", then PsLab" if config.pslab else "",
+        no_gold=no_gold_text,
+    )
+
+
+def method_descriptions(config: TrainConfig | None = None) -> dict[str, str]:
+    """{name: one-line description} in registry order (what ``fractal_core.methods.METHODS`` holds)."""
+    return {m.name: describe_method(m.name, config) for m in METHOD_LIST}
+
+
+__all__ = [
+    "METHOD_LIST",
+    "METHOD_NAMES",
+    "QUEUE_STRATEGIES",
+    "STAGE_BAG",
+    "STAGE_EMBED",
+    "STAGE_PSLAB",
+    "STAGE_SUPERVISED",
+    "STAGE_TEACHER",
+    "STRATEGY_LIST",
+    "STRATEGY_NAMES",
+    "Method",
+    "Strategy",
+    "describe_method",
+    "method",
+    "method_descriptions",
+    "prior_terms",
+    "resolve_method",
+    "strategy",
+    "training_stages",
+]

@@ -1,0 +1,63 @@
+"""The torch-free registry agrees with the pipelines it describes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fractal_core import methods, registry, selection
+from fractal_core.config import LossWeights, TrainConfig
+from fractal_core.methods import fit_method
+from tests.fractal_core.synthetic import planted_bags
+
+
+def test_registry_imports_no_torch() -> None:
+    code = "import sys, fractal_core.registry; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_methods_and_strategies_come_from_the_registry() -> None:
+    assert list(methods.METHODS) == list(registry.METHOD_NAMES)
+    assert {m.name for m in registry.METHOD_LIST if m.trained} == methods.TRAINED
+    assert selection.STRATEGIES == registry.STRATEGY_NAMES
+    assert set(registry.QUEUE_STRATEGIES) <= set(registry.STRATEGY_NAMES)
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        registry.method("nope")
+
+
+def test_descriptions_follow_the_tuned_defaults() -> None:
+    tuned = registry.method_descriptions()
+    # The tuned defaults: no PsLab after the bag model, cosine prior only (correlation weight 0).
+    assert "else priors (BagLoss + cosine prior)" in tuned["fractal"]
+    assert "correlation" not in tuned["priors"] and "PsLab" not in tuned["hybrid"]
+    both = TrainConfig(pslab=True, weights=LossWeights(correlation=0.2))
+    other = registry.method_descriptions(both)
+    assert "else pslab (BagLoss + cosine prior + correlation prior, then PsLab)" in other["fractal"]
+    assert other["hybrid"].endswith(", then PsLab (needs some gold).")
+
+
+@pytest.mark.parametrize("pslab", [False, True])
+@pytest.mark.parametrize("aggregation", ["max", "mean"])
+@pytest.mark.parametrize("name", registry.METHOD_NAMES)
+def test_stage_plan_is_what_the_pipeline_runs(name: str, aggregation: str, pslab: bool) -> None:
+    train = planted_bags(40, dim=8, max_size=4, aggregation=aggregation, seed=1)
+    train.gold[train.bag_index >= 20] = -1  # half the bags carry gold labels
+    config = TrainConfig(max_epochs=1, patience=1, pslab=pslab)
+    result = fit_method(name, train, None, aggregation=aggregation, n_classes=2, config=config, seed=0)
+    planned = registry.training_stages(name, has_gold=True, aggregation=aggregation, config=config)
+    assert tuple(s.stage for s in result.stages) == planned
+
+
+def test_stage_plan_without_gold() -> None:
+    assert registry.training_stages("fractal", has_gold=False, aggregation="max") == ("bag",)
+    pslab = TrainConfig(pslab=True)
+    assert registry.training_stages("fractal", has_gold=False, aggregation="max", config=pslab) == (
+        "bag",
+        "pslab",
+    )
+    assert registry.training_stages("fractal", has_gold=True, aggregation="max") == ("hybrid-teacher", "bag")
+    assert registry.training_stages("naive", has_gold=False, aggregation="max") == ()
+    with pytest.raises(ValueError, match="needs gold"):
+        registry.training_stages("supervised", has_gold=False, aggregation="max")

@@ -13,6 +13,7 @@ from typing import Any
 import streamlit as st
 from sqlalchemy import Engine
 
+from app import render
 from app.settings import AppSettings, load_settings
 from db import repository as repo
 from db.engine import get_engine
@@ -159,6 +160,11 @@ def show_flashes() -> None:
             st.toast(message, icon=":material/check:" if kind == "success" else ":material/info:")
         else:
             getattr(st, kind)(message)
+
+
+def show_html(fragment: str) -> None:
+    """Show a ``<div>`` fragment built by ``app.render`` (escaped text, allow-listed MathML) on the page."""
+    st.markdown(render.markdown_block(fragment), unsafe_allow_html=True)
 
 
 def fmt_score(value: Any) -> str:

@@ -99,7 +99,7 @@ for rec in preview:
         st.html(render.render_title("Response", rec.id))
         st.text(f"label {rec.response_label:g} · aggregation {rec.aggregation} · {len(rec.spans)} sentences")
         labels = rec.sentence_labels if labels_as == "gold" else None
-        st.html(render.render_response(rec.text, [(s.start, s.end) for s in rec.spans], None, labels))
+        state.show_html(render.render_response(rec.text, [(s.start, s.end) for s in rec.spans], None, labels))
 
 big = saved.stat().st_size > uploads.INLINE_MAX_BYTES
 action = "Queue import (large file: runs in the worker)" if big else "Import"

@@ -110,7 +110,7 @@ def go_to(new_index: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------- response list
-left, right = st.columns([2, 3], gap="medium")
+left, right = st.columns([5, 6], gap="medium")
 with left:
     scored_by = "not scored yet" if listing.model_version_id is None else "scores from the active model"
     training = [
@@ -125,9 +125,14 @@ with left:
             f"Job {j.id} ({j.kind}) is {j.state} ({j.progress:.0%}); its scores appear when it finishes."
         )
     st.caption(f"{listing.total} response{'' if listing.total == 1 else 's'} · {scored_by}")
+    # Long ids usually share a prefix (a source name): show the part that tells them apart, so the id column
+    # fits beside the others without horizontal scrolling.
+    shared = render.shared_id_prefix([r.external_id for r in listing.rows])
+    if shared:
+        st.caption(render.md_escape(f"ids below start with {shared}"))
     table = [
         {
-            "id": r.external_id,
+            "id": r.external_id[len(shared) :],
             "label": r.response_label,
             "score": r.score,
             "uncert.": r.uncertainty,
@@ -142,9 +147,13 @@ with left:
         selection_mode="single-row",
         key=f"review_table_{listing.page}",
         column_config={
-            "id": st.column_config.TextColumn(width="small"),
-            "score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.2f"),
-            "uncert.": st.column_config.NumberColumn(format="%.2f"),
+            "id": st.column_config.TextColumn(width=render.text_width_px([t["id"] for t in table])),
+            "label": st.column_config.NumberColumn(width=48),
+            "score": st.column_config.ProgressColumn(
+                "score", min_value=0.0, max_value=1.0, format="%.2f", width=72
+            ),
+            "uncert.": st.column_config.NumberColumn(format="%.2f", width=56),
+            "gold": st.column_config.TextColumn(width=48, help="sentences with a gold label / sentences"),
         },
     )
     rows_selected = event.selection.rows if event is not None else []
@@ -227,10 +236,10 @@ with right:
     m4.metric("Position", f"{index + 1} / {listing.total}")
     if detail.context:
         st.caption("Context")
-        st.html(render.render_context(detail.context))
+        state.show_html(render.render_context(detail.context))
     st.html(render.render_legend(positive_name="problem"))
     scores = [s.score for s in detail.sentences]
-    st.html(
+    state.show_html(
         render.render_response(
             detail.text,
             [(s.start, s.end) for s in detail.sentences],

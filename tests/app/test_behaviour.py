@@ -206,7 +206,7 @@ def test_review_with_scores_shows_colours_and_save_accepts_model_labels(store) -
     )
     store.run_jobs()
     at = app_test("views/review.py")
-    [response_html] = [h.proto.body for h in at.html if h.proto.body.startswith('<div class="fs-response">')]
+    [response_html] = [m.value for m in at.markdown if m.value.startswith('<div class="fs-response"')]
     assert "fs-none" not in response_html and "fs-s" in response_html  # every sentence has a colour bin
     rid = at.session_state["review_response_id"]
     detail = repo.get_response(store.engine, rid)

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.app.data import tiny_records, write_jsonl
-from tests.app.xss_payloads import XSS_PAYLOADS
+from tests.app.xss_payloads import LATEX_PAYLOADS, XSS_PAYLOADS
 
 pytestmark = pytest.mark.browser
 LONG = 60_000  # ms: a training job on two shared cores
@@ -107,8 +107,33 @@ def test_upload_review_correct_reload_train(app_server_factory, page: Page, tmp_
     assert dialogs == []
 
 
+# Every element inside a rendered response or context: our spans/divs or allow-listed MathML, and no attribute
+# that can run code, load something or restyle the page.
+_MARKUP_PROBLEMS_JS = """root => {
+  const ok = new Set(["div", "span", "math", "mrow", "mi", "mn", "mo", "ms", "mspace", "mtext", "msub", "msup",
+    "msubsup", "mfrac", "msqrt", "mroot", "mstyle", "merror", "mpadded", "mphantom", "menclose", "munder", "mover",
+    "munderover", "mtable", "mtr", "mtd", "mlabeledtr", "mmultiscripts", "mprescripts", "none"]);
+  const bad = [];
+  for (const el of root.querySelectorAll("*")) {
+    if (!ok.has(el.localName)) bad.push(el.localName);
+    for (const a of el.attributes) {
+      if (/^on|^href$|^src$|^style$|xlink/i.test(a.name) || /javascript/i.test(a.value) && a.name !== "title")
+        bad.push(el.localName + "@" + a.name);
+    }
+  }
+  return bad;
+}"""
+# The text a reader sees, with each rendered formula counted as its source (kept in its title).
+_SOURCE_TEXT_JS = """root => {
+  const c = root.cloneNode(true);
+  c.querySelectorAll(".fs-math").forEach(m => m.replaceWith(m.title));
+  return c.textContent;
+}"""
+
+
 def test_xss_payloads_render_inert_in_chromium(app_server_factory, page: Page) -> None:
-    sentences = [f"Step {i}: {p}" for i, p in enumerate(XSS_PAYLOADS)]
+    payloads = XSS_PAYLOADS + LATEX_PAYLOADS
+    sentences = [f"Step {i}: {p}" for i, p in enumerate(payloads)]
 
     def prepare(db_url: str, home: Path) -> None:
         from db.engine import get_engine
@@ -116,7 +141,7 @@ def test_xss_payloads_render_inert_in_chromium(app_server_factory, page: Page) -
 
         rec = {
             "id": "<b id='pwned'>x</b>",
-            "context": XSS_PAYLOADS[0] + " " + XSS_PAYLOADS[5],
+            "context": XSS_PAYLOADS[0] + " " + XSS_PAYLOADS[5] + " " + LATEX_PAYLOADS[0] + " $x^2$",
             "sentences": sentences,
             "response_label": 1,
             "aggregation": "max",
@@ -144,14 +169,64 @@ def test_xss_payloads_render_inert_in_chromium(app_server_factory, page: Page) -
         _settle(page)
         if path.startswith("/?"):
             expect(page.locator(".fs-response")).to_have_count(1, timeout=LONG)
-            # Every payload is visible as literal text inside the highlighted response.
-            text = page.locator(".fs-response").inner_text()
-            for payload in XSS_PAYLOADS:
+            # Every payload is visible inside the highlighted response: as literal text, or a formula that
+            # renders as MathML (whose source is one hover away).
+            text = page.locator(".fs-response").evaluate(_SOURCE_TEXT_JS)
+            for payload in payloads:
                 assert payload in text, payload
             assert XSS_PAYLOADS[0] in page.locator(".fs-context").inner_text()
-            expect(page.locator(".fs-response *:not(span)")).to_have_count(0)
+            assert LATEX_PAYLOADS[0] in page.locator(".fs-context").inner_text()  # \href stays source text
+            expect(page.locator(".fs-context math")).to_have_count(1)  # $x^2$
+            assert page.locator(".fs-response math").count() >= 3  # the harmless formulas render
+            for box in (".fs-response", ".fs-context"):
+                assert page.locator(box).evaluate(_MARKUP_PROBLEMS_JS) == []
         expect(page.locator("#pwned, .pwned")).to_have_count(0)
-        expect(page.locator(".katex")).to_have_count(0)  # LaTeX stays text
+        expect(page.locator(".katex")).to_have_count(0)  # Streamlit's own Markdown math never sees user text
         expect(page.locator("a[href^='javascript']")).to_have_count(0)
         expect(page.locator("iframe[src^='javascript'], details[ontoggle], svg[onload]")).to_have_count(0)
     assert dialogs == []
+
+
+RTL_SENTENCES = [
+    "First we read the question.",
+    "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645.",
+    "\u05e9\u05dc\u05d5\u05dd \u05e2\u05d5\u05dc\u05dd.",
+    "Then we answer in English.",
+]
+
+
+def test_demo_review_renders_math_fits_the_list_and_isolates_rtl(app_server_factory, page: Page) -> None:
+    def prepare(db_url: str, home: Path) -> None:
+        from db.engine import get_engine
+        from db.ingest import ingest_file
+        from fractal_core.demo import demo_path
+
+        engine = get_engine(db_url)
+        ingest_file(engine, demo_path(), "demo")
+        rec = {"id": "rtl-1", "sentences": RTL_SENTENCES, "response_label": 0, "aggregation": "max"}
+        ingest_file(engine, write_jsonl(home / "rtl.jsonl", [rec]), "rtl")
+
+    srv = app_server_factory(prepare)
+    page.goto(f"{srv.url}/?dataset=1")
+    _settle(page)
+    # The demo (ProcessBench math) shows formulas as MathML in the context and the sentences, not as LaTeX.
+    expect(page.locator(".fs-response math").first).to_be_visible(timeout=LONG)
+    expect(page.locator(".fs-context math").first).to_be_visible()
+    assert "\\(" not in page.locator(".fs-response").inner_text()
+    # The list fits its column: no horizontal scrolling to reach the gold column.
+    scroller = page.locator("[data-testid=stDataFrame] .dvn-scroller").first
+    expect(scroller).to_be_visible(timeout=LONG)
+    width, visible = scroller.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert width <= visible, (width, visible)
+
+    # Right-to-left sentences: each number stays just before (left of) its own sentence in this LTR response.
+    page.goto(f"{srv.url}/?dataset=2")
+    _settle(page)
+    expect(page.locator("#fs-sent-3")).to_be_visible(timeout=LONG)
+    for i in range(len(RTL_SENTENCES)):
+        # The first line box of the sentence text (a wrapped sentence has several).
+        number_right, text_left = page.locator(f"#fs-sent-{i}").evaluate(
+            "e => [e.querySelector('.fs-idx').getBoundingClientRect().right,"
+            " e.querySelector('.fs-txt').getClientRects()[0].left]"
+        )
+        assert number_right <= text_left + 1, (i, number_right, text_left)

@@ -1,4 +1,5 @@
-"""app.render: highlighted response HTML is well formed, uses fixed markup only, and keeps hostile text inert."""
+"""app.render: highlighted response HTML is well formed, uses fixed markup only, and keeps hostile text inert;
+formulas become allow-listed MathML (or stay source text), never live markup."""
 
 from __future__ import annotations
 
@@ -7,14 +8,40 @@ from html.parser import HTMLParser
 import pytest
 
 from app import render
-from tests.app.xss_payloads import XSS_PAYLOADS
+from tests.app.xss_payloads import LATEX_PAYLOADS, XSS_PAYLOADS
 
-ALLOWED_TAGS = {"div", "span"}
-ALLOWED_ATTRS = {"id", "class", "tabindex", "title"}
+OUR_TAGS = {"div", "span"}
+OUR_ATTRS = {"id", "class", "tabindex", "title", "dir"}
+# Written out here rather than imported, so the test checks the renderer against an independent list.
+MATHML_TAGS = {
+    "math", "mrow", "mi", "mn", "mo", "ms", "mspace", "mtext", "msub", "msup", "msubsup", "mfrac", "msqrt",
+    "mroot", "mstyle", "merror", "mpadded", "mphantom", "menclose", "munder", "mover", "munderover", "mtable",
+    "mtr", "mtd", "mlabeledtr", "mmultiscripts", "mprescripts", "none",
+}  # fmt: skip
+MATHML_ATTRS = {
+    "xmlns", "display", "mathvariant", "stretchy", "fence", "separator", "lspace", "rspace", "form", "largeop",
+    "movablelimits", "accent", "accentunder", "linethickness", "displaystyle", "scriptlevel", "columnalign",
+    "rowalign", "columnspacing", "rowspacing", "columnlines", "rowlines", "frame", "notation", "width",
+    "height", "depth", "minsize", "maxsize", "symmetric", "linebreak", "voffset",
+}  # fmt: skip
+ALLOWED_TAGS = OUR_TAGS | MATHML_TAGS
+
+
+def _attrs_ok(tag: str, attrs: dict[str, str | None]) -> bool:
+    allowed = OUR_ATTRS if tag in OUR_TAGS else MATHML_ATTRS
+    if not set(attrs) <= allowed:
+        return False
+    if tag == "math" and attrs.get("xmlns") not in (None, "http://www.w3.org/1998/Math/MathML"):
+        return False
+    # A title is text (a formula's source may mention anything); every other value is markup we chose.
+    values = " ".join(v or "" for k, v in attrs.items() if k != "title").lower()
+    return "javascript" not in values and "pwned" not in values
 
 
 class _Collector(HTMLParser):
-    """Collects tags, attributes and the text content exactly as a browser's parser would see them."""
+    """Collects tags, attributes and the text content exactly as a browser's parser would see them.
+
+    A rendered formula (``fs-math``) counts as its source, which the renderer keeps in the title."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -28,7 +55,10 @@ class _Collector(HTMLParser):
         self.tags.append((tag, d))
         self.depth += 1
         cls = d.get("class") or ""
-        if self.skip or "fs-idx" in cls or "fs-gold" in cls:
+        if not self.skip and "fs-math" in cls.split():
+            self.text.append(d.get("title") or "")
+            self.skip += 1
+        elif self.skip or "fs-idx" in cls or "fs-gold" in cls:
             self.skip += 1
 
     def handle_endtag(self, tag: str) -> None:
@@ -57,28 +87,116 @@ def _spans_for(text: str, pieces: list[str]) -> list[tuple[int, int]]:
     return spans
 
 
-@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+@pytest.mark.parametrize("payload", XSS_PAYLOADS + LATEX_PAYLOADS)
 def test_payload_is_inert_text(payload: str) -> None:
     text = f"Intro sentence. {payload} Trailing words."
     spans = _spans_for(text, ["Intro sentence.", payload, "Trailing words."])
     html = render.render_response(text, spans, [0.1, 0.9, None], [None, 1, 0], focus=1)
     parsed = _parse(html)
-    # Only our own tags and attributes exist, and tags are balanced: no payload closed or opened anything.
+    # Only our own tags and allow-listed MathML exist, with allowed attributes, and tags are balanced: no
+    # payload closed or opened anything.
     assert {t for t, _ in parsed.tags} <= ALLOWED_TAGS
-    assert all(set(a) <= ALLOWED_ATTRS for _, a in parsed.tags)
+    assert all(_attrs_ok(t, a) for t, a in parsed.tags), [
+        (t, a) for t, a in parsed.tags if not _attrs_ok(t, a)
+    ]
     assert parsed.depth == 0
-    assert not any("pwned" in (a.get("id") or "") + (a.get("class") or "") for _, a in parsed.tags)
-    # The visible text is exactly the user's text, character for character.
+    # The visible text is exactly the user's text, character for character (a formula by its source).
     assert "".join(parsed.text) == text
+    assert [a["id"] for _, a in parsed.tags if "fs-sent" in (a.get("class") or "").split()] == [
+        "fs-sent-0",
+        "fs-sent-1",
+        "fs-sent-2",
+    ]
 
 
-@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+@pytest.mark.parametrize("payload", XSS_PAYLOADS + LATEX_PAYLOADS)
 def test_context_and_legend_escape(payload: str) -> None:
     for html in (render.render_context(payload), render.render_legend(positive_name=payload)):
         parsed = _parse(html)
         assert {t for t, _ in parsed.tags} <= ALLOWED_TAGS
+        assert all(_attrs_ok(t, a) for t, a in parsed.tags)
         assert parsed.depth == 0
         assert payload in "".join(parsed.text)
+
+
+@pytest.mark.parametrize(
+    ("source", "latex", "display"),
+    [
+        ("$x^2$", "x^2", False),
+        ("\\(a+b\\)", "a+b", False),
+        ("\\[\\frac{1}{2}\\]", "\\frac{1}{2}", True),
+        ("$$\\sqrt{3}$$", "\\sqrt{3}", True),
+        ("\\begin{align*}a&=b\\\\c&=d\\end{align*}", "\\begin{align*}a&=b\\\\c&=d\\end{align*}", True),
+    ],
+)
+def test_each_delimiter_renders_mathml_inside_its_sentence(source: str, latex: str, display: bool) -> None:
+    text = f"First {source} here. Second."
+    spans = _spans_for(text, [f"First {source} here.", "Second."])
+    [seg] = render.find_math(text)
+    assert (text[seg.start : seg.end], seg.latex, seg.display) == (source, latex, display)
+    html = render.render_response(text, spans, [0.9, 0.1], None, focus=0)
+    parsed = _parse(html)
+    assert "math" in {t for t, _ in parsed.tags}
+    assert ("mi" in html or "mn" in html) and "\\" not in html.split("<math", 1)[1].split("</math>")[0]
+    assert "".join(parsed.text) == text  # offsets and highlight spans unchanged
+    # The formula sits inside sentence 0's text span, before sentence 1 starts.
+    assert html.index("<math") > html.index('id="fs-sent-0"') and html.index("</math>") < html.index(
+        'id="fs-sent-1"'
+    )
+    assert ("fs-math-block" in html) == display
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "It costs $5 and $10 in total.",  # currency, not a formula
+        "Escaped \\$x\\$ stays.",
+        "Broken $\\frac{1}{$ formula.",
+        "Unknown $\\foo{x}$ command.",
+        "Empty $$ $$ formula.",
+    ],
+)
+def test_text_that_is_not_a_formula_stays_source(text: str) -> None:
+    html = render.render_response(text, [(0, len(text))])
+    assert "<math" not in html
+    assert "".join(_parse(html).text) == text
+
+
+def test_formula_across_a_sentence_boundary_stays_source() -> None:
+    text = "We get $a. b$ next."
+    spans = _spans_for(text, ["We get $a.", "b$ next."])
+    html = render.render_response(text, spans)
+    assert "<math" not in html and "".join(_parse(html).text) == text
+
+
+def test_sanitiser_refuses_anything_outside_the_allow_list() -> None:
+    ok = '<math xmlns="http://www.w3.org/1998/Math/MathML"><mi>x</mi></math>'
+    assert render.sanitise_mathml(ok) == ok
+    for bad in (
+        '<math><mrow href="javascript:alert(1)"><mi>x</mi></mrow></math>',
+        '<math><mi style="color:red">x</mi></math>',
+        '<math><mi onclick="alert(1)">x</mi></math>',
+        '<math><maction actiontype="toggle"><mi>x</mi></maction></math>',
+        "<math><mi>x</mi><img src=x onerror=alert(1)></math>",
+        '<math xmlns="http://evil"><mi>x</mi></math>',
+        "<math><mi>x</mo></math>",
+        "<math><!-- c --><mi>x</mi></math>",
+        "<mi>x</mi>",
+        '<math><mi mathvariant="a&quot;b">x</mi></math>',
+    ):
+        assert render.sanitise_mathml(bad) is None, bad
+
+
+def test_right_to_left_sentences_are_isolated() -> None:
+    text = "First. \u0645\u0631\u062d\u0628\u0627. \u05e9\u05dc\u05d5\u05dd."
+    spans = _spans_for(text, ["First.", "\u0645\u0631\u062d\u0628\u0627.", "\u05e9\u05dc\u05d5\u05dd."])
+    tags = _parse(render.render_response(text, spans)).tags
+    txt = [a for _, a in tags if (a.get("class") or "") == "fs-txt"]
+    assert len(txt) == 3 and all(a.get("dir") == "auto" for a in txt)
+    assert (
+        ".fs-txt{unicode-bidi:isolate}" in render.CSS
+        and "unicode-bidi:isolate}" in render.CSS.split(".fs-sent{")[1].split("}")[0] + "}"
+    )
 
 
 def test_at_least_ten_payloads_cover_the_classes() -> None:
@@ -165,3 +283,12 @@ def test_id_prefix_is_validated(prefix: str) -> None:
 def test_css_has_one_rule_per_bin() -> None:
     for i in range(render.N_BINS):
         assert f".fs-s{i}{{" in render.CSS
+
+
+def test_shared_id_prefix_and_column_width() -> None:
+    assert render.shared_id_prefix(["processbench/math-1", "processbench/omnimath-2"]) == "processbench/"
+    assert render.shared_id_prefix(["r001", "r002"]) == ""  # no separator: nothing to cut
+    assert render.shared_id_prefix(["a/b", "a/"]) == ""  # would leave an empty id
+    assert render.shared_id_prefix(["only/one"]) == ""
+    assert render.text_width_px(["x" * 100]) == 200 and render.text_width_px([]) == 60
+    assert render.plural(1, "response") == "1 response" and render.plural(0, "response") == "0 responses"

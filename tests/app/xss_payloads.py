@@ -21,3 +21,19 @@ XSS_PAYLOADS: tuple[str, ...] = (
     '<math><mtext><table><mglyph><style><img src=x onerror="prompt(12)" id="pwned">',
     '` <b id="pwned">bold</b> ` **markdown** <!-- comment --> {{7*7}}',
 )
+
+LATEX_PAYLOADS: tuple[str, ...] = (
+    "$\\href{javascript:alert('tex-1')}{click}$",
+    "$$\\href{javascript:alert(2)}{\\text{click}}$$",
+    "\\(\\style{background:url(javascript:alert(3))}{x}\\)",
+    "$\\class{pwned}{x}$",
+    "$\\unicode{x3C}script\\unicode{x3E}alert(5)$",
+    "$<script>alert('tex-6')</script>$",
+    "$\\text{<img src=x onerror=alert(7) class=pwned>}$",
+    "\\[\\text{</mtext></math><img src=x onerror=alert(8) id=pwned>}\\]",
+    "$x^{<svg onload=alert(9) id=pwned>}$",
+    "$\\mathrm{&lt;b id=pwned&gt;}$ \\(\\color{javascript:alert(10)}{x}\\)",
+    "$\\toggle{x}{y}\\endtoggle$ $\\mathtip{x}{<b id=pwned>tip</b>}$",
+)
+"""LaTeX that must never become a link, a style, a class, an event handler or a tag: a formula either renders
+as allow-listed MathML or stays escaped source text."""

@@ -130,15 +130,16 @@ with left:
     shared = render.shared_id_prefix([r.external_id for r in listing.rows])
     if shared:
         st.caption(render.md_escape(f"ids below start with {shared}"))
+    shown_ids = [r.external_id[len(shared) :] for r in listing.rows]
     table = [
         {
-            "id": r.external_id[len(shared) :],
+            "id": shown_id,
             "label": r.response_label,
             "score": r.score,
             "uncert.": r.uncertainty,
             "gold": f"{r.n_gold}/{r.n_sentences}",
         }
-        for r in listing.rows
+        for r, shown_id in zip(listing.rows, shown_ids, strict=True)
     ]
     event = st.dataframe(
         table,
@@ -147,7 +148,7 @@ with left:
         selection_mode="single-row",
         key=f"review_table_{listing.page}",
         column_config={
-            "id": st.column_config.TextColumn(width=render.text_width_px([t["id"] for t in table])),
+            "id": st.column_config.TextColumn(width=render.text_width_px(shown_ids)),
             "label": st.column_config.NumberColumn(width=48),
             "score": st.column_config.ProgressColumn(
                 "score", min_value=0.0, max_value=1.0, format="%.2f", width=72

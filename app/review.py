@@ -69,6 +69,27 @@ def propose_accept_rest(detail: ResponseDetail) -> Proposal:
     return propose(detail, changes, source="reviewed")
 
 
+def likely_first_error(detail: ResponseDetail) -> tuple[int, float] | None:
+    """(position, probability) of the response's most likely first problem sentence given its label, read from
+    the first-error distribution (``fractal_core.posterior``); None when it has none to show: not a ``max``
+    response, labelled 0, or not (fully) scored."""
+    scores = [s.score for s in detail.sentences]
+    if detail.aggregation != "max" or not scores or any(v is None for v in scores):
+        return None
+    import torch
+
+    from fractal_core.posterior import first_error_from_scores
+
+    index, probability = first_error_from_scores(
+        torch.tensor(scores, dtype=torch.float64),
+        torch.zeros(len(scores), dtype=torch.long),
+        torch.tensor([float(detail.response_label)], dtype=torch.float64),
+    )
+    if int(index[0]) < 0:
+        return None
+    return int(index[0]), float(probability[0])
+
+
 def store(engine: Engine, proposal: Proposal, annotator: str) -> SaveResult:
     """Store a proposal as one action (one undo reverts it)."""
     if not proposal.labels:

@@ -27,7 +27,7 @@ from fractal_core.bags import BagSet
 from fractal_core.estimator import FractalModel
 from fractal_core.evaluation import PreparedSplits, prepare_splits
 from fractal_core.io import read_split_dir
-from fractal_core.metrics import auc_roc, average_precision, first_error_accuracy
+from fractal_core.metrics import auc_roc, average_precision
 from fractal_core.selection import bag_posterior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,10 +125,6 @@ class ProbeModel(FractalModel):
         p = post.cpu().numpy()
         out["posterior_auc_roc"] = auc_roc(positive, p[mask])
         out["posterior_auprc"] = average_precision(positive, p[mask])
-        if self.aggregation_ == "max":
-            out["posterior_first_error_acc"] = first_error_accuracy(
-                gold, p, bags.bag_index.cpu().numpy(), bags.n_bags
-            )
         return out
 
 

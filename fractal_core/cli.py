@@ -28,8 +28,27 @@ TABLE_KEYS = (
     "posterior_auc_roc",
     "bag_auc_roc",
     "first_error_acc",
+    "first_error_acc_given_y",
+    "first_error_top3_given_y",
     "train_seconds",
 )
+SCORERS = ("default", "mlp", "context")
+
+
+def _train_config(device: str, max_epochs: int | None, scorer: str):
+    """The library defaults, with the command line's overrides; a bad value stops with exit code 2."""
+    from dataclasses import replace
+
+    from fractal_core.config import TrainConfig
+
+    if scorer not in SCORERS:
+        raise fail(f"--scorer: expected one of {', '.join(SCORERS)}, got {scorer!r}")
+    config = TrainConfig(device=device)
+    if max_epochs is not None:
+        config = replace(config, max_epochs=max_epochs)
+    if scorer != "default":
+        config = replace(config, scorer=scorer)  # type: ignore[arg-type]
+    return config
 
 
 def fail(message: str) -> typer.Exit:
@@ -73,6 +92,10 @@ EncoderOpt = Annotated[
     str | None, typer.Option(help="Local Hugging Face encoder directory (default: bundled all-MiniLM-L6-v2).")
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:1 ...")]
+ScorerOpt = Annotated[
+    str,
+    typer.Option(help="default (the library's), mlp (one sentence at a time) or context (+ its response)"),
+]
 
 
 def segment_cmd(
@@ -124,15 +147,13 @@ def train_cmd(
     ] = "fractal",
     seed: int = 0,
     max_epochs: Annotated[int | None, typer.Option(help="Override the default epoch bound")] = None,
+    scorer: ScorerOpt = "default",
     encoder: EncoderOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Train a sentence scorer from response labels (sentence labels in the file are used as gold)."""
-    from dataclasses import replace
-
     from tqdm.auto import tqdm
 
-    from fractal_core.config import TrainConfig
     from fractal_core.estimator import FractalModel
 
     [method] = _methods(method)
@@ -140,9 +161,7 @@ def train_cmd(
         splits = _read(data)
     except InputError as err:
         raise fail(str(err)) from None
-    config = TrainConfig(device=device)
-    if max_epochs is not None:
-        config = replace(config, max_epochs=max_epochs)
+    config = _train_config(device, max_epochs, scorer)
     bar = tqdm(total=100, desc="training", unit="%")
 
     def progress(stage: str, fraction: float, message: str) -> None:
@@ -229,15 +248,13 @@ def evaluate_cmd(
     ] = "native",
     limit: Annotated[int | None, typer.Option(help="Use only the first N responses of each split")] = None,
     max_epochs: Annotated[int | None, typer.Option(help="Override the default epoch bound")] = None,
+    scorer: ScorerOpt = "default",
     encoder: EncoderOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Compare methods on a dataset in the shared schema: sentence AUC-ROC/PR, MAE, bag AUC, first-error acc."""
-    from dataclasses import replace
-
     from tqdm.auto import tqdm
 
-    from fractal_core.config import TrainConfig
     from fractal_core.encoder import get_encoder
     from fractal_core.evaluation import prepare_splits, run_evaluation
 
@@ -258,9 +275,7 @@ def evaluate_cmd(
         raise fail(str(err)) from None
     if limit is not None:
         splits = {k: v[:limit] for k, v in splits.items()}
-    config = TrainConfig(device=device)
-    if max_epochs is not None:
-        config = replace(config, max_epochs=max_epochs)
+    config = _train_config(device, max_epochs, scorer)
     enc = get_encoder(_encoder_config(encoder, device))
     started = time.perf_counter()
     try:

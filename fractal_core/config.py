@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 BagVariant = Literal["hard", "prob", "lse"]
 ValidMetric = Literal["auto", "sentence", "bag"]
+ScorerKind = Literal["mlp", "context"]
+ContextDirection = Literal["auto", "causal", "bidirectional"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,12 @@ class TrainConfig:
     )
     lse_temperature: float = 0.1  # temperature of the smooth max when bag_variant == "lse" (logit units)
     weights: LossWeights = field(default_factory=LossWeights)
+    scorer: ScorerKind = (
+        "mlp"  # instance scorer: "mlp" (one sentence at a time) or "context" (+ its response)
+    )
+    context_direction: ContextDirection = (
+        "auto"  # "context" scorer: causal (steps see earlier steps only), bidirectional, or from the data
+    )
     hidden: int | None = None  # first hidden width of the scorer MLP; None -> encoder dim (paper: d)
     learning_rate: float = 1e-3  # AdamW step size
     weight_decay: float = 1e-4  # AdamW decoupled weight decay

@@ -25,9 +25,9 @@ from fractal_core.encoder import EncoderConfig, get_encoder
 from fractal_core.features import embed_records
 from fractal_core.io import num_classes
 from fractal_core.methods import METHODS, fit_method, fit_preference, preference_bags, resolve_method
-from fractal_core.metrics import bag_metrics, first_error_accuracy, sentence_metrics
-from fractal_core.model import SentenceScorer
-from fractal_core.posterior import posterior_scores
+from fractal_core.metrics import bag_metrics, first_error_accuracy, first_error_top_k, sentence_metrics
+from fractal_core.model import build_scorer
+from fractal_core.posterior import first_error_log_distribution, posterior_scores
 from fractal_core.records import ResponseRecord
 from fractal_core.train import ProgressFn
 
@@ -58,6 +58,24 @@ def holdout_split(n_bags: int, fraction: float, seed: int) -> tuple[torch.Tensor
     if n_bags < 10 or n_valid < 1:
         return order, None
     return order[n_valid:].sort().values, order[:n_valid].sort().values
+
+
+def first_error_metrics(gold: np.ndarray, logp: torch.Tensor, bags: BagSet) -> dict[str, float]:
+    """Where the first gold positive of each erroneous response ranks (max bags in step order).
+
+    Two readings of the same model: the marginal argmax (the paper's first-error accuracy) and the first-error
+    distribution given the response has an error, P(first = i | Y >= 1) (``fractal_core.posterior``), which is
+    how the reviewer is pointed at a step. Top-1 accuracy and top-3 hit rate of each.
+    """
+    bag_index = bags.bag_index.cpu().numpy()
+    marginal = positive_score(logp).cpu().numpy()
+    given = first_error_log_distribution(logp, bags.bag_index, bags.n_bags).cpu().numpy()
+    return {
+        "first_error_acc": first_error_accuracy(gold, marginal, bag_index, bags.n_bags),
+        "first_error_top3": first_error_top_k(gold, marginal, bag_index, bags.n_bags, k=3),
+        "first_error_acc_given_y": first_error_accuracy(gold, given, bag_index, bags.n_bags),
+        "first_error_top3_given_y": first_error_top_k(gold, given, bag_index, bags.n_bags, k=3),
+    }
 
 
 class FractalModel:
@@ -278,9 +296,7 @@ class FractalModel:
         out["posterior_auc_roc"] = given["instance_auc_roc"]
         out["posterior_auprc"] = given["instance_auprc"]
         if self.aggregation_ == "max":
-            out["first_error_acc"] = first_error_accuracy(
-                gold, score.cpu().numpy(), bags.bag_index.cpu().numpy(), bags.n_bags
-            )
+            out.update(first_error_metrics(gold, logp, bags))
         return out
 
     def evaluate(self, records: Sequence[ResponseRecord]) -> dict[str, float]:
@@ -307,6 +323,7 @@ class FractalModel:
         }
         if self.scorer_ is not None:
             meta["dim"] = self.scorer_.dim
+            meta["scorer"] = self.scorer_.spec()
             tmp = directory / "weights.pt.tmp"
             torch.save(self.scorer_.state_dict(), tmp)
             tmp.replace(directory / "weights.pt")
@@ -333,7 +350,8 @@ class FractalModel:
         model.history_ = meta.get("history", [])
         model.scorer_ = None
         if "dim" in meta:
-            scorer = SentenceScorer(meta["dim"], n_classes=meta["n_classes"], hidden=config.hidden)
+            spec = meta.get("scorer", {"kind": "mlp"})  # files written before the contextual scorer: the MLP
+            scorer = build_scorer(spec, meta["dim"], n_classes=meta["n_classes"], hidden=config.hidden)
             scorer.load_state_dict(
                 torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
             )

@@ -40,7 +40,7 @@ from fractal_core.losses import (
     soft_cross_entropy,
 )
 from fractal_core.metrics import auc_roc
-from fractal_core.model import SentenceScorer
+from fractal_core.model import SentenceScorer, build_scorer
 from fractal_core.pslab import pseudo_labels
 from fractal_core.train import ProgressFn, StageResult, cpu_threads, train_stage
 
@@ -145,10 +145,44 @@ def make_validator(valid: BagSet | None, *, aggregation: str, config: TrainConfi
     return (validate_sentence if mode == "sentence" else validate_bag), mode
 
 
+def first_error_annotated(bags: BagSet) -> bool:
+    """Whether the gold labels follow the first-error protocol of step data: in every bag with a positive,
+    nothing after its first positive is labelled, and some bag has sentences there (steps after the first
+    wrong one are not judged, because they follow from it)."""
+    positive = bags.gold >= 1
+    if not bool(positive.any()):
+        return False
+    flat = torch.arange(bags.n_sentences, device=bags.device)
+    first = torch.full((bags.n_bags,), bags.n_sentences, dtype=torch.long, device=bags.device)
+    first = first.scatter_reduce(0, bags.bag_index[positive], flat[positive], reduce="amin")
+    after = flat > first[bags.bag_index]
+    return bool(after.any()) and not bool((after & (bags.gold >= 0)).any())
+
+
+def scorer_spec(config: TrainConfig, *data: BagSet | None) -> dict[str, object]:
+    """The scorer every stage of a fit builds (``model.build_scorer``), its direction read from the data.
+
+    ``context_direction="auto"`` is causal when the gold labels of ``data`` follow the first-error protocol of
+    reasoning steps (:func:`first_error_annotated`), else bidirectional.
+    """
+    if config.scorer == "mlp":
+        return {"kind": "mlp"}
+    direction = config.context_direction
+    if direction == "auto":
+        steps = any(b is not None and b.n_bags and first_error_annotated(b) for b in data)
+        direction = "causal" if steps else "bidirectional"
+    return {"kind": config.scorer, "causal": direction == "causal"}
+
+
 def _fresh(
-    dim: int, n_classes: int, config: TrainConfig, generator: torch.Generator, device: torch.device
+    spec: dict[str, object],
+    dim: int,
+    n_classes: int,
+    config: TrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
 ) -> SentenceScorer:
-    return SentenceScorer(dim, n_classes=n_classes, hidden=config.hidden, generator=generator).to(device)
+    return build_scorer(spec, dim, n_classes=n_classes, hidden=config.hidden, generator=generator).to(device)
 
 
 def _gold_bags(data: BagSet) -> BagSet:
@@ -228,6 +262,7 @@ def _fit_method(
     dim = int(train.sent_emb.shape[1])
     device = train.device
     validate, _ = make_validator(valid, aggregation=aggregation, config=config)
+    spec = scorer_spec(config, train, valid)
 
     def stage(name: str, model: SentenceScorer, data: BagSet, objective) -> SentenceScorer:
         result.stages.append(
@@ -245,7 +280,7 @@ def _fit_method(
         return model
 
     if method == "supervised":
-        model = _fresh(dim, n_classes, config, generator, device)
+        model = _fresh(spec, dim, n_classes, config, generator, device)
         result.model = stage(registry.STAGE_SUPERVISED, model, _gold_bags(train), _instance_objective())
         return result
 
@@ -260,7 +295,7 @@ def _fit_method(
         use.add("hybrid")
         teacher = stage(
             registry.STAGE_TEACHER,
-            _fresh(dim, n_classes, config, generator, device),
+            _fresh(spec, dim, n_classes, config, generator, device),
             _teacher_bags(train, aggregation, n_classes, config),
             _instance_objective(),
         )
@@ -269,7 +304,7 @@ def _fit_method(
     weights = _weights(config, use)
     model = stage(
         registry.STAGE_BAG,
-        _fresh(dim, n_classes, config, generator, device),
+        _fresh(spec, dim, n_classes, config, generator, device),
         train,
         _bag_objective(config, aggregation, weights),
     )
@@ -282,7 +317,7 @@ def _fit_method(
         pseudo = BagSet(**{**train.__dict__, "gold": labels})
         model = stage(
             registry.STAGE_PSLAB,
-            _fresh(dim, n_classes, config, generator, device),
+            _fresh(spec, dim, n_classes, config, generator, device),
             pseudo,
             _instance_objective(),
         )
@@ -315,7 +350,8 @@ def fit_preference(
     scores and P(B2 > B1) = s2 / (s1 + s2). Early stopping on the validation pairs' loss.
     """
     generator = torch.Generator().manual_seed(seed)
-    model = _fresh(int(train.sent_emb.shape[1]), 2, config, generator, train.device)
+    spec = scorer_spec(config, train, valid)
+    model = _fresh(spec, int(train.sent_emb.shape[1]), 2, config, generator, train.device)
 
     def validate(m: SentenceScorer) -> float:
         assert valid is not None

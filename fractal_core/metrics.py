@@ -94,6 +94,29 @@ def first_error_accuracy(gold: np.ndarray, score: np.ndarray, bag_index: np.ndar
     return float(np.mean(argmax[has_error] == first_pos[has_error]))
 
 
+def first_error_top_k(
+    gold: np.ndarray, score: np.ndarray, bag_index: np.ndarray, n_bags: int, *, k: int = 3
+) -> float:
+    """Share of bags with a gold positive whose first gold positive is among the ``k`` highest scores of its bag.
+
+    Ties rank the earlier sentence first (as :func:`first_error_accuracy`, which is the case k = 1). One
+    lexicographic sort (bag, -score, position) ranks every sentence inside its bag. NaN when no bag qualifies.
+    """
+    n = len(score)
+    positions = np.arange(n)
+    first_pos = np.full(n_bags, n, dtype=np.int64)
+    np.minimum.at(first_pos, bag_index[gold >= 1], positions[gold >= 1])
+    has_error = first_pos < n
+    if not has_error.any():
+        return float("nan")
+    order = np.lexsort((positions, -np.asarray(score, dtype=np.float64), bag_index))
+    counts = np.bincount(bag_index, minlength=n_bags)
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = positions - starts[bag_index[order]]
+    return float(np.mean(rank[first_pos[has_error]] < k))
+
+
 def bag_metrics(bag_labels: np.ndarray, bag_score: np.ndarray, *, aggregation: str) -> dict[str, float]:
     """Bag-level AUC-ROC / AUC-PR / accuracy of AGG(predictions) against Y (positive: Y >= 1, or Y > 0 for mean)."""
     positive = bag_labels > 0 if aggregation == "mean" else bag_labels >= 1

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from fractal_core.aggregate import log1mexp, positive_score
-from fractal_core.segments import segment_sum
+from fractal_core.aggregate import log1mexp, log_positive, positive_score
+from fractal_core.segments import segment_argmax, segment_count, segment_logsumexp, segment_sum
 
 
 def _max_posterior(
@@ -60,3 +60,55 @@ def posterior_scores(
     fn = _max_posterior if aggregation == "max" else _min_posterior
     conditioned = fn(logp, bag_index, target, n_bags)
     return torch.where(known[bag_index], conditioned, marginal).clamp(0.0, 1.0)
+
+
+def first_error_log_distribution(logp: torch.Tensor, bag_index: torch.Tensor, n_bags: int) -> torch.Tensor:
+    """log P(first positive = i | the bag has a positive) per sentence (N,), for max bags in step order.
+
+    Under independent sentences, P(first = i | Y >= 1) ∝ p_i · prod_{j<i} (1 - p_j), with p_i = P(level_i >= 1):
+    what a reviewer of a response labelled "has an error" should read, rather than the marginal argmax (a late
+    step that looks wrong matters less when an earlier one probably already is). Exclusive prefix sums of
+    log(1 - p_j) within each bag (one flat cumulative sum minus each bag's offset) and a segment log-sum-exp
+    normalise it: no loop over bags. Exponentiated, each bag's values sum to 1.
+    """
+    log_pos = log_positive(logp)  # (N,)
+    log_neg = log1mexp(log_pos)  # (N,) log(1 - p_i)
+    cumulative = torch.cumsum(log_neg.double(), 0)  # (N,)
+    counts = segment_count(bag_index, n_bags, torch.long)
+    starts = torch.cumsum(counts, 0) - counts
+    before_bag = (cumulative[starts] - log_neg[starts].double())[bag_index]  # (N,)
+    earlier = (cumulative - log_neg.double() - before_bag).to(logp.dtype)  # sum_{j<i} log(1 - p_j)
+    joint = log_pos + earlier  # log P(first = i) without conditioning
+    return joint - segment_logsumexp(joint, bag_index, n_bags)[bag_index]
+
+
+def most_likely_first_error(
+    logp: torch.Tensor, bag_index: torch.Tensor, bag_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per max bag, its most likely first positive sentence given its label -> (index, probability), (B,) each.
+
+    ``index`` is the position inside the bag (0-based) or -1 when the label says there is none (Y = 0); bags
+    without a label (NaN) are read as if they had a positive. ``probability`` is P(first = index | Y >= 1).
+    """
+    n_bags = int(bag_labels.shape[0])
+    if n_bags == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=logp.device)
+        return empty, empty.to(logp.dtype)
+    log_first = first_error_log_distribution(logp, bag_index, n_bags)  # (N,)
+    best = segment_argmax(log_first, bag_index, n_bags)  # (B,) flat index
+    counts = segment_count(bag_index, n_bags, torch.long)
+    starts = torch.cumsum(counts, 0) - counts
+    probability = torch.exp(log_first[best.clamp_min(0)])
+    none = (bag_labels < 1) | (best < 0)  # NaN labels compare False: read as having a positive
+    index = torch.where(none, torch.full_like(best, -1), best - starts)
+    return index, torch.where(none, torch.zeros_like(probability), probability)
+
+
+def first_error_from_scores(
+    scores: torch.Tensor, bag_index: torch.Tensor, bag_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`most_likely_first_error` from stored sentence scores P(level >= 1) (N,) instead of log-probabilities:
+    what a client that only kept the scores (the app's store) calls. Scores are clipped to [1e-6, 1 - 1e-6]."""
+    p = scores.clamp(1e-6, 1.0 - 1e-6)
+    logp = torch.stack([torch.log1p(-p), torch.log(p)], dim=1)  # (N, 2)
+    return most_likely_first_error(logp, bag_index, bag_labels)

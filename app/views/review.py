@@ -27,6 +27,7 @@ STATUSES = {
 }
 SHORTCUTS = (
     ("J / K", "next / previous sentence"),
+    ("F", "jump to the most likely first problem (given the response label)"),
     ("1 / 0", "label sentence problem / fine (then next)"),
     ("X", "clear the sentence's label"),
     ("N", "save: accept model labels for the rest, next response"),
@@ -282,6 +283,19 @@ with right:
             "Next", key="k_next", shortcut="J", icon=":material/arrow_downward:", help="Next sentence"
         ):
             ss["review_focus"] = min(focus + 1, max(n - 1, 0))
+            st.rerun()
+        first_error = review.likely_first_error(detail)
+        if st.button(
+            "First problem",
+            key="k_first",
+            shortcut="F",
+            icon=":material/flag:",
+            disabled=first_error is None,
+            help="Jump to the sentence most likely to be the first problem, given the response label"
+            + ("" if first_error is None else f" (sentence {first_error[0] + 1}, p = {first_error[1]:.2f})"),
+        ):
+            assert first_error is not None
+            ss["review_focus"] = first_error[0]
             st.rerun()
         if st.button("Problem", key="k_one", shortcut="1", help="Label the selected sentence 1 (problem)"):
             set_focused(1)

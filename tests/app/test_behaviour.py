@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from db import repository as repo
 from tests.app.conftest import app_test
 from tests.app.data import tiny_records
@@ -308,3 +310,30 @@ def test_large_upload_and_export_go_to_the_worker(store, monkeypatch) -> None:
     at.run()
     assert repo.get_job(store.engine, export.id).state == "succeeded"
     assert any(b.key == f"export_job_dl_{export.id}" for b in at.get("download_button"))
+
+
+def test_first_problem_key_jumps_to_the_most_likely_first_error(store) -> None:
+    from app import review
+    from tests.app.data import FAST_TRAIN
+
+    ds = store.ingest(tiny_records(8))
+    repo.create_job(
+        store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN}
+    )
+    store.run_jobs()
+    rows = repo.list_responses(store.engine, ds.dataset_id, sort="id").rows
+    clean = repo.get_response(store.engine, next(r.id for r in rows if r.response_label == 0))
+    assert review.likely_first_error(clean) is None  # labelled "no error": nothing to jump to
+    at = app_test("views/review.py")
+    target = next(r.id for r in rows if r.response_label == 1)
+    at.session_state["review_response_id"] = target
+    at.run()
+    detail = repo.get_response(store.engine, target)
+    p = [s.score for s in detail.sentences]
+    first = [p[i] * np.prod([1 - q for q in p[:i]]) for i in range(len(p))]  # p_i * prod_{j<i} (1 - p_j)
+    assert review.likely_first_error(detail)[0] == int(np.argmax(first))
+    at.session_state["review_focus"] = (int(np.argmax(first)) + 1) % len(p)  # start elsewhere
+    at.run()
+    at.button(key="k_first").click().run()
+    assert not at.exception
+    assert at.session_state["review_focus"] == int(np.argmax(first))

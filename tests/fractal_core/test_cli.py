@@ -78,6 +78,8 @@ def test_evaluate_on_a_processbench_slice(cli: typer.Typer, tmp_path: Path) -> N
             "instance_auprc",
             "bag_auc_roc",
             "first_error_acc",
+            "first_error_acc_given_y",
+            "first_error_top3_given_y",
             "train_seconds",
         ):
             assert key in r
@@ -182,6 +184,9 @@ def test_bad_input_exits_2_with_location_and_writes_nothing(
 
 
 def test_bad_options_exit_2(cli: typer.Typer, tmp_path: Path) -> None:
+    data = _slice(SHARED / "processbench", tmp_path / "pb", {"train": 5, "test": 5})
+    bad_scorer = CliRunner().invoke(cli, ["evaluate", "--data", str(data), "--scorer", "lstm"])
+    assert bad_scorer.exit_code == 2 and "--scorer" in bad_scorer.output
     assert CliRunner().invoke(cli, ["evaluate", "--data", str(tmp_path), "--methods", "magic"]).exit_code == 2
     assert CliRunner().invoke(cli, ["evaluate", "--data", str(tmp_path / "nope")]).exit_code == 2
     assert (

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -409,8 +408,3 @@ def run_export(
     summary = export_dataset(engine, dataset.id, out, format=fmt, model_version=version)  # type: ignore[arg-type]
     ctx.log(f"wrote {summary.n_rows} rows to {out} ({summary.n_skipped} responses left out)")
     return {"path": summary.path, "format": fmt, "n_rows": summary.n_rows, "n_skipped": summary.n_skipped}
-
-
-def format_error(exc: BaseException) -> str:
-    """One line for the job's error plus the last frames for its log."""
-    return f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc)[-3:])

@@ -103,6 +103,12 @@ def dataset_picker() -> DatasetRow | None:
     if wanted not in ids:
         from_url = st.query_params.get("dataset")
         wanted = int(from_url) if from_url and from_url.isdigit() and int(from_url) in ids else ids[0]
+        if from_url and wanted != (int(from_url) if from_url.isdigit() else None):
+            # Say so rather than silently open another dataset than the link names.
+            name = next(d.name for d in rows if d.id == wanted)
+            flash(f"The link names dataset {from_url}, which does not exist here: showing {name}.", "warning")
+            # The rest of the link (response, position) belonged to that dataset: do not apply it here.
+            ss["_review_restored"] = True
         _forget_review_position()
     ss[DATASET_KEY] = wanted
     if ss.get("_ds_select") != wanted:

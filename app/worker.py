@@ -85,6 +85,16 @@ def _fail_orphaned_versions(engine: Engine) -> None:
                     )
 
 
+def one_line_error(exc: BaseException, *, limit: int = 500) -> str:
+    """What a user is told about a failed job: the exception's message on one line (input errors already say
+    where and why; other errors keep their type, which is what a bug report needs)."""
+    from fractal_core.errors import InputError
+
+    text = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class Worker:
     """Claims and runs jobs one at a time until stopped (SIGTERM / SIGINT finish the current step first)."""
 
@@ -153,9 +163,11 @@ class Worker:
             state, error = "failed", "the worker was stopped while running this job"
             interrupted = True
         except Exception as exc:
-            state, error = "failed", f"{type(exc).__name__}: {exc}"
+            # Users see one line (the job's error and its log); the traceback goes to the worker's own log.
+            state, error = "failed", one_line_error(exc)
+            log.exception("job %d (%s) failed", job.id, job.kind)
             with contextlib.suppress(Exception):
-                ctx.log(jobs.format_error(exc))
+                ctx.log(f"failed: {error}")
         finally:
             done.set()
             thread.join(timeout=5)

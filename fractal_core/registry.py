@@ -128,12 +128,24 @@ def strategy(name: str) -> Strategy:
 def resolve_method(name: str, *, has_gold: bool, pslab: bool) -> str:
     """The concrete pipeline ``name`` runs: ``fractal`` is ``hybrid`` with gold labels, else ``pslab`` when
     ``TrainConfig.pslab`` is on, else ``priors``. Unknown names and gold-needing methods without gold raise."""
-    entry = method(name)
+    method(name)
     if name == "fractal":
         return "hybrid" if has_gold else ("pslab" if pslab else "priors")
-    if entry.needs_gold and not has_gold:
+    if training_refusal(name, has_gold=has_gold):
         raise ValueError(f"method {name!r} needs gold sentence labels on some training responses")
     return name
+
+
+def training_refusal(name: str, *, has_gold: bool) -> str | None:
+    """Why ``name`` cannot train on data with (``has_gold``) or without gold sentence labels, in words for a
+    user; ``None`` when it can. The same rule :func:`resolve_method` enforces, asked before a job is queued."""
+    entry = method(name)
+    if entry.needs_gold and not has_gold:
+        return (
+            f"{name} trains on gold sentence labels and this dataset has none yet. Label some sentences on the "
+            "Review page (the Gold queue proposes which), or pick a method that needs no gold, such as fractal."
+        )
+    return None
 
 
 def training_stages(

@@ -6,18 +6,19 @@ from typing import cast
 
 import streamlit as st
 
-from app import review, state
+from app import render, review, state
 from db import repository as repo
 from db.repository import SortKey
 from fractal_core import registry
 
+# Comments, not docstrings: Streamlit's magic writes a bare string in a page script onto the page.
+# The library's strategies that the worker ranks for each model version (``fractal_core.registry``).
 STRATEGIES = {s: registry.strategy(s).label for s in registry.QUEUE_STRATEGIES}
-"""The library's strategies that the worker ranks for each model version (``fractal_core.registry``)."""
+# Store orderings used before a model version with a ranking exists.
 FALLBACK = {
     "uncertainty": "Most uncertain responses (store order)",
     "disagreement": "Model disagrees with the response label (store order)",
 }
-"""Store orderings used before a model version with a ranking exists."""
 
 ss = st.session_state
 engine = state.engine()
@@ -29,18 +30,26 @@ if dataset is None:
     st.stop()
 
 budget = repo.gold_budget(engine, dataset.id)
-target_n = int(round(budget.target_fraction * budget.total_responses))
+# At least one response once there is a target and data: "10% = 0 responses" would read as "done".
+target_n = max(int(round(budget.target_fraction * budget.total_responses)), int(budget.total_responses > 0))
 st.subheader("Budget", anchor=False)
 c1, c2, c3 = st.columns(3)
 c1.metric("Gold responses", f"{budget.gold_responses} / {budget.total_responses}")
 c2.metric(
     "Spent", f"{budget.fraction:.1%}", help="responses with at least one gold or reviewed sentence label"
 )
-c3.metric("Target", f"{budget.target_fraction:.0%} = {target_n} responses")
-st.progress(
-    min(budget.fraction / budget.target_fraction, 1.0) if budget.target_fraction else 0.0,
-    text=f"{budget.gold_responses} of the {target_n} gold responses the target asks for",
-)
+c3.metric("Target", f"{budget.target_fraction:.0%} = {render.plural(target_n, 'response')}")
+if budget.gold_responses >= target_n:
+    meter = (
+        f"Target reached: {render.plural(budget.gold_responses, 'response')} with gold labels "
+        f"(the target asks for {target_n})"
+    )
+else:
+    meter = (
+        f"{render.plural(budget.gold_responses, 'response')} with gold labels of the {target_n} the target "
+        f"asks for ({target_n - budget.gold_responses} to go)"
+    )
+st.progress(min(budget.gold_responses / target_n, 1.0) if target_n else 0.0, text=meter)
 with st.expander("Change the target"):
     new_target = st.number_input(
         "Target share of responses with gold labels (%)",
@@ -118,4 +127,6 @@ for rid, external_id, label, score, uncertainty, disagreement, preview in rows:
         if b.button("Review", key=f"gold_open_{rid}"):
             ss["review_response_id"] = rid
             ss["review_focus"] = 0
+            # The Review page follows this queue (S / N / P) until the user goes back to its list.
+            ss["review_queue"] = {"name": "Gold queue", "ids": [r[0] for r in rows]}
             st.switch_page("views/review.py")

@@ -12,6 +12,7 @@ from db import repository as repo
 from db.rows import ResponseDetail
 
 PAGE_SIZE = 20
+REFRESH_S = 3.0  # how often an open Review page checks whether a training job activated a new model version
 SORTS = {
     "uncertainty": "Most uncertain first",
     "disagreement": "Disagrees with response label",
@@ -76,21 +77,34 @@ if ss.get("review_filters") != filters:
     if "review_filters_seen" in ss:
         ss["review_index"] = 0
         ss.pop("review_response_id", None)
+        ss.pop("review_queue", None)
     ss["review_filters_seen"] = True
 
 index = int(ss.get("review_index", 0))
+link_index: int | None = None  # a position asked for by the URL, checked against the list below
 if "_review_restored" not in ss:
-    # First run of a session (a browser reload): come back to the response in the URL.
+    # First run of a session (a browser reload or a shared link): come back to the response in the URL.
     ss["_review_restored"] = True
-    if st.query_params.get("response", "").isdigit():
-        ss["review_response_id"] = int(st.query_params["response"])
-        index = int(st.query_params.get("i", "0")) if st.query_params.get("i", "").isdigit() else 0
+    wanted = st.query_params.get("response", "")
+    if wanted.isdigit():
+        ss["review_response_id"] = int(wanted)
+        ss["_review_from_link"] = int(wanted)
+        position = st.query_params.get("i", "0")
+        index = link_index = int(position) if position.isdigit() else 0
+    elif wanted:
+        state.flash(f"The link names response {wanted!r}, which is not a response number.", "warning")
 
 listing = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
 if listing.total == 0:
     st.info("No response matches these filters.")
     st.stop()
 if index >= listing.total:
+    if link_index is not None:
+        st.warning(
+            f"The link asks for position {link_index + 1}, but this list has "
+            f"{render.plural(listing.total, 'response')}: the position shown is the last one.",
+            icon=":material/info:",
+        )
     index = listing.total - 1
     listing = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
 ids_on_page = [r.id for r in listing.rows]
@@ -105,15 +119,47 @@ st.query_params["i"] = str(index)
 
 
 def go_to(new_index: int) -> None:
+    """Open the response at ``new_index`` of the list (and stop following a queue)."""
     ss["review_index"] = max(0, min(new_index, listing.total - 1))
     ss.pop("review_response_id", None)
+    ss.pop("review_queue", None)
     ss["review_focus"] = 0
+
+
+# A response opened from another page's queue (the Gold queue): S / N / P follow that queue, not the list.
+queue: dict[str, Any] | None = ss.get("review_queue")
+if queue is not None and current_id not in queue["ids"]:
+    ss.pop("review_queue")
+    queue = None
+
+
+def step(delta: int) -> None:
+    """Next (+1) or previous (-1) response: along the queue being followed, else along the list."""
+    if queue is None:
+        go_to(index + delta)
+        return
+    pos = queue["ids"].index(current_id) + delta
+    if 0 <= pos < len(queue["ids"]):
+        ss["review_response_id"] = queue["ids"][pos]
+        ss["review_focus"] = 0
+    else:
+        state.flash(
+            f"That was the {'last' if delta > 0 else 'first'} response of the {queue['name']}.", "info"
+        )
 
 
 # ------------------------------------------------------------------------------------------- response list
 left, right = st.columns([5, 6], gap="medium")
-with left:
-    scored_by = "not scored yet" if listing.model_version_id is None else "scores from the active model"
+
+
+@st.fragment(run_every=REFRESH_S)
+def watch_training() -> None:
+    """Polls the active model version (one indexed read) and the dataset's live jobs: when a job activates a new
+    version the whole page reruns with its scores; meanwhile the job's progress is shown, and it disappears
+    once the job is over."""
+    assert dataset is not None
+    if repo.active_model_version_id(engine, dataset.id) != listing.model_version_id:
+        st.rerun(scope="app")
     training = [
         j
         for j in repo.list_jobs(engine, states=["queued", "running"], limit=20)
@@ -125,7 +171,12 @@ with left:
         st.caption(
             f"Job {j.id} ({j.kind}) is {j.state} ({j.progress:.0%}); its scores appear when it finishes."
         )
-    st.caption(f"{listing.total} response{'' if listing.total == 1 else 's'} · {scored_by}")
+
+
+with left:
+    scored_by = "not scored yet" if listing.model_version_id is None else "scores from the active model"
+    watch_training()
+    st.caption(f"{render.plural(listing.total, 'response')} · {scored_by}")
     # Long ids usually share a prefix (a source name): show the part that tells them apart, so the id column
     # fits beside the others without horizontal scrolling.
     shared = render.shared_id_prefix([r.external_id for r in listing.rows])
@@ -188,6 +239,12 @@ try:
 except Exception:  # a stale id from the URL (deleted, or another store)
     detail = None
 if detail is None or detail.dataset_id != dataset.id:
+    if ss.pop("_review_from_link", None) == current_id:
+        state.flash(
+            f"The link's response {current_id} is not in the dataset {dataset.name} (deleted, or from another "
+            "store): showing the first response instead.",
+            "warning",
+        )
     go_to(0)
     st.rerun()
 assert detail is not None
@@ -213,6 +270,9 @@ def advance() -> None:
     assert dataset is not None
     after = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
     still = index % PAGE_SIZE < len(after.rows) and after.rows[index % PAGE_SIZE].id == current_id
+    if queue is not None:
+        step(1)
+        return
     go_to(review.next_position(index, after.total, still_listed=still))
 
 
@@ -235,7 +295,19 @@ with right:
     m1.metric("Response label", f"{detail.response_label:g}", help=f"aggregation: {detail.aggregation}")
     m2.metric("Model score", state.fmt_score(detail.score))
     m3.metric("Disagreement", state.fmt_score(detail.disagreement))
-    m4.metric("Position", f"{index + 1} / {listing.total}")
+    if queue is not None:
+        m4.metric(
+            "Position", f"{queue['ids'].index(current_id) + 1} / {len(queue['ids'])}", help=queue["name"]
+        )
+        q1, q2 = st.columns([4, 1])
+        q1.caption(
+            f"Following the {queue['name']}: Skip, Save & next and Previous move along it, not the list."
+        )
+        if q2.button("Back to the list", key="review_leave_queue"):
+            go_to(index)
+            st.rerun()
+    else:
+        m4.metric("Position", f"{index + 1} / {listing.total}")
     if detail.context:
         st.caption("Context")
         state.show_html(render.render_context(detail.context))
@@ -331,10 +403,10 @@ with right:
             apply(review.propose_accept_rest(detail), then_next=True)
             st.rerun()
         if st.button("Skip", key="k_skip", shortcut="S", help="Next response without saving"):
-            go_to(index + 1)
+            step(1)
             st.rerun()
         if st.button("Previous response", key="k_back", shortcut="P", help="Back to the previous response"):
-            go_to(index - 1)
+            step(-1)
             st.rerun()
 
     # Per-sentence label controls (the mouse path; the keyboard acts on the outlined sentence).

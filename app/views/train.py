@@ -34,7 +34,12 @@ methods = registry.method_descriptions()  # torch-free: listing methods does not
 method = c1.selectbox("Method", list(methods), format_func=lambda m: f"{m}: {methods[m]}", key="train_method")
 preset = c2.selectbox("Settings", list(PRESETS), format_func=lambda p: PRESETS[p][0], key="train_preset")
 seed = c3.number_input("Seed", 0, 10_000, 0, key="train_seed")
-if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:"):
+refusal = registry.training_refusal(method, has_gold=budget.gold_responses > 0)
+if refusal:
+    st.warning(render.md_escape(refusal), icon=":material/block:")
+if st.button(
+    "Start training", key="train_start", type="primary", icon=":material/play_arrow:", disabled=bool(refusal)
+):
     payload = {"dataset_id": dataset.id, "method": method, "config": PRESETS[preset][1], "seed": int(seed)}
     # One live training job per dataset: a second click returns the job already queued or running.
     job = repo.create_job(engine, "train", payload, idempotency_key=f"train:{dataset.id}")
@@ -48,6 +53,20 @@ def _dataset_jobs(limit: int = 20) -> list[repo.JobRow]:
     return [
         j for j in repo.list_jobs(engine, limit=200) if j.payload.get("dataset_id") in (dataset.id, None)
     ][:limit]
+
+
+def _status_line(job: repo.JobRow) -> str:
+    """The progress bar's text: the worker's last message while the job is live; once it is over, how it
+    ended and when (the last progress message, e.g. an epoch count, would be stale)."""
+    if job.state in ("queued", "running"):
+        return job.message or job.state
+    when = job.finished_at.strftime("%H:%M:%S") if job.finished_at is not None else ""
+    took = (
+        f" after {(job.finished_at - job.started_at).total_seconds():.0f} s"
+        if job.finished_at is not None and job.started_at is not None
+        else ""
+    )
+    return f"{job.state} at {when}{took}" if when else job.state
 
 
 @st.fragment(run_every=1.0)
@@ -70,7 +89,7 @@ def live_jobs() -> None:
     # The running job is the interesting one (an embed job may run before the queued training).
     shown = next((j for j in jobs if j.state == "running"), jobs[0])
     st.subheader(f"Job {shown.id}: {shown.kind} · {shown.state}", anchor=False)
-    st.progress(shown.progress, text=render.md_escape(shown.message or shown.state))
+    st.progress(shown.progress, text=render.md_escape(_status_line(shown)))
     if shown.state == "running" or shown.state == "queued":
         if st.button("Cancel", key=f"cancel_{shown.id}", icon=":material/stop:"):
             repo.request_cancel(engine, shown.id)
@@ -83,8 +102,19 @@ def live_jobs() -> None:
         st.success(f"Done: {shown.kind} job finished.")
     elif shown.state == "failed":
         st.error("Failed: " + render.md_escape(shown.error or "unknown error"))
+    if shown.state in ("failed", "cancelled") and shown.kind in ("train", "score"):
+        assert dataset is not None
+        active = repo.active_model_version(engine, dataset.id)
+        st.info(
+            ("Cancelled. " if shown.state == "cancelled" else "")
+            + (
+                "No model is active for this dataset yet."
+                if active is None
+                else f"The active model (version {active.version}) is unchanged."
+            )
+        )
     elif shown.state == "cancelled":
-        st.info("Cancelled. The previously active model is unchanged.")
+        st.info("Cancelled.")
     if shown.log:
         st.code(shown.log[-4000:], language=None)
     others = [j for j in jobs if j.id != shown.id]

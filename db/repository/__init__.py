@@ -45,6 +45,7 @@ from db.repository.labels import (
 from db.repository.model_versions import (
     activate_model_version,
     active_model_version,
+    active_model_version_id,
     create_model_version,
     default_uncertainty,
     find_model_version,
@@ -98,6 +99,7 @@ __all__ = [
     "UndoResult",
     "activate_model_version",
     "active_model_version",
+    "active_model_version_id",
     "append_log",
     "claim_next_job",
     "create_dataset",

@@ -84,6 +84,14 @@ def active_model_version(engine: Engine, dataset_id: int) -> ModelVersionRow | N
     return rows[0] if rows else None
 
 
+def active_model_version_id(engine: Engine, dataset_id: int) -> int | None:
+    """Just the id of the dataset's active version (one indexed read): cheap enough to poll for a page that
+    must notice when a training job activates a new version."""
+    return run_read(
+        engine, lambda s: s.scalar(select(Dataset.active_model_version_id).where(Dataset.id == dataset_id))
+    )
+
+
 def create_model_version(
     engine: Engine,
     dataset_id: int,

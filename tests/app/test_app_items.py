@@ -1,0 +1,167 @@
+"""AppTest checks for the rough edges a new user hit: each fails on the behaviour it replaces."""
+
+from __future__ import annotations
+
+from db import repository as repo
+from tests.app.conftest import app_test
+from tests.app.data import FAST_TRAIN, tiny_records
+
+
+def _progress_text(at) -> str:
+    return at.get("progress")[0].proto.text
+
+
+# ------------------------------------------------------------------------------------------------ Train page
+
+
+def test_supervised_without_gold_is_refused_at_submit(store) -> None:
+    store.ingest(tiny_records(6))
+    at = app_test("views/train.py")
+    at.selectbox(key="train_method").set_value("supervised").run()
+    assert any("has none yet" in w.value for w in at.warning)
+    assert at.button(key="train_start").disabled  # a browser cannot click it (AppTest refuses too)
+    assert repo.list_jobs(store.engine, kind="train") == []
+    # With gold labels the same method is offered.
+    store.ingest(tiny_records(6, with_labels=True), name="gold", labels_as="gold")
+    at = app_test("views/train.py")
+    at.selectbox(key="_ds_select").set_value(repo.require_dataset(store.engine, "gold").id).run()
+    at.selectbox(key="train_method").set_value("supervised").run()
+    assert not at.button(key="train_start").disabled and not at.warning
+
+
+def test_a_failed_job_shows_one_line_and_no_traceback(store) -> None:
+    ds = store.ingest(tiny_records(6))
+    # A job queued behind the page's back (the CLI, an old client) still fails cleanly in the worker.
+    job = repo.create_job(
+        store.engine, "train", {"dataset_id": ds.dataset_id, "method": "supervised", "config": FAST_TRAIN}
+    )
+    store.run_jobs()
+    done = repo.get_job(store.engine, job.id)
+    assert done.state == "failed" and "\n" not in (done.error or "") and "gold sentence labels" in done.error
+    assert "Traceback" not in done.log and 'File "' not in done.log
+    at = app_test("views/train.py")
+    [error] = at.error
+    assert "gold sentence labels" in error.value and "Traceback" not in error.value
+    assert not any("Traceback" in c.value or 'File "' in c.value for c in at.code)
+    assert any("No model is active for this dataset yet" in i.value for i in at.info)
+    assert _progress_text(at).startswith("failed at ")
+
+
+def test_cancelled_job_says_no_model_when_there_was_none(store) -> None:
+    ds = store.ingest(tiny_records(6))
+    job = repo.create_job(store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal"})
+    repo.request_cancel(store.engine, job.id)
+    at = app_test("views/train.py")
+    infos = " ".join(i.value for i in at.info)
+    assert "previously active model" not in infos and "No model is active for this dataset yet" in infos
+    assert _progress_text(at).startswith("cancelled")
+
+
+def test_finished_job_status_line_says_how_it_ended(store) -> None:
+    ds = store.ingest(tiny_records(8))
+    repo.create_job(
+        store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN}
+    )
+    store.run_jobs()
+    at = app_test("views/train.py")
+    [train] = [j for j in repo.list_jobs(store.engine) if j.kind == "train"]
+    assert train.message and train.message != "succeeded"  # the worker's last progress message
+    text = _progress_text(at)
+    assert text.startswith("succeeded at ") and train.message not in text
+
+
+# ------------------------------------------------------------------------------------------------ Gold queue
+
+
+def _bare_strings(path) -> list[str]:
+    """Expression statements that are string literals, other than the module docstring: Streamlit's magic
+    writes each onto the page."""
+    import ast
+
+    body = ast.parse(path.read_text()).body
+    return [
+        node.value.value
+        for i, node in enumerate(body)
+        if i > 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        if isinstance(node.value.value, str)
+    ]
+
+
+def test_no_page_writes_a_stray_docstring() -> None:
+    from tests.app.conftest import REPO
+
+    pages = [REPO / "app" / "main.py", *sorted((REPO / "app" / "views").glob("*.py"))]
+    assert {p.name: _bare_strings(p) for p in pages} == {p.name: [] for p in pages}
+
+
+def test_gold_queue_title_comes_first_and_budget_reads_right(store) -> None:
+    store.ingest(tiny_records(8))
+    at = app_test("views/gold.py")
+    assert not at.exception
+    assert not [m.value for m in at.markdown if "strateg" in m.value or "orderings" in m.value]
+    assert any(m.value == "10% = 1 response" for m in at.metric)
+    assert "1 to go" in _progress_text(at) and "0 responses with gold labels of the 1" in _progress_text(at)
+    ds = repo.list_datasets(store.engine)[0]
+    for row in repo.list_responses(store.engine, ds.id, sort="id", page_size=2).rows:
+        repo.record_label(store.engine, repo.get_response(store.engine, row.id).sentences[0].id, 0, "tester")
+    at = app_test("views/gold.py")
+    text = _progress_text(at)
+    assert text.startswith("Target reached: 2 responses with gold labels") and "of the 1 gold" not in text
+
+
+def test_review_opened_from_the_gold_queue_follows_the_queue(store) -> None:
+    store.ingest(tiny_records(8))
+    at = app_test("views/gold.py")
+    buttons = [b for b in at.button if b.key and b.key.startswith("gold_open_")]
+    queue = [int(b.key.rsplit("_", 1)[1]) for b in buttons]
+    buttons[3].click().run()
+    assert at.session_state["review_response_id"] == queue[3]
+    at.switch_page("views/review.py").run()  # AppTest does not follow st.switch_page for later runs
+    assert at.session_state["review_response_id"] == queue[3]
+    assert any(c.value.startswith("Following the Gold queue") for c in at.caption)
+    at.button(key="k_skip").click().run()
+    assert at.session_state["review_response_id"] == queue[4]
+    at.button(key="k_back").click().run()
+    at.button(key="k_back").click().run()
+    assert at.session_state["review_response_id"] == queue[2]
+    at.button(key="k_save").click().run()  # save & next (nothing scored to accept) moves along the queue too
+    assert at.session_state["review_response_id"] == queue[3]
+    at.button(key="review_leave_queue").click().run()  # back to the list: S follows the list again
+    assert not any(c.value.startswith("Following") for c in at.caption)
+
+
+# ------------------------------------------------------------------------------------------------ links
+
+
+def _app_with_params(**params: str):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import REPO
+
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def test_link_to_a_missing_dataset_says_so(store) -> None:
+    store.ingest(tiny_records(4), name="only")
+    at = _app_with_params(dataset="999")
+    assert not at.exception
+    assert any("dataset 999" in w.value and "only" in w.value for w in at.warning)
+
+
+def test_link_past_the_end_of_the_list_says_so(store) -> None:
+    store.ingest(tiny_records(4))
+    ds = repo.list_datasets(store.engine)[0]
+    rid = repo.list_responses(store.engine, ds.id, sort="id").rows[1].id
+    at = _app_with_params(dataset=str(ds.id), response=str(rid), i="100000")
+    assert any("position 100001" in w.value and "4 responses" in w.value for w in at.warning)
+    assert at.session_state["review_response_id"] == rid
+
+
+def test_link_to_a_missing_response_says_so(store) -> None:
+    store.ingest(tiny_records(4))
+    ds = repo.list_datasets(store.engine)[0]
+    at = _app_with_params(dataset=str(ds.id), response="987654", i="0")
+    assert any("987654" in w.value and "not in the dataset" in w.value for w in at.warning)

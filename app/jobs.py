@@ -33,6 +33,7 @@ from sqlalchemy import Engine
 from app.settings import AppSettings
 from db import repository as repo
 from fractal_core import registry
+from fractal_core.errors import InputError
 
 JOB_KINDS: tuple[str, ...] = ("train", "score", "embed", "import", "export")
 """Kinds the worker runs."""
@@ -364,7 +365,13 @@ def run_import(
 
     ctx.set(0.05, f"reading {Path(payload['path']).name}", force=True)
     options = {k: payload[k] for k in ("format", "column_map", "segment_mode", "labels_as") if payload.get(k)}
-    summary = ingest_file(engine, payload["path"], payload["dataset"], **options)
+    try:
+        summary = ingest_file(engine, payload["path"], payload["dataset"], **options)
+    except InputError:
+        path = Path(payload["path"])
+        if path.parent.resolve() == (settings.home / "uploads").resolve():
+            path.unlink(missing_ok=True)  # a rejected upload is never imported: do not keep it on disk
+        raise
     ctx.log(
         f"ingested {summary.n_responses} responses, {summary.n_sentences} sentences into {summary.dataset!r}"
     )

@@ -76,6 +76,11 @@ def save_upload(settings: AppSettings, filename: str, data: bytes) -> Path:
     return path
 
 
+def discard(path: Path) -> None:
+    """Delete a rejected upload: a file that failed validation is never imported, so it must not stay on disk."""
+    path.unlink(missing_ok=True)
+
+
 def csv_header(path: Path) -> list[str]:
     """Column names of a CSV file (empty list when unreadable: the preview then reports the real error)."""
     try:

@@ -5,6 +5,7 @@ Inputs are flat numpy arrays; sentences whose gold label is missing (-1 / None) 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +57,23 @@ def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(np.sum((recall - recall_prev) * precision))
 
 
+def auc_interval(auc: float, n_positive: int, n_negative: int, *, z: float = 1.96) -> tuple[float, float]:
+    """Approximate confidence interval of an AUC-ROC from its value and class counts (Hanley & McNeil, 1982):
+    ``auc +- z * SE``, clipped to [0, 1]; ``(nan, nan)`` when a class is empty or the AUC is undefined.
+
+    SE^2 = (A(1-A) + (n1-1)(Q1-A^2) + (n0-1)(Q2-A^2)) / (n1 n0), Q1 = A/(2-A), Q2 = 2A^2/(1+A). With a
+    handful of labelled sentences the interval is wide, which is the point of showing it.
+    """
+    if n_positive < 1 or n_negative < 1 or not math.isfinite(auc):
+        return float("nan"), float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_positive - 1) * (q1 - auc * auc) + (n_negative - 1) * (q2 - auc * auc)) / (
+        n_positive * n_negative
+    )
+    half = z * math.sqrt(max(var, 0.0))
+    return max(auc - half, 0.0), min(auc + half, 1.0)
+
+
 def sentence_metrics(
     gold: np.ndarray, score: np.ndarray, *, expected_level: np.ndarray | None = None, n_classes: int = 2
 ) -> dict[str, float]:
@@ -68,6 +86,7 @@ def sentence_metrics(
         "instance_auprc": average_precision(positive, s),
         "instance_accuracy": float(np.mean((s >= 0.5) == positive)) if len(g) else float("nan"),
         "instance_count": float(len(g)),
+        "instance_positives": float(positive.sum()),
     }
     if n_classes > 2 and expected_level is not None:
         out["instance_mae"] = float(np.mean(np.abs(expected_level[mask] - g))) if len(g) else float("nan")

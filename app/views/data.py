@@ -90,6 +90,7 @@ if fmt == "csv":
 try:
     preview = uploads.preview(saved, fmt=fmt, segment_mode=segment_mode, column_map=column_map, limit=5)
 except InputError as exc:
+    uploads.discard(saved)
     st.error(uploads.describe_error(exc), icon=":material/error:")
     st.stop()
 
@@ -117,6 +118,7 @@ if st.button(action, key="data_import", type="primary", disabled=not name.strip(
     try:
         summary = uploads.import_now(engine, saved, name.strip(), import_options)
     except InputError as exc:
+        uploads.discard(saved)
         st.error("Nothing was stored. " + uploads.describe_error(exc), icon=":material/error:")
     else:
         state.datasets_changed()

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app import analysis, render, state
 from db import repository as repo
+from fractal_core.metrics import auc_interval
 
 METRICS = ("instance_auc_roc", "instance_auprc", "instance_accuracy")
 
@@ -31,10 +32,37 @@ def _metric(mv: repo.ModelVersionRow, which: str, key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _auc_with_interval(mv: repo.ModelVersionRow, which: str) -> str:
+    """``0.812 [0.70, 0.92]`` (95% Hanley-McNeil interval) or ``–``; a gold AUC from a handful of sentences
+    is noise, and the width of the interval says how much."""
+    auc = _metric(mv, which, "instance_auc_roc")
+    if auc is None:
+        return "–"
+    n = _metric(mv, which, "instance_count")
+    positives = _metric(mv, which, "instance_positives")
+    if n is None or positives is None:
+        return f"{auc:.3f} (interval not recorded)"
+    lo, hi = auc_interval(auc, int(positives), int(n - positives))
+    return f"{auc:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _sample(mv: repo.ModelVersionRow, which: str) -> str:
+    """``n (positives / negatives)`` of the sentences a gold metric was computed on."""
+    n = _metric(mv, which, "instance_count")
+    positives = _metric(mv, which, "instance_positives")
+    if n is None:
+        return "–"
+    if positives is None:
+        return f"{int(n)}"
+    return f"{int(n)} ({int(positives)} / {int(n - positives)})"
+
+
 st.subheader("Versions", anchor=False)
 st.caption(
     "Gold metrics compare the previously active version (before) with this one (after) on the gold sentences "
     "that existed when it was trained. Those gold labels were also used for training (hybrid prior). "
+    "AUCs come with their 95% interval (Hanley-McNeil) and the number of sentences they are computed on "
+    "(problem / fine): with few gold sentences the interval is wide. "
     "'AUC on file labels' uses the sentence labels that came with the uploaded file (not used for training)."
 )
 st.dataframe(
@@ -44,12 +72,13 @@ st.dataframe(
             "active": "●" if mv.is_active else "",
             "method": mv.method,
             "status": mv.status,
-            "gold sentences": mv.metrics.get("gold_sentences"),
-            "AUC before": _metric(mv, "gold_before", "instance_auc_roc"),
-            "AUC after": _metric(mv, "gold_after", "instance_auc_roc"),
+            "gold n (problem / fine)": _sample(mv, "gold_after"),
+            "AUC before [95% CI]": _auc_with_interval(mv, "gold_before"),
+            "AUC after [95% CI]": _auc_with_interval(mv, "gold_after"),
             "AUPRC after": _metric(mv, "gold_after", "instance_auprc"),
             "accuracy after": _metric(mv, "gold_after", "instance_accuracy"),
-            "AUC on file labels": _metric(mv, "file_labels_after", "instance_auc_roc"),
+            "file labels n": _sample(mv, "file_labels_after"),
+            "AUC on file labels [95% CI]": _auc_with_interval(mv, "file_labels_after"),
             "scores": mv.n_scores,
             "created": mv.created_at.strftime("%Y-%m-%d %H:%M"),
             "error": mv.error or "",
@@ -58,8 +87,7 @@ st.dataframe(
     ],
     hide_index=True,
     column_config={
-        k: st.column_config.NumberColumn(format="%.3f")
-        for k in ("AUC before", "AUC after", "AUPRC after", "accuracy after", "AUC on file labels")
+        k: st.column_config.NumberColumn(format="%.3f") for k in ("AUPRC after", "accuracy after")
     },
 )
 

@@ -165,3 +165,64 @@ def test_link_to_a_missing_response_says_so(store) -> None:
     ds = repo.list_datasets(store.engine)[0]
     at = _app_with_params(dataset=str(ds.id), response="987654", i="0")
     assert any("987654" in w.value and "not in the dataset" in w.value for w in at.warning)
+
+
+# ------------------------------------------------------------------------------------------------ uploads
+
+
+def _jsonl(records) -> bytes:
+    import json
+
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def test_rejected_uploads_are_deleted(store, monkeypatch) -> None:
+    from app import uploads
+
+    folder = store.home / "uploads"
+    records = tiny_records(4)
+    del records[1]["response_label"]  # rejected by the preview
+    at = app_test("views/data.py")
+    at.file_uploader[0].upload("bad.jsonl", _jsonl(records), "application/jsonl")
+    at.run()
+    assert at.error and list(folder.iterdir()) == []
+    late = tiny_records(9)
+    late[8]["aggregation"] = "median"  # past the preview: rejected on import
+    at = app_test("views/data.py")
+    at.file_uploader[0].upload("late.jsonl", _jsonl(late), "application/jsonl")
+    at.run()
+    at.button(key="data_import").click().run()
+    assert at.error and list(folder.iterdir()) == []
+    # A large file is imported by the worker; rejected there, it is deleted too.
+    monkeypatch.setattr(uploads, "INLINE_MAX_BYTES", 10)
+    at = app_test("views/data.py")
+    at.file_uploader[0].upload("big.jsonl", _jsonl(late), "application/jsonl")
+    at.run()
+    at.button(key="data_import").click().run()
+    assert len(list(folder.iterdir())) == 1
+    store.run_jobs()
+    [job] = repo.list_jobs(store.engine, kind="import")
+    assert job.state == "failed" and "aggregation" in (job.error or "")
+    assert list(folder.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ Models page
+
+
+def test_gold_auc_is_shown_with_its_sample_size_and_interval(store) -> None:
+    ds = store.ingest(tiny_records(10, with_labels=True), labels_as="gold")
+    repo.create_job(
+        store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN}
+    )
+    store.run_jobs()
+    [mv] = repo.list_model_versions(store.engine, ds.dataset_id)
+    n = int(mv.metrics["gold_after"]["instance_count"])
+    positives = int(mv.metrics["gold_after"]["instance_positives"])
+    at = app_test("views/models.py")
+    table = at.dataframe[0].value
+    row = table.iloc[0]
+    assert row["gold n (problem / fine)"] == f"{n} ({positives} / {n - positives})"
+    auc = mv.metrics["gold_after"]["instance_auc_roc"]
+    assert row["AUC after [95% CI]"].startswith(f"{auc:.3f} [")
+    lo, hi = (float(x) for x in row["AUC after [95% CI]"].split("[")[1].rstrip("]").split(","))
+    assert lo <= auc <= hi and hi - lo > 0.05  # a few dozen sentences: a wide interval

@@ -88,63 +88,74 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return nn.functional.cosine_similarity(a, b, dim=1, eps=1e-8)
 
 
-def context_features(bags: BagSet, *, causal: bool, products: bool = True) -> torch.Tensor:
-    """Constant features of each sentence's place in its response (N, F), from the frozen embeddings.
+def neighbour_summaries(
+    values: torch.Tensor, position: torch.Tensor, size: torch.Tensor, *, causal: bool
+) -> list[torch.Tensor]:
+    """For every sentence, summaries of the other sentences of its bag, each (N, k) like ``values`` (N, k):
+    the mean of the earlier ones and the previous one (zeros for a first sentence); bidirectional adds the mean
+    of the later ones and the next one (zeros for a last sentence).
 
-    Causal (steps: step i sees steps 1..i only): mean of the earlier sentences, the previous sentence, their
-    products with the sentence itself, and scalars (first?, log position, cosine to the previous sentence and to
-    the earlier mean). Bidirectional (other text) adds the same from the later sentences and the relative
-    position. Prefix sums are one float64 cumulative sum over the flat sentences minus each bag's offset: no
-    loop over bags.
+    ``position``/``size`` come from :func:`sentence_positions`. Prefix sums are one float64 cumulative sum over
+    the flat sentences minus each bag's offset: no loop over bags, and a sentence's earlier summaries do not
+    depend on anything after it.
     """
-    emb = bags.sent_emb  # (N, d)
-    n_sent = emb.shape[0]
-    position, size = sentence_positions(bags.bag_index, bags.n_bags)  # (N,), (N,)
-    start = torch.arange(n_sent, device=emb.device) - position  # flat index of the bag's first sentence
-    cumulative = torch.cumsum(emb.double(), 0)  # (N, d)
-    before_bag = cumulative[start] - emb[start].double()  # sum of everything before the bag
-    upto = cumulative - before_bag  # sum of the bag's sentences 0..i
+    n = values.shape[0]
+    flat = torch.arange(n, device=values.device)
+    start = flat - position  # flat index of the bag's first sentence
+    cumulative = torch.cumsum(values.double(), 0)  # (N, k)
+    before_bag = cumulative[start] - values[start].double()
+    upto = cumulative - before_bag  # sum over the bag's sentences 0..i
     has_prev = (position > 0).unsqueeze(1)
-    earlier_mean = ((upto - emb.double()) / position.clamp_min(1).unsqueeze(1)).float()
-    earlier_mean = torch.where(has_prev, earlier_mean, torch.zeros_like(earlier_mean))
-    previous = torch.where(has_prev, emb[(torch.arange(n_sent, device=emb.device) - 1).clamp_min(0)], 0.0)
-    pos = position.float()
-    parts = [earlier_mean, previous, *([emb * earlier_mean, emb * previous] if products else [])]
-    parts += [
-        (position == 0).float().unsqueeze(1),
-        torch.log1p(pos).unsqueeze(1),
-        _cosine(emb, previous).unsqueeze(1),
-        _cosine(emb, earlier_mean).unsqueeze(1),
+    earlier = ((upto - values.double()) / position.clamp_min(1).unsqueeze(1)).to(values.dtype)
+    zeros = torch.zeros_like(values)
+    out = [
+        torch.where(has_prev, earlier, zeros),
+        torch.where(has_prev, values[(flat - 1).clamp_min(0)], zeros),
     ]
     if not causal:
         has_next = (position < size - 1).unsqueeze(1)
-        total = cumulative[start + size - 1] - before_bag  # (N, d): the whole bag's sum
-        later_mean = ((total - upto) / (size - 1 - position).clamp_min(1).unsqueeze(1)).float()
-        later_mean = torch.where(has_next, later_mean, torch.zeros_like(later_mean))
-        following = torch.where(
-            has_next, emb[(torch.arange(n_sent, device=emb.device) + 1).clamp_max(n_sent - 1)], 0.0
-        )
-        parts += [later_mean, following, *([emb * later_mean, emb * following] if products else [])]
-        parts += [
-            (pos / (size - 1).clamp_min(1).float()).unsqueeze(1),
-            torch.log(size.float()).unsqueeze(1),
-            _cosine(emb, following).unsqueeze(1),
-            _cosine(emb, later_mean).unsqueeze(1),
+        total = cumulative[start + size - 1] - before_bag  # the whole bag's sum
+        later = ((total - upto) / (size - 1 - position).clamp_min(1).unsqueeze(1)).to(values.dtype)
+        following = values[(flat + 1).clamp_max(n - 1)]
+        out += [torch.where(has_next, later, zeros), torch.where(has_next, following, zeros)]
+    return out
+
+
+def position_features(bags: BagSet, *, causal: bool) -> torch.Tensor:
+    """Constant scalars of each sentence's place in its bag (N, 4) causal or (N, 8) bidirectional.
+
+    Causal: first sentence?, log(1 + position), cosine of e(s_i) to the previous sentence and to the mean of the
+    earlier ones. Bidirectional adds the relative position i / (n - 1), log n, and the cosines to the next
+    sentence and to the mean of the later ones.
+    """
+    emb = bags.sent_emb  # (N, d)
+    position, size = sentence_positions(bags.bag_index, bags.n_bags)
+    summaries = neighbour_summaries(emb, position, size, causal=causal)
+    pos = position.to(emb.dtype)
+    columns = [
+        (position == 0).to(emb.dtype),
+        torch.log1p(pos),
+        _cosine(emb, summaries[1]),
+        _cosine(emb, summaries[0]),
+    ]
+    if not causal:
+        columns += [
+            pos / (size - 1).clamp_min(1).to(emb.dtype),
+            torch.log(size.to(emb.dtype)),
+            _cosine(emb, summaries[3]),
+            _cosine(emb, summaries[2]),
         ]
-    return torch.cat(parts, dim=1)  # (N, F)
-
-
-def n_context_features(dim: int, *, causal: bool, products: bool = True) -> int:
-    """Width F of :func:`context_features`: 4 vectors (2 without products) and 4 scalars per side."""
-    per_side = (4 if products else 2) * dim + 4
-    return per_side if causal else 2 * per_side
+    return torch.stack(columns, dim=1)
 
 
 class ContextScorer(SentenceScorer):
-    """The MLP plus what the sentence's response says around it: earlier (and, bidirectional, later) sentences
-    and its position. ``causal=True`` for reasoning steps: a step's score never depends on later steps.
+    """The MLP plus what the sentence's response says around it: the earlier (and, bidirectional, the later)
+    sentences and its position. ``causal=True`` for reasoning steps: a step's score never depends on later ones.
 
-    The extra features enter the first layer beside e(sentence), so the rest (windows, head) is the MLP's.
+    Each sentence is first reduced to ``rank`` dimensions (a learned projection); the summaries of its neighbours
+    (:func:`neighbour_summaries`) and, with ``products``, their elementwise products with its own reduction, plus
+    the position scalars, enter the first layer beside e(sentence). The low rank keeps the cost near the MLP's
+    (BENCHMARKS.md) and the extra capacity small; windows and head are the MLP's.
     """
 
     def __init__(
@@ -155,22 +166,33 @@ class ContextScorer(SentenceScorer):
         hidden: int | None = None,
         causal: bool = True,
         products: bool = True,
+        rank: int = 64,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(dim, n_classes=n_classes, hidden=hidden, generator=generator)
         self.causal = causal
         self.products = products
-        width = self.sentence_proj.out_features
-        n_features = n_context_features(dim, causal=causal, products=products)
-        self.feature_proj = nn.Linear(n_features, width, bias=False)
-        # Zero at the start: the scorer begins as the MLP and takes up context only where the loss asks for it.
+        self.rank = rank
+        sides = 1 if causal else 2
+        n_features = sides * ((4 if products else 2) * rank + 4)
+        self.reduce = nn.Linear(dim, rank, bias=False)
+        self.feature_proj = nn.Linear(n_features, self.sentence_proj.out_features, bias=False)
+        nn.init.kaiming_uniform_(self.reduce.weight, a=5**0.5, generator=generator)
+        # Zero at the start: the scorer begins as the MLP and takes up context where the loss asks for it.
         nn.init.zeros_(self.feature_proj.weight)
 
     def spec(self) -> dict[str, object]:
-        return {"kind": "context", "causal": self.causal, "products": self.products}
+        return {"kind": "context", "causal": self.causal, "products": self.products, "rank": self.rank}
 
     def _sentence_hidden(self, bags: BagSet) -> torch.Tensor:
-        features = context_features(bags, causal=self.causal, products=self.products)  # (N, F), constant
+        position, size = sentence_positions(bags.bag_index, bags.n_bags)
+        reduced = self.reduce(bags.sent_emb)  # (N, r)
+        summaries = neighbour_summaries(reduced, position, size, causal=self.causal)  # 2 or 4 x (N, r)
+        if self.products:
+            summaries += [reduced * s for s in summaries]
+        with torch.no_grad():
+            scalars = position_features(bags, causal=self.causal)  # (N, 4 or 8), constant
+        features = torch.cat([*summaries, scalars], dim=1)  # (N, F)
         return self.sentence_proj(bags.sent_emb) + self.feature_proj(features)
 
 
@@ -187,12 +209,14 @@ def build_scorer(
     if kind == "mlp":
         return SentenceScorer(dim, n_classes=n_classes, hidden=hidden, generator=generator)
     if kind == "context":
+        rank = spec.get("rank", 64)
         return ContextScorer(
             dim,
             n_classes=n_classes,
             hidden=hidden,
             causal=bool(spec.get("causal", True)),
             products=bool(spec.get("products", True)),
+            rank=int(rank) if isinstance(rank, int | float | str) else 64,
             generator=generator,
         )
     raise ValueError(f"unknown scorer kind {kind!r}; expected 'mlp' or 'context'")

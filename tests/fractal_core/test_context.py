@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,14 @@ from fractal_core.config import TrainConfig
 from fractal_core.estimator import FractalModel
 from fractal_core.methods import first_error_annotated, fit_method, scorer_spec
 from fractal_core.metrics import auc_roc
-from fractal_core.model import ContextScorer, SentenceScorer, build_scorer, context_features
+from fractal_core.model import (
+    ContextScorer,
+    SentenceScorer,
+    build_scorer,
+    neighbour_summaries,
+    position_features,
+    sentence_positions,
+)
 from tests.fractal_core.synthetic import planted_bags
 
 CONTEXT = TrainConfig(max_epochs=60, patience=8, learning_rate=2e-3, scorer="context")
@@ -34,10 +42,10 @@ def _scores(model: torch.nn.Module, bags: BagSet) -> torch.Tensor:
         return positive_score(model(bags))
 
 
-def _reference_features(bags: BagSet, causal: bool) -> torch.Tensor:
-    """The features one bag at a time, written out plainly (a loop is fine in a test)."""
-    rows = []
+def _reference(bags: BagSet, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neighbour summaries and position scalars one bag at a time, written out plainly (a loop is fine here)."""
     cos = torch.nn.functional.cosine_similarity
+    vectors, scalars = [], []
     for b in range(bags.n_bags):
         emb = bags.sent_emb[bags.bag_index == b]
         n = emb.shape[0]
@@ -46,27 +54,28 @@ def _reference_features(bags: BagSet, causal: bool) -> torch.Tensor:
             e = emb[i]
             mean = emb[:i].mean(0) if i else zero
             prev = emb[i - 1] if i else zero
-            row = [mean, prev, e * mean, e * prev]
-            scal = [float(i == 0), float(torch.log1p(torch.tensor(float(i))))]
-            scal += [float(cos(e, prev, dim=0, eps=1e-8)), float(cos(e, mean, dim=0, eps=1e-8))]
+            row = [mean, prev]
+            scal = [float(i == 0), math.log1p(i), float(cos(e, prev, dim=0, eps=1e-8))]
+            scal.append(float(cos(e, mean, dim=0, eps=1e-8)))
             if not causal:
                 later = emb[i + 1 :].mean(0) if i < n - 1 else zero
                 nxt = emb[i + 1] if i < n - 1 else zero
-                row_b = [later, nxt, e * later, e * nxt]
-                scal_b = [i / max(n - 1, 1), float(torch.log(torch.tensor(float(n))))]
-                scal_b += [float(cos(e, nxt, dim=0, eps=1e-8)), float(cos(e, later, dim=0, eps=1e-8))]
-                rows.append(torch.cat([*row, torch.tensor(scal), *row_b, torch.tensor(scal_b)]))
-            else:
-                rows.append(torch.cat([*row, torch.tensor(scal)]))
-    return torch.stack(rows)
+                row += [later, nxt]
+                scal += [i / max(n - 1, 1), math.log(n), float(cos(e, nxt, dim=0, eps=1e-8))]
+                scal.append(float(cos(e, later, dim=0, eps=1e-8)))
+            vectors.append(torch.cat(row))
+            scalars.append(torch.tensor(scal))
+    return torch.stack(vectors), torch.stack(scalars)
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_features_match_a_per_bag_reference(causal: bool) -> None:
+def test_summaries_and_position_features_match_a_per_bag_reference(causal: bool) -> None:
     bags = planted_bags(25, dim=8, max_size=6, seed=3)
-    torch.testing.assert_close(
-        context_features(bags, causal=causal), _reference_features(bags, causal), atol=1e-5, rtol=1e-5
-    )
+    position, size = sentence_positions(bags.bag_index, bags.n_bags)
+    summaries = torch.cat(neighbour_summaries(bags.sent_emb, position, size, causal=causal), dim=1)
+    vectors, scalars = _reference(bags, causal)
+    torch.testing.assert_close(summaries, vectors, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(position_features(bags, causal=causal), scalars, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
@@ -208,6 +217,7 @@ def test_save_and_load_keep_the_context_scorer(tmp_path: Path) -> None:
         "kind": "context",
         "causal": True,
         "products": True,
+        "rank": 64,
     }
     loaded = FractalModel.load(tmp_path / "m")
     assert isinstance(loaded.scorer_, ContextScorer) and loaded.scorer_.causal

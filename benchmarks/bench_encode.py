@@ -4,8 +4,9 @@ Usage (what BENCHMARKS.md records):
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_encode.py --n 5000 --threads 2
 
-Prints sentences/s of ``Encoder.encode`` (cache disabled) and ``SentenceTransformer.encode`` on the first ``--n``
-sentences of ../shared/data/processbench/train.jsonl (file order), their ratio, the share of this CPU's peak
+Prints sentences/s of ``Encoder.encode`` (cache disabled: default precision, float32, and int8 dynamic
+quantisation of the linear layers) and ``SentenceTransformer.encode`` on the first ``--n`` sentences of
+../shared/data/processbench/train.jsonl (file order), their ratios, the cosine of each variant to float32, the share of this CPU's peak
 FLOP/s, the speed of a cached re-encode, and an agreement check (min cosine between the two).
 
 To be fair on a machine shared with other jobs, the texts are cut into ``--rounds`` slices and the two encoders
@@ -115,6 +116,7 @@ def main() -> None:
     ours_f32 = Encoder(
         EncoderConfig(cache_dir="", precision="float32", batch_tokens=ours.config.batch_tokens)
     )
+    ours_int8 = Encoder(EncoderConfig(cache_dir="", precision="int8", batch_tokens=ours.config.batch_tokens))
     peer = SentenceTransformer(model_path, device="cpu")
 
     def run_peer(texts: list[str]) -> np.ndarray:
@@ -122,7 +124,12 @@ def main() -> None:
             texts, batch_size=args.st_batch_size, convert_to_numpy=True, show_progress_bar=False
         )
 
-    runners = {"ours": ours.encode, "ours_f32": ours_f32.encode, "peer": run_peer}
+    runners = {
+        "ours": ours.encode,
+        "ours_f32": ours_f32.encode,
+        "ours_int8": ours_int8.encode,
+        "peer": run_peer,
+    }
     warm = sentences[:64]
     for fn in runners.values():
         fn(warm)
@@ -143,6 +150,9 @@ def main() -> None:
     cos = (emb["ours"] * emb["peer"]).sum(1) / np.linalg.norm(emb["peer"], axis=1)
     cos_f32 = (emb["ours_f32"] * emb["peer"]).sum(1) / np.linalg.norm(emb["peer"], axis=1)
     t_ours, t_f32, t_peer = seconds["ours"], seconds["ours_f32"], seconds["peer"]
+    t_int8 = seconds["ours_int8"]
+    cos_default_f32 = (emb["ours"] * emb["ours_f32"]).sum(1)
+    cos_int8_f32 = (emb["ours_int8"] * emb["ours_f32"]).sum(1)
 
     lengths = np.array(
         [len(x) for x in ours.tokenizer(sentences, truncation=True, max_length=ours.max_length)["input_ids"]]
@@ -186,11 +196,22 @@ def main() -> None:
     )
     print(f"fractal Encoder float32: {len(sentences) / t_f32:.1f} sentences/s ({t_f32:.1f} s)")
     print(
+        f"fractal Encoder int8 (dynamic, linear layers): {len(sentences) / t_int8:.1f} sentences/s ({t_int8:.1f} s)"
+    )
+    print(
         f"sentence-transformers encode (batch_size={args.st_batch_size}, float32): {rate_peer:.1f} sentences/s "
         f"({t_peer:.1f} s)"
     )
     print(
         f"ratio: {rate_ours / rate_peer:.2f}x default precision, {t_peer / t_f32:.2f}x float32 (target >= 1.3x)"
+    )
+    print(
+        f"speed vs today's default: int8 {t_ours / t_int8:.2f}x, float32 {t_ours / t_f32:.2f}x; vs sentence-transformers: "
+        f"int8 {t_peer / t_int8:.2f}x"
+    )
+    print(
+        f"cosine to float32: default min {cos_default_f32.min():.5f} (mean {cos_default_f32.mean():.6f}), "
+        f"int8 min {cos_int8_f32.min():.4f} (mean {cos_int8_f32.mean():.5f}); acceptance needs min >= 0.99"
     )
     print(f"agreement with sentence-transformers: min cosine {cos.min():.6f} (float32: {cos_f32.min():.6f})")
     print(

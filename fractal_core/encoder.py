@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ import torch
 
 from fractal_core.embedding_cache import EmbeddingCache, text_digest
 
-Precision = Literal["auto", "float32", "bfloat16"]
+Precision = Literal["auto", "float32", "bfloat16", "int8"]
 ProgressFn = Callable[[int, int], None]
 
 # Files whose bytes define the embeddings; hashed into the encoder id (the path is deliberately not).
@@ -57,7 +58,8 @@ class EncoderConfig:
     max_length: int = 256
     """Longest input in tokens (longer texts are truncated, as sentence-transformers does)."""
     precision: Precision = "auto"
-    """``"auto"`` -> bfloat16 autocast where the GPU/CPU has native bf16 (avx512_bf16, AMX), else float32."""
+    """``"auto"`` -> bfloat16 autocast where the GPU/CPU has native bf16 (avx512_bf16, AMX), else float32;
+    ``"int8"`` -> dynamic int8 quantisation of the linear layers (CPU only; its own encoder id and cache entries)."""
     cache_dir: str | None = None
     """Embedding cache directory; ``None`` -> ``$FRACTAL_HOME/cache`` or ``~/.cache/fractal-studio``; ``""`` disables."""
 
@@ -92,10 +94,11 @@ def _files_hash(model_dir: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
     return digest.hexdigest()
 
 
-def compute_encoder_id(model_dir: str | Path, *, max_length: int) -> str:
+def compute_encoder_id(model_dir: str | Path, *, max_length: int, quantized: bool = False) -> str:
     """Stable id ``<dir name>-<12 hex>``: hash of config, tokenizer and weight files plus ``max_length``.
 
-    Two copies of the same model in different places share an id (and so their cache entries).
+    Two copies of the same model in different places share an id (and so their cache entries). A quantised
+    encoder gives different vectors, so it gets its own id (``...-int8``) and never mixes with float entries.
     """
     model_dir = Path(model_dir)
     names = [n for n in _ID_FILES if (model_dir / n).is_file()]
@@ -103,7 +106,15 @@ def compute_encoder_id(model_dir: str | Path, *, max_length: int) -> str:
     stamp = tuple((n, (model_dir / n).stat().st_size, (model_dir / n).stat().st_mtime_ns) for n in names)
     files = _files_hash(str(model_dir.resolve()), stamp)
     short = hashlib.sha256(f"{files}|max_length={max_length}|pooling=mean|norm=l2".encode()).hexdigest()[:12]
-    return f"{model_dir.name}-{short}"
+    return f"{model_dir.name}-{short}" + ("-int8" if quantized else "")
+
+
+def encoder_id_for(config: EncoderConfig) -> str:
+    """The ``encoder_id`` an :class:`Encoder` built from ``config`` will have, without loading the model."""
+    model_dir = resolve_model_path(config.model_path)
+    model_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    max_length = min(config.max_length, int(model_config.get("max_position_embeddings", 512)))
+    return compute_encoder_id(model_dir, max_length=max_length, quantized=config.precision == "int8")
 
 
 def _load_model_quietly(auto_model: Any, model_dir: Path) -> Any:
@@ -125,6 +136,20 @@ def _cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8 once, activations per batch); CPU only."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with (
+        warnings.catch_warnings()
+    ):  # torch 2.13 points eager-mode quantisation users at torchao (not installed)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class Encoder:
@@ -154,7 +179,14 @@ class Encoder:
         self.model = _load_model_quietly(AutoModel, self.model_dir).to(self.device).eval()
         self.max_length = min(cfg.max_length, int(getattr(self.model.config, "max_position_embeddings", 512)))
         self.dim = int(self.model.config.hidden_size)
-        self.encoder_id = compute_encoder_id(self.model_dir, max_length=self.max_length)
+        self.quantized = cfg.precision == "int8"
+        if self.quantized:
+            if self.device.type != "cpu":
+                raise ValueError(f"precision='int8' runs on the CPU only, not on {self.device}")
+            self.model = quantize_linear_int8(self.model)
+        self.encoder_id = compute_encoder_id(
+            self.model_dir, max_length=self.max_length, quantized=self.quantized
+        )
         self.autocast_dtype = self._pick_autocast(cfg.precision)
         cache_dir = (
             default_cache_dir() if cfg.cache_dir is None else (Path(cfg.cache_dir) if cfg.cache_dir else None)
@@ -163,7 +195,7 @@ class Encoder:
         self._lock = threading.Lock()  # one forward at a time: torch already uses every core
 
     def _pick_autocast(self, precision: Precision) -> torch.dtype | None:
-        if precision == "float32":
+        if precision in ("float32", "int8"):
             return None
         if self.device.type == "cuda":
             supported = torch.cuda.is_bf16_supported()
@@ -253,19 +285,8 @@ class Encoder:
         Returns:
             ``(embeddings, owner)``: ``(n_windows, dim)`` float32 and ``(n_windows,)`` int64 index into ``texts``.
         """
-        if max_words < 1 or not 1 <= stride_words <= max_words:
-            raise ValueError("need max_words >= 1 and 1 <= stride_words <= max_words")
-        windows: list[str] = []
-        owners: list[int] = []
-        for index, text in enumerate(texts):
-            words = text.split()
-            starts = range(0, max(len(words) - max_words, 0) + stride_words, stride_words)
-            for start in starts:
-                windows.append(" ".join(words[start : start + max_words]))
-                owners.append(index)
-                if start + max_words >= len(words):
-                    break
-        return self.encode(windows), np.asarray(owners, dtype=np.int64)
+        windows, owners = context_windows(texts, max_words=max_words, stride_words=stride_words)
+        return self.encode(windows), owners
 
     # --- internals ----------------------------------------------------------------------------------------
 
@@ -321,6 +342,26 @@ class Encoder:
         mean = summed / weights.sum(dim=1).clamp(min=1e-9)
         normed = torch.nn.functional.normalize(mean, p=2.0, dim=1, eps=1e-12)
         return normed.to(torch.float16).float().cpu().numpy()
+
+
+def context_windows(
+    texts: Sequence[str], *, max_words: int = 200, stride_words: int = 150
+) -> tuple[list[str], np.ndarray]:
+    """The word windows :meth:`Encoder.encode_windows` embeds: ``(windows, owner)`` with ``owner`` ``(n_windows,)``
+    int64 index into ``texts``."""
+    if max_words < 1 or not 1 <= stride_words <= max_words:
+        raise ValueError("need max_words >= 1 and 1 <= stride_words <= max_words")
+    windows: list[str] = []
+    owners: list[int] = []
+    for index, text in enumerate(texts):
+        words = text.split()
+        starts = range(0, max(len(words) - max_words, 0) + stride_words, stride_words)
+        for start in starts:
+            windows.append(" ".join(words[start : start + max_words]))
+            owners.append(index)
+            if start + max_words >= len(words):
+                break
+    return windows, np.asarray(owners, dtype=np.int64)
 
 
 def _token_batches(sorted_lengths: np.ndarray, budget: int) -> list[np.ndarray]:

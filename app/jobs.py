@@ -328,6 +328,14 @@ def run_embed(
 
     records = repo.load_records(engine, int(payload["dataset_id"]), with_gold=False)
     encoder = get_encoder()
+    if payload.get("bundled_embeddings") and encoder.cache is not None:
+        # The demo ships its vectors (fractal_core/demo): only a different encoder embeds it again.
+        from fractal_core.demo import demo_embeddings_path
+
+        loaded = encoder.cache.import_pack(demo_embeddings_path(), encoder.encoder_id)
+        ctx.log(
+            f"loaded {loaded} precomputed demo embeddings" if loaded else "demo embeddings: other encoder"
+        )
     sentences = [s.text for r in records for s in r.spans]
     ctx.log(f"embedding {len(sentences)} sentences and {len(records)} contexts with {encoder.encoder_id}")
 
@@ -341,11 +349,17 @@ def run_embed(
     return {"sentences": len(sentences), "encoder": encoder.encoder_id}
 
 
-def queue_after_import(engine: Engine, dataset_id: int) -> list[repo.JobRow]:
-    """Follow-up work for new responses: embed them now; re-score with the active model if there is one."""
-    queued = [
-        repo.create_job(engine, "embed", {"dataset_id": dataset_id}, idempotency_key=f"embed:{dataset_id}")
-    ]
+def queue_after_import(
+    engine: Engine, dataset_id: int, *, bundled_embeddings: bool = False
+) -> list[repo.JobRow]:
+    """Follow-up work for new responses: embed them now; re-score with the active model if there is one.
+
+    ``bundled_embeddings``: the dataset is the bundled demo, whose precomputed vectors the embed job loads first.
+    """
+    payload: dict[str, Any] = {"dataset_id": dataset_id}
+    if bundled_embeddings:
+        payload["bundled_embeddings"] = True
+    queued = [repo.create_job(engine, "embed", payload, idempotency_key=f"embed:{dataset_id}")]
     if repo.active_model_version(engine, dataset_id) is not None:
         queued.append(
             repo.create_job(

@@ -42,7 +42,7 @@ def seed_demo(engine: Engine) -> str | None:
         return None
     summary = ingest_file(engine, demo_path(), DEMO_DATASET)
     # Embedding first, as its own job: it reports progress per batch, and training then reads the cache.
-    queue_after_import(engine, summary.dataset_id)
+    queue_after_import(engine, summary.dataset_id, bundled_embeddings=True)
     repo.create_job(
         engine,
         "train",

@@ -121,6 +121,17 @@ class EmbeddingCache:
                 self._encoders.pop(encoder_id, None)  # its row may have been rolled back too
                 raise
 
+    def import_pack(self, path: str | Path, encoder_id: str) -> int:
+        """Copy the vectors of a pack file written by :func:`write_pack` into the cache, when the pack was made by
+        ``encoder_id``; returns how many vectors it held (0 for another encoder: those texts get embedded)."""
+        with np.load(path, allow_pickle=False) as pack:
+            if str(pack["encoder_id"]) != encoder_id:
+                return 0
+            digests = [bytes(row) for row in pack["digests"]]  # (n, 32) uint8 -> keys
+            vectors = pack["vectors"]  # (n, dim) float16
+        self.put_digests(encoder_id, digests, vectors)
+        return len(digests)
+
     def count(self, encoder_id: str | None = None) -> int:
         """Number of stored vectors (for one encoder, or all)."""
         with self._lock:
@@ -149,3 +160,15 @@ class EmbeddingCache:
             ).fetchone()
         self._encoders[encoder_id] = (int(row[0]), int(row[1]))
         return self._encoders[encoder_id]
+
+
+def write_pack(path: str | Path, encoder_id: str, texts: Sequence[str], vectors: np.ndarray) -> None:
+    """Write ``vectors`` ``(n, dim)`` for ``texts`` as a portable pack (``.npz``: encoder id, 32-byte digests,
+    float16 vectors) that :meth:`EmbeddingCache.import_pack` loads; used to ship precomputed embeddings."""
+    if len(texts) != len(vectors):
+        raise ValueError(f"{len(texts)} texts for {len(vectors)} vectors")
+    digests = np.frombuffer(b"".join(text_digest(t) for t in texts), dtype=np.uint8).reshape(len(texts), 32)
+    with open(path, "wb") as handle:
+        np.savez_compressed(
+            handle, encoder_id=np.array(encoder_id), digests=digests, vectors=vectors.astype(np.float16)
+        )

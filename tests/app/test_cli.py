@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 
+import pytest
 from typer.testing import CliRunner
 
 from app import setup
@@ -33,6 +34,33 @@ def test_prepare_store_loads_demo_only_into_an_empty_store(store) -> None:
     # A second start changes nothing: no second demo, no second job.
     assert setup.prepare_store(settings) == ""
     assert len(repo.list_datasets(store.engine)) == 1 and len(repo.list_jobs(store.engine)) == 2
+
+
+@pytest.mark.slow
+def test_demo_embed_job_loads_the_shipped_vectors_instead_of_embedding(store, monkeypatch) -> None:
+    from app.jobs import JobContext, run_job
+    from fractal_core.demo import demo_texts
+    from fractal_core.encoder import get_encoder
+
+    monkeypatch.setattr("fractal_core.encoder._ENCODERS", {})  # an encoder on this test's (empty) cache
+
+    settings = load_settings(store.db_url)
+    setup.prepare_store(settings)
+    embed = repo.claim_next_job(store.engine, "test:1", kinds=["embed"])
+    assert embed is not None and embed.payload["bundled_embeddings"] is True
+    encoder = get_encoder()
+    assert encoder.cache is not None and encoder.cache.path.is_relative_to(store.home)  # a fresh cache
+    calls: list[int] = []
+    original = encoder._embed
+    encoder._embed = lambda texts, on_done: calls.append(len(texts)) or original(texts, on_done)  # type: ignore[method-assign]
+    try:
+        result = run_job(store.engine, settings, embed, JobContext(store.engine, embed.id))
+    finally:
+        del encoder._embed
+    assert calls == []  # every demo sentence and context window came from the shipped pack
+    assert encoder.cache.count(encoder.encoder_id) == len(demo_texts())
+    assert result["sentences"] > 0
+    assert "precomputed demo embeddings" in repo.get_job(store.engine, embed.id).log
 
 
 def test_prepare_store_leaves_a_users_store_alone(store) -> None:

@@ -17,6 +17,7 @@ from fractal_core.encoder import (  # noqa: E402
     Encoder,
     EncoderConfig,
     compute_encoder_id,
+    encoder_id_for,
     get_encoder,
     resolve_model_path,
 )
@@ -134,6 +135,7 @@ def test_encode_windows(encoder: Encoder) -> None:
 
 
 def test_encoder_id_is_stable_and_path_independent(tmp_path: Path, encoder: Encoder) -> None:
+    assert encoder_id_for(encoder.config) == encoder.encoder_id
     source = resolve_model_path(None)
     copy = tmp_path / "elsewhere" / source.name
     copy.mkdir(parents=True)
@@ -197,3 +199,45 @@ def test_cache_is_safe_across_processes(tmp_path: Path) -> None:
     assert [p.exitcode for p in procs] == [0, 0]
     found, _ = EmbeddingCache(path).get("enc", [f"t{i}" for i in range(750)])
     assert found.all()
+
+
+@pytest.mark.slow
+def test_int8_encoder_has_its_own_id_and_stays_close(encoder: Encoder) -> None:
+    quantized = Encoder(EncoderConfig(cache_dir="", precision="int8"))
+    assert quantized.quantized and not encoder.quantized
+    assert quantized.encoder_id == encoder.encoder_id + "-int8"  # its cache entries never mix with float ones
+    cosine = (quantized.encode(TEXTS) * encoder.encode(TEXTS)).sum(1)
+    assert (
+        cosine.min() > 0.8 and cosine.mean() > 0.9
+    )  # close, but not the >= 0.99 a default needs (BENCHMARKS)
+    with pytest.raises(ValueError, match="CPU only"):
+        Encoder(EncoderConfig(cache_dir="", precision="int8", device="meta"))
+
+
+def test_pack_round_trip_only_for_its_encoder(tmp_path: Path) -> None:
+    from fractal_core.embedding_cache import write_pack
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3, 8)).astype(np.float16).astype(np.float32)
+    write_pack(tmp_path / "p.npz", "enc-a", ["x", "y", "z"], vectors)
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    assert cache.import_pack(tmp_path / "p.npz", "enc-b") == 0
+    assert cache.count() == 0
+    assert cache.import_pack(tmp_path / "p.npz", "enc-a") == 3
+    found, got = cache.get("enc-a", ["z", "x", "w"])
+    assert found.tolist() == [True, True, False]
+    assert np.array_equal(got, vectors[[2, 0]])
+    with pytest.raises(ValueError, match="2 texts for 3 vectors"):
+        write_pack(tmp_path / "q.npz", "enc-a", ["x", "y"], vectors)
+
+
+def test_bundled_demo_pack_covers_the_demo_with_the_default_encoder() -> None:
+    from fractal_core.demo import demo_embeddings_path, demo_texts
+
+    with np.load(demo_embeddings_path()) as pack:
+        assert str(pack["encoder_id"]) == encoder_id_for(EncoderConfig()), (
+            "rebuild: python -m fractal_core.demo"
+        )
+        digests = {bytes(d) for d in pack["digests"]}
+        assert pack["vectors"].dtype == np.float16
+    assert {text_digest(t) for t in demo_texts()} == digests

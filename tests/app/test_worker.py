@@ -218,3 +218,49 @@ def test_file_labels_are_reported_but_not_used_as_gold(store) -> None:
     mv = repo.active_model_version(store.engine, ds.dataset_id)
     assert mv.metrics["gold_sentences"] == 0 and mv.metrics["gold_after"] == {}
     assert 0.0 <= mv.metrics["file_labels_after"]["instance_auc_roc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_three_worker_processes_run_each_of_ten_jobs_once(store) -> None:
+    """Several workers (any host) on one store: every queued job is claimed by exactly one of them."""
+    import re
+
+    datasets = [store.ingest(tiny_records(6), name=f"set{i}") for i in range(2)]
+    queued = [
+        repo.create_job(store.engine, "export", {"dataset_id": ds.dataset_id, "format": fmt})
+        for ds in datasets
+        for fmt in jobs.EXPORT_SUFFIX
+    ]
+    assert len(queued) == 10
+    env = app_env(store.home, store.db_url)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--db", store.db_url, "--once", "--poll", "0.1"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        for _ in range(3)
+    ]
+    logs = []
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err.decode()[-2000:]
+            logs.append(err.decode())
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+    started = [int(n) for log in logs for n in re.findall(r"job (\d+) \(export\) started", log)]
+    assert sorted(started) == sorted(j.id for j in queued)  # each job started once, by one worker
+    done = [repo.get_job(store.engine, j.id) for j in queued]
+    assert all(j.state == "succeeded" for j in done), [(j.id, j.state, j.error) for j in done]
+    workers = {j.worker_id for j in done}
+    assert len(workers) <= 3 and all(w and ":" in w for w in workers)
+    for job in done:  # the job names the worker whose log shows it
+        owner = next(i for i, log in enumerate(logs) if f"job {job.id} (export) started" in log)
+        assert job.worker_id == f"{job.worker_id.rpartition(':')[0]}:{procs[owner].pid}"

@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=REPO, help="checkout whose `fractal serve` runs")
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still stops its server below
     with tempfile.TemporaryDirectory(prefix="fractal-startup-") as tmp:
         home = Path(tmp)
         db_url = f"sqlite:///{home / 'fractal.db'}"

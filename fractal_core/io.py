@@ -5,7 +5,9 @@ One record per response (a *bag*); the fields are described in :mod:`fractal_cor
 bad row, so callers that must not write partial output validate the whole file first (:func:`read_records`).
 
 Line numbers: JSONL -> the 1-based physical line; CSV -> the physical line where the row starts (the header is
-line 1, so the first data row is line 2); Parquet -> row index + 1.
+line 1, so the first data row is line 2); Parquet -> row index + 1. Columns: an error about a field's value in
+a JSONL or CSV file also names the 1-based character column in that line where the value (or, for JSON inside
+a CSV cell, the offending character) is, so an editor can jump to it.
 
 Validation rules (why: a wrong label silently poisons training, so we refuse it with a precise message):
 
@@ -100,7 +102,10 @@ def iter_records(
         any_row = True
         if rename:
             row = {rename.get(key, key): value for key, value in row.items()}
-        record = _record_from_row(row, file, line, fmt, segment_mode, max_field_chars)
+        try:
+            record = _record_from_row(row, file, line, fmt, segment_mode, max_field_chars)
+        except InputError as err:
+            raise _located(err, path, fmt, line, rename) from err.__cause__
         if record.id in seen_ids:
             raise InputError(
                 f"duplicate id {_short(record.id)} (first on line {seen_ids[record.id]})",
@@ -448,11 +453,125 @@ def _spans_from_row(
     return text, spans
 
 
+class _CellJSONError(InputError):
+    """Invalid JSON inside a tabular cell; ``offset`` is the 0-based position of the error in the cell."""
+
+    offset: int = 0
+
+
 def _json_value(value: str, fail: _Fail, field: str) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError as err:
-        raise fail(f"invalid JSON in this column: {err.msg} at column {err.colno}", field) from err
+        base = fail(f"invalid JSON: {err.msg}", field)
+        located = _CellJSONError(base.reason, file=base.file, line=base.line, field=field)
+        located.offset = err.pos
+        raise located from err
+
+
+# --- error columns (computed only on the error path: the file is read again up to the bad line) -------------
+
+
+def _located(err: InputError, path: Path, fmt: str, line: int, rename: Mapping[str, str]) -> InputError:
+    """``err`` with the column of its field's value in the physical line (message and ``column``) when the
+    format has columns and the value can be found; unchanged otherwise."""
+    offset = err.offset if isinstance(err, _CellJSONError) else 0
+    column = None
+    if err.field is not None and fmt in ("jsonl", "csv"):
+        source = {field: user for user, field in rename.items()}.get(err.field, err.field)
+        with contextlib.suppress(Exception):  # locating is a courtesy: never hide the real error
+            text = _physical_line(path, line)
+            if fmt == "jsonl":
+                column = _jsonl_value_column(text, source, offset)
+            else:
+                header = _csv_header(path)
+                column = _csv_cell_column(text, header.index(source), offset) if source in header else None
+    if column is None:
+        if isinstance(err, _CellJSONError):
+            return InputError(
+                f"{err.reason} at character {offset + 1} of the value",
+                file=err.file,
+                line=err.line,
+                field=err.field,
+            )
+        return err
+    reason = (
+        f"{err.reason} at column {column}"
+        if isinstance(err, _CellJSONError)
+        else f"{err.reason} (column {column})"
+    )
+    return InputError(reason, file=err.file, line=err.line, field=err.field, column=column)
+
+
+def _physical_line(path: Path, line: int) -> str:
+    for number, text in _decoded_lines(path, str(path)):
+        if number == line:
+            return text
+    raise LookupError(line)
+
+
+def _jsonl_value_column(text: str, key: str, offset: int) -> int | None:
+    """1-based column of the value of top-level ``key`` in the JSON object on this line."""
+    decoder = json.JSONDecoder()
+    ws = re.compile(r"\s*")
+    pos = ws.match(text, 0).end()  # type: ignore[union-attr]
+    if text[pos : pos + 1] != "{":
+        return None
+    pos += 1
+    while True:
+        pos = ws.match(text, pos).end()  # type: ignore[union-attr]
+        if text[pos : pos + 1] != '"':
+            return None
+        name, pos = json.decoder.scanstring(text, pos + 1)  # type: ignore[attr-defined]
+        pos = ws.match(text, pos).end()  # type: ignore[union-attr]
+        if text[pos : pos + 1] != ":":
+            return None
+        pos = ws.match(text, pos + 1).end()  # type: ignore[union-attr]
+        if name == key:
+            return pos + offset + 1
+        _, pos = decoder.raw_decode(text, pos)
+        pos = ws.match(text, pos).end()  # type: ignore[union-attr]
+        if text[pos : pos + 1] != ",":
+            return None
+        pos += 1
+
+
+def _csv_header(path: Path) -> list[str]:
+    for cells in csv.reader(text for _, text in _decoded_lines(path, str(path))):
+        if any(cell.strip() for cell in cells):
+            return [cell.strip() for cell in cells]
+    return []
+
+
+def _csv_cell_column(text: str, header_cell: int, offset: int) -> int | None:
+    """1-based column, in this CSV line, of character ``offset`` of cell number ``header_cell`` (quoted cells:
+    the opening quote and doubled quotes are counted as they appear in the file)."""
+    starts: list[int] = []
+    pos, n = 0, len(text)
+    while len(starts) <= header_cell:
+        starts.append(pos)
+        if pos < n and text[pos] == '"':
+            pos += 1
+            while pos < n and not (text[pos] == '"' and text[pos + 1 : pos + 2] != '"'):
+                pos += 2 if text[pos] == '"' else 1
+            pos += 1
+        while pos < n and text[pos] not in ",\r\n":
+            pos += 1
+        if pos >= n or text[pos] != ",":
+            if len(starts) <= header_cell:
+                return None
+            break
+        pos += 1
+    pos = starts[header_cell]
+    if text[pos : pos + 1] == '"':  # walk the cell's characters, a doubled quote being one character
+        pos += 1
+        for _ in range(offset):
+            pos += 2 if text[pos : pos + 2] == '""' else 1
+            if pos >= n or text[pos] in "\r\n":
+                return None  # the cell continues on a later line
+    else:
+        pos += offset
+    return pos + 1
 
 
 def _number(value: Any, tabular: bool, fail: _Fail) -> float:

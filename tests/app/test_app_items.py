@@ -226,3 +226,12 @@ def test_gold_auc_is_shown_with_its_sample_size_and_interval(store) -> None:
     assert row["AUC after [95% CI]"].startswith(f"{auc:.3f} [")
     lo, hi = (float(x) for x in row["AUC after [95% CI]"].split("[")[1].rstrip("]").split(","))
     assert lo <= auc <= hi and hi - lo > 0.05  # a few dozen sentences: a wide interval
+
+
+def test_upload_error_names_the_real_column(store) -> None:
+    csv = "id,text,sentence_labels,response_label\n" + 'a,"Hi ""there"". Bye.","[0,,1]",1\n'
+    at = app_test("views/data.py")
+    at.file_uploader[0].upload("bad.csv", csv.encode(), "text/csv")
+    at.run()
+    errors = " ".join(e.value for e in at.error)
+    assert "Line 2" in errors and "column 28" in errors and "column 4" not in errors

@@ -459,3 +459,28 @@ def test_bundled_demo_data_reads() -> None:
     records = read_records(path)
     assert len(records) == 200 and label_kind(records) == "binary"
     assert {r.response_label for r in records} == {0.0, 1.0}
+
+
+def test_errors_name_the_column_of_the_offending_value(tmp_path: Path) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    line = '{"id": "a", "sentences": ["x."], "response_label": "high"}'
+    jsonl.write_text(line + "\n", encoding="utf-8")
+    err = error_of(jsonl)
+    assert (err.line, err.field, err.column) == (1, "response_label", line.index('"high"') + 1)
+    assert err.reason.endswith(f"(column {err.column})")
+    # Renamed columns are found under the user's name.
+    line = '{"uid": "a", "sentences": ["x."], "y": 1, "aggregation": "median"}'
+    jsonl.write_text(line + "\n", encoding="utf-8")
+    err = error_of(jsonl, column_map={"uid": "id", "y": "response_label"})
+    assert (err.field, err.column) == ("aggregation", line.index('"median"') + 1)
+    # JSON inside a quoted CSV cell: the column of the bad character in the file's line, doubled quotes
+    # counted as written (json's own column would be 4, inside the cell).
+    csv_path = tmp_path / "in.csv"
+    row = 'a,"Hi ""there"". Bye.","[0,,1]",1'
+    csv_path.write_text("id,text,sentence_labels,response_label\n" + row + "\n", encoding="utf-8")
+    err = error_of(csv_path)
+    assert (err.line, err.field, err.column) == (2, "sentence_labels", row.index(",,1") + 2)
+    assert err.reason == f"invalid JSON: Expecting value at column {err.column}"
+    # A missing field has no column.
+    jsonl.write_text('{"id": "a", "sentences": ["x."]}\n', encoding="utf-8")
+    assert error_of(jsonl).column is None

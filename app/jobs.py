@@ -178,9 +178,9 @@ def _store_version(
             count=sum(len(s) for s in scores),
         )
         flat = np.clip(np.concatenate(scores).astype(np.float64), 0.0, 1.0) if scores else np.zeros(0)
-        queue = gold_proposals(records, scores)
+        queue, reasons = gold_proposals(records, scores)
         if queue:
-            extra_metrics = {**extra_metrics, "gold_queue": queue}
+            extra_metrics = {**extra_metrics, "gold_queue": queue, "gold_queue_reasons": reasons}
         ctx.set(lo + (1 - lo) * 0.4, "storing scores", force=True)
         repo.store_scores(engine, mv.id, ids, flat)
         artifact = settings.models_dir / f"dataset{dataset_id}-v{mv.version}"
@@ -212,20 +212,21 @@ _DIVERSE_MAX_SENTENCES = 50_000  # diverse needs every sentence embedding in mem
 
 def gold_proposals(
     records: list[Any], scores: list[np.ndarray], *, k: int = GOLD_QUEUE_SIZE
-) -> dict[str, list[int]]:
-    """Per strategy of ``fractal_core.selection``, the database ids of the responses to label next (best first).
+) -> tuple[dict[str, list[int]], dict[str, list[str]]]:
+    """Per strategy of ``fractal_core.selection``, the database ids of the responses to label next (best first),
+    and the library's reason for each proposal (same order).
 
     Responses that already carry gold labels are never proposed. Computed once per model version in the
     worker, so the Gold queue page reads a short list instead of ranking the whole dataset per request.
-    Returns {} when the library cannot rank this data (e.g. mixed aggregations).
+    Returns ({}, {}) when the library cannot rank this data (e.g. mixed aggregations).
     """
-    from fractal_core.selection import (
-        select_gold,
-    )  # torch-heavy: imported only where ranking runs (the worker)
+    # torch-heavy: imported only where ranking runs (the worker)
+    from fractal_core.selection import explain_gold, select_gold
 
     already = [i for i, r in enumerate(records) if r.sentence_labels is not None]
     n_sentences = sum(len(s) for s in scores)
     out: dict[str, list[int]] = {}
+    why: dict[str, list[str]] = {}
     for strategy in registry.QUEUE_STRATEGIES:
         embeddings = None
         if registry.strategy(strategy).needs_embeddings:
@@ -239,10 +240,12 @@ def gold_proposals(
             picked = select_gold(
                 records, scores, k=k, strategy=strategy, already=already, embeddings=embeddings
             )
+            reasons = explain_gold(records, scores, picked, strategy=strategy)
         except ValueError:
-            return {}
+            return {}, {}
         out[strategy] = [int(records[i].meta["db_response_id"]) for i in picked]
-    return out
+        why[strategy] = reasons
+    return out, why
 
 
 def run_train(
@@ -293,6 +296,8 @@ def run_train(
         "gold_sentences": n_gold,
         "responses": len(records),
         "resolved_method": getattr(model, "resolved_method_", method),
+        # auto / fractal: the candidate chosen, the criterion and every candidate's figures (Models page).
+        **({"method_choice": model.selection_} if getattr(model, "selection_", None) else {}),
         "compared_with_version": parent.version if parent is not None else None,
         **{k: v for k, v in _finite(dict(getattr(model, "metrics_", {}) or {})).items()},
     }

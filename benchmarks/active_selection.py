@@ -2,7 +2,13 @@
 
 Usage:
     .venv/bin/python benchmarks/active_selection.py run --dataset processbench   # -> results/active_*.json
+    .venv/bin/python benchmarks/active_selection.py run --dataset processbench --unit sentences \
+        --seeds 5 --budgets 0.05,0.1 --strategies random,balanced,posterior,uncertainty,inconsistency
     .venv/bin/python benchmarks/active_selection.py table
+
+With ``--unit sentences`` the budget is a share of the training *sentences* (annotation effort): each strategy
+ranks every candidate response and takes them in order while their sentences fit the budget
+(`selection.within_sentence_budget`); random takes a seeded random order the same way.
 
 Per seed: train FRACTAL without gold (`pslab`) on the training bags, score every training sentence with it, let
 each strategy of `fractal_core.selection` choose the gold bags (among the bags that have gold labels), then train
@@ -28,20 +34,47 @@ from quality_common import RESULTS, ProbeModel, fmt, load, run_cli, run_meta, sa
 
 from fractal_core.config import TrainConfig  # noqa: E402
 from fractal_core.evaluation import choose_gold_bags, run_one  # noqa: E402
-from fractal_core.selection import STRATEGIES, select_gold_bags  # noqa: E402
+from fractal_core.selection import (  # noqa: E402
+    STRATEGIES,
+    bag_embeddings,
+    select_gold_bags,
+    select_gold_indices,
+    within_sentence_budget,
+)
 
 SEEDS = (0, 1, 2)
 BUDGETS = (0.02, 0.05, 0.1)
+
+
+def by_sentences(train, score, *, budget: float, strategy: str, seed: int, aggregation: str, candidates):
+    """Gold bags for a budget of ``budget`` x the training sentences, in the strategy's priority order."""
+    counts = train.sentence_counts()
+    order = select_gold_indices(
+        score,
+        train.bag_index,
+        train.labels,
+        aggregation=aggregation,
+        k=int(candidates.sum()),
+        strategy=strategy,
+        seed=seed + 104729,
+        bag_embedding=bag_embeddings(train) if strategy == "diverse" else None,
+        candidates=candidates,
+    )
+    picks = within_sentence_budget(order, counts, int(round(budget * train.n_sentences)))
+    return torch.as_tensor(sorted(picks), dtype=torch.long)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     setup()
     started = time.perf_counter()
     prepared = load(args.dataset, args.view)
-    out = f"active_{args.dataset}_{args.view}.json"
+    seeds = tuple(range(args.seeds)) if args.seeds else SEEDS
+    budgets = tuple(float(b) for b in args.budgets.split(",")) if args.budgets else BUDGETS
+    unit = args.unit
+    out = f"active_{args.dataset}_{args.view}" + ("_sentences" if unit == "sentences" else "") + ".json"
     config = TrainConfig(device="cpu")
     meta = run_meta(
-        args, prepared, config=config.to_dict(), seeds=SEEDS, budgets=BUDGETS, split_scored="test"
+        args, prepared, config=config.to_dict(), seeds=seeds, budgets=budgets, split_scored="test", unit=unit
     )
     train = prepared.train
     has_gold = torch.zeros(train.n_bags, dtype=torch.bool)
@@ -53,16 +86,21 @@ def cmd_run(args: argparse.Namespace) -> None:
         records = [
             r for r in json.loads((RESULTS / out).read_text())["records"] if r["strategy"] not in strategies
         ]
-    for seed in SEEDS:
+    for seed in seeds:
         base = run_one(prepared, "pslab", seed=seed, gold_fraction=0.0, config=config)
         scorer = ProbeModel.last
         assert scorer is not None
         score = scorer.predict_bags(train)  # (N,) no-gold model's scores of the training sentences
         print(f"seed {seed} pslab (no gold) AUC {base['instance_auc_roc']:.4f}", flush=True)
-        for budget in BUDGETS:
+        for budget in budgets:
             k = int(round(budget * train.n_bags))
             for strategy in strategies:
-                if strategy == "random":
+                if unit == "sentences":
+                    chosen = by_sentences(
+                        train, score, budget=budget, strategy=strategy, seed=seed,
+                        aggregation=prepared.aggregation, candidates=has_gold,
+                    )  # fmt: skip
+                elif strategy == "random":
                     chosen = choose_gold_bags(train, budget, seed)
                 else:
                     chosen = select_gold_bags(
@@ -99,7 +137,11 @@ def cmd_table(_: argparse.Namespace) -> None:
     for path in sorted(RESULTS.glob("active_*.json")):
         data = json.loads(path.read_text())
         recs = data["records"]
-        print(f"\n### {path.stem}: hybrid test sentence AUC-ROC (mean ± std over seeds {data['seeds']})\n")
+        unit = data.get("unit", "bags")
+        print(
+            f"\n### {path.stem}: hybrid test sentence AUC-ROC / given Y (mean ± std over seeds {data['seeds']}), "
+            f"budget in {unit}\n"
+        )
         print("| strategy | " + " | ".join(f"{100 * b:g}% gold" for b in data["budgets"]) + " |")
         print("|---" * (len(data["budgets"]) + 1) + "|")
         for strategy in STRATEGIES:
@@ -107,7 +149,13 @@ def cmd_table(_: argparse.Namespace) -> None:
             for b in data["budgets"]:
                 runs = [r for r in recs if r["strategy"] == strategy and r["budget"] == b]
                 sent = stats([r["gold_sentences"] for r in runs])["mean"]
-                cells.append(f"{fmt(stats([r['instance_auc_roc'] for r in runs]))} ({sent:.0f} sent.)")
+                if not runs:
+                    cells.append("–")
+                    continue
+                auc = fmt(stats([r["instance_auc_roc"] for r in runs]))
+                given = fmt(stats([r["posterior_auc_roc"] for r in runs]))
+                n_bags = stats([r["gold_bags"] for r in runs])["mean"]
+                cells.append(f"{auc} / {given} ({sent:.0f} sent., {n_bags:.0f} resp.)")
             print(f"| {strategy} | " + " | ".join(cells) + " |")
 
 
@@ -116,7 +164,12 @@ def main() -> None:
         __doc__,
         cmd_run,
         table=cmd_table,
-        run_options={"--strategies": {"help": "comma-separated subset, added to an existing result file"}},
+        run_options={
+            "--strategies": {"help": "comma-separated subset, added to an existing result file"},
+            "--unit": {"choices": ("bags", "sentences"), "default": "bags", "help": "what a budget counts"},
+            "--seeds": {"type": int, "default": 0, "help": "seeds 0..n-1 (default 0, 1, 2)"},
+            "--budgets": {"default": "", "help": "comma-separated shares (default 0.02,0.05,0.1)"},
+        },
     )
 
 

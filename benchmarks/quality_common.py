@@ -147,7 +147,7 @@ def run_cli(
     sub = parser.add_subparsers(required=True)
     run_parser = sub.add_parser("run")
     run_parser.add_argument("--dataset", required=True, choices=tuple(DATASETS))
-    run_parser.add_argument("--view", default="native", choices=("native", "binary"))
+    run_parser.add_argument("--view", default="native", choices=("native", "binary", "mean"))
     for flag, options in (run_options or {}).items():
         run_parser.add_argument(flag, **options)
     run_parser.set_defaults(func=run)

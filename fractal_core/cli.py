@@ -244,7 +244,11 @@ def evaluate_cmd(
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..n-1)")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result records here")] = None,
     label_view: Annotated[
-        str, typer.Option(help="native | binary (ordinal labels >= 1 become 1)")
+        str,
+        typer.Option(
+            help="native | binary (ordinal labels >= 1 become 1) | mean (label = share of sentences >= 1, "
+            "from full sentence labels)"
+        ),
     ] = "native",
     limit: Annotated[int | None, typer.Option(help="Use only the first N responses of each split")] = None,
     max_epochs: Annotated[int | None, typer.Option(help="Override the default epoch bound")] = None,
@@ -263,8 +267,8 @@ def evaluate_cmd(
         raise fail(f"--gold-fraction: {gold_fraction} is outside [0, 1]")
     if seeds < 1:
         raise fail("--seeds: need at least 1")
-    if label_view not in ("native", "binary"):
-        raise fail(f"--label-view: expected native or binary, got {label_view!r}")
+    if label_view not in ("native", "binary", "mean"):
+        raise fail(f"--label-view: expected native, binary or mean, got {label_view!r}")
     if not data.is_dir():
         raise fail(f"{data}: not a directory with train/valid/test.jsonl")
     try:

@@ -9,6 +9,7 @@ BagVariant = Literal["hard", "prob", "lse"]
 ValidMetric = Literal["auto", "sentence", "bag"]
 ScorerKind = Literal["mlp", "context"]
 ContextDirection = Literal["auto", "causal", "bidirectional"]
+ProportionLoss = Literal["mse", "count"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class TrainConfig:
     bag_variant: BagVariant = (
         "hard"  # max/min aggregation: hard (paper), prob (noisy-OR / product), lse (smooth)
     )
+    proportion_loss: ProportionLoss = "mse"  # mean (LLP) bags: squared error of the proportion, or count NLL
     lse_temperature: float = 0.1  # temperature of the smooth max when bag_variant == "lse" (logit units)
     weights: LossWeights = field(default_factory=LossWeights)
     scorer: ScorerKind = (

@@ -162,6 +162,8 @@ class FractalModel:
         )
         self.resolved_method_ = result.method
         self.scorer_ = result.model
+        self.calibration_ = result.calibration
+        self.selection_ = result.selection
         self.aggregation_ = aggregation
         self.n_classes_ = n_classes
         self.encoder_id_ = encoder_id
@@ -209,6 +211,8 @@ class FractalModel:
         )
         self.resolved_method_ = result.method
         self.scorer_ = result.model
+        self.calibration_ = None
+        self.selection_ = None
         self.aggregation_ = "mean"
         self.n_classes_ = 2
         self.encoder_id_ = encoder.encoder_id
@@ -220,6 +224,18 @@ class FractalModel:
     def predict_proba_bags(self, bags: BagSet) -> torch.Tensor:
         """Sentence probabilities over the label levels (N, C) for prepared bags."""
         method = self.resolved_method_
+        calibration = getattr(self, "calibration_", None)
+        if (
+            calibration is not None
+        ):  # a fitted logistic map of the prior's or the scorer's score (fractal_core.auto)
+            from fractal_core.auto import Calibration, cosine_target
+
+            calibrate = Calibration.from_dict(calibration).to(bags.device)
+            with torch.inference_mode():
+                if calibrate.kind == "prior":
+                    return calibrate(cosine_target(bags)).exp()
+                assert self.scorer_ is not None
+                return calibrate(self.scorer_.to(bags.device)(bags)).exp()
         if method in ("naive", "prior_only"):
             if method == "naive":
                 level = bags.labels[bags.bag_index]
@@ -320,6 +336,8 @@ class FractalModel:
             "n_classes": self.n_classes_,
             "metrics": self.metrics_,
             "history": self.history_,
+            "calibration": getattr(self, "calibration_", None),
+            "selection": getattr(self, "selection_", None),
         }
         if self.scorer_ is not None:
             meta["dim"] = self.scorer_.dim
@@ -348,6 +366,8 @@ class FractalModel:
         model.encoder_id_ = meta.get("encoder_id")
         model.metrics_ = meta.get("metrics", {})
         model.history_ = meta.get("history", [])
+        model.calibration_ = meta.get("calibration")
+        model.selection_ = meta.get("selection")
         model.scorer_ = None
         if "dim" in meta:
             spec = meta.get("scorer", {"kind": "mlp"})  # files written before the contextual scorer: the MLP

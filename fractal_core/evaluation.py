@@ -20,9 +20,11 @@ from fractal_core.encoder import Encoder
 from fractal_core.estimator import FractalModel, resolve_device, task_of
 from fractal_core.features import embed_records
 from fractal_core.records import ResponseRecord
+from fractal_core.segments import segment_count, segment_mean
 
-LabelView = Literal["native", "binary"]
-USES_GOLD_FRACTION = {"hybrid", "fractal"}
+LabelView = Literal["native", "binary", "mean"]
+LABEL_VIEWS: tuple[str, ...] = ("native", "binary", "mean")
+USES_GOLD_FRACTION = {"hybrid", "fractal", "auto"}
 
 
 @dataclass
@@ -43,6 +45,21 @@ def binarise(bags: BagSet) -> BagSet:
     return replace(bags, labels=(bags.labels >= 1).float(), gold=gold)
 
 
+def proportion_view(bags: BagSet) -> BagSet:
+    """LLP view derived from full sentence labels: each bag's label becomes the share of its sentences at level
+    >= 1 (``mean`` aggregation) and the gold labels their binary view. Needs every sentence labelled."""
+    counts = bags.sentence_counts()
+    labelled = segment_count(bags.bag_index[bags.gold >= 0], bags.n_bags, torch.long)
+    partial = int((labelled < counts).sum())
+    if partial:
+        raise ValueError(
+            f"the mean label view needs every sentence labelled; {partial} of {bags.n_bags} responses are not"
+        )
+    positive = (bags.gold >= 1).float()
+    labels = segment_mean(positive, bags.bag_index, bags.n_bags)
+    return replace(bags, labels=labels.to(bags.labels.dtype), gold=positive.long())
+
+
 def prepare_splits(
     splits: dict[str, list[ResponseRecord]],
     encoder: Encoder,
@@ -59,6 +76,16 @@ def prepare_splits(
     if label_view == "binary":
         bags = {name: binarise(b) for name, b in bags.items()}
         n_classes = 2
+    elif label_view == "mean":
+        viewed = {}
+        for name, b in bags.items():  # the three splits
+            try:
+                viewed[name] = proportion_view(b)
+            except ValueError as err:
+                raise ValueError(f"{name} split: {err}") from None
+        bags, aggregation, n_classes = viewed, "mean", 2
+    elif label_view != "native":
+        raise ValueError(f"unknown label view {label_view!r}; choose one of {', '.join(LABEL_VIEWS)}")
     return PreparedSplits(
         train=bags["train"],
         valid=bags.get("valid"),
@@ -127,6 +154,7 @@ def run_one(
         **metrics,
         "train_seconds": seconds,
         "epochs": {s["stage"]: s["best_epoch"] + 1 for s in model.history_},
+        **({"selection": model.selection_} if getattr(model, "selection_", None) else {}),
     }
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from fractal_core.aggregate import aggregate, aggregate_mean, log_positive
-from fractal_core.segments import segment_count
+from fractal_core.posterior import count_log_likelihood
+from fractal_core.segments import segment_count, segment_mean
 
 
 def bag_loss(
@@ -20,12 +21,19 @@ def bag_loss(
     aggregation: str,
     variant: str = "prob",
     temperature: float = 0.1,
+    proportion: str = "mse",
 ) -> torch.Tensor:
-    """BagLoss (DLLP-style): NLL of the bag label under the aggregate (max/min), MSE for mean (LLP).
+    """BagLoss (DLLP-style): NLL of the bag label under the aggregate (max/min); for mean (LLP) bags the
+    squared error of the expected proportion (``proportion="mse"``) or the exact NLL of the count of positive
+    sentences the proportion implies (``"count"``, Poisson-binomial).
 
     logp (N, C); bag_labels (B,) float holding levels (max/min) or proportions (mean).
     """
     n_bags = bag_labels.shape[0]
+    if aggregation == "mean" and proportion == "count":
+        return -count_log_likelihood(logp, bag_index, bag_labels).mean()
+    if aggregation == "mean" and proportion != "mse":
+        raise ValueError(f"unknown proportion loss {proportion!r}")
     out = aggregate(
         logp, bag_index, n_bags, aggregation=aggregation, variant=variant, temperature=temperature
     )
@@ -33,6 +41,21 @@ def bag_loss(
         return torch.mean((out - bag_labels) ** 2)
     target = bag_labels.long().clamp(0, out.shape[1] - 1)
     return -out.gather(1, target.view(-1, 1)).mean()
+
+
+def bag_log_likelihood(
+    logp: torch.Tensor, bag_index: torch.Tensor, bag_labels: torch.Tensor, *, aggregation: str
+) -> torch.Tensor:
+    """Exact log-likelihood of every bag's label (B,) under independent sentences.
+
+    max/min: the exact aggregate (noisy-OR / product / exact ordinal max); mean: the Poisson-binomial
+    probability of the count of positive sentences. The yardstick for early stopping and method choice.
+    """
+    if aggregation == "mean":
+        return count_log_likelihood(logp, bag_index, bag_labels)
+    out = aggregate(logp, bag_index, bag_labels.shape[0], aggregation=aggregation, variant="prob")
+    target = bag_labels.long().clamp(0, out.shape[1] - 1)
+    return out.gather(1, target.view(-1, 1)).squeeze(1)
 
 
 def _bag_weights(bag_index: torch.Tensor, n_bags: int, dtype: torch.dtype) -> torch.Tensor:
@@ -44,6 +67,29 @@ def _bag_weights(bag_index: torch.Tensor, n_bags: int, dtype: torch.dtype) -> to
 def soft_bce(logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BCE(target, P(level >= 1)) per sentence with a soft target in [0, 1]: (N, C), (N,) -> (N,)."""
     return -(target * log_positive(logp) + (1.0 - target) * logp[:, 0])
+
+
+def proportion_target(
+    target: torch.Tensor, bag_index: torch.Tensor, bag_labels: torch.Tensor, *, iterations: int = 40
+) -> torch.Tensor:
+    """A prior target (N,) in [0, 1] moved to each proportion bag's own share: sigmoid(logit(t_i) + c_b) with the
+    shift c_b (found by bisection, all bags at once) making the bag's mean target equal its label q_b.
+
+    The raw cosine target (1 + cos) / 2 sits near 0.5-0.8 whatever the bag's proportion; pulling sentences of a
+    bag labelled 0.1 towards it fights the BagLoss. The shifted target keeps the prior's ranking inside the bag.
+    """
+    n_bags = int(bag_labels.shape[0])
+    logit = torch.logit(target.clamp(1e-4, 1 - 1e-4))
+    q = bag_labels.clamp(0.0, 1.0).to(logit.dtype)
+    lo = torch.full((n_bags,), -30.0, dtype=logit.dtype, device=logit.device)
+    hi = torch.full((n_bags,), 30.0, dtype=logit.dtype, device=logit.device)
+    for _ in range(iterations):  # bisection steps, each over every bag
+        mid = (lo + hi) / 2
+        share = segment_mean(torch.sigmoid(logit + mid[bag_index]), bag_index, n_bags)
+        too_high = share > q
+        hi = torch.where(too_high, mid, hi)
+        lo = torch.where(too_high, lo, mid)
+    return torch.sigmoid(logit + ((lo + hi) / 2)[bag_index])
 
 
 def cosine_prior(

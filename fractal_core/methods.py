@@ -10,9 +10,10 @@ Pipelines (stages are fresh models unless said otherwise):
   + hybrid prior; then PsLab with the gold labels kept. Needs some gold labels. ``TrainConfig.teacher_implied``
   adds the sentence labels implied by the response labels to the teacher's data (off: no valid gain).
 - supervised: an instance model on all gold sentence labels (the ceiling).
-- fractal: hybrid when the training bags carry gold labels, else priors (pslab when ``TrainConfig.pslab`` is
-  on; it is off in the tuned defaults, see BENCHMARKS.md). ``TrainConfig.pslab`` also decides whether hybrid
-  ends with PsLab.
+- auto: fits prior_only (calibrated), bagloss, priors (a small grid of cosine weights), pslab and, with gold,
+  hybrid on the same embeddings and keeps the best by a held-out figure (``fractal_core.auto``); records why.
+- fractal: the recommended default, the same as auto. ``TrainConfig.pslab`` decides whether hybrid ends with
+  PsLab.
 PsLab is undefined for mean (LLP) bags: there the soft bag model is the output. Which priors run is decided by
 their weights: the tuned defaults use the cosine prior only (correlation weight 0).
 
@@ -32,11 +33,13 @@ from fractal_core.aggregate import positive_score
 from fractal_core.bags import BagSet
 from fractal_core.config import TrainConfig
 from fractal_core.losses import (
+    bag_log_likelihood,
     bag_loss,
     correlation_prior,
     cosine_prior,
     instance_loss,
     pref_bag_loss,
+    proportion_target,
     soft_cross_entropy,
 )
 from fractal_core.metrics import auc_roc
@@ -56,6 +59,12 @@ class FitResult:
     method: str
     model: SentenceScorer | None
     stages: list[StageResult] = field(default_factory=list)
+    calibration: dict[str, Any] | None = (
+        None  # auto: the fitted Calibration of the scores (fractal_core.auto)
+    )
+    selection: dict[str, Any] | None = (
+        None  # auto: what was chosen, the criterion and every candidate's figures
+    )
 
     def history(self) -> list[dict[str, Any]]:
         return [s.__dict__ for s in self.stages]
@@ -91,6 +100,7 @@ def _bag_objective(config: TrainConfig, aggregation: str, weights: dict[str, flo
                 aggregation=aggregation,
                 variant=config.bag_variant,
                 temperature=config.lse_temperature,
+                proportion=config.proportion_loss,
             )
         if "cosine" in weights:
             assert batch.cos_target is not None
@@ -118,7 +128,8 @@ def _instance_objective():
 
 
 def make_validator(valid: BagSet | None, *, aggregation: str, config: TrainConfig):
-    """Early-stopping score (higher is better): sentence AUC on validation gold, else minus the exact bag NLL."""
+    """Early-stopping score (higher is better): sentence AUC on validation gold, else the exact bag
+    log-likelihood (mean over bags; for mean bags the Poisson-binomial likelihood of the count)."""
     if valid is None or valid.n_bags == 0:
         return None, "train_loss"
     gold = valid.gold
@@ -138,8 +149,10 @@ def make_validator(valid: BagSet | None, *, aggregation: str, config: TrainConfi
 
     def validate_bag(model: SentenceScorer) -> float:
         with torch.inference_mode():
-            return -float(
-                bag_loss(model(valid), valid.bag_index, valid.labels, aggregation=aggregation, variant="prob")
+            return float(
+                bag_log_likelihood(
+                    model(valid), valid.bag_index, valid.labels, aggregation=aggregation
+                ).mean()
             )
 
     return (validate_sentence if mode == "sentence" else validate_bag), mode
@@ -255,6 +268,18 @@ def _fit_method(
     progress: ProgressFn | None,
 ) -> FitResult:
     method = resolve_method(method, train, pslab=config.pslab)
+    if method == "auto":
+        from fractal_core.auto import fit_auto
+
+        return fit_auto(
+            train,
+            valid,
+            aggregation=aggregation,
+            n_classes=n_classes,
+            config=config,
+            seed=seed,
+            progress=progress,
+        )
     result = FitResult(method=method, model=None)
     if method not in TRAINED:
         return result
@@ -289,6 +314,11 @@ def _fit_method(
         use |= {"cosine", "correlation"}
         if config.weights.cosine > 0:
             train = train.with_cosine_target()
+            if (
+                aggregation == "mean"
+            ):  # the prior keeps its ranking inside a bag but meets the bag's proportion
+                assert train.cos_target is not None
+                train.cos_target = proportion_target(train.cos_target, train.bag_index, train.labels)
         if config.weights.correlation > 0:  # O(sum of squared bag sizes): skipped when unused (the default)
             train = train.with_correlation_pairs()
     if method == "hybrid":
@@ -308,7 +338,7 @@ def _fit_method(
         train,
         _bag_objective(config, aggregation, weights),
     )
-    # The "pslab" method always ends with PsLab; "hybrid" (and so "fractal") when the config says so.
+    # The "pslab" method always ends with PsLab; "hybrid" when the config says so.
     if (method == "pslab" or (method == "hybrid" and config.pslab)) and aggregation in ("max", "min"):
         with torch.inference_mode():
             labels = pseudo_labels(
@@ -323,6 +353,34 @@ def _fit_method(
         )
     result.model = model
     return result
+
+
+def pslab_refit(
+    model: SentenceScorer,
+    train: BagSet,
+    valid: BagSet | None,
+    *,
+    aggregation: str,
+    n_classes: int,
+    config: TrainConfig,
+    seed: int,
+    progress: ProgressFn | None = None,
+) -> tuple[SentenceScorer, StageResult]:
+    """PsLab on top of an already fitted bag model: pseudo-labels from ``model``, then a fresh instance model."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    validate, _ = make_validator(valid, aggregation=aggregation, config=config)
+    with torch.inference_mode():
+        labels = pseudo_labels(
+            model(train), train.bag_index, train.labels, aggregation=aggregation, gold=train.gold
+        )
+    pseudo = BagSet(**{**train.__dict__, "gold": labels})
+    fresh = _fresh(int(train.sent_emb.shape[1]), n_classes, config, generator, train.device)
+    with cpu_threads(config.cpu_threads, train.device):
+        stage = train_stage(
+            fresh, pseudo, _instance_objective(), config=config, generator=generator, validate=validate,
+            stage="pslab", progress=progress,
+        )  # fmt: skip
+    return fresh, stage
 
 
 def preference_bags(

@@ -25,9 +25,8 @@ STAGE_EMBED = "embed"  # not a training stage: embedding look-up / computation b
 
 @dataclass(frozen=True)
 class Method:
-    """A named pipeline. ``description`` may use ``{priors}`` (the BagLoss + prior terms the config turns on),
-    ``{hybrid_tail}`` (", then PsLab" when the config finishes hybrid with PsLab) and ``{no_gold}`` (what
-    ``fractal`` runs without gold labels)."""
+    """A named pipeline. ``description`` may use ``{priors}`` (the BagLoss + prior terms the config turns on)
+    and ``{hybrid_tail}`` (", then PsLab" when the config finishes hybrid with PsLab)."""
 
     name: str
     description: str
@@ -37,7 +36,16 @@ class Method:
 
 
 METHOD_LIST: tuple[Method, ...] = (
-    Method("fractal", "Recommended: hybrid when some responses carry gold sentence labels, else {no_gold}."),
+    Method(
+        "fractal",
+        "Recommended: the same as auto (the best of prior-only, BagLoss, {priors}, PsLab and, with gold "
+        "sentence labels, hybrid, chosen on held-out data).",
+    ),
+    Method(
+        "auto",
+        "Fits prior-only, BagLoss, {priors} (a few prior weights), PsLab and, with gold, hybrid; keeps the "
+        "best by the held-out bag likelihood, or by held-out gold AUC when there is gold.",
+    ),
     Method("naive", "Baseline: every sentence inherits its response's label.", trained=False, baseline=True),
     Method(
         "prior_only",
@@ -79,6 +87,12 @@ class Strategy:
 
 STRATEGY_LIST: tuple[Strategy, ...] = (
     Strategy(
+        "balanced",
+        "Informative, keeping the share of each response label",
+        "'posterior' inside each response-label stratum, the strata's shares of the candidates kept.",
+    ),
+    Strategy("random", "Random (the paper's protocol)", "Seeded uniform draw."),
+    Strategy(
         "posterior",
         "Most informative: sentence labels still uncertain given the response label",
         "Mean entropy of the sentence labels given the response label.",
@@ -99,12 +113,6 @@ STRATEGY_LIST: tuple[Strategy, ...] = (
         "Greedy k-center on mean sentence embeddings, weighted by posterior uncertainty.",
         needs_embeddings=True,
     ),
-    Strategy(
-        "balanced",
-        "Informative, keeping the share of each response label",
-        "'posterior' inside each response-label stratum, the strata's shares of the candidates kept.",
-    ),
-    Strategy("random", "Random (the paper's protocol)", "Seeded uniform draw.", queue=False),
 )
 STRATEGY_NAMES: tuple[str, ...] = tuple(s.name for s in STRATEGY_LIST)
 QUEUE_STRATEGIES: tuple[str, ...] = tuple(s.name for s in STRATEGY_LIST if s.queue)
@@ -126,11 +134,11 @@ def strategy(name: str) -> Strategy:
 
 
 def resolve_method(name: str, *, has_gold: bool, pslab: bool) -> str:
-    """The concrete pipeline ``name`` runs: ``fractal`` is ``hybrid`` with gold labels, else ``pslab`` when
-    ``TrainConfig.pslab`` is on, else ``priors``. Unknown names and gold-needing methods without gold raise."""
+    """The pipeline ``name`` runs: ``fractal`` is ``auto`` (which picks the concrete pipeline itself, on the
+    data). Unknown names and gold-needing methods without gold raise. ``pslab`` is kept for callers."""
     method(name)
     if name == "fractal":
-        return "hybrid" if has_gold else ("pslab" if pslab else "priors")
+        return "auto"
     if training_refusal(name, has_gold=has_gold):
         raise ValueError(f"method {name!r} needs gold sentence labels on some training responses")
     return name
@@ -148,6 +156,41 @@ def training_refusal(name: str, *, has_gold: bool) -> str | None:
     return None
 
 
+AUTO_PRIOR_WEIGHTS: tuple[float, ...] = (0.1, 0.3)
+"""Cosine-prior weights ``auto`` tries (BagLoss weight 1 - w, correlation prior off); the config's own cosine
+weight (the tuned default) is tried first."""
+AUTO_CROSS_FIT_FOLDS = 2
+"""Gold responses are cut into this many folds to judge hybrid on gold it did not train on."""
+
+
+def auto_stage(candidate: str, stage: str) -> str:
+    """The progress / history name of a training stage of one of ``auto``'s candidates."""
+    return f"auto:{candidate}/{stage}"
+
+
+def auto_prior_weights(config: TrainConfig | None = None) -> tuple[float, ...]:
+    """The cosine weights ``auto`` tries, the config's own first."""
+    weights = (config or TrainConfig()).weights
+    first = weights.cosine if weights.cosine > 0 else AUTO_PRIOR_WEIGHTS[0]
+    return (first, *[w for w in AUTO_PRIOR_WEIGHTS if abs(w - first) > 1e-9])
+
+
+def auto_stages(*, has_gold: bool, aggregation: str, config: TrainConfig | None = None) -> tuple[str, ...]:
+    """Every training stage ``auto`` runs, in order (fractal_core.auto follows this plan)."""
+    config = config or TrainConfig()
+    out = [auto_stage("bagloss", STAGE_BAG)]
+    for i, w in enumerate(auto_prior_weights(config)):
+        out.append(auto_stage(f"priors(cosine={w:g})", STAGE_BAG))
+        if i == 0 and aggregation in ("max", "min"):
+            out.append(auto_stage("pslab", STAGE_PSLAB))
+    if has_gold:
+        hybrid = training_stages("hybrid", has_gold=True, aggregation=aggregation, config=config)
+        for fold in range(AUTO_CROSS_FIT_FOLDS):
+            out += [auto_stage(f"hybrid(fold {fold + 1})", s) for s in hybrid]
+        out += [auto_stage("hybrid", s) for s in hybrid]
+    return tuple(out)
+
+
 def training_stages(
     name: str, *, has_gold: bool, aggregation: str, config: TrainConfig | None = None
 ) -> tuple[str, ...]:
@@ -158,6 +201,8 @@ def training_stages(
     """
     config = config or TrainConfig()
     concrete = resolve_method(name, has_gold=has_gold, pslab=config.pslab)
+    if concrete == "auto":
+        return auto_stages(has_gold=has_gold, aggregation=aggregation, config=config)
     pslab_ok = aggregation in ("max", "min")
     if not _METHODS[concrete].trained:
         return ()
@@ -187,12 +232,8 @@ def prior_terms(config: TrainConfig | None = None) -> str:
 def describe_method(name: str, config: TrainConfig | None = None) -> str:
     """One line on what ``name`` does under ``config`` (default: the tuned defaults)."""
     config = config or TrainConfig()
-    no_gold = resolve_method("fractal", has_gold=False, pslab=config.pslab)
-    no_gold_text = f"{no_gold} ({prior_terms(config)}{', then PsLab' if no_gold == 'pslab' else ''})"
     return method(name).description.format(
-        priors=prior_terms(config),
-        hybrid_tail=", then PsLab" if config.pslab else "",
-        no_gold=no_gold_text,
+        priors=prior_terms(config), hybrid_tail=", then PsLab" if config.pslab else ""
     )
 
 
@@ -202,6 +243,8 @@ def method_descriptions(config: TrainConfig | None = None) -> dict[str, str]:
 
 
 __all__ = [
+    "AUTO_CROSS_FIT_FOLDS",
+    "AUTO_PRIOR_WEIGHTS",
     "METHOD_LIST",
     "METHOD_NAMES",
     "QUEUE_STRATEGIES",
@@ -214,6 +257,9 @@ __all__ = [
     "STRATEGY_NAMES",
     "Method",
     "Strategy",
+    "auto_prior_weights",
+    "auto_stage",
+    "auto_stages",
     "describe_method",
     "method",
     "method_descriptions",

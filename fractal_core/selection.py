@@ -177,11 +177,15 @@ def _stratified(priority: torch.Tensor, label: torch.Tensor, allowed: torch.Tens
     for i in torch.argsort(frac, descending=True)[:remainder].tolist():
         quota[i] += 1
     picks: list[int] = []
+    keys: list[float] = []
     for mask, q in zip(strata, quota.tolist(), strict=True):
         if q > 0:
             ranked = torch.where(mask, priority, torch.full_like(priority, float("-inf")))
-            picks += [int(i) for i in torch.topk(ranked, min(q, int(mask.sum()))).indices]
-    return picks
+            top = [int(i) for i in torch.topk(ranked, min(q, int(mask.sum()))).indices]
+            picks += top
+            keys += [(r + 0.5) / q for r in range(len(top))]  # interleave the strata by their shares
+    order = sorted(range(len(picks)), key=keys.__getitem__)
+    return [picks[i] for i in order]
 
 
 def _diverse(
@@ -210,6 +214,74 @@ def _diverse(
         gain = torch.where(allowed, weight * dist + 1e-9 * jitter, torch.full_like(dist, float("-inf")))
         gain[torch.as_tensor(picks)] = float("-inf")
     return picks
+
+
+_UNSURE = (0.2, 0.8)  # a sentence score inside this range counts as "unsure" in the reason strings
+
+
+def selection_reasons(
+    score: torch.Tensor,
+    bag_index: torch.Tensor,
+    labels: torch.Tensor,
+    picks: Sequence[int],
+    *,
+    aggregation: str,
+    strategy: str,
+) -> list[str]:
+    """Why each picked bag was proposed, one short sentence per pick (the Gold queue shows them).
+
+    The figures are the ones the strategy ranks by (computed for every bag at once): the response label, how
+    many sentences stay unsure given that label, the mean entropy, P(Y = 1) under the scores.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    n_bags = int(labels.shape[0])
+    score, bag_index, labels = score.detach().cpu().double(), bag_index.cpu(), labels.detach().cpu().double()
+    post = bag_posterior(score, bag_index, labels, aggregation=aggregation)
+    unsure_given = segment_sum(((post > _UNSURE[0]) & (post < _UNSURE[1])).double(), bag_index, n_bags)
+    unsure = segment_sum(((score > _UNSURE[0]) & (score < _UNSURE[1])).double(), bag_index, n_bags)
+    sizes = segment_count(bag_index, n_bags, torch.float64)
+    post_entropy = segment_mean(_entropy(post), bag_index, n_bags) / np.log(2)  # in bits: 1 = a coin flip
+    entropy = segment_mean(_entropy(score), bag_index, n_bags) / np.log(2)
+    p_yes = bag_probability(score, bag_index, n_bags, aggregation=aggregation)
+    y = _binary_labels(labels, aggregation)
+    out = []
+    for b in picks:  # formatting only: the figures above are computed for all bags at once
+        n = int(sizes[b])
+        label = "unlabelled" if torch.isnan(labels[b]) else f"label {float(labels[b]):g}"
+        given = f"{int(unsure_given[b])} of {n} sentences unsure given the {label} (entropy {float(post_entropy[b]):.2f} bit)"
+        if strategy == "random":
+            reason = f"random draw (the paper's protocol); {label}, {n} sentences"
+        elif strategy == "uncertainty":
+            reason = (
+                f"{int(unsure[b])} of {n} sentence scores unsure (mean entropy {float(entropy[b]):.2f} bit)"
+            )
+        elif strategy == "posterior":
+            reason = given
+        elif strategy == "balanced":
+            reason = f"most informative among the {label} responses (label shares kept): {given}"
+        elif strategy == "inconsistency":
+            what = "an error somewhere" if aggregation == "max" else "every sentence positive"
+            if aggregation == "mean":
+                reason = f"{label} but the scores average {float(p_yes[b]):.2f}"
+            elif torch.isnan(y[b]):
+                reason = f"unlabelled; the scores give P({what}) = {float(p_yes[b]):.2f}"
+            else:
+                reason = f"{label} but the scores give P({what}) = {float(p_yes[b]):.2f}"
+        else:  # diverse
+            reason = f"unlike the responses picked before it, and {given}"
+        out.append(reason)
+    return out
+
+
+def within_sentence_budget(picks: Sequence[int], sizes: torch.Tensor, budget: int) -> list[int]:
+    """The longest prefix of ``picks`` (a priority order) whose responses hold at most ``budget`` sentences in
+    all (at least the first pick): annotation effort counted in sentences rather than responses."""
+    if not picks:
+        return []
+    used = torch.cumsum(sizes.cpu()[torch.as_tensor(list(picks), dtype=torch.long)], 0)
+    n = max(1, int((used <= budget).sum()))
+    return list(picks[:n])
 
 
 def bag_embeddings(bags: BagSet) -> torch.Tensor:
@@ -245,6 +317,38 @@ def select_gold_bags(
     return torch.as_tensor(sorted(picks), dtype=torch.long)
 
 
+def _flat_scores(
+    records: Sequence[ResponseRecord], scores: Sequence[np.ndarray]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """Validated flat (score (N,), bag_index (N,), labels (B,), aggregation) of the app's per-response arrays."""
+    if len(records) != len(scores):
+        raise ValueError(f"{len(records)} records but {len(scores)} score arrays")
+    aggregations = {r.aggregation for r in records}
+    if len(aggregations) != 1:
+        raise ValueError(f"responses mix aggregations {sorted(aggregations)}")
+    sizes = [len(r.spans) for r in records]
+    for i, (n, s) in enumerate(zip(sizes, scores, strict=True)):
+        if np.asarray(s).shape != (n,):
+            raise ValueError(f"record {i}: {n} sentences but scores of shape {np.asarray(s).shape}")
+    flat = torch.as_tensor(np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]))
+    bag_index = torch.repeat_interleave(torch.arange(len(records)), torch.as_tensor(sizes))
+    labels = torch.as_tensor(
+        [np.nan if r.response_label is None else float(r.response_label) for r in records],
+        dtype=torch.float64,
+    )
+    return flat, bag_index, labels, aggregations.pop()
+
+
+def explain_gold(
+    records: Sequence[ResponseRecord], scores: Sequence[np.ndarray], picks: Sequence[int], *, strategy: str
+) -> list[str]:
+    """:func:`selection_reasons` for the app's records: one reason per index of ``picks``."""
+    if not picks:
+        return []
+    flat, bag_index, labels, aggregation = _flat_scores(records, scores)
+    return selection_reasons(flat, bag_index, labels, picks, aggregation=aggregation, strategy=strategy)
+
+
 def select_gold(
     records: Sequence[ResponseRecord],
     scores: Sequence[np.ndarray],
@@ -264,19 +368,7 @@ def select_gold(
         raise ValueError(f"{len(records)} records but {len(scores)} score arrays")
     if not records:
         return []
-    aggregations = {r.aggregation for r in records}
-    if len(aggregations) != 1:
-        raise ValueError(f"responses mix aggregations {sorted(aggregations)}")
-    sizes = [len(r.spans) for r in records]
-    for i, (n, s) in enumerate(zip(sizes, scores, strict=True)):
-        if np.asarray(s).shape != (n,):
-            raise ValueError(f"record {i}: {n} sentences but scores of shape {np.asarray(s).shape}")
-    flat = torch.as_tensor(np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]))
-    bag_index = torch.repeat_interleave(torch.arange(len(records)), torch.as_tensor(sizes))
-    labels = torch.as_tensor(
-        [np.nan if r.response_label is None else float(r.response_label) for r in records],
-        dtype=torch.float64,
-    )
+    flat, bag_index, labels, aggregation = _flat_scores(records, scores)
     emb = None
     if strategy == "diverse":
         if embeddings is None:
@@ -290,7 +382,7 @@ def select_gold(
         flat,
         bag_index,
         labels,
-        aggregation=aggregations.pop(),
+        aggregation=aggregation,
         k=k,
         strategy=strategy,
         seed=seed,
@@ -304,6 +396,9 @@ __all__ = [
     "bag_embeddings",
     "bag_posterior",
     "bag_probability",
+    "explain_gold",
+    "selection_reasons",
+    "within_sentence_budget",
     "select_gold",
     "select_gold_bags",
     "select_gold_indices",

@@ -77,6 +77,9 @@ if strategy in ranked and active is not None:
         f"Ranked by the library's `{strategy}` strategy when model version {active.version} was trained."
     )
     rows = []
+    # Versions trained before reasons were stored have none (shorter list): strict=False pads nothing.
+    stored_reasons = (active.metrics.get("gold_queue_reasons") or {}).get(strategy, [])
+    reasons = dict(zip(ranked[strategy], stored_reasons, strict=False))
     for rid in ranked[strategy]:
         detail = repo.get_response(engine, rid)
         if detail.dataset_id != dataset.id or review.gold_labels(detail) != [None] * len(detail.sentences):
@@ -90,6 +93,7 @@ if strategy in ranked and active is not None:
                 detail.uncertainty,
                 detail.disagreement,
                 detail.text[:200],
+                reasons.get(rid, ""),
             )
         )
         if len(rows) == k:
@@ -108,16 +112,19 @@ else:
         page=0,
         page_size=k,
     )
+    why = f"store order: {FALLBACK[strategy].split(' (')[0].lower()}" if strategy in FALLBACK else ""
     rows = [
-        (r.id, r.external_id, r.response_label, r.score, r.uncertainty, r.disagreement, r.preview)
+        (r.id, r.external_id, r.response_label, r.score, r.uncertainty, r.disagreement, r.preview, why)
         for r in listing.rows
     ]
 if not rows:
     st.success("No unlabelled response left to propose.")
     st.stop()
-for rid, external_id, label, score, uncertainty, disagreement, preview in rows:
+for rid, external_id, label, score, uncertainty, disagreement, preview, reason in rows:
     with st.container(border=True):
         a, b = st.columns([6, 1])
+        if reason:
+            a.text(f"Why: {reason}")
         # st.text: ids and text are user data and must not be read as Markdown.
         a.text(
             f"{external_id} · label {label:g} · score {state.fmt_score(score)} · "

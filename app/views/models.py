@@ -93,6 +93,52 @@ st.dataframe(
 
 ready = [mv for mv in versions if mv.status == "ready"]
 active = next((mv for mv in versions if mv.is_active), None)
+
+# ------------------------------------------------------------------------------------------- method choice
+chosen_by = [mv for mv in versions if mv.metrics.get("method_choice")]
+if chosen_by:
+    st.subheader("Method choice", anchor=False)
+    choice_id = st.selectbox(
+        "Version",
+        [mv.id for mv in chosen_by],
+        index=next((i for i, mv in enumerate(chosen_by) if mv.is_active), 0),
+        format_func=lambda i: f"v{next(m.version for m in chosen_by if m.id == i)}",
+        key="models_choice_version",
+    )
+    picked = next(mv for mv in chosen_by if mv.id == choice_id)
+    choice = picked.metrics["method_choice"]
+    by_gold = str(choice.get("criterion", "")).startswith("gold")
+    st.caption(
+        f"`{picked.method}` fitted every candidate below on the same embeddings and kept "
+        f"**{choice.get('chosen')}**, the best by "
+        + (
+            "the AUC given the response label of gold sentences in held-out gold responses (hybrid was "
+            "trained on one half of the gold responses and scored on the other)."
+            if by_gold
+            else "the exact likelihood of the held-out responses' labels under each candidate's calibrated scores "
+            "(higher is better; no gold labels needed)."
+        )
+        + f" Criterion: {choice.get('criterion')}; {choice.get('seconds', 0):.0f} s in all."
+    )
+    st.dataframe(
+        [
+            {
+                "candidate": c.get("name"),
+                "chosen": "●" if c.get("chosen") else "",
+                "score": c.get("score"),
+                "held-out bag log-likelihood": c.get("bag_log_likelihood"),
+                "gold AUC given label": c.get("gold_auc_given_y"),
+                "gold AUC": c.get("gold_auc"),
+                "fit seconds": c.get("seconds"),
+            }
+            for c in choice.get("candidates", [])
+        ],
+        hide_index=True,
+        column_config={
+            k: st.column_config.NumberColumn(format="%.4f")
+            for k in ("score", "held-out bag log-likelihood", "gold AUC given label", "gold AUC")
+        },
+    )
 c1, c2 = st.columns(2)
 with c1:
     if ready:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +48,26 @@ def test_fit_predict_save_load(records, tmp_path: Path) -> None:
     )  # a held-out share of the responses was used for early stopping
 
 
-def test_fractal_uses_gold_labels_when_present(records) -> None:
-    # The demo file carries sentence labels: "fractal" resolves to the hybrid prior with them ...
-    assert FractalModel("fractal", config=TrainConfig(max_epochs=1)).fit(records).resolved_method_ == "hybrid"
-    # ... and to PsLab without them.
+def test_fractal_chooses_by_gold_when_present_else_by_bag_likelihood(records, tmp_path) -> None:
+    # The demo file carries sentence labels: "fractal" (= auto) judges candidates by cross-fitted gold AUC ...
+    model = FractalModel("fractal", config=TrainConfig(max_epochs=1)).fit(records)
+    assert model.selection_ is not None and model.selection_["criterion"].startswith("gold_auc_given_y")
+    names = [c["name"] for c in model.selection_["candidates"]]
+    assert {"prior_only(calibrated)", "bagloss", "pslab", "hybrid"} <= set(names)
+    chosen = next(c for c in model.selection_["candidates"] if c["chosen"])
+    assert chosen["score"] == max(c["score"] for c in model.selection_["candidates"])
+    assert model.resolved_method_ == chosen["method"]
+    # ... and by the held-out bag likelihood without them; the record survives save/load.
     for r in records:
         r.sentence_labels = None
-    with_pslab = TrainConfig(max_epochs=1, pslab=True)
-    assert FractalModel("fractal", config=with_pslab).fit(records).resolved_method_ == "pslab"
-    without = TrainConfig(max_epochs=1, pslab=False)
-    assert FractalModel("fractal", config=without).fit(records).resolved_method_ == "priors"
+    model = FractalModel("fractal", config=TrainConfig(max_epochs=1)).fit(records)
+    assert model.selection_ is not None and model.selection_["criterion"] == "valid_bag_log_likelihood"
+    assert "hybrid" not in [c["name"] for c in model.selection_["candidates"]]
+    model.save(tmp_path / "auto")
+    again = FractalModel.load(tmp_path / "auto")
+    assert again.selection_ == json.loads(json.dumps(model.selection_))
+    for a, b in zip(model.predict(records[:5]), again.predict(records[:5]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
 def test_fit_preferences(records) -> None:

@@ -68,7 +68,7 @@ def test_hybrid_and_supervised_use_gold_labels_only_where_given() -> None:
     first_bags = train.bag_index < 40  # 10% of the bags carry gold labels
     gold[first_bags] = full[first_bags]
     train.gold = gold
-    assert resolve_method("fractal", train) == "hybrid"
+    assert resolve_method("fractal", train) == "auto"
     hybrid = fit_method("hybrid", train, valid, aggregation="max", n_classes=2, config=FAST, seed=0)
     assert [s.stage for s in hybrid.stages] == ["hybrid-teacher", "bag", "pslab"]
     assert _auc(hybrid.model, test) >= 0.9
@@ -78,9 +78,8 @@ def test_hybrid_and_supervised_use_gold_labels_only_where_given() -> None:
 
 def test_methods_needing_gold_refuse_without_it() -> None:
     train, _, _ = _split()
-    assert resolve_method("fractal", train) == "pslab"
-    assert resolve_method("fractal", train, pslab=False) == "priors"
-    # The method named "pslab" ends with PsLab whatever the config's default for "fractal" is.
+    assert resolve_method("fractal", train) == "auto"
+    # The method named "pslab" ends with PsLab whatever the config's default is.
     no_default = TrainConfig(max_epochs=1, pslab=False)
     stages = fit_method(
         "pslab", train, None, aggregation="max", n_classes=2, config=no_default, seed=0

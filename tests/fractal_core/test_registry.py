@@ -30,11 +30,11 @@ def test_methods_and_strategies_come_from_the_registry() -> None:
 def test_descriptions_follow_the_tuned_defaults() -> None:
     tuned = registry.method_descriptions()
     # The tuned defaults: no PsLab after the bag model, cosine prior only (correlation weight 0).
-    assert "else priors (BagLoss + cosine prior)" in tuned["fractal"]
+    assert "BagLoss + cosine prior, PsLab" in tuned["fractal"]
     assert "correlation" not in tuned["priors"] and "PsLab" not in tuned["hybrid"]
     both = TrainConfig(pslab=True, weights=LossWeights(correlation=0.2))
     other = registry.method_descriptions(both)
-    assert "else pslab (BagLoss + cosine prior + correlation prior, then PsLab)" in other["fractal"]
+    assert "BagLoss + cosine prior + correlation prior (a few prior weights)" in other["auto"]
     assert other["hybrid"].endswith(", then PsLab (needs some gold).")
 
 
@@ -51,13 +51,23 @@ def test_stage_plan_is_what_the_pipeline_runs(name: str, aggregation: str, pslab
 
 
 def test_stage_plan_without_gold() -> None:
-    assert registry.training_stages("fractal", has_gold=False, aggregation="max") == ("bag",)
-    pslab = TrainConfig(pslab=True)
-    assert registry.training_stages("fractal", has_gold=False, aggregation="max", config=pslab) == (
-        "bag",
-        "pslab",
+    assert registry.training_stages("fractal", has_gold=False, aggregation="max") == (
+        "auto:bagloss/bag",
+        "auto:priors(cosine=0.1)/bag",
+        "auto:pslab/pslab",
+        "auto:priors(cosine=0.3)/bag",
     )
-    assert registry.training_stages("fractal", has_gold=True, aggregation="max") == ("hybrid-teacher", "bag")
+    assert (
+        registry.training_stages("auto", has_gold=False, aggregation="mean")[-1]
+        == "auto:priors(cosine=0.3)/bag"
+    )
+    with_gold = registry.training_stages("fractal", has_gold=True, aggregation="max")
+    assert with_gold[-4:] == (
+        "auto:hybrid(fold 2)/hybrid-teacher",
+        "auto:hybrid(fold 2)/bag",
+        "auto:hybrid/hybrid-teacher",
+        "auto:hybrid/bag",
+    )
     assert registry.training_stages("naive", has_gold=False, aggregation="max") == ()
     with pytest.raises(ValueError, match="needs gold"):
         registry.training_stages("supervised", has_gold=False, aggregation="max")

@@ -163,3 +163,43 @@ def test_bagset_and_records_wrappers_agree() -> None:
         assert from_bags.tolist() == sorted(from_records)
     with pytest.raises(ValueError, match="sentences but scores"):
         select_gold(records, [s[:-1] for s in per_record], k=1)
+
+
+def test_reason_strings_name_the_figures_each_strategy_ranks_by() -> None:
+    from fractal_core.selection import STRATEGIES, selection_reasons
+
+    score = torch.tensor([0.5, 0.45, 0.05, 0.9, 0.95, 0.1, 0.02], dtype=torch.float64)
+    bag_index = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    labels = torch.tensor([1.0, 0.0, float("nan")], dtype=torch.float64)
+    picks = [0, 1, 2]
+    got = {
+        s: selection_reasons(score, bag_index, labels, picks, aggregation="max", strategy=s)
+        for s in STRATEGIES
+    }
+    assert all(len(v) == 3 and all(v) for v in got.values())
+    # Bag 0 (label 1): sentences 0 and 1 stay unsure given the label; sentence 2 does not.
+    assert got["posterior"][0].startswith("2 of 3 sentences unsure given the label 1")
+    # Bag 1 is labelled 0: given the label every sentence is 0, so nothing is unsure ...
+    assert got["posterior"][1].startswith("0 of 2 sentences unsure given the label 0")
+    # ... but its scores contradict the label, which is what 'inconsistency' says.
+    assert got["inconsistency"][1].startswith("label 0 but the scores give P(an error somewhere) = 1.00")
+    assert got["inconsistency"][2].startswith("unlabelled")
+    assert got["uncertainty"][0].startswith("2 of 3 sentence scores unsure")
+    assert got["balanced"][0].startswith("most informative among the label 1 responses")
+    with pytest.raises(ValueError, match="unknown strategy"):
+        selection_reasons(score, bag_index, labels, picks, aggregation="max", strategy="magic")
+
+
+def test_balanced_order_interleaves_the_strata_and_sentence_budgets_cut_it() -> None:
+    from fractal_core.selection import within_sentence_budget
+
+    # 6 bags labelled 1, 3 labelled 0: the full ranking alternates two positives, one negative.
+    score = torch.tensor([0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.9, 0.8, 0.7])
+    bag_index = torch.arange(9)
+    labels = torch.tensor([1.0, 1, 1, 1, 1, 1, 0, 0, 0])
+    picks = select_gold_indices(score, bag_index, labels, aggregation="max", k=9, strategy="balanced")
+    assert [int(labels[i]) for i in picks] == [1, 0, 1, 1, 0, 1, 1, 0, 1]
+    sizes = torch.tensor([3, 1, 1, 1, 1, 1, 1, 1, 1])
+    assert within_sentence_budget([0, 1, 2], sizes, 4) == [0, 1]  # 3 + 1 sentences fit, a third bag does not
+    assert within_sentence_budget([0, 1], sizes, 2) == [0]  # the first pick is always kept
+    assert within_sentence_budget([], sizes, 5) == []

@@ -1,0 +1,128 @@
+"""``auto``: the calibrated prior, the choice on planted data where one candidate is clearly better, LLP pieces."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from fractal_core.auto import Calibration, fit_auto, fit_prior_calibration
+from fractal_core.config import TrainConfig
+from fractal_core.estimator import FractalModel
+from fractal_core.evaluation import proportion_view
+from fractal_core.losses import proportion_target
+from fractal_core.metrics import auc_roc
+from fractal_core.segments import segment_mean
+from tests.fractal_core.synthetic import planted_bags
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _weak(bags):
+    return replace(bags, gold=torch.full_like(bags.gold, -1))
+
+
+def _aligned(bags, seed: int):
+    """The planted task with the context set to the hidden direction: the cosine prior ranks perfectly."""
+    direction = torch.nn.functional.normalize(
+        torch.randn(bags.sent_emb.shape[1], generator=torch.Generator().manual_seed(10_000)), dim=0
+    )
+    return replace(bags, ctx_emb=direction.expand(bags.n_bags, -1).clone())
+
+
+def _chosen(selection):
+    return next(c for c in selection["candidates"] if c["chosen"])
+
+
+def test_auto_prefers_learning_when_the_prior_is_uninformative() -> None:
+    train = _weak(planted_bags(300, aggregation="mean", positive_rate=0.3, seed=1))
+    valid = _weak(planted_bags(80, aggregation="mean", positive_rate=0.3, seed=2))
+    test = planted_bags(200, aggregation="mean", positive_rate=0.3, seed=3)
+    result = fit_auto(
+        train, valid, aggregation="mean", n_classes=2, config=TrainConfig(max_epochs=20), seed=0
+    )
+    assert result.selection is not None
+    scores = {c["name"]: c["score"] for c in result.selection["candidates"]}
+    assert set(scores) == {
+        "prior_only(calibrated)",
+        "bagloss",
+        "priors(cosine=0.1)",
+        "priors(cosine=0.3)",
+    }  # no PsLab for mean
+    assert (
+        result.selection["chosen"] != "prior_only(calibrated)"
+        and scores["prior_only(calibrated)"] < max(scores.values()) - 0.1
+    )
+    assert _chosen(result.selection)["score"] == max(scores.values())
+    with torch.inference_mode():
+        p = 1 - result.model(test)[:, 0].exp()
+    assert auc_roc((test.gold >= 1).numpy(), p.numpy()) >= 0.9
+
+
+def test_auto_takes_the_prior_when_it_is_clearly_better() -> None:
+    train = _aligned(_weak(planted_bags(300, positive_rate=0.2, seed=1)), 1)
+    valid = _aligned(_weak(planted_bags(80, positive_rate=0.2, seed=2)), 2)
+    crippled = TrainConfig(max_epochs=1, learning_rate=1e-6)  # the learned candidates barely move from init
+    result = fit_auto(train, valid, aggregation="max", n_classes=2, config=crippled, seed=0)
+    assert result.selection is not None and result.selection["chosen"] == "prior_only(calibrated)"
+    assert result.method == "prior_only" and result.model is None and result.calibration is not None
+    model = FractalModel("auto", config=crippled).fit_bags(train, valid, aggregation="max", n_classes=2)
+    test = _aligned(planted_bags(200, positive_rate=0.2, seed=3), 3)
+    assert model.resolved_method_ == "prior_only"
+    assert model.evaluate_bags(test)["instance_auc_roc"] >= 0.95
+
+
+def test_prior_calibration_fits_the_bag_likelihood_and_keeps_the_ranking() -> None:
+    train = _aligned(_weak(planted_bags(300, positive_rate=0.2, seed=1)), 1)
+    calibration = fit_prior_calibration(train, aggregation="max", n_classes=2)
+    assert float(calibration.scale) > 1.0  # the raw (1 + cos) / 2 is far too flat for these labels
+    again = Calibration.from_dict(calibration.to_dict())
+    target = train.with_cosine_target().cos_target
+    assert target is not None
+    with torch.inference_mode():
+        torch.testing.assert_close(again(target), calibration(target))
+        order = torch.argsort(target)
+        assert bool((torch.diff(calibration(target)[order, 1]) >= -1e-6).all())
+
+
+def test_auto_cross_fits_hybrid_when_gold_is_given() -> None:
+    train = planted_bags(300, positive_rate=0.2, seed=1)
+    keep = torch.zeros(train.n_bags, dtype=torch.bool)
+    keep[:60] = True
+    train = replace(train, gold=torch.where(keep[train.bag_index], train.gold, -1))
+    valid = _weak(planted_bags(80, positive_rate=0.2, seed=2))
+    result = fit_auto(train, valid, aggregation="max", n_classes=2, config=TrainConfig(max_epochs=3), seed=0)
+    assert result.selection is not None
+    assert result.selection["criterion"].startswith("gold_auc_given_y (2-fold cross-fit over 60 gold")
+    rows = {c["name"]: c for c in result.selection["candidates"]}
+    assert "hybrid" in rows and all(0 <= r["gold_auc_given_y"] <= 1 for r in rows.values())
+
+
+def test_proportion_target_meets_each_bag_share_and_keeps_its_order() -> None:
+    g = torch.Generator().manual_seed(0)
+    bag_index = torch.repeat_interleave(torch.arange(4), torch.tensor([3, 5, 1, 4]))
+    target = torch.rand(13, generator=g, dtype=torch.float64) * 0.5 + 0.4
+    labels = torch.tensor([0.0, 0.4, 1.0, 0.25], dtype=torch.float64)
+    out = proportion_target(target, bag_index, labels)
+    torch.testing.assert_close(segment_mean(out, bag_index, 4), labels, atol=1e-6, rtol=0)
+    for b in range(4):
+        mine = bag_index == b
+        assert torch.equal(torch.argsort(out[mine]), torch.argsort(target[mine]))
+
+
+def test_proportion_view_needs_full_labels() -> None:
+    bags = planted_bags(20, seed=0)
+    view = proportion_view(bags)
+    want = segment_mean((bags.gold >= 1).double(), bags.bag_index, 20)
+    np.testing.assert_allclose(view.labels.numpy(), want.numpy(), rtol=1e-6)
+    bags.gold[3] = -1
+    with pytest.raises(ValueError, match="every sentence labelled; 1 of 20"):
+        proportion_view(bags)

@@ -374,11 +374,12 @@ def pslab_refit(
             model(train), train.bag_index, train.labels, aggregation=aggregation, gold=train.gold
         )
     pseudo = BagSet(**{**train.__dict__, "gold": labels})
-    fresh = _fresh(int(train.sent_emb.shape[1]), n_classes, config, generator, train.device)
+    spec = scorer_spec(config, train, valid)
+    fresh = _fresh(spec, int(train.sent_emb.shape[1]), n_classes, config, generator, train.device)
     with cpu_threads(config.cpu_threads, train.device):
         stage = train_stage(
             fresh, pseudo, _instance_objective(), config=config, generator=generator, validate=validate,
-            stage="pslab", progress=progress,
+            stage=registry.STAGE_PSLAB, progress=progress,
         )  # fmt: skip
     return fresh, stage
 

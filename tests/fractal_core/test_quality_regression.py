@@ -133,6 +133,7 @@ def test_quality_on_a_real_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 # comments give min / mean / max over both. Each floor sits below the minimum by at least the seed range of a
 # 2-seed mean, and far above a broken method (0.5 for random scores; the naive 0.870 for the given-Y metric).
 NAIVE_TEST_AUC = 0.8643
+AUTO_SLACK = 0.01  # auto (given Y) vs the best of the candidates it chose from, transductively
 THRESHOLDS: dict[tuple[str, str], float] = {
     # Transductive sentence AUC, no gold (the app's view of the responses it trained on).
     ("bagloss", "train_auc"): 0.74,  # 0.785 / 0.821 / 0.834

@@ -182,7 +182,7 @@ def test_reason_strings_name_the_figures_each_strategy_ranks_by() -> None:
     # Bag 1 is labelled 0: given the label every sentence is 0, so nothing is unsure ...
     assert got["posterior"][1].startswith("0 of 2 sentences unsure given the label 0")
     # ... but its scores contradict the label, which is what 'inconsistency' says.
-    assert got["inconsistency"][1].startswith("label 0 but the scores give P(an error somewhere) = 1.00")
+    assert got["inconsistency"][1].startswith("label 0 but the scores give P(an error somewhere) = 0.99")
     assert got["inconsistency"][2].startswith("unlabelled")
     assert got["uncertainty"][0].startswith("2 of 3 sentence scores unsure")
     assert got["balanced"][0].startswith("most informative among the label 1 responses")

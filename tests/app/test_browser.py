@@ -230,3 +230,38 @@ def test_demo_review_renders_math_fits_the_list_and_isolates_rtl(app_server_fact
             " e.querySelector('.fs-txt').getClientRects()[0].left]"
         )
         assert number_right <= text_left + 1, (i, number_right, text_left)
+
+
+def test_review_updates_when_a_training_job_finishes(app_server_factory, page: Page) -> None:
+    from tests.app.data import FAST_TRAIN
+
+    def prepare(db_url: str, home: Path) -> None:
+        from db.engine import get_engine
+        from db.ingest import ingest_file
+
+        ingest_file(get_engine(db_url), write_jsonl(home / "tiny.jsonl", tiny_records(8)), "tiny")
+
+    srv = app_server_factory(prepare)
+    page.goto(f"{srv.url}/")
+    _settle(page)
+    expect(page.get_by_text(re.compile("not scored yet"))).to_be_visible(timeout=LONG)
+    expect(page.locator(".fs-response .fs-none").first).to_be_visible(timeout=LONG)
+    url = page.url
+
+    # A job trains and activates a version while the page stays open (no reload, no click).
+    from app.settings import load_settings
+    from app.worker import Worker
+    from db import repository as repo
+    from db.engine import get_engine
+
+    engine = get_engine(srv.db_url)
+    dataset = repo.list_datasets(engine)[0]
+    repo.create_job(engine, "train", {"dataset_id": dataset.id, "method": "fractal", "config": FAST_TRAIN})
+    Worker(load_settings(srv.db_url)).run(once=True)
+    assert repo.active_model_version_id(engine, dataset.id) is not None
+
+    expect(page.locator(".fs-response .fs-none")).to_have_count(0, timeout=LONG)
+    expect(page.locator("#fs-sent-0")).to_have_class(re.compile(r"\bfs-s\d\b"))
+    expect(page.get_by_text(re.compile("scores from the active model"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Job \d+ \(train\)"))).to_have_count(0)
+    assert page.url == url

@@ -252,6 +252,17 @@ def sanitise_mathml(mathml: str) -> str | None:
     return "".join(parser.out)
 
 
+_ARRAY_SPEC_RE = re.compile(r"(\\begin\{array\}\{)((?:[^{}]|\{[^{}]*\})*)(\})")
+_CLINE_RE = re.compile(r"\\cline\{[^{}]*\}")
+
+
+def _normalise_latex(latex: str) -> str:
+    """Rewrite the two array idioms common in math datasets that the converter does not know: ``@{...}``
+    inter-column material in an array's column spec (dropped) and ``\\cline{i-j}`` (drawn as ``\\hline``)."""
+    latex = _ARRAY_SPEC_RE.sub(lambda m: m[1] + re.sub(r"@\{[^{}]*\}", "", m[2]) + m[3], latex)
+    return _CLINE_RE.sub(r"\\hline", latex)
+
+
 @functools.lru_cache(maxsize=8192)
 def latex_to_mathml(latex: str, *, display: bool = False) -> str | None:
     """Safe MathML for a LaTeX formula (without its delimiters), or ``None`` when it cannot be shown as math
@@ -263,7 +274,7 @@ def latex_to_mathml(latex: str, *, display: bool = False) -> str | None:
 
     try:
         # Display formulas keep their display style but flow inline, so the sentence highlight stays one box.
-        mathml = convert(("\\displaystyle " if display else "") + latex, display="inline")
+        mathml = convert(("\\displaystyle " if display else "") + _normalise_latex(latex), display="inline")
     except Exception:  # the converter raises many types on malformed input; every one means "show the source"
         return None
     return sanitise_mathml(mathml)

@@ -292,3 +292,10 @@ def test_shared_id_prefix_and_column_width() -> None:
     assert render.shared_id_prefix(["only/one"]) == ""
     assert render.text_width_px(["x" * 100]) == 200 and render.text_width_px([]) == 60
     assert render.plural(1, "response") == "1 response" and render.plural(0, "response") == "0 responses"
+
+
+def test_array_idioms_of_math_datasets_render() -> None:
+    # ProcessBench-style column layout: @{...} spacers and \cline, unknown to the converter as written.
+    text = "$$\\begin{array}{@{}c@{\\;}c} 1 & 2_b \\\\ \\cline{1-2} 3 & 4 \\end{array}$$"
+    html = render.render_rich_text(text)
+    assert "<mtable" in html and "@" not in html.split("<math", 1)[1]

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -34,6 +34,10 @@ from app.settings import AppSettings
 from db import repository as repo
 from fractal_core import registry
 from fractal_core.errors import InputError
+
+if TYPE_CHECKING:  # the library's models load torch: only the worker's job functions import them
+    from fractal_core import FractalModel, TrainConfig
+    from fractal_core.pipeline import ScoredResponses
 
 JOB_KINDS: tuple[str, ...] = ("train", "score", "embed", "import", "export")
 """Kinds the worker runs."""
@@ -121,23 +125,11 @@ def run_job(engine: Engine, settings: AppSettings, job: repo.JobRow, ctx: JobCon
 # ------------------------------------------------------------------------------------------------ training
 
 
-def train_config(overrides: dict[str, Any] | None) -> Any:
+def train_config(overrides: dict[str, Any] | None) -> TrainConfig:
     """A ``TrainConfig`` from the library defaults plus the user's overrides (unknown keys raise)."""
     from fractal_core import TrainConfig
 
     return TrainConfig.from_dict({**TrainConfig().to_dict(), **(overrides or {})})
-
-
-def _gold_records(records: list[Any]) -> list[Any]:
-    return [r for r in records if r.sentence_labels is not None]
-
-
-def _gold_metrics(model: Any, gold: list[Any]) -> dict[str, float]:
-    """The model's metrics on the current gold sentences; empty when there is no gold to judge by."""
-    if not gold:
-        return {}
-    metrics = model.evaluate(gold)
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -145,49 +137,45 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if np.isfinite(v) else None) for k, v in metrics.items()}
 
 
-def _store_version(
+GOLD_QUEUE_SIZE = 200
+"""Responses proposed per selection strategy and stored with each model version (the Gold queue page)."""
+
+
+def _publish(
     engine: Engine,
     settings: AppSettings,
     ctx: JobContext,
     *,
     dataset_id: int,
-    model: Any,
-    records: list[Any],
+    model: FractalModel,
+    scored: ScoredResponses,
     method: str,
     config: dict[str, Any],
-    parent: Any,
-    extra_metrics: dict[str, Any],
+    parent: repo.ModelVersionRow | None,
+    metrics: dict[str, Any],
     lo: float,
 ) -> dict[str, Any]:
-    """Score ``records`` with ``model`` and publish the scores as a new active model version.
+    """Store what the library computed as a new model version and make it the active one.
 
-    The version is created in status ``training``; scores are written in chunks; the version is marked
-    ``ready`` and activated only after every score is stored. Any failure marks it ``failed`` and leaves
-    the previously active version in place.
+    The version is created in status ``training``; sentence scores and response figures are written in
+    chunks; the version is marked ``ready`` and activated only after everything is stored. Any failure marks it
+    ``failed`` and leaves the previously active version in place.
     """
     mv = repo.create_model_version(
         engine, dataset_id, method=method, config=config, parent_id=parent.id if parent else None
     )
+    queue = {name: [int(i) for i in ids] for name, ids in scored.gold_proposals.items()}
+    if queue:
+        metrics = {**metrics, "gold_queue": queue, "gold_queue_reasons": scored.gold_reasons}
     try:
-        ctx.log(f"model version {mv.version}: scoring {sum(len(r.spans) for r in records)} sentences")
-        ctx.set(lo, "scoring every sentence", force=True)
-        scores = model.predict(records)
-        ids = np.fromiter(
-            (i for r in records for i in r.meta["db_sentence_ids"]),
-            dtype=np.int64,
-            count=sum(len(s) for s in scores),
-        )
-        flat = np.clip(np.concatenate(scores).astype(np.float64), 0.0, 1.0) if scores else np.zeros(0)
-        queue, reasons = gold_proposals(records, scores)
-        if queue:
-            extra_metrics = {**extra_metrics, "gold_queue": queue, "gold_queue_reasons": reasons}
-        ctx.set(lo + (1 - lo) * 0.4, "storing scores", force=True)
-        repo.store_scores(engine, mv.id, ids, flat)
+        ctx.set(lo, f"storing {len(scored.scores)} sentence scores", force=True)
+        repo.store_scores(engine, mv.id, scored.sentence_ids, scored.scores, scored.uncertainty)
+        repo.store_response_summaries(engine, mv.id, scored.response_ids, scored.summaries)
         artifact = settings.models_dir / f"dataset{dataset_id}-v{mv.version}"
         model.save(artifact)
         ctx.set(lo + (1 - lo) * 0.8, "publishing the new version", force=True)
         row = repo.finish_model_version(
-            engine, mv.id, status="ready", metrics=extra_metrics, artifact_path=str(artifact)
+            engine, mv.id, status="ready", metrics=metrics, artifact_path=str(artifact)
         )
         repo.activate_model_version(engine, mv.id)
     except BaseException as exc:
@@ -196,62 +184,20 @@ def _store_version(
         with contextlib.suppress(Exception):
             repo.finish_model_version(engine, mv.id, status="failed", error=reason)
         raise
-    ctx.log(f"model version {row.version} is active ({len(ids)} sentence scores)")
+    ctx.log(f"model version {row.version} is active ({len(scored.scores)} sentence scores)")
     return {
         "model_version_id": mv.id,
         "version": row.version,
-        "n_scores": int(len(ids)),
-        "metrics": extra_metrics,
+        "n_scores": len(scored.scores),
+        "metrics": metrics,
     }
-
-
-GOLD_QUEUE_SIZE = 200
-"""Responses proposed per selection strategy and stored with each model version (the Gold queue page)."""
-_DIVERSE_MAX_SENTENCES = 50_000  # diverse needs every sentence embedding in memory: only for modest datasets
-
-
-def gold_proposals(
-    records: list[Any], scores: list[np.ndarray], *, k: int = GOLD_QUEUE_SIZE
-) -> tuple[dict[str, list[int]], dict[str, list[str]]]:
-    """Per strategy of ``fractal_core.selection``, the database ids of the responses to label next (best first),
-    and the library's reason for each proposal (same order).
-
-    Responses that already carry gold labels are never proposed. Computed once per model version in the
-    worker, so the Gold queue page reads a short list instead of ranking the whole dataset per request.
-    Returns ({}, {}) when the library cannot rank this data (e.g. mixed aggregations).
-    """
-    # torch-heavy: imported only where ranking runs (the worker)
-    from fractal_core.selection import explain_gold, select_gold
-
-    already = [i for i, r in enumerate(records) if r.sentence_labels is not None]
-    n_sentences = sum(len(s) for s in scores)
-    out: dict[str, list[int]] = {}
-    why: dict[str, list[str]] = {}
-    for strategy in registry.QUEUE_STRATEGIES:
-        embeddings = None
-        if registry.strategy(strategy).needs_embeddings:
-            if n_sentences > _DIVERSE_MAX_SENTENCES:
-                continue
-            from fractal_core.encoder import get_encoder
-
-            flat = get_encoder().encode([s.text for r in records for s in r.spans])  # cached: no re-encoding
-            embeddings = np.split(flat, np.cumsum([len(r.spans) for r in records])[:-1])
-        try:
-            picked = select_gold(
-                records, scores, k=k, strategy=strategy, already=already, embeddings=embeddings
-            )
-            reasons = explain_gold(records, scores, picked, strategy=strategy)
-        except ValueError:
-            return {}, {}
-        out[strategy] = [int(records[i].meta["db_response_id"]) for i in picked]
-        why[strategy] = reasons
-    return out, why
 
 
 def run_train(
     engine: Engine, settings: AppSettings, payload: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
     from fractal_core import FractalModel
+    from fractal_core.pipeline import train_and_score
     from fractal_core.train import TrainingCancelled
 
     dataset_id = int(payload["dataset_id"])
@@ -259,51 +205,52 @@ def run_train(
     config = train_config(payload.get("config"))
     seed = int(payload.get("seed", 0))
     ctx.set(0.0, "loading responses and gold labels", force=True)
-    records = repo.load_records(engine, dataset_id)
-    if not records:
+    data = repo.load_training_set(engine, dataset_id)
+    if not data.records:
         raise ValueError("the dataset has no responses to train on")
-    gold = _gold_records(records)
-    n_gold = sum(sum(v is not None for v in r.sentence_labels) for r in gold)
-    ctx.log(
-        f"training {method!r} on {len(records)} responses ({len(gold)} with gold labels, {n_gold} sentences)"
+    has_gold = any(r.sentence_labels is not None for r in data.records)
+    stages = registry.training_stages(
+        method, has_gold=has_gold, aggregation=data.records[0].aggregation, config=config
     )
+    ctx.log(f"training {method!r} on {len(data.records)} responses: stages {', '.join(stages) or 'none'}")
     parent = repo.active_model_version(engine, dataset_id)
-    before: dict[str, float] = {}
-    if parent is not None and parent.artifact_path and gold and Path(parent.artifact_path).exists():
-        before = _gold_metrics(FractalModel.load(parent.artifact_path), gold)
-    model = FractalModel(method, config=config, seed=seed)
+    previous = None
+    if parent is not None and parent.artifact_path and Path(parent.artifact_path).exists():
+        previous = FractalModel.load(parent.artifact_path)
     try:
-        stages = registry.training_stages(
-            method, has_gold=bool(gold), aggregation=records[0].aggregation, config=config
+        result = train_and_score(
+            data.records,
+            sentence_ids=data.sentence_ids,
+            response_ids=data.response_ids,
+            method=method,
+            config=config,
+            seed=seed,
+            previous=previous,
+            file_labels=data.file_labels,
+            queue_size=GOLD_QUEUE_SIZE,
+            progress=ctx.training_callback(stages, 0.02, 0.8),
         )
-        model.fit(records, progress=ctx.training_callback(stages, 0.02, 0.8))
     except TrainingCancelled as exc:
         raise JobCancelled(str(exc)) from exc
-    after = _gold_metrics(model, gold)
-    # Labels that came with the file (source "imported") are not gold, but they are the best check a user
-    # has before correcting anything: report them separately.
-    with_file_labels = [
-        r
-        for r in repo.load_records(engine, dataset_id, include_imported=True)
-        if r.sentence_labels is not None
-    ]
-    file_metrics = _gold_metrics(model, with_file_labels) if len(with_file_labels) > len(gold) else {}
+    ctx.log(f"{result.n_gold_responses} responses with gold labels ({result.n_gold_sentences} sentences)")
     metrics: dict[str, Any] = {
-        "gold_before": _finite(before),
-        "gold_after": _finite(after),
-        "file_labels_after": _finite(file_metrics),
-        "gold_responses": len(gold),
-        "gold_sentences": n_gold,
-        "responses": len(records),
-        "resolved_method": getattr(model, "resolved_method_", method),
+        "gold_before": _finite(result.previous_gold_metrics),
+        "gold_after": _finite(result.gold_metrics),
+        # Labels that came with the file (source "imported") are not gold, but they are the best check a user
+        # has before correcting anything: reported separately.
+        "file_labels_after": _finite(result.file_label_metrics),
+        "gold_responses": result.n_gold_responses,
+        "gold_sentences": result.n_gold_sentences,
+        "responses": len(data.records),
+        "resolved_method": result.model.resolved_method_,
         # auto / fractal: the candidate chosen, the criterion and every candidate's figures (Models page).
-        **({"method_choice": model.selection_} if getattr(model, "selection_", None) else {}),
+        **({"method_choice": result.model.selection_} if getattr(result.model, "selection_", None) else {}),
         "compared_with_version": parent.version if parent is not None else None,
-        **{k: v for k, v in _finite(dict(getattr(model, "metrics_", {}) or {})).items()},
+        **_finite(dict(result.model.metrics_ or {})),
     }
-    return _store_version(
-        engine, settings, ctx, dataset_id=dataset_id, model=model, records=records, method=method,
-        config={"train": config.to_dict(), "seed": seed}, parent=parent, extra_metrics=metrics, lo=0.8,
+    return _publish(
+        engine, settings, ctx, dataset_id=dataset_id, model=result.model, scored=result.scored, method=method,
+        config={"train": config.to_dict(), "seed": seed}, parent=parent, metrics=metrics, lo=0.8,
     )  # fmt: skip
 
 
@@ -311,18 +258,28 @@ def run_score(
     engine: Engine, settings: AppSettings, payload: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
     from fractal_core import FractalModel
+    from fractal_core.pipeline import score_records
 
     dataset_id = int(payload["dataset_id"])
     parent = repo.active_model_version(engine, dataset_id)
     if parent is None or not parent.artifact_path:
         raise ValueError("the dataset has no active model to score with; start a training job instead")
-    records = repo.load_records(engine, dataset_id)
+    data = repo.load_training_set(engine, dataset_id)
     model = FractalModel.load(parent.artifact_path)
+    ctx.set(0.05, f"scoring {len(data.sentence_ids)} sentences", force=True)
+    scored = score_records(
+        model,
+        data.records,
+        sentence_ids=data.sentence_ids,
+        response_ids=data.response_ids,
+        queue_size=GOLD_QUEUE_SIZE,
+        progress=ctx.training_callback((), 0.05, 0.6),
+    )
     metrics = {**parent.metrics, "rescored_from_version": parent.version}
-    return _store_version(
-        engine, settings, ctx, dataset_id=dataset_id, model=model, records=records, method=parent.method,
-        config={**parent.config, "rescored_from_version": parent.version}, parent=parent, extra_metrics=metrics,
-        lo=0.1,
+    return _publish(
+        engine, settings, ctx, dataset_id=dataset_id, model=model, scored=scored, method=parent.method,
+        config={**parent.config, "rescored_from_version": parent.version}, parent=parent, metrics=metrics,
+        lo=0.6,
     )  # fmt: skip
 
 

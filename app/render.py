@@ -28,6 +28,8 @@ from html.parser import HTMLParser
 
 from markupsafe import escape
 
+from fractal_core import semantics
+
 N_BINS = 10
 """Number of colour classes the score range [0, 1] is cut into."""
 
@@ -99,11 +101,10 @@ def score_bin(score: float | None) -> int | None:
 
 
 def uncertainty(score: float | None) -> float | None:
-    """``1 - |2s - 1|``: 1 at s = 0.5, 0 at s in {0, 1}; ``None`` when the score is missing."""
+    """``fractal_core.semantics.uncertainty`` of a score (1 at 0.5, 0 at 0 or 1); ``None`` when it is missing."""
     if score_bin(score) is None or score is None:
         return None
-    s = min(max(float(score), 0.0), 1.0)
-    return 1.0 - abs(2.0 * s - 1.0)
+    return semantics.uncertainty(min(max(float(score), 0.0), 1.0))
 
 
 def uncertainty_level(score: float | None) -> int:

@@ -1,7 +1,7 @@
 """Review actions as plain functions over the store (no Streamlit): what the Review page's keys and buttons do.
 
 A correction is first *proposed*: the labels it would leave are checked against the response label
-(``db.consistency.check_consistency``); a consistent one is stored at once, a contradicting one comes back with
+(``fractal_core.semantics.check_consistency``); a consistent one is stored at once, a contradicting one comes back with
 the warning so the page can ask before storing it anyway.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from db import repository as repo
-from db.consistency import check_consistency
 from db.models import GOLD_SOURCES
 from db.rows import ResponseDetail, SaveResult
+from fractal_core.semantics import check_consistency
 
 POSITIVE_THRESHOLD = 0.5
 """A score at or above this becomes label 1 when the annotator accepts the model's remaining labels."""

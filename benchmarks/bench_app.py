@@ -52,8 +52,7 @@ def build_store(home: Path, n_responses: int) -> tuple[str, int]:
     write_file(path, n_responses, 4)
     t = time.perf_counter()
     summary = ingest_file(engine, path, "bench")
-    records = repo.load_records(engine, summary.dataset_id, with_gold=False)
-    ids = np.fromiter((i for r in records for i in r.meta["db_sentence_ids"]), dtype=np.int64)
+    ids = repo.load_training_set(engine, summary.dataset_id, with_gold=False).sentence_ids
     mv = repo.create_model_version(engine, summary.dataset_id, method="bench")
     repo.store_scores(engine, mv.id, ids, np.random.default_rng(0).random(len(ids)))
     repo.finish_model_version(engine, mv.id)

@@ -43,7 +43,6 @@ from typing import Any, Literal
 from sqlalchemy import Engine, and_, select
 from sqlalchemy.orm import Session
 
-from db.consistency import check_consistency
 from db.engine import session_scope
 from db.models import (
     CurrentLabel,
@@ -60,6 +59,7 @@ from fractal_core.errors import InputError
 from fractal_core.io import record_to_dict
 from fractal_core.records import ResponseRecord, Span
 from fractal_core.segment import SEGMENTER_VERSION
+from fractal_core.semantics import check_consistency
 
 ExportFormat = Literal["native", "stepwise-jsonl", "stepwise-parquet", "prm800k", "kto"]
 FORMATS: tuple[str, ...] = ("native", "stepwise-jsonl", "stepwise-parquet", "prm800k", "kto")

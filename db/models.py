@@ -31,6 +31,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -198,11 +199,12 @@ class ResponseScore(Base):
         ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
     )
     response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"), primary_key=True)
-    score: Mapped[float] = mapped_column(
-        Float
-    )  # the response's aggregation (max/min/mean) of sentence scores
-    uncertainty: Mapped[float] = mapped_column(Float)  # max sentence uncertainty
-    disagreement: Mapped[float] = mapped_column(Float)  # |score - response_label / max_label|; > 0.5 flips
+    # Computed by fractal_core.semantics (one home of these rules) when the version is scored:
+    score: Mapped[float] = mapped_column(Float)  # sentence scores aggregated as the model was trained
+    uncertainty: Mapped[float] = mapped_column(Float)  # mean sentence uncertainty 1 - |2p - 1|
+    disagreement: Mapped[float] = mapped_column(Float)  # |score - label (binary view)|; > 0.5 flips
+    # 1 / 0: the gold sentence labels at scoring time agree / contradict the response label; NULL: none.
+    consistent: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
 
 
 class LabelEvent(Base):

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
+from fractal_core.records import ResponseRecord
+
 
 @dataclass(frozen=True, slots=True)
 class DatasetRow:
@@ -173,3 +177,33 @@ class IngestSummary:
     n_labels: int  # sentence labels stored
     labels_source: str  # the source the file's sentence labels were stored with
     seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSet:
+    """A dataset as ``fractal_core`` records plus the database ids to write results back under.
+
+    ``response_ids`` (B,) int64, one per record; ``sentence_ids`` (N,) int64 in the records' flattened span
+    order, record i's at ``offsets[i]:offsets[i + 1]`` (``offsets`` (B + 1,)); ``file_labels`` (N,) int64, every
+    current sentence label including imported ones (-1: none).
+    """
+
+    records: list[ResponseRecord]
+    response_ids: np.ndarray
+    sentence_ids: np.ndarray
+    offsets: np.ndarray
+    file_labels: np.ndarray
+
+    def sentence_ids_of(self, i: int) -> list[int]:
+        """The sentence ids of record ``i``, in its spans' order."""
+        return [int(v) for v in self.sentence_ids[self.offsets[i] : self.offsets[i + 1]]]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledScores:
+    """Scores (n,) of one model version on sentences with a current label, the labels (n,) int64 and whether
+    each label's source counts as gold (n,) bool (else imported from a file)."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    gold: np.ndarray

@@ -18,6 +18,7 @@ from typing import Any, Self
 import numpy as np
 import torch
 
+from fractal_core import registry
 from fractal_core.aggregate import aggregate, bag_positive_score, positive_score
 from fractal_core.bags import BagSet
 from fractal_core.config import TrainConfig
@@ -123,18 +124,41 @@ class FractalModel:
 
         bags = embed_records(records, encoder, device=device, progress=on_embed)
         valid_bags = embed_records(valid, encoder, device=device) if valid else None
-        if valid_bags is None and self.method not in ("naive", "prior_only"):
-            train_ids, valid_ids = holdout_split(bags.n_bags, self._config().valid_fraction, self.seed)
-            if valid_ids is not None:
-                bags, valid_bags = bags.select(train_ids), bags.select(valid_ids)
         if progress is not None:
             progress("embed", 1.0, "embeddings ready")
-        return self.fit_bags(
+        return self.fit_prepared(
             bags,
             valid_bags,
             aggregation=aggregation,
             n_classes=n_classes,
             encoder_id=encoder.encoder_id,
+            progress=progress,
+        )
+
+    def fit_prepared(
+        self,
+        bags: BagSet,
+        valid: BagSet | None = None,
+        *,
+        aggregation: str,
+        n_classes: int,
+        encoder_id: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Self:
+        """:meth:`fit` after embedding: without ``valid`` bags, a seeded ``valid_fraction`` of ``bags`` is held
+        out for early stopping (training-free methods need none)."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if valid is None and registry.method(self.method).trained:
+            train_ids, valid_ids = holdout_split(bags.n_bags, self._config().valid_fraction, self.seed)
+            if valid_ids is not None:
+                bags, valid = bags.select(train_ids), bags.select(valid_ids)
+        return self.fit_bags(
+            bags,
+            valid,
+            aggregation=aggregation,
+            n_classes=n_classes,
+            encoder_id=encoder_id,
             progress=progress,
         )
 

@@ -40,6 +40,7 @@ from typing import Any, Literal
 from fractal_core.errors import InputError
 from fractal_core.records import AGGREGATIONS, ResponseRecord, Span
 from fractal_core.segment import segment, spans_from_sentences
+from fractal_core.semantics import check_consistency
 
 FileFormat = Literal["jsonl", "csv", "parquet"]
 SegmentMode = Literal["sentences", "steps"]
@@ -55,7 +56,6 @@ _SUFFIX_FORMATS: dict[str, FileFormat] = {
 }
 _SPLITS = ("train", "valid", "test")
 _INT_RE = re.compile(r"[+-]?\d+")
-_MEAN_TOLERANCE = 1e-6
 # fail(message, field) -> the InputError to raise for the current file and line.
 _Fail = Callable[..., InputError]
 
@@ -623,28 +623,10 @@ def _check_label_range(label: float, aggregation: str, fail: _Fail) -> None:
 
 
 def _check_consistency(label: float, labels: list[int | None], aggregation: str, fail: _Fail) -> None:
-    known = [v for v in labels if v is not None]
-    complete = len(known) == len(labels)
-    if aggregation == "mean":
-        low = sum(known) / len(labels)
-        high = (sum(known) + len(labels) - len(known)) / len(labels)
-        if complete and abs(low - label) > _MEAN_TOLERANCE:
-            raise fail(f"is {label:g} but the mean of sentence_labels is {low:g}", "response_label")
-        if not low - _MEAN_TOLERANCE <= label <= high + _MEAN_TOLERANCE:
-            raise fail(
-                f"is {label:g} but the known sentence_labels allow only [{low:g}, {high:g}]", "response_label"
-            )
-        return
-    reduce = max if aggregation == "max" else min
-    value = reduce(known)
-    if complete and value != label:
-        raise fail(f"is {label:g} but the {aggregation} of sentence_labels is {value}", "response_label")
-    contradicts = value > label if aggregation == "max" else value < label
-    if contradicts:
-        raise fail(
-            f"is {label:g} but a known sentence label is {value}, so the {aggregation} cannot be {label:g}",
-            "response_label",
-        )
+    # The strict reader: a proportion must match its labels exactly (up to float noise), no rounding slack.
+    problem = check_consistency(aggregation, label, labels, mean_slack=0.0)
+    if problem is not None:
+        raise fail(problem, "response_label")
 
 
 def _max_level(records: Sequence[ResponseRecord]) -> int:

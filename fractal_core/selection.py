@@ -8,7 +8,9 @@ sentence first, and a strategy ranks the responses:
 - ``posterior``: mean entropy of the sentence labels *given the response label* (``bag_posterior``). Under max
   aggregation a response labelled 0 has all its sentences at 0 already, so it costs budget and teaches nothing
   new; this strategy never picks such bags while uncertain ones remain.
-- ``inconsistency``: |P(Y = 1 | sentence scores) - Y|, how badly AGG(scores) contradicts the response label.
+- ``inconsistency``: the disagreement of ``fractal_core.semantics`` (|aggregate score - Y| in the binary view), how
+  badly AGG(scores) contradicts the response label; AGG is the bag variant given (``prob``: noisy-OR / product,
+  the app passes the model's own variant so the queue agrees with the Review list's disagreement).
 - ``diverse``: greedy k-center on mean sentence embeddings, each distance weighted by (a small floor plus) the
   posterior uncertainty, so the picks are both informative and spread over the data.
 - ``balanced``: ``posterior`` inside each response-label stratum, with the strata's shares of the candidates kept
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from fractal_core import registry
+from fractal_core import registry, semantics
 from fractal_core.bags import BagSet
 from fractal_core.posterior import posterior_scores
 from fractal_core.records import ResponseRecord
@@ -38,26 +40,22 @@ _EPS = 1e-6
 
 def _binary_labels(labels: torch.Tensor, aggregation: str) -> torch.Tensor:
     """Bag labels in the binary view (B,) float: 1 / 0, NaN kept for unlabelled responses."""
-    if aggregation == "mean":
-        return labels.float()
-    return torch.where(torch.isnan(labels), labels, (labels >= 1).float())
+    return torch.as_tensor(semantics.binary_labels(labels.detach().cpu().numpy(), aggregation))
 
 
 def bag_probability(
-    score: torch.Tensor, bag_index: torch.Tensor, n_bags: int, *, aggregation: str
+    score: torch.Tensor, bag_index: torch.Tensor, n_bags: int, *, aggregation: str, variant: str = "prob"
 ) -> torch.Tensor:
-    """P(Y = 1) of each bag under independent sentences (noisy-OR for max, product for min, mean for mean).
-
-    score (N,) P(y_i = 1); bag_index (N,) -> (B,).
-    """
-    p = score.clamp(_EPS, 1 - _EPS)
-    if aggregation == "max":
-        return 1 - torch.exp(segment_sum(torch.log1p(-p), bag_index, n_bags))
-    if aggregation == "min":
-        return torch.exp(segment_sum(torch.log(p), bag_index, n_bags))
-    if aggregation == "mean":
-        return segment_mean(p, bag_index, n_bags)
-    raise ValueError(f"unknown aggregation {aggregation!r}")
+    """P(Y = 1) of each bag (B,) from sentence scores (N,) P(y_i = 1): ``fractal_core.semantics.response_scores``
+    (``prob``: noisy-OR for max, product for min under independent sentences; mean for mean)."""
+    out = semantics.response_scores(
+        score.detach().cpu().numpy(),
+        bag_index.cpu().numpy(),
+        n_bags,
+        aggregation=aggregation,
+        variant=variant,
+    )
+    return torch.as_tensor(out, dtype=score.dtype)
 
 
 def bag_posterior(
@@ -83,7 +81,13 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def strategy_scores(
-    score: torch.Tensor, bag_index: torch.Tensor, labels: torch.Tensor, *, aggregation: str, strategy: str
+    score: torch.Tensor,
+    bag_index: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    aggregation: str,
+    strategy: str,
+    variant: str = "prob",
 ) -> torch.Tensor:
     """Priority of every bag (B,) under ``strategy`` (higher = label sooner); not defined for random/diverse."""
     n_bags = int(labels.shape[0])
@@ -94,9 +98,11 @@ def strategy_scores(
             _entropy(bag_posterior(score, bag_index, labels, aggregation=aggregation)), bag_index, n_bags
         )
     if strategy == "inconsistency":
-        y = _binary_labels(labels, aggregation)
-        gap = (bag_probability(score, bag_index, n_bags, aggregation=aggregation) - y).abs()
-        return torch.nan_to_num(gap, nan=0.0)  # unlabelled responses: nothing to contradict
+        agg = bag_probability(score, bag_index, n_bags, aggregation=aggregation, variant=variant)
+        gap = semantics.disagreement(agg.numpy(), labels.detach().cpu().numpy(), aggregation)
+        return torch.nan_to_num(
+            torch.as_tensor(gap, dtype=score.dtype), nan=0.0
+        )  # unlabelled: nothing to contradict
     raise ValueError(f"strategy {strategy!r} has no per-bag score; choose one of {', '.join(STRATEGIES)}")
 
 
@@ -113,12 +119,14 @@ def select_gold_indices(
     bag_embedding: torch.Tensor | None = None,
     candidates: torch.Tensor | None = None,
     uncertainty_floor: float = 0.1,
+    variant: str = "prob",
 ) -> list[int]:
     """Indices of the ``k`` bags to label next.
 
     score (N,) sentence scores P(y >= 1); bag_index (N,) sorted or not; labels (B,) response labels (NaN if
     none); already: bag ids labelled before (never picked again); candidates (B,) bool: bags that may be picked
-    (default all); bag_embedding (B, d): needed by ``diverse``. Ties are broken by a seeded random jitter.
+    (default all); bag_embedding (B, d): needed by ``diverse``; variant: the bag aggregation ``inconsistency``
+    compares with the response label (``fractal_core.semantics.response_scores``). Ties are broken by a seeded random jitter.
     Returns at most ``k`` distinct ids, in pick order.
     """
     if strategy not in STRATEGIES:
@@ -158,7 +166,9 @@ def select_gold_indices(
         priority = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy="posterior")
         return _stratified(priority + 1e-9 * jitter, _binary_labels(labels, aggregation), allowed, k)
     else:
-        priority = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy=strategy)
+        priority = strategy_scores(
+            score, bag_index, labels, aggregation=aggregation, strategy=strategy, variant=variant
+        )
         priority = priority + 1e-9 * jitter  # seeded tie-break only
     priority = torch.where(allowed, priority, torch.full_like(priority, float("-inf")))
     return [int(i) for i in torch.topk(priority, k).indices]
@@ -227,8 +237,11 @@ def selection_reasons(
     *,
     aggregation: str,
     strategy: str,
+    variant: str = "prob",
 ) -> list[str]:
     """Why each picked bag was proposed, one short sentence per pick (the Gold queue shows them).
+
+    ``variant``: the bag aggregation behind P(Y = 1), as in :func:`select_gold_indices`.
 
     The figures are the ones the strategy ranks by (computed for every bag at once): the response label, how
     many sentences stay unsure given that label, the mean entropy, P(Y = 1) under the scores.
@@ -243,7 +256,7 @@ def selection_reasons(
     sizes = segment_count(bag_index, n_bags, torch.float64)
     post_entropy = segment_mean(_entropy(post), bag_index, n_bags) / np.log(2)  # in bits: 1 = a coin flip
     entropy = segment_mean(_entropy(score), bag_index, n_bags) / np.log(2)
-    p_yes = bag_probability(score, bag_index, n_bags, aggregation=aggregation)
+    p_yes = bag_probability(score, bag_index, n_bags, aggregation=aggregation, variant=variant)
     y = _binary_labels(labels, aggregation)
     out = []
     for b in picks:  # formatting only: the figures above are computed for all bags at once
@@ -299,8 +312,11 @@ def select_gold_bags(
     aggregation: str = "max",
     already: Sequence[int] | torch.Tensor | None = None,
     candidates: torch.Tensor | None = None,
+    variant: str = "prob",
+    sort: bool = True,
 ) -> torch.Tensor:
-    """``select_gold_indices`` on a ``BagSet`` (experiments): returns the chosen bag ids (K,) long, sorted."""
+    """``select_gold_indices`` on a ``BagSet``: the chosen bag ids (K,) long, sorted (``sort=False``: in pick
+    order, best first, as a queue needs them)."""
     emb = bag_embeddings(bags) if strategy == "diverse" else None
     picks = select_gold_indices(
         score,
@@ -313,8 +329,9 @@ def select_gold_bags(
         already=already,
         bag_embedding=emb,
         candidates=candidates,
+        variant=variant,
     )
-    return torch.as_tensor(sorted(picks), dtype=torch.long)
+    return torch.as_tensor(sorted(picks) if sort else picks, dtype=torch.long)
 
 
 def _flat_scores(

@@ -172,7 +172,7 @@ chart_version = st.selectbox(
     key="models_chart_version",
 )
 use = st.radio("Labels", ["gold and imported", "gold only"], horizontal=True, key="models_labels")
-data = analysis.labelled_scores(engine, dataset.id, chart_version)
+data = repo.labelled_scores(engine, dataset.id, chart_version)
 keep = data.gold if use == "gold only" else np.ones_like(data.gold, dtype=bool)
 scores, positive = data.scores[keep], data.labels[keep] >= 1
 left, right = st.columns(2)

@@ -15,7 +15,6 @@ import numpy as np
 from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.orm import Session
 
-from db.consistency import check_consistency
 from db.engine import run_read, run_write
 from db.models import (
     GOLD_SOURCES,
@@ -29,6 +28,7 @@ from db.models import (
 )
 from db.rows import GoldBudget, LabelChange, SaveResult, UndoResult
 from fractal_core.errors import InputError
+from fractal_core.semantics import check_consistency
 
 
 def _check_label(label: int | None, label_kind: str, max_label: float) -> None:

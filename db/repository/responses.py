@@ -7,7 +7,6 @@ from typing import Any, Literal
 from sqlalchemy import Engine, Select, and_, exists, func, select
 from sqlalchemy.orm import Session
 
-from db.consistency import check_consistency
 from db.engine import run_read
 from db.models import (
     GOLD_SOURCES,
@@ -21,6 +20,7 @@ from db.models import (
 )
 from db.rows import ResponseDetail, ResponseListRow, ResponsePage, SentenceRow
 from fractal_core.errors import InputError
+from fractal_core.semantics import check_consistency
 
 SortKey = Literal["uncertainty", "disagreement", "score", "id"]
 LabelStatus = Literal["unlabelled", "partial", "complete", "any_gold"]

@@ -23,8 +23,7 @@ SAVES_PER_WRITER = 30
 
 def _score_writer(url: str, dataset_id: int, started: object, rounds: int) -> None:
     engine = get_engine(url)
-    records = repo.load_records(engine, dataset_id)
-    ids = np.concatenate([r.meta["db_sentence_ids"] for r in records])
+    ids = repo.load_training_set(engine, dataset_id).sentence_ids
     for round_ in range(rounds):
         mv = repo.create_model_version(engine, dataset_id, method="fractal", config={"round": round_})
         started.set()  # type: ignore[attr-defined]
@@ -34,6 +33,7 @@ def _score_writer(url: str, dataset_id: int, started: object, rounds: int) -> No
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_corrections_and_bulk_scores_at_once(
     db_url: str, engine: Engine, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -45,11 +45,11 @@ def test_corrections_and_bulk_scores_at_once(
     ds = ingest_file(
         engine, write_jsonl(tmp_path / "big.jsonl", make_rows(3000, labelled_every=10**9)), "big"
     ).dataset_id
-    records = repo.load_records(engine, ds)
-    n_sentences = sum(len(r.spans) for r in records)
+    data = repo.load_training_set(engine, ds)
+    n_sentences = len(data.sentence_ids)
     # Disjoint sentences per writer, one response each save; plus one sentence every writer fights over.
-    shared = records[0].meta["db_sentence_ids"][0]
-    plans = [records[1 + w * SAVES_PER_WRITER : 1 + (w + 1) * SAVES_PER_WRITER] for w in range(WRITERS)]
+    shared = data.sentence_ids_of(0)[0]
+    plans = [range(1 + w * SAVES_PER_WRITER, 1 + (w + 1) * SAVES_PER_WRITER) for w in range(WRITERS)]
 
     ctx = mp.get_context("spawn")
     started = ctx.Event()
@@ -64,10 +64,10 @@ def test_corrections_and_bulk_scores_at_once(
     def annotate(w: int) -> None:
         own = get_engine(db_url)
         try:
-            for i, record in enumerate(plans[w]):
-                sids = record.meta["db_sentence_ids"]
+            for i, k in enumerate(plans[w]):
+                sids = data.sentence_ids_of(k)
                 if i % 2:
-                    repo.record_labels(own, record.meta["db_response_id"], {s: 1 for s in sids}, f"ann{w}")
+                    repo.record_labels(own, int(data.response_ids[k]), {s: 1 for s in sids}, f"ann{w}")
                     with lock:
                         expected.update({s: 1 for s in sids})
                 else:
@@ -91,8 +91,8 @@ def test_corrections_and_bulk_scores_at_once(
 
     # No lost correction: every save is in the history and the current view holds the last value.
     labels: dict[int, int | None] = {}
-    for record in (r for plan in plans for r in plan):
-        detail = repo.get_response(engine, record.meta["db_response_id"])
+    for k in (k for plan in plans for k in plan):
+        detail = repo.get_response(engine, int(data.response_ids[k]))
         labels.update({s.id: s.label for s in detail.sentences})
     assert {s: labels[s] for s in expected} == expected
     events = run_read(
@@ -102,7 +102,8 @@ def test_corrections_and_bulk_scores_at_once(
         ),
     )
     per_writer = {
-        f"ann{w}": sum(len(r.spans) if i % 2 else 1 for i, r in enumerate(plans[w])) for w in range(WRITERS)
+        f"ann{w}": sum(len(data.records[k].spans) if i % 2 else 1 for i, k in enumerate(plans[w]))
+        for w in range(WRITERS)
     }
     shared_history = repo.label_history(engine, sentence_id=shared)
     for w in range(WRITERS):

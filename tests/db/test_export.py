@@ -63,8 +63,7 @@ def src(engine: Engine, tmp_path: Path) -> int:
     repo.record_labels(engine, r1.id, {s.id: 0 for s in r1.sentences}, "ann")  # contradicts label 1
     r0 = repo.get_response(engine, repo.response_id_by_external(engine, ds, "r0") or -1)
     repo.record_label(engine, r0.sentences[0].id, 0, "bob", source="reviewed")
-    records = repo.load_records(engine, ds)
-    ids = np.concatenate([r.meta["db_sentence_ids"] for r in records])
+    ids = repo.load_training_set(engine, ds).sentence_ids
     mv = repo.create_model_version(engine, ds, method="fractal")
     repo.store_scores(engine, mv.id, ids, np.linspace(0.05, 0.95, len(ids)))
     repo.activate_model_version(engine, repo.finish_model_version(engine, mv.id).id)

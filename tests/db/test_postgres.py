@@ -37,12 +37,12 @@ def test_store_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     try:
         summary = ingest_file(engine, PROCESSBENCH_VALID, name)
         ds = summary.dataset_id
-        records = repo.load_records(engine, ds, include_imported=True)
-        assert len(records) == 352
-        first = records[0].meta["db_sentence_ids"][0]
+        data = repo.load_training_set(engine, ds, include_imported=True)
+        assert len(data.records) == 352
+        first = data.sentence_ids_of(0)[0]
         assert repo.record_label(engine, first, 1, "ann").changes
         assert repo.undo_last(engine, "ann") is not None
-        ids = np.concatenate([r.meta["db_sentence_ids"] for r in records])
+        ids = data.sentence_ids
         mv = repo.create_model_version(engine, ds, method="fractal")
         repo.store_scores(engine, mv.id, ids, np.linspace(0, 1, len(ids)))
         repo.activate_model_version(engine, repo.finish_model_version(engine, mv.id).id)
@@ -75,8 +75,8 @@ def test_store_on_postgresql(pg_url: str, tmp_path: Path) -> None:
                 jobs.finish_job(engine, job.id)
 
         def annotate(w: int) -> None:
-            for record in records[w * 10 : (w + 1) * 10]:
-                repo.record_label(engine, record.meta["db_sentence_ids"][-1], 1, f"pg{w}")
+            for k in range(w * 10, (w + 1) * 10):
+                repo.record_label(engine, data.sentence_ids_of(k)[-1], 1, f"pg{w}")
 
         threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(3)]
         threads += [threading.Thread(target=annotate, args=(w,)) for w in range(4)]

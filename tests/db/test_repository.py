@@ -125,8 +125,7 @@ def test_label_validation(engine: Engine, ds: int) -> None:
 
 
 def _train(engine: Engine, ds: int, seed: int) -> int:
-    records = repo.load_records(engine, ds)
-    ids = np.concatenate([r.meta["db_sentence_ids"] for r in records])
+    ids = repo.load_training_set(engine, ds).sentence_ids
     scores = np.random.default_rng(seed).random(len(ids))
     mv = repo.create_model_version(engine, ds, method="fractal", config={"seed": seed})
     assert repo.store_scores(engine, mv.id, ids, scores, chunk_size=7) == len(ids)
@@ -147,7 +146,7 @@ def test_model_versions_scores_sorting_and_rollback(engine: Engine, ds: int) -> 
     # Each response's summary is its aggregation of sentence scores.
     detail = repo.get_response(engine, page.rows[0].id)
     assert detail.score == pytest.approx(max(s.score for s in detail.sentences))
-    assert detail.uncertainty == pytest.approx(max(1 - abs(2 * s.score - 1) for s in detail.sentences))
+    assert detail.uncertainty == pytest.approx(np.mean([1 - abs(2 * s.score - 1) for s in detail.sentences]))
     assert detail.disagreement == pytest.approx(abs(detail.score - detail.response_label))
 
     pages = [repo.list_responses(engine, ds, sort="score", page=p, page_size=5) for p in range(3)]
@@ -209,14 +208,20 @@ def test_store_scores_rejects_bad_input(engine: Engine, ds: int) -> None:
 def test_load_records_gold_only_unless_asked(engine: Engine, ds: int) -> None:
     r1 = rid(engine, ds, "r1")
     repo.record_label(engine, sentence_ids(engine, r1)[1], 1, "ann")
-    records = repo.load_records(engine, ds)
+    data = repo.load_training_set(engine, ds)
+    records = data.records
     by_id = {r.id: r for r in records}
     assert len(records) == 12
     assert by_id["r0"].sentence_labels is None  # imported only
     assert by_id["r1"].sentence_labels == [None, 1, None]
-    assert by_id["r1"].meta["db_response_id"] == r1
-    assert by_id["r1"].meta["db_sentence_ids"] == sentence_ids(engine, r1)
-    assert by_id["r1"].meta["n"] == 1
+    k = [r.id for r in records].index("r1")
+    assert data.response_ids[k] == r1
+    assert data.sentence_ids_of(k) == sentence_ids(engine, r1)
+    assert by_id["r1"].meta == {"n": 1}  # the file's meta only: no database ids smuggled in
+    # Every current label, imported ones included, in the same flat order as the sentence ids.
+    assert data.file_labels[data.offsets[k] : data.offsets[k + 1]].tolist() == [-1, 1, -1]
+    k0 = [r.id for r in records].index("r0")
+    assert data.file_labels[data.offsets[k0] : data.offsets[k0 + 1]].tolist() == [0, 0]
     with_imported = {r.id: r for r in repo.load_records(engine, ds, include_imported=True)}
     assert with_imported["r0"].sentence_labels == [0, 0]
     assert all(r.sentence_labels is None for r in repo.load_records(engine, ds, with_gold=False))
@@ -293,3 +298,24 @@ def test_a_model_version_of_another_dataset_is_refused(engine: Engine, ds: int, 
         repo.list_responses(engine, ds, model_version_id=mv.id)
     with pytest.raises(InputError, match="does not belong"):
         repo.get_response(engine, rid(engine, ds, "r0"), model_version_id=mv.id)
+
+
+def test_ordinal_response_whose_sentences_all_score_zero_shows_as_disagreeing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    rows = [
+        {"id": f"o{label}", "context": "Q?", "sentences": ["A.", "B."], "response_label": label}
+        for label in (0, 1, 2)
+    ]
+    ds = ingest_file(engine, write_jsonl(tmp_path / "ordinal.jsonl", rows), "ordinal").dataset_id
+    assert repo.require_dataset(engine, ds).label_kind == "ordinal"
+    data = repo.load_training_set(engine, ds)
+    mv = repo.create_model_version(engine, ds, method="fractal")
+    repo.store_scores(engine, mv.id, data.sentence_ids, np.zeros(len(data.sentence_ids)))
+    repo.activate_model_version(engine, repo.finish_model_version(engine, mv.id).id)
+    flagged = repo.list_responses(engine, ds, disagreement_only=True, sort="id")
+    assert [r.external_id for r in flagged.rows] == [
+        "o1",
+        "o2",
+    ]  # labelled 1 of 0..2 with no positive sentence
+    assert all(r.disagreement == pytest.approx(1.0) for r in flagged.rows)

@@ -299,13 +299,13 @@ BAD_JSONL_CASES: list[tuple[str, Any, str | None, str]] = [
         "sentence_labels",
         "0 or 1",
     ),
-    ("max_inconsistent", {**GOOD, "response_label": 0}, "response_label", "max of sentence_labels is 1"),
+    ("max_inconsistent", {**GOOD, "response_label": 0}, "response_label", "a known sentence label is 1"),
     ("max_partial_inconsistent", {**GOOD, "sentence_labels": [2, None]}, "response_label", "known"),
     (
         "min_inconsistent",
         {**GOOD, "aggregation": "min", "response_label": 1, "sentence_labels": [1, 0]},
         "response_label",
-        "min of sentence_labels is 0",
+        "a known sentence label is 0",
     ),
     (
         "min_partial_inconsistent",

@@ -1,0 +1,124 @@
+"""The one entry point of a training job (fractal_core.pipeline) on a planted task with a stand-in encoder."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from fractal_core import pipeline, registry, semantics
+from fractal_core.config import TrainConfig
+from fractal_core.records import ResponseRecord, Span
+
+DIM = 16
+FAST = TrainConfig(max_epochs=15, patience=15, learning_rate=5e-3)
+
+
+class CountingEncoder:
+    """Deterministic embeddings (a sentence with "wrong" leans along one axis); counts what it embeds."""
+
+    encoder_id = "test-encoder"
+
+    def __init__(self) -> None:
+        self.sentence_calls = 0
+        self.window_calls = 0
+
+    def _vec(self, text: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+        v = np.random.default_rng(seed).normal(size=DIM)
+        v[0] += 4.0 if "wrong" in text else -4.0
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    def encode(self, texts, *, progress=None, show_progress=False) -> np.ndarray:
+        self.sentence_calls += 1
+        if progress is not None:
+            progress(len(texts), len(texts))
+        return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, DIM), np.float32)
+
+    def encode_windows(self, texts, *, max_words=200, stride_words=150):
+        self.window_calls += 1
+        return np.stack([self._vec("context") for _ in texts]), np.arange(len(texts), dtype=np.int64)
+
+
+@pytest.fixture
+def encoder(monkeypatch: pytest.MonkeyPatch) -> CountingEncoder:
+    fake = CountingEncoder()
+    monkeypatch.setattr(pipeline, "get_encoder", lambda config=None: fake)
+    return fake
+
+
+def _records(n: int = 60) -> list[ResponseRecord]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        k = int(rng.integers(2, 5))
+        bad = int(rng.integers(0, k)) if i % 2 else -1
+        texts = [f"step {j} of {i} is {'wrong' if j == bad else 'fine'}" for j in range(k)]
+        labels = [int(j == bad) for j in range(k)] if i % 10 == 1 else None  # gold on a few responses
+        spans, pos = [], 0
+        for s in texts:
+            spans.append(Span(pos, pos + len(s), s))
+            pos += len(s) + 1
+        out.append(ResponseRecord(f"r{i}", "Q?", " ".join(texts), spans, float(i % 2), "max", labels))
+    return out
+
+
+def test_train_and_score_embeds_once_and_returns_aligned_arrays(encoder: CountingEncoder) -> None:
+    records = _records()
+    n = sum(len(r.spans) for r in records)
+    sentence_ids = np.arange(1000, 1000 + n)
+    response_ids = np.arange(5000, 5000 + len(records))
+    seen: list[str] = []
+    result = pipeline.train_and_score(
+        records,
+        sentence_ids=sentence_ids,
+        response_ids=response_ids,
+        config=FAST,
+        file_labels=np.where(np.arange(n) % 3 == 0, 0, -1),
+        queue_size=5,
+        progress=lambda stage, fraction, message: seen.append(stage),
+    )
+    assert (encoder.sentence_calls, encoder.window_calls) == (1, 1)  # one look-up for fit, score and queue
+    assert result.stages == registry.training_stages("fractal", has_gold=True, aggregation="max", config=FAST)
+    assert [s for s in dict.fromkeys(seen)] == [registry.STAGE_EMBED, *result.stages]
+    scored = result.scored
+    assert np.array_equal(scored.sentence_ids, sentence_ids) and np.array_equal(
+        scored.response_ids, response_ids
+    )
+    assert scored.scores.shape == (n,) and scored.summaries.score.shape == (len(records),)
+    # The library learned the planted task, and every figure is the semantics of those scores.
+    wrong = np.array(["wrong" in s.text for r in records for s in r.spans])
+    assert scored.scores[wrong].mean() > scored.scores[~wrong].mean() + 0.3
+    index = np.repeat(np.arange(len(records)), [len(r.spans) for r in records])
+    expected = semantics.summarise(
+        scored.scores, index, np.array([r.response_label for r in records]), aggregation="max", variant="hard"
+    )
+    np.testing.assert_allclose(scored.summaries.disagreement, expected.disagreement)
+    np.testing.assert_allclose(scored.uncertainty, semantics.uncertainty(scored.scores))
+    assert scored.summaries.consistent[1] == 1 and scored.summaries.consistent[0] == -1
+    # Proposals: every queue strategy, the caller's response ids, never a response that has gold labels.
+    assert set(scored.gold_proposals) == set(registry.QUEUE_STRATEGIES)
+    gold_ids = {5000 + i for i, r in enumerate(records) if r.sentence_labels is not None}
+    for picks in scored.gold_proposals.values():
+        assert len(picks) == 5 and not set(picks.tolist()) & gold_ids
+        assert set(picks.tolist()) <= set(response_ids.tolist())
+    assert {k: len(v) for k, v in scored.gold_reasons.items()} == {k: 5 for k in registry.QUEUE_STRATEGIES}
+    assert result.n_gold_responses == len(gold_ids) and result.gold_metrics["instance_auc_roc"] > 0.8
+    assert result.file_label_metrics  # more labels than the gold ones: measured separately
+    assert result.previous_gold_metrics == {}
+
+
+def test_score_records_and_the_previous_model_on_the_same_gold(encoder: CountingEncoder) -> None:
+    records = _records(40)
+    n = sum(len(r.spans) for r in records)
+    ids = np.arange(n)
+    first = pipeline.train_and_score(records, sentence_ids=ids, response_ids=np.arange(40), config=FAST)
+    second = pipeline.train_and_score(
+        records, sentence_ids=ids, response_ids=np.arange(40), config=FAST, seed=1, previous=first.model
+    )
+    assert second.previous_gold_metrics == pytest.approx(first.gold_metrics, nan_ok=True)
+    again = pipeline.score_records(first.model, records, sentence_ids=ids, response_ids=np.arange(40))
+    np.testing.assert_allclose(again.scores, first.scored.scores, atol=1e-6)
+    with pytest.raises(ValueError, match="sentence_ids must be"):
+        pipeline.score_records(first.model, records, sentence_ids=ids[:-1], response_ids=np.arange(40))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from db import repository as repo
 from tests.app.conftest import app_test
@@ -142,6 +143,7 @@ def test_start_training_twice_makes_one_job(store) -> None:
     assert repo.get_job(store.engine, jobs[0].id).state == "cancelled"
 
 
+@pytest.mark.slow
 def test_gold_queue_opens_review(store) -> None:
     store.ingest(tiny_records(8))
     at = app_test("views/gold.py")
@@ -164,6 +166,7 @@ def _two_versions(store):
     return ds
 
 
+@pytest.mark.slow
 def test_models_page_rollback_and_activate(store) -> None:
     ds = _two_versions(store)
     at = app_test("views/models.py")
@@ -180,6 +183,7 @@ def test_models_page_rollback_and_activate(store) -> None:
     assert repo.active_model_version(store.engine, ds.dataset_id).version == 2
 
 
+@pytest.mark.slow
 def test_train_page_shows_finished_job(store) -> None:
     _two_versions(store)
     at = app_test("views/train.py")
@@ -199,6 +203,7 @@ def test_export_page_prepares_every_format(store) -> None:
         assert at.get("download_button"), fmt
 
 
+@pytest.mark.slow
 def test_review_with_scores_shows_colours_and_save_accepts_model_labels(store) -> None:
     from tests.app.data import FAST_TRAIN
 
@@ -288,6 +293,7 @@ def test_annotator_name_from_sidebar_is_recorded(store) -> None:
     )
 
 
+@pytest.mark.slow
 def test_large_upload_and_export_go_to_the_worker(store, monkeypatch) -> None:
     from app import jobs, uploads
 
@@ -312,6 +318,7 @@ def test_large_upload_and_export_go_to_the_worker(store, monkeypatch) -> None:
     assert any(b.key == f"export_job_dl_{export.id}" for b in at.get("download_button"))
 
 
+@pytest.mark.slow
 def test_first_problem_key_jumps_to_the_most_likely_first_error(store) -> None:
     from app import review
     from tests.app.data import FAST_TRAIN

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from tests.app.data import tiny_records, write_jsonl
 from tests.app.xss_payloads import LATEX_PAYLOADS, XSS_PAYLOADS
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # starts the app and a worker
 LONG = 60_000  # ms: a training job on two shared cores
 
 

@@ -78,6 +78,7 @@ def test_cli_lists_library_store_and_app_commands() -> None:
         assert command in result.output
 
 
+@pytest.mark.slow
 def test_worker_once_runs_queued_jobs(store) -> None:
     ds = store.ingest(tiny_records(4))
     job = repo.create_job(store.engine, "export", {"dataset_id": ds.dataset_id, "format": "kto"})
@@ -90,6 +91,7 @@ def test_worker_once_runs_queued_jobs(store) -> None:
     assert repo.get_job(store.engine, job.id).state == "succeeded"
 
 
+@pytest.mark.slow
 def test_serve_stops_its_children_on_sigterm(store) -> None:
     port = free_port()
     log = store.home / "serve.log"
@@ -114,6 +116,7 @@ def test_serve_stops_its_children_on_sigterm(store) -> None:
     assert left == []
 
 
+@pytest.mark.slow
 def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
     port = free_port()
     env = app_env(store.home, store.db_url)
@@ -158,6 +161,7 @@ def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
     assert proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_worker_refuses_an_outdated_schema_with_the_upgrade_command(store) -> None:
     from db.engine import get_engine
     from db.schema import upgrade

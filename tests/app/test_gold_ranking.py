@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from db import repository as repo
 from fractal_core import registry
 from tests.app.conftest import app_test
 from tests.app.data import tiny_records
+
+pytestmark = pytest.mark.slow  # the worker trains a model
 
 
 def test_gold_queue_uses_the_library_ranking_stored_with_the_version(store) -> None:

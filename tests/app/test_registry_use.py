@@ -13,6 +13,7 @@ VIEWS = Path(__file__).resolve().parents[2] / "app" / "views"
 
 
 @pytest.mark.parametrize("page", ["train.py", "gold.py"])
+@pytest.mark.slow
 def test_page_imports_load_no_torch(page: str) -> None:
     tree = ast.parse((VIEWS / page).read_text())
     modules = sorted(

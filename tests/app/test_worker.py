@@ -52,6 +52,7 @@ def _scored_responses(store, dataset_id: int) -> dict[int, float | None]:
     return {r.id: r.score for r in page.rows}
 
 
+@pytest.mark.slow
 def test_training_job_publishes_an_active_version_with_gold_metrics(store) -> None:
     ds = store.ingest(tiny_records(16, with_labels=True), labels_as="gold")
     job = _train(store, ds.dataset_id)
@@ -78,6 +79,7 @@ def test_training_job_publishes_an_active_version_with_gold_metrics(store) -> No
     )
 
 
+@pytest.mark.slow
 def test_score_job_rescores_new_responses_as_a_new_version(store) -> None:
     ds = store.ingest(tiny_records(10))
     _train(store, ds.dataset_id)
@@ -97,6 +99,7 @@ def test_score_job_rescores_new_responses_as_a_new_version(store) -> None:
     assert all(s is not None for s in _scored_responses(store, ds.dataset_id).values())
 
 
+@pytest.mark.slow
 def test_failed_training_keeps_previous_version_active(store) -> None:
     ds = store.ingest(tiny_records(10))
     _train(store, ds.dataset_id)
@@ -109,6 +112,7 @@ def test_failed_training_keeps_previous_version_active(store) -> None:
     assert repo.active_model_version(store.engine, ds.dataset_id).id == before.id
 
 
+@pytest.mark.slow
 def test_cancel_running_training(store) -> None:
     ds = store.ingest(tiny_records(12))
     _train(store, ds.dataset_id)
@@ -128,6 +132,7 @@ def test_cancel_running_training(store) -> None:
     assert statuses.get(2, "failed") == "failed"
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_training(store) -> None:
     """SIGKILL during training: after a restart the job is failed, the old model active, no partial scores."""
     ds = store.ingest(tiny_records(12))
@@ -169,6 +174,7 @@ def test_stale_heartbeat_fails_job_from_another_host(store) -> None:
     assert repo.get_job(store.engine, job.id).state == "failed"
 
 
+@pytest.mark.slow
 def test_import_and_export_jobs(store) -> None:
     from tests.app.data import write_jsonl
 
@@ -211,6 +217,7 @@ def test_reliability_table_is_vectorised_and_correct() -> None:
     assert ece == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_file_labels_are_reported_but_not_used_as_gold(store) -> None:
     ds = store.ingest(tiny_records(12, with_labels=True))  # labels stored as "imported"
     _train(store, ds.dataset_id)

@@ -12,6 +12,8 @@ from fractal_core import FractalModel, TrainConfig
 from fractal_core.demo import demo_path
 from fractal_core.io import read_records
 
+pytestmark = pytest.mark.slow  # trains on embeddings of the bundled encoder
+
 
 @pytest.fixture(scope="module", autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory):

@@ -13,6 +13,7 @@ from fractal_core.methods import fit_method
 from tests.fractal_core.synthetic import planted_bags
 
 
+@pytest.mark.slow
 def test_registry_imports_no_torch() -> None:
     code = "import sys, fractal_core.registry; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

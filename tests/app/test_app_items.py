@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from db import repository as repo
 from tests.app.conftest import app_test
 from tests.app.data import FAST_TRAIN, tiny_records
@@ -57,6 +59,7 @@ def test_cancelled_job_says_no_model_when_there_was_none(store) -> None:
     assert _progress_text(at).startswith("cancelled")
 
 
+@pytest.mark.slow
 def test_finished_job_status_line_says_how_it_ended(store) -> None:
     ds = store.ingest(tiny_records(8))
     repo.create_job(
@@ -209,6 +212,7 @@ def test_rejected_uploads_are_deleted(store, monkeypatch) -> None:
 # ------------------------------------------------------------------------------------------------ Models page
 
 
+@pytest.mark.slow
 def test_gold_auc_is_shown_with_its_sample_size_and_interval(store) -> None:
     ds = store.ingest(tiny_records(10, with_labels=True), labels_as="gold")
     repo.create_job(

@@ -2,13 +2,15 @@
 
 Job kinds and payloads (every id is a database id):
 
-- ``train``: ``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}``. Loads the dataset with its
-  gold labels, fits ``FractalModel``, scores every sentence, stores the scores in bulk under a new model
-  version, evaluates the previous and the new model on the gold set, and only then activates the new version:
-  until that last step the previously active version keeps serving the Review page, so a crash or a cancel
-  never shows partial scores.
+- ``train``: ``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}``. Loads the dataset once
+  (records, gold labels and ids), hands it to the library's one entry point
+  (``fractal_core.pipeline.train_and_score``: embed once, train, score, summarise each response, measure the
+  previous and the new model on the gold set, propose gold), stores what it returns under a new model version
+  and only then activates it: until that last step the previously active version keeps serving the Review
+  page, so a crash or a cancel never shows partial scores.
 - ``score``: ``{"dataset_id"}``. Re-applies the active model's saved artifact to every response (for example
-  after new responses were ingested) as a new version, activated the same way.
+  after new responses were ingested) through ``fractal_core.pipeline.score_records``, as a new version,
+  activated the same way.
 - ``embed``: ``{"dataset_id"}``. Embeds every sentence and context window into the on-disk cache (queued after
   an import) so the next training job starts from cached embeddings.
 - ``import``: ``{"path", "dataset", "format", "column_map", "segment_mode", "labels_as"}``: ingests a file,

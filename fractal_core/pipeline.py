@@ -87,7 +87,7 @@ def _embed(
     records: Sequence[ResponseRecord], model: FractalModel, progress: ProgressFn | None
 ) -> tuple[BagSet, str]:
     encoder = get_encoder(model.encoder)
-    device = resolve_device(model._config().device)
+    device = resolve_device((model.config or TrainConfig()).device)
     on_embed = None
     if progress is not None:
         report = progress
@@ -125,7 +125,7 @@ def _score(
     proba = model.predict_proba_bags(bags)
     score = (1 - proba[:, 0]).clamp(0.0, 1.0)
     flat = score.double().cpu().numpy()
-    config = model._config()
+    config = model.config or TrainConfig()
     aggregation = model.aggregation_
     index = bags.bag_index.cpu().numpy()
     summaries = semantics.summarise(

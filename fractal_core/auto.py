@@ -349,6 +349,8 @@ def fit_auto(
         for f, fold in enumerate(folds):
             keep = gold_bag_mask.clone()
             keep[fold] = False
+            if not bool(keep.any()):
+                continue  # a single gold response: this fold's complement has no gold to train hybrid on
             part = fit(f"hybrid(fold {f + 1})", "hybrid", _hide_gold(train, keep), config)
             if held_out is not None:
                 parts.append(gold_scores(part.model, train.select(fold), aggregation))

@@ -126,3 +126,13 @@ def test_proportion_view_needs_full_labels() -> None:
     bags.gold[3] = -1
     with pytest.raises(ValueError, match="every sentence labelled; 1 of 20"):
         proportion_view(bags)
+
+
+def test_auto_with_a_single_gold_response_does_not_fail() -> None:
+    # One corrected response (the first thing a user does in the app): a cross-fit fold would keep no gold.
+    train = planted_bags(60, positive_rate=0.3, seed=4)
+    keep = torch.zeros(train.n_bags, dtype=torch.bool)
+    keep[int(train.bag_index[(train.gold >= 0).nonzero()[0, 0]])] = True
+    train = replace(train, gold=torch.where(keep[train.bag_index], train.gold, -1))
+    result = fit_auto(train, None, aggregation="max", n_classes=2, config=TrainConfig(max_epochs=2), seed=0)
+    assert result.selection is not None and "hybrid" in {c["name"] for c in result.selection["candidates"]}

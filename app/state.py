@@ -106,7 +106,9 @@ def dataset_picker() -> DatasetRow | None:
         if from_url and wanted != (int(from_url) if from_url.isdigit() else None):
             # Say so rather than silently open another dataset than the link names.
             name = next(d.name for d in rows if d.id == wanted)
-            flash(f"The link names dataset {from_url}, which does not exist here: showing {name}.", "warning")
+            # URL text is user text: escaped, so it cannot become a link or formatting in the message.
+            message = f"The link names dataset {from_url}, which does not exist here: showing {name}."
+            flash(render.md_escape(message), "warning")
             # The rest of the link (response, position) belonged to that dataset: do not apply it here.
             ss["_review_restored"] = True
         _forget_review_position()

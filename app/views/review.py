@@ -92,7 +92,8 @@ if "_review_restored" not in ss:
         position = st.query_params.get("i", "0")
         index = link_index = int(position) if position.isdigit() else 0
     elif wanted:
-        state.flash(f"The link names response {wanted!r}, which is not a response number.", "warning")
+        # URL text is user text: escaped, so it cannot become a link or formatting in the message.
+        st.warning(render.md_escape(f"The link names response {wanted!r}, which is not a response number."))
 
 listing = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
 if listing.total == 0:
@@ -241,8 +242,10 @@ except Exception:  # a stale id from the URL (deleted, or another store)
 if detail is None or detail.dataset_id != dataset.id:
     if ss.pop("_review_from_link", None) == current_id:
         state.flash(
-            f"The link's response {current_id} is not in the dataset {dataset.name} (deleted, or from another "
-            "store): showing the first response instead.",
+            render.md_escape(
+                f"The link's response {current_id} is not in the dataset {dataset.name} (deleted, or from "
+                "another store): showing the first response instead."
+            ),
             "warning",
         )
     go_to(0)

@@ -152,6 +152,11 @@ def test_link_to_a_missing_dataset_says_so(store) -> None:
     at = _app_with_params(dataset="999")
     assert not at.exception
     assert any("dataset 999" in w.value and "only" in w.value for w in at.warning)
+    # Link text is shown as text: Markdown in it is escaped.
+    at = _app_with_params(dataset="[x](javascript:alert(1))")
+    assert any("\\[x\\]\\(javascript\\:alert\\(1\\)\\)" in w.value for w in at.warning)
+    at = _app_with_params(dataset=str(repo.list_datasets(store.engine)[0].id), response="**bold**")
+    assert any("\\*\\*bold\\*\\*" in w.value for w in at.warning)
 
 
 def test_link_past_the_end_of_the_list_says_so(store) -> None:

@@ -9,8 +9,9 @@ Each row is one (method, scorer) pair through `fractal_core.evaluation.run_one` 
 bags, as `fractal evaluate`). Scorers: `mlp` (one sentence at a time), `context` with the direction read from
 the data (`auto`), and forced `causal` / `bidirectional`. Reported: sentence AUC (bag-blind), AUC given the
 response label, and for max data the first error read two ways (marginal argmax; the first-error distribution
-given Y, P(first = i | Y) ∝ p_i · prod_{j<i} (1 - p_j)), top-1 and top-3, and the training seconds. `--split
-valid` scores the valid split (models still early-stop on valid: that is the tuning view, optimistic by
+given Y, P(first = i | Y) ∝ p_i · prod_{j<i} (1 - p_j)), top-1 and top-3, and the training seconds. Every
+run uses `calibrate=True` (a 2-parameter Platt map of the logit fitted to the valid responses' labels), which the
+products given Y need. `--split valid` scores the valid split (models still early-stop on valid: that is the tuning view, optimistic by
 construction); only `--split test` figures are reported as results.
 """
 
@@ -73,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     methods = args.methods.split(",")
     scorers = args.scorers.split(",")
     out = f"context_{args.dataset}_{args.view}_{args.split}{args.tag}.json"
-    base = TrainConfig(device="cpu")
+    base = TrainConfig(device="cpu", calibrate=True)  # both scorers Platt-scaled on valid (see BENCHMARKS.md)
     meta = run_meta(
         args, prepared, seeds=seeds, gold_fraction=GOLD, split_scored=args.split, config=base.to_dict()
     )
@@ -97,9 +98,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     save(out, {**meta, "records": records})
 
 
-def table(path: Path) -> str:
-    data = json.loads(path.read_text())
-    records = data["records"]
+def table(paths: list[Path]) -> str:
+    """One markdown table over the records of ``paths`` (runs of one dataset/view/split, e.g. seeds run apart)."""
+    files = [json.loads(path.read_text()) for path in paths]
+    records = [r for data in files for r in data["records"]]
     keys = [(k, c) for k, c in KEYS if any(k in r for r in records)]
     lines = ["| method | scorer | " + " | ".join(c for _, c in keys) + " |", "|---" * (len(keys) + 2) + "|"]
     rows = list(dict.fromkeys((r["method"], r["scorer"]) for r in records))
@@ -109,21 +111,27 @@ def table(path: Path) -> str:
             fmt(stats([r.get(k, float("nan")) for r in runs]), 1 if k == "train_seconds" else 3)
             for k, _ in keys
         ]
-        lines.append(f"| {method} | {scorer} | " + " | ".join(cells) + " |")
-    m = data["machine"]
-    lines += [
-        "",
-        f"{data['dataset']} (`{data['view']}`), {data['split_scored']} split, seeds {data['seeds']}; {m['date']}, "
-        f"{m['cpu']}, {m['nproc']} cores, load {m['loadavg'][0]:.1f}; encoder `{data['encoder_id']}`; "
-        f"{data.get('seconds', float('nan')):.0f} s for all runs.",
-    ]
+        seeds = sorted({r["seed"] for r in runs})
+        lines.append(f"| {method} | {scorer} | " + " | ".join(cells) + f" |  seeds {seeds}")
+    lines.append("")
+    for data in files:
+        m = data["machine"]
+        lines.append(
+            f"{data['dataset']} (`{data['view']}`), {data['split_scored']} split, seeds {data['seeds']}; "
+            f"{m['date']}, {m['cpu']}, {m['nproc']} cores, load {m['loadavg'][0]:.1f}; encoder "
+            f"`{data['encoder_id']}`; {data.get('seconds', float('nan')):.0f} s for all runs."
+        )
     return "\n".join(lines)
 
 
 def cmd_table(_: argparse.Namespace) -> None:
+    groups: dict[str, list[Path]] = {}
     for path in sorted(RESULTS.glob("context_*.json")):
-        print(f"\n#### {path.stem}\n")
-        print(table(path))
+        data = json.loads(path.read_text())
+        groups.setdefault(f"{data['dataset']} {data['view']} {data['split_scored']}", []).append(path)
+    for name, paths in groups.items():
+        print(f"\n#### {name} ({', '.join(p.name for p in paths)})\n")
+        print(table(paths))
 
 
 if __name__ == "__main__":

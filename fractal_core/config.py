@@ -38,6 +38,9 @@ class TrainConfig:
     context_direction: ContextDirection = (
         "auto"  # "context" scorer: causal (steps see earlier steps only), bidirectional, or from the data
     )
+    calibrate: bool = (
+        False  # binary max/min: Platt-scale the scorer to held-out response labels after fitting
+    )
     hidden: int | None = None  # first hidden width of the scorer MLP; None -> encoder dim (paper: d)
     learning_rate: float = 1e-3  # AdamW step size
     weight_decay: float = 1e-4  # AdamW decoupled weight decay

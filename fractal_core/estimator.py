@@ -192,10 +192,33 @@ class FractalModel:
         self.n_classes_ = n_classes
         self.encoder_id_ = encoder_id
         self.history_ = result.history()
+        if self.calibration_ is None:
+            self.calibration_ = self._bag_calibration(valid if valid is not None and valid.n_bags else train)
         self.metrics_: dict[str, Any] = {}
         if valid is not None and valid.n_bags:
             self.metrics_ = {f"valid_{k}": v for k, v in self.evaluate_bags(valid).items()}
         return self
+
+    def _bag_calibration(self, bags: BagSet) -> dict[str, Any] | None:
+        """Platt scaling of a binary max/min scorer's logit to ``bags``' response labels (``TrainConfig.calibrate``).
+
+        A hard-max bag loss ranks sentences but leaves p_i that do not multiply like probabilities; the scores
+        given the response label and the first-error distribution multiply them. Two parameters fitted by the
+        exact bag likelihood of held-out response labels (no sentence label); rankings are unchanged.
+        """
+        if (
+            self.scorer_ is None
+            or not self._config().calibrate
+            or self.n_classes_ != 2
+            or self.aggregation_ not in ("max", "min")
+            or not bool(torch.isfinite(bags.labels).all())
+        ):
+            return None
+        from fractal_core.auto import fit_calibration
+
+        with torch.no_grad():
+            logp = self.scorer_.to(bags.device)(bags)
+        return fit_calibration(logp, bags, aggregation=self.aggregation_, n_classes=2, kind="logit").to_dict()
 
     def fit_preferences(
         self,

@@ -342,7 +342,8 @@ def run_import(
     from db.ingest import ingest_file
 
     ctx.set(0.05, f"reading {Path(payload['path']).name}", force=True)
-    options = {k: payload[k] for k in ("format", "column_map", "segment_mode", "labels_as") if payload.get(k)}
+    keys = ("format", "column_map", "segment_mode", "labels_as", "label_kind", "imported_by")
+    options = {k: payload[k] for k in keys if payload.get(k)}
     try:
         summary = ingest_file(engine, payload["path"], payload["dataset"], **options)
     except InputError:

@@ -21,7 +21,7 @@ from app.settings import AppSettings
 from db import repository as repo
 from db.ingest import ingest_file
 from db.rows import IngestSummary, JobRow
-from fractal_core import io
+from fractal_core import files, io
 from fractal_core.errors import InputError
 from fractal_core.records import ResponseRecord
 
@@ -51,9 +51,9 @@ _ALIASES = {
 
 
 def format_of(filename: str) -> str:
-    """``jsonl`` / ``csv`` / ``parquet`` from the file name (``.json`` is read as JSON Lines)."""
-    suffix = Path(filename).suffix.lower()
-    return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "jsonl")
+    """``jsonl`` / ``csv`` / ``parquet`` from the file name (:mod:`fractal_core.files`; the uploader only takes
+    known suffixes, anything else is read as JSON Lines)."""
+    return files.format_of(filename) or "jsonl"
 
 
 def default_dataset_name(filename: str) -> str:
@@ -67,12 +67,10 @@ def save_upload(settings: AppSettings, filename: str, data: bytes) -> Path:
     folder = settings.home / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()[:16]
-    suffix = {"csv": ".csv", "parquet": ".parquet"}.get(format_of(filename), ".jsonl")
+    suffix = files.FORMAT_SUFFIXES[format_of(filename)]
     path = folder / f"{digest}-{default_dataset_name(filename)}{suffix}"
     if not path.exists():
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        files.atomic_write_bytes(path, data)
     return path
 
 

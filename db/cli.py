@@ -7,6 +7,8 @@ an outdated schema prints the upgrade command and exits with code 1.
 
 from __future__ import annotations
 
+import getpass
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +36,15 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def importing_user() -> str:
+    """Who runs the command: ``$FRACTAL_ANNOTATOR``, else the login name."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = "unknown"
+    return os.environ.get("FRACTAL_ANNOTATOR") or login
+
+
 def ingest(
     file: Annotated[Path, typer.Argument(help="JSONL, CSV or Parquet file in the shared schema.")],
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset name (created if missing).")],
@@ -46,12 +57,21 @@ def ingest(
     labels_as: Annotated[
         str, typer.Option("--labels-as", help="Source for the file's sentence labels: imported | gold.")
     ] = "imported",
+    label_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--label-kind",
+            help="For a new dataset: binary | proportion | ordinal | ordinal:C (C levels). Default: from the "
+            "file. Fixed once the dataset exists; files that do not fit are refused.",
+        ),
+    ] = None,
     split: Annotated[
         str | None, typer.Option("--split", help="Split name (default: file stem if train/valid/test).")
     ] = None,
     db: DbOption = None,
 ) -> None:
-    """Store a file's responses in a dataset: all rows or none."""
+    """Store a file's responses in a dataset: all rows or none. The file's sentence labels are recorded as
+    imported (or gold) by you ($FRACTAL_ANNOTATOR, else your login name), now."""
     try:
         if format not in (None, "jsonl", "csv", "parquet"):
             raise InputError(f"unknown format {format!r}; use jsonl, csv or parquet", field="--format")
@@ -73,6 +93,8 @@ def ingest(
                 format=format,  # type: ignore[arg-type]
                 segment_mode=segment_mode,  # type: ignore[arg-type]
                 labels_as=labels_as,  # type: ignore[arg-type]
+                label_kind=label_kind,
+                imported_by=importing_user(),
                 split=split,
                 progress=progress,
             )

@@ -1,4 +1,6 @@
-"""Exports of a dataset, each written atomically (a temp file in the target directory, then ``os.replace``).
+"""Exports of a dataset, each written atomically (:func:`fractal_core.files.atomic_write`: a temp file in the
+target directory, renamed only onto a regular file or a new name; devices, directories and special files are
+refused with InputError).
 
 Formats (``fractal export --format F``):
 
@@ -31,10 +33,8 @@ is below 0.5 under defect semantics, at or above 0.5 under good semantics.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +56,7 @@ from db.models import (
 )
 from db.repository import require_dataset
 from fractal_core.errors import InputError
+from fractal_core.files import atomic_write, check_output_file
 from fractal_core.io import record_to_dict
 from fractal_core.records import ResponseRecord, Span
 from fractal_core.segment import SEGMENTER_VERSION
@@ -164,20 +165,6 @@ def _iter_items(session: Session, dataset_id: int, model_version_id: int | None)
             )
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, then move the finished file over ``path``; on error nothing is left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _positive_is_bad(aggregation: str, positive_is: str | None) -> bool:
     if positive_is is not None:
         return positive_is == "bad"
@@ -257,7 +244,7 @@ def export_dataset(
     if positive_is is not None and positive_is not in ("bad", "good"):
         raise InputError("positive_is must be 'bad' or 'good'", field="positive_is")
     ds_row = require_dataset(engine, dataset)
-    out_path = Path(out)
+    out_path = check_output_file(out)
     counts = {"rows": 0, "skipped": 0}
 
     with session_scope(engine, write=False) as session:
@@ -303,7 +290,7 @@ def export_dataset(
             writer = jsonl(_prm800k_row(it, ds.max_label, positive_is) for it in items)
         else:
             writer = jsonl(_kto_row(it, ds.max_label, positive_is) for it in items)
-        _atomic_write(out_path, writer)
+        atomic_write(out_path, writer)
     return ExportSummary(str(out_path), format, counts["rows"], counts["skipped"], mv.version if mv else None)
 
 

@@ -2,13 +2,22 @@
 
 Parsing and row validation are :mod:`fractal_core.io`'s (one reader for the whole project); this module adds
 the checks only the store can make: dataset name rules, the same file ingested twice into a dataset (sha256
-of its bytes), ids already stored in the dataset, and a label kind that does not match the dataset's.
+of its bytes), ids already stored in the dataset, and records that do not fit the dataset's label kind.
 Records stream in chunks and are written as they come, inside one write transaction, so the first bad row
 rolls back everything: the database is left exactly as it was.
 
-Sentence labels that come with a file are stored as source ``imported`` (annotator ``import:<file name>``)
-unless ``labels_as="gold"``. A native export (:mod:`db.export`) carries each label's source, annotator and
-time in ``meta.fractal.labels``; those are restored as they were, so export -> ingest is lossless.
+Label kind: fixed when the dataset is created, either declared (``label_kind="ordinal:5"``, ``fractal ingest
+--label-kind``) or derived from the first file (binary when every level is 0/1, ordinal with its highest
+level, proportion for mean bags). Later files must fit it (a 2 in a binary dataset is refused, never turns it
+ordinal). Concurrent ingests into one new dataset are serialised on the dataset row: the second sees the
+first's kind and either fits it or is refused.
+
+Provenance in a file is data, not authority: sentence labels enter only through the file's
+``sentence_labels``, validated like any label (range, the dataset's kind, consistency with the response label),
+stored with source ``imported`` (or ``gold`` when whoever ingests says so: ``labels_as="gold"``), annotator
+``imported_by`` (default ``import:<file name>``) and the time of the ingest. The ``meta.fractal`` block of a
+native export (:mod:`db.export`: per-label source, annotator and time, scores, provenance) is never restored:
+only its ``split`` is kept, and the block is dropped from ``meta`` (every export writes it afresh).
 """
 
 from __future__ import annotations
@@ -21,12 +30,12 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from sqlalchemy import Engine, Table, func, insert, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from db.engine import run_write
 from db.models import (
     GOLD_SOURCES,
-    LABEL_SOURCES,
     CurrentLabel,
     Dataset,
     IngestedFile,
@@ -35,17 +44,20 @@ from db.models import (
     Sentence,
     utcnow,
 )
-from db.repository import validate_dataset_name
+from db.repository import parse_label_kind, validate_dataset_name
 from db.rows import IngestSummary
 from fractal_core import io
 from fractal_core.errors import InputError
-from fractal_core.records import ResponseRecord
+from fractal_core.files import require_format
+from fractal_core.records import MAX_LABEL, ResponseRecord
 from fractal_core.segment import SEGMENTER_VERSION
 
 ProgressCallback = Callable[[int, int | None], None]  # (records done, records expected or None)
 NATIVE_KEY = "fractal"  # meta key of the provenance block written by the native export
 _SPLIT_STEMS = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
 _KIND_ORDER = {"binary": 0, "ordinal": 1}
+SPLIT_CHARS = 32  # responses.split
+ANNOTATOR_CHARS = 128  # label_events.annotator
 
 
 def file_sha256(path: Path) -> str:
@@ -88,62 +100,80 @@ def _combine_kind(current: str | None, new: str, file: str, line: int, dataset: 
     )
 
 
-def _native_labels(
-    record: ResponseRecord, file: str, line: int
-) -> tuple[list[dict[str, Any] | None] | None, str | None]:
-    """The label provenance and split of a native export record (None, None for any other file)."""
+def _native_split(record: ResponseRecord, file: str, line: int) -> str | None:
+    """The split recorded by a native export (``meta.fractal.split``), or None."""
     block = record.meta.get(NATIVE_KEY)
-    if block is None:
-        return None, None
-    field = f"meta.{NATIVE_KEY}"
-    if not isinstance(block, Mapping):
+    if not isinstance(block, Mapping) or block.get("split") is None:
+        return None
+    split = block["split"]
+    if not isinstance(split, str) or not 0 < len(split) <= SPLIT_CHARS:
         raise InputError(
-            "must be an object (written by `fractal export --format native`)",
+            f"split must be a string of 1 to {SPLIT_CHARS} characters",
+            file=file,
+            line=line,
+            field=f"meta.{NATIVE_KEY}.split",
+        )
+    return split
+
+
+def _check_fits(record: ResponseRecord, kind: str, top: float, dataset: str, file: str, line: int) -> None:
+    """Refuse a record that does not fit a dataset's fixed label kind (``top``: its highest level)."""
+
+    def fail(what: str, field: str) -> InputError:
+        levels = {
+            "binary": "binary (labels 0 and 1)",
+            "proportion": "a proportion dataset (mean bags)",
+            "ordinal": f"ordinal with levels 0..{top:g}",
+        }[kind]
+        return InputError(
+            f"{what} but dataset {dataset!r} is {levels}; a dataset's label kind is fixed when it is created "
+            "(ingest into a new dataset, declared with --label-kind, instead)",
             file=file,
             line=line,
             field=field,
         )
-    split = block.get("split")
-    if split is not None and not isinstance(split, str):
-        raise InputError("split must be a string", file=file, line=line, field=f"{field}.split")
-    labels = block.get("labels")
-    if labels is None:
-        return None, split
-    if not isinstance(labels, list) or len(labels) != len(record.spans):
-        raise InputError(
-            f"labels must be a list with one entry per sentence ({len(record.spans)})",
-            file=file,
-            line=line,
-            field=f"{field}.labels",
+
+    if (kind == "proportion") != (record.aggregation == "mean"):
+        raise fail(f"aggregation is {record.aggregation}", "aggregation")
+    if kind == "proportion":
+        return
+    if record.response_label > top:
+        raise fail(f"response_label is {record.response_label:g}", "response_label")
+    above = [v for v in record.sentence_labels or [] if v is not None and v > top]
+    if above:
+        raise fail(f"a sentence label is {above[0]}", "sentence_labels")
+
+
+def _dataset_for_ingest(
+    session: Session, name: str, declared: tuple[str, float | None] | None
+) -> tuple[Dataset, bool]:
+    """The dataset row, locked for this transaction, created when missing.
+
+    Creating: PostgreSQL's ``INSERT ... ON CONFLICT DO NOTHING`` waits for a concurrent creator to finish, so
+    two ingests into one new dataset run one after the other (SQLite's write lock already does that). Until the
+    kind is known (declared, or derived at the end of the first file) the new row allows every level; nobody
+    sees it before the ingest commits."""
+    kind, top = declared if declared is not None else ("ordinal", None)
+    values = {
+        "name": name,
+        "label_kind": kind,
+        "max_label": float(MAX_LABEL) if top is None else top,
+        "description": "",
+        "gold_target": 0.1,
+        "created_at": utcnow(),
+    }
+    created = False
+    if session.get_bind().dialect.name == "postgresql":
+        statement = (
+            postgresql.insert(Dataset).values(**values).on_conflict_do_nothing(index_elements=["name"])
         )
-    for i, entry in enumerate(labels):
-        where = f"{field}.labels[{i}]"
-        if entry is None:
-            continue
-        if not isinstance(entry, Mapping):
-            raise InputError("must be an object or null", file=file, line=line, field=where)
-        label, source, annotator = entry.get("label"), entry.get("source"), entry.get("annotator")
-        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
-            raise InputError(
-                f"label must be a non-negative integer, got {label!r}", file=file, line=line, field=where
-            )
-        if record.aggregation != "max" and label > 1:
-            raise InputError(f"label {label} is not binary", file=file, line=line, field=where)
-        if source not in LABEL_SOURCES:
-            raise InputError(
-                f"source must be one of {', '.join(LABEL_SOURCES)}", file=file, line=line, field=where
-            )
-        if not isinstance(annotator, str) or not annotator:
-            raise InputError("annotator must be a non-empty string", file=file, line=line, field=where)
-        at = entry.get("at")
-        if at is not None:
-            try:
-                datetime.fromisoformat(at)
-            except (TypeError, ValueError) as err:
-                raise InputError(
-                    f"at must be an ISO 8601 time, got {at!r}", file=file, line=line, field=where
-                ) from err
-    return labels, split
+        created = session.execute(statement.returning(Dataset.id)).first() is not None
+    elif session.scalar(select(Dataset.id).where(Dataset.name == name)) is None:
+        session.execute(insert(Dataset).values(**values))
+        created = True
+    ds = session.scalars(select(Dataset).where(Dataset.name == name).with_for_update()).one()
+    session.refresh(ds)
+    return ds, created
 
 
 def ingest_file(
@@ -155,6 +185,8 @@ def ingest_file(
     segment_mode: Literal["sentences", "steps"] = "sentences",
     column_map: Mapping[str, str] | None = None,
     labels_as: Literal["imported", "gold"] = "imported",
+    label_kind: str | None = None,
+    imported_by: str | None = None,
     split: str | None = None,
     max_field_chars: int = 1_000_000,
     chunk_size: int = 1000,
@@ -168,6 +200,9 @@ def ingest_file(
         segment_mode: how raw ``text`` is split; pre-split ``sentences`` are kept as given.
         column_map: ``{your column: schema field}`` renames.
         labels_as: source given to the file's sentence labels (``imported`` unless they are gold).
+        label_kind: for a new dataset, its kind (``binary``, ``proportion``, ``ordinal`` or ``ordinal:C``);
+            default: derived from the file. For an existing one it must match (or be omitted).
+        imported_by: who imports (recorded as the labels' annotator); default ``import:<file name>``.
         split: split name for every response; default: the file stem when it is train/valid/dev/test.
         progress: called after each chunk with (records done, records expected or None).
 
@@ -179,32 +214,46 @@ def ingest_file(
     validate_dataset_name(dataset)
     if labels_as not in ("imported", "gold"):
         raise InputError(f"labels_as must be 'imported' or 'gold', got {labels_as!r}", field="labels_as")
+    declared = parse_label_kind(label_kind) if label_kind is not None else None
+    if split is not None and not 0 < len(split) <= SPLIT_CHARS:
+        raise InputError(f"split must be 1 to {SPLIT_CHARS} characters", field="split")
+    annotator = (imported_by or f"import:{path.name}")[:ANNOTATOR_CHARS]
+    if not annotator.strip() or "\x00" in annotator:
+        raise InputError("the importing user's name must be a non-empty name", field="imported_by")
     if not path.is_file():
         raise InputError("no such file" if not path.exists() else "not a regular file", file=file)
-    # Only for the bookkeeping row and the progress estimate; fractal_core.io decides how to read the file.
-    fmt = format or {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower(), "jsonl")
+    fmt = require_format(path, format)
     started = time.perf_counter()
     sha = file_sha256(path)
     expected = _expected_records(path, fmt)
     default_split = split if split is not None else _split_of(path)
-    annotator = f"import:{path.name}"[:128]
 
     def work(session: Session) -> IngestSummary:
-        ds = session.scalars(select(Dataset).where(Dataset.name == dataset)).first()
-        if ds is not None:
-            seen = session.scalars(
-                select(IngestedFile).where(IngestedFile.dataset_id == ds.id, IngestedFile.sha256 == sha)
-            ).first()
-            if seen is not None:
-                raise InputError(
-                    f"this file (sha256 {sha[:12]}) was already ingested into dataset {dataset!r} "
-                    f"on {seen.ingested_at:%Y-%m-%d %H:%M} UTC as {seen.filename}",
-                    file=file,
-                )
-        else:
-            ds = Dataset(name=dataset, label_kind="binary", description="", gold_target=0.1, max_label=0.0)
-            session.add(ds)
-            session.flush()
+        ds, new = _dataset_for_ingest(session, dataset, declared)
+        seen = session.scalars(
+            select(IngestedFile).where(IngestedFile.dataset_id == ds.id, IngestedFile.sha256 == sha)
+        ).first()
+        if seen is not None:
+            raise InputError(
+                f"this file (sha256 {sha[:12]}) was already ingested into dataset {dataset!r} "
+                f"on {seen.ingested_at:%Y-%m-%d %H:%M} UTC as {seen.filename}",
+                file=file,
+            )
+        # The kind is fixed unless this ingest creates the dataset without declaring it (or its levels).
+        fixed: tuple[str, float] | None = None
+        if not new or (declared is not None and declared[1] is not None):
+            fixed = (ds.label_kind, ds.max_label)
+        if (
+            not new
+            and declared is not None
+            and (declared[0] != ds.label_kind or declared[1] not in (None, ds.max_label))
+        ):
+            raise InputError(
+                f"dataset {dataset!r} is already {ds.label_kind}"
+                + (f" with levels 0..{ds.max_label:g}" if ds.label_kind == "ordinal" else "")
+                + f"; it cannot be ingested as {label_kind}",
+                field="label_kind",
+            )
         record_file = IngestedFile(
             dataset_id=ds.id,
             filename=path.name,
@@ -217,11 +266,8 @@ def ingest_file(
         )
         session.add(record_file)
         session.flush()
-        had_rows = (
-            session.scalar(select(Response.id).where(Response.dataset_id == ds.id).limit(1)) is not None
-        )
-        kind = ds.label_kind if had_rows else None
-        max_label = ds.max_label if had_rows else 0.0
+        kind: str | None = None
+        max_label = 0.0
         counts = {"responses": 0, "sentences": 0, "labels": 0}
         records = io.iter_records(
             path,
@@ -232,20 +278,34 @@ def ingest_file(
         )
         for chunk in _chunks(records, chunk_size):
             first_line = chunk[0][0]
-            try:
-                chunk_kind = io.label_kind([r for _, r in chunk])
-            except ValueError as err:
-                raise InputError(str(err), file=file, line=first_line, field="aggregation") from err
-            kind = _combine_kind(kind, chunk_kind, file, first_line, dataset)
-            max_label = max(max_label, max(r.response_label for _, r in chunk))
+            if fixed is not None:
+                for line, record in chunk:
+                    _check_fits(record, *fixed, dataset, file, line)
+            else:
+                try:
+                    chunk_kind = io.label_kind([r for _, r in chunk])
+                except ValueError as err:
+                    raise InputError(str(err), file=file, line=first_line, field="aggregation") from err
+                if declared is not None and chunk_kind != declared[0] and chunk_kind != "binary":
+                    raise InputError(
+                        f"dataset {dataset!r} is declared {declared[0]} but this file has {chunk_kind} labels",
+                        file=file,
+                        line=first_line,
+                        field="response_label",
+                    )
+                kind = _combine_kind(kind, chunk_kind, file, first_line, dataset)
+                max_label = max(max_label, float(io.max_level([r for _, r in chunk])))
             _write_chunk(
                 session, ds.id, record_file.id, chunk, file, default_split, labels_as, annotator, counts
             )
             if progress is not None:
                 progress(counts["responses"], expected)
-        assert kind is not None  # io raises on an empty file
-        ds.label_kind = kind
-        ds.max_label = float(max_label) if kind == "ordinal" else 1.0
+        if fixed is None:
+            assert kind is not None  # io raises on an empty file
+            if declared is not None:
+                kind = declared[0]
+            ds.label_kind = kind
+            ds.max_label = max(max_label, 1.0) if kind == "ordinal" else 1.0
         record_file.n_responses = counts["responses"]
         record_file.n_sentences = counts["sentences"]
         return IngestSummary(
@@ -325,27 +385,15 @@ def _write_chunk(
             field="id",
         )
     prepared = []
+    now = utcnow()
     for line, record in chunk:
-        native, native_split = _native_labels(record, file, line)
-        now = utcnow()
-        if native is not None:
-            labels = [
-                None
-                if e is None
-                else (
-                    int(e["label"]),
-                    e["source"],
-                    e["annotator"],
-                    datetime.fromisoformat(e["at"]) if e.get("at") else now,
-                )
-                for e in native
-            ]
-        elif record.sentence_labels is not None:
-            labels = [
-                None if y is None else (int(y), labels_as, annotator, now) for y in record.sentence_labels
-            ]
-        else:
-            labels = [None] * len(record.spans)
+        native_split = _native_split(record, file, line)
+        labels: list[tuple[int, str, str, datetime] | None] = (
+            [None if y is None else (int(y), labels_as, annotator, now) for y in record.sentence_labels]
+            if record.sentence_labels is not None
+            else [None] * len(record.spans)
+        )
+        # The native block (labels, scores, provenance of another store) is regenerated by every export.
         meta = {k: v for k, v in record.meta.items() if k != NATIVE_KEY}
         n_gold = sum(1 for lab in labels if lab is not None and lab[1] in GOLD_SOURCES)
         prepared.append((record, meta, labels, n_gold, native_split or default_split))

@@ -9,8 +9,9 @@ Tables and why they exist:
 - ``sentence_scores``: one score per (model version, sentence); ``response_scores``: the per-response
   summary of those scores (aggregate score, uncertainty, disagreement with the bag label), written once when
   a version finishes, so that list pages sort on an index instead of aggregating 100k rows per request.
-- ``label_events``: the append-only label history (who, when, old, new, source); ``current_labels`` is its
-  current view, maintained in the same transaction as every event.
+- ``label_events``: the append-only label history (who, when, old, new, source; triggers refuse UPDATE and
+  DELETE, see migration 0003); ``current_labels`` is its current view, maintained in the same transaction as
+  every event.
 - ``jobs``: the background work queue; ``users``: names, roles and password hashes for later auth.
 
 Times are timezone-aware UTC. Labels are integers (0/1 binary, 0..C-1 ordinal); a cleared label is a
@@ -25,6 +26,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -43,6 +45,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from fractal_core.records import AGGREGATIONS, LABEL_KINDS, MAX_ID_CHARS, MAX_LABEL, MAX_TASK_CHARS
+
 # Deterministic constraint names: Alembic batch mode on SQLite needs them to alter tables later.
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -57,6 +61,18 @@ LABEL_SOURCES: tuple[str, ...] = ("gold", "reviewed", "imported")
 GOLD_SOURCES: tuple[str, ...] = ("gold", "reviewed")
 JOB_STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 MODEL_STATUSES: tuple[str, ...] = ("training", "ready", "failed")
+FILE_FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
+SEGMENT_MODES: tuple[str, ...] = ("sentences", "steps")
+
+
+def one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> str:
+    """SQL for a CHECK that ``column`` holds one of ``values`` (or NULL)."""
+    listed = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IS NULL OR {column} IN ({listed})" if nullable else f"{column} IN ({listed})"
+
+
+def label_in_range(column: str) -> str:
+    return f"{column} IS NULL OR ({column} >= 0 AND {column} <= {MAX_LABEL})"
 
 
 def utcnow() -> datetime:
@@ -87,13 +103,19 @@ class Base(DeclarativeBase):
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = (
+        CheckConstraint(one_of("label_kind", LABEL_KINDS), name="label_kind"),
+        CheckConstraint(f"max_label >= 0 AND max_label <= {MAX_LABEL}", name="max_label"),
+        CheckConstraint("gold_target >= 0 AND gold_target <= 1", name="gold_target"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
-    # "binary" | "ordinal" | "proportion": fixed by the first file ingested; later files must agree.
+    # "binary" | "ordinal" | "proportion": fixed when the dataset is created (declared, or derived from its first
+    # file); later files must fit it.
     label_kind: Mapped[str] = mapped_column(String(16))
-    # Highest response label seen: ordinal labels are divided by it to compare with scores in [0, 1].
+    # Highest level (ordinal: C - 1, fixed with the kind; else 1): labels are divided by it to compare with scores.
     max_label: Mapped[float] = mapped_column(Float, default=1.0)
     gold_target: Mapped[float] = mapped_column(Float, default=0.1)
     active_model_version_id: Mapped[int | None] = mapped_column(
@@ -104,7 +126,11 @@ class Dataset(Base):
 
 class IngestedFile(Base):
     __tablename__ = "ingested_files"
-    __table_args__ = (UniqueConstraint("dataset_id", "sha256"),)
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "sha256"),
+        CheckConstraint(one_of("format", FILE_FORMATS), name="format"),
+        CheckConstraint(one_of("segment_mode", SEGMENT_MODES), name="segment_mode"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
@@ -123,19 +149,26 @@ class Response(Base):
     __table_args__ = (
         UniqueConstraint("dataset_id", "external_id"),
         Index("ix_responses_dataset_id_id", "dataset_id", "id"),
+        CheckConstraint(one_of("aggregation", AGGREGATIONS), name="aggregation"),
+        CheckConstraint(one_of("label_kind", LABEL_KINDS), name="label_kind"),
+        CheckConstraint(
+            f"response_label >= 0 AND response_label <= CASE WHEN aggregation = 'mean' THEN 1 ELSE {MAX_LABEL} END",
+            name="response_label",
+        ),
+        CheckConstraint("n_sentences >= 1 AND n_gold >= 0 AND n_gold <= n_sentences", name="counts"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     file_id: Mapped[int | None] = mapped_column(ForeignKey("ingested_files.id", ondelete="SET NULL"))
-    external_id: Mapped[str] = mapped_column(String(512))
+    external_id: Mapped[str] = mapped_column(String(MAX_ID_CHARS))
     context: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
     response_label: Mapped[float] = mapped_column(Float)
     aggregation: Mapped[str] = mapped_column(String(8))
     label_kind: Mapped[str] = mapped_column(String(16))
     split: Mapped[str | None] = mapped_column(String(32))
-    task: Mapped[str | None] = mapped_column(String(128))
+    task: Mapped[str | None] = mapped_column(String(MAX_TASK_CHARS))
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     n_sentences: Mapped[int] = mapped_column(Integer)
     # Current gold-source labels in this response; kept in step with current_labels by every label write.
@@ -144,7 +177,10 @@ class Response(Base):
 
 class Sentence(Base):
     __tablename__ = "sentences"
-    __table_args__ = (UniqueConstraint("response_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("response_id", "position"),
+        CheckConstraint('position >= 0 AND start >= 0 AND "end" >= start', name="offsets"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
@@ -157,7 +193,10 @@ class Sentence(Base):
 
 class ModelVersion(Base):
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("dataset_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "version"),
+        CheckConstraint(one_of("status", MODEL_STATUSES), name="status"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
@@ -213,6 +252,11 @@ class LabelEvent(Base):
         Index("ix_label_events_annotator_id", "annotator", "id"),
         Index("ix_label_events_response_id", "response_id", "id"),
         Index("ix_label_events_sentence_id", "sentence_id"),
+        Index("ix_label_events_undoes_id", "undoes_id"),
+        CheckConstraint(one_of("source", LABEL_SOURCES), name="source"),
+        CheckConstraint(one_of("old_source", LABEL_SOURCES, nullable=True), name="old_source"),
+        CheckConstraint(label_in_range("old_label"), name="old_label"),
+        CheckConstraint(label_in_range("new_label"), name="new_label"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -227,9 +271,9 @@ class LabelEvent(Base):
     old_annotator: Mapped[str | None] = mapped_column(String(128))
     new_label: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Set on an undo event: the event it reverted. Set on a reverted event: the undo that reverted it.
+    # Set on an undo event: the event it reverted (or left alone because someone changed it since). Rows are
+    # never updated or deleted (triggers refuse it): an event is undone when a later event points at it.
     undoes_id: Mapped[int | None] = mapped_column(ForeignKey("label_events.id"))
-    undone_by_id: Mapped[int | None] = mapped_column(ForeignKey("label_events.id"))
 
 
 class CurrentLabel(Base):
@@ -237,6 +281,8 @@ class CurrentLabel(Base):
     __table_args__ = (
         Index("ix_current_labels_response_id", "response_id"),
         Index("ix_current_labels_annotator_response", "annotator", "response_id"),
+        CheckConstraint(one_of("source", LABEL_SOURCES), name="source"),
+        CheckConstraint(label_in_range("label"), name="label"),
     )
 
     sentence_id: Mapped[int] = mapped_column(ForeignKey("sentences.id", ondelete="CASCADE"), primary_key=True)
@@ -260,6 +306,8 @@ class Job(Base):
             sqlite_where=sql_text("state IN ('queued', 'running')"),
             postgresql_where=sql_text("state IN ('queued', 'running')"),
         ),
+        CheckConstraint(one_of("state", JOB_STATES), name="state"),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

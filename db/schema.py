@@ -7,6 +7,8 @@ command; :func:`upgrade` is what ``fractal db upgrade`` runs.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -58,9 +60,33 @@ def upgrade_command(engine: Engine) -> str:
     return "fractal db upgrade" if url == default else f"fractal db upgrade --db {url}"
 
 
+@contextmanager
+def migrating(engine: Engine) -> Iterator[Connection]:
+    """A connection in one write transaction for migrations (SQLite: holding the write lock).
+
+    SQLite alters a table by copying it and dropping the original; with ``foreign_keys=ON`` that drop would
+    cascade into every child table. So foreign keys are off for the migration (the pragma only works outside a
+    transaction) and checked in full before it commits.
+    """
+    with writer(engine).connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                yield conn
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                    if broken is not None:
+                        raise RuntimeError(f"migration left a broken foreign key: {tuple(broken)}")
+        finally:
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database to ``revision`` in one transaction (SQLite: holding the write lock)."""
-    with writer(engine).begin() as conn:
+    with migrating(engine) as conn:
         command.upgrade(alembic_config(conn), revision)
 
 
@@ -71,7 +97,7 @@ def ensure_schema(engine: Engine) -> None:
     if current == head:
         return
     if current is None:
-        with writer(engine).begin() as conn:
+        with migrating(engine) as conn:
             # Re-check under the write lock: another process may have created it meanwhile.
             if MigrationContext.configure(conn).get_current_revision() is None:
                 tables = set(inspect(conn).get_table_names())

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from fractal_core.errors import InputError
+from fractal_core.files import atomic_write_text, check_output_dir, check_output_file
 
 METHOD_ALIASES = {"prior-only": "prior_only", "priors-only": "prior_only"}
 DEFAULT_EVAL_METHODS = "naive,prior_only,bagloss,priors,pslab,hybrid,supervised"
@@ -54,14 +53,6 @@ def _train_config(device: str, max_epochs: int | None, scorer: str):
 def fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=2)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _read(path: Path, segment_mode: str = "sentences"):
@@ -158,6 +149,8 @@ def train_cmd(
 
     [method] = _methods(method)
     try:
+        # The output is checked before training, not after it.
+        check_output_dir(out, FractalModel.FILES)
         splits = _read(data)
     except InputError as err:
         raise fail(str(err)) from None
@@ -178,7 +171,10 @@ def train_cmd(
         bar.close()
         raise fail(str(err)) from None
     bar.close()
-    model.save(out)
+    try:
+        model.save(out)
+    except InputError as err:  # the path changed while training
+        raise fail(str(err)) from None
     shown = {k: round(v, 4) for k, v in model.metrics_.items() if isinstance(v, float) and not math.isnan(v)}
     typer.echo(f"saved {model.resolved_method_} model to {out}  {shown}")
 
@@ -193,9 +189,10 @@ def score_cmd(
     from fractal_core.estimator import FractalModel
     from fractal_core.io import read_records, record_to_dict
 
-    if not (model_dir / "model.json").exists():
+    if not (model_dir / "model.json").is_file():
         raise fail(f"{model_dir}: no model.json (train one with `fractal train`)")
     try:
+        check_output_file(out)
         records = read_records(data, segment_mode=segment_mode)  # type: ignore[arg-type]
     except InputError as err:
         raise fail(str(err)) from None
@@ -207,7 +204,10 @@ def score_cmd(
         row["offsets"] = [[s.start, s.end] for s in record.spans]
         row["sentence_scores"] = [round(float(v), 6) for v in score]
         lines.append(json.dumps(row, ensure_ascii=False))
-    _atomic_write_text(out, "\n".join(lines) + "\n")
+    try:
+        atomic_write_text(out, "\n".join(lines) + "\n")
+    except InputError as err:
+        raise fail(str(err)) from None
     typer.echo(f"scored {sum(len(s) for s in scores)} sentences of {len(records)} responses -> {out}")
 
 
@@ -271,6 +271,11 @@ def evaluate_cmd(
         raise fail(f"--label-view: expected native, binary or mean, got {label_view!r}")
     if not data.is_dir():
         raise fail(f"{data}: not a directory with train/valid/test.jsonl")
+    if json_out is not None:
+        try:
+            check_output_file(json_out)
+        except InputError as err:
+            raise fail(str(err)) from None
     try:
         from fractal_core.io import read_split_dir
 
@@ -315,7 +320,10 @@ def evaluate_cmd(
     print_table(results)
     typer.echo(f"total {time.perf_counter() - started:.1f}s", err=True)
     if json_out is not None:
-        _atomic_write_text(json_out, json.dumps(results, indent=1, default=float, allow_nan=True) + "\n")
+        try:
+            atomic_write_text(json_out, json.dumps(results, indent=1, default=float, allow_nan=True) + "\n")
+        except InputError as err:
+            raise fail(str(err)) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ from fractal_core.bags import BagSet
 from fractal_core.config import TrainConfig
 from fractal_core.encoder import EncoderConfig, get_encoder
 from fractal_core.features import embed_records
+from fractal_core.files import atomic_write, atomic_write_text, check_output_dir
 from fractal_core.io import num_classes
 from fractal_core.methods import METHODS, fit_method, fit_preference, preference_bags, resolve_method
 from fractal_core.metrics import bag_metrics, first_error_accuracy, first_error_top_k, sentence_metrics
@@ -367,9 +368,13 @@ class FractalModel:
         return self.evaluate_bags(self._embed(records))
 
     # ---------------------------------------------------------------------------------------- persistence
+    FILES: tuple[str, ...] = ("model.json", "weights.pt")
+    """What :meth:`save` writes into its directory."""
+
     def save(self, directory: str | Path) -> Path:
-        """Write ``model.json`` (method, config, task, encoder id, metrics) and ``weights.pt``."""
-        directory = Path(directory)
+        """Write ``model.json`` (method, config, task, encoder id, metrics) and ``weights.pt``, each atomically
+        (InputError when the directory or one of them exists as something else)."""
+        directory = check_output_dir(directory, self.FILES)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {
             "format_version": FORMAT_VERSION,
@@ -389,12 +394,9 @@ class FractalModel:
         if self.scorer_ is not None:
             meta["dim"] = self.scorer_.dim
             meta["scorer"] = self.scorer_.spec()
-            tmp = directory / "weights.pt.tmp"
-            torch.save(self.scorer_.state_dict(), tmp)
-            tmp.replace(directory / "weights.pt")
-        tmp_meta = directory / "model.json.tmp"
-        tmp_meta.write_text(json.dumps(meta, indent=2, default=float))
-        tmp_meta.replace(directory / "model.json")
+            state = self.scorer_.state_dict()
+            atomic_write(directory / "weights.pt", lambda tmp: torch.save(state, tmp))
+        atomic_write_text(directory / "model.json", json.dumps(meta, indent=2, default=float))
         return directory
 
     @classmethod

@@ -15,8 +15,11 @@ Validation rules (why: a wrong label silently poisons training, so we refuse it 
   either ``sentences`` (non-empty list of non-empty strings) or ``text`` (segmented with
   :func:`fractal_core.segment.segment`) are required. ``context`` defaults to ``""``, ``aggregation`` to
   ``"max"``, ``meta`` to ``{}``.
-- Ranges: ``max`` -> integer labels >= 0 (levels above 1 make the data ordinal); ``min`` -> binary labels;
-  ``mean`` -> ``response_label`` in [0, 1] and binary sentence labels.
+- Ranges: ``max`` -> integer labels 0..``MAX_LABEL`` (levels above 1 make the data ordinal); ``min`` -> binary
+  labels; ``mean`` -> ``response_label`` in [0, 1] and binary sentence labels.
+- Text: no NUL character and no lone surrogate in any string (ids, text, sentences, context, task, ``meta``
+  keys and values); ids at most ``MAX_ID_CHARS`` characters, tasks at most ``MAX_TASK_CHARS``; JSON values
+  nested at most ``MAX_META_DEPTH`` deep. So every store engine accepts exactly what the reader accepts.
 - Consistency: with every sentence labelled, ``aggregation(sentence_labels)`` must equal ``response_label``
   (``mean``: within 1e-6). With some labels missing, the known ones must not already contradict it
   (a known level above a ``max`` label, a known 0 under a ``min`` label of 1, a proportion out of reach).
@@ -30,32 +33,32 @@ import contextlib
 import csv
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from fractal_core.errors import InputError
-from fractal_core.records import AGGREGATIONS, ResponseRecord, Span
+from fractal_core.files import FileFormat, atomic_write_lines, require_format
+from fractal_core.records import (
+    AGGREGATIONS,
+    MAX_ID_CHARS,
+    MAX_LABEL,
+    MAX_META_DEPTH,
+    MAX_TASK_CHARS,
+    ResponseRecord,
+    Span,
+)
 from fractal_core.segment import segment, spans_from_sentences
 from fractal_core.semantics import check_consistency
 
-FileFormat = Literal["jsonl", "csv", "parquet"]
 SegmentMode = Literal["sentences", "steps"]
 LabelKind = Literal["binary", "ordinal", "proportion"]
 
-_SUFFIX_FORMATS: dict[str, FileFormat] = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
 _SPLITS = ("train", "valid", "test")
 _INT_RE = re.compile(r"[+-]?\d+")
+# NUL and lone surrogates cannot be stored as text by every database (nor encoded as UTF-8).
+_BAD_CHAR_RE = re.compile("[\x00\ud800-\udfff]")
 # fail(message, field) -> the InputError to raise for the current file and line.
 _Fail = Callable[..., InputError]
 
@@ -85,13 +88,7 @@ def iter_records(
     """
     path = Path(path)
     file = str(path)
-    fmt = format or _SUFFIX_FORMATS.get(path.suffix.lower())
-    if fmt not in ("jsonl", "csv", "parquet"):
-        raise InputError(
-            f"cannot tell the format from the suffix {path.suffix!r}; use .jsonl, .csv or .parquet "
-            "(or pass the format explicitly)",
-            file=file,
-        )
+    fmt = require_format(path, format)
     if not path.is_file():
         raise InputError("no such file" if not path.exists() else "not a regular file", file=file)
     rows = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt](path, file)
@@ -180,24 +177,12 @@ def record_to_dict(record: ResponseRecord) -> dict[str, Any]:
 
 
 def write_records_jsonl(records: Iterable[ResponseRecord], path: str | Path) -> None:
-    """Write records as JSONL atomically: a temp file in the same directory, then ``os.replace``.
+    """Write records as JSONL atomically (:func:`fractal_core.files.atomic_write`).
 
-    A failure (including one raised while iterating ``records``) leaves any existing file untouched.
+    A failure (including one raised while iterating ``records``) leaves any existing file untouched; a path
+    that is a directory, a device or another special file is refused with InputError.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for record in records:
-                handle.write(json.dumps(record_to_dict(record), ensure_ascii=False))
-                handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_lines(path, (json.dumps(record_to_dict(r), ensure_ascii=False) for r in records))
 
 
 def label_kind(records: Sequence[ResponseRecord]) -> LabelKind:
@@ -211,13 +196,13 @@ def label_kind(records: Sequence[ResponseRecord]) -> LabelKind:
                 f"cannot mix mean bags with {sorted(aggregations - {'mean'})} bags in one dataset"
             )
         return "proportion"
-    return "ordinal" if _max_level(records) > 1 else "binary"
+    return "ordinal" if max_level(records) > 1 else "binary"
 
 
 def num_classes(records: Sequence[ResponseRecord]) -> int:
     """Output classes of the instance scorer: 2 for binary and proportion data, max level + 1 for ordinal."""
     kind = label_kind(records)
-    return _max_level(records) + 1 if kind == "ordinal" else 2
+    return max_level(records) + 1 if kind == "ordinal" else 2
 
 
 # --- row sources ----------------------------------------------------------------------------------------
@@ -253,6 +238,10 @@ def _jsonl_rows(path: Path, file: str) -> Iterator[tuple[int, dict[str, Any]]]:
         except json.JSONDecodeError as err:
             raise InputError(
                 f"invalid JSON: {err.msg} at column {err.colno}", file=file, line=number
+            ) from err
+        except RecursionError as err:
+            raise InputError(
+                f"JSON nested too deeply (at most {MAX_META_DEPTH} levels)", file=file, line=number
             ) from err
         if not isinstance(obj, dict):
             raise InputError(f"expected a JSON object, got {type(obj).__name__}", file=file, line=number)
@@ -324,9 +313,10 @@ def _record_from_row(
     # Tabular formats carry lists and objects as JSON strings.
     tabular = fmt != "jsonl"
 
-    def check_size(value: str, field: str) -> None:
-        if len(value) > max_chars:
-            raise fail(f"field is {len(value)} characters long; the limit is {max_chars}", field)
+    def check_size(value: str, field: str, limit: int = max_chars) -> None:
+        if len(value) > limit:
+            raise fail(f"field is {len(value)} characters long; the limit is {limit}", field)
+        _check_chars(value, fail, field)
 
     raw_id = row.get("id")
     if raw_id is None:
@@ -336,7 +326,7 @@ def _record_from_row(
     record_id = str(raw_id).strip() if tabular else str(raw_id)
     if not record_id:
         raise fail("must not be empty", "id")
-    check_size(record_id, "id")
+    check_size(record_id, "id", min(max_chars, MAX_ID_CHARS))
 
     context = row.get("context", "")
     if not isinstance(context, str):
@@ -369,6 +359,8 @@ def _record_from_row(
     task = row.get("task")
     if task is not None and not isinstance(task, str):
         raise fail(f"must be a string, got {type(task).__name__}", "task")
+    if task:
+        check_size(task, "task", MAX_TASK_CHARS)
 
     meta = row.get("meta", {})
     if tabular and isinstance(meta, str):
@@ -376,6 +368,7 @@ def _record_from_row(
     if not isinstance(meta, dict):
         raise fail(f"must be an object, got {type(meta).__name__}", "meta")
     if meta:
+        _check_json_value(meta, fail, "meta")
         check_size(json.dumps(meta, ensure_ascii=False, default=str), "meta")
 
     return ResponseRecord(
@@ -447,7 +440,7 @@ def _spans_from_row(
             and len(pair) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
         )
-        if not ok or text[pair[0] : pair[1]] != sentence or pair[0] < 0:
+        if not ok or not 0 <= pair[0] <= pair[1] <= len(text) or text[pair[0] : pair[1]] != sentence:
             raise fail(f"item {i} does not locate sentence {i} in text", "spans")
         spans.append(Span(pair[0], pair[1], sentence))
     return text, spans
@@ -467,6 +460,8 @@ def _json_value(value: str, fail: _Fail, field: str) -> Any:
         located = _CellJSONError(base.reason, file=base.file, line=base.line, field=field)
         located.offset = err.pos
         raise located from err
+    except RecursionError as err:
+        raise fail(f"JSON nested too deeply (at most {MAX_META_DEPTH} levels)", field) from err
 
 
 # --- error columns (computed only on the error path: the file is read again up to the bad line) -------------
@@ -574,6 +569,32 @@ def _csv_cell_column(text: str, header_cell: int, offset: int) -> int | None:
     return pos + 1
 
 
+def _check_chars(value: str, fail: _Fail, field: str) -> None:
+    bad = _BAD_CHAR_RE.search(value)
+    if bad is not None:
+        what = "a NUL character" if bad.group() == "\x00" else "a lone surrogate (not valid Unicode)"
+        raise fail(f"contains {what} at character {bad.start() + 1}", field)
+
+
+def _check_json_value(value: Any, fail: _Fail, field: str, depth: int = 0) -> None:
+    """Strings (keys too) without NUL or lone surrogates, nesting at most MAX_META_DEPTH deep."""
+    if depth > MAX_META_DEPTH:
+        raise fail(f"nested too deeply (at most {MAX_META_DEPTH} levels)", field)
+    if isinstance(value, str):
+        _check_chars(value, fail, field)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise fail(f"holds {value}, which is not valid JSON", field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise fail(f"keys must be strings, got {type(key).__name__}", field)
+            _check_chars(key, fail, field)
+            _check_json_value(item, fail, field, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_json_value(item, fail, field, depth + 1)
+
+
 def _number(value: Any, tabular: bool, fail: _Fail) -> float:
     if tabular and isinstance(value, str):
         stripped = value.strip()
@@ -605,8 +626,8 @@ def _sentence_labels(raw: Any, n_spans: int, aggregation: str, fail: _Fail) -> l
             value = int(value)  # Parquet/pandas exports write 1.0 for 1
         if isinstance(value, bool) or not isinstance(value, int):
             raise fail(f"item {i} must be an integer or null, got {_short(value)}", "sentence_labels")
-        if value < 0 or (binary and value > 1):
-            allowed = "0 or 1" if binary else "a non-negative integer"
+        if value < 0 or value > (1 if binary else MAX_LABEL):
+            allowed = "0 or 1" if binary else f"an integer from 0 to {MAX_LABEL}"
             raise fail(f"item {i} is {value}; {aggregation} bags need {allowed}", "sentence_labels")
         labels.append(value)
     return labels if any(v is not None for v in labels) else None
@@ -618,6 +639,8 @@ def _check_label_range(label: float, aggregation: str, fail: _Fail) -> None:
             raise fail(f"is {label:g}; mean bags need a proportion in [0, 1]", "response_label")
     elif not label.is_integer() or label < 0:
         raise fail(f"is {label:g}; {aggregation} bags need a non-negative integer", "response_label")
+    elif label > MAX_LABEL:
+        raise fail(f"is {label:g}; label levels go up to {MAX_LABEL}", "response_label")
     elif aggregation == "min" and label > 1:
         raise fail(f"is {label:g}; min bags are binary (0 or 1)", "response_label")
 
@@ -629,7 +652,8 @@ def _check_consistency(label: float, labels: list[int | None], aggregation: str,
         raise fail(problem, "response_label")
 
 
-def _max_level(records: Sequence[ResponseRecord]) -> int:
+def max_level(records: Sequence[ResponseRecord]) -> int:
+    """Highest level among max bags' response and sentence labels (0 when there is none)."""
     level = 0
     for record in records:
         if record.aggregation != "max":

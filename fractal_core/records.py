@@ -14,6 +14,18 @@ from typing import Any, Literal
 
 Aggregation = Literal["max", "min", "mean"]
 AGGREGATIONS: tuple[str, ...] = ("max", "min", "mean")
+LABEL_KINDS: tuple[str, ...] = ("binary", "ordinal", "proportion")
+
+# Bounds every reader enforces (and the store's columns and CHECK constraints repeat), so that every engine
+# accepts and refuses exactly the same input.
+MAX_LABEL = 100
+"""Highest label level: ordinal responses and sentences take integer levels 0..MAX_LABEL."""
+MAX_ID_CHARS = 512
+"""Longest response id."""
+MAX_TASK_CHARS = 128
+"""Longest task name."""
+MAX_META_DEPTH = 32
+"""Deepest nesting of lists and objects inside ``meta`` (and any JSON value in a file)."""
 
 
 @dataclass(frozen=True, slots=True)

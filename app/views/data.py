@@ -110,6 +110,7 @@ if st.button(action, key="data_import", type="primary", disabled=not name.strip(
         "segment_mode": segment_mode,
         "column_map": column_map,
         "labels_as": labels_as,
+        "imported_by": state.annotator(),
     }
     if big:
         job = uploads.queue_import(engine, saved, name.strip(), import_options)

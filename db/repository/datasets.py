@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Literal
 
 from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.orm import Session
@@ -13,8 +12,32 @@ from db.engine import run_read, run_write
 from db.models import Dataset, Response
 from db.rows import DatasetRow
 from fractal_core.errors import InputError
+from fractal_core.records import LABEL_KINDS, MAX_LABEL
 
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def parse_label_kind(spec: str) -> tuple[str, float | None]:
+    """``binary`` | ``proportion`` | ``ordinal`` | ``ordinal:C`` -> (kind, highest level or None if unknown).
+
+    A dataset's label kind is fixed when it is created: binary (levels 0/1), proportion (mean bags, labels in
+    [0, 1]) or ordinal with C levels 0..C-1 (C from 3 to ``MAX_LABEL`` + 1; plain ``ordinal`` takes C from the
+    first file)."""
+    kind, _, levels = str(spec).strip().partition(":")
+    if kind not in LABEL_KINDS or (levels and kind != "ordinal"):
+        raise InputError(
+            f"label kind must be binary, proportion, ordinal or ordinal:C (C levels), got {spec!r}",
+            field="label_kind",
+        )
+    if kind != "ordinal":
+        return kind, 1.0
+    if not levels:
+        return kind, None
+    if not levels.isdigit() or not 3 <= int(levels) <= MAX_LABEL + 1:
+        raise InputError(
+            f"ordinal levels must be an integer from 3 to {MAX_LABEL + 1}, got {levels!r}", field="label_kind"
+        )
+    return kind, float(int(levels) - 1)
 
 
 def validate_dataset_name(name: str) -> str:
@@ -83,19 +106,25 @@ def create_dataset(
     engine: Engine,
     name: str,
     *,
-    label_kind: Literal["binary", "ordinal", "proportion"] = "binary",
+    label_kind: str = "binary",
     description: str = "",
     gold_target: float = 0.1,
 ) -> DatasetRow:
-    """Create an empty dataset; InputError if the name is invalid or taken."""
+    """Create an empty dataset with a fixed label kind (see :func:`parse_label_kind`; ordinal needs its
+    number of levels, ``ordinal:C``); InputError if the name is invalid or taken."""
     validate_dataset_name(name)
+    kind, max_label = parse_label_kind(label_kind)
+    if max_label is None:
+        raise InputError("an empty ordinal dataset needs its number of levels: ordinal:C", field="label_kind")
     if not 0.0 < gold_target <= 1.0:
         raise InputError(f"gold target must be in (0, 1], got {gold_target}", field="gold_target")
 
     def work(session: Session) -> int:
         if session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
             raise InputError(f"dataset {name!r} already exists", field="dataset")
-        dataset = Dataset(name=name, label_kind=label_kind, description=description, gold_target=gold_target)
+        dataset = Dataset(
+            name=name, label_kind=kind, max_label=max_label, description=description, gold_target=gold_target
+        )
         session.add(dataset)
         session.flush()
         return dataset.id

@@ -12,8 +12,9 @@ import uuid
 from collections.abc import Mapping
 
 import numpy as np
-from sqlalchemy import Engine, case, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, case, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
 
 from db.engine import run_read, run_write
 from db.models import (
@@ -41,6 +42,19 @@ def _check_label(label: int | None, label_kind: str, max_label: float) -> None:
         raise InputError(
             f"sentence label {label} is outside 0..{top} for a {label_kind} dataset", field="label"
         )
+
+
+def _lock_response(session: Session, response_id: int) -> None:
+    """Serialise label writes per response: on PostgreSQL (READ COMMITTED) two saves of one sentence would
+    otherwise both read the same old label and the history's chain would break. SQLite already serialises
+    every write transaction (``BEGIN IMMEDIATE``), and SQLAlchemy leaves ``FOR UPDATE`` out there."""
+    session.execute(select(Response.id).where(Response.id == response_id).with_for_update())
+
+
+def _not_undone() -> ColumnElement[bool]:
+    """Events no later event undoes (the history is append-only: an undo is an event pointing back)."""
+    undo = aliased(LabelEvent)
+    return ~exists().where(undo.undoes_id == LabelEvent.id)
 
 
 def _apply_label(
@@ -77,8 +91,6 @@ def _apply_label(
     )
     session.add(event)
     session.flush()
-    if undoes is not None:
-        undoes.undone_by_id = event.id
     if label is None:
         if current is not None:
             session.delete(current)
@@ -159,6 +171,7 @@ def record_label(
             raise InputError(f"no sentence with id {sentence_id}", field="sentence_id")
         response_id, label_kind, max_label = found
         _check_label(label, label_kind, max_label)
+        _lock_response(session, response_id)
         change = _apply_label(
             session,
             sentence_id=sentence_id,
@@ -201,6 +214,7 @@ def record_labels(
             )
         for label in labels.values():
             _check_label(label, *found)
+        _lock_response(session, response_id)
         action_id = str(uuid.uuid4())
         changes = []
         for sentence_id in sorted(labels):
@@ -229,19 +243,19 @@ def undo_last(engine: Engine, annotator: str, response_id: int | None = None) ->
     """
 
     def work(session: Session) -> UndoResult | None:
-        latest = select(LabelEvent.action_id).where(
-            LabelEvent.annotator == annotator,
-            LabelEvent.undone_by_id.is_(None),
-            LabelEvent.undoes_id.is_(None),
+        latest = select(LabelEvent.action_id, LabelEvent.response_id).where(
+            LabelEvent.annotator == annotator, LabelEvent.undoes_id.is_(None), _not_undone()
         )
         if response_id is not None:
             latest = latest.where(LabelEvent.response_id == response_id)
-        action_id = session.scalar(latest.order_by(LabelEvent.id.desc()).limit(1))
-        if action_id is None:
+        found = session.execute(latest.order_by(LabelEvent.id.desc()).limit(1)).first()
+        if found is None:
             return None
+        action_id, action_response = found
+        _lock_response(session, action_response)
         events = session.scalars(
             select(LabelEvent)
-            .where(LabelEvent.action_id == action_id, LabelEvent.undone_by_id.is_(None))
+            .where(LabelEvent.action_id == action_id, _not_undone())
             .order_by(LabelEvent.id.desc())
         ).all()
         undo_action = str(uuid.uuid4())
@@ -258,8 +272,24 @@ def undo_last(engine: Engine, annotator: str, response_id: int | None = None) ->
                 == (event.new_label, event.source, event.annotator)
             )
             if not still_ours:
-                # Mark it handled (self-reference) so the next undo moves on to an earlier action.
-                event.undone_by_id = event.id
+                # Record that the undo left it alone (an event that changes nothing), so the next undo moves
+                # on to an earlier action.
+                now = utcnow()
+                session.add(
+                    LabelEvent(
+                        action_id=undo_action,
+                        sentence_id=event.sentence_id,
+                        response_id=event.response_id,
+                        annotator=annotator,
+                        source=current.source if current else event.source,
+                        old_label=current.label if current else None,
+                        old_source=current.source if current else None,
+                        old_annotator=current.annotator if current else None,
+                        new_label=current.label if current else None,
+                        created_at=now,
+                        undoes_id=event.id,
+                    )
+                )
                 skipped.append(event.sentence_id)
                 continue
             change = _apply_label(

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from db.engine import run_read, run_write
 from db.models import (
     GOLD_SOURCES,
+    MODEL_STATUSES,
     CurrentLabel,
     Dataset,
     ModelVersion,
@@ -114,6 +115,8 @@ def create_model_version(
     status: str = "training",
 ) -> ModelVersionRow:
     """Register a training run; its number is the dataset's next version (1, 2, ...)."""
+    if status not in MODEL_STATUSES:
+        raise InputError(f"status must be one of {', '.join(MODEL_STATUSES)}, got {status!r}", field="status")
 
     def work(session: Session) -> int:
         if session.get(Dataset, dataset_id) is None:
@@ -206,6 +209,8 @@ def finish_model_version(
     """Close a training run. ``ready`` keeps the per-response figures stored with
     :func:`store_response_summaries`, or computes them from the stored sentence scores when there are none
     (``fractal_core.semantics``: aggregate score, uncertainty, disagreement, consistency of the gold labels)."""
+    if status not in ("ready", "failed"):
+        raise InputError(f"a training run finishes as ready or failed, not {status!r}", field="status")
 
     def work(session: Session) -> None:
         mv = session.get(ModelVersion, model_version_id)

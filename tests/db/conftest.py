@@ -58,10 +58,11 @@ def db_file_digest(engine: Engine) -> str:
     return hashlib.sha256(Path(database).read_bytes()).hexdigest()
 
 
-def store_digest(engine: Engine) -> str:
-    """A digest of everything the store holds: on SQLite the file's bytes; on PostgreSQL every row of every
-    table (in key order) plus the list of tables, so a refused input must leave both exactly as they were."""
-    if engine.dialect.name == "sqlite":
+def store_digest(engine: Engine, *, logical: bool = False) -> str:
+    """A digest of everything the store holds: on SQLite the file's bytes; on PostgreSQL (or with
+    ``logical=True``, when other engines on the file may still be open) every row of every table in key order
+    plus the list of tables, so a refused input must leave the store exactly as it was."""
+    if engine.dialect.name == "sqlite" and not logical:
         return db_file_digest(engine)
     digest = hashlib.sha256()
     with engine.connect() as conn:

@@ -34,14 +34,7 @@ def _score_writer(url: str, dataset_id: int, started: object, rounds: int) -> No
 
 
 @pytest.mark.slow
-def test_corrections_and_bulk_scores_at_once(
-    db_url: str, engine: Engine, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    if engine.dialect.name == "postgresql":
-        # Under READ COMMITTED two saves of one sentence read the same old label: the history's chain breaks.
-        request.applymarker(
-            pytest.mark.xfail(reason="label saves race on PostgreSQL (issue 10)", strict=True)
-        )
+def test_corrections_and_bulk_scores_at_once(db_url: str, engine: Engine, tmp_path: Path) -> None:
     ds = ingest_file(
         engine, write_jsonl(tmp_path / "big.jsonl", make_rows(3000, labelled_every=10**9)), "big"
     ).dataset_id

@@ -125,16 +125,7 @@ BAD_CASES: dict[str, tuple[Callable[[Path], Path], dict, str]] = {
             ),
         ),
         {},
-        "holds binary labels but this record has proportion labels",
-    ),
-    "bad native label block": (
-        lambda d: _bad(
-            d,
-            "j.jsonl",
-            _rows_bytes([{**make_rows(1, prefix="n")[0], "meta": {"fractal": {"labels": [None]}}}]),
-        ),
-        {},
-        "j.jsonl:1:meta.fractal.labels: labels must be a list with one entry per sentence (2)",
+        "i.jsonl:1:aggregation: aggregation is mean but dataset 'demo' is binary (labels 0 and 1)",
     ),
     "missing file": (lambda d: d / "nope.jsonl", {}, "no such file"),
     "bad dataset name": (

@@ -45,7 +45,7 @@ def test_datasets_counts_and_balance(engine: Engine, ds: int) -> None:
         repo.create_dataset(engine, "bad name!")
     with pytest.raises(InputError, match="datasets: demo"):
         repo.require_dataset(engine, "nope")
-    empty = repo.create_dataset(engine, "empty", label_kind="ordinal")
+    empty = repo.create_dataset(engine, "empty", label_kind="ordinal:5")
     assert empty.n_responses == 0 and empty.label_balance == {}
 
 

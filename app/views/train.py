@@ -115,6 +115,13 @@ def live_jobs() -> None:
         )
     elif shown.state == "cancelled":
         st.info("Cancelled.")
+    if shown.state in ("failed", "cancelled") and st.button(
+        "Retry", key=f"retry_{shown.id}", icon=":material/refresh:", help="Queue the same job again"
+    ):
+        # Same kind, payload and idempotency key: a retry racing a new click still makes one live job.
+        again = repo.create_job(engine, shown.kind, shown.payload, idempotency_key=shown.idempotency_key)
+        state.flash(f"Job {again.id} queued again ({shown.kind}).", "info")
+        st.rerun()
     if shown.log:
         st.code(shown.log[-4000:], language=None)
     others = [j for j in jobs if j.id != shown.id]

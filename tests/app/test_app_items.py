@@ -60,6 +60,26 @@ def test_cancelled_job_says_no_model_when_there_was_none(store) -> None:
 
 
 @pytest.mark.slow
+def test_a_killed_job_can_be_retried_from_the_train_page(store) -> None:
+    """A job failed because its worker died (the worker marks it on start) gets a Retry button that queues the
+    same job again (issue 10, case 10)."""
+    ds = store.ingest(tiny_records(6))
+    payload = {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN}
+    job = repo.create_job(store.engine, "train", payload, idempotency_key=f"train:{ds.dataset_id}")
+    repo.claim_next_job(store.engine, "elsewhere:1")
+    repo.finish_job(store.engine, job.id, "failed", error="worker elsewhere:1 died while running this job")
+    at = app_test("views/train.py")
+    at.button(key=f"retry_{job.id}").click().run()
+    assert not at.exception
+    again = [j for j in repo.list_jobs(store.engine, kind="train") if j.id != job.id]
+    assert [(j.state, j.payload, j.idempotency_key) for j in again] == [
+        ("queued", payload, f"train:{ds.dataset_id}")
+    ]
+    store.run_jobs()
+    assert repo.get_job(store.engine, again[0].id).state == "succeeded"
+
+
+@pytest.mark.slow
 def test_finished_job_status_line_says_how_it_ended(store) -> None:
     ds = store.ingest(tiny_records(8))
     repo.create_job(

@@ -7,11 +7,14 @@ with gathers only (no Python loop over bags).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
 from fractal_core.segments import gather_ranges, segment_count, segment_max
+
+_CHUNK = 65_536  # rows per step when a whole-set target is computed in pieces
 
 
 def _starts(counts: torch.Tensor) -> torch.Tensor:
@@ -24,6 +27,8 @@ class BagSet:
 
     sent_emb (N, d) float32, L2-normalised; bag_index (N,) long, sorted ascending;
     ctx_emb (W, d); win_bag (W,) long sorted ascending, at least one window per bag;
+    the embeddings may also be float16 (e.g. a memory-mapped file: half the memory of float32, read lazily):
+    ``select`` then returns float32 minibatches, and whole-set targets are computed in float32 chunks.
     labels (B,) float: bag label (level or proportion); gold (N,) long, -1 where unknown.
     Optional constant targets: cos_target (N,), hyb_target (N, C), pairs (pair_i, pair_j, pair_r) (P,).
     """
@@ -39,6 +44,22 @@ class BagSet:
     pair_i: torch.Tensor | None = None
     pair_j: torch.Tensor | None = None
     pair_r: torch.Tensor | None = None
+    _layout_cache: tuple[torch.Tensor, ...] | None = field(default=None, repr=False, compare=False)
+
+    def _layout(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sentence counts, sentence starts, window counts, window starts), each (B,) long.
+
+        Computed once per index tensors and reused by every ``select`` (a minibatch would otherwise rescan all N
+        sentences, making an epoch cost O(N^2 / batch)); the cache is keyed by the index tensors' identity, so
+        a ``replace`` with new indices recomputes it.
+        """
+        cached = self._layout_cache
+        if cached is not None and cached[0] is self.bag_index and cached[1] is self.win_bag:
+            return cached[2], cached[3], cached[4], cached[5]
+        counts, win_counts = self.sentence_counts(), self.window_counts()
+        starts, win_starts = _starts(counts), _starts(win_counts)
+        self._layout_cache = (self.bag_index, self.win_bag, counts, starts, win_counts, win_starts)
+        return counts, starts, win_counts, win_starts
 
     @property
     def n_bags(self) -> int:
@@ -59,7 +80,11 @@ class BagSet:
         return segment_count(self.win_bag, self.n_bags, torch.long)
 
     def to(self, device: torch.device | str) -> BagSet:
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        moved: dict[str, Any] = {
+            k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+            for k, v in self.__dict__.items()
+            if k != "_layout_cache"
+        }
         return BagSet(**moved)
 
     def sentence_window_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +98,12 @@ class BagSet:
     def with_cosine_target(self) -> BagSet:
         """t_i = (1 + cos(e(c), e(s_i))) / 2, max over the bag's context windows."""
         pair_sent, pair_win = self.sentence_window_pairs()
-        cos = (self.sent_emb[pair_sent] * self.ctx_emb[pair_win]).sum(1)  # (Q,)
+        cos = torch.empty(pair_sent.shape[0], device=self.device)  # (Q,)
+        for lo in range(0, pair_sent.shape[0], _CHUNK):  # bounded memory: (chunk, d) at a time, not (Q, d)
+            hi = lo + _CHUNK
+            cos[lo:hi] = (
+                self.sent_emb[pair_sent[lo:hi]].float() * self.ctx_emb[pair_win[lo:hi]].float()
+            ).sum(1)
         target = segment_max((1.0 + cos) / 2.0, pair_sent, self.n_sentences).clamp(0.0, 1.0)
         return replace(self, cos_target=target)
 
@@ -92,26 +122,25 @@ class BagSet:
         first = _starts(counts)[pair_bag]
         pair_i = first + torch.div(k, size, rounding_mode="floor")
         pair_j = first + k % size
-        centred = self.sent_emb - self.sent_emb.mean(1, keepdim=True)
+        emb = self.sent_emb.float()
+        centred = emb - emb.mean(1, keepdim=True)
         centred = torch.nn.functional.normalize(centred, dim=1)
         r = (1.0 + (centred[pair_i] * centred[pair_j]).sum(1)) / 2.0
         return replace(self, pair_i=pair_i, pair_j=pair_j, pair_r=r.clamp(0.0, 1.0))
 
     def select(self, bags: torch.Tensor) -> BagSet:
         """The bags ``bags`` (K,) long, renumbered 0..K-1 in the given order, with their targets."""
-        counts = self.sentence_counts()
-        starts = _starts(counts)
+        counts, starts, win_counts, win_starts = self._layout()
         sent = gather_ranges(starts[bags], counts[bags])
         new_bag_index = torch.repeat_interleave(torch.arange(bags.shape[0], device=self.device), counts[bags])
-        win_counts = self.window_counts()
-        win = gather_ranges(_starts(win_counts)[bags], win_counts[bags])
+        win = gather_ranges(win_starts[bags], win_counts[bags])
         new_win_bag = torch.repeat_interleave(
             torch.arange(bags.shape[0], device=self.device), win_counts[bags]
         )
         out = BagSet(
-            sent_emb=self.sent_emb[sent],
+            sent_emb=self.sent_emb[sent].float(),
             bag_index=new_bag_index,
-            ctx_emb=self.ctx_emb[win],
+            ctx_emb=self.ctx_emb[win].float(),
             win_bag=new_win_bag,
             labels=self.labels[bags],
             gold=self.gold[sent],

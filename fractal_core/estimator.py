@@ -269,8 +269,12 @@ class FractalModel:
         return self
 
     # ----------------------------------------------------------------------------------------------- scoring
-    def predict_proba_bags(self, bags: BagSet) -> torch.Tensor:
-        """Sentence probabilities over the label levels (N, C) for prepared bags."""
+    def predict_proba_bags(self, bags: BagSet, *, chunk_bags: int = 16_384) -> torch.Tensor:
+        """Sentence probabilities over the label levels (N, C) for prepared bags.
+
+        The scorer runs on ``chunk_bags`` bags at a time, so its activations stay bounded however many
+        sentences there are (and float16 embeddings are upcast one chunk at a time).
+        """
         method = self.resolved_method_
         calibration = getattr(self, "calibration_", None)
         if (
@@ -300,8 +304,16 @@ class FractalModel:
             proba[:, -1] += score
             return proba
         assert self.scorer_ is not None
+        scorer = self.scorer_.to(bags.device)
         with torch.inference_mode():
-            return self.scorer_.to(bags.device)(bags).exp()
+            if bags.n_bags <= chunk_bags and bags.sent_emb.dtype == torch.float32:
+                return scorer(bags).exp()
+            ids = torch.arange(bags.n_bags, device=bags.device)
+            parts = [
+                scorer(bags.select(ids[lo : lo + chunk_bags])).exp()
+                for lo in range(0, bags.n_bags, chunk_bags)
+            ]
+            return torch.cat(parts)
 
     def predict_bags(self, bags: BagSet) -> torch.Tensor:
         """Sentence scores P(label >= 1) (N,) for prepared bags."""

@@ -115,11 +115,18 @@ def worker(
     db: str | None = typer.Option(None, "--db", help="SQLAlchemy URL of the store."),
     once: bool = typer.Option(False, "--once", help="Run the queued jobs, then exit."),
     poll: float = typer.Option(1.0, "--poll", help="Seconds between looks at the queue when idle."),
+    ray: str | None = typer.Option(
+        None, "--ray", help="Embed (embed and score jobs) on a Ray cluster: 'auto' or its address."
+    ),
 ) -> None:
     """Run background jobs (train, score, import, export) from the store until interrupted."""
+    from dataclasses import replace
+
     from app.worker import Worker
 
     settings = load_settings(db)
+    if ray:
+        settings = replace(settings, ray_address=ray)
     try:
         runner = Worker(settings)
     except SchemaOutdatedError as exc:  # the message names the upgrade command

@@ -268,6 +268,10 @@ def run_score(
         raise ValueError("the dataset has no active model to score with; start a training job instead")
     data = repo.load_training_set(engine, dataset_id)
     model = FractalModel.load(parent.artifact_path)
+    if settings.ray_address:
+        from fractal_core.encoder import EncoderConfig
+
+        _embed_on_ray(data.records, model.encoder or EncoderConfig(), settings.ray_address, ctx, hi=0.05)
     ctx.set(0.05, f"scoring {len(data.sentence_ids)} sentences", force=True)
     scored = score_records(
         model,
@@ -301,6 +305,12 @@ def run_embed(
             f"loaded {loaded} precomputed demo embeddings" if loaded else "demo embeddings: other encoder"
         )
     sentences = [s.text for r in records for s in r.spans]
+    if settings.ray_address:
+        ctx.log(
+            f"embedding {len(sentences)} sentences and {len(records)} contexts on Ray ({settings.ray_address})"
+        )
+        _embed_on_ray(records, encoder.config, settings.ray_address, ctx, hi=1.0)
+        return {"sentences": len(sentences), "encoder": encoder.encoder_id, "ray": settings.ray_address}
     ctx.log(f"embedding {len(sentences)} sentences and {len(records)} contexts with {encoder.encoder_id}")
 
     def progress(done: int, total: int) -> None:
@@ -311,6 +321,24 @@ def run_embed(
     encoder.encode_windows([r.context for r in records])
     ctx.log("embeddings cached")
     return {"sentences": len(sentences), "encoder": encoder.encoder_id}
+
+
+def _embed_on_ray(records: list[Any], config: Any, address: str, ctx: JobContext, *, hi: float) -> None:
+    """Fill the embedding cache with the records' sentences and context windows on a Ray cluster."""
+    from fractal_core.distributed import ray_embed
+    from fractal_core.encoder import context_windows
+
+    windows, _ = context_windows([r.context for r in records])
+
+    def progress(done: int, total: int) -> None:
+        ctx.set(hi * 0.95 * done / max(total, 1), f"Ray: {done}/{total} unique texts embedded")
+
+    ray_embed(
+        [s.text for r in records for s in r.spans] + windows,
+        address=address,
+        config=config,
+        progress=progress,
+    )
 
 
 def queue_after_import(

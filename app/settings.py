@@ -24,6 +24,7 @@ class AppSettings:
     home: Path  # directory for the SQLite file, model artifacts and export files
     db_url: str  # SQLAlchemy URL of the store
     annotator: str  # name recorded with every label change made from this process
+    ray_address: str | None = None  # embed/score jobs embed on this Ray cluster ("auto" or an address)
 
     @property
     def models_dir(self) -> Path:
@@ -45,4 +46,5 @@ def load_settings(db_url: str | None = None) -> AppSettings:
     # worker and the `fractal ingest/export` commands open the same database.
     url = resolve_url(db_url)
     annotator = os.environ.get("FRACTAL_ANNOTATOR") or os.environ.get("USER") or "annotator"
-    return AppSettings(home=home, db_url=url, annotator=annotator)
+    ray_address = os.environ.get("FRACTAL_RAY") or None
+    return AppSettings(home=home, db_url=url, annotator=annotator, ray_address=ray_address)

@@ -83,6 +83,40 @@ EncoderOpt = Annotated[
     str | None, typer.Option(help="Local Hugging Face encoder directory (default: bundled all-MiniLM-L6-v2).")
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:1 ...")]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help="Embed on a Ray cluster: 'auto' (this machine's cluster, else a local one) or its address "
+        "(needs the 'ray' extra).",
+    ),
+]
+
+
+def _ray_embed_records(records: list[Any], config: Any, address: str) -> None:
+    """Fill the embedding cache with the records' sentences and context windows, embedded on Ray."""
+    from fractal_core.distributed import ray_embed
+    from fractal_core.encoder import context_windows
+
+    if config.cache_dir == "":
+        raise fail("--ray writes to the embedding cache; it cannot be disabled here")
+    from tqdm.auto import tqdm
+
+    windows, _ = context_windows([r.context for r in records])
+    texts = [s.text for r in records for s in r.spans] + windows
+    bar = tqdm(total=len(set(texts)), desc="embedding on Ray", unit="text")
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        ray_embed(texts, address=address, config=config, progress=progress)
+    except (RuntimeError, FileNotFoundError) as err:  # Ray missing, cluster unreachable, no such encoder
+        raise fail(str(err)) from None
+    finally:
+        bar.close()
+
+
 ScorerOpt = Annotated[
     str,
     typer.Option(help="default (the library's), mlp (one sentence at a time) or context (+ its response)"),
@@ -109,22 +143,29 @@ def embed_cmd(
     ],
     encoder: EncoderOpt = None,
     device: DeviceOpt = "auto",
+    ray: RayOpt = None,
 ) -> None:
     """Embed every sentence and context once into the on-disk cache (later runs reuse it)."""
-    from fractal_core.encoder import get_encoder
+    from fractal_core.encoder import encoder_id_for, get_encoder
 
     try:
         splits = _read(data)
     except InputError as err:
         raise fail(str(err)) from None
-    enc = get_encoder(_encoder_config(encoder, device))
+    config = _encoder_config(encoder, device)
     records = [r for part in splits.values() for r in part]
     started = time.perf_counter()
-    enc.encode([s.text for r in records for s in r.spans], show_progress=True)
-    enc.encode_windows([r.context for r in records])
+    if ray:
+        _ray_embed_records(records, config, ray)
+        encoder_id = encoder_id_for(config)
+    else:
+        enc = get_encoder(config)
+        enc.encode([s.text for r in records for s in r.spans], show_progress=True)
+        enc.encode_windows([r.context for r in records])
+        encoder_id = enc.encoder_id
     typer.echo(
         f"embedded {sum(len(r.spans) for r in records)} sentences of {len(records)} responses with "
-        f"{enc.encoder_id} in {time.perf_counter() - started:.1f}s"
+        f"{encoder_id} in {time.perf_counter() - started:.1f}s" + (f" on Ray ({ray})" if ray else "")
     )
 
 
@@ -184,6 +225,7 @@ def score_cmd(
     data: Annotated[Path, typer.Argument(help="Responses to score (JSONL/CSV/Parquet)")],
     out: Annotated[Path, typer.Option(help="Output JSONL: each response with sentence offsets and scores")],
     segment_mode: Annotated[str, typer.Option(help="sentences | steps, for raw `text` input")] = "sentences",
+    ray: RayOpt = None,
 ) -> None:
     """Score every sentence of every response with a trained model."""
     from fractal_core.estimator import FractalModel
@@ -197,6 +239,10 @@ def score_cmd(
     except InputError as err:
         raise fail(str(err)) from None
     model = FractalModel.load(model_dir)
+    if ray:  # the encoder runs on the cluster; the small scorer then reads the cache here
+        from fractal_core.encoder import EncoderConfig
+
+        _ray_embed_records(records, model.encoder or EncoderConfig(), ray)
     scores = model.predict(records)
     lines = []
     for record, score in zip(records, scores, strict=True):

@@ -1,0 +1,122 @@
+"""Embedding on a local Ray instance with two workers equals the single process (slow: starts Ray)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ray = pytest.importorskip("ray")
+
+from fractal_core.distributed import ray_embed  # noqa: E402
+from fractal_core.embedding_cache import EmbeddingCache  # noqa: E402
+from fractal_core.encoder import Encoder, EncoderConfig, encoder_id_for  # noqa: E402
+
+TEXTS = [f"Step {i}: the total is {i * 7} apples, so {i} boxes hold them." for i in range(40)]
+TEXTS += ["", "Short.", TEXTS[3], "A much longer sentence " * 20]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc): Ray's local cluster and its workers are started from here."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        started = _descendants(os.getpid())
+        ray.shutdown()
+        # Actor processes can outlive shutdown for a while (re-parented to init): wait, then stop them.
+        deadline = time.monotonic() + 20
+        while (alive := {p for p in started if Path(f"/proc/{p}").exists()}) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_two_ray_workers_embed_like_one_process(local_ray: None, tmp_path: Path) -> None:
+    config = EncoderConfig(cache_dir=str(tmp_path))
+    reference = Encoder(EncoderConfig(cache_dir="")).encode(TEXTS)
+    seen: list[tuple[int, int]] = []
+    got = ray_embed(TEXTS, config=config, workers=2, batch_size=8, progress=lambda d, t: seen.append((d, t)))
+    assert got.shape == reference.shape
+    assert (got * reference).sum(1).min() >= 0.9999
+    assert np.array_equal(got[3], got[len(TEXTS) - 2])  # duplicates are embedded once and agree
+    unique = len(set(TEXTS))
+    assert seen[0] == (0, unique) and seen[-1] == (unique, unique)
+    # Every batch reached the cache under the encoder's id: a rerun embeds nothing and returns the same.
+    cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
+    assert cache.count(encoder_id_for(config)) == unique
+    again: list[tuple[int, int]] = []
+    assert np.array_equal(ray_embed(TEXTS, config=config, progress=lambda d, t: again.append((d, t))), got)
+    assert again == [(unique, unique)]
+    assert ray_embed([], config=config).shape == (0, reference.shape[1])
+
+
+@pytest.mark.slow
+def test_cli_embed_and_score_on_ray(local_ray: None, tmp_path: Path) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from fractal_core.cli import register
+
+    app = typer.Typer()
+    register(app)
+    rows = [
+        {
+            "id": f"r{i}",
+            "context": f"Question {i}: how many apples are in {i} boxes?",
+            "sentences": [f"Each box holds {i} apples.", f"So there are {i * i} apples.", "Done."],
+            "response_label": i % 2,
+        }
+        for i in range(8)
+    ]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    runner = CliRunner()
+    env = {"FRACTAL_HOME": str(tmp_path / "home")}
+    embedded = runner.invoke(app, ["embed", str(data), "--ray", "auto"], env=env)
+    assert embedded.exit_code == 0, embedded.output
+    assert "on Ray (auto)" in embedded.output
+    trained = runner.invoke(
+        app,
+        ["train", str(data), "--out", str(tmp_path / "m"), "--method", "bagloss", "--max-epochs", "1"],
+        env=env,
+    )
+    assert trained.exit_code == 0, trained.output
+    for flags, out in (([], "local.jsonl"), (["--ray", "auto"], "ray.jsonl")):
+        args = ["score", str(data), "--model", str(tmp_path / "m"), "--out", str(tmp_path / out), *flags]
+        scored = runner.invoke(app, args, env=env)
+        assert scored.exit_code == 0, scored.output
+    local = [json.loads(line)["sentence_scores"] for line in (tmp_path / "local.jsonl").open()]
+    remote = [json.loads(line)["sentence_scores"] for line in (tmp_path / "ray.jsonl").open()]
+    assert remote == local and len(local) == len(rows)
+    bad = runner.invoke(app, ["embed", str(data), "--ray", "auto", "--encoder", str(tmp_path)], env=env)
+    assert bad.exit_code == 2 and "config.json" in bad.output  # not a model directory: one line, exit 2

@@ -64,8 +64,12 @@ def _read(path: Path, segment_mode: str = "sentences"):
 
 
 def _encoder_config(encoder: str | None, device: str):
-    from fractal_core.encoder import EncoderConfig
+    from fractal_core.encoder import EncoderConfig, resolve_device
 
+    try:
+        resolve_device(device)  # `--device cuda` without a GPU: one line and exit 2, before any work
+    except (ValueError, RuntimeError) as err:
+        raise fail(f"--device: {err}") from None
     return EncoderConfig(model_path=encoder, device=device)
 
 
@@ -226,6 +230,9 @@ def score_cmd(
     out: Annotated[Path, typer.Option(help="Output JSONL: each response with sentence offsets and scores")],
     segment_mode: Annotated[str, typer.Option(help="sentences | steps, for raw `text` input")] = "sentences",
     ray: RayOpt = None,
+    device: Annotated[
+        str | None, typer.Option(help="Run the encoder and scorer here (default: the model's own setting)")
+    ] = None,
 ) -> None:
     """Score every sentence of every response with a trained model."""
     from fractal_core.estimator import FractalModel
@@ -239,6 +246,12 @@ def score_cmd(
     except InputError as err:
         raise fail(str(err)) from None
     model = FractalModel.load(model_dir)
+    if device is not None:
+        from dataclasses import replace
+
+        encoder_config = _encoder_config(model.encoder.model_path if model.encoder else None, device)
+        model.encoder = replace(model.encoder, device=device) if model.encoder else encoder_config
+        model.config = replace(model._config(), device=device)
     if ray:  # the encoder runs on the cluster; the small scorer then reads the cache here
         from fractal_core.encoder import EncoderConfig
 

@@ -70,6 +70,17 @@ def default_cache_dir() -> Path:
     return Path(home) / "cache" if home else Path.home() / ".cache" / "fractal-studio"
 
 
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; anything else is passed to torch, but a CUDA device on a
+    machine without one is refused with a clear ``ValueError`` (instead of torch's assertion deep inside)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA GPU is available here (torch {torch.__version__})")
+    return device
+
+
 def resolve_model_path(model_path: str | None) -> Path:
     """The encoder directory: ``model_path`` or the bundled all-MiniLM-L6-v2."""
     if model_path is None:
@@ -171,10 +182,7 @@ class Encoder:
         if cfg.batch_tokens < 1 or cfg.max_length < 2:
             raise ValueError("batch_tokens must be >= 1 and max_length >= 2")
         self.model_dir = resolve_model_path(cfg.model_path)
-        if cfg.device == "auto":
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         self.model = _load_model_quietly(AutoModel, self.model_dir).to(self.device).eval()
         self.max_length = min(cfg.max_length, int(getattr(self.model.config, "max_position_embeddings", 512)))

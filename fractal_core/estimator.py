@@ -22,7 +22,7 @@ from fractal_core import registry
 from fractal_core.aggregate import aggregate, bag_positive_score, positive_score
 from fractal_core.bags import BagSet
 from fractal_core.config import TrainConfig
-from fractal_core.encoder import EncoderConfig, get_encoder
+from fractal_core.encoder import EncoderConfig, get_encoder, resolve_device
 from fractal_core.features import embed_records
 from fractal_core.files import atomic_write, atomic_write_text, check_output_dir
 from fractal_core.io import num_classes
@@ -34,13 +34,6 @@ from fractal_core.records import ResponseRecord
 from fractal_core.train import ProgressFn
 
 FORMAT_VERSION = 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> CUDA when present, else CPU; anything else is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def task_of(records: Sequence[ResponseRecord]) -> tuple[str, int]:

@@ -204,3 +204,21 @@ def test_bad_options_exit_2(cli: typer.Typer, tmp_path: Path) -> None:
         ],
     )
     assert unreadable.exit_code == 2
+
+
+def test_cuda_device_without_a_gpu_is_refused_in_one_line(cli: typer.Typer, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: bench_gpu.py measures the CUDA path there")
+    data = tmp_path / "d.jsonl"
+    row = {"id": "a", "sentences": ["One.", "Two."], "response_label": 1}
+    data.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    for args in (
+        ["embed", str(data), "--device", "cuda"],
+        ["train", str(data), "--out", str(tmp_path / "m"), "--device", "cuda"],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert "--device: device 'cuda': no CUDA GPU is available here" in result.output
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,83 @@
+"""Ray embedding throughput against a single process on the same machine and texts.
+
+Usage (what BENCHMARKS.md records):
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_ray.py --n 1000 --workers 2
+
+Embeds the first ``--n`` sentences of ../shared/data/processbench/train.jsonl with the default encoder, cache
+disabled: once in this process (torch on ``--workers`` threads) and once through ``fractal_core.distributed``
+on a local Ray instance with ``--workers`` actors of one thread each. Prints sentences/s of both (Ray's
+includes starting the actors and loading one encoder in each, as every ``--ray`` run does; the start of the
+local Ray instance itself is reported apart), their ratio and the minimum cosine between the two results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_encode import load_sentences  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import ray
+    import torch
+
+    from fractal_core.distributed import ray_embed
+    from fractal_core.encoder import Encoder, EncoderConfig
+
+    texts = load_sentences(args.n)
+    config = EncoderConfig(cache_dir="")
+    torch.set_num_threads(args.workers)
+    single = Encoder(config)
+    single.encode(texts[:32])
+    started = time.perf_counter()
+    local = single.encode(texts)
+    t_single = time.perf_counter() - started
+
+    started = time.perf_counter()
+    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    t_init = time.perf_counter() - started
+    try:
+        started = time.perf_counter()
+        remote = ray_embed(texts, config=config, workers=args.workers, batch_size=args.batch_size)
+        t_ray = time.perf_counter() - started
+    finally:
+        ray.shutdown()
+    cos = (local * remote).sum(1)
+    print(
+        f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; nproc {os.cpu_count()}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(f"texts: {len(texts)} processbench train sentences")
+    print(
+        f"single process ({args.workers} torch threads): {len(texts) / t_single:.1f} sentences/s ({t_single:.1f} s)"
+    )
+    print(
+        f"Ray, {args.workers} local workers x 1 thread (batch {args.batch_size}): {len(texts) / t_ray:.1f} "
+        f"sentences/s ({t_ray:.1f} s, including the actors' start and model load; Ray start-up {t_init:.1f} s "
+        "not counted)"
+    )
+    print(f"ratio Ray / single: {t_single / t_ray:.2f}x; min cosine {cos.min():.6f} (need >= 0.9999)")
+    assert np.isfinite(cos).all()
+
+
+if __name__ == "__main__":
+    main()

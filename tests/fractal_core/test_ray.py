@@ -120,3 +120,39 @@ def test_cli_embed_and_score_on_ray(local_ray: None, tmp_path: Path) -> None:
     assert remote == local and len(local) == len(rows)
     bad = runner.invoke(app, ["embed", str(data), "--ray", "auto", "--encoder", str(tmp_path)], env=env)
     assert bad.exit_code == 2 and "config.json" in bad.output  # not a model directory: one line, exit 2
+
+
+@pytest.mark.slow
+def test_worker_embed_job_on_ray(local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fractal worker --ray` (settings.ray_address): the embed job fills the store's cache through Ray."""
+    import json
+
+    from app.jobs import JobContext, run_job
+    from app.settings import AppSettings
+    from db import repository as repo
+    from db.engine import get_engine
+    from db.ingest import ingest_file
+    from db.schema import upgrade
+
+    monkeypatch.setenv("FRACTAL_HOME", str(tmp_path))
+    monkeypatch.setattr("fractal_core.encoder._ENCODERS", {})  # an encoder on this test's cache
+    data = tmp_path / "tiny.jsonl"
+    rows = [
+        {"id": f"r{i}", "context": f"Q{i}?", "sentences": TEXTS[i : i + 3], "response_label": i % 2}
+        for i in range(6)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    engine = get_engine(url, check_schema=False)
+    upgrade(engine)
+    summary = ingest_file(engine, data, "tiny")
+    repo.create_job(engine, "embed", {"dataset_id": summary.dataset_id})
+    job = repo.claim_next_job(engine, "test:1")
+    assert job is not None
+    settings = AppSettings(home=tmp_path, db_url=url, annotator="t", ray_address="auto")
+    result = run_job(engine, settings, job, JobContext(engine, job.id))
+    assert result["ray"] == "auto" and result["sentences"] == summary.n_sentences
+    expected = {t for r in rows for t in r["sentences"]} | {r["context"] for r in rows}
+    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
+    assert cache.count(encoder_id_for(EncoderConfig())) == len(expected)
+    engine.dispose()

@@ -23,6 +23,7 @@ Functions here take an engine and plain values so they can run from the worker, 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from app.settings import AppSettings
+from db import artifacts
 from db import repository as repo
 from fractal_core import registry
 from fractal_core.errors import InputError
@@ -173,11 +175,13 @@ def _publish(
         ctx.set(lo, f"storing {len(scored.scores)} sentence scores", force=True)
         repo.store_scores(engine, mv.id, scored.sentence_ids, scored.scores, scored.uncertainty)
         repo.store_response_summaries(engine, mv.id, scored.response_ids, scored.summaries)
-        artifact = settings.models_dir / f"dataset{dataset_id}-v{mv.version}"
-        model.save(artifact)
+        # The model's files go into the store (keyed by store id and version id), not a local directory.
+        with tempfile.TemporaryDirectory(prefix="fractal-model-") as tmp:
+            model.save(tmp)
+            artifact = artifacts.save_model_files(engine, mv.id, Path(tmp))
         ctx.set(lo + (1 - lo) * 0.8, "publishing the new version", force=True)
         row = repo.finish_model_version(
-            engine, mv.id, status="ready", metrics=metrics, artifact_path=str(artifact)
+            engine, mv.id, status="ready", metrics=metrics, artifact_path=artifact
         )
         repo.activate_model_version(engine, mv.id)
     except BaseException as exc:
@@ -217,8 +221,9 @@ def run_train(
     ctx.log(f"training {method!r} on {len(data.records)} responses: stages {', '.join(stages) or 'none'}")
     parent = repo.active_model_version(engine, dataset_id)
     previous = None
-    if parent is not None and parent.artifact_path and Path(parent.artifact_path).exists():
-        previous = FractalModel.load(parent.artifact_path)
+    if parent is not None and parent.artifact_path:
+        with contextlib.suppress(FileNotFoundError):  # a pre-store local model that is gone: no comparison
+            previous = FractalModel.load(artifacts.model_dir(engine, parent, settings.models_dir))
     try:
         result = train_and_score(
             data.records,
@@ -267,7 +272,7 @@ def run_score(
     if parent is None or not parent.artifact_path:
         raise ValueError("the dataset has no active model to score with; start a training job instead")
     data = repo.load_training_set(engine, dataset_id)
-    model = FractalModel.load(parent.artifact_path)
+    model = FractalModel.load(artifacts.model_dir(engine, parent, settings.models_dir))
     if settings.ray_address:
         from fractal_core.encoder import EncoderConfig
 

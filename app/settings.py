@@ -21,7 +21,7 @@ DEFAULT_PORT = 8501
 class AppSettings:
     """Resolved locations for one process."""
 
-    home: Path  # directory for the SQLite file, model artifacts and export files
+    home: Path  # directory for the SQLite file, the local model cache and export files
     db_url: str  # SQLAlchemy URL of the store
     annotator: str  # name recorded with every label change made from this process
     ray_address: str | None = None  # embed/score jobs embed on this Ray cluster ("auto" or an address)

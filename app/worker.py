@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from app import jobs
 from app.settings import AppSettings
+from db import artifacts
 from db import repository as repo
 from db.engine import get_engine
 
@@ -117,6 +118,10 @@ class Worker:
         failed = fail_orphaned_jobs(self.engine, stale_after_s=self.stale_after_s)
         if failed:
             log.info("marked jobs %s failed (their worker had died)", failed)
+        # What killed or failed training runs left behind: their scores, stored files and local model copies.
+        purged = artifacts.purge_failed(self.engine, self.settings.models_dir)
+        if any(purged.values()):
+            log.info("removed leftovers of failed model versions: %s", purged)
         log.info(
             "%s waiting for jobs on %s", self.worker_id, self.engine.url.render_as_string(hide_password=True)
         )

@@ -32,6 +32,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -336,3 +337,27 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(32), default="annotator")  # "annotator" | "lead" | "admin"
     password_hash: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StoreInfo(Base):
+    """Facts about the store itself; ``store_id`` (a UUID written when the schema is created) names it, so
+    files kept outside the database (model caches, exports) can say which store they belong to."""
+
+    __tablename__ = "store_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class ModelFile(Base):
+    """A trained model's files (``model.json``, ``weights.pt``) kept in the store, so every worker of a shared
+    store reads the same model; local copies are only a cache keyed by store id and model version id."""
+
+    __tablename__ = "model_files"
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -259,4 +259,8 @@ with right:
 if active is not None:
     with st.expander(f"Active version v{active.version}: all recorded metrics"):
         st.json(active.metrics)
-st.caption(render.md_escape(f"Artifacts are stored under {state.settings().models_dir}"))
+st.caption(
+    render.md_escape(
+        f"Models are kept in the store; this machine caches copies under {state.settings().models_dir}"
+    )
+)

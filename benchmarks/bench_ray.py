@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32"],
+        help="bf16 rounding depends on batch make-up",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ray
@@ -44,7 +50,7 @@ def main() -> None:
     from fractal_core.encoder import Encoder, EncoderConfig
 
     texts = load_sentences(args.n)
-    config = EncoderConfig(cache_dir="")
+    config = EncoderConfig(cache_dir="", precision=args.precision)
     torch.set_num_threads(args.workers)
     single = Encoder(config)
     single.encode(texts[:32])
@@ -66,7 +72,7 @@ def main() -> None:
         f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; nproc {os.cpu_count()}; "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"texts: {len(texts)} processbench train sentences")
+    print(f"texts: {len(texts)} processbench train sentences; encoder precision {args.precision}")
     print(
         f"single process ({args.workers} torch threads): {len(texts) / t_single:.1f} sentences/s ({t_single:.1f} s)"
     )

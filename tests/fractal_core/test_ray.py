@@ -60,8 +60,10 @@ def local_ray() -> Iterator[None]:
 
 @pytest.mark.slow
 def test_two_ray_workers_embed_like_one_process(local_ray: None, tmp_path: Path) -> None:
-    config = EncoderConfig(cache_dir=str(tmp_path))
-    reference = Encoder(EncoderConfig(cache_dir="")).encode(TEXTS)
+    # float32: under bf16 autocast the rounding depends on which texts share a batch (min cosine ~0.99990 between
+    # any two batchings, BENCHMARKS.md), which is not what this test is about.
+    config = EncoderConfig(cache_dir=str(tmp_path), precision="float32")
+    reference = Encoder(EncoderConfig(cache_dir="", precision="float32")).encode(TEXTS)
     seen: list[tuple[int, int]] = []
     got = ray_embed(TEXTS, config=config, workers=2, batch_size=8, progress=lambda d, t: seen.append((d, t)))
     assert got.shape == reference.shape

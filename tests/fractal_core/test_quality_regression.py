@@ -12,8 +12,8 @@ transductive, as the app uses the model: the training responses' own sentences a
 gold labels, bag-blind and given the response label; held-out quality is checked at the bag level.
 
 ``auto`` (= ``fractal``) is checked against its own candidates given the label, and the proportion (LLP) view of
-the same slice (label = share of a response's sentences at level >= 1, ``--label-view mean``) checks that the
-learned scores given the proportion beat broadcasting it (naive) and the cosine prior.
+the same slice (label = share of a response's sentences at level >= 1, ``--label-view mean``) checks that
+BagLoss's scores given the proportion beat broadcasting it (naive) and the cosine prior.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ SLICE = {"train": 150, "valid": 40, "test": 80}
 SEEDS = (0, 1)
 METHODS = ("naive", "prior_only", "bagloss", "priors", "pslab", "hybrid", "supervised")
 GOLD = 0.2  # 30 gold responses: enough for the teacher to be meaningful on a 150-response slice
-MEAN_METHODS = ("naive", "prior_only", "bagloss", "auto")  # on the proportion view
+MEAN_METHODS = ("naive", "prior_only", "bagloss")  # on the proportion view (auto's LLP path: test_auto.py)
 CONTEXT_METHODS = (
     "priors",
     "hybrid",
@@ -125,6 +125,7 @@ def _run(prepared, seeds) -> dict[str, dict[str, list[float]]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # auto fits five candidates; on a loaded 2-core machine the default 600 s is short
 def test_quality_on_a_real_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRACTAL_HOME", str(tmp_path))
     got = _run(_prepare(tmp_path), SEEDS)
@@ -139,10 +140,12 @@ def test_quality_on_a_real_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     # auto never falls far below the candidates it chose from (given the label).
     best = max(mean[m]["train_auc_given_y"] for m in ("bagloss", "priors", "pslab"))
     assert mean["auto"]["train_auc_given_y"] >= best - AUTO_SLACK
-    # Proportion labels: the learned scores given the proportion beat the proportion itself and the prior.
-    for method in ("bagloss[mean]", "auto[mean]"):
-        for baseline in ("naive[mean]", "prior_only[mean]"):
-            assert mean[method]["train_auc_given_y"] > mean[baseline]["train_auc_given_y"], (method, baseline)
+    # Proportion labels: the learned scores given the proportion beat the proportion itself and the prior
+    # (measured: naive 0.9681, prior-only 0.9555, BagLoss 0.9691-0.9692 in every seed).
+    for baseline in ("naive[mean]", "prior_only[mean]"):
+        assert mean["bagloss[mean]"]["train_auc_given_y"] >= mean[baseline]["train_auc_given_y"] + 0.0005, (
+            baseline
+        )
 
 
 # Measured with seeds 0-4 on 2026-11-23 with the tuned defaults (`measure()`), twice: embedded afresh as in CI
@@ -150,7 +153,7 @@ def test_quality_on_a_real_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 # comments give min / mean / max over both. Each floor sits below the minimum by at least the seed range of a
 # 2-seed mean, and far above a broken method (0.5 for random scores; the naive 0.870 for the given-Y metric).
 NAIVE_TEST_AUC = 0.8643
-AUTO_SLACK = 0.01  # auto (given Y) vs the best of the candidates it chose from, transductively
+AUTO_SLACK = 0.01  # auto given Y vs its best candidate, transductively (measured: auto 0.9030, best 0.9025)
 THRESHOLDS: dict[tuple[str, str], float] = {
     # Transductive sentence AUC, no gold (the app's view of the responses it trained on).
     ("bagloss", "train_auc"): 0.74,  # 0.785 / 0.821 / 0.834
@@ -159,6 +162,8 @@ THRESHOLDS: dict[tuple[str, str], float] = {
     ("bagloss", "train_auc_given_y"): 0.882,  # 0.892 / 0.897 / 0.901 (naive: 0.870)
     ("priors", "train_auc_given_y"): 0.886,  # 0.896 / 0.901 / 0.908
     ("pslab", "train_auc_given_y"): 0.893,  # 0.901 / 0.903 / 0.904
+    # auto (= fractal), seeds 0-2 from the shared cache on 2026-11-30: 0.9005 / 0.9030 / 0.9075.
+    ("auto", "train_auc_given_y"): 0.893,
     # Held-out bag AUC of AGG(sentence scores) on 80 unseen responses (chance: 0.5).
     ("bagloss", "test_bag_auc"): 0.55,  # 0.593 / 0.616 / 0.670
     ("priors", "test_bag_auc"): 0.57,  # 0.605 / 0.617 / 0.630

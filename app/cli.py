@@ -1,8 +1,9 @@
 """The ``fractal`` command: library and store commands, plus ``serve`` (web app + worker) and ``worker``.
 
 ``fractal serve`` is what ``make run`` runs: it migrates the store, loads the bundled demo dataset into an empty
-database and queues its first training job, starts the worker process and the Streamlit app, prints the URL,
-and stops both when it is interrupted.
+database and queues its first training job, makes the first admin account when there is none (sign-in on),
+starts the worker process and the Streamlit app on 127.0.0.1 (``--host`` to listen elsewhere, refused without
+sign-in), prints the URL, and stops both when it is interrupted.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import typer
 
-from app.settings import DEFAULT_PORT, load_settings
+from app.settings import AUTH_ENV, DEFAULT_PORT, LOOPBACK, is_loopback, load_settings
 from db.cli import register as register_db
+from db.users_cli import register as register_users
 from db.schema import SchemaOutdatedError
 from fractal_core.cli import register as register_core
 
@@ -37,7 +39,13 @@ def _register_subcommands() -> None:
         return
     register_core(app)
     register_db(app)
+    register_users(app)
     app._fractal_registered = True  # type: ignore[attr-defined]
+
+
+def _ask_admin_password() -> str:
+    typer.echo("No user yet: choose a password for the first admin account 'admin' (8+ characters).")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
 
 
 @app.command()
@@ -49,25 +57,46 @@ def serve(
     demo: bool = typer.Option(
         True, "--demo/--no-demo", help="Load the bundled demo dataset into an empty store."
     ),
+    host: str = typer.Option(
+        LOOPBACK, "--host", help="Address to listen on (e.g. 0.0.0.0 for a team; needs sign-in)."
+    ),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="Single user on this machine: no sign-in, listens on 127.0.0.1 only."
+    ),
 ) -> None:
     """Start the web app and its worker on one store; Ctrl+C stops both."""
     from app import setup
 
+    if no_auth and not is_loopback(host):
+        typer.echo(
+            f"error: --host {host} would let other machines in without signing in; drop --no-auth "
+            "(and add users with `fractal users add`) to serve a team, or keep the default host 127.0.0.1",
+            err=True,
+        )
+        raise typer.Exit(2)
     settings = load_settings(db)
     try:
         message = setup.prepare_store(settings, load_demo=demo)
+        if not no_auth:
+            admin = setup.ensure_admin(settings, interactive=sys.stdin.isatty(), ask=_ask_admin_password)
+            message = "\n".join(m for m in (message, admin) if m)
     except setup.SetupError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     if message:
         typer.echo(message)
-    env = {**os.environ, "FRACTAL_HOME": str(settings.home), "FRACTAL_DB_URL": settings.db_url}
+    env = {
+        **os.environ,
+        "FRACTAL_HOME": str(settings.home),
+        "FRACTAL_DB_URL": settings.db_url,
+        AUTH_ENV: "off" if no_auth else "on",
+    }
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     worker_cmd = [sys.executable, "-m", "app.cli", "worker", "--db", settings.db_url]
     web_cmd = [
         sys.executable, "-m", "streamlit", "run", str(APP_MAIN),
-        "--server.port", str(port), "--server.headless", "true",
+        "--server.port", str(port), "--server.address", host, "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
         "--client.toolbarMode", "minimal",
     ]  # fmt: skip
@@ -82,8 +111,11 @@ def serve(
         # Started inside the try: an interrupt at any point still stops whatever was already started.
         procs["worker"] = subprocess.Popen(worker_cmd, env=env)
         procs["web"] = subprocess.Popen(web_cmd, env=env)
+        shown = "localhost" if is_loopback(host) else host
+        mode = "no sign-in, this machine only" if no_auth else "sign-in required"
         typer.echo(
-            f"FRACTAL Studio is running at http://localhost:{port}  (store: {settings.db_url}; Ctrl+C stops)"
+            f"FRACTAL Studio is running at http://{shown}:{port}  ({mode}; store: {settings.db_url}; "
+            "Ctrl+C stops)"
         )
         while True:
             web = procs["web"]

@@ -1,5 +1,8 @@
-"""FRACTAL Studio web app: the one entry file. Sets up the page, the shared stylesheet and the dataset picker,
-then routes with ``st.navigation`` to the thin pages in ``app/views``.
+"""FRACTAL Studio web app: the one entry file. Sets up the page, the shared stylesheet, who is signed in and the
+dataset picker, then routes with ``st.navigation`` to the thin pages in ``app/views``.
+
+Without a session only the sign-in page exists (no other page can be reached, and no data is read); after
+signing in, the navigation holds the pages the user's role allows, and each page checks the role again.
 
 (The pages are not in ``app/pages`` on purpose: Streamlit still treats a ``pages/`` folder next to the entry
 file as a legacy multipage app, which runs a page without this file when its URL is opened directly.)
@@ -11,21 +14,45 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import render, state
+from app import auth, render, state
+from db.accounts import has_role
 
 st.set_page_config(page_title="FRACTAL Studio", page_icon=":material/scatter_plot:", layout="wide")
 # The stylesheet for highlighted responses: fixed classes only, emitted once per run.
 st.html(render.CSS)
 
+# (page file, title, icon, the least role that may open it)
 PAGES = [
-    st.Page("views/review.py", title="Review", icon=":material/rate_review:", default=True),
-    st.Page("views/gold.py", title="Gold queue", icon=":material/workspace_premium:"),
-    st.Page("views/data.py", title="Data", icon=":material/upload_file:"),
-    st.Page("views/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("views/models.py", title="Models", icon=":material/insights:"),
-    st.Page("views/export.py", title="Export", icon=":material/download:"),
+    ("views/review.py", "Review", ":material/rate_review:", "annotator"),
+    ("views/gold.py", "Gold queue", ":material/workspace_premium:", "annotator"),
+    ("views/data.py", "Data", ":material/upload_file:", "admin"),
+    ("views/train.py", "Train", ":material/model_training:", "admin"),
+    ("views/models.py", "Models", ":material/insights:", "admin"),
+    ("views/export.py", "Export", ":material/download:", "admin"),
+    ("views/users.py", "Users", ":material/group:", "admin"),
 ]
-page = st.navigation(PAGES)
+
+if not auth.client_allowed():
+    st.error("This app runs without sign-in and serves this machine only.")
+    st.stop()
+try:
+    user = auth.current_user()
+except Exception as exc:  # a bad store must still show a readable page, not a stack trace
+    st.error("Cannot open the database: " + render.md_escape(exc))
+    st.stop()
+auth.sync_cookie()
+
+if user is None:
+    st.navigation([st.Page("views/signin.py", title="Sign in", icon=":material/login:", default=True)]).run()
+    st.stop()
+if user.must_change_password:
+    st.navigation([st.Page("views/password.py", title="Password", icon=":material/key:", default=True)]).run()
+    st.stop()
+
+allowed = [(path, title, icon) for path, title, icon, role in PAGES if has_role(user, role)]
+page = st.navigation(
+    [st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon) in enumerate(allowed)]
+)
 state.warm_imports()
 
 with st.sidebar:
@@ -35,6 +62,13 @@ with st.sidebar:
     except Exception as exc:  # a bad store must still show a readable page, not a stack trace
         st.error("Cannot open the database: " + render.md_escape(exc))
         st.stop()
-    state.annotator_picker()
+    if auth.auth_enabled():
+        # st.text never interprets markup: the name is user text.
+        st.text(f"Signed in as {user.name} ({user.role})")
+        if st.button("Sign out", key="sign_out", icon=":material/logout:"):
+            auth.sign_out()
+            st.rerun()
+    else:
+        state.annotator_picker()
 
 page.run()

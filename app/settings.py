@@ -15,6 +15,23 @@ from db.engine import resolve_url
 
 DEFAULT_PORT = 8501
 """Port ``fractal serve`` uses when none is given (Streamlit's own default)."""
+LOOPBACK = "127.0.0.1"
+"""Where ``fractal serve`` listens unless ``--host`` says otherwise."""
+AUTH_ENV = "FRACTAL_AUTH"
+"""``off`` (set by ``fractal serve --no-auth``) runs the app as one local admin without sign-in; anything else,
+or unset, requires signing in."""
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether ``address`` (a host to listen on, or a client's address) is this machine only."""
+    import ipaddress
+
+    if address in ("localhost", "::1"):
+        return True
+    try:
+        return ipaddress.ip_address(str(address)).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -23,8 +40,9 @@ class AppSettings:
 
     home: Path  # directory for the SQLite file, the local model cache and export files
     db_url: str  # SQLAlchemy URL of the store
-    annotator: str  # name recorded with every label change made from this process
+    annotator: str  # the local user's name without sign-in (FRACTAL_ANNOTATOR, else the login name)
     ray_address: str | None = None  # embed/score jobs embed on this Ray cluster ("auto" or an address)
+    auth: bool = True  # sign-in required (False only with FRACTAL_AUTH=off, i.e. `fractal serve --no-auth`)
 
     @property
     def models_dir(self) -> Path:
@@ -47,4 +65,5 @@ def load_settings(db_url: str | None = None) -> AppSettings:
     url = resolve_url(db_url)
     annotator = os.environ.get("FRACTAL_ANNOTATOR") or os.environ.get("USER") or "annotator"
     ray_address = os.environ.get("FRACTAL_RAY") or None
-    return AppSettings(home=home, db_url=url, annotator=annotator, ray_address=ray_address)
+    auth = os.environ.get(AUTH_ENV, "on").strip().lower() != "off"
+    return AppSettings(home=home, db_url=url, annotator=annotator, ray_address=ray_address, auth=auth)

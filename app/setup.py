@@ -1,11 +1,15 @@
-"""First-run preparation for ``fractal serve``: migrate the store, seed the demo dataset, queue its training."""
+"""First-run preparation for ``fractal serve``: migrate the store, seed the demo dataset, queue its training, and
+make the first admin account when sign-in is on and there is none."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
 from app.jobs import queue_after_import
 from app.settings import AppSettings
+from db import accounts
 from db import repository as repo
 from db.engine import get_engine
 from db.ingest import ingest_file
@@ -13,6 +17,7 @@ from db.schema import current_revision, head_revision, upgrade
 
 DEMO_DATASET = "demo"
 DEMO_TRAIN_KEY = "demo-initial-train"
+FIRST_ADMIN = "admin"
 
 
 class SetupError(RuntimeError):
@@ -70,3 +75,29 @@ def prepare_store(settings: AppSettings, *, load_demo: bool = True) -> str:
         if "engine" in locals():
             engine.dispose()
     return "\n".join(m for m in messages if m)
+
+
+def ensure_admin(settings: AppSettings, *, interactive: bool, ask: Callable[[], str] | None = None) -> str | None:
+    """Make the first admin when the store has no user at all; returns what to tell the operator.
+
+    On a terminal (``interactive``) the password is asked for (``ask``); otherwise a random one-time password
+    is printed, and the first sign-in with it must set a new one. Nothing is printed or stored in clear after
+    that: the store keeps the argon2 hash only.
+    """
+    engine = get_engine(settings.db_url)
+    try:
+        if accounts.count_users(engine):
+            return None
+        if interactive and ask is not None:
+            accounts.add_user(engine, FIRST_ADMIN, "admin", ask())
+            return f"created the first admin account {FIRST_ADMIN!r} with the password you typed"
+        password = accounts.new_one_time_password()
+        accounts.add_user(engine, FIRST_ADMIN, "admin", password, must_change_password=True)
+        return (
+            f"created the first admin account {FIRST_ADMIN!r} with the one-time password {password} "
+            "(the first sign-in asks for a new one; add your team with `fractal users add NAME --role ROLE`)"
+        )
+    except Exception as exc:  # an InputError (a too short password) or an unreachable store
+        raise SetupError(f"cannot create the first admin: {exc}") from exc
+    finally:
+        engine.dispose()

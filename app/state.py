@@ -138,7 +138,8 @@ ANNOTATOR_MAX_CHARS = 128  # the store's column width
 
 
 def annotator_picker() -> str:
-    """Sidebar field for the name recorded with every label; kept in the URL (``?who=``) across reloads."""
+    """Without sign-in only: sidebar field for the name recorded with every label; kept in the URL (``?who=``)
+    across reloads. With sign-in the name is the signed-in user's and there is no such field."""
     ss = st.session_state
     if "annotator_name" not in ss:
         ss["annotator_name"] = st.query_params.get("who") or settings().annotator

@@ -12,7 +12,9 @@ Tables and why they exist:
 - ``label_events``: the append-only label history (who, when, old, new, source; triggers refuse UPDATE and
   DELETE, see migration 0003); ``current_labels`` is its current view, maintained in the same transaction as
   every event.
-- ``jobs``: the background work queue; ``users``: names, roles and password hashes for later auth.
+- ``jobs``: the background work queue.
+- ``users`` (names, roles, argon2 password hashes), ``user_sessions`` (signed-in browsers, token hashes,
+  expiry) and ``login_failures`` (backoff after wrong passwords).
 
 Times are timezone-aware UTC. Labels are integers (0/1 binary, 0..C-1 ordinal); a cleared label is a
 ``label_events.new_label`` of NULL and no ``current_labels`` row.
@@ -329,14 +331,22 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
 
 
+ROLES: tuple[str, ...] = ("annotator", "reviewer", "admin")
+"""Roles in increasing order of rights: each role may do everything the roles before it may."""
+
+
 class User(Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    role: Mapped[str] = mapped_column(String(32), default="annotator")  # "annotator" | "lead" | "admin"
+    role: Mapped[str] = mapped_column(String(32), default="annotator")  # one of ROLES
+    # argon2id hash (never the password); NULL means the account cannot sign in.
     password_hash: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("0"))
+    # Set for the one-time password printed by the first `fractal serve`: the first sign-in must replace it.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("0"))
 
 
 class StoreInfo(Base):
@@ -361,3 +371,27 @@ class ModelFile(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class UserSession(Base):
+    """A signed-in browser: the random token lives only in the browser; the store keeps its SHA-256."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (Index("ix_user_sessions_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()  # sign-out
+
+
+class LoginFailure(Base):
+    """Failed sign-ins per key ("user:NAME" or "client:ADDRESS"), for the backoff between attempts."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(default=utcnow)

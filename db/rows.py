@@ -207,3 +207,15 @@ class LabelledScores:
     scores: np.ndarray
     labels: np.ndarray
     gold: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """A user as the app sees it (never the password hash)."""
+
+    id: int  # 0 for the single local user of ``fractal serve --no-auth`` (not stored)
+    name: str
+    role: str  # "annotator" | "reviewer" | "admin"
+    disabled: bool
+    must_change_password: bool  # the first sign-in with a one-time password must replace it
+    created_at: datetime | None

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import render, state, uploads
+from app import actions, auth, render, state, uploads
 from db import repository as repo
 from fractal_core.errors import InputError
 
+user = auth.require("admin")
 ss = st.session_state
 engine = state.engine()
 st.header("Data")
@@ -113,11 +114,11 @@ if st.button(action, key="data_import", type="primary", disabled=not name.strip(
         "imported_by": state.annotator(),
     }
     if big:
-        job = uploads.queue_import(engine, saved, name.strip(), import_options)
+        job = actions.queue_import(engine, user, saved, name.strip(), import_options)
         state.flash(f"Import queued as job {job.id}; follow it on the Train page.", "info")
         st.rerun()
     try:
-        summary = uploads.import_now(engine, saved, name.strip(), import_options)
+        summary = actions.import_file(engine, user, saved, name.strip(), import_options)
     except InputError as exc:
         uploads.discard(saved)
         st.error("Nothing was stored. " + uploads.describe_error(exc), icon=":material/error:")

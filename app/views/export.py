@@ -6,9 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import jobs, render, state
+from app import actions, auth, jobs, render, state
 from db import repository as repo
-from db.export import FORMATS, export_dataset
+from db.export import FORMATS
 
 DESCRIPTIONS = {
     "native": "Native JSONL, lossless: text, offsets, labels with who/when, scores, provenance (re-importable)",
@@ -19,6 +19,7 @@ DESCRIPTIONS = {
 }
 MIME = {".jsonl": "application/jsonl", ".parquet": "application/vnd.apache.parquet"}
 
+user = auth.require("admin")
 engine = state.engine()
 dataset = state.current_dataset(fresh=True)
 st.header("Export")
@@ -43,7 +44,7 @@ out = jobs.export_path(state.settings(), dataset.name, fmt)
 
 if inline:
     if st.button("Prepare download", key="export_prepare", type="primary"):
-        summary = export_dataset(engine, dataset.id, out, format=fmt, model_version=version)  # type: ignore[arg-type]
+        summary = actions.export_now(engine, user, dataset.id, out, format=fmt, model_version=version)
         st.session_state["export_ready"] = {
             "path": summary.path,
             "rows": summary.n_rows,
@@ -52,12 +53,7 @@ if inline:
 else:
     st.caption(f"{dataset.n_responses} responses: the export runs in the worker and appears below when done.")
     if st.button("Start export job", key="export_job", type="primary"):
-        job = repo.create_job(
-            engine,
-            "export",
-            {"dataset_id": dataset.id, "format": fmt, "model_version": version},
-            idempotency_key=f"export:{dataset.id}:{fmt}",
-        )
+        job = actions.queue_export(engine, user, dataset.id, format=fmt, model_version=version)
         state.flash(f"Export job {job.id} queued.", "info")
         st.rerun()
 

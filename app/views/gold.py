@@ -6,7 +6,8 @@ from typing import cast
 
 import streamlit as st
 
-from app import render, review, state
+from app import actions, auth, render, review, state
+from db.accounts import has_role
 from db import repository as repo
 from db.repository import SortKey
 from fractal_core import registry
@@ -20,6 +21,7 @@ FALLBACK = {
     "disagreement": "Model disagrees with the response label (store order)",
 }
 
+user = auth.require("annotator")
 ss = st.session_state
 engine = state.engine()
 dataset = state.current_dataset()
@@ -50,18 +52,19 @@ else:
         f"asks for ({target_n - budget.gold_responses} to go)"
     )
 st.progress(min(budget.gold_responses / target_n, 1.0) if target_n else 0.0, text=meter)
-with st.expander("Change the target"):
-    new_target = st.number_input(
-        "Target share of responses with gold labels (%)",
-        1,
-        100,
-        int(round(budget.target_fraction * 100)),
-        key="gold_t",
-    )
-    if st.button("Save target", key="gold_target_save"):
-        repo.set_gold_target(engine, dataset.id, new_target / 100)
-        state.flash(f"Gold target set to {new_target}%.")
-        st.rerun()
+if has_role(user, "admin"):
+    with st.expander("Change the target"):
+        new_target = st.number_input(
+            "Target share of responses with gold labels (%)",
+            1,
+            100,
+            int(round(budget.target_fraction * 100)),
+            key="gold_t",
+        )
+        if st.button("Save target", key="gold_target_save"):
+            actions.set_gold_target(engine, user, dataset.id, new_target / 100)
+            state.flash(f"Gold target set to {new_target}%.")
+            st.rerun()
 
 st.subheader("Proposed next", anchor=False)
 active = repo.active_model_version(engine, dataset.id)

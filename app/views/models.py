@@ -6,12 +6,13 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import analysis, render, state
+from app import actions, analysis, auth, render, state
 from db import repository as repo
 from fractal_core.metrics import auc_interval
 
 METRICS = ("instance_auc_roc", "instance_auprc", "instance_accuracy")
 
+user = auth.require("admin")
 engine = state.engine()
 dataset = state.current_dataset()
 st.header("Models")
@@ -149,7 +150,7 @@ with c1:
             key="models_pick",
         )
         if st.button("Activate", key="models_activate", disabled=active is not None and pick == active.id):
-            row = repo.activate_model_version(engine, pick)
+            row = actions.activate_model(engine, user, pick)
             state.flash(f"Version {row.version} is now active.")
             st.rerun()
 with c2:
@@ -158,7 +159,7 @@ with c2:
         and active.replaced_id is not None
         and st.button("Roll back", key="models_rollback")
     ):
-        back = repo.rollback_model_version(engine, dataset.id)
+        back = actions.rollback_model(engine, user, dataset.id)
         state.flash(f"Rolled back to version {back.version if back else '?'}.")
         st.rerun()
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import render, review, state
+from app import actions, auth, render, review, state
 from db import repository as repo
 from db.rows import ResponseDetail
 
@@ -36,9 +36,9 @@ SHORTCUTS = (
     ("U", "undo the last change in this response"),
 )
 
+user = auth.require("annotator")
 ss = st.session_state
 engine = state.engine()
-annotator = state.annotator()
 dataset = state.current_dataset()
 
 st.header("Review")
@@ -262,7 +262,7 @@ def apply(proposal: review.Proposal, *, then_next: bool = False) -> None:
         # Reset the per-sentence controls so they show stored labels while the question is open.
         ss["lab_nonce"] = ss.get("lab_nonce", 0) + 1
         return
-    result = review.store(engine, proposal, annotator)
+    result = actions.save_labels(engine, user, proposal)
     if result.changes:
         state.flash(f"Saved {len(result.changes)} label(s).")
     if then_next:
@@ -338,7 +338,7 @@ with right:
         y, c = st.columns(2)
         if y.button("Store anyway", key="pending_yes", type="primary", shortcut="Y"):
             ss.pop("pending")
-            result = review.store(engine, pending["proposal"], annotator)
+            result = actions.save_labels(engine, user, pending["proposal"])
             state.flash(f"Saved {len(result.changes)} label(s) despite the warning.", "warning")
             if pending["then_next"]:
                 advance()
@@ -382,7 +382,7 @@ with right:
             set_focused(None)
             st.rerun()
         if st.button("Undo", key="k_undo", shortcut="U", help="Undo your last change in this response"):
-            undone = repo.undo_last(engine, annotator, response_id=current_id)
+            undone = actions.undo(engine, user, current_id)
             state.flash(
                 "Nothing to undo." if undone is None else f"Undid {len(undone.reverted)} change(s).", "info"
             )

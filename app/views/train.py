@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
-from app import render, state
+from app import actions, auth, render, state
 from db import repository as repo
 from fractal_core import registry
 
@@ -16,6 +16,7 @@ PRESETS = {
 }
 NO_WORKER_AFTER_S = 15
 
+user = auth.require("admin")
 engine = state.engine()
 dataset = state.current_dataset(fresh=True)
 st.header("Train")
@@ -40,9 +41,8 @@ if refusal:
 if st.button(
     "Start training", key="train_start", type="primary", icon=":material/play_arrow:", disabled=bool(refusal)
 ):
-    payload = {"dataset_id": dataset.id, "method": method, "config": PRESETS[preset][1], "seed": int(seed)}
     # One live training job per dataset: a second click returns the job already queued or running.
-    job = repo.create_job(engine, "train", payload, idempotency_key=f"train:{dataset.id}")
+    job = actions.start_training(engine, user, dataset.id, method, PRESETS[preset][1], int(seed))
     st.session_state["train_job_id"] = job.id
     state.flash(f"Training job {job.id} is {job.state}.", "info")
     st.rerun()
@@ -92,7 +92,7 @@ def live_jobs() -> None:
     st.progress(shown.progress, text=render.md_escape(_status_line(shown)))
     if shown.state == "running" or shown.state == "queued":
         if st.button("Cancel", key=f"cancel_{shown.id}", icon=":material/stop:"):
-            repo.request_cancel(engine, shown.id)
+            actions.cancel_job(engine, user, shown.id)
             st.rerun(scope="fragment")
     elif shown.state == "succeeded" and shown.kind in ("train", "score"):
         st.success(

@@ -83,6 +83,7 @@ def app_env(home: Path, db_url: str) -> dict[str, str]:
         FRACTAL_HOME=str(home),
         FRACTAL_DB_URL=db_url,
         FRACTAL_ANNOTATOR="tester",
+        FRACTAL_AUTH="off",  # single-user mode unless a test signs people in (AppServer(auth=True))
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONPATH=str(REPO),
@@ -247,6 +248,7 @@ def make_store(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         monkeypatch.setenv("FRACTAL_HOME", str(home))
         monkeypatch.setenv("FRACTAL_DB_URL", url)
         monkeypatch.setenv("FRACTAL_ANNOTATOR", "tester")
+        monkeypatch.setenv("FRACTAL_AUTH", "off")  # single-user mode; tests of sign-in and roles turn it on
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         # The app caches settings and the engine per process; each test has its own store.
         st.cache_resource.clear()

@@ -147,6 +147,11 @@ def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
             ["pgrep", "-s", str(proc.pid)], capture_output=True, text=True
         ).stdout.split()
         assert len(children) >= 3  # serve, worker, streamlit
+        # Streamlit listens on loopback only unless --host asks otherwise.
+        cmdlines = [open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") for pid in children]
+        web = next(c for c in cmdlines if b"streamlit" in b" ".join(c))
+        assert web[web.index(b"--server.address") + 1] == b"127.0.0.1"
+        assert "sign-in required" in log.read_text() and "one-time password" in log.read_text()
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl+C
         try:
@@ -174,3 +179,63 @@ def test_worker_refuses_an_outdated_schema_with_the_upgrade_command(store) -> No
     )  # fmt: skip
     assert done.returncode == 1
     assert "fractal db upgrade" in done.stderr
+
+
+def test_serve_refuses_a_public_host_without_sign_in(store) -> None:
+    _register_subcommands()
+    result = CliRunner().invoke(app, ["serve", "--no-auth", "--host", "0.0.0.0", "--db", store.db_url])
+    assert result.exit_code == 2
+    assert "without signing in" in result.output and "fractal users add" in result.output
+    assert "running at" not in result.output
+
+
+def test_first_serve_makes_an_admin_with_a_one_time_password(store) -> None:
+    from db import accounts
+
+    settings = load_settings(store.db_url)
+    setup.prepare_store(settings, load_demo=False)
+    message = setup.ensure_admin(settings, interactive=False)
+    assert message is not None and "one-time password" in message
+    password = message.split("one-time password ")[1].split()[0]
+    user = accounts.authenticate(store.engine, "admin", password)
+    assert user.role == "admin" and user.must_change_password
+    assert setup.ensure_admin(settings, interactive=False) is None  # a store with users is left alone
+
+
+def test_first_serve_on_a_terminal_asks_for_the_admin_password(store) -> None:
+    from db import accounts
+
+    settings = load_settings(store.db_url)
+    setup.prepare_store(settings, load_demo=False)
+    message = setup.ensure_admin(settings, interactive=True, ask=lambda: "typed at the terminal")
+    assert message is not None and "typed at the terminal" not in message
+    assert not accounts.authenticate(store.engine, "admin", "typed at the terminal").must_change_password
+
+
+def test_users_commands_add_list_set_role_disable(store) -> None:
+    from db import accounts
+
+    _register_subcommands()
+    runner = CliRunner()
+    db = ["--db", store.db_url]
+    added = runner.invoke(app, ["users", "add", "ann", "--role", "annotator", *db], input="secret-password\n")
+    assert added.exit_code == 0, added.output
+    assert "secret-password" not in added.output
+    assert accounts.authenticate(store.engine, "ann", "secret-password").role == "annotator"
+    runner.invoke(app, ["users", "add", "boss", "--role", "admin", *db], input="boss-password\n")
+    assert runner.invoke(app, ["users", "set-role", "ann", "reviewer", *db]).exit_code == 0
+    listing = runner.invoke(app, ["users", "list", *db]).output
+    assert "ann\treviewer\tactive" in listing and "boss\tadmin\tactive" in listing
+    assert runner.invoke(app, ["users", "disable", "ann", *db]).exit_code == 0
+    assert "ann\treviewer\tdisabled" in runner.invoke(app, ["users", "list", *db]).output
+    for bad in (
+        ["users", "add", "x", "--role", "root", *db],
+        ["users", "set-role", "ghost", "admin", *db],
+        ["users", "disable", "boss", *db],  # the last admin
+    ):
+        result = runner.invoke(app, bad, input="long-enough-pw\n")
+        assert result.exit_code == 2, (bad, result.output)
+        assert result.output.startswith("error: ") and "Traceback" not in result.output
+    short = runner.invoke(app, ["users", "add", "bob", *db], input="short\n")
+    assert short.exit_code == 2 and "8 characters" in short.output
+    assert [u.name for u in accounts.list_users(store.engine)] == ["ann", "boss"]

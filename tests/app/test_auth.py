@@ -1,0 +1,235 @@
+"""Sign-in and roles in the app (AppTest): no page and no data without a session, each role sees only its
+pages, and every action function refuses a user whose role does not allow it, changing nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app import actions, review
+from db import accounts
+from db import repository as repo
+from db.accounts import PermissionDenied
+from tests.app.conftest import app_test
+from tests.app.data import tiny_records
+
+PASSWORD = "a long enough password"
+ALL_PAGES = [
+    "views/review.py",
+    "views/gold.py",
+    "views/data.py",
+    "views/train.py",
+    "views/models.py",
+    "views/export.py",
+    "views/users.py",
+]
+ADMIN_ONLY = {"views/data.py", "views/train.py", "views/models.py", "views/export.py", "views/users.py"}
+
+
+@pytest.fixture
+def team(store, monkeypatch) -> Any:
+    """Sign-in on, a dataset, and one user per role."""
+    monkeypatch.setenv("FRACTAL_AUTH", "on")
+    store.ingest(tiny_records(6, with_labels=True), name="secretdata")
+    for name, role in (("boss", "admin"), ("rita", "reviewer"), ("ann", "annotator")):
+        accounts.add_user(store.engine, name, role, PASSWORD)
+    return store
+
+
+def _texts(at: Any) -> str:
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "info", "warning", "error", "success", "text", "header")
+        for e in getattr(at, kind)
+    ]
+    parts += [h.proto.body for h in at.html]
+    parts += [str(s.options) for s in at.selectbox]
+    return "\n".join(str(p) for p in parts)
+
+
+def sign_in(at: Any, name: str, password: str = PASSWORD) -> Any:
+    at.text_input(key="signin_name").input(name)
+    at.text_input(key="signin_password").input(password)
+    at.button(key="signin_submit").click().run()
+    return at
+
+
+@pytest.mark.parametrize("page", ALL_PAGES)
+def test_every_page_without_a_session_is_the_sign_in_page_and_shows_no_data(team, page: str) -> None:
+    at = app_test()
+    assert not at.exception, at.exception
+    # Only the sign-in page is registered: no other page can be opened by any URL.
+    with pytest.raises(ValueError, match="Known pages: \\[.*signin.py'\\]"):
+        at.switch_page(page)
+    texts = _texts(at)
+    assert "Sign in to FRACTAL Studio" in texts
+    assert "secretdata" not in texts and "Question" not in texts
+    assert [t.key for t in at.text_input] == ["signin_name", "signin_password"]
+    assert not at.sidebar.selectbox  # no dataset picker
+    # The page itself, run without the entry file, stops at its own check and reads no data.
+    page_run = _run_page(page, token=None)
+    assert not page_run.exception and "Sign in to continue." in _texts(page_run)
+    assert "secretdata" not in _texts(page_run)
+
+
+def _run_page(page: str, *, token: str | None) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import REPO
+
+    run = AppTest.from_file(str(REPO / "app" / page), default_timeout=60)
+    if token is not None:
+        run.session_state["_auth_token"] = token
+    run.run()
+    return run
+
+
+def test_wrong_password_and_unknown_user_give_one_message(team) -> None:
+    at = sign_in(app_test(), "ann", "not the password")
+    assert [e.value for e in at.error] == [accounts.SIGN_IN_FAILED]
+    at = sign_in(app_test(), "nobody", PASSWORD)
+    assert [e.value for e in at.error] == [accounts.SIGN_IN_FAILED]
+    assert "secretdata" not in _texts(at)
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("ann", {"views/review.py", "views/gold.py"}),
+        ("rita", {"views/review.py", "views/gold.py"}),
+        ("boss", set(ALL_PAGES)),
+    ],
+)
+def test_each_role_reaches_only_its_pages(team, name: str, allowed: set[str]) -> None:
+    at = sign_in(app_test(), name)
+    assert not at.exception, at.exception
+    assert f"Signed in as {name}" in _texts(at)
+    titles = {
+        "views/review.py": "Review",
+        "views/gold.py": "Gold queue",
+        "views/data.py": "Data",
+        "views/train.py": "Train",
+        "views/models.py": "Models",
+        "views/export.py": "Export",
+        "views/users.py": "Users",
+    }
+    for page in ALL_PAGES:
+        if page not in allowed:
+            with pytest.raises(ValueError, match="Could not find a navigation page"):
+                at.switch_page(page)
+            continue
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, (page, at.exception)
+        assert [h.value for h in at.header][:1] == [titles[page]], page
+
+
+@pytest.mark.parametrize("page", sorted(ADMIN_ONLY))
+def test_page_check_stops_a_lower_role_even_if_routed_there(team, page: str) -> None:
+    # Defence in depth: even if the navigation listed an admin page, the page's own check stops it.
+    at = sign_in(app_test(), "rita")
+    run = _run_page(page, token=at.session_state["_auth_token"])
+    assert not run.exception, run.exception
+    assert [e.value for e in run.error] == ["This page needs the admin role; you are signed in as a reviewer."]
+    assert not run.file_uploader and not run.button and "secretdata" not in _texts(run)
+
+
+def test_annotator_labels_are_recorded_under_the_signed_in_name(team) -> None:
+    at = sign_in(app_test(), "ann")
+    assert "annotator_name" not in [t.key for t in at.text_input]
+    rid = at.session_state["review_response_id"]
+    at.button(key="k_zero").click().run()  # label 0: consistent with any response label
+    assert not at.exception, at.exception
+    mine = [h for h in repo.label_history(team.engine, response_id=rid) if h.source == "gold"]
+    assert [(h.new_label, h.annotator) for h in mine] == [(0, "ann")]
+    at.button(key="k_undo").click().run()
+    assert repo.get_response(team.engine, rid).sentences[0].label_source != "gold"
+
+
+def test_sign_out_ends_the_session(team) -> None:
+    at = sign_in(app_test(), "ann")
+    token = at.session_state["_auth_token"]
+    assert accounts.session_user(team.engine, token) is not None
+    at.button(key="sign_out").click().run()
+    assert "Sign in to FRACTAL Studio" in _texts(at)
+    assert accounts.session_user(team.engine, token) is None
+
+
+def test_one_time_password_must_be_changed_before_anything_else(team) -> None:
+    accounts.add_user(team.engine, "first", "admin", "one-time-pw", must_change_password=True)
+    at = sign_in(app_test(), "first", "one-time-pw")
+    assert "Choose your password" in _texts(at)
+    assert "secretdata" not in _texts(at)
+    at.text_input(key="pw_new").input(PASSWORD)
+    at.text_input(key="pw_again").input(PASSWORD)
+    at.button(key="pw_submit").click().run()
+    assert not at.exception, at.exception
+    assert [h.value for h in at.header][:1] == ["Review"]
+    assert accounts.authenticate(team.engine, "first", PASSWORD).must_change_password is False
+
+
+def test_admin_adds_a_user_on_the_users_page(team) -> None:
+    at = sign_in(app_test(), "boss")
+    at.switch_page("views/users.py")
+    at.run()
+    at.text_input(key="users_new_name").input("newbie")
+    at.selectbox(key="users_new_role").set_value("annotator")
+    at.text_input(key="users_new_password").input(PASSWORD)
+    at.button(key="users_add_submit").click().run()
+    assert not at.exception, at.exception
+    assert accounts.get_user(team.engine, "newbie") is not None
+
+
+def _snapshot(engine: Any) -> tuple[Any, ...]:
+    datasets = [(d.name, d.n_responses, d.gold_target, d.active_model_version_id) for d in repo.list_datasets(engine)]
+    jobs = [(j.id, j.state, j.cancel_requested) for j in repo.list_jobs(engine, limit=100)]
+    users = accounts.list_users(engine)
+    return datasets, jobs, users
+
+
+def test_every_admin_action_refuses_an_annotator_and_changes_nothing(team, tmp_path) -> None:
+    engine = team.engine
+    ann = accounts.get_user(engine, "ann")
+    assert ann is not None
+    dataset = repo.get_dataset(engine, "secretdata")
+    assert dataset is not None
+    job = repo.create_job(engine, "embed", {"dataset_id": dataset.id})
+    mv = repo.create_model_version(engine, dataset.id, method="naive")
+    upload = tmp_path / "more.jsonl"
+    upload.write_text('{"id": "x", "text": "A. B.", "response_label": 1}\n')
+    calls = {
+        "set_gold_target": lambda: actions.set_gold_target(engine, ann, dataset.id, 0.5),
+        "import_file": lambda: actions.import_file(engine, ann, upload, "other", {}),
+        "queue_import": lambda: actions.queue_import(engine, ann, upload, "other", {}),
+        "start_training": lambda: actions.start_training(engine, ann, dataset.id, "naive", {}, 0),
+        "cancel_job": lambda: actions.cancel_job(engine, ann, job.id),
+        "activate_model": lambda: actions.activate_model(engine, ann, mv.id),
+        "rollback_model": lambda: actions.rollback_model(engine, ann, dataset.id),
+        "export_now": lambda: actions.export_now(engine, ann, dataset.id, tmp_path / "x.jsonl", format="native", model_version=None),
+        "queue_export": lambda: actions.queue_export(engine, ann, dataset.id, format="native", model_version=None),
+        "add_user": lambda: actions.add_user(engine, ann, "mallory", "admin", PASSWORD),
+        "set_role": lambda: actions.set_role(engine, ann, "ann", "admin"),
+        "set_disabled": lambda: actions.set_disabled(engine, ann, "boss", True),
+        "list_users": lambda: actions.list_users(engine, ann),
+    }
+    before = _snapshot(engine)
+    for name, call in calls.items():
+        with pytest.raises(PermissionDenied, match="admin"):
+            call()
+        assert _snapshot(engine) == before, name
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_label_actions_refuse_a_disabled_or_missing_user(team) -> None:
+    engine = team.engine
+    detail = repo.get_response(engine, repo.list_responses(engine, 1, sort="id").rows[0].id)
+    proposal = review.propose(detail, {detail.sentences[0].id: 1})
+    boss = accounts.get_user(engine, "boss")
+    assert boss is not None
+    accounts.set_disabled(engine, "ann")
+    ann = accounts.get_user(engine, "ann")
+    for actor in (ann, None):
+        with pytest.raises(PermissionDenied):
+            actions.save_labels(engine, actor, proposal)  # type: ignore[arg-type]
+    assert actions.save_labels(engine, boss, proposal).changes[0].annotator == "boss"

@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(VENV)/bin/fractal serve
+	$(VENV)/bin/fractal serve --no-auth
 
 test: install
 	$(PY) -m pytest -q

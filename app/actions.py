@@ -50,7 +50,9 @@ def set_gold_target(engine: Engine, actor: UserRow, dataset_id: int, fraction: f
     repo.set_gold_target(engine, dataset_id, fraction)
 
 
-def import_file(engine: Engine, actor: UserRow, path: Path, dataset: str, options: dict[str, Any]) -> IngestSummary:
+def import_file(
+    engine: Engine, actor: UserRow, path: Path, dataset: str, options: dict[str, Any]
+) -> IngestSummary:
     require_role(actor, "admin", "uploading data")
     return uploads.import_now(engine, path, dataset, options)
 

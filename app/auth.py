@@ -34,7 +34,12 @@ def auth_enabled() -> bool:
 def local_user() -> UserRow:
     """The single user of ``--no-auth`` mode: an admin named after the sidebar field or the login name."""
     return UserRow(
-        id=0, name=state.annotator(), role="admin", disabled=False, must_change_password=False, created_at=None
+        id=0,
+        name=state.annotator(),
+        role="admin",
+        disabled=False,
+        must_change_password=False,
+        created_at=None,
     )
 
 

@@ -19,8 +19,8 @@ import typer
 
 from app.settings import AUTH_ENV, DEFAULT_PORT, LOOPBACK, is_loopback, load_settings
 from db.cli import register as register_db
-from db.users_cli import register as register_users
 from db.schema import SchemaOutdatedError
+from db.users_cli import register as register_users
 from fractal_core.cli import register as register_core
 
 APP_MAIN = Path(__file__).resolve().parent / "main.py"

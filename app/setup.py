@@ -77,7 +77,9 @@ def prepare_store(settings: AppSettings, *, load_demo: bool = True) -> str:
     return "\n".join(m for m in messages if m)
 
 
-def ensure_admin(settings: AppSettings, *, interactive: bool, ask: Callable[[], str] | None = None) -> str | None:
+def ensure_admin(
+    settings: AppSettings, *, interactive: bool, ask: Callable[[], str] | None = None
+) -> str | None:
     """Make the first admin when the store has no user at all; returns what to tell the operator.
 
     On a terminal (``interactive``) the password is asked for (``ask``); otherwise a random one-time password

@@ -20,7 +20,9 @@ from db.models import ROLES
 from db.schema import SchemaOutdatedError
 from fractal_core.errors import InputError
 
-users_app = typer.Typer(help="Accounts: who may sign in to the app, and with which role.", no_args_is_help=True)
+users_app = typer.Typer(
+    help="Accounts: who may sign in to the app, and with which role.", no_args_is_help=True
+)
 
 RoleOption = Annotated[str, typer.Option("--role", help=f"One of: {', '.join(ROLES)}.")]
 

@@ -7,8 +7,8 @@ from typing import cast
 import streamlit as st
 
 from app import actions, auth, render, review, state
-from db.accounts import has_role
 from db import repository as repo
+from db.accounts import has_role
 from db.repository import SortKey
 from fractal_core import registry
 

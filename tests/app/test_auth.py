@@ -131,7 +131,9 @@ def test_page_check_stops_a_lower_role_even_if_routed_there(team, page: str) -> 
     at = sign_in(app_test(), "rita")
     run = _run_page(page, token=at.session_state["_auth_token"])
     assert not run.exception, run.exception
-    assert [e.value for e in run.error] == ["This page needs the admin role; you are signed in as a reviewer."]
+    assert [e.value for e in run.error] == [
+        "This page needs the admin role; you are signed in as a reviewer."
+    ]
     assert not run.file_uploader and not run.button and "secretdata" not in _texts(run)
 
 
@@ -182,7 +184,9 @@ def test_admin_adds_a_user_on_the_users_page(team) -> None:
 
 
 def _snapshot(engine: Any) -> tuple[Any, ...]:
-    datasets = [(d.name, d.n_responses, d.gold_target, d.active_model_version_id) for d in repo.list_datasets(engine)]
+    datasets = [
+        (d.name, d.n_responses, d.gold_target, d.active_model_version_id) for d in repo.list_datasets(engine)
+    ]
     jobs = [(j.id, j.state, j.cancel_requested) for j in repo.list_jobs(engine, limit=100)]
     users = accounts.list_users(engine)
     return datasets, jobs, users
@@ -206,8 +210,12 @@ def test_every_admin_action_refuses_an_annotator_and_changes_nothing(team, tmp_p
         "cancel_job": lambda: actions.cancel_job(engine, ann, job.id),
         "activate_model": lambda: actions.activate_model(engine, ann, mv.id),
         "rollback_model": lambda: actions.rollback_model(engine, ann, dataset.id),
-        "export_now": lambda: actions.export_now(engine, ann, dataset.id, tmp_path / "x.jsonl", format="native", model_version=None),
-        "queue_export": lambda: actions.queue_export(engine, ann, dataset.id, format="native", model_version=None),
+        "export_now": lambda: actions.export_now(
+            engine, ann, dataset.id, tmp_path / "x.jsonl", format="native", model_version=None
+        ),
+        "queue_export": lambda: actions.queue_export(
+            engine, ann, dataset.id, format="native", model_version=None
+        ),
         "add_user": lambda: actions.add_user(engine, ann, "mallory", "admin", PASSWORD),
         "set_role": lambda: actions.set_role(engine, ann, "ann", "admin"),
         "set_disabled": lambda: actions.set_disabled(engine, ann, "boss", True),

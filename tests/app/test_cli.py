@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -148,7 +149,7 @@ def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
         ).stdout.split()
         assert len(children) >= 3  # serve, worker, streamlit
         # Streamlit listens on loopback only unless --host asks otherwise.
-        cmdlines = [open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") for pid in children]
+        cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in children]
         web = next(c for c in cmdlines if b"streamlit" in b" ".join(c))
         assert web[web.index(b"--server.address") + 1] == b"127.0.0.1"
         assert "sign-in required" in log.read_text() and "one-time password" in log.read_text()

@@ -8,13 +8,13 @@ the warning so the page can ask before storing it anyway.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 
 from db import repository as repo
 from db.models import GOLD_SOURCES
-from db.rows import ResponseDetail, SaveResult
+from db.rows import LabelConflict, ResponseDetail, SaveResult
 from fractal_core.semantics import check_consistency
 
 POSITIVE_THRESHOLD = 0.5
@@ -29,6 +29,8 @@ class Proposal:
     labels: dict[int, int | None]  # sentence id -> new label (None clears)
     warning: str | None
     source: str = "gold"
+    # sentence id -> the label version the view showed (stale-view check); None: no check
+    expected: dict[int, int | None] | None = None
 
 
 def gold_labels(detail: ResponseDetail) -> list[int | None]:
@@ -46,7 +48,8 @@ def propose(detail: ResponseDetail, changes: Mapping[int, int | None], *, source
     warning = check_consistency(
         detail.aggregation, detail.response_label, [after[s.id] for s in detail.sentences]
     )
-    return Proposal(detail.id, dict(changes), warning, source)
+    versions = {s.id: s.label_version for s in detail.sentences}
+    return Proposal(detail.id, dict(changes), warning, source, {sid: versions[sid] for sid in changes})
 
 
 def label_levels(label_kind: str, max_label: float) -> list[int]:
@@ -95,8 +98,28 @@ def store(engine: Engine, proposal: Proposal, annotator: str) -> SaveResult:
     if not proposal.labels:
         return SaveResult([], proposal.warning)
     return repo.record_labels(
-        engine, proposal.response_id, proposal.labels, annotator, source=proposal.source
+        engine,
+        proposal.response_id,
+        proposal.labels,
+        annotator,
+        source=proposal.source,
+        expected=proposal.expected,
     )
+
+
+def as_seen(proposal: Proposal, seen: Mapping[int, int | None] | None) -> Proposal:
+    """The proposal checked against the label versions the user last SAW (the page as rendered before the
+    click), not the ones re-read for this run: a label that changed in between is a conflict."""
+    if seen is None or proposal.expected is None:
+        return proposal
+    return replace(proposal, expected={sid: seen.get(sid, v) for sid, v in proposal.expected.items()})
+
+
+def replace_theirs(proposal: Proposal, conflicts: list[LabelConflict]) -> Proposal:
+    """The same proposal, made knowingly over the labels in ``conflicts`` (their current versions)."""
+    expected = dict(proposal.expected or {})
+    expected.update({c.sentence_id: c.version for c in conflicts})
+    return replace(proposal, expected=expected)
 
 
 def next_position(index: int, total: int, *, still_listed: bool) -> int:

@@ -66,6 +66,9 @@ class SentenceRow:
     labelled_at: datetime | None
     score: float | None
     uncertainty: float | None
+    label_version: int | None = (
+        None  # the label's version (its event id): a save from this view sends it back
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,18 @@ class LabelChange:
     annotator: str
     source: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LabelConflict:
+    """A sentence whose label someone else changed after the saving view was read."""
+
+    sentence_id: int
+    position: int  # 0-based position in its response
+    label: int | None  # their label now (None: they cleared it)
+    annotator: str | None
+    source: str | None
+    version: int | None  # the label's version now: send it back to replace their label knowingly
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,21 +252,39 @@ if detail is None or detail.dataset_id != dataset.id:
     st.rerun()
 assert detail is not None
 n = len(detail.sentences)
+# The label versions shown by the previous run: what the user saw when they pressed a key.
+seen = ss.get("review_seen")
+ss["review_seen"] = {"response": current_id, "versions": {s.id: s.label_version for s in detail.sentences}}
 focus = min(max(int(ss.get("review_focus", 0)), 0), max(n - 1, 0))
 
 
 def apply(proposal: review.Proposal, *, then_next: bool = False) -> None:
     """Store at once when consistent; otherwise park it and ask (the warning shows before anything is stored)."""
+    seen_here = seen["versions"] if seen and seen["response"] == current_id else None
+    proposal = review.as_seen(proposal, seen_here)
     if proposal.warning:
         ss["pending"] = {"proposal": proposal, "then_next": then_next}
         # Reset the per-sentence controls so they show stored labels while the question is open.
         ss["lab_nonce"] = ss.get("lab_nonce", 0) + 1
         return
-    result = actions.save_labels(engine, user, proposal)
-    if result.changes:
-        state.flash(f"Saved {len(result.changes)} label(s).")
+    if not save(proposal, then_next=then_next):
+        return
     if then_next:
         advance()
+
+
+def save(proposal: review.Proposal, *, then_next: bool = False, note: str = "") -> bool:
+    """Store, unless someone changed these labels since this view was read: then park the proposal and show
+    their labels (nothing stored) so the user can keep theirs or replace them knowingly."""
+    try:
+        result = actions.save_labels(engine, user, proposal)
+    except repo.StaleLabelError as exc:
+        ss["conflict"] = {"proposal": proposal, "conflicts": exc.conflicts, "then_next": then_next}
+        ss["lab_nonce"] = ss.get("lab_nonce", 0) + 1
+        return False
+    if result.changes:
+        state.flash(f"Saved {len(result.changes)} label(s){note}.", "warning" if note else "success")
+    return True
 
 
 def advance() -> None:
@@ -284,7 +302,7 @@ def set_focused(label: int | None) -> None:
     if n == 0:
         return
     apply(review.propose(detail, {detail.sentences[focus].id: label}))
-    if "pending" not in ss and label is not None:
+    if "pending" not in ss and "conflict" not in ss and label is not None:
         ss["review_focus"] = min(focus + 1, n - 1)
 
 
@@ -338,13 +356,39 @@ with right:
         y, c = st.columns(2)
         if y.button("Store anyway", key="pending_yes", type="primary", shortcut="Y"):
             ss.pop("pending")
-            result = actions.save_labels(engine, user, pending["proposal"])
-            state.flash(f"Saved {len(result.changes)} label(s) despite the warning.", "warning")
-            if pending["then_next"]:
+            if save(pending["proposal"], note=" despite the warning") and pending["then_next"]:
                 advance()
             st.rerun()
         if c.button("Cancel", key="pending_no", shortcut="Esc"):
             ss.pop("pending")
+            st.rerun()
+
+    conflict = ss.get("conflict")
+    if conflict and conflict["proposal"].response_id != current_id:
+        ss.pop("conflict")
+        conflict = None
+    if conflict:
+        st.error(
+            "Not saved: someone changed these labels after you opened this response.", icon=":material/group:"
+        )
+        for c in conflict["conflicts"]:
+            mine = conflict["proposal"].labels[c.sentence_id]
+            theirs = "cleared it" if c.label is None else f"set {c.label} ({c.source})"
+            # st.text: annotator names are user text and never rendered as markup.
+            st.text(
+                f"Sentence {c.position + 1}: {c.annotator or 'someone'} {theirs}; "
+                f"yours: {'clear' if mine is None else mine}"
+            )
+        keep, overwrite = st.columns(2)
+        if keep.button("Keep theirs", key="conflict_keep"):
+            ss.pop("conflict")
+            state.flash("Kept their labels.", "info")
+            st.rerun()
+        if overwrite.button("Replace with mine", key="conflict_replace", type="primary"):
+            ss.pop("conflict")
+            retry = review.replace_theirs(conflict["proposal"], conflict["conflicts"])
+            if save(retry, note=" over the other person's") and conflict["then_next"]:
+                advance()
             st.rerun()
 
     # Keyboard bar: native Streamlit button shortcuts (they work wherever focus is not in a text field).

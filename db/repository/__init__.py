@@ -37,6 +37,7 @@ from db.repository.datasets import (
     validate_dataset_name,
 )
 from db.repository.labels import (
+    StaleLabelError,
     gold_budget,
     label_history,
     record_label,
@@ -137,6 +138,7 @@ __all__ = [
     "rollback_model_version",
     "set_gold_target",
     "store_response_summaries",
+    "StaleLabelError",
     "store_scores",
     "undo_last",
     "update_progress",

@@ -27,9 +27,60 @@ from db.models import (
     Sentence,
     utcnow,
 )
-from db.rows import GoldBudget, LabelChange, SaveResult, UndoResult
+from db.rows import GoldBudget, LabelChange, LabelConflict, SaveResult, UndoResult
 from fractal_core.errors import InputError
 from fractal_core.semantics import check_consistency
+
+
+class StaleLabelError(InputError):
+    """A save from a stale view: someone else changed these sentences' labels since; nothing was stored."""
+
+    def __init__(self, conflicts: list[LabelConflict]) -> None:
+        who = sorted({c.annotator or "someone" for c in conflicts})
+        super().__init__(
+            f"{', '.join(who)} changed {len(conflicts)} of these labels after you opened the response",
+            field="label",
+        )
+        self.conflicts = conflicts
+
+
+def _check_versions(
+    session: Session, labels: Mapping[int, int | None], expected: Mapping[int, int | None]
+) -> None:
+    """Refuse the save when a label it changes is no longer the version the saving view showed.
+
+    ``expected`` maps sentence id -> the label version (``SentenceRow.label_version``, None when there was no
+    label) the view was built from. A sentence someone has meanwhile set to the very label being saved is no
+    conflict: nothing would be lost."""
+    ids = [sid for sid in labels if sid in expected]
+    if not ids:
+        return
+    now = {
+        row.sentence_id: row
+        for row in session.scalars(select(CurrentLabel).where(CurrentLabel.sentence_id.in_(ids)))
+    }
+    positions: dict[int, int] = {
+        sid: pos
+        for sid, pos in session.execute(select(Sentence.id, Sentence.position).where(Sentence.id.in_(ids)))
+    }
+    conflicts = []
+    for sid in sorted(ids):
+        cur = now.get(sid)
+        version = cur.event_id if cur is not None else None
+        if version == expected[sid] or (cur.label if cur is not None else None) == labels[sid]:
+            continue
+        conflicts.append(
+            LabelConflict(
+                sentence_id=sid,
+                position=positions[sid],
+                label=cur.label if cur is not None else None,
+                annotator=cur.annotator if cur is not None else None,
+                source=cur.source if cur is not None else None,
+                version=version,
+            )
+        )
+    if conflicts:
+        raise StaleLabelError(conflicts)
 
 
 def _check_label(label: int | None, label_kind: str, max_label: float) -> None:
@@ -193,9 +244,14 @@ def record_labels(
     annotator: str,
     *,
     source: str = "gold",
+    expected: Mapping[int, int | None] | None = None,
 ) -> SaveResult:
     """Set several sentence labels of one response (``{sentence_id: label or None}``) as one action: one
-    transaction, and one :func:`undo_last` reverts them together."""
+    transaction, and one :func:`undo_last` reverts them together.
+
+    ``expected`` (``{sentence_id: label version the caller saw}``) turns on the stale-view check: when someone
+    else changed one of these labels since, :class:`StaleLabelError` lists their labels and nothing is stored.
+    """
     _check_writer(annotator, source)
 
     def work(session: Session) -> SaveResult:
@@ -215,6 +271,8 @@ def record_labels(
         for label in labels.values():
             _check_label(label, *found)
         _lock_response(session, response_id)
+        if expected is not None:
+            _check_versions(session, labels, expected)
         action_id = str(uuid.uuid4())
         changes = []
         for sentence_id in sorted(labels):

@@ -209,6 +209,7 @@ def get_response(engine: Engine, response_id: int, model_version_id: int | None 
                 CurrentLabel.updated_at,
                 SentenceScore.score,
                 SentenceScore.uncertainty,
+                CurrentLabel.event_id,
             )
             .outerjoin(CurrentLabel, CurrentLabel.sentence_id == Sentence.id)
             .outerjoin(

@@ -241,3 +241,38 @@ def test_label_actions_refuse_a_disabled_or_missing_user(team) -> None:
         with pytest.raises(PermissionDenied):
             actions.save_labels(engine, actor, proposal)  # type: ignore[arg-type]
     assert actions.save_labels(engine, boss, proposal).changes[0].annotator == "boss"
+
+
+def _open_second_response(name: str) -> Any:
+    at = sign_in(app_test(), name)
+    at.button(key="k_skip").click().run()  # response r001: label 1, so labelling one sentence is consistent
+    return at
+
+
+def test_stale_save_shows_their_label_and_lets_the_user_keep_or_replace(team) -> None:
+    ann = _open_second_response("ann")
+    accounts.add_user(team.engine, "bob", "annotator", PASSWORD)
+    bob_at = _open_second_response("bob")
+    rid = ann.session_state["review_response_id"]
+    assert bob_at.session_state["review_response_id"] == rid
+    bob_at.button(key="k_one").click().run()  # bob: sentence 1 is a problem
+    assert not bob_at.exception, bob_at.exception
+    ann.button(key="k_zero").click().run()  # ann still sees it unlabelled and says fine
+    assert not ann.exception, ann.exception
+    assert any("Not saved" in e.value for e in ann.error)
+    assert "Sentence 1: bob set 1 (gold); yours: 0" in _texts(ann)
+    first = repo.get_response(team.engine, rid).sentences[0]
+    assert (first.label, first.annotator) == (1, "bob")  # nothing of ann's was stored
+    ann.button(key="conflict_keep").click().run()
+    assert repo.get_response(team.engine, rid).sentences[0].label == 1
+    # Again from a stale view (ann's page still shows bob's first label), and she replaces bob's knowingly.
+    assert ann.session_state["review_focus"] == 0  # a refused save does not move the cursor
+    bob_at.button(key="k_prev").click().run()
+    bob_at.button(key="k_clear").click().run()
+    bob_at.button(key="k_one").click().run()
+    ann.button(key="k_zero").click().run()
+    assert any("Not saved" in e.value for e in ann.error)
+    ann.button(key="conflict_replace").click().run()
+    assert not ann.exception, ann.exception
+    first = repo.get_response(team.engine, rid).sentences[0]
+    assert (first.label, first.annotator) == (0, "ann")

@@ -7,7 +7,8 @@ label recorded is always the acting user's name, never a name the user typed.
 
 Who may do what:
 
-- annotator: label sentences, undo their own changes;
+- annotator: label sentences (only their own queue's responses once work is assigned), undo their own
+  changes, comment and flag;
 - reviewer: also adjudicate and see agreement;
 - admin: also upload, train, cancel jobs, activate or roll back models, export, set the gold target and
   manage users.
@@ -21,28 +22,103 @@ from typing import Any
 from sqlalchemy import Engine
 
 from app import review, uploads
-from db import accounts
+from db import accounts, team
 from db import repository as repo
-from db.accounts import require_role
+from db.accounts import PermissionDenied, require_role
 from db.export import ExportSummary, export_dataset
-from db.rows import IngestSummary, JobRow, ModelVersionRow, SaveResult, UndoResult, UserRow
+from db.rows import (
+    AgreementReport,
+    AssignSummary,
+    IngestSummary,
+    JobRow,
+    ModelVersionRow,
+    NoteRow,
+    SaveResult,
+    UndoResult,
+    UserRow,
+)
 
 # ------------------------------------------------------------------------------------------------ labels
 
 
-def save_labels(engine: Engine, actor: UserRow, proposal: review.Proposal) -> SaveResult:
-    """Store a proposal as the actor's labels (one action, one undo)."""
+def label_layer(engine: Engine, actor: UserRow, response_id: int) -> str:
+    """Where the actor's labels of a response go: ``own`` (an overlap response in their queue: kept apart
+    until adjudicated), ``gold`` (the shared view), or ``refused`` (assigned to others only, and the actor is
+    an annotator: nobody else works on someone's assigned response unless overlap asks for it)."""
+    people = team.assignees(engine, response_id)
+    if actor.name in people and len(people) >= 2:
+        return "own"
+    if people and actor.name not in people and not accounts.has_role(actor, "reviewer"):
+        return "refused"
+    return "gold"
+
+
+def save_labels(
+    engine: Engine, actor: UserRow, proposal: review.Proposal, *, finished: bool = False
+) -> SaveResult:
+    """Store a proposal as the actor's labels (one action, one undo), in the layer :func:`label_layer` says;
+    ``finished`` (Save & next) also marks the response done in the actor's queue."""
     require_role(actor, "annotator", "labelling")
-    return review.store(engine, proposal, actor.name)
+    layer = label_layer(engine, actor, proposal.response_id)
+    if layer == "refused":
+        raise PermissionDenied("this response is assigned to other annotators")
+    if layer == "own":
+        result = team.record_annotations(engine, proposal.response_id, proposal.labels, actor.name)
+    else:
+        result = review.store(engine, proposal, actor.name)
+    if finished:
+        team.mark_done(engine, proposal.response_id, actor.name)
+    return result
 
 
 def undo(engine: Engine, actor: UserRow, response_id: int) -> UndoResult | None:
-    """Undo the actor's own last change in a response."""
+    """Undo the actor's own last change in a response (in the layer their labels go to)."""
     require_role(actor, "annotator", "undo")
+    if label_layer(engine, actor, response_id) == "own":
+        return team.undo_annotation(engine, actor.name, response_id)
     return repo.undo_last(engine, actor.name, response_id=response_id)
 
 
+def add_note(engine: Engine, actor: UserRow, response_id: int, text: str, flag: str | None) -> NoteRow:
+    """A comment and/or flag on a response, by the actor."""
+    require_role(actor, "annotator", "commenting")
+    return team.add_note(engine, response_id, actor.name, text, flag)
+
+
+# ------------------------------------------------------------------------------------------------ reviewers
+
+
+def adjudicate(engine: Engine, actor: UserRow, response_id: int, labels: dict[int, int | None]) -> SaveResult:
+    """Set the gold labels of an overlap response, recorded as adjudicated by the actor."""
+    require_role(actor, "reviewer", "adjudicating")
+    return team.adjudicate(engine, response_id, labels, actor.name)
+
+
+def agreement(engine: Engine, actor: UserRow, dataset_id: int) -> AgreementReport:
+    require_role(actor, "reviewer", "seeing agreement")
+    return team.agreement(engine, dataset_id)
+
+
 # ------------------------------------------------------------------------------------------------ admin
+
+
+def set_overlap(
+    engine: Engine, actor: UserRow, dataset_id: int, k: int, fraction: float
+) -> team.TeamSettings:
+    require_role(actor, "admin", "changing the overlap")
+    return team.set_overlap(engine, dataset_id, k, fraction)
+
+
+def assign(
+    engine: Engine, actor: UserRow, dataset_id: int, annotators: list[str], seed: int = 0
+) -> AssignSummary:
+    require_role(actor, "admin", "assigning work")
+    return team.assign(engine, dataset_id, annotators, seed=seed)
+
+
+def set_guidelines(engine: Engine, actor: UserRow, dataset_id: int, text: str) -> team.TeamSettings:
+    require_role(actor, "admin", "writing guidelines")
+    return team.set_guidelines(engine, dataset_id, text)
 
 
 def set_gold_target(engine: Engine, actor: UserRow, dataset_id: int, fraction: float) -> None:

@@ -25,10 +25,13 @@ st.html(render.CSS)
 PAGES = [
     ("views/review.py", "Review", ":material/rate_review:", "annotator"),
     ("views/gold.py", "Gold queue", ":material/workspace_premium:", "annotator"),
+    ("views/agreement.py", "Agreement", ":material/groups:", "reviewer"),
+    ("views/adjudicate.py", "Adjudicate", ":material/gavel:", "reviewer"),
     ("views/data.py", "Data", ":material/upload_file:", "admin"),
     ("views/train.py", "Train", ":material/model_training:", "admin"),
     ("views/models.py", "Models", ":material/insights:", "admin"),
     ("views/export.py", "Export", ":material/download:", "admin"),
+    ("views/team.py", "Team", ":material/assignment_ind:", "admin"),
     ("views/users.py", "Users", ":material/group:", "admin"),
 ]
 

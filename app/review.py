@@ -130,3 +130,22 @@ def next_position(index: int, total: int, *, still_listed: bool) -> int:
     """
     nxt = index + 1 if still_listed else index
     return max(0, min(nxt, max(total - 1, 0)))
+
+
+def own_view(detail: ResponseDetail, own: Mapping[int, int], annotator: str) -> ResponseDetail:
+    """The response as an overlap annotator sees it: their own labels (kept apart from everyone else's until a
+    reviewer adjudicates) in place of the shared gold view."""
+    sentences = [
+        replace(
+            s,
+            label=own.get(s.id),
+            label_source="gold" if s.id in own else None,
+            annotator=annotator if s.id in own else None,
+            labelled_at=None,
+            label_version=None,
+        )
+        for s in detail.sentences
+    ]
+    labels = [own.get(s.id) for s in detail.sentences]
+    warning = check_consistency(detail.aggregation, detail.response_label, labels)
+    return replace(detail, sentences=sentences, consistency_warning=warning)

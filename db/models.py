@@ -121,6 +121,10 @@ class Dataset(Base):
     # Highest level (ordinal: C - 1, fixed with the kind; else 1): labels are divided by it to compare with scores.
     max_label: Mapped[float] = mapped_column(Float, default=1.0)
     gold_target: Mapped[float] = mapped_column(Float, default=0.1)
+    # Team work: a share ``overlap_fraction`` of responses goes to ``overlap_k`` annotators each (agreement).
+    overlap_k: Mapped[int] = mapped_column(Integer, default=1, server_default=sql_text("1"))
+    overlap_fraction: Mapped[float] = mapped_column(Float, default=0.0, server_default=sql_text("0"))
+    guidelines: Mapped[str] = mapped_column(Text, default="", server_default="")  # Markdown, by an admin
     active_model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", use_alter=True, ondelete="SET NULL")
     )
@@ -395,3 +399,90 @@ class LoginFailure(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Assignment(Base):
+    """A response in an annotator's queue (several annotators for the overlap sample)."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("response_id", "annotator"),
+        Index("ix_assignments_annotator_dataset", "annotator", "dataset_id", "response_id"),
+        Index("ix_assignments_dataset_id", "dataset_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
+    annotator: Mapped[str] = mapped_column(String(128))
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column()  # the annotator finished it (Save & next)
+
+
+class Annotation(Base):
+    """One annotator's own current label of a sentence of an overlap response (kept apart from the gold
+    view in ``current_labels``, which an adjudication sets)."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (
+        Index("ix_annotations_dataset_id", "dataset_id"),
+        Index("ix_annotations_response_id", "response_id"),
+    )
+
+    sentence_id: Mapped[int] = mapped_column(ForeignKey("sentences.id", ondelete="CASCADE"), primary_key=True)
+    annotator: Mapped[str] = mapped_column(String(128), primary_key=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    label: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AnnotationEvent(Base):
+    """Append-only history of ``annotations`` (who, when, old, new; an undo is an event pointing back)."""
+
+    __tablename__ = "annotation_events"
+    __table_args__ = (
+        Index("ix_annotation_events_response_id", "response_id", "id"),
+        Index("ix_annotation_events_annotator_id", "annotator", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action_id: Mapped[str] = mapped_column(String(36))
+    sentence_id: Mapped[int] = mapped_column(ForeignKey("sentences.id", ondelete="CASCADE"))
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
+    annotator: Mapped[str] = mapped_column(String(128))
+    old_label: Mapped[int | None] = mapped_column(Integer)
+    new_label: Mapped[int | None] = mapped_column(Integer)
+    undoes_action: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Adjudication(Base):
+    """A reviewer's decision on an overlap response: the gold labels they set, with who and when."""
+
+    __tablename__ = "adjudications"
+    __table_args__ = (Index("ix_adjudications_response_id", "response_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
+    sentence_id: Mapped[int] = mapped_column(ForeignKey("sentences.id", ondelete="CASCADE"))
+    label: Mapped[int | None] = mapped_column(Integer)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+NOTE_FLAGS: tuple[str, ...] = ("unsure", "bad split", "bad response")
+
+
+class ResponseNote(Base):
+    """A comment on a response, optionally with a flag (one of NOTE_FLAGS)."""
+
+    __tablename__ = "response_notes"
+    __table_args__ = (Index("ix_response_notes_response_id", "response_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
+    author: Mapped[str] = mapped_column(String(128))
+    flag: Mapped[str | None] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

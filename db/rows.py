@@ -234,3 +234,59 @@ class UserRow:
     disabled: bool
     must_change_password: bool  # the first sign-in with a one-time password must replace it
     created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AssignSummary:
+    n_responses: int  # responses newly assigned
+    n_overlap: int  # of which given to several annotators
+    per_annotator: dict[str, int]  # annotator -> responses newly in their queue
+
+
+@dataclass(frozen=True, slots=True)
+class PairAgreementRow:
+    annotator_a: str
+    annotator_b: str
+    n_sentences: int  # sentences both labelled
+    kappa: float  # Cohen's kappa (NaN when undefined)
+    percent: float  # share of those sentences with the same label
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementReport:
+    dataset_id: int
+    n_labels: int  # annotator labels of overlap responses
+    n_sentences: int  # sentences with labels from two or more annotators
+    n_responses: int  # overlap responses with at least one such sentence
+    alpha: float  # Krippendorff's alpha (nominal for binary, interval for ordinal); NaN when undefined
+    per_label: dict[int, float]  # label -> share of its values matched by the other annotators
+    pairs: list[PairAgreementRow]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressRow:
+    annotator: str
+    assigned: int
+    done: int
+    labels_total: int  # label changes they made (gold and own annotations)
+    labels_last_hour: int
+    labels_per_hour: float  # over their active span (first to last change), 0 with fewer than 2 changes
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRow:
+    id: int
+    response_id: int
+    author: str
+    flag: str | None
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DisagreementRow:
+    response_id: int
+    external_id: str
+    annotators: list[str]
+    n_disagreeing: int  # sentences where the annotators' labels differ
+    adjudicated: bool

@@ -7,9 +7,13 @@ from typing import Any
 
 import streamlit as st
 
-from app import actions, auth, render, review, state
+from app import actions, auth, render, review, safe_markdown, state
 from db import repository as repo
+from db import team
+from db.accounts import PermissionDenied
+from db.models import NOTE_FLAGS
 from db.rows import ResponseDetail
+from fractal_core.errors import InputError
 
 PAGE_SIZE = 20
 REFRESH_S = 3.0  # how often an open Review page checks whether a training job activated a new model version
@@ -62,7 +66,12 @@ with st.expander("Sort and filter", expanded=False):
         "Only where the model disagrees with the response label", key="review_disagree"
     )
 
+in_queue = bool(team.queue(engine, dataset.id, user.name, limit=1))
+my_queue = st.toggle(
+    "Only my queue", value=in_queue, key="review_my_queue", help="Responses assigned to you and not done yet"
+)
 filters: dict[str, Any] = dict(
+    queued_for=user.name if my_queue else None,
     sort=sort,
     descending=sort != "id",
     label_status=status,
@@ -251,6 +260,9 @@ if detail is None or detail.dataset_id != dataset.id:
     go_to(0)
     st.rerun()
 assert detail is not None
+layer = actions.label_layer(engine, user, detail.id)
+if layer == "own":
+    detail = review.own_view(detail, team.own_labels(engine, detail.id, user.name), user.name)
 n = len(detail.sentences)
 # The label versions shown by the previous run: what the user saw when they pressed a key.
 seen = ss.get("review_seen")
@@ -277,7 +289,10 @@ def save(proposal: review.Proposal, *, then_next: bool = False, note: str = "") 
     """Store, unless someone changed these labels since this view was read: then park the proposal and show
     their labels (nothing stored) so the user can keep theirs or replace them knowingly."""
     try:
-        result = actions.save_labels(engine, user, proposal)
+        result = actions.save_labels(engine, user, proposal, finished=then_next)
+    except PermissionDenied as exc:
+        state.flash(f"Not saved: {exc}.", "error")
+        return False
     except repo.StaleLabelError as exc:
         ss["conflict"] = {"proposal": proposal, "conflicts": exc.conflicts, "then_next": then_next}
         ss["lab_nonce"] = ss.get("lab_nonce", 0) + 1
@@ -312,6 +327,13 @@ with right:
         ss.pop("pending")
         pending = None
     st.html(render.render_title("Response", detail.external_id))
+    if layer == "own":
+        st.caption(
+            "Overlap response: your labels are kept apart from the other annotators' until a reviewer "
+            "adjudicates."
+        )
+    elif layer == "refused":
+        st.caption("This response is in other annotators' queues; you can read it but not label it.")
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Response label", f"{detail.response_label:g}", help=f"aggregation: {detail.aggregation}")
     m2.metric("Model score", state.fmt_score(detail.score))
@@ -480,3 +502,53 @@ with right:
             ss["review_focus"] = i
             apply(review.propose(detail, {s.id: new}))
             st.rerun()
+
+# ------------------------------------------------------------------------------------------- team work
+with right:
+    settings_now = team.team_settings(engine, dataset.id)
+    if settings_now.guidelines.strip():
+        with st.expander("Guidelines"):
+            # Written by an admin, still untrusted: Markdown with raw HTML off and checked links.
+            st.html(safe_markdown.render_markdown(settings_now.guidelines))
+    with st.expander("Comments and flags"):
+        for note in team.notes(engine, detail.id):
+            flag = f" [{note.flag}]" if note.flag else ""
+            # st.text: comments and names are user text, never markup.
+            st.text(f"{note.author}{flag} · {note.created_at:%Y-%m-%d %H:%M}: {note.text}")
+        with st.form(f"note_{detail.id}", clear_on_submit=True):
+            comment = st.text_area("Comment", key="note_text", max_chars=team.MAX_NOTE_CHARS)
+            flag_choice = st.selectbox(
+                "Flag", [None, *NOTE_FLAGS], format_func=lambda f: f or "none", key="note_flag"
+            )
+            if st.form_submit_button("Add", key="note_add"):
+                try:
+                    actions.add_note(engine, user, detail.id, comment, flag_choice)
+                except (InputError, PermissionDenied) as exc:
+                    state.flash(f"Not added: {exc}", "error")
+                else:
+                    state.flash("Comment added.")
+                st.rerun()
+    with st.expander("Label history"):
+        history = sorted(
+            [*repo.label_history(engine, response_id=detail.id), *team.annotation_history(engine, detail.id)],
+            key=lambda h: h.at,
+        )
+        position = {s.id: s.position + 1 for s in detail.sentences}
+        if history:
+            st.dataframe(
+                [
+                    {
+                        "when": h.at.strftime("%Y-%m-%d %H:%M:%S"),
+                        "who": h.annotator,
+                        "sentence": position.get(h.sentence_id),
+                        "old": h.old_label,
+                        "new": h.new_label,
+                        "kind": h.source,
+                    }
+                    for h in history
+                ],
+                hide_index=True,
+                key="history_table",
+            )
+        else:
+            st.caption("No label changes yet.")

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from db.engine import run_read
 from db.models import (
     GOLD_SOURCES,
+    Assignment,
     CurrentLabel,
     Dataset,
     ModelVersion,
@@ -52,6 +53,7 @@ def list_responses(
     max_score: float | None = None,
     disagreement_only: bool = False,
     split: str | None = None,
+    queued_for: str | None = None,
     page: int = 0,
     page_size: int = 50,
 ) -> ResponsePage:
@@ -63,7 +65,8 @@ def list_responses(
     Filters: ``label_status`` (``unlabelled``: no gold label, ``partial``: some, ``complete``: every
     sentence, ``any_gold``: at least one), ``annotator`` (has a current label by them), score bounds
     and ``disagreement_only`` (aggregate score on the other side of 0.5 from the bag label; these three
-    leave out unscored responses), ``split``. ``page`` is 0-based; ``page_size`` at most 500.
+    leave out unscored responses), ``split``, ``queued_for`` (in that annotator's queue: assigned to them
+    and not done). ``page`` is 0-based; ``page_size`` at most 500.
     """
     if page < 0 or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page must be >= 0 and page_size in 1..{MAX_PAGE_SIZE}")
@@ -86,9 +89,14 @@ def list_responses(
             rconds.append(Response.n_gold > 0)
         elif label_status is not None:
             raise ValueError(f"unknown label_status {label_status!r}")
-        annotated = None
+        annotated: Select[Any] | None = None
         if annotator is not None:
             annotated = select(CurrentLabel.response_id).where(CurrentLabel.annotator == annotator)
+        if queued_for is not None:
+            queued = select(Assignment.response_id).where(
+                Assignment.annotator == queued_for, Assignment.done_at.is_(None)
+            )
+            annotated = queued if annotated is None else annotated.where(CurrentLabel.response_id.in_(queued))
         sconds = []
         if min_score is not None:
             sconds.append(ResponseScore.score >= min_score)

@@ -10,6 +10,7 @@ import pytest
 from app import actions, review
 from db import accounts
 from db import repository as repo
+from db import team as team_mod
 from db.accounts import PermissionDenied
 from tests.app.conftest import app_test
 from tests.app.data import tiny_records
@@ -23,8 +24,19 @@ ALL_PAGES = [
     "views/models.py",
     "views/export.py",
     "views/users.py",
+    "views/agreement.py",
+    "views/adjudicate.py",
+    "views/team.py",
 ]
-ADMIN_ONLY = {"views/data.py", "views/train.py", "views/models.py", "views/export.py", "views/users.py"}
+ADMIN_ONLY = {
+    "views/data.py",
+    "views/train.py",
+    "views/models.py",
+    "views/export.py",
+    "views/users.py",
+    "views/team.py",
+}
+REVIEWER = {"views/agreement.py", "views/adjudicate.py"}
 
 
 @pytest.fixture
@@ -97,7 +109,7 @@ def test_wrong_password_and_unknown_user_give_one_message(team) -> None:
     ("name", "allowed"),
     [
         ("ann", {"views/review.py", "views/gold.py"}),
-        ("rita", {"views/review.py", "views/gold.py"}),
+        ("rita", {"views/review.py", "views/gold.py", *REVIEWER}),
         ("boss", set(ALL_PAGES)),
     ],
 )
@@ -113,6 +125,9 @@ def test_each_role_reaches_only_its_pages(team, name: str, allowed: set[str]) ->
         "views/models.py": "Models",
         "views/export.py": "Export",
         "views/users.py": "Users",
+        "views/agreement.py": "Agreement",
+        "views/adjudicate.py": "Adjudicate",
+        "views/team.py": "Team",
     }
     for page in ALL_PAGES:
         if page not in allowed:
@@ -125,14 +140,18 @@ def test_each_role_reaches_only_its_pages(team, name: str, allowed: set[str]) ->
         assert [h.value for h in at.header][:1] == [titles[page]], page
 
 
-@pytest.mark.parametrize("page", sorted(ADMIN_ONLY))
-def test_page_check_stops_a_lower_role_even_if_routed_there(team, page: str) -> None:
-    # Defence in depth: even if the navigation listed an admin page, the page's own check stops it.
-    at = sign_in(app_test(), "rita")
+@pytest.mark.parametrize(
+    ("page", "who", "needed"),
+    [(p, "rita", "admin") for p in sorted(ADMIN_ONLY)] + [(p, "ann", "reviewer") for p in sorted(REVIEWER)],
+)
+def test_page_check_stops_a_lower_role_even_if_routed_there(team, page: str, who: str, needed: str) -> None:
+    # Defence in depth: even if the navigation listed the page, the page's own check stops it.
+    at = sign_in(app_test(), who)
     run = _run_page(page, token=at.session_state["_auth_token"])
     assert not run.exception, run.exception
+    role = "reviewer" if who == "rita" else "annotator"
     assert [e.value for e in run.error] == [
-        "This page needs the admin role; you are signed in as a reviewer."
+        f"This page needs the {needed} role; you are signed in as a {role}."
     ]
     assert not run.file_uploader and not run.button and "secretdata" not in _texts(run)
 
@@ -185,8 +204,16 @@ def test_admin_adds_a_user_on_the_users_page(team) -> None:
 
 def _snapshot(engine: Any) -> tuple[Any, ...]:
     datasets = [
-        (d.name, d.n_responses, d.gold_target, d.active_model_version_id) for d in repo.list_datasets(engine)
+        (
+            d.name,
+            d.n_responses,
+            d.gold_target,
+            d.active_model_version_id,
+            team_mod.team_settings(engine, d.id),
+        )
+        for d in repo.list_datasets(engine)
     ]
+    datasets.append(team_mod.queue(engine, 1, "ann"))  # type: ignore[arg-type]
     jobs = [(j.id, j.state, j.cancel_requested) for j in repo.list_jobs(engine, limit=100)]
     users = accounts.list_users(engine)
     return datasets, jobs, users
@@ -220,6 +247,9 @@ def test_every_admin_action_refuses_an_annotator_and_changes_nothing(team, tmp_p
         "set_role": lambda: actions.set_role(engine, ann, "ann", "admin"),
         "set_disabled": lambda: actions.set_disabled(engine, ann, "boss", True),
         "list_users": lambda: actions.list_users(engine, ann),
+        "set_overlap": lambda: actions.set_overlap(engine, ann, dataset.id, 2, 0.5),
+        "assign": lambda: actions.assign(engine, ann, dataset.id, ["ann"]),
+        "set_guidelines": lambda: actions.set_guidelines(engine, ann, dataset.id, "mine now"),
     }
     before = _snapshot(engine)
     for name, call in calls.items():
@@ -276,3 +306,19 @@ def test_stale_save_shows_their_label_and_lets_the_user_keep_or_replace(team) ->
     assert not ann.exception, ann.exception
     first = repo.get_response(team.engine, rid).sentences[0]
     assert (first.label, first.annotator) == (0, "ann")
+
+
+def test_reviewer_actions_refuse_an_annotator_and_change_nothing(team) -> None:
+    engine = team.engine
+    ann = accounts.get_user(engine, "ann")
+    rid = repo.list_responses(engine, 1, sort="id").rows[0].id
+    sid = repo.get_response(engine, rid).sentences[0].id
+    before = repo.label_history(engine, response_id=rid)
+    for call in (
+        lambda: actions.adjudicate(engine, ann, rid, {sid: 1}),  # type: ignore[arg-type]
+        lambda: actions.agreement(engine, ann, 1),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(PermissionDenied, match="reviewer"):
+            call()
+    assert repo.label_history(engine, response_id=rid) == before
+    assert team_mod.disagreements(engine, 1, include_adjudicated=True) == []

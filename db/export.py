@@ -6,7 +6,9 @@ Formats (``fractal export --format F``):
 
 - ``native`` (JSONL, lossless): the shared schema as written by :func:`fractal_core.io.record_to_dict` (``text``
   and ``spans`` keep the offsets) plus ``meta.fractal``: ``labels`` (per sentence ``{label, source, annotator,
-  at}`` or null: every current label, whatever its source), ``scores`` / ``uncertainties`` (per sentence, from
+  at}`` or null: every current label, whatever its source, so the adjudicated gold of an overlap response too),
+  ``annotations`` (overlap responses: ``{annotator: [label or null per sentence]}``, each annotator's own
+  labels), ``adjudicated`` (``{reviewer, at}`` of the latest adjudication, or null), ``scores`` / ``uncertainties`` (per sentence, from
   the model version, null when unscored), ``model_version`` (``{version, method, status}`` or null), ``split``
   and ``provenance`` (dataset, source file and its sha256, segmenter version, export time). Top-level
   ``sentence_labels`` holds the current labels when they are consistent with the response label (the reader
@@ -45,6 +47,8 @@ from sqlalchemy.orm import Session
 
 from db.engine import session_scope
 from db.models import (
+    Adjudication,
+    Annotation,
     CurrentLabel,
     Dataset,
     IngestedFile,
@@ -95,6 +99,8 @@ class _Item:
     labels: list[dict[str, Any] | None]
     scores: list[float | None]
     uncertainties: list[float | None]
+    annotations: dict[str, list[int | None]]  # overlap responses: each annotator's own label per sentence
+    adjudication: dict[str, str] | None  # {"reviewer", "at"} of the latest adjudication, else None
 
 
 def _iter_items(session: Session, dataset_id: int, model_version_id: int | None) -> Iterator[_Item]:
@@ -124,6 +130,7 @@ def _iter_items(session: Session, dataset_id: int, model_version_id: int | None)
                 CurrentLabel.updated_at,
                 SentenceScore.score,
                 SentenceScore.uncertainty,
+                Sentence.id,
             )
             .outerjoin(CurrentLabel, CurrentLabel.sentence_id == Sentence.id)
             .outerjoin(
@@ -139,6 +146,22 @@ def _iter_items(session: Session, dataset_id: int, model_version_id: int | None)
         by_response: dict[int, list[Any]] = {rid: [] for rid in ids}
         for row in rows:
             by_response[row[0]].append(row)
+        slot = {row[10]: i for sents in by_response.values() for i, row in enumerate(sents)}
+        annotations: dict[int, dict[str, list[int | None]]] = {rid: {} for rid in ids}
+        for rid, sid, who, label in session.execute(
+            select(Annotation.response_id, Annotation.sentence_id, Annotation.annotator, Annotation.label)
+            .where(Annotation.response_id.in_(ids))
+            .order_by(Annotation.annotator)
+        ):
+            per = annotations[rid].setdefault(who, [None] * len(by_response[rid]))
+            per[slot[sid]] = label
+        adjudicated: dict[int, dict[str, str]] = {}
+        for rid, reviewer, at in session.execute(
+            select(Adjudication.response_id, Adjudication.reviewer, Adjudication.created_at)
+            .where(Adjudication.response_id.in_(ids))
+            .order_by(Adjudication.id)
+        ):
+            adjudicated[rid] = {"reviewer": reviewer, "at": at.isoformat()}
         for r, filename, sha in responses:
             sents = by_response[r.id]
             yield _Item(
@@ -162,6 +185,8 @@ def _iter_items(session: Session, dataset_id: int, model_version_id: int | None)
                 ],
                 scores=[s[8] for s in sents],
                 uncertainties=[s[9] for s in sents],
+                annotations=annotations[r.id],
+                adjudication=adjudicated.get(r.id),
             )
 
 
@@ -203,6 +228,8 @@ def _native_row(item: _Item, dataset: str, mv: ModelVersion | None, exported_at:
             **item.meta,
             "fractal": {
                 "labels": item.labels,
+                "annotations": item.annotations,
+                "adjudicated": item.adjudication,
                 "scores": item.scores if mv else None,
                 "uncertainties": item.uncertainties if mv else None,
                 "model_version": None

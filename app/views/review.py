@@ -533,14 +533,14 @@ with right:
             [*repo.label_history(engine, response_id=detail.id), *team.annotation_history(engine, detail.id)],
             key=lambda h: h.at,
         )
-        position = {s.id: s.position + 1 for s in detail.sentences}
+        sentence_no = {s.id: s.position + 1 for s in detail.sentences}
         if history:
             st.dataframe(
                 [
                     {
                         "when": h.at.strftime("%Y-%m-%d %H:%M:%S"),
                         "who": h.annotator,
-                        "sentence": position.get(h.sentence_id),
+                        "sentence": sentence_no.get(h.sentence_id),
                         "old": h.old_label,
                         "new": h.new_label,
                         "kind": h.source,

@@ -133,3 +133,31 @@ def test_notes_and_guidelines(engine, dataset_id) -> None:
         team.add_note(engine, rid, "ann", "   ")
     team.set_guidelines(engine, dataset_id, "# Rules\n\nMark the *first* wrong step.")
     assert team.team_settings(engine, dataset_id).guidelines.startswith("# Rules")
+
+
+def test_native_export_carries_every_annotators_labels_and_the_adjudicated_gold(
+    engine, dataset_id, tmp_path
+) -> None:
+    import json
+
+    from db.export import export_dataset
+
+    rid = _overlap_response(engine, dataset_id)
+    s = [x.id for x in repo.get_response(engine, rid).sentences]
+    team.record_annotations(engine, rid, {s[0]: 1}, "ann")
+    team.record_annotations(engine, rid, {s[0]: 0, s[1]: 0}, "bob")
+    team.adjudicate(engine, rid, {s[0]: 1, s[1]: 0}, "rita")
+    out = tmp_path / "native.jsonl"
+    export_dataset(engine, dataset_id, out, format="native")
+    rows = {
+        r["meta"]["fractal"]["provenance"]["response_db_id"]: r
+        for r in map(json.loads, out.read_text().splitlines())
+    }
+    block = rows[rid]["meta"]["fractal"]
+    blanks = [None] * (len(s) - 2)
+    assert block["annotations"] == {"ann": [1, None, *blanks], "bob": [0, 0, *blanks]}
+    assert block["adjudicated"]["reviewer"] == "rita"
+    assert [(lab or {}).get("label") for lab in block["labels"][:2]] == [1, 0]
+    assert {(lab or {}).get("source") for lab in block["labels"][:2]} == {"reviewed"}
+    other = next(r for k, r in rows.items() if k != rid)["meta"]["fractal"]
+    assert other["annotations"] == {} and other["adjudicated"] is None

@@ -392,19 +392,22 @@ def annotation_history(engine: Engine, response_id: int) -> list[LabelChange]:
 
 def _annotation_arrays(
     session: Session, dataset_id: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(units, coders, values, responses) as (n,) arrays over a dataset's annotations, and coder names."""
     rows = session.execute(
-        select(Annotation.sentence_id, Annotation.annotator, Annotation.label).where(
+        select(Annotation.sentence_id, Annotation.annotator, Annotation.label, Annotation.response_id).where(
             Annotation.dataset_id == dataset_id
         )
     ).all()
     if not rows:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty, []
-    units = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    names, coders = np.unique(np.array([r[1] for r in rows], dtype=object), return_inverse=True)
-    values = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
-    return units, coders.astype(np.int64), values, [str(n) for n in names]
+        return empty, empty, empty, empty, []
+    columns = list(zip(*rows, strict=True))
+    units = np.asarray(columns[0], dtype=np.int64)
+    names, coders = np.unique(np.asarray(columns[1], dtype=object), return_inverse=True)
+    values = np.asarray(columns[2], dtype=np.int64)
+    responses = np.asarray(columns[3], dtype=np.int64)
+    return units, coders.astype(np.int64), values, responses, [str(n) for n in names]
 
 
 def agreement(engine: Engine, dataset_id: int) -> AgreementReport:
@@ -412,27 +415,18 @@ def agreement(engine: Engine, dataset_id: int) -> AgreementReport:
 
     def work(session: Session) -> AgreementReport:
         d = _dataset(session, dataset_id)
-        units, coders, values, names = _annotation_arrays(session, dataset_id)
+        units, coders, values, responses, names = _annotation_arrays(session, dataset_id)
         n_values = int(d.max_label) + 1 if d.label_kind == "ordinal" else 2
         metric: stats.Metric = "interval" if d.label_kind == "ordinal" else "nominal"
-        per_unit = np.bincount(np.unique(units, return_inverse=True)[1]) if len(units) else np.zeros(0)
-        shared_units = np.unique(units)[per_unit >= 2] if len(units) else units
-        n_resp = 0
-        if len(shared_units):
-            n_resp = int(
-                session.scalar(
-                    select(func.count(func.distinct(Sentence.response_id))).where(
-                        Sentence.id.in_(shared_units.tolist())
-                    )
-                )
-                or 0
-            )
+        _, unit_index, per_unit = np.unique(units, return_inverse=True, return_counts=True)
+        shared = per_unit[unit_index] >= 2  # (n,) labels of sentences that two or more annotators labelled
+        n_resp = len(np.unique(responses[shared]))
         pairs = stats.pairwise(units, coders, values, n_values=n_values)
         per_label = stats.per_label_agreement(units, values, n_values=n_values)
         return AgreementReport(
             dataset_id=dataset_id,
             n_labels=len(values),
-            n_sentences=len(shared_units),
+            n_sentences=int((per_unit >= 2).sum()),
             n_responses=n_resp,
             alpha=stats.krippendorff_alpha(units, values, n_values=n_values, metric=metric),
             per_label={i: float(v) for i, v in enumerate(per_label.tolist())},

@@ -83,7 +83,7 @@ def app_env(home: Path, db_url: str) -> dict[str, str]:
         FRACTAL_HOME=str(home),
         FRACTAL_DB_URL=db_url,
         FRACTAL_ANNOTATOR="tester",
-        FRACTAL_AUTH="off",  # single-user mode unless a test signs people in (AppServer(auth=True))
+        FRACTAL_AUTH="off",  # single-user mode unless a test signs people in (app_server_factory(auth=True))
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONPATH=str(REPO),
@@ -116,6 +116,7 @@ class AppServer:
     env: dict[str, str] = field(default_factory=dict)
     server: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
+    auth: bool = False  # sign-in required (FRACTAL_AUTH=on), as `fractal serve` without --no-auth
 
     @property
     def url(self) -> str:
@@ -123,6 +124,8 @@ class AppServer:
 
     def start(self) -> AppServer:
         self.env = app_env(self.home, self.db_url)
+        if self.auth:
+            self.env["FRACTAL_AUTH"] = "on"
         self.port = free_port()
         log = open(self.home / "streamlit.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.server = subprocess.Popen(
@@ -191,13 +194,13 @@ def app_server_factory(tmp_path: Path) -> Iterator[Any]:
     """Call with an optional ``prepare(db_url)`` to seed the store before the server starts."""
     servers: list[AppServer] = []
 
-    def make(prepare: Any = None) -> AppServer:
+    def make(prepare: Any = None, *, auth: bool = False) -> AppServer:
         home = tmp_path / f"srv{len(servers)}"
         home.mkdir()
         db_url = f"sqlite:///{home / 'fractal.sqlite'}"
         if prepare is not None:
             prepare(db_url, home)
-        srv = AppServer(home=home, db_url=db_url)
+        srv = AppServer(home=home, db_url=db_url, auth=auth)
         servers.append(srv)
         return srv.start()
 

@@ -155,6 +155,12 @@ def test_xss_payloads_render_inert_in_chromium(app_server_factory, page: Page) -
         rid = repo.list_responses(engine, summary.dataset_id, sort="id").rows[0].id
         sentence = repo.get_response(engine, rid).sentences[1]
         repo.record_label(engine, sentence.id, 1, XSS_PAYLOADS[1])
+        # Comments and guidelines are user text as well.
+        from db import team
+
+        for payload in XSS_PAYLOADS:
+            team.add_note(engine, rid, XSS_PAYLOADS[2], payload, "unsure")
+        team.set_guidelines(engine, summary.dataset_id, "\n\n".join(XSS_PAYLOADS + LATEX_PAYLOADS))
 
     srv = app_server_factory(prepare)
     dialogs: list[str] = []
@@ -180,6 +186,10 @@ def test_xss_payloads_render_inert_in_chromium(app_server_factory, page: Page) -
             assert page.locator(".fs-response math").count() >= 3  # the harmless formulas render
             for box in (".fs-response", ".fs-context"):
                 assert page.locator(box).evaluate(_MARKUP_PROBLEMS_JS) == []
+            # Open the guidelines and the comments: every payload shows as text, nothing runs.
+            for title in ("Guidelines", "Comments and flags"):
+                page.get_by_text(title, exact=True).click()
+            expect(page.get_by_text(XSS_PAYLOADS[3]).first).to_be_visible(timeout=LONG)
         expect(page.locator("#pwned, .pwned")).to_have_count(0)
         expect(page.locator(".katex")).to_have_count(0)  # Streamlit's own Markdown math never sees user text
         expect(page.locator("a[href^='javascript']")).to_have_count(0)

@@ -1,0 +1,123 @@
+"""Two signed-in people in two browser contexts (Chromium): a stale save is refused with the other person's
+label and replaced knowingly; an overlap response keeps both annotators' labels apart; a reviewer adjudicates;
+a reload stays signed in (cookie) and sign-out ends it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.app.data import tiny_records, write_jsonl
+from tests.app.test_browser import LONG, _press, _settle
+
+pytestmark = pytest.mark.browser
+PASSWORD = "a long enough password"
+
+
+def _prepare(db_url: str, home: Path) -> None:
+    from db import accounts, team
+    from db import repository as repo
+    from db.engine import get_engine
+    from db.ingest import ingest_file
+
+    engine = get_engine(db_url)
+    ingest_file(engine, write_jsonl(home / "solo.jsonl", tiny_records(4)), "solo")  # nobody assigned
+    work = ingest_file(engine, write_jsonl(home / "work.jsonl", tiny_records(4)), "work")
+    for name, role in (("ann", "annotator"), ("bob", "annotator"), ("rita", "reviewer")):
+        accounts.add_user(engine, name, role, PASSWORD)
+    team.set_overlap(engine, work.dataset_id, 2, 1.0)
+    team.assign(engine, work.dataset_id, ["ann", "bob"])
+    assert repo.get_dataset(engine, "solo") is not None
+
+
+def _sign_in(browser: Browser, url: str, name: str) -> Page:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(url)
+    _settle(page)
+    page.get_by_role("textbox", name="User name").fill(name)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text(f"Signed in as {name}")).to_be_visible(timeout=LONG)
+    _settle(page)
+    return page
+
+
+def _label_first_sentence(page: Page, key: str) -> None:
+    _press(page, key, lambda t: expect(page.locator("#fs-sent-0 .fs-gold")).to_have_count(1, timeout=t))
+
+
+def _store(db_url: str) -> Any:
+    from db.engine import get_engine
+
+    return get_engine(db_url)
+
+
+def test_stale_save_is_refused_and_replaced_knowingly(app_server_factory, browser: Browser) -> None:
+    from db import repository as repo
+
+    srv = app_server_factory(_prepare, auth=True)
+    ann = _sign_in(browser, f"{srv.url}/?dataset=1", "ann")
+    bob = _sign_in(browser, f"{srv.url}/?dataset=1", "bob")
+    for page in (ann, bob):  # both open r001 (labelled 1): any first-sentence label is consistent
+        _press(page, "s", lambda t, p=page: expect(p.get_by_text("2 / 4").first).to_be_visible(timeout=t))
+        _settle(page)
+    _label_first_sentence(bob, "1")
+    ann.locator("body").press("0")  # ann's page still shows the sentence unlabelled
+    expect(ann.get_by_text(re.compile("Not saved: someone changed these labels"))).to_be_visible(timeout=LONG)
+    expect(ann.get_by_text("Sentence 1: bob set 1 (gold); yours: 0")).to_be_visible()
+    engine = _store(srv.db_url)
+    rid = repo.response_id_by_external(engine, 1, "r001")
+    assert rid is not None
+    first = repo.get_response(engine, rid).sentences[0]
+    assert (first.label, first.annotator) == (1, "bob")
+    ann.get_by_role("button", name="Replace with mine").click()
+    _settle(ann)
+    expect(ann.locator("#fs-sent-0 .fs-gold-0")).to_have_count(1, timeout=LONG)
+    first = repo.get_response(engine, rid).sentences[0]
+    assert (first.label, first.annotator) == (0, "ann")
+    # A reload stays signed in (the session cookie); signing out ends the session.
+    ann.reload()
+    _settle(ann)
+    expect(ann.get_by_text("Signed in as ann")).to_be_visible(timeout=LONG)
+    ann.get_by_role("button", name="Sign out").click()
+    expect(ann.get_by_role("button", name="Sign in")).to_be_visible(timeout=LONG)
+    ann.reload()
+    _settle(ann)
+    expect(ann.get_by_role("button", name="Sign in")).to_be_visible(timeout=LONG)
+
+
+def test_overlap_labels_apart_then_reviewer_adjudicates(app_server_factory, browser: Browser) -> None:
+    from db import repository as repo
+    from db import team
+
+    srv = app_server_factory(_prepare, auth=True)
+    ann = _sign_in(browser, f"{srv.url}/?dataset=2", "ann")
+    bob = _sign_in(browser, f"{srv.url}/?dataset=2", "bob")
+    expect(ann.get_by_text(re.compile("Overlap response"))).to_be_visible(timeout=LONG)
+    _label_first_sentence(ann, "0")  # r000 is labelled 0: "fine" is consistent
+    bob.locator("body").press("1")  # "problem" contradicts the response label: the page asks first
+    bob.get_by_role("button", name="Store anyway").click()
+    expect(bob.locator("#fs-sent-0 .fs-gold-1")).to_have_count(1, timeout=LONG)
+    _settle(ann)
+    expect(ann.locator("#fs-sent-0 .fs-gold-0")).to_have_count(1)  # each sees their own label
+    engine = _store(srv.db_url)
+    rid = repo.response_id_by_external(engine, 2, "r000")
+    assert rid is not None
+    by = team.annotations_by_annotator(engine, rid)
+    assert sorted(by) == ["ann", "bob"] and {v for labels in by.values() for v in labels.values()} == {0, 1}
+    assert repo.get_response(engine, rid).sentences[0].label is None  # gold untouched
+
+    rita = _sign_in(browser, f"{srv.url}/?dataset=2", "rita")
+    rita.goto(f"{srv.url}/adjudicate?dataset=2")  # a new browser session: signed in by the cookie
+    _settle(rita)
+    expect(rita.get_by_text("Response r000")).to_be_visible(timeout=LONG)
+    rita.get_by_role("button", name="Set gold labels").click()
+    expect(rita.get_by_text(re.compile("Adjudicated r000"))).to_be_visible(timeout=LONG)
+    first = repo.get_response(engine, rid).sentences[0]
+    assert first.label_source == "reviewed" and first.annotator == "rita"
+    assert team.adjudicated_labels(engine, [rid])[rid]["reviewer"] == "rita"

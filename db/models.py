@@ -40,6 +40,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy import (
     text as sql_text,
@@ -348,9 +349,9 @@ class User(Base):
     # argon2id hash (never the password); NULL means the account cannot sign in.
     password_hash: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("0"))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Set for the one-time password printed by the first `fractal serve`: the first sign-in must replace it.
-    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("0"))
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class StoreInfo(Base):

@@ -21,9 +21,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("disabled", sa.Boolean(), server_default=sa.text("0"), nullable=False))
+        batch_op.add_column(sa.Column("disabled", sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(
-            sa.Column("must_change_password", sa.Boolean(), server_default=sa.text("0"), nullable=False)
+            sa.Column("must_change_password", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
     op.create_table(
         "user_sessions",

@@ -130,12 +130,13 @@ def import_file(
     engine: Engine, actor: UserRow, path: Path, dataset: str, options: dict[str, Any]
 ) -> IngestSummary:
     require_role(actor, "admin", "uploading data")
-    return uploads.import_now(engine, path, dataset, options)
+    # The file's labels are recorded under the signed-in admin who imports them, never a name from the page.
+    return uploads.import_now(engine, path, dataset, {**options, "imported_by": actor.name})
 
 
 def queue_import(engine: Engine, actor: UserRow, path: Path, dataset: str, options: dict[str, Any]) -> JobRow:
     require_role(actor, "admin", "uploading data")
-    return uploads.queue_import(engine, path, dataset, options)
+    return uploads.queue_import(engine, path, dataset, {**options, "imported_by": actor.name})
 
 
 def start_training(

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train import make_bags  # noqa: E402
+from bench_train import make_bags, throughput  # noqa: E402
 from quality_common import machine  # noqa: E402
 
 from fractal_core.bags import BagSet  # noqa: E402
@@ -36,23 +35,10 @@ SPECS: dict[str, dict[str, object]] = {
 }
 
 
-def throughput(spec: dict[str, object], bags: BagSet, *, batch: int, seconds: float) -> float:
+def spec_throughput(spec: dict[str, object], bags: BagSet, *, batch: int, seconds: float) -> float:
     model = build_scorer(spec, bags.sent_emb.shape[1], n_classes=2, hidden=None, generator=torch.Generator())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     objective = _bag_objective(TrainConfig(), "max", {"bag": 0.9, "cosine": 0.1})
-    order = torch.randperm(bags.n_bags, generator=torch.Generator().manual_seed(1))
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for s in range(0, bags.n_bags, batch):
-            mini = bags.select(order[s : s + batch])
-            loss = objective(model, mini)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            done += mini.n_bags
-            if time.perf_counter() - started >= seconds:
-                break
-    return done / (time.perf_counter() - started)
+    return throughput(objective, bags, batch=batch, seconds=seconds, model=model)
 
 
 def main() -> None:
@@ -68,7 +54,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in SPECS}
     for _ in range(args.rounds):
         for name, spec in SPECS.items():
-            rates[name].append(throughput(spec, bags, batch=64, seconds=args.seconds))
+            rates[name].append(spec_throughput(spec, bags, batch=64, seconds=args.seconds))
     m = machine()
     print(
         f"{m['date']}, {m['cpu']}, {m['nproc']} cores, load {m['loadavg'][0]:.1f}, torch {m['torch']}, 1 thread"

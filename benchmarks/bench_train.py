@@ -73,8 +73,12 @@ def loop_objective(weights: dict[str, float]):
     return objective
 
 
-def throughput(objective, bags: BagSet, *, batch: int, seconds: float) -> float:
-    model = SentenceScorer(bags.sent_emb.shape[1], generator=torch.Generator().manual_seed(0))
+def throughput(
+    objective, bags: BagSet, *, batch: int, seconds: float, model: SentenceScorer | None = None
+) -> float:
+    """Bags per second of AdamW steps on ``objective`` for ``seconds`` (``model``: the default MLP if None)."""
+    if model is None:
+        model = SentenceScorer(bags.sent_emb.shape[1], generator=torch.Generator().manual_seed(0))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     done, started = 0, time.perf_counter()
     order = torch.randperm(bags.n_bags, generator=torch.Generator().manual_seed(1))

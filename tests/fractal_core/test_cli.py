@@ -222,3 +222,11 @@ def test_cuda_device_without_a_gpu_is_refused_in_one_line(cli: typer.Typer, tmp_
         assert result.exit_code == 2, result.output
         assert "--device: device 'cuda': no CUDA GPU is available here" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_unknown_encoder_exits_2(cli: typer.Typer, tmp_path: Path) -> None:
+    data = _slice(SHARED / "processbench", tmp_path / "pb", {"train": 5, "test": 5})
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(data), "--encoder", "no-such-encoder"])
+    assert result.exit_code == 2 and "--encoder" in result.output and "all-mpnet-base-v2" in result.output
+    embedded = CliRunner().invoke(cli, ["embed", str(data), "--encoder", str(tmp_path / "nope")])
+    assert embedded.exit_code == 2 and "config.json" in embedded.output

@@ -241,3 +241,71 @@ def test_bundled_demo_pack_covers_the_demo_with_the_default_encoder() -> None:
         digests = {bytes(d) for d in pack["digests"]}
         assert pack["vectors"].dtype == np.float16
     assert {text_digest(t) for t in demo_texts()} == digests
+
+
+def _split_archive(tmp_path: Path, folder: str, files: dict[str, bytes], n_parts: int) -> list[Path]:
+    """A zip of ``folder/<files>`` cut into ``n_parts`` byte ranges, like the wheels that ship a model in pieces."""
+    import zipfile
+
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(f"{folder}/{name}", data)
+    blob = whole.read_bytes()
+    step = -(-len(blob) // n_parts)
+    parts = []
+    for i in range(n_parts):
+        part = tmp_path / f"{folder}.zip.{i + 1:03d}"
+        part.write_bytes(blob[i * step : (i + 1) * step])
+        parts.append(part)
+    return parts
+
+
+def test_split_archive_is_joined_checked_and_extracted_once(tmp_path: Path) -> None:
+    from fractal_core.encoder import assemble_split_zip
+
+    files = {"config.json": b'{"hidden_size": 8}', "vocab.txt": b"a\nb\n" * 1000, "desktop.ini": b"x"}
+    parts = _split_archive(tmp_path, "enc", files, 3)
+    target = assemble_split_zip(parts, tmp_path / "models", "enc")
+    assert target == tmp_path / "models" / "enc"
+    assert (target / "vocab.txt").read_bytes() == files["vocab.txt"]
+    assert not (target / "desktop.ini").exists()
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["enc"]  # no scratch left behind
+    stamp = (target / "config.json").stat().st_mtime_ns
+    assert assemble_split_zip(parts[::-1], tmp_path / "models", "enc") == target  # already there: untouched
+    assert (target / "config.json").stat().st_mtime_ns == stamp
+
+
+def test_split_archive_in_the_wrong_order_is_refused(tmp_path: Path) -> None:
+    from fractal_core.encoder import assemble_split_zip
+
+    files = {"config.json": b"{}", "model.bin": os.urandom(50_000)}
+    parts = _split_archive(tmp_path, "enc", files, 2)
+    with pytest.raises(FileNotFoundError, match="reinstall"):
+        assemble_split_zip(parts[::-1], tmp_path / "models", "enc")
+    assert not (tmp_path / "models" / "enc").exists()
+
+
+def test_encoders_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fractal_core import encoder as encoder_module
+
+    assert resolve_model_path("all-MiniLM-L6-v2") == resolve_model_path(None)
+    assert encoder_id_for(EncoderConfig(model_path="all-MiniLM-L6-v2")) == encoder_id_for(EncoderConfig())
+    with pytest.raises(FileNotFoundError, match="all-mpnet-base-v2"):
+        resolve_model_path("no-such-encoder")
+    # mpnet by name: whatever the wheels hold is joined into $FRACTAL_HOME/cache/models, once
+    files = {"config.json": b'{"model_type": "mpnet"}', "vocab.txt": b"x"}
+    parts = _split_archive(tmp_path, "all-mpnet-base-v2", files, 5)
+    monkeypatch.setenv("FRACTAL_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(encoder_module, "_installed_parts", lambda names: parts if len(names) == 5 else [])
+    path = resolve_model_path("all-mpnet-base-v2")
+    assert path == tmp_path / "home" / "cache" / "models" / "all-mpnet-base-v2"
+    assert compute_encoder_id(path, max_length=256).startswith("all-mpnet-base-v2-")
+    assert compute_encoder_id(path, max_length=256) != encoder_id_for(EncoderConfig())
+
+
+def test_missing_encoder_wheels_are_named() -> None:
+    from fractal_core.encoder import _installed_parts
+
+    with pytest.raises(FileNotFoundError, match="make install-encoders"):
+        _installed_parts(["fractal-no-such-wheel-part-001"])

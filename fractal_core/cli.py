@@ -1,4 +1,4 @@
-"""``fractal segment | embed | train | score | evaluate``: the library's commands (typer).
+"""``fractal segment | embed | train | finetune | score | evaluate``: the library's commands (typer).
 
 ``register(app)`` adds them to the product's ``fractal`` command (app/cli.py); ``main()`` runs them alone.
 Bad input prints one line ``file:line:field: why`` on stderr and exits with code 2; nothing is written.
@@ -244,15 +244,23 @@ def score_cmd(
 ) -> None:
     """Score every sentence of every response with a trained model."""
     from fractal_core.estimator import FractalModel
-    from fractal_core.io import read_records, record_to_dict
+    from fractal_core.io import read_records
 
-    if not (model_dir / "model.json").is_file():
-        raise fail(f"{model_dir}: no model.json (train one with `fractal train`)")
+    finetuned = (model_dir / "finetune.json").is_file()
+    if not finetuned and not (model_dir / "model.json").is_file():
+        raise fail(f"{model_dir}: no model.json (train one with `fractal train` or `fractal finetune`)")
     try:
         check_output_file(out)
         records = read_records(data, segment_mode=segment_mode)  # type: ignore[arg-type]
     except InputError as err:
         raise fail(str(err)) from None
+    if finetuned:
+        from fractal_core.finetune import FinetuneResult
+
+        if device is not None:
+            _encoder_config(None, device)  # a bad --device: exit 2
+        _write_scores(out, records, FinetuneResult.load(model_dir, device=device).predict(records))
+        return
     model = FractalModel.load(model_dir)
     if device is not None:
         from dataclasses import replace
@@ -264,7 +272,13 @@ def score_cmd(
         from fractal_core.encoder import EncoderConfig
 
         _ray_embed_records(records, model.encoder or EncoderConfig(), ray)
-    scores = model.predict(records)
+    _write_scores(out, records, model.predict(records))
+
+
+def _write_scores(out: Path, records: list[Any], scores: list[Any]) -> None:
+    """Each response with its sentence offsets and scores, one JSON line each, written atomically."""
+    from fractal_core.io import record_to_dict
+
     lines = []
     for record, score in zip(records, scores, strict=True):
         row = record_to_dict(record)
@@ -276,6 +290,65 @@ def score_cmd(
     except InputError as err:
         raise fail(str(err)) from None
     typer.echo(f"scored {sum(len(s) for s in scores)} sentences of {len(records)} responses -> {out}")
+
+
+def finetune_cmd(
+    data: Annotated[
+        Path, typer.Argument(help="Training file, or a directory with train.jsonl (+ valid.jsonl)")
+    ],
+    out: Annotated[Path, typer.Option(help="Directory to save the fine-tuned scorer in")],
+    encoder: EncoderOpt = None,
+    device: DeviceOpt = "auto",
+    epochs: Annotated[int, typer.Option(help="Upper bound on epochs (the best validated one is kept)")] = 3,
+    max_length: Annotated[int, typer.Option(help="Tokens per [context; earlier sentences; sentence]")] = 192,
+    gold_weight: Annotated[
+        float,
+        typer.Option(help="Weight of the loss on gold sentence labels in the file (0: response labels only)"),
+    ] = 1.0,
+    seed: int = 0,
+) -> None:
+    """Fine-tune the encoder end to end with the bag loss: each sentence is scored over its context and the
+    sentences before it (token level). `fractal score --model OUT` then scores with it."""
+    from fractal_core.estimator import task_of
+    from fractal_core.finetune import FinetuneConfig, FinetuneResult, finetune
+
+    if epochs < 1 or max_length < 8 or gold_weight < 0:
+        raise fail("--epochs must be >= 1, --max-length >= 8 and --gold-weight >= 0")
+    try:
+        check_output_dir(out, FinetuneResult.FILES)
+        check_output_dir(out / "encoder")
+        splits = _read(data)
+    except InputError as err:
+        raise fail(str(err)) from None
+    encoder_config = _encoder_config(encoder, device)
+    config = FinetuneConfig(
+        encoder=encoder_config.model_path, device=device, epochs=epochs, max_length=max_length,
+        gold_weight=gold_weight,
+    )  # fmt: skip
+    aggregation, n_classes = task_of([r for part in splits.values() for r in part])
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=100, desc="finetune", unit="%")
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        bar.n = int(100 * fraction)
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    try:
+        result = finetune(
+            splits["train"], splits.get("valid"), aggregation=aggregation, n_classes=n_classes, config=config,
+            seed=seed, progress=progress,
+        )  # fmt: skip
+    except ValueError as err:
+        raise fail(str(err)) from None
+    finally:
+        bar.close()
+    result.save(out)
+    typer.echo(
+        f"saved fine-tuned scorer to {out} (best epoch {result.best_epoch + 1}, "
+        f"valid {result.valid_score[result.best_epoch]:.4f}, {result.seconds:.0f}s on {result.device})"
+    )
 
 
 def _fmt(stats: dict[str, float]) -> str:
@@ -399,6 +472,7 @@ def register(app: typer.Typer) -> None:
     app.command("embed")(embed_cmd)
     app.command("train")(train_cmd)
     app.command("score")(score_cmd)
+    app.command("finetune")(finetune_cmd)
     app.command("evaluate")(evaluate_cmd)
 
 

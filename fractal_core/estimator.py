@@ -73,6 +73,40 @@ def first_error_metrics(gold: np.ndarray, logp: torch.Tensor, bags: BagSet) -> d
     }
 
 
+def evaluation_metrics(
+    proba: torch.Tensor, bags: BagSet, *, aggregation: str, n_classes: int
+) -> dict[str, float]:
+    """Sentence and bag metrics of sentence probabilities ``proba`` (N, C) on bags with gold labels (method.md
+    §6): bag-blind sentence metrics, bag metrics, the AUC given each response's label and, for max bags, the
+    first-error figures. Any scorer is measured by this one rule."""
+    logp = proba.clamp_min(1e-12).log()
+    score = positive_score(logp)
+    levels = torch.arange(n_classes, dtype=proba.dtype, device=proba.device)
+    gold = bags.gold.cpu().numpy()
+    out = sentence_metrics(
+        gold,
+        score.cpu().numpy(),
+        expected_level=(proba * levels).sum(1).cpu().numpy(),
+        n_classes=n_classes,
+    )
+    bag_out = aggregate(logp, bags.bag_index, bags.n_bags, aggregation=aggregation, variant="prob")
+    out.update(
+        bag_metrics(
+            bags.labels.cpu().numpy(),
+            bag_positive_score(bag_out).cpu().numpy(),
+            aggregation=aggregation,
+        )
+    )
+    # The product view: scores given each response's own label (the naive baseline is its degenerate case).
+    conditioned = posterior_scores(logp, bags.bag_index, bags.labels, aggregation=aggregation)
+    given = sentence_metrics(gold, conditioned.cpu().numpy())
+    out["posterior_auc_roc"] = given["instance_auc_roc"]
+    out["posterior_auprc"] = given["instance_auprc"]
+    if aggregation == "max":
+        out.update(first_error_metrics(gold, logp, bags))
+    return out
+
+
 class FractalModel:
     """Learns sentence scores from response labels with one method of the FRACTAL suite."""
 
@@ -340,33 +374,9 @@ class FractalModel:
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate_bags(self, bags: BagSet) -> dict[str, float]:
         """Sentence and bag metrics of this model on prepared bags with gold labels (method.md §6)."""
-        proba = self.predict_proba_bags(bags)
-        logp = proba.clamp_min(1e-12).log()
-        score = positive_score(logp)
-        levels = torch.arange(self.n_classes_, dtype=proba.dtype, device=proba.device)
-        gold = bags.gold.cpu().numpy()
-        out = sentence_metrics(
-            gold,
-            score.cpu().numpy(),
-            expected_level=(proba * levels).sum(1).cpu().numpy(),
-            n_classes=self.n_classes_,
+        return evaluation_metrics(
+            self.predict_proba_bags(bags), bags, aggregation=self.aggregation_, n_classes=self.n_classes_
         )
-        bag_out = aggregate(logp, bags.bag_index, bags.n_bags, aggregation=self.aggregation_, variant="prob")
-        out.update(
-            bag_metrics(
-                bags.labels.cpu().numpy(),
-                bag_positive_score(bag_out).cpu().numpy(),
-                aggregation=self.aggregation_,
-            )
-        )
-        # The product view: scores given each response's own label (the naive baseline is its degenerate case).
-        conditioned = posterior_scores(logp, bags.bag_index, bags.labels, aggregation=self.aggregation_)
-        given = sentence_metrics(gold, conditioned.cpu().numpy())
-        out["posterior_auc_roc"] = given["instance_auc_roc"]
-        out["posterior_auprc"] = given["instance_auprc"]
-        if self.aggregation_ == "max":
-            out.update(first_error_metrics(gold, logp, bags))
-        return out
 
     def evaluate(self, records: Sequence[ResponseRecord]) -> dict[str, float]:
         """Metrics on records that carry gold sentence labels."""

@@ -128,8 +128,23 @@ def _instance_objective():
 
 
 def make_validator(valid: BagSet | None, *, aggregation: str, config: TrainConfig):
-    """Early-stopping score (higher is better): sentence AUC on validation gold, else the exact bag
-    log-likelihood (mean over bags; for mean bags the Poisson-binomial likelihood of the count)."""
+    """Early-stopping score (higher is better) of a scorer: :func:`logp_validator` on ``model(valid)``."""
+    rule, mode = logp_validator(valid, aggregation=aggregation, config=config)
+    if rule is None or valid is None:
+        return None, mode
+
+    def validate(model: SentenceScorer) -> float:
+        with torch.inference_mode():
+            return rule(model(valid))
+
+    return validate, mode
+
+
+def logp_validator(valid: BagSet | None, *, aggregation: str, config: TrainConfig):
+    """The early-stopping rule as a function of the validation sentences' log-probabilities (N, C): sentence AUC
+    on validation gold, else the exact bag log-likelihood (mean over bags; for mean bags the Poisson-binomial
+    likelihood of the count). Returns ``(rule or None, mode)``; any scorer (the MLP, a fine-tuned encoder)
+    early-stops by it."""
     if valid is None or valid.n_bags == 0:
         return None, "train_loss"
     gold = valid.gold
@@ -142,18 +157,12 @@ def make_validator(valid: BagSet | None, *, aggregation: str, config: TrainConfi
     if mode == "sentence" and not enough_gold:
         raise ValueError("valid_metric='sentence' needs gold labels of both classes on the validation bags")
 
-    def validate_sentence(model: SentenceScorer) -> float:
-        with torch.inference_mode():
-            score = positive_score(model(valid))
+    def validate_sentence(logp: torch.Tensor) -> float:
+        score = positive_score(logp)
         return auc_roc((gold[labelled] >= 1).cpu().numpy(), score[labelled].cpu().numpy())
 
-    def validate_bag(model: SentenceScorer) -> float:
-        with torch.inference_mode():
-            return float(
-                bag_log_likelihood(
-                    model(valid), valid.bag_index, valid.labels, aggregation=aggregation
-                ).mean()
-            )
+    def validate_bag(logp: torch.Tensor) -> float:
+        return float(bag_log_likelihood(logp, valid.bag_index, valid.labels, aggregation=aggregation).mean())
 
     return (validate_sentence if mode == "sentence" else validate_bag), mode
 

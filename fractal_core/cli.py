@@ -257,6 +257,8 @@ def score_cmd(
     if finetuned:
         from fractal_core.finetune import FinetuneResult
 
+        if ray:
+            raise fail("--ray: a fine-tuned model encodes whole token sequences itself; run without --ray")
         if device is not None:
             _encoder_config(None, device)  # a bad --device: exit 2
         _write_scores(out, records, FinetuneResult.load(model_dir, device=device).predict(records))

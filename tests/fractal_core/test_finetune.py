@@ -271,6 +271,20 @@ def test_cli_finetune_then_score(tiny_dir: Path, tmp_path: Path, monkeypatch: py
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in scored.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 6 and all(len(r["sentence_scores"]) == len(r["sentences"]) for r in rows)
+    on_ray = CliRunner().invoke(
+        app,
+        [
+            "score",
+            str(data / "valid.jsonl"),
+            "--model",
+            str(out),
+            "--out",
+            str(tmp_path / "r.jsonl"),
+            "--ray",
+            "auto",
+        ],
+    )
+    assert on_ray.exit_code == 2 and "--ray" in on_ray.output and not (tmp_path / "r.jsonl").exists()
     bad = CliRunner().invoke(app, ["finetune", str(data), "--out", str(out / "x"), "--encoder", "nope"])
     assert bad.exit_code == 2 and "--encoder" in bad.output
 

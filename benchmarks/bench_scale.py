@@ -17,7 +17,13 @@ JSONL, then every stage runs in its own process so that its peak RSS (``VmHWM``)
 - score: ``predict_proba_bags`` in chunks of bags over the memory-mapped matrix;
 - store: ``store_scores`` (chunked transactions) + ``finish_model_version`` (per-response summary) + activate;
 - review: what the Review page reads per request: ``list_responses`` (one page sorted by uncertainty, at a
-  random offset) + ``get_response`` (one response with its sentences and scores); p50/p95 over ``--requests``.
+  random offset) + ``get_response`` (one response with its sentences and scores); p50/p95 over ``--requests``;
+- cache: precomputed vectors (random unit vectors) for every sentence and context window into the embedding
+  cache, as a finished embed job leaves them (preparation for the two job stages);
+- job-train: the worker's train job end to end (``app.worker.Worker`` runs ``app.jobs.run_train``): load the
+  dataset, embed from the cache into a float16 memory-mapped matrix, ``bagloss`` for a fixed ``--epochs`` with
+  its 10% hold-out, score, store the scores and response figures, activate;
+- job-score: the worker's score job (``run_score``): the active model re-scores every response, stored likewise.
 
 Growth = time at the larger size / time at the smaller one (linear would be 10x for 10x the data).
 """
@@ -43,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 DIM = 384
 PER_RESPONSE = 5
-STAGES = ("ingest", "embed", "train", "score", "store", "review")
+STAGES = ("ingest", "embed", "train", "score", "store", "review", "cache", "job-train", "job-score")
 _WORD_TEXT = (
     "the a of to and in is that for it as was with be by on not he this are or his from at which but have an "
     "they you were her she there been one all we their has would when if so no what up out who them some could "
@@ -238,6 +244,88 @@ def stage_review(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
 
 
+def _settings(work: Path) -> Any:
+    from app.settings import AppSettings
+
+    os.environ["FRACTAL_HOME"] = str(work / "home")  # the worker's embedding cache: FRACTAL_HOME/cache
+    return AppSettings(home=work / "home", db_url=f"sqlite:///{work / 'store.db'}", annotator="bench")
+
+
+def stage_cache(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Precomputed vectors for the worker's jobs: random unit vectors for every sentence and context window,
+    put in the embedding cache under the bundled encoder's id (what a finished embed job leaves)."""
+    from sqlalchemy import select
+
+    from db.engine import get_engine
+    from db.models import Response
+    from fractal_core.embedding_cache import EmbeddingCache, text_digest
+    from fractal_core.encoder import EncoderConfig, context_windows, encoder_id_for
+
+    engine = get_engine(f"sqlite:///{work / 'store.db'}")
+    cache = EmbeddingCache(work / "home" / "cache" / "embeddings.sqlite")
+    encoder_id = encoder_id_for(EncoderConfig())
+    rng = np.random.default_rng(0)
+
+    def put(texts: list[str]) -> None:
+        vectors = rng.standard_normal((len(texts), DIM), dtype=np.float32)
+        cache.put_digests(
+            encoder_id,
+            [text_digest(t) for t in texts],
+            vectors / np.linalg.norm(vectors, axis=1, keepdims=True),
+        )
+
+    n = 0
+    for _, texts in _sentence_rows(engine, 50_000):
+        put(texts)
+        n += len(texts)
+    with engine.connect() as conn:
+        contexts = [r[0] for r in conn.execute(select(Response.context).order_by(Response.id))]
+    windows, _ = context_windows(contexts)
+    for lo in range(0, len(windows), 50_000):
+        put(windows[lo : lo + 50_000])
+    cache.close()
+    return {"sentences": n, "windows": len(windows)}
+
+
+def _run_worker_job(work: Path, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from app.worker import Worker
+    from db import repository as repo
+
+    torch.set_num_threads(1)
+    worker = Worker(_settings(work))
+    job = repo.create_job(worker.engine, kind, payload)
+    worker.run(once=True)
+    done = repo.get_job(worker.engine, job.id)
+    assert done is not None
+    if done.state != "succeeded":
+        raise RuntimeError(f"{kind} job {done.state}: {done.error}")
+    return {"n_scores": done.result.get("n_scores")}
+
+
+def stage_job_train(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The worker's train job (``app.jobs.run_train``) on the store, from the cached vectors: load the
+    dataset, embed (cache look-ups), train bagloss for a fixed ``--epochs``, score, store and activate."""
+    from db import repository as repo
+    from db.engine import get_engine
+
+    dataset = repo.require_dataset(get_engine(f"sqlite:///{work / 'store.db'}"), "scale")
+    config = {"max_epochs": args.epochs, "patience": args.epochs, "device": "cpu"}
+    return _run_worker_job(
+        work, "train", {"dataset_id": dataset.id, "method": "bagloss", "config": config, "seed": 0}
+    )
+
+
+def stage_job_score(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The worker's score job (``app.jobs.run_score``): the active model re-scores every response."""
+    from db import repository as repo
+    from db.engine import get_engine
+
+    dataset = repo.require_dataset(get_engine(f"sqlite:///{work / 'store.db'}"), "scale")
+    return _run_worker_job(work, "score", {"dataset_id": dataset.id})
+
+
 STAGE_FUNCS = {
     "ingest": stage_ingest,
     "embed": stage_embed,
@@ -245,6 +333,9 @@ STAGE_FUNCS = {
     "score": stage_score,
     "store": stage_store,
     "review": stage_review,
+    "cache": stage_cache,
+    "job-train": stage_job_train,
+    "job-score": stage_job_score,
 }
 
 
@@ -253,8 +344,10 @@ def run_stage(args: argparse.Namespace) -> None:
     # Imports first (torch alone takes seconds on a busy machine): the stage's time is its work only.
     import torch  # noqa: F401
 
+    import app.jobs  # noqa: F401
     import db.repository  # noqa: F401
     import fractal_core.estimator  # noqa: F401
+    import fractal_core.pipeline  # noqa: F401
     from db.ingest import ingest_file  # noqa: F401
     from fractal_core.encoder import Encoder  # noqa: F401
 

@@ -7,6 +7,7 @@ with gathers only (no Python loop over bags).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,6 +16,8 @@ import torch
 from fractal_core.segments import gather_ranges, segment_count, segment_max
 
 _CHUNK = 65_536  # rows per step when a whole-set target is computed in pieces
+CHUNK_BAGS = 16_384
+"""Bags per step of a whole-set pass over reduced-precision embeddings (:meth:`BagSet.chunks`)."""
 
 
 def _starts(counts: torch.Tensor) -> torch.Tensor:
@@ -127,6 +130,38 @@ class BagSet:
         centred = torch.nn.functional.normalize(centred, dim=1)
         r = (1.0 + (centred[pair_i] * centred[pair_j]).sum(1)) / 2.0
         return replace(self, pair_i=pair_i, pair_j=pair_j, pair_r=r.clamp(0.0, 1.0))
+
+    @property
+    def full_precision(self) -> bool:
+        """Whether the embeddings are float32 (else stored in reduced precision, read in upcast chunks)."""
+        return self.sent_emb.dtype == torch.float32 and self.ctx_emb.dtype == torch.float32
+
+    def chunks(self, n_bags: int = CHUNK_BAGS) -> Iterator[BagSet]:
+        """The bags in order, ``n_bags`` at a time, each chunk a float32 :meth:`select` (at least one chunk):
+        how a whole-set pass over float16 (e.g. memory-mapped) embeddings stays bounded in memory."""
+        ids = torch.arange(self.n_bags, device=self.device)
+        for lo in range(0, max(self.n_bags, 1), n_bags):
+            yield self.select(ids[lo : lo + n_bags])
+
+    def bag_range(self, lo: int, hi: int) -> BagSet:
+        """Bags ``lo..hi-1`` as views of this set's tensors: nothing is copied or upcast (a memory-mapped
+        float16 matrix stays on disk). Constant targets are sliced along; pair targets are not kept."""
+        counts, starts, win_counts, win_starts = self._layout()
+        if not 0 <= lo <= hi <= self.n_bags:
+            raise ValueError(f"bag range {lo}..{hi} outside 0..{self.n_bags}")
+        s_lo, s_hi = (int(starts[b]) if b < self.n_bags else self.n_sentences for b in (lo, hi))
+        w_total = int(self.win_bag.shape[0])
+        w_lo, w_hi = (int(win_starts[b]) if b < self.n_bags else w_total for b in (lo, hi))
+        return BagSet(
+            sent_emb=self.sent_emb[s_lo:s_hi],
+            bag_index=self.bag_index[s_lo:s_hi] - lo,
+            ctx_emb=self.ctx_emb[w_lo:w_hi],
+            win_bag=self.win_bag[w_lo:w_hi] - lo,
+            labels=self.labels[lo:hi],
+            gold=self.gold[s_lo:s_hi],
+            cos_target=None if self.cos_target is None else self.cos_target[s_lo:s_hi],
+            hyb_target=None if self.hyb_target is None else self.hyb_target[s_lo:s_hi],
+        )
 
     def select(self, bags: torch.Tensor) -> BagSet:
         """The bags ``bags`` (K,) long, renumbered 0..K-1 in the given order, with their targets."""

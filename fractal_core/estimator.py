@@ -172,14 +172,23 @@ class FractalModel:
         n_classes: int,
         encoder_id: str | None = None,
         progress: ProgressFn | None = None,
+        ordered_holdout: bool = False,
     ) -> Self:
         """:meth:`fit` after embedding: without ``valid`` bags, a seeded ``valid_fraction`` of ``bags`` is held
-        out for early stopping (training-free methods need none)."""
+        out for early stopping (training-free methods need none).
+
+        ``ordered_holdout``: ``bags`` are already in :meth:`holdout_order` (training bags first, held-out bags
+        last), so the split is two ranges of views and copies nothing: float16 (e.g. memory-mapped) embeddings
+        stay where they are. Training is the same as on the bags in their own order.
+        """
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if valid is None and registry.method(self.method).trained:
             train_ids, valid_ids = holdout_split(bags.n_bags, self._config().valid_fraction, self.seed)
-            if valid_ids is not None:
+            if valid_ids is not None and ordered_holdout:
+                n_train = len(train_ids)
+                bags, valid = bags.bag_range(0, n_train), bags.bag_range(n_train, bags.n_bags)
+            elif valid_ids is not None:
                 bags, valid = bags.select(train_ids), bags.select(valid_ids)
         return self.fit_bags(
             bags,
@@ -189,6 +198,16 @@ class FractalModel:
             encoder_id=encoder_id,
             progress=progress,
         )
+
+    def holdout_order(self, n_bags: int) -> np.ndarray:
+        """The order (n_bags,) int64 of bag ids in which :meth:`fit_prepared` (``ordered_holdout=True``) finds
+        the training bags it would select first and its held-out bags last; the identity when it holds out none."""
+        if not registry.method(self.method).trained:
+            return np.arange(n_bags, dtype=np.int64)
+        train_ids, valid_ids = holdout_split(n_bags, self._config().valid_fraction, self.seed)
+        if valid_ids is None:
+            return np.arange(n_bags, dtype=np.int64)
+        return torch.cat([train_ids, valid_ids]).numpy().astype(np.int64)
 
     def fit_bags(
         self,
@@ -333,14 +352,9 @@ class FractalModel:
         assert self.scorer_ is not None
         scorer = self.scorer_.to(bags.device)
         with torch.inference_mode():
-            if bags.n_bags <= chunk_bags and bags.sent_emb.dtype == torch.float32:
+            if bags.n_bags <= chunk_bags and bags.full_precision:
                 return scorer(bags).exp()
-            ids = torch.arange(bags.n_bags, device=bags.device)
-            parts = [
-                scorer(bags.select(ids[lo : lo + chunk_bags])).exp()
-                for lo in range(0, bags.n_bags, chunk_bags)
-            ]
-            return torch.cat(parts)
+            return torch.cat([scorer(chunk).exp() for chunk in bags.chunks(chunk_bags)])
 
     def predict_bags(self, bags: BagSet) -> torch.Tensor:
         """Sentence scores P(label >= 1) (N,) for prepared bags."""

@@ -62,7 +62,16 @@ class SentenceScorer(nn.Module):
         return self.sentence_proj(bags.sent_emb)
 
     def forward(self, bags: BagSet) -> torch.Tensor:
-        """Sentence log-probabilities (N, C) for every sentence of ``bags``."""
+        """Sentence log-probabilities (N, C) for every sentence of ``bags``.
+
+        Embeddings stored in reduced precision (float16, e.g. memory-mapped) are upcast to float32 first: a
+        whole-set pass without gradients (scoring, validation, pseudo-labels) reads them in chunks of bags
+        (:meth:`BagSet.chunks`), so it never holds the whole set in float32.
+        """
+        if not bags.full_precision:
+            if torch.is_grad_enabled():
+                return self(bags.select(torch.arange(bags.n_bags, device=bags.device)))
+            return torch.cat([self(chunk) for chunk in bags.chunks()])
         ctx = self.context_proj(bags.ctx_emb)  # (W, h), once per window
         sent = self._sentence_hidden(bags)  # (N, h)
         if bags.ctx_emb.shape[0] == bags.n_bags:  # one window per bag: the common, fast case

@@ -15,6 +15,7 @@ records' flattened sentences, never inside the records. The response figures com
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -84,8 +85,10 @@ def _check_ids(records: Sequence[ResponseRecord], sentence_ids: np.ndarray, resp
 
 
 def _embed(
-    records: Sequence[ResponseRecord], model: FractalModel, progress: ProgressFn | None
+    records: Sequence[ResponseRecord], model: FractalModel, progress: ProgressFn | None, store: str
 ) -> tuple[BagSet, str]:
+    """The records' bags with their sentence embeddings streamed into a float16 memory-mapped matrix under
+    ``store`` (``features.embed_records``): a job's memory does not grow with the embeddings."""
     encoder = get_encoder(model.encoder)
     device = resolve_device((model.config or TrainConfig()).device)
     on_embed = None
@@ -94,9 +97,9 @@ def _embed(
         report(registry.STAGE_EMBED, 0.0, f"embedding {sum(len(r.spans) for r in records)} sentences")
 
         def on_embed(done: int, total: int) -> None:
-            report(registry.STAGE_EMBED, done / max(total, 1), f"{done}/{total} unique sentences embedded")
+            report(registry.STAGE_EMBED, done / max(total, 1), f"{done}/{total} sentences embedded")
 
-    bags = embed_records(records, encoder, device=device, progress=on_embed)
+    bags = embed_records(records, encoder, device=device, progress=on_embed, store=store)
     if progress is not None:
         progress(registry.STAGE_EMBED, 1.0, "embeddings ready")
     return bags, encoder.encoder_id
@@ -172,6 +175,34 @@ def _score(
     )
 
 
+def _sentence_order(records: Sequence[ResponseRecord], order: np.ndarray) -> np.ndarray:
+    """Flat sentence positions (N,) of the records taken in ``order`` (B,): position k of the reordered
+    records' sentences is sentence ``result[k]`` of the records as given."""
+    sizes = np.array([len(r.spans) for r in records], dtype=np.int64)
+    counts = sizes[order]
+    offset = (np.cumsum(sizes) - sizes)[order] - (np.cumsum(counts) - counts)
+    return np.repeat(offset, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+
+
+def _restore_order(scored: ScoredResponses, order: np.ndarray, sentences: np.ndarray) -> ScoredResponses:
+    """``scored`` computed on records taken in ``order`` (B,) / ``sentences`` (N,), back in the given order."""
+    bag_back = np.empty_like(order)
+    bag_back[order] = np.arange(len(order))
+    sent_back = np.empty_like(sentences)
+    sent_back[sentences] = np.arange(len(sentences))
+    summaries = semantics.ResponseSummaries(
+        *(getattr(scored.summaries, f)[bag_back] for f in semantics.ResponseSummaries.__dataclass_fields__)
+    )
+    return replace(
+        scored,
+        sentence_ids=scored.sentence_ids[sent_back],
+        scores=scored.scores[sent_back],
+        uncertainty=scored.uncertainty[sent_back],
+        response_ids=scored.response_ids[bag_back],
+        summaries=summaries,
+    )
+
+
 def train_and_score(
     records: Sequence[ResponseRecord],
     *,
@@ -192,6 +223,11 @@ def train_and_score(
     model this one replaces, measured on the same gold sentences. file_labels (N,): every current label,
     imported ones included (-1: none), for a second measurement. progress: ``(stage, fraction, message)``
     for the embedding step, then each training stage of ``registry.training_stages``; it may raise to cancel.
+
+    Memory: the sentence embeddings live in a float16 memory-mapped file for the duration of the call, written
+    with the responses in the model's hold-out order (``FractalModel.holdout_order``), so the training and
+    held-out bags are two ranges of it and nothing is copied or upcast beyond a minibatch or a chunk. The
+    results come back in the records' order; the gold proposals are drawn over the hold-out order.
     """
     sids = np.asarray(sentence_ids, dtype=np.int64)
     rids = np.asarray(response_ids, dtype=np.int64)
@@ -201,9 +237,53 @@ def train_and_score(
     model = FractalModel(method, config=config, seed=seed)
     has_gold = any(r.sentence_labels is not None for r in records)
     stages = registry.training_stages(method, has_gold=has_gold, aggregation=aggregation, config=config)
-    bags, encoder_id = _embed(records, model, progress)
+    labels = None if file_labels is None else np.asarray(file_labels, dtype=np.int64)
+    if labels is not None and labels.shape != sids.shape:
+        raise ValueError(f"file_labels must be ({len(sids)},), got {labels.shape}")
+    order = model.holdout_order(len(records))
+    sentences = _sentence_order(records, order)
+    with tempfile.TemporaryDirectory(prefix="fractal-embeddings-") as store:
+        result = _train_and_score(
+            [records[i] for i in order],
+            model,
+            sentence_ids=sids[sentences],
+            response_ids=rids[order],
+            stages=stages,
+            aggregation=aggregation,
+            n_classes=n_classes,
+            previous=previous,
+            file_labels=None if labels is None else labels[sentences],
+            queue_size=queue_size,
+            progress=progress,
+            store=store,
+        )
+    return replace(result, scored=_restore_order(result.scored, order, sentences))
+
+
+def _train_and_score(
+    records: Sequence[ResponseRecord],
+    model: FractalModel,
+    *,
+    sentence_ids: np.ndarray,
+    response_ids: np.ndarray,
+    stages: tuple[str, ...],
+    aggregation: str,
+    n_classes: int,
+    previous: FractalModel | None,
+    file_labels: np.ndarray | None,
+    queue_size: int,
+    progress: ProgressFn | None,
+    store: str,
+) -> TrainResult:
+    """:func:`train_and_score` on records already in the model's hold-out order."""
+    bags, encoder_id = _embed(records, model, progress, store)
     model.fit_prepared(
-        bags, aggregation=aggregation, n_classes=n_classes, encoder_id=encoder_id, progress=progress
+        bags,
+        aggregation=aggregation,
+        n_classes=n_classes,
+        encoder_id=encoder_id,
+        progress=progress,
+        ordered_holdout=True,
     )
     gold = _labelled_bags(bags, bags.gold)
     n_gold_sentences = int((bags.gold >= 0).sum())
@@ -219,15 +299,15 @@ def train_and_score(
                 before = _numbers(previous.evaluate([r for r in records if r.sentence_labels is not None]))
     with_file: dict[str, float] = {}
     if file_labels is not None:
-        labels = torch.as_tensor(np.asarray(file_labels, dtype=np.int64)).to(bags.device)
-        if labels.shape != bags.gold.shape:
-            raise ValueError(f"file_labels must be ({bags.n_sentences},), got {tuple(labels.shape)}")
+        labels = torch.as_tensor(file_labels).to(bags.device)
         labelled = _labelled_bags(bags, labels)
         if labelled is not None and int((labels >= 0).sum()) > n_gold_sentences:
             with_file = _numbers(model.evaluate_bags(labelled))
     return TrainResult(
         model=model,
-        scored=_score(model, bags, sentence_ids=sids, response_ids=rids, queue_size=queue_size),
+        scored=_score(
+            model, bags, sentence_ids=sentence_ids, response_ids=response_ids, queue_size=queue_size
+        ),
         stages=stages,
         n_gold_responses=0 if gold is None else gold.n_bags,
         n_gold_sentences=n_gold_sentences,
@@ -254,8 +334,9 @@ def score_records(
     aggregation, _ = task_of(records)
     if aggregation != model.aggregation_:
         raise ValueError(f"the model was trained on {model.aggregation_} responses, these are {aggregation}")
-    bags, _ = _embed(records, model, progress)
-    return _score(model, bags, sentence_ids=sids, response_ids=rids, queue_size=queue_size)
+    with tempfile.TemporaryDirectory(prefix="fractal-embeddings-") as store:
+        bags, _ = _embed(records, model, progress, store)
+        return _score(model, bags, sentence_ids=sids, response_ids=rids, queue_size=queue_size)
 
 
 __all__ = ["QUEUE_SIZE", "ScoredResponses", "TrainResult", "score_records", "train_and_score"]

@@ -299,6 +299,8 @@ def within_sentence_budget(picks: Sequence[int], sizes: torch.Tensor, budget: in
 
 def bag_embeddings(bags: BagSet) -> torch.Tensor:
     """Mean sentence embedding of every bag, L2-normalised (B, d): the space ``diverse`` spreads picks over."""
+    if not bags.full_precision:  # float16 (e.g. memory-mapped) embeddings: float32 means, chunk by chunk
+        return torch.cat([bag_embeddings(chunk) for chunk in bags.chunks()])
     return torch.nn.functional.normalize(segment_mean(bags.sent_emb, bags.bag_index, bags.n_bags), dim=1)
 
 

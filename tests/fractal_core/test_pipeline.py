@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fractal_core import pipeline, registry, semantics
+from fractal_core.bags import BagSet
 from fractal_core.config import TrainConfig
+from fractal_core.estimator import FractalModel
 from fractal_core.records import ResponseRecord, Span
 
 DIM = 16
@@ -122,3 +127,74 @@ def test_score_records_and_the_previous_model_on_the_same_gold(encoder: Counting
     np.testing.assert_allclose(again.scores, first.scored.scores, atol=1e-6)
     with pytest.raises(ValueError, match="sentence_ids must be"):
         pipeline.score_records(first.model, records, sentence_ids=ids[:-1], response_ids=np.arange(40))
+
+
+class HalfExactEncoder(CountingEncoder):
+    """The stand-in with the real encoder's property that matters here: its vectors are float16-exact."""
+
+    def _vec(self, text: str) -> np.ndarray:
+        return super()._vec(text).astype(np.float16).astype(np.float32)
+
+
+def _mapped_ranges(path: str) -> list[tuple[int, int]]:
+    """Address ranges of this process mapping ``path`` (Linux /proc/self/maps)."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text(encoding="utf-8").splitlines():
+        if line.rstrip().endswith(path):
+            lo, hi = line.split()[0].split("-")
+            ranges.append((int(lo, 16), int(hi, 16)))
+    return ranges
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/self/maps (Linux)")
+def test_a_job_trains_and_scores_over_memory_mapped_float16_with_the_scores_of_in_memory_float32(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = HalfExactEncoder()
+    monkeypatch.setattr(pipeline, "get_encoder", lambda config=None: fake)
+    records = _records(80)
+    n = sum(len(r.spans) for r in records)
+    seen: dict[str, object] = {}
+    embed = pipeline.embed_records
+
+    def spy_embed(*args: object, **kwargs: object) -> BagSet:
+        bags = embed(*args, **kwargs)  # type: ignore[arg-type]
+        path = os.path.join(str(kwargs["store"]), "sentences.npy")
+        seen["ranges"] = _mapped_ranges(path)
+        seen["full"] = bags
+        return bags
+
+    fit_bags = FractalModel.fit_bags
+
+    def spy_fit(self: FractalModel, train: BagSet, valid: BagSet | None = None, **kwargs: object) -> object:
+        seen["train"], seen["valid"] = train, valid
+        return fit_bags(self, train, valid, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "embed_records", spy_embed)
+    monkeypatch.setattr(FractalModel, "fit_bags", spy_fit)
+    ids = np.arange(n)
+    streamed = pipeline.train_and_score(records, sentence_ids=ids, response_ids=np.arange(80), config=FAST)
+
+    def mapped(t: torch.Tensor) -> bool:
+        return any(lo <= t.data_ptr() < hi for lo, hi in seen["ranges"])  # type: ignore[attr-defined]
+
+    full, train, valid = seen["full"], seen["train"], seen["valid"]
+    assert isinstance(full, BagSet) and isinstance(train, BagSet) and isinstance(valid, BagSet)
+    # The sentence matrix is the float16 file, and training reads its two ranges of it: nothing upcast or copied.
+    assert full.sent_emb.dtype == torch.float16 and mapped(full.sent_emb)
+    assert train.sent_emb.dtype == torch.float16 and mapped(train.sent_emb) and mapped(valid.sent_emb)
+    assert train.n_bags + valid.n_bags == 80 and valid.n_bags > 0
+
+    # The same training on the whole set as float32 in memory, split by selection (the path before streaming).
+    monkeypatch.setattr(FractalModel, "fit_bags", fit_bags)
+    bags = embed(records, fake)
+    assert bags.sent_emb.dtype == torch.float32
+    model = FractalModel("fractal", config=FAST, seed=0).fit_prepared(
+        bags, aggregation="max", n_classes=2, encoder_id=fake.encoder_id
+    )
+    expected = model.predict_bags(bags).double().numpy()
+    np.testing.assert_array_equal(streamed.scored.sentence_ids, ids)
+    np.testing.assert_allclose(streamed.scored.scores, expected, atol=1e-6)
+    assert streamed.model.resolved_method_ == model.resolved_method_
+    again = pipeline.score_records(streamed.model, records, sentence_ids=ids, response_ids=np.arange(80))
+    np.testing.assert_allclose(again.scores, streamed.scored.scores, atol=1e-6)

@@ -12,11 +12,17 @@ likelihood. With `--gold 0.1`, also hybrid and `auto` with 10% random gold bags 
 gold AUC). On the `mean` view (the share of a response's sentences at level >= 1 as its label), BagLoss and
 priors also run with the other proportion loss (squared error of the proportion vs exact Poisson-binomial count NLL).
 `--split valid` scores the VALID split (for choosing defaults); `--split test` is the report.
+
+Every `auto` record also keeps each candidate's figures on the scored split and its held-out log-likelihood per
+judged response, so `rules` can re-run the choice (`fractal_core.auto.choose`) under other settings of the rule
+(standard-error multiple, simplicity order, candidate set) without refitting: it prints, per result file, what
+each setting would have scored given Y (tune on the `valid` files only).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -27,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 from quality_common import (  # noqa: E402
     RESULTS,
     fmt,
@@ -39,7 +46,11 @@ from quality_common import (  # noqa: E402
     valid_as_test,
 )
 
+from fractal_core import registry  # noqa: E402
+from fractal_core.auto import choose  # noqa: E402
+from fractal_core.bags import BagSet  # noqa: E402
 from fractal_core.config import TrainConfig  # noqa: E402
+from fractal_core.estimator import FractalModel  # noqa: E402
 from fractal_core.evaluation import run_one  # noqa: E402
 
 SEEDS = (0, 1, 2)
@@ -68,6 +79,29 @@ def runs_for(view: str, gold: float) -> list[tuple[str, str, TrainConfig, float]
     return out
 
 
+def candidate_figures(scored: BagSet) -> Any:
+    """An ``inspect`` hook for ``run_one``: each of auto's candidates scored on ``scored``, with its per-response
+    held-out log-likelihoods (what the choice saw)."""
+
+    def inspect(model: FractalModel) -> dict[str, Any]:
+        out = []
+        for c in getattr(model, "candidates_", []):
+            alone = copy.copy(model)  # the same fitted model, answering with this candidate's scorer
+            alone.resolved_method_, alone.scorer_, alone.calibration_ = c.method, c.scorer, c.calibration
+            metrics = alone.evaluate_bags(scored)
+            out.append(
+                {
+                    "name": c.name,
+                    "method": c.method,
+                    **{k: metrics[k] for k in KEYS if k in metrics},
+                    "judged": [round(float(v), 6) for v in c.judged],
+                }
+            )
+        return {"candidates": out} if out else {}
+
+    return inspect
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     setup()
     started = time.perf_counter()
@@ -76,11 +110,20 @@ def cmd_run(args: argparse.Namespace) -> None:
         prepared = valid_as_test(prepared)
     out = f"auto_{args.dataset}_{args.view}_{args.split}.json"
     runs = runs_for(args.view, args.gold)
+    if args.rows:
+        runs = [r for r in runs if r[0] in args.rows.split(",")]
     meta = run_meta(args, prepared, seeds=SEEDS, split_scored=args.split, gold=args.gold)
     records: list[dict[str, Any]] = []
     for seed in SEEDS:
         for name, method, config, gold in runs:
-            record = run_one(prepared, method, seed=seed, gold_fraction=gold, config=config)
+            record = run_one(
+                prepared,
+                method,
+                seed=seed,
+                gold_fraction=gold,
+                config=config,
+                inspect=candidate_figures(prepared.test) if method == "auto" else None,
+            )
             record.update(row=name, proportion_loss=config.proportion_loss)
             records.append(record)
             chosen = record.get("selection", {}).get("chosen", "")
@@ -111,13 +154,71 @@ def cmd_table(_: argparse.Namespace) -> None:
             print(f"| {row} | " + " | ".join(cells) + f" | {picks} |")
 
 
+# Settings of the rule tried offline: (label, SE multiple, simplicity order, methods left out).
+ORDERS = {
+    "bagloss first": registry.AUTO_SIMPLICITY,
+    "prior-only first": ("prior_only", "bagloss", "priors", "pslab", "hybrid"),
+}
+RULES = [
+    ("argmax (previous rule)", 0.0, "bagloss first", ()),
+    *[(f"{k:g} SE, {o}", k, o, ()) for o in ORDERS for k in (0.5, 1.0, 1.5, 2.0)],
+    ("1 SE, no PsLab", 1.0, "bagloss first", ("pslab",)),
+    ("1 SE, BagLoss + priors(0.1) + prior-only", 1.0, "bagloss first", ("pslab", "priors(cosine=0.3)")),
+    ("1 SE, BagLoss + prior-only", 1.0, "bagloss first", ("pslab", "priors")),
+]
+
+
+def replay(record: dict[str, Any], se: float, order: str, drop: tuple[str, ...]) -> dict[str, Any]:
+    """The candidate a rule setting would have chosen in one auto record (candidates whose name or method is
+    in ``drop`` left out), with its figures and the fit seconds of the candidates kept."""
+    rows = [dict(r) for r in record["selection"]["candidates"] if not {r["name"], r["method"]} & set(drop)]
+    figures = {c["name"]: c for c in record["candidates"]}
+    per_bag = np.array([figures[r["name"]]["judged"] for r in rows], dtype=np.float64)
+    pick = rows[choose(rows, per_bag, se_multiple=se, order=ORDERS[order])]
+    # PsLab's seconds include the priors fit it starts from: count only its own stage when both are kept.
+    kept = {r["name"]: r["seconds"] for r in rows}
+    first_prior = next((r["name"] for r in record["selection"]["candidates"] if r["method"] == "priors"), "")
+    if "pslab" in kept and first_prior in kept:
+        kept["pslab"] -= kept[first_prior]
+    return {**figures[pick["name"]], "seconds": sum(kept.values())}
+
+
+def cmd_rules(_: argparse.Namespace) -> None:
+    for path in sorted(RESULTS.glob("auto_*.json")):
+        data = json.loads(path.read_text())
+        autos = [r for r in data["records"] if r["row"] == "auto" and "candidates" in r]
+        if not autos:
+            continue
+        prior = stats([r["posterior_auc_roc"] for r in data["records"] if r["row"] == "prior_only"])["mean"]
+        bagloss = stats(
+            [next(c for c in r["candidates"] if c["name"] == "bagloss")["posterior_auc_roc"] for r in autos]
+        )
+        floor = max(bagloss["mean"], prior) - 0.005
+        print(f"\n### {path.stem} ({data['split_scored']} split, seeds {[r['seed'] for r in autos]})")
+        print(
+            f"target: >= max(BagLoss {bagloss['mean']:.4f}, prior-only {prior:.4f}) - 0.005 = {floor:.4f}\n"
+        )
+        print("| rule | AUC given Y | target | chose | candidate fit s |")
+        print("|---|---|---|---|---|")
+        for label, se, order, drop in RULES:
+            picks = [replay(r, se, order, drop) for r in autos]
+            given = stats([p["posterior_auc_roc"] for p in picks])
+            chose = Counter(p["name"] for p in picks)
+            seconds = stats([p["seconds"] for p in picks])
+            met = "met" if given["mean"] >= floor else "MISSED"
+            names = ", ".join(f"{k} ×{v}" for k, v in chose.most_common())
+            print(f"| {label} | {fmt(given, 4)} | {met} | {names} | {seconds['mean']:.1f} |")
+
+
 def main() -> None:
     run_cli(
         __doc__,
         cmd_run,
         table=cmd_table,
+        rules=cmd_rules,
         run_options={
             "--split": {"choices": ("valid", "test"), "default": "valid"},
+            "--rows": {"default": "", "help": "comma-separated rows to run (default: all)"},
             "--gold": {
                 "type": float,
                 "default": 0.0,

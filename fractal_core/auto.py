@@ -6,11 +6,15 @@ quality elsewhere. ``auto`` fits a small set of candidates on the same embedding
 best held-out figure:
 
 - candidates: ``prior_only`` (the cosine target, calibrated to the response labels: a logistic map fitted by the
-  exact bag likelihood of the training labels; the ``prior_only`` baseline method is the raw target), ``bagloss``, ``priors`` at each cosine weight of
-  ``registry.AUTO_PRIOR_WEIGHTS``, ``pslab`` (PsLab on top of the default-weight priors model: one extra stage, max/min
-  bags only) and, when the training bags carry gold sentence labels, ``hybrid``.
-- without gold: the exact log-likelihood of the validation responses' labels (mean over bags; noisy-OR /
-  product / exact ordinal max, the Poisson-binomial count for proportions), from each candidate's scores.
+  exact bag likelihood of the training labels; the ``prior_only`` baseline method is the raw target),
+  ``bagloss``, ``priors`` at each cosine weight of ``registry.AUTO_PRIOR_WEIGHTS`` (warm-started from the BagLoss
+  scorer, early-stopped with ``registry.AUTO_WARM_PATIENCE``) and, when the training bags carry gold sentence labels, ``hybrid``. PsLab is not a candidate: on the
+  validation splits the rule below never chose it, and it cost one more training stage.
+- without gold: the exact log-likelihood of the validation responses' labels (noisy-OR / product / exact ordinal
+  max, the Poisson-binomial count for proportions), from each candidate's scores, and the one-standard-error
+  rule (:func:`choose`): the candidates differ by a few thousandths of a nat per response on a few hundred
+  responses, i.e. by noise, so among those whose mean log-likelihood lies within ``registry.AUTO_SE_MULTIPLE``
+  paired standard errors of the best, the simplest (``registry.AUTO_SIMPLICITY``) is kept.
 - with gold (enough labelled sentences of both classes): the AUC given the response label of the gold sentences
   in held-out gold responses. The gold responses are cut into two folds; ``hybrid`` is trained with one fold's
   gold and scored on the other (cross-fitting), then refitted on all the gold when it wins. The no-gold
@@ -51,6 +55,7 @@ class Selection:
     criterion: str
     candidates: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    rule: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (a figure that could not be computed, e.g. an AUC on one class, is None, not NaN)."""
@@ -181,9 +186,16 @@ def _log_proba(candidate: Any, bags: BagSet) -> torch.Tensor:
         return candidate(bags)
 
 
-def mean_bag_log_likelihood(candidate: Any, bags: BagSet, aggregation: str) -> float:
+def bag_log_likelihoods(candidate: Any, bags: BagSet, aggregation: str) -> np.ndarray:
+    """Each bag's exact log-likelihood of its label under ``candidate``'s scores (B,)."""
     logp = _log_proba(candidate, bags)
-    return float(bag_log_likelihood(logp, bags.bag_index, bags.labels, aggregation=aggregation).mean())
+    return (
+        bag_log_likelihood(logp, bags.bag_index, bags.labels, aggregation=aggregation).double().cpu().numpy()
+    )
+
+
+def mean_bag_log_likelihood(candidate: Any, bags: BagSet, aggregation: str) -> float:
+    return float(bag_log_likelihoods(candidate, bags, aggregation).mean())
 
 
 def gold_scores(candidate: Any, bags: BagSet, aggregation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -204,6 +216,78 @@ def _hide_gold(bags: BagSet, keep: torch.Tensor | None = None) -> BagSet:
     if keep is None:
         return replace(bags, gold=torch.full_like(bags.gold, -1))
     return replace(bags, gold=torch.where(keep[bags.bag_index], bags.gold, torch.full_like(bags.gold, -1)))
+
+
+# ---------------------------------------------------------------------------------------------------- choice
+def simplicity(row: dict[str, Any], order: tuple[str, ...] | None = None) -> tuple[int, float]:
+    """Sort key of a candidate record: its method's place in ``order`` (``registry.AUTO_SIMPLICITY``), then the
+    cosine weight (a smaller pull of the prior is simpler)."""
+    order = order or registry.AUTO_SIMPLICITY
+    method = row["method"]
+    return (order.index(method) if method in order else len(order), float(row.get("cosine", 0.0)))
+
+
+def choose(
+    records: list[dict[str, Any]],
+    per_bag: np.ndarray | None,
+    *,
+    se_multiple: float | None = None,
+    order: tuple[str, ...] | None = None,
+) -> int:
+    """The one-standard-error rule: the index of the chosen record, and each record annotated with its figures.
+
+    ``per_bag`` (candidates, bags) holds each candidate's held-out log-likelihood of every judged bag, rows in
+    the order of ``records``. The best is the highest mean; a candidate's gap is the mean of its per-bag paired
+    difference to the best and ``paired_se`` that difference's standard error (sample std / sqrt(B)). Those
+    with gap <= ``se_multiple`` * paired_se are in the band, and the simplest of them (:func:`simplicity`) is
+    chosen. Without per-bag figures (the gold criterion: an AUC has no per-response terms) the best ``score``
+    wins, ties going to the simplest. Non-finite scores are never chosen unless nothing else is left.
+    """
+    k = registry.AUTO_SE_MULTIPLE if se_multiple is None else se_multiple
+    scores = np.array([r["score"] if r["score"] is not None else np.nan for r in records], dtype=float)
+    finite = np.isfinite(scores)
+    if not finite.any():
+        finite[:] = True
+        scores = np.zeros_like(scores)
+    best = int(np.argmax(np.where(finite, scores, -np.inf)))
+    if per_bag is not None and per_bag.shape[1] > 1:
+        diff = per_bag[best][None, :] - per_bag  # (C, B) paired differences, >= 0 on average
+        gap = diff.mean(1)
+        se = diff.std(1, ddof=1) / np.sqrt(diff.shape[1])
+        band = finite & (gap <= k * se + 1e-12)
+    else:
+        gap = np.where(finite, scores[best] - scores, np.inf)
+        se = np.zeros_like(gap)
+        band = finite & (gap <= 1e-12)
+    picked = min(np.flatnonzero(band), key=lambda i: simplicity(records[i], order))
+    for i, r in enumerate(records):
+        r["gap_to_best"] = float(gap[i]) if np.isfinite(gap[i]) else None
+        r["paired_se"] = float(se[i]) if np.isfinite(se[i]) else None
+        r["within_band"] = bool(band[i])
+        r["chosen"] = bool(i == picked)
+    return int(picked)
+
+
+def rule_text(by_gold: bool) -> str:
+    """The rule in words, as stored with the model."""
+    if by_gold:
+        return "highest held-out gold AUC given the label; ties go to the simplest"
+    order = ", ".join(registry.AUTO_SIMPLICITY)
+    return (
+        f"one-standard-error: among candidates within {registry.AUTO_SE_MULTIPLE:g} paired standard error(s) "
+        f"of the best held-out log-likelihood, the simplest ({order}; smaller prior weight first)"
+    )
+
+
+@dataclass
+class CandidateFit:
+    """One fitted candidate (not stored with the model): what benchmarks need to re-run the choice offline."""
+
+    name: str
+    method: str
+    scorer: Any  # the scorer module, or None for the calibrated prior
+    calibration: dict[str, Any] | None  # the prior's calibration (prior-only), else None
+    judged: np.ndarray  # held-out log-likelihood of each judged bag (after the logistic map)
 
 
 # ------------------------------------------------------------------------------------------------------- fit
@@ -233,7 +317,7 @@ def fit_auto(
 
     The result's ``stages`` are every stage that ran (``registry.auto_stages``), named per candidate.
     """
-    from fractal_core.methods import FitResult, fit_method, pslab_refit
+    from fractal_core.methods import FitResult, fit_method
 
     started = time.perf_counter()
     gold_bag_mask = torch.zeros(train.n_bags, dtype=torch.bool, device=train.device)
@@ -263,8 +347,9 @@ def fit_auto(
     stages: list[StageResult] = []
     records: list[dict[str, Any]] = []
     fitted: dict[str, Any] = {}
+    judged: list[np.ndarray] = []
 
-    def fit(name: str, method: str, data: BagSet, cfg: TrainConfig) -> Any:
+    def fit(name: str, method: str, data: BagSet, cfg: TrainConfig, init: Any = None) -> Any:
         tell = _prefixed(progress, name)
         result = fit_method(
             method,
@@ -275,6 +360,7 @@ def fit_auto(
             config=cfg,
             seed=seed,
             progress=tell,
+            init=init,
         )
         stages.extend(replace(st, stage=registry.auto_stage(name, st.stage)) for st in result.stages)
         return result
@@ -288,10 +374,18 @@ def fit_auto(
         )
 
     def record(
-        name: str, method: str, candidate: Any, result: Any, seconds: float, cross_fit: Any = None
+        name: str,
+        method: str,
+        candidate: Any,
+        result: Any,
+        seconds: float,
+        cross_fit: Any = None,
+        cosine: float | None = None,
     ) -> None:
         row: dict[str, Any] = {"name": name, "method": method}
-        judged = candidate
+        if cosine is not None:
+            row["cosine"] = cosine
+        judged_by = candidate
         if not isinstance(candidate, Calibration):
             # The likelihood is judged after a 2-parameter logistic map of the scorer's logit, fitted on the
             # judged bags, so that a scorer trained with a hard max (sharp but well ranked) is not penalised
@@ -299,11 +393,12 @@ def fit_auto(
             # ranked worse given the label: DelucionQA 0.867 -> 0.841, BENCHMARKS.md).
             row["bag_log_likelihood_raw"] = mean_bag_log_likelihood(candidate, judge, aggregation)
             t0 = time.perf_counter()
-            judged = calibrate(candidate)
-            row["calibration"] = judged.calibration.to_dict()
+            judged_by = calibrate(candidate)
+            row["calibration"] = judged_by.calibration.to_dict()
             seconds += time.perf_counter() - t0
         row["seconds"] = round(seconds, 3)
-        row["bag_log_likelihood"] = mean_bag_log_likelihood(judged, judge, aggregation)
+        judged.append(bag_log_likelihoods(judged_by, judge, aggregation))
+        row["bag_log_likelihood"] = float(judged[-1].mean())
         if held_out is not None:
             gold, given, marginal = (
                 cross_fit if cross_fit is not None else gold_scores(candidate, held_out, aggregation)
@@ -319,27 +414,22 @@ def fit_auto(
     calibration = fit_prior_calibration(weak, aggregation=aggregation, n_classes=n_classes)
     record("prior_only(calibrated)", "prior_only", calibration, None, time.perf_counter() - t0)
 
-    # 2. BagLoss alone, BagLoss + cosine prior on a small grid of weights (the tuned default first), and PsLab
-    # on top of the default-weight priors model (one more stage, not a second priors fit).
+    # 2. BagLoss alone, then BagLoss + cosine prior at each weight of the grid (the tuned default first), each
+    # warm-started from the BagLoss scorer with a shorter patience: the prior only moves a scorer that already
+    # fits the labels, so it needs a few epochs, not a fit from scratch (BENCHMARKS.md: fit cost).
     t0 = time.perf_counter()
-    result = fit("bagloss", "bagloss", weak, config)
-    record("bagloss", "bagloss", result.model, result, time.perf_counter() - t0)
-    for i, w in enumerate(registry.auto_prior_weights(config)):
+    base = fit("bagloss", "bagloss", weak, config)
+    record("bagloss", "bagloss", base.model, base, time.perf_counter() - t0)
+    for w in registry.auto_prior_weights(config):
         t0 = time.perf_counter()
-        cfg = replace(config, weights=replace(config.weights, bag=1.0 - w, cosine=w, correlation=0.0))
+        cfg = replace(
+            config,
+            weights=replace(config.weights, bag=1.0 - w, cosine=w, correlation=0.0),
+            patience=min(config.patience, registry.AUTO_WARM_PATIENCE),
+        )
         name = f"priors(cosine={w:g})"
-        result = fit(name, "priors", weak, cfg)
-        record(name, "priors", result.model, result, time.perf_counter() - t0)
-        if i == 0 and aggregation in ("max", "min") and result.model is not None:
-            t0 = time.perf_counter()
-            tell = _prefixed(progress, "pslab")
-            ps_model, ps_stage = pslab_refit(
-                result.model, weak, valid, aggregation=aggregation, n_classes=n_classes, config=cfg, seed=seed,
-                progress=tell,
-            )  # fmt: skip
-            stages.append(replace(ps_stage, stage=registry.auto_stage("pslab", ps_stage.stage)))
-            ps_result = FitResult(method="pslab", model=ps_model, stages=[*result.stages, ps_stage])
-            record("pslab", "pslab", ps_model, ps_result, time.perf_counter() - t0 + records[-1]["seconds"])
+        result = fit(name, "priors", weak, cfg, init=base.model)
+        record(name, "priors", result.model, result, time.perf_counter() - t0, cosine=w)
 
     # 3. Hybrid, trained on each fold's complement of the gold and scored on the fold (cross-fitting), then
     # on all the gold.
@@ -358,10 +448,7 @@ def fit_auto(
         full = fit("hybrid", "hybrid", train, config)
         record("hybrid", "hybrid", full.model, full, time.perf_counter() - t0, cross_fit=pooled)
 
-    finite = [r for r in records if r["score"] is not None and np.isfinite(r["score"])]
-    best = max(finite or records, key=lambda r: r["score"])
-    for r in records:
-        r["chosen"] = r is best
+    best = records[choose(records, None if held_out is not None else np.stack(judged))]
     method, candidate, result = fitted[best["name"]]
     selection = Selection(
         chosen=best["name"],
@@ -369,18 +456,33 @@ def fit_auto(
         criterion=criterion,
         candidates=records,
         seconds=round(time.perf_counter() - started, 3),
+        rule=rule_text(held_out is not None),
     )
     if isinstance(candidate, Calibration):
         out = FitResult(method="prior_only", model=None, stages=stages, calibration=candidate.to_dict())
     else:
         out = FitResult(method=method, model=result.model, stages=stages)
     out.selection = selection.to_dict()
+    out.candidates = [
+        CandidateFit(
+            name=r["name"],
+            method=fitted[r["name"]][0],
+            scorer=None if isinstance(fitted[r["name"]][1], Calibration) else fitted[r["name"]][1],
+            calibration=fitted[r["name"]][1].to_dict()
+            if isinstance(fitted[r["name"]][1], Calibration)
+            else None,
+            judged=j,
+        )
+        for r, j in zip(records, judged, strict=True)
+    ]
     return out
 
 
 __all__ = [
     "Calibration",
+    "CandidateFit",
     "Selection",
+    "choose",
     "fit_auto",
     "fit_calibration",
     "fit_prior_calibration",

@@ -235,6 +235,7 @@ class FractalModel:
         self.scorer_ = result.model
         self.calibration_ = result.calibration
         self.selection_ = result.selection
+        self.candidates_ = result.candidates  # auto: every fitted candidate (for benchmarks; not saved)
         self.aggregation_ = aggregation
         self.n_classes_ = n_classes
         self.encoder_id_ = encoder_id

@@ -120,8 +120,9 @@ def run_one(
     gold_fraction: float,
     config: TrainConfig,
     gold_bags: torch.Tensor | None = None,
+    inspect: Callable[[FractalModel], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train ``method`` once and return its test metrics as a flat record."""
+    """Train ``method`` once and return its test metrics as a flat record (plus ``inspect(model)``'s entries)."""
     if method == "supervised":
         fraction = 1.0
         train, valid = prepared.train, prepared.valid
@@ -155,6 +156,7 @@ def run_one(
         "train_seconds": seconds,
         "epochs": {s["stage"]: s["best_epoch"] + 1 for s in model.history_},
         **({"selection": model.selection_} if getattr(model, "selection_", None) else {}),
+        **(inspect(model) if inspect is not None else {}),
     }
 
 

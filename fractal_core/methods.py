@@ -23,6 +23,7 @@ Names, descriptions and stage plans live in ``fractal_core.registry`` (torch-fre
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,9 @@ class FitResult:
     selection: dict[str, Any] | None = (
         None  # auto: what was chosen, the criterion and every candidate's figures
     )
+    candidates: list[Any] = field(
+        default_factory=list
+    )  # auto: each fitted candidate (auto.CandidateFit), not stored
 
     def history(self) -> list[dict[str, Any]]:
         return [s.__dict__ for s in self.stages]
@@ -250,8 +254,13 @@ def fit_method(
     config: TrainConfig,
     seed: int,
     progress: ProgressFn | None = None,
+    init: SentenceScorer | None = None,
 ) -> FitResult:
-    """Run one method's pipeline on prepared bags. ``train.gold`` holds the gold labels the method may use."""
+    """Run one method's pipeline on prepared bags. ``train.gold`` holds the gold labels the method may use.
+
+    ``init``: the bag stage starts from a copy of this fitted scorer instead of a fresh one (a warm start, e.g.
+    ``auto``'s priors candidates from its BagLoss fit).
+    """
     with cpu_threads(config.cpu_threads, train.device):
         return _fit_method(
             method,
@@ -262,6 +271,7 @@ def fit_method(
             config=config,
             seed=seed,
             progress=progress,
+            init=init,
         )
 
 
@@ -275,6 +285,7 @@ def _fit_method(
     config: TrainConfig,
     seed: int,
     progress: ProgressFn | None,
+    init: SentenceScorer | None = None,
 ) -> FitResult:
     method = resolve_method(method, train, pslab=config.pslab)
     if method == "auto":
@@ -343,7 +354,7 @@ def _fit_method(
     weights = _weights(config, use)
     model = stage(
         registry.STAGE_BAG,
-        _fresh(spec, dim, n_classes, config, generator, device),
+        copy.deepcopy(init) if init is not None else _fresh(spec, dim, n_classes, config, generator, device),
         train,
         _bag_objective(config, aggregation, weights),
     )
@@ -362,35 +373,6 @@ def _fit_method(
         )
     result.model = model
     return result
-
-
-def pslab_refit(
-    model: SentenceScorer,
-    train: BagSet,
-    valid: BagSet | None,
-    *,
-    aggregation: str,
-    n_classes: int,
-    config: TrainConfig,
-    seed: int,
-    progress: ProgressFn | None = None,
-) -> tuple[SentenceScorer, StageResult]:
-    """PsLab on top of an already fitted bag model: pseudo-labels from ``model``, then a fresh instance model."""
-    generator = torch.Generator().manual_seed(seed + 1)
-    validate, _ = make_validator(valid, aggregation=aggregation, config=config)
-    with torch.inference_mode():
-        labels = pseudo_labels(
-            model(train), train.bag_index, train.labels, aggregation=aggregation, gold=train.gold
-        )
-    pseudo = BagSet(**{**train.__dict__, "gold": labels})
-    spec = scorer_spec(config, train, valid)
-    fresh = _fresh(spec, int(train.sent_emb.shape[1]), n_classes, config, generator, train.device)
-    with cpu_threads(config.cpu_threads, train.device):
-        stage = train_stage(
-            fresh, pseudo, _instance_objective(), config=config, generator=generator, validate=validate,
-            stage=registry.STAGE_PSLAB, progress=progress,
-        )  # fmt: skip
-    return fresh, stage
 
 
 def preference_bags(

@@ -111,15 +111,19 @@ if chosen_by:
     by_gold = str(choice.get("criterion", "")).startswith("gold")
     st.caption(
         f"`{picked.method}` fitted every candidate below on the same embeddings and kept "
-        f"**{choice.get('chosen')}**, the best by "
+        f"**{choice.get('chosen')}**, judged by "
         + (
             "the AUC given the response label of gold sentences in held-out gold responses (hybrid was "
             "trained on one half of the gold responses and scored on the other)."
             if by_gold
             else "the exact likelihood of the held-out responses' labels under each candidate's calibrated scores "
-            "(higher is better; no gold labels needed)."
+            "(higher is better; no gold labels needed). Candidates whose gap to the best is within the band "
+            "(a multiple of the paired standard error of that gap) are tied within noise; the simplest of them "
+            "is kept."
         )
-        + f" Criterion: {choice.get('criterion')}; {choice.get('seconds', 0):.0f} s in all."
+        + f" Criterion: {choice.get('criterion')}; "
+        + (f"rule: {choice['rule']}; " if choice.get("rule") else "")
+        + f"{choice.get('seconds', 0):.0f} s in all."
     )
     st.dataframe(
         [
@@ -128,6 +132,9 @@ if chosen_by:
                 "chosen": "●" if c.get("chosen") else "",
                 "score": c.get("score"),
                 "held-out bag log-likelihood": c.get("bag_log_likelihood"),
+                "gap to best": c.get("gap_to_best"),
+                "paired SE": c.get("paired_se"),
+                "within band": {True: "yes", False: "no"}.get(c.get("within_band"), ""),
                 "gold AUC given label": c.get("gold_auc_given_y"),
                 "gold AUC": c.get("gold_auc"),
                 "fit seconds": c.get("seconds"),
@@ -137,7 +144,14 @@ if chosen_by:
         hide_index=True,
         column_config={
             k: st.column_config.NumberColumn(format="%.4f")
-            for k in ("score", "held-out bag log-likelihood", "gold AUC given label", "gold AUC")
+            for k in (
+                "score",
+                "held-out bag log-likelihood",
+                "gap to best",
+                "paired SE",
+                "gold AUC given label",
+                "gold AUC",
+            )
         },
     )
 c1, c2 = st.columns(2)

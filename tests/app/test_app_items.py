@@ -257,6 +257,27 @@ def test_gold_auc_is_shown_with_its_sample_size_and_interval(store) -> None:
     assert lo <= auc <= hi and hi - lo > 0.05  # a few dozen sentences: a wide interval
 
 
+@pytest.mark.slow
+def test_method_choice_shows_the_rule_and_each_candidates_standard_error(store) -> None:
+    ds = store.ingest(tiny_records(12, with_labels=True))  # response labels only: the likelihood criterion
+    repo.create_job(
+        store.engine, "train", {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN}
+    )
+    store.run_jobs()
+    [mv] = repo.list_model_versions(store.engine, ds.dataset_id)
+    stored = mv.metrics["method_choice"]
+    at = app_test("views/models.py")
+    assert not at.exception, at.exception
+    assert any(stored["rule"] in c.value for c in at.caption)
+    table = next(d.value for d in at.dataframe if "paired SE" in d.value.columns)
+    assert list(table["candidate"]) == [c["name"] for c in stored["candidates"]]
+    for (_, row), c in zip(table.iterrows(), stored["candidates"], strict=True):
+        assert row["paired SE"] == pytest.approx(c["paired_se"])
+        assert row["gap to best"] == pytest.approx(c["gap_to_best"])
+        assert row["within band"] == ("yes" if c["within_band"] else "no")
+        assert row["chosen"] == ("●" if c["chosen"] else "")
+
+
 def test_upload_error_names_the_real_column(store) -> None:
     csv = "id,text,sentence_labels,response_label\n" + 'a,"Hi ""there"". Bye.","[0,,1]",1\n'
     at = app_test("views/data.py")

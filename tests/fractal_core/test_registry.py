@@ -31,11 +31,13 @@ def test_methods_and_strategies_come_from_the_registry() -> None:
 def test_descriptions_follow_the_tuned_defaults() -> None:
     tuned = registry.method_descriptions()
     # The tuned defaults: no PsLab after the bag model, cosine prior only (correlation weight 0).
-    assert "BagLoss + cosine prior, PsLab" in tuned["fractal"]
+    assert "BagLoss + cosine prior and, with gold" in tuned["fractal"]
     assert "correlation" not in tuned["priors"] and "PsLab" not in tuned["hybrid"]
+    assert f"within {registry.AUTO_SE_MULTIPLE:g} paired standard error" in tuned["auto"]
     both = TrainConfig(pslab=True, weights=LossWeights(correlation=0.2))
     other = registry.method_descriptions(both)
-    assert "BagLoss + cosine prior + correlation prior (a few prior weights)" in other["auto"]
+    assert "BagLoss + cosine prior + correlation prior" in other["priors"]
+    assert "correlation" not in other["auto"]  # auto's priors candidates turn the correlation prior off
     assert other["hybrid"].endswith(", then PsLab (needs some gold).")
 
 
@@ -55,12 +57,17 @@ def test_stage_plan_without_gold() -> None:
     assert registry.training_stages("fractal", has_gold=False, aggregation="max") == (
         "auto:bagloss/bag",
         "auto:priors(cosine=0.1)/bag",
-        "auto:pslab/pslab",
-        "auto:priors(cosine=0.3)/bag",
     )
-    assert (
-        registry.training_stages("auto", has_gold=False, aggregation="mean")[-1]
-        == "auto:priors(cosine=0.3)/bag"
+    assert registry.training_stages("auto", has_gold=False, aggregation="mean") == (
+        "auto:bagloss/bag",
+        "auto:priors(cosine=0.1)/bag",
+    )
+    # A config with another cosine weight tries its own weight first, then the grid's.
+    other = TrainConfig(weights=LossWeights(cosine=0.2))
+    assert registry.training_stages("auto", has_gold=False, aggregation="max", config=other) == (
+        "auto:bagloss/bag",
+        "auto:priors(cosine=0.2)/bag",
+        "auto:priors(cosine=0.1)/bag",
     )
     with_gold = registry.training_stages("fractal", has_gold=True, aggregation="max")
     assert with_gold[-4:] == (

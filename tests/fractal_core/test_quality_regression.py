@@ -125,7 +125,7 @@ def _run(prepared, seeds) -> dict[str, dict[str, list[float]]]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # auto fits five candidates; on a loaded 2-core machine the default 600 s is short
+@pytest.mark.timeout(1800)  # many fits (auto: three candidates); on a loaded 2-core machine 600 s is short
 def test_quality_on_a_real_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRACTAL_HOME", str(tmp_path))
     got = _run(_prepare(tmp_path), SEEDS)
@@ -138,7 +138,7 @@ def test_quality_on_a_real_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for method in ("bagloss", "priors", "pslab", "auto", "priors+context"):
         assert mean[method]["train_auc_given_y"] >= mean["naive"]["train_auc_given_y"] + 0.01
     # auto never falls far below the candidates it chose from (given the label).
-    best = max(mean[m]["train_auc_given_y"] for m in ("bagloss", "priors", "pslab"))
+    best = max(mean[m]["train_auc_given_y"] for m in ("bagloss", "priors"))
     assert mean["auto"]["train_auc_given_y"] >= best - AUTO_SLACK
     # Proportion labels: the learned scores given the proportion beat the proportion itself and the prior
     # (measured: naive 0.9681, prior-only 0.9555, BagLoss 0.9691-0.9692 in every seed).
@@ -153,7 +153,9 @@ def test_quality_on_a_real_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 # comments give min / mean / max over both. Each floor sits below the minimum by at least the seed range of a
 # 2-seed mean, and far above a broken method (0.5 for random scores; the naive 0.870 for the given-Y metric).
 NAIVE_TEST_AUC = 0.8643
-AUTO_SLACK = 0.01  # auto given Y vs its best candidate, transductively (measured: auto 0.9030, best 0.9025)
+AUTO_SLACK = (
+    0.01  # auto given Y vs its best candidate, transductively (seeds 0-4: auto 0.8982, priors 0.9013)
+)
 THRESHOLDS: dict[tuple[str, str], float] = {
     # Transductive sentence AUC, no gold (the app's view of the responses it trained on).
     ("bagloss", "train_auc"): 0.74,  # 0.785 / 0.821 / 0.834
@@ -162,8 +164,9 @@ THRESHOLDS: dict[tuple[str, str], float] = {
     ("bagloss", "train_auc_given_y"): 0.882,  # 0.892 / 0.897 / 0.901 (naive: 0.870)
     ("priors", "train_auc_given_y"): 0.886,  # 0.896 / 0.901 / 0.908
     ("pslab", "train_auc_given_y"): 0.893,  # 0.901 / 0.903 / 0.904
-    # auto (= fractal), seeds 0-2 from the shared cache on 2026-11-30: 0.9005 / 0.9030 / 0.9075.
-    ("auto", "train_auc_given_y"): 0.893,
+    # auto (= fractal; the one-standard-error rule, mostly BagLoss here), seeds 0-4 from the shared cache on
+    # 2026-11-30: 0.892 / 0.898 / 0.903.
+    ("auto", "train_auc_given_y"): 0.882,
     # Held-out bag AUC of AGG(sentence scores) on 80 unseen responses (chance: 0.5).
     ("bagloss", "test_bag_auc"): 0.55,  # 0.593 / 0.616 / 0.670
     ("priors", "test_bag_auc"): 0.57,  # 0.605 / 0.617 / 0.630

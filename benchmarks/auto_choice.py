@@ -157,7 +157,7 @@ def cmd_table(_: argparse.Namespace) -> None:
 # Settings of the rule tried offline: (label, SE multiple, simplicity order, methods left out).
 ORDERS = {
     "bagloss first": registry.AUTO_SIMPLICITY,
-    "prior-only first": ("prior_only", "bagloss", "priors", "pslab", "hybrid"),
+    "prior-only first": ("prior_only", "bagloss", "priors", "hybrid"),
 }
 RULES = [
     ("argmax (previous rule)", 0.0, "bagloss first", ()),

@@ -173,7 +173,7 @@ AUTO_CROSS_FIT_FOLDS = 2
 AUTO_SE_MULTIPLE = 1.0
 """``auto`` without gold keeps the simplest candidate whose held-out log-likelihood lies within this many paired
 standard errors of the best (the one-standard-error rule, ``fractal_core.auto.choose``)."""
-AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "priors", "pslab", "hybrid")
+AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "priors", "hybrid")
 """``auto``'s candidates from simplest to most elaborate (priors: smaller cosine weight first)."""
 
 

@@ -138,7 +138,7 @@ def test_auto_with_a_single_gold_response_does_not_fail() -> None:
 
 
 def _rows(*names: str) -> list[dict]:
-    method = {"bagloss": "bagloss", "prior_only(calibrated)": "prior_only", "pslab": "pslab"}
+    method = {"bagloss": "bagloss", "prior_only(calibrated)": "prior_only", "hybrid": "hybrid"}
     rows = []
     for name in names:
         row = {"name": name, "method": method.get(name, "priors")}
@@ -165,7 +165,7 @@ def _scored(rows: list[dict], judged: np.ndarray) -> list[dict]:
 
 def test_choose_keeps_the_simplest_candidate_tied_within_noise() -> None:
     # priors(0.3) is best by 0.002 nats on 400 bags whose paired differences have std ~0.14 (SE ~0.007): noise.
-    rows = _rows("bagloss", "priors(cosine=0.1)", "pslab", "priors(cosine=0.3)")
+    rows = _rows("bagloss", "priors(cosine=0.1)", "hybrid", "priors(cosine=0.3)")
     judged = _judged([0.0, 0.0005, -0.001, 0.002], noise=0.1)
     rows = _scored(rows, judged)
     assert max(range(4), key=lambda i: rows[i]["score"]) != 0  # the argmax is not BagLoss ...
@@ -181,15 +181,15 @@ def test_choose_keeps_the_simplest_candidate_tied_within_noise() -> None:
 
 
 def test_choose_takes_a_clearly_better_elaborate_candidate() -> None:
-    rows = _rows("bagloss", "prior_only(calibrated)", "priors(cosine=0.1)", "pslab")
+    rows = _rows("bagloss", "prior_only(calibrated)", "priors(cosine=0.1)", "hybrid")
     judged = _judged([0.0, -0.05, 0.002, 0.05], noise=0.05)
     rows = _scored(rows, judged)
     picked = choose(rows, judged, se_multiple=1.0)
-    assert rows[picked]["name"] == "pslab"  # 0.05 nats over ~0.004 SE: far outside the band
+    assert rows[picked]["name"] == "hybrid"  # 0.05 nats over ~0.004 SE: far outside the band
     assert [r["within_band"] for r in rows] == [False, False, False, True]
     # A wide enough band readmits the simpler candidates, the simplest first (BagLoss, then prior-only).
     assert rows[choose(rows, judged, se_multiple=1e3)]["name"] == "bagloss"
-    order = ("prior_only", "bagloss", "priors", "pslab", "hybrid")
+    order = ("prior_only", "bagloss", "priors", "hybrid")
     assert rows[choose(rows, judged, se_multiple=1e3, order=order)]["name"] == "prior_only(calibrated)"
 
 
@@ -203,7 +203,7 @@ def test_choose_orders_prior_weights_and_skips_non_finite_scores() -> None:
 
 
 def test_choose_by_gold_auc_takes_the_best_and_breaks_ties_by_simplicity() -> None:
-    rows = _rows("bagloss", "priors(cosine=0.1)", "pslab")
+    rows = _rows("bagloss", "priors(cosine=0.1)", "hybrid")
     for row, auc in zip(rows, (0.80, 0.85, 0.85), strict=True):
         row["score"] = auc
     assert rows[choose(rows, None)]["name"] == "priors(cosine=0.1)"

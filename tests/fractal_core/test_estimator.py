@@ -55,7 +55,7 @@ def test_fractal_chooses_by_gold_when_present_else_by_bag_likelihood(records, tm
     model = FractalModel("fractal", config=TrainConfig(max_epochs=1)).fit(records)
     assert model.selection_ is not None and model.selection_["criterion"].startswith("gold_auc_given_y")
     names = [c["name"] for c in model.selection_["candidates"]]
-    assert {"prior_only(calibrated)", "bagloss", "pslab", "hybrid"} <= set(names)
+    assert {"prior_only(calibrated)", "bagloss", "priors(cosine=0.1)", "hybrid"} == set(names)
     chosen = next(c for c in model.selection_["candidates"] if c["chosen"])
     assert chosen["score"] == max(c["score"] for c in model.selection_["candidates"])
     assert model.resolved_method_ == chosen["method"]

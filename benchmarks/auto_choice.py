@@ -57,8 +57,16 @@ SEEDS = (0, 1, 2)
 DIGITS = {
     "posterior_auc_roc": 4,
     "train_seconds": 1,
+    "train_cpu_seconds": 1,
 }  # given-Y differences on the mean view sit in the 4th digit
-KEYS = ("posterior_auc_roc", "instance_auc_roc", "first_error_acc_given_y", "bag_auc_roc", "train_seconds")
+KEYS = (
+    "posterior_auc_roc",
+    "instance_auc_roc",
+    "first_error_acc_given_y",
+    "bag_auc_roc",
+    "train_seconds",
+    "train_cpu_seconds",
+)
 
 
 def runs_for(view: str, gold: float) -> list[tuple[str, str, TrainConfig, float]]:
@@ -129,7 +137,8 @@ def cmd_run(args: argparse.Namespace) -> None:
             chosen = record.get("selection", {}).get("chosen", "")
             print(
                 f"seed {seed} {name:16s} given Y {record['posterior_auc_roc']:.4f} "
-                f"AUC {record['instance_auc_roc']:.4f} {record['train_seconds']:6.1f}s {chosen}",
+                f"AUC {record['instance_auc_roc']:.4f} {record['train_seconds']:6.1f}s "
+                f"{record['train_cpu_seconds']:6.1f}s CPU {chosen}",
                 flush=True,
             )
             save(out, {**meta, "records": records})
@@ -143,9 +152,10 @@ def cmd_table(_: argparse.Namespace) -> None:
         recs = data["records"]
         print(f"\n### {path.stem} ({data['split_scored']} split, seeds {data['seeds']})\n")
         print(
-            "| method | AUC given Y | sentence AUC | first-error acc given Y | bag AUC | fit s | auto chose |"
+            "| method | AUC given Y | sentence AUC | first-error acc given Y | bag AUC | fit s | fit CPU s "
+            "| auto chose |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for row in dict.fromkeys(r["row"] for r in recs):
             runs = [r for r in recs if r["row"] == row]
             cells = [fmt(stats([r.get(k, float("nan")) for r in runs]), DIGITS.get(k, 3)) for k in KEYS]

@@ -2,7 +2,8 @@
 
 Rows: the bundled all-MiniLM-L6-v2 frozen (MLP scorer), all-mpnet-base-v2 frozen (MLP scorer), and MiniLM
 fine-tuned end to end with the bag loss over [context; earlier steps; step] (``fractal_core.finetune``). All
-three see the same ProcessBench slice (the first ``--train/--valid/--test`` responses of each split), hybrid
+three see the same ProcessBench slice (``--train/--valid/--test`` responses of each split, a fixed random subset;
+``--pick first`` takes the first ones, which come from one source only), hybrid
 with 10% random gold bags (the same bags per seed for every row), early stopping and Platt calibration on the
 valid slice only; test is scored once per row and seed. Columns: encode rate (the same test-slice sentences,
 cache off, same run; for the fine-tuned row its scoring rate over the token-level sequences of the same
@@ -25,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,11 +79,26 @@ def run(args: argparse.Namespace) -> None:
         print("no GPU found: running on the CPU (the script runs unchanged on CUDA)", flush=True)
     splits = read_split_dir(DATASETS["processbench"])
     sizes = {"train": args.train, "valid": args.valid, "test": args.test}
-    splits = {k: v[: sizes[k]] for k, v in splits.items() if k in sizes}
+    if args.pick == "random":  # a fixed random subset of each split: the files are ordered by source
+        rng = np.random.default_rng(1234)
+        splits = {
+            k: [v[i] for i in np.sort(rng.permutation(len(v))[: sizes[k]])]
+            for k, v in splits.items()
+            if k in sizes
+        }
+    else:
+        splits = {k: v[: sizes[k]] for k, v in splits.items() if k in sizes}
     aggregation, n_classes = task_of([r for part in splits.values() for r in part])
     seeds = [int(s) for s in args.seeds.split(",")]
     speed_texts = [s.text for r in splits["test"] for s in r.spans][: args.speed_n]
     out: dict[str, Any] = {"machine": machine(), "args": vars(args), "device": str(device), "runs": []}
+    # The trivial pointer, for scale: how often the first error of an erroneous test response is its first step.
+    firsts = [
+        next(i for i, v in enumerate(r.sentence_labels or []) if v is not None and v >= 1)
+        for r in splits["test"]
+        if r.response_label >= 1 and any(v is not None and v >= 1 for v in r.sentence_labels or [])
+    ]
+    out["first_step_share"] = float(np.mean([f == 0 for f in firsts])) if firsts else float("nan")
 
     def dump() -> None:
         Path(args.out).write_text(json.dumps(out, indent=1, default=float) + "\n", encoding="utf-8")
@@ -169,6 +186,10 @@ def table(out: dict[str, Any]) -> str:
         fit = stats([r["fit_s"] for r in runs])
         rate = f"{rates[row]:.1f}" if row in rates else "–"
         lines.append(f"| {name} | {rate} | {' | '.join(cells)} | {fit['mean']:.0f} ± {fit['std']:.0f} |")
+    if "first_step_share" in out:
+        lines.append(
+            f"\nAlways pointing at the first step: first error given Y = {out['first_step_share']:.3f}."
+        )
     return "\n".join(lines)
 
 
@@ -177,10 +198,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", default="minilm,mpnet,finetune")
-    parser.add_argument("--train", type=int, default=120)
-    parser.add_argument("--valid", type=int, default=60)
-    parser.add_argument("--test", type=int, default=150)
+    parser.add_argument("--train", type=int, default=240)
+    parser.add_argument("--valid", type=int, default=100)
+    parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--pick", choices=("random", "first"), default="random", help="which responses of each split"
+    )
     parser.add_argument("--max-length", type=int, default=176)
     parser.add_argument("--context-tokens", type=int, default=48)
     parser.add_argument("--sentence-tokens", type=int, default=64)

@@ -4,7 +4,12 @@ Usage:
     .venv/bin/python benchmarks/active_selection.py run --dataset processbench   # -> results/active_*.json
     .venv/bin/python benchmarks/active_selection.py run --dataset processbench --unit sentences \
         --seeds 5 --budgets 0.05,0.1 --strategies random,balanced,posterior,uncertainty,inconsistency
+    .venv/bin/python benchmarks/active_selection.py run --dataset processbench --unit sentences \
+        --seeds 5 --budgets 0.05 --peer-budgets 0.1 --strategies random,representative,stratified --split valid
     .venv/bin/python benchmarks/active_selection.py table
+
+``--split valid`` scores the models on the validation split (tuning; gold is still bought from train and the
+test split is never read); ``--peer-budgets`` runs only ``random`` at those budgets (the peer to beat).
 
 With ``--unit sentences`` the budget is a share of the training *sentences* (annotation effort): each strategy
 ranks every candidate response and takes them in order while their sentences fit the budget
@@ -30,7 +35,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_common import RESULTS, ProbeModel, fmt, load, run_cli, run_meta, save, setup, stats  # noqa: E402
+from quality_common import (  # noqa: E402
+    RESULTS,
+    ProbeModel,
+    fmt,
+    load,
+    run_cli,
+    run_meta,
+    save,
+    setup,
+    stats,
+    valid_as_test,
+)
 
 from fractal_core.config import TrainConfig  # noqa: E402
 from fractal_core.evaluation import choose_gold_bags, run_one  # noqa: E402
@@ -68,13 +84,27 @@ def cmd_run(args: argparse.Namespace) -> None:
     setup()
     started = time.perf_counter()
     prepared = load(args.dataset, args.view)
+    if args.split == "valid":  # tuning: gold is still bought from train, the models are scored on valid
+        prepared = valid_as_test(prepared)
     seeds = tuple(range(args.seeds)) if args.seeds else SEEDS
     budgets = tuple(float(b) for b in args.budgets.split(",")) if args.budgets else BUDGETS
+    peer_budgets = tuple(float(b) for b in args.peer_budgets.split(",")) if args.peer_budgets else ()
     unit = args.unit
-    out = f"active_{args.dataset}_{args.view}" + ("_sentences" if unit == "sentences" else "") + ".json"
+    out = args.out or (
+        f"active_{args.dataset}_{args.view}"
+        + ("_sentences" if unit == "sentences" else "")
+        + ("_valid" if args.split == "valid" else "")
+        + ".json"
+    )
     config = TrainConfig(device="cpu")
     meta = run_meta(
-        args, prepared, config=config.to_dict(), seeds=seeds, budgets=budgets, split_scored="test", unit=unit
+        args,
+        prepared,
+        config=config.to_dict(),
+        seeds=seeds,
+        budgets=tuple(sorted({*budgets, *peer_budgets})),
+        split_scored=args.split,
+        unit=unit,
     )
     train = prepared.train
     has_gold = torch.zeros(train.n_bags, dtype=torch.bool)
@@ -84,7 +114,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     strategies = args.strategies.split(",") if args.strategies else list(STRATEGIES)
     if args.strategies and (RESULTS / out).exists():  # add strategies to an earlier run's records
         records = [
-            r for r in json.loads((RESULTS / out).read_text())["records"] if r["strategy"] not in strategies
+            r
+            for r in json.loads((RESULTS / out).read_text())["records"]
+            if r["strategy"] not in {*strategies, *(("random",) if peer_budgets else ())}
         ]
     for seed in seeds:
         base = run_one(prepared, "pslab", seed=seed, gold_fraction=0.0, config=config)
@@ -92,43 +124,43 @@ def cmd_run(args: argparse.Namespace) -> None:
         assert scorer is not None
         score = scorer.predict_bags(train)  # (N,) no-gold model's scores of the training sentences
         print(f"seed {seed} pslab (no gold) AUC {base['instance_auc_roc']:.4f}", flush=True)
-        for budget in budgets:
+        runs = [(b, s) for b in budgets for s in strategies] + [(b, "random") for b in peer_budgets]
+        for budget, strategy in runs:
             k = int(round(budget * train.n_bags))
-            for strategy in strategies:
-                if unit == "sentences":
-                    chosen = by_sentences(
-                        train, score, budget=budget, strategy=strategy, seed=seed,
-                        aggregation=prepared.aggregation, candidates=has_gold,
-                    )  # fmt: skip
-                elif strategy == "random":
-                    chosen = choose_gold_bags(train, budget, seed)
-                else:
-                    chosen = select_gold_bags(
-                        train,
-                        score,
-                        k=k,
-                        strategy=strategy,
-                        seed=seed,
-                        aggregation=prepared.aggregation,
-                        candidates=has_gold,
-                    )
-                record = run_one(
-                    prepared, "hybrid", seed=seed, gold_fraction=budget, config=config, gold_bags=chosen
-                )
-                record.update(
+            if unit == "sentences":
+                chosen = by_sentences(
+                    train, score, budget=budget, strategy=strategy, seed=seed,
+                    aggregation=prepared.aggregation, candidates=has_gold,
+                )  # fmt: skip
+            elif strategy == "random":
+                chosen = choose_gold_bags(train, budget, seed)
+            else:
+                chosen = select_gold_bags(
+                    train,
+                    score,
+                    k=k,
                     strategy=strategy,
-                    budget=budget,
-                    gold_bags=int(chosen.numel()),
-                    gold_sentences=int(counts[chosen].sum()),
-                    positive_bags=int((train.labels[chosen] >= 1).sum()),
+                    seed=seed,
+                    aggregation=prepared.aggregation,
+                    candidates=has_gold,
                 )
-                records.append(record)
-                print(
-                    f"seed {seed} {budget:<4g} {strategy:13s} AUC {record['instance_auc_roc']:.4f} "
-                    f"|Y {record['posterior_auc_roc']:.4f} ({record['gold_sentences']} gold sentences)",
-                    flush=True,
-                )
-                save(out, {**meta, "records": records})
+            record = run_one(
+                prepared, "hybrid", seed=seed, gold_fraction=budget, config=config, gold_bags=chosen
+            )
+            record.update(
+                strategy=strategy,
+                budget=budget,
+                gold_bags=int(chosen.numel()),
+                gold_sentences=int(counts[chosen].sum()),
+                positive_bags=int((train.labels[chosen] >= 1).sum()),
+            )
+            records.append(record)
+            print(
+                f"seed {seed} {budget:<4g} {strategy:13s} AUC {record['instance_auc_roc']:.4f} "
+                f"|Y {record['posterior_auc_roc']:.4f} ({record['gold_sentences']} gold sentences)",
+                flush=True,
+            )
+            save(out, {**meta, "records": records})
     meta["seconds"] = time.perf_counter() - started
     save(out, {**meta, "records": records})
 
@@ -139,7 +171,7 @@ def cmd_table(_: argparse.Namespace) -> None:
         recs = data["records"]
         unit = data.get("unit", "bags")
         print(
-            f"\n### {path.stem}: hybrid test sentence AUC-ROC / given Y (mean ± std over seeds {data['seeds']}), "
+            f"\n### {path.stem}: hybrid {data.get('split_scored', 'test')} sentence AUC-ROC / given Y (mean ± std over seeds {data['seeds']}), "
             f"budget in {unit}\n"
         )
         print("| strategy | " + " | ".join(f"{100 * b:g}% gold" for b in data["budgets"]) + " |")
@@ -169,6 +201,16 @@ def main() -> None:
             "--unit": {"choices": ("bags", "sentences"), "default": "bags", "help": "what a budget counts"},
             "--seeds": {"type": int, "default": 0, "help": "seeds 0..n-1 (default 0, 1, 2)"},
             "--budgets": {"default": "", "help": "comma-separated shares (default 0.02,0.05,0.1)"},
+            "--peer-budgets": {
+                "default": "",
+                "help": "comma-separated shares at which only random runs (the peer)",
+            },
+            "--split": {
+                "choices": ("test", "valid"),
+                "default": "test",
+                "help": "the split the models are scored on",
+            },
+            "--out": {"default": "", "help": "result file name (default from dataset, view, unit and split)"},
         },
     )
 

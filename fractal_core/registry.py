@@ -98,6 +98,16 @@ STRATEGY_LIST: tuple[Strategy, ...] = (
         "'posterior' inside each response-label stratum, the strata's shares of the candidates kept.",
     ),
     Strategy(
+        "representative",
+        "Uncertain, keeping the pool's mix of response labels and lengths",
+        "'uncertainty' inside each response-label x length-quartile stratum, the strata's shares kept.",
+    ),
+    Strategy(
+        "stratified",
+        "Random, keeping the pool's mix of response labels and lengths",
+        "Seeded random order inside each response-label x length-quartile stratum, the strata's shares kept.",
+    ),
+    Strategy(
         "posterior",
         "Most informative: sentence labels still uncertain given the response label",
         "Mean entropy of the sentence labels given the response label.",

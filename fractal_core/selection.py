@@ -16,9 +16,15 @@ sentence first, and a strategy ranks the responses:
 - ``balanced``: ``posterior`` inside each response-label stratum, with the strata's shares of the candidates kept
   (as random selection keeps them in expectation). ``posterior`` alone picks only responses whose label leaves
   the sentences open (Y = 1 under max), which starves a gold-trained model of negatives (BENCHMARKS.md).
+- ``representative``: ``uncertainty`` inside each stratum of response label x response length (sentence-count
+  quartile of the candidates), the strata's shares kept and interleaved, so every prefix of the order (e.g. a
+  sentence budget) buys the pool's mix of labels and lengths. At equal sentences ``uncertainty`` alone bought
+  more, shorter responses than random and varied more across seeds (BENCHMARKS.md).
+- ``stratified``: the same strata, a seeded random order inside each (random selection with its label and length
+  mix fixed instead of left to chance).
 
-Everything is a segment reduction over the flat sentence axis; only ``diverse`` loops, once per pick (k), never
-over bags. Scores are P(label >= 1) in [0, 1]; ordinal labels are read in their binary view (level >= 1).
+Everything is a segment reduction over the flat sentence axis (the stratified orders are one lexicographic
+sort); only ``diverse`` loops, once per pick (k), never over bags. Scores are P(label >= 1) in [0, 1]; ordinal labels are read in their binary view (level >= 1).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from fractal_core.segments import segment_count, segment_mean, segment_sum
 
 STRATEGIES = registry.STRATEGY_NAMES  # names and descriptions: fractal_core.registry
 _EPS = 1e-6
+_LENGTH_BINS = 4  # ``representative`` / ``stratified``: sentence-count quartiles of the candidates
 
 
 def _binary_labels(labels: torch.Tensor, aggregation: str) -> torch.Tensor:
@@ -164,7 +171,18 @@ def select_gold_indices(
         )
     elif strategy == "balanced":
         priority = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy="posterior")
-        return _stratified(priority + 1e-9 * jitter, _binary_labels(labels, aggregation), allowed, k)
+        label_stratum = _label_strata(_binary_labels(labels, aggregation))
+        return _stratified(priority + 1e-9 * jitter, label_stratum, allowed, k)
+    elif strategy in ("representative", "stratified"):
+        if strategy == "representative":
+            priority = strategy_scores(
+                score, bag_index, labels, aggregation=aggregation, strategy="uncertainty"
+            )
+            priority = priority + 1e-9 * jitter
+        else:
+            priority = jitter
+        sizes = segment_count(bag_index, n_bags, torch.long)
+        return _stratified(priority, _label_length_strata(labels, sizes, allowed, aggregation), allowed, k)
     else:
         priority = strategy_scores(
             score, bag_index, labels, aggregation=aggregation, strategy=strategy, variant=variant
@@ -174,28 +192,51 @@ def select_gold_indices(
     return [int(i) for i in torch.topk(priority, k).indices]
 
 
-def _stratified(priority: torch.Tensor, label: torch.Tensor, allowed: torch.Tensor, k: int) -> list[int]:
-    """Top ``k`` by ``priority`` with each label stratum (1, 0, unlabelled) getting its share of the candidates."""
-    strata = [allowed & (label >= 1), allowed & (label < 1), allowed & torch.isnan(label)]
-    sizes = torch.tensor(
-        [int(m.sum()) for m in strata], dtype=torch.float64
-    )  # 3 strata, not a loop over bags
-    quota = torch.floor(k * sizes / sizes.sum()).long()
-    # Hand the remainder to the strata with the largest fractional parts (and room left).
-    remainder = k - int(quota.sum())
-    frac = k * sizes / sizes.sum() - quota
-    for i in torch.argsort(frac, descending=True)[:remainder].tolist():
-        quota[i] += 1
-    picks: list[int] = []
-    keys: list[float] = []
-    for mask, q in zip(strata, quota.tolist(), strict=True):
-        if q > 0:
-            ranked = torch.where(mask, priority, torch.full_like(priority, float("-inf")))
-            top = [int(i) for i in torch.topk(ranked, min(q, int(mask.sum()))).indices]
-            picks += top
-            keys += [(r + 0.5) / q for r in range(len(top))]  # interleave the strata by their shares
-    order = sorted(range(len(picks)), key=keys.__getitem__)
-    return [picks[i] for i in order]
+def _label_strata(label: torch.Tensor) -> torch.Tensor:
+    """Stratum of each bag (B,) long by its binary-view label: 0 = labelled 1, 1 = labelled 0, 2 = unlabelled."""
+    return torch.where(torch.isnan(label), 2, torch.where(label >= 1, 0, 1)).long()
+
+
+def length_bins(sizes: torch.Tensor, allowed: torch.Tensor, n_bins: int = _LENGTH_BINS) -> torch.Tensor:
+    """Length bin of each bag (B,) long in 0..n_bins-1: the bag's sentence count against the count quantiles of
+    the ``allowed`` bags (ties share a bin, so a bin may be empty)."""
+    pool = sizes[allowed].double()
+    if not len(pool):
+        return torch.zeros_like(sizes, dtype=torch.long)
+    edges = torch.quantile(pool, torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)[1:-1])
+    return torch.bucketize(sizes.double(), edges, right=True).clamp_max(n_bins - 1)
+
+
+def _label_length_strata(
+    labels: torch.Tensor, sizes: torch.Tensor, allowed: torch.Tensor, aggregation: str
+) -> torch.Tensor:
+    """Stratum of each bag (B,): its binary-view label stratum x its length bin."""
+    label = _label_strata(_binary_labels(labels, aggregation))
+    return label * _LENGTH_BINS + length_bins(sizes, allowed)
+
+
+def _stratified(priority: torch.Tensor, stratum: torch.Tensor, allowed: torch.Tensor, k: int) -> list[int]:
+    """The first ``k`` allowed bags of an order that keeps each stratum's share at every prefix.
+
+    Inside a stratum of m allowed bags, the bag ranked r-th by ``priority`` gets the key (r + 0.5) / m; the
+    order is by key, equal keys by stratum id. So the first k picks
+    hold about k * m / (allowed bags) of each stratum, the best of each, interleaved. One lexicographic sort,
+    no loop over bags or strata.
+    """
+    idx = torch.nonzero(allowed).flatten()
+    if k <= 0 or not len(idx):
+        return []
+    group, prio = stratum[idx], priority[idx].double()
+    # Sort by stratum, then by priority (descending) inside it: two stable sorts.
+    order = torch.argsort(-prio, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]
+    g = group[order]
+    size = torch.bincount(g)
+    start = torch.cumsum(size, 0) - size
+    rank = torch.arange(len(g)) - start[g]
+    key = (rank.double() + 0.5) / size[g].double()
+    final = order[torch.argsort(key, stable=True)]  # stable: equal keys stay in stratum order
+    return [int(i) for i in idx[final[:k]]]
 
 
 def _diverse(
@@ -273,6 +314,14 @@ def selection_reasons(
             reason = given
         elif strategy == "balanced":
             reason = f"most informative among the {label} responses (label shares kept): {given}"
+        elif strategy == "representative":
+            reason = (
+                f"most uncertain among the {label} responses of its length ({n} sentences; label and length "
+                f"shares of the pool kept): {int(unsure[b])} of {n} sentence scores unsure "
+                f"(mean entropy {float(entropy[b]):.2f} bit)"
+            )
+        elif strategy == "stratified":
+            reason = f"random draw keeping the pool's label and length shares; {label}, {n} sentences"
         elif strategy == "inconsistency":
             what = "an error somewhere" if aggregation == "max" else "every sentence positive"
             if aggregation == "mean":

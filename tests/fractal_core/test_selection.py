@@ -186,6 +186,13 @@ def test_reason_strings_name_the_figures_each_strategy_ranks_by() -> None:
     assert got["inconsistency"][2].startswith("unlabelled")
     assert got["uncertainty"][0].startswith("2 of 3 sentence scores unsure")
     assert got["balanced"][0].startswith("most informative among the label 1 responses")
+    assert got["representative"][0].startswith(
+        "most uncertain among the label 1 responses of its length (3 sent"
+    )
+    assert got["representative"][0].endswith("2 of 3 sentence scores unsure (mean entropy 0.76 bit)")
+    assert (
+        got["stratified"][1] == "random draw keeping the pool's label and length shares; label 0, 2 sentences"
+    )
     with pytest.raises(ValueError, match="unknown strategy"):
         selection_reasons(score, bag_index, labels, picks, aggregation="max", strategy="magic")
 
@@ -203,3 +210,76 @@ def test_balanced_order_interleaves_the_strata_and_sentence_budgets_cut_it() -> 
     assert within_sentence_budget([0, 1, 2], sizes, 4) == [0, 1]  # 3 + 1 sentences fit, a third bag does not
     assert within_sentence_budget([0, 1], sizes, 2) == [0]  # the first pick is always kept
     assert within_sentence_budget([], sizes, 5) == []
+
+
+def _label_length_pool() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """120 bags: label 1 / 0 (2 : 1) x length 2 / 4 / 8 / 16 sentences (one length quartile each), scores
+    seeded. Returns (score (N,), bag_index (N,), labels (B,), sizes (B,))."""
+    cells = [(y, n) for y in (1.0, 0.0) for n in (2, 4, 8, 16)]
+    per_cell = {(y, n): 20 if y else 10 for y, n in cells}
+    labels = torch.tensor([y for y, n in cells for _ in range(per_cell[(y, n)])], dtype=torch.float64)
+    sizes = torch.tensor([n for y, n in cells for _ in range(per_cell[(y, n)])])
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(3))  # strata not contiguous
+    labels, sizes = labels[perm], sizes[perm]
+    bag_index = torch.repeat_interleave(torch.arange(len(labels)), sizes)
+    score = torch.rand(int(sizes.sum()), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    return score, bag_index, labels, sizes
+
+
+@pytest.mark.parametrize("strategy", ["representative", "stratified"])
+def test_label_length_strata_reproduce_the_pool_mix_at_every_prefix(strategy: str) -> None:
+    score, bag_index, labels, sizes = _label_length_pool()
+    order = select_gold_indices(score, bag_index, labels, aggregation="max", k=120, strategy=strategy, seed=1)
+    assert sorted(order) == list(range(120))
+    for k in (30, 60):  # a quarter and a half of the pool: exactly the pool's share of every cell
+        picks = torch.tensor(order[:k])
+        for y in (1.0, 0.0):
+            for n in (2, 4, 8, 16):
+                in_pool = int(((labels == y) & (sizes == n)).sum())
+                got = int(((labels[picks] == y) & (sizes[picks] == n)).sum())
+                assert abs(got - in_pool * k / 120) < 1, (y, n, k)
+    # A sentence budget cut of the order buys the pool's mean length, so about the pool's share of responses.
+    from fractal_core.selection import within_sentence_budget
+
+    bought = within_sentence_budget(order, sizes, int(sizes.sum()) // 4)
+    assert abs(len(bought) - 30) <= 2
+    # 'uncertainty' alone, on the same budget, buys the short responses (their mean entropy is noisier).
+    unc = select_gold_indices(score, bag_index, labels, aggregation="max", k=120, strategy="uncertainty")
+    assert len(within_sentence_budget(unc, sizes, int(sizes.sum()) // 4)) > len(bought) + 5
+
+
+def test_representative_ranks_by_uncertainty_inside_each_stratum_and_stratified_by_seed() -> None:
+    score, bag_index, labels, sizes = _label_length_pool()
+    from fractal_core.selection import strategy_scores
+
+    entropy = strategy_scores(score, bag_index, labels, aggregation="max", strategy="uncertainty")
+    order = select_gold_indices(score, bag_index, labels, aggregation="max", k=120, strategy="representative")
+    for y in (1.0, 0.0):
+        for n in (2, 4, 8, 16):
+            cell = [b for b in order if labels[b] == y and sizes[b] == n]
+            assert torch.all(torch.diff(entropy[torch.tensor(cell)]) <= 0), (y, n)  # most uncertain first
+    pick = lambda seed: select_gold_indices(  # noqa: E731
+        score, bag_index, labels, aggregation="max", k=30, strategy="stratified", seed=seed
+    )
+    assert pick(0) == pick(0) and set(pick(0)) != set(pick(1))  # seeded random inside the strata
+
+
+def test_length_bins_are_quantiles_of_the_candidates_only() -> None:
+    from fractal_core.selection import length_bins
+
+    sizes = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 100, 200])
+    allowed = torch.tensor([True] * 8 + [False, False])
+    bins = length_bins(sizes, allowed)
+    assert bins.tolist() == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        3,
+        3,
+    ]  # quartiles of 1..8; the long non-candidates at the top
+    assert length_bins(sizes, torch.zeros(10, dtype=torch.bool)).tolist() == [0] * 10

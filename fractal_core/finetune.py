@@ -116,10 +116,19 @@ class TokenBags:
     def n_sentences(self) -> int:
         return int(self.bag_index.shape[0])
 
-    def rows_of(self, bags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat sentence rows of ``bags`` (K,) in that order, and their new bag index 0..K-1."""
+    def _layout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sentence counts, first rows) per bag, computed once per ``bag_index`` (not once per minibatch)."""
+        cached = self.__dict__.get("_layout_cache")
+        if cached is not None and cached[0] is self.bag_index:
+            return cached[1], cached[2]
         counts = segment_count(self.bag_index, self.n_bags, torch.long)
         starts = torch.cumsum(counts, 0) - counts
+        self.__dict__["_layout_cache"] = (self.bag_index, counts, starts)
+        return counts, starts
+
+    def rows_of(self, bags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat sentence rows of ``bags`` (K,) in that order, and their new bag index 0..K-1."""
+        counts, starts = self._layout()
         rows = gather_ranges(starts[bags], counts[bags])
         return rows, torch.repeat_interleave(torch.arange(bags.shape[0]), counts[bags])
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 from types import FrameType
@@ -23,8 +21,10 @@ from sqlalchemy import Engine
 from app import jobs
 from app.settings import AppSettings
 from db import artifacts
+from db import jobs as db_jobs
 from db import repository as repo
 from db.engine import get_engine
+from db.ingest import purge_abandoned_imports
 
 log = logging.getLogger("fractal.worker")
 
@@ -32,16 +32,6 @@ HEARTBEAT_S = 1.0
 """Seconds between heartbeats of a running job."""
 STALE_AFTER_S = 20.0
 """A running job whose heartbeat is older than this belongs to a dead worker."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def fail_orphaned_jobs(engine: Engine, *, stale_after_s: float = STALE_AFTER_S) -> list[int]:
@@ -52,10 +42,8 @@ def fail_orphaned_jobs(engine: Engine, *, stale_after_s: float = STALE_AFTER_S) 
     status ``training`` by such jobs are marked failed too; their partial scores were never visible.
     """
     failed = list(repo.mark_stale_jobs_failed(engine, stale_after_s))
-    host = socket.gethostname()
     for job in repo.list_jobs(engine, states=["running"], limit=500):
-        owner_host, _, pid = (job.worker_id or "").rpartition(":")
-        if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+        if db_jobs.owner_gone(job.worker_id):
             with contextlib.suppress(ValueError):  # finished meanwhile
                 repo.finish_job(
                     engine, job.id, "failed", error=f"worker {job.worker_id} died while running this job"
@@ -102,7 +90,7 @@ class Worker:
     def __init__(self, settings: AppSettings, *, stale_after_s: float = STALE_AFTER_S) -> None:
         self.settings = settings
         self.engine = get_engine(settings.db_url)
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = db_jobs.process_owner()
         self.stale_after_s = stale_after_s
         self._stop = threading.Event()
 
@@ -122,6 +110,10 @@ class Worker:
         purged = artifacts.purge_failed(self.engine, self.settings.models_dir)
         if any(purged.values()):
             log.info("removed leftovers of failed model versions: %s", purged)
+        # Staged rows of ingests whose process died before publishing (never visible to readers).
+        removed = purge_abandoned_imports(self.engine)
+        if removed:
+            log.info("removed %d abandoned staged import(s)", removed)
         log.info(
             "%s waiting for jobs on %s", self.worker_id, self.engine.url.render_as_string(hide_password=True)
         )

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from db.engine import get_engine, resolve_url
 from db.export import FORMATS, export_dataset
-from db.ingest import ingest_file
+from db.ingest import ingest_file, purge_abandoned_imports
 from db.repository import list_datasets, list_model_versions, require_dataset
 from db.schema import SchemaOutdatedError, current_revision, head_revision, upgrade
 from fractal_core.errors import InputError
@@ -80,6 +80,7 @@ def ingest(
                 f"unknown segment mode {segment_mode!r}; use sentences or steps", field="--segment-mode"
             )
         engine = get_engine(db)
+        purge_abandoned_imports(engine)  # staged rows of ingests whose process died before publishing
         with tqdm(desc=f"ingest {file.name}", unit=" responses", disable=None) as bar:
 
             def progress(done: int, total: int | None) -> None:

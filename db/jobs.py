@@ -9,6 +9,8 @@ jobs whose worker stopped heartbeating (crashed), so no job stays "running" fore
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 
@@ -23,6 +25,26 @@ from db.rows import JobRow
 LIVE_STATES = ("queued", "running")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 MAX_LOG_CHARS = 200_000
+
+
+def process_owner() -> str:
+    """This process as ``host:pid``: how a running job names its worker and a staged import its process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_gone(owner: str | None) -> bool:
+    """True when ``owner`` (``host:pid``) names a process on this host that no longer exists (crashed or
+    killed); a process on another host is judged by its heartbeat instead."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def _row(job: Job) -> JobRow:

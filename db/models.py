@@ -3,7 +3,8 @@
 Tables and why they exist:
 
 - ``datasets``: a named collection of responses; remembers its label kind and the active model version.
-- ``ingested_files``: one row per file ingested (sha256), so the same file is never ingested twice.
+- ``ingested_files``: one row per file ingested (sha256), so the same file is never ingested twice; also the
+  import's state while it is being staged (see :mod:`db.ingest`).
 - ``responses`` (bags) and ``sentences`` (instances, with character offsets into ``responses.text``).
 - ``model_versions``: one training run each (method, config, metrics, artifact, status, parent).
 - ``sentence_scores``: one score per (model version, sentence); ``response_scores``: the per-response
@@ -67,6 +68,8 @@ JOB_STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "canc
 MODEL_STATUSES: tuple[str, ...] = ("training", "ready", "failed")
 FILE_FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 SEGMENT_MODES: tuple[str, ...] = ("sentences", "steps")
+# An import is staged (written chunk by chunk into a hidden dataset of its own) until it is published.
+IMPORT_STATES: tuple[str, ...] = ("staging", "published")
 
 
 def one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> str:
@@ -138,10 +141,18 @@ class IngestedFile(Base):
         UniqueConstraint("dataset_id", "sha256"),
         CheckConstraint(one_of("format", FILE_FORMATS), name="format"),
         CheckConstraint(one_of("segment_mode", SEGMENT_MODES), name="segment_mode"),
+        CheckConstraint(one_of("state", IMPORT_STATES), name="state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # While ``state`` is "staging" this is the import's own hidden dataset (readers never list it); publishing
+    # renames that dataset to the target name, or moves its responses into the existing target.
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default="published", server_default="published")
+    # The staging process ("host:pid") and its last sign of life (each chunk): a crashed import's staged rows
+    # are removed by the next worker or ingest that finds it dead.
+    owner: Mapped[str | None] = mapped_column(String(128))
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
     filename: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     format: Mapped[str] = mapped_column(String(16))

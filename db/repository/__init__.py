@@ -34,6 +34,7 @@ from db.repository.datasets import (
     parse_label_kind,
     require_dataset,
     set_gold_target,
+    staging_dataset_ids,
     validate_dataset_name,
 )
 from db.repository.labels import (
@@ -137,6 +138,7 @@ __all__ = [
     "response_id_by_external",
     "rollback_model_version",
     "set_gold_target",
+    "staging_dataset_ids",
     "store_response_summaries",
     "StaleLabelError",
     "store_scores",

@@ -1,15 +1,18 @@
-"""Datasets: create, look up and list them (with counts and label balance), and their gold target."""
+"""Datasets: create, look up and list them (with counts and label balance), and their gold target.
+
+An ingest stages a file into a hidden dataset of its own (:mod:`db.ingest`); :func:`staging_dataset_ids` is the
+one rule that hides them, so no reader lists, counts or opens a file that is not published yet."""
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
 
-from sqlalchemy import Engine, case, func, select, update
+from sqlalchemy import Engine, Select, case, func, select, update
 from sqlalchemy.orm import Session
 
 from db.engine import run_read, run_write
-from db.models import Dataset, Response
+from db.models import Dataset, IngestedFile, Response
 from db.rows import DatasetRow
 from fractal_core.errors import InputError
 from fractal_core.records import LABEL_KINDS, MAX_LABEL
@@ -51,6 +54,11 @@ def validate_dataset_name(name: str) -> str:
     return name
 
 
+def staging_dataset_ids() -> Select[int]:
+    """Ids of the hidden datasets files are being staged into: never listed, counted or opened by readers."""
+    return select(IngestedFile.dataset_id).where(IngestedFile.state == "staging")
+
+
 def _dataset_rows(session: Session, where: object | None = None) -> list[DatasetRow]:
     stats = (
         select(
@@ -62,8 +70,10 @@ def _dataset_rows(session: Session, where: object | None = None) -> list[Dataset
         .group_by(Response.dataset_id)
         .subquery()
     )
-    q = select(Dataset, stats.c.n_responses, stats.c.n_sentences, stats.c.n_gold_responses).outerjoin(
-        stats, stats.c.dataset_id == Dataset.id
+    q = (
+        select(Dataset, stats.c.n_responses, stats.c.n_sentences, stats.c.n_gold_responses)
+        .outerjoin(stats, stats.c.dataset_id == Dataset.id)
+        .where(Dataset.id.not_in(staging_dataset_ids()))
     )
     if where is not None:
         q = q.where(where)  # type: ignore[arg-type]

@@ -118,6 +118,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             for r in json.loads((RESULTS / out).read_text())["records"]
             if r["strategy"] not in {*strategies, *(("random",) if peer_budgets else ())}
         ]
+        meta["budgets"] = tuple(sorted({*meta["budgets"], *(r["budget"] for r in records)}))
     for seed in seeds:
         base = run_one(prepared, "pslab", seed=seed, gold_fraction=0.0, config=config)
         scorer = ProbeModel.last

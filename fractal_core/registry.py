@@ -103,6 +103,11 @@ STRATEGY_LIST: tuple[Strategy, ...] = (
         "'uncertainty' inside each response-label x length-quartile stratum, the strata's shares kept.",
     ),
     Strategy(
+        "representative-posterior",
+        "Informative, keeping the pool's mix of response labels and lengths",
+        "'posterior' inside each response-label x length-quartile stratum, the strata's shares kept.",
+    ),
+    Strategy(
         "stratified",
         "Random, keeping the pool's mix of response labels and lengths",
         "Seeded random order inside each response-label x length-quartile stratum, the strata's shares kept.",

@@ -20,6 +20,8 @@ sentence first, and a strategy ranks the responses:
   quartile of the candidates), the strata's shares kept and interleaved, so every prefix of the order (e.g. a
   sentence budget) buys the pool's mix of labels and lengths. At equal sentences ``uncertainty`` alone bought
   more, shorter responses than random and varied more across seeds (BENCHMARKS.md).
+- ``representative-posterior``: the same with ``posterior`` inside each stratum (``balanced`` plus the length
+  strata: ``balanced`` alone bought more, shorter responses than random at equal sentences).
 - ``stratified``: the same strata, a seeded random order inside each (random selection with its label and length
   mix fixed instead of left to chance).
 
@@ -173,14 +175,13 @@ def select_gold_indices(
         priority = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy="posterior")
         label_stratum = _label_strata(_binary_labels(labels, aggregation))
         return _stratified(priority + 1e-9 * jitter, label_stratum, allowed, k)
-    elif strategy in ("representative", "stratified"):
-        if strategy == "representative":
-            priority = strategy_scores(
-                score, bag_index, labels, aggregation=aggregation, strategy="uncertainty"
-            )
-            priority = priority + 1e-9 * jitter
-        else:
+    elif strategy in ("representative", "representative-posterior", "stratified"):
+        if strategy == "stratified":
             priority = jitter
+        else:
+            inner = "uncertainty" if strategy == "representative" else "posterior"
+            priority = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy=inner)
+            priority = priority + 1e-9 * jitter
         sizes = segment_count(bag_index, n_bags, torch.long)
         return _stratified(priority, _label_length_strata(labels, sizes, allowed, aggregation), allowed, k)
     else:
@@ -319,6 +320,11 @@ def selection_reasons(
                 f"most uncertain among the {label} responses of its length ({n} sentences; label and length "
                 f"shares of the pool kept): {int(unsure[b])} of {n} sentence scores unsure "
                 f"(mean entropy {float(entropy[b]):.2f} bit)"
+            )
+        elif strategy == "representative-posterior":
+            reason = (
+                f"most informative among the {label} responses of its length (label and length shares of the "
+                f"pool kept): {given}"
             )
         elif strategy == "stratified":
             reason = f"random draw keeping the pool's label and length shares; {label}, {n} sentences"

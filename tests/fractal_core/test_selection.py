@@ -190,6 +190,12 @@ def test_reason_strings_name_the_figures_each_strategy_ranks_by() -> None:
         "most uncertain among the label 1 responses of its length (3 sent"
     )
     assert got["representative"][0].endswith("2 of 3 sentence scores unsure (mean entropy 0.76 bit)")
+    assert got["representative-posterior"][0].startswith(
+        "most informative among the label 1 responses of its"
+    )
+    assert got["representative-posterior"][0].endswith(
+        "2 of 3 sentences unsure given the label 1 (entropy 0.74 bit)"
+    )
     assert (
         got["stratified"][1] == "random draw keeping the pool's label and length shares; label 0, 2 sentences"
     )
@@ -226,7 +232,7 @@ def _label_length_pool() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
     return score, bag_index, labels, sizes
 
 
-@pytest.mark.parametrize("strategy", ["representative", "stratified"])
+@pytest.mark.parametrize("strategy", ["representative", "representative-posterior", "stratified"])
 def test_label_length_strata_reproduce_the_pool_mix_at_every_prefix(strategy: str) -> None:
     score, bag_index, labels, sizes = _label_length_pool()
     order = select_gold_indices(score, bag_index, labels, aggregation="max", k=120, strategy=strategy, seed=1)

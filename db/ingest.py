@@ -72,7 +72,7 @@ _SPLIT_STEMS = {"train": "train", "valid": "valid", "validation": "valid", "dev"
 _KIND_ORDER = {"binary": 0, "ordinal": 1}
 SPLIT_CHARS = 32  # responses.split
 ANNOTATOR_CHARS = 128  # label_events.annotator
-CHUNK_RESPONSES = 2000
+CHUNK_RESPONSES = 1000
 """Records per write transaction: the longest another writer waits for an ingest (benchmarks/bench_ingest_lock.py)."""
 STAGING_PREFIX = "~import-"  # staging datasets' names: no dataset name may start with "~"
 IMPORT_STALE_S = 300.0

@@ -166,18 +166,28 @@ def cmd_run(args: argparse.Namespace) -> None:
     save(out, {**meta, "records": records})
 
 
+def paired_gap(recs: list[dict[str, Any]], strategy: str, budget: float, key: str) -> dict[str, float]:
+    """Per seed, ``strategy`` at ``budget`` minus random at the largest budget of the run (the peer to beat), on
+    metric ``key``: mean ± std over the seeds both have."""
+    peer_budget = max(r["budget"] for r in recs if r["strategy"] == "random")
+    peer = {r["seed"]: r[key] for r in recs if r["strategy"] == "random" and r["budget"] == peer_budget}
+    mine = {r["seed"]: r[key] for r in recs if r["strategy"] == strategy and r["budget"] == budget}
+    return stats([mine[s] - peer[s] for s in sorted(mine.keys() & peer.keys())])
+
+
 def cmd_table(_: argparse.Namespace) -> None:
     for path in sorted(RESULTS.glob("active_*.json")):
         data = json.loads(path.read_text())
         recs = data["records"]
         unit = data.get("unit", "bags")
         print(
-            f"\n### {path.stem}: hybrid {data.get('split_scored', 'test')} sentence AUC-ROC / given Y (mean ± std over seeds {data['seeds']}), "
-            f"budget in {unit}\n"
+            f"\n### {path.stem}: hybrid {data.get('split_scored', 'test')} sentence AUC-ROC / given Y "
+            f"(mean ± std over seeds {data['seeds']}), budget in {unit}\n"
         )
         print("| strategy | " + " | ".join(f"{100 * b:g}% gold" for b in data["budgets"]) + " |")
         print("|---" * (len(data["budgets"]) + 1) + "|")
-        for strategy in STRATEGIES:
+        present = [s for s in STRATEGIES if any(r["strategy"] == s for r in recs)]
+        for strategy in present:
             cells = []
             for b in data["budgets"]:
                 runs = [r for r in recs if r["strategy"] == strategy and r["budget"] == b]
@@ -190,6 +200,21 @@ def cmd_table(_: argparse.Namespace) -> None:
                 n_bags = stats([r["gold_bags"] for r in runs])["mean"]
                 cells.append(f"{auc} / {given} ({sent:.0f} sent., {n_bags:.0f} resp.)")
             print(f"| {strategy} | " + " | ".join(cells) + " |")
+        if any(r["strategy"] == "random" for r in recs):
+            top = max(r["budget"] for r in recs if r["strategy"] == "random")
+            print(f"\nPaired by seed, minus random at {100 * top:g}% (sentence AUC / given Y):\n")
+            for strategy in present:
+                for b in data["budgets"]:
+                    if (strategy, b) == ("random", top) or not any(
+                        r["strategy"] == strategy and r["budget"] == b for r in recs
+                    ):
+                        continue
+                    d_auc = paired_gap(recs, strategy, b, "instance_auc_roc")
+                    d_given = paired_gap(recs, strategy, b, "posterior_auc_roc")
+                    print(
+                        f"- {strategy} {100 * b:g}%: {d_auc['mean']:+.4f} ± {d_auc['std']:.4f} / "
+                        f"{d_given['mean']:+.4f} ± {d_given['std']:.4f}"
+                    )
 
 
 def main() -> None:

@@ -90,7 +90,8 @@ class Strategy:
 
 STRATEGY_LIST: tuple[Strategy, ...] = (
     # The first is the Gold queue's default: the measured best at equal annotation effort (BENCHMARKS.md,
-    # "Active gold selection at equal sentence budgets": random, 5 seeds on ProcessBench).
+    # "Active gold selection at equal sentence budgets": random, 5 seeds on ProcessBench and DelucionQA; no
+    # strategy chosen on valid beat it on both).
     Strategy("random", "Random (the paper's protocol; the best measured at 5% gold)", "Seeded uniform draw."),
     Strategy(
         "balanced",

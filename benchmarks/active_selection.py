@@ -19,7 +19,7 @@ Per seed: train FRACTAL without gold (`pslab`) on the training bags, score every
 each strategy of `fractal_core.selection` choose the gold bags (among the bags that have gold labels), then train
 `hybrid` with exactly those bags (`run_one(..., gold_bags=...)`). `random` is `choose_gold_bags`, the paper's
 protocol. The validation split's gold bags are the same random draw for every strategy. Budgets 2%, 5%, 10% of
-training bags; seeds 0, 1, 2; TEST split; library defaults.
+training bags; seeds 0, 1, 2; TEST split (``--split valid`` to tune); library defaults.
 """
 
 from __future__ import annotations

@@ -220,9 +220,8 @@ def _stratified(priority: torch.Tensor, stratum: torch.Tensor, allowed: torch.Te
     """The first ``k`` allowed bags of an order that keeps each stratum's share at every prefix.
 
     Inside a stratum of m allowed bags, the bag ranked r-th by ``priority`` gets the key (r + 0.5) / m; the
-    order is by key, equal keys by stratum id. So the first k picks
-    hold about k * m / (allowed bags) of each stratum, the best of each, interleaved. One lexicographic sort,
-    no loop over bags or strata.
+    order is by key, equal keys by stratum id. So the first k picks hold about k * m / (allowed bags) of each
+    stratum, the best of each, interleaved. Stable sorts only: no loop over bags or strata.
     """
     idx = torch.nonzero(allowed).flatten()
     if k <= 0 or not len(idx):

@@ -7,7 +7,9 @@ batch to the cache as it arrives. Cache writes are keyed by (encoder id, text di
 so they are idempotent: a run that loses a worker (or is interrupted) is simply run again and only the batches
 that never reached the cache are embedded. The result is returned in the order of ``texts``.
 
-Embeddings equal the single-process ones (same model, same float16 rounding; see tests/fractal_core/test_ray.py).
+Embeddings are the single-process ones bit for bit, in every precision: the driver cuts the texts into the
+encoder's own batches (``encoder.batch_plan``) and each worker encodes exactly those batches, so every text is
+encoded with the same neighbours and padding (see tests/fractal_core/test_ray.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from typing import Any
 import numpy as np
 
 from fractal_core.embedding_cache import EmbeddingCache, text_digest
-from fractal_core.encoder import EncoderConfig, default_cache_dir, encoder_id_for
+from fractal_core.encoder import (
+    EncoderConfig,
+    batch_plan,
+    default_cache_dir,
+    encoder_id_for,
+    max_length_for,
+    resolve_model_path,
+)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -51,8 +60,6 @@ def connect(address: str) -> Any:
 def _hidden_size(config: EncoderConfig) -> int:
     import json
 
-    from fractal_core.encoder import resolve_model_path
-
     model_config = json.loads(
         (resolve_model_path(config.model_path) / "config.json").read_text(encoding="utf-8")
     )
@@ -72,8 +79,23 @@ class _EmbedBatch:
         self.encoder = Encoder(replace(config, cache_dir=""))  # workers compute; the driver owns the cache
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors = self.encoder.encode([str(t) for t in batch["text"]])  # (b, dim) float16-exact float32
-        return {"row": batch["row"], "vec": vectors}
+        # Each item is one batch of the encoder's own plan (``batch_plan``): encoded as that one batch, with
+        # the neighbours and padding the single process gives it, so the vectors are the same bit for bit.
+        rows = [np.asarray(r, dtype=np.int64) for r in batch["rows"]]
+        vectors = [self.encoder.encode([str(t) for t in texts]) for texts in batch["texts"]]  # (b, dim) each
+        return {"row": np.concatenate(rows), "vec": np.concatenate(vectors)}
+
+
+def _planned_batches(texts: list[str], rows: np.ndarray, config: EncoderConfig) -> list[dict[str, Any]]:
+    """The encoder's batches of ``texts`` (``encoder.batch_plan``), one Ray Data item each: ``rows`` (b,) the
+    texts' ``rows`` entries, ``texts`` the texts."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.model_path), local_files_only=True)
+    _, batches = batch_plan(
+        tokenizer, texts, max_length=max_length_for(config), batch_tokens=config.batch_tokens
+    )
+    return [{"rows": rows[b].tolist(), "texts": [texts[i] for i in b]} for b in batches]
 
 
 def ray_embed(
@@ -82,7 +104,7 @@ def ray_embed(
     address: str = "auto",
     config: EncoderConfig | None = None,
     workers: int | None = None,
-    batch_size: int = 256,
+    batch_size: int = 1,
     gpus_per_worker: float | None = None,
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
@@ -93,7 +115,9 @@ def ray_embed(
         address: ``"auto"`` or a Ray address (``ray://host:10001``, ``host:6379``).
         config: the encoder (its ``cache_dir`` is the driver's cache; ``""`` keeps no cache).
         workers: encoder actors (default: one per CPU of the cluster, or per GPU when ``gpus_per_worker``).
-        batch_size: texts per Ray Data batch (the unit a lost worker repeats).
+        batch_size: encoder batches per Ray Data batch (the unit a lost worker repeats). The texts are cut into
+            encoder batches here exactly as one process would cut them (``encoder.batch_plan``: length-sorted,
+            a token budget each), so every text gets the same vector as in a single process.
         gpus_per_worker: GPUs per actor; ``None``: 1 when the cluster has GPUs, else 0 (CPU).
         progress: ``progress(done, total)`` in unique texts, after the cache lookup and per finished batch.
     """
@@ -123,7 +147,9 @@ def ray_embed(
         n_workers = workers or max(
             1, int(resources.get("GPU", 0) // gpus if gpus else resources.get("CPU", 1))
         )
-        dataset = ray.data.from_items([{"row": int(i), "text": unique[i]} for i in todo])
+        items = _planned_batches([unique[i] for i in todo], todo, config)
+        # Several blocks per worker, so every worker gets some and a slow one is balanced out.
+        dataset = ray.data.from_items(items, override_num_blocks=min(len(items), 16 * n_workers))
         embedded = dataset.map_batches(
             _EmbedBatch,
             fn_constructor_kwargs={"config": replace(config, device="auto"), "threads": 0 if gpus else 1},

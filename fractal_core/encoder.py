@@ -206,12 +206,19 @@ def compute_encoder_id(model_dir: str | Path, *, max_length: int, quantized: boo
     return f"{model_dir.name}-{short}" + ("-int8" if quantized else "")
 
 
+def max_length_for(config: EncoderConfig) -> int:
+    """The longest input in tokens an :class:`Encoder` built from ``config`` uses (the model's limit caps it)."""
+    model_dir = resolve_model_path(config.model_path)
+    model_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return min(config.max_length, int(model_config.get("max_position_embeddings", 512)))
+
+
 def encoder_id_for(config: EncoderConfig) -> str:
     """The ``encoder_id`` an :class:`Encoder` built from ``config`` will have, without loading the model."""
     model_dir = resolve_model_path(config.model_path)
-    model_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    max_length = min(config.max_length, int(model_config.get("max_position_embeddings", 512)))
-    return compute_encoder_id(model_dir, max_length=max_length, quantized=config.precision == "int8")
+    return compute_encoder_id(
+        model_dir, max_length=max_length_for(config), quantized=config.precision == "int8"
+    )
 
 
 def _load_model_quietly(auto_model: Any, model_dir: Path) -> Any:
@@ -395,28 +402,17 @@ class Encoder:
 
     def _embed(self, texts: list[str], on_done: Callable[[int], None]) -> np.ndarray:
         """Forward passes over ``texts`` (no cache); returns ``(len(texts), dim)`` float16-exact float32."""
-        encoded = self.tokenizer(
-            texts,
-            add_special_tokens=True,
-            truncation=True,
-            max_length=self.max_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
+        ids, batches = batch_plan(
+            self.tokenizer, texts, max_length=self.max_length, batch_tokens=self.config.batch_tokens
         )
-        ids: list[list[int]] = encoded["input_ids"]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # (texts,) start of each text in `flat`
-        order = np.argsort(
-            -lengths, kind="stable"
-        )  # longest first: the first batch shows peak memory at once
         pad_id = self.tokenizer.pad_token_id or 0
         result = np.zeros((len(texts), self.dim), dtype=np.float32)
         done = 0
         with self._lock, torch.inference_mode():
-            for batch in _token_batches(lengths[order], self.config.batch_tokens):
-                rows = order[batch]
+            for rows in batches:
                 width = int(lengths[rows[0]])
                 positions = np.arange(width)
                 real = positions < lengths[rows][:, None]  # (batch, width) True on real tokens
@@ -465,6 +461,28 @@ def context_windows(
             if start + max_words >= len(words):
                 break
     return windows, np.asarray(owners, dtype=np.int64)
+
+
+def batch_plan(
+    tokenizer: Any, texts: Sequence[str], *, max_length: int, batch_tokens: int
+) -> tuple[list[list[int]], list[np.ndarray]]:
+    """How :class:`Encoder` batches ``texts``: their token ids (truncated to ``max_length``) and the batches,
+    each an array of positions into ``texts``: longest first (the first batch shows peak memory at once), cut by
+    the token budget (rows x padded length <= ``batch_tokens``). A vector depends on its batch's make-up in
+    reduced precision, so ``fractal_core.distributed`` sends exactly these batches to its workers."""
+    encoded = tokenizer(
+        list(texts),
+        add_special_tokens=True,
+        truncation=True,
+        max_length=max_length,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    ids: list[list[int]] = encoded["input_ids"]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    order = np.argsort(-lengths, kind="stable")
+    return ids, [order[batch] for batch in _token_batches(lengths[order], batch_tokens)]
 
 
 def _token_batches(sorted_lengths: np.ndarray, budget: int) -> list[np.ndarray]:

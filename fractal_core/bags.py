@@ -16,7 +16,7 @@ import torch
 from fractal_core.segments import gather_ranges, segment_count, segment_max
 
 _CHUNK = 65_536  # rows per step when a whole-set target is computed in pieces
-CHUNK_BAGS = 16_384
+CHUNK_BAGS = 4_096
 """Bags per step of a whole-set pass over reduced-precision embeddings (:meth:`BagSet.chunks`)."""
 
 

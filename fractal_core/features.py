@@ -40,7 +40,7 @@ def embed_records(
     window_stride: int = 150,
     progress: Callable[[int, int], None] | None = None,
     store: str | Path | None = None,
-    chunk_sentences: int = 65_536,
+    chunk_sentences: int = 16_384,
 ) -> BagSet:
     """Embed ``records`` into a ``BagSet`` on ``device``.
 

@@ -6,7 +6,8 @@ a label on another dataset every ``--every`` seconds and times each save. The in
 its own write transaction) and published in one transaction, whose duration is reported too. The peer, in the
 same run, is the same saves with no ingest running. Target: the longest save during the ingest <= 0.5 s.
 
-    .venv/bin/python benchmarks/bench_ingest_lock.py [--responses 100000] [--into new|existing] [--db sqlite|URL]
+    .venv/bin/python benchmarks/bench_ingest_lock.py [--responses 100000] [--into new|existing] [--chunk N]
+        [--db sqlite|URL]
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ from bench_db import machine, write_file  # noqa: E402
 
 from db import repository as repo  # noqa: E402
 from db.engine import get_engine  # noqa: E402
-from db.ingest import ingest_file  # noqa: E402
+from db.ingest import CHUNK_RESPONSES, ingest_file  # noqa: E402
 
 
-def _ingest(url: str, path: str, started: object, done: object) -> None:
+def _ingest(url: str, path: str, chunk: int, started: object, done: object) -> None:
     engine = get_engine(url)
     chunks: list[float] = []
     started.set()  # type: ignore[attr-defined]
     t0 = time.perf_counter()
-    summary = ingest_file(engine, Path(path), "big", progress=lambda n, _: chunks.append(time.perf_counter()))
+    summary = ingest_file(
+        engine, Path(path), "big", chunk_size=chunk, progress=lambda n, _: chunks.append(time.perf_counter())
+    )
     end = time.perf_counter()
     # publish: from the last chunk's commit to the end (the last chunk's commit to publish's commit)
     done.put((end - t0, summary.n_responses, len(chunks), end - chunks[-1]))  # type: ignore[attr-defined]
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--responses", type=int, default=100_000)
     parser.add_argument("--every", type=float, default=0.05)
     parser.add_argument("--db", default="sqlite", help="sqlite (a temporary file) or a database URL")
+    parser.add_argument("--chunk", type=int, default=CHUNK_RESPONSES, help="responses per ingest transaction")
     parser.add_argument(
         "--into", choices=("new", "existing"), default="new", help="ingest into a new or an existing dataset"
     )
@@ -99,7 +103,7 @@ def main() -> None:
 
         ctx = mp.get_context("spawn")
         started, done = ctx.Event(), ctx.Queue()
-        proc = ctx.Process(target=_ingest, args=(url, str(big), started, done))
+        proc = ctx.Process(target=_ingest, args=(url, str(big), args.chunk, started, done))
         proc.start()
         started.wait(120)
         busy = _saves(engine, sentence_ids, 3600.0, args.every, stop=lambda: not proc.is_alive())
@@ -111,6 +115,7 @@ def main() -> None:
             "into": args.into,
             "responses": n,
             "ingest_seconds": round(ingest_seconds, 2),
+            "chunk_size": args.chunk,
             "chunks": n_chunks,
             "publish_seconds": round(publish_seconds, 3),
             "save_idle": _stats(idle),

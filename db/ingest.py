@@ -72,7 +72,7 @@ _SPLIT_STEMS = {"train": "train", "valid": "valid", "validation": "valid", "dev"
 _KIND_ORDER = {"binary": 0, "ordinal": 1}
 SPLIT_CHARS = 32  # responses.split
 ANNOTATOR_CHARS = 128  # label_events.annotator
-CHUNK_RESPONSES = 1000
+CHUNK_RESPONSES = 500
 """Records per write transaction: the longest another writer waits for an ingest (benchmarks/bench_ingest_lock.py)."""
 STAGING_PREFIX = "~import-"  # staging datasets' names: no dataset name may start with "~"
 IMPORT_STALE_S = 300.0
@@ -369,9 +369,8 @@ def ingest_file(
         dataset_id = run_write(engine, publish)
     except BaseException:
         if staging.dataset_id is not None:
-            with contextlib.suppress(
-                Exception
-            ):  # what stays behind is removed when a worker or ingest starts
+            # If removing fails too (the database went away), the next worker or ingest removes what is left.
+            with contextlib.suppress(Exception):
                 discard_staged(engine, staging.dataset_id)
         raise
     return IngestSummary(

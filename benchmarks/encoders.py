@@ -214,10 +214,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="encoders.json")
-    parser.add_argument("--table", help="print the table of a finished run's JSON and stop")
+    parser.add_argument(
+        "--table", help="print the table of finished runs' JSON files (comma-separated) and stop"
+    )
     args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(Path(args.table).read_text(encoding="utf-8"))))
+    if args.table:  # one or more runs' JSON (e.g. the frozen rows and the fine-tuned row run apart)
+        parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.table.split(",")]
+        merged = {**parts[0], "runs": [r for part in parts for r in part["runs"]]}
+        merged["encode_rate"] = {k: v for part in parts for k, v in part.get("encode_rate", {}).items()}
+        print(table(merged))
         return
     run(args)
 

@@ -147,7 +147,11 @@ class TokenBags:
 
 def _flat_tokens(tokenizer: Any, texts: list[str], keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tokenize ``texts`` without specials, each cut to its first ``keep`` tokens -> (flat ids, starts, lengths)."""
-    encoded = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"] if texts else []
+    encoded = (
+        tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        if texts
+        else []
+    )
     lengths = np.fromiter((min(len(ids), keep) for ids in encoded), dtype=np.int64, count=len(encoded))
     flat = np.fromiter((t for ids in encoded for t in ids[:keep]), dtype=np.int64, count=int(lengths.sum()))
     starts = np.cumsum(lengths) - lengths

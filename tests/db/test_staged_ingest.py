@@ -318,3 +318,32 @@ def test_existing_files_count_as_published_after_the_migration(db_url: str, tmp_
     with pytest.raises(Exception, match="(?i)check"):
         run_write(engine, lambda s: s.execute(update(IngestedFile).values(state="bogus")))
     engine.dispose()
+
+
+def test_staged_rows_are_removed_a_few_responses_per_transaction(
+    engine: Engine, demo: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing a staged import never holds the write lock for the whole file: one short transaction per
+    ``chunk_size`` responses (their sentences and labels go with them), then the staging dataset itself."""
+    import db.ingest
+
+    before = store_digest(engine, logical=True)
+    transactions: list[int] = []
+    removed: list[int] = []
+
+    def counting(engine_: Engine, fn: Any, **kwargs: Any) -> Any:
+        transactions.append(1)
+        return run_write(engine_, fn, **kwargs)
+
+    def between_chunks(done: int, _total: int | None) -> None:
+        if done == 3 * CHUNK:
+            staged = run_read(engine, lambda s: s.scalars(repo.staging_dataset_ids()).one())
+            monkeypatch.setattr(db.ingest, "run_write", counting)
+            removed.append(db.ingest.discard_staged(engine, staged, chunk_size=5))
+            monkeypatch.setattr(db.ingest, "run_write", run_write)
+
+    big = write_jsonl(tmp_path / "big.jsonl", make_rows(ROWS, prefix="big"))
+    with pytest.raises(InputError, match="were removed while this file was read"):
+        ingest_file(engine, big, "fresh", chunk_size=CHUNK, progress=between_chunks)
+    assert removed == [3 * CHUNK] and len(transactions) == -(-3 * CHUNK // 5) + 1
+    assert store_digest(engine, logical=True) == before

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from array import array
 
 import numpy as np
 from sqlalchemy import Engine, select
@@ -12,6 +12,9 @@ from db.engine import run_read
 from db.models import GOLD_SOURCES, CurrentLabel, Response, Sentence
 from db.rows import TrainingSet
 from fractal_core.records import ResponseRecord, Span
+
+STREAM_ROWS = 10_000
+"""Rows fetched per round trip while loading: the loader holds one such batch of each query, never all rows."""
 
 
 def load_training_set(
@@ -30,6 +33,10 @@ def load_training_set(
     ``sentence_ids`` (N, in the records' span order) are what :func:`store_scores` and
     :func:`store_response_summaries` take; ``file_labels`` (N,) holds every current label, imported ones
     included (-1: none), read in the same pass.
+
+    Both queries are streamed in id order (``STREAM_ROWS`` rows at a time) and merged as they come: each record
+    is built when its response's sentences end, and ids and labels go straight into compact arrays, so memory
+    beyond the records themselves stays bounded whatever the dataset's size.
     """
     sources = (*GOLD_SOURCES, "imported") if include_imported else GOLD_SOURCES
 
@@ -50,35 +57,49 @@ def load_training_set(
             )
             .where(*conds)
             .order_by(Response.id)
-        ).all()
-        sentence_rows = session.execute(
-            select(
-                Sentence.response_id,
-                Sentence.id,
-                Sentence.start,
-                Sentence.end,
-                Sentence.text,
-                CurrentLabel.label,
-                CurrentLabel.source,
+            .execution_options(yield_per=STREAM_ROWS)
+        )
+        sentences = iter(
+            session.execute(
+                select(
+                    Sentence.response_id,
+                    Sentence.id,
+                    Sentence.start,
+                    Sentence.end,
+                    Sentence.text,
+                    CurrentLabel.label,
+                    CurrentLabel.source,
+                )
+                .join(Response, Response.id == Sentence.response_id)
+                .outerjoin(CurrentLabel, CurrentLabel.sentence_id == Sentence.id)
+                .where(*conds)
+                .order_by(Sentence.response_id, Sentence.position)
+                .execution_options(yield_per=STREAM_ROWS)
             )
-            .join(Response, Response.id == Sentence.response_id)
-            .outerjoin(CurrentLabel, CurrentLabel.sentence_id == Sentence.id)
-            .where(*conds)
-            .order_by(Sentence.response_id, Sentence.position)
-        ).all()
-        by_response: dict[int, list[tuple[int, int, int, str, int | None, str | None]]] = defaultdict(list)
-        for response_id, *rest in sentence_rows:
-            by_response[response_id].append(tuple(rest))  # type: ignore[arg-type]
-        records = []
+        )
+        records: list[ResponseRecord] = []
+        response_ids, sentence_ids, file_labels, sizes = array("q"), array("q"), array("q"), array("q")
+        pending = next(sentences, None)
         for rid, external_id, context, text, label, aggregation, task, meta in responses:
-            sents = by_response.get(rid, [])
-            labels = [lab if (with_gold and src in sources) else None for _, _, _, _, lab, src in sents]
+            spans: list[Span] = []
+            labels: list[int | None] = []
+            # Both streams are in response id order: this response's sentences are the next rows (rows of a
+            # response the first query did not return, e.g. one published between the two, are passed over).
+            while pending is not None and pending[0] < rid:
+                pending = next(sentences, None)
+            while pending is not None and pending[0] == rid:
+                _, sid, start, end, stext, lab, src = pending
+                spans.append(Span(start, end, stext))
+                labels.append(lab if (with_gold and src in sources) else None)
+                sentence_ids.append(sid)
+                file_labels.append(-1 if lab is None else lab)
+                pending = next(sentences, None)
             records.append(
                 ResponseRecord(
                     id=external_id,
                     context=context,
                     text=text,
-                    spans=[Span(start, end, stext) for _, start, end, stext, _, _ in sents],
+                    spans=spans,
                     response_label=label,
                     aggregation=aggregation,
                     sentence_labels=labels if any(v is not None for v in labels) else None,
@@ -86,17 +107,15 @@ def load_training_set(
                     meta=dict(meta or {}),
                 )
             )
-        # Sentence rows are already in (response id, position) order: the records' flattened span order.
-        n = len(sentence_rows)
-        sizes = np.fromiter((len(r.spans) for r in records), dtype=np.int64, count=len(records))
+            response_ids.append(rid)
+            sizes.append(len(spans))
         return TrainingSet(
             records=records,
-            offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-            response_ids=np.fromiter((r[0] for r in responses), dtype=np.int64, count=len(responses)),
-            sentence_ids=np.fromiter((r[1] for r in sentence_rows), dtype=np.int64, count=n),
-            file_labels=np.fromiter(
-                (-1 if r[5] is None else r[5] for r in sentence_rows), dtype=np.int64, count=n
-            ),
+            # Sentence rows come in (response id, position) order: the records' flattened span order.
+            offsets=np.concatenate([[0], np.cumsum(np.frombuffer(sizes, dtype=np.int64))]).astype(np.int64),
+            response_ids=np.frombuffer(response_ids, dtype=np.int64).copy(),
+            sentence_ids=np.frombuffer(sentence_ids, dtype=np.int64).copy(),
+            file_labels=np.frombuffer(file_labels, dtype=np.int64).copy(),
         )
 
     return run_read(engine, work)

@@ -227,6 +227,95 @@ def test_load_records_gold_only_unless_asked(engine: Engine, ds: int) -> None:
     assert all(r.sentence_labels is None for r in repo.load_records(engine, ds, with_gold=False))
 
 
+def _load_all_rows(
+    engine: Engine, dataset_id: int, *, with_gold: bool, include_imported: bool, split: str | None
+):
+    """The loader as it was before it streamed: every row of both queries in lists, grouped in a dict."""
+    from collections import defaultdict
+
+    from sqlalchemy import select
+
+    from db.models import GOLD_SOURCES, CurrentLabel, Response, Sentence
+    from fractal_core.records import ResponseRecord, Span
+
+    sources = (*GOLD_SOURCES, "imported") if include_imported else GOLD_SOURCES
+    conds = [Response.dataset_id == dataset_id] + ([Response.split == split] if split is not None else [])
+    with engine.connect() as conn:
+        responses = conn.execute(
+            select(Response.id, Response.external_id, Response.context, Response.text, Response.response_label,
+                   Response.aggregation, Response.task, Response.meta).where(*conds).order_by(Response.id)
+        ).all()  # fmt: skip
+        rows = conn.execute(
+            select(Sentence.response_id, Sentence.id, Sentence.start, Sentence.end, Sentence.text,
+                   CurrentLabel.label, CurrentLabel.source)
+            .join(Response, Response.id == Sentence.response_id)
+            .outerjoin(CurrentLabel, CurrentLabel.sentence_id == Sentence.id)
+            .where(*conds)
+            .order_by(Sentence.response_id, Sentence.position)
+        ).all()  # fmt: skip
+    by_response = defaultdict(list)
+    for row in rows:
+        by_response[row[0]].append(row)
+    records = []
+    for rid_, external_id, context, text, label, aggregation, task, meta in responses:
+        sents = by_response.get(rid_, [])
+        labels = [lab if (with_gold and src in sources) else None for *_, lab, src in sents]
+        records.append(
+            ResponseRecord(
+                id=external_id, context=context, text=text, spans=[Span(r[2], r[3], r[4]) for r in sents],
+                response_label=label, aggregation=aggregation,
+                sentence_labels=labels if any(v is not None for v in labels) else None, task=task,
+                meta=dict(meta or {}),
+            )
+        )  # fmt: skip
+    sizes = [len(r.spans) for r in records]
+    return (
+        records,
+        np.array([r[0] for r in responses], dtype=np.int64),
+        np.array([r[1] for r in rows], dtype=np.int64),
+        np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        np.array([-1 if r[5] is None else r[5] for r in rows], dtype=np.int64),
+    )
+
+
+def test_streamed_load_equals_loading_every_row_at_once(
+    engine: Engine, ds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from db.repository import records as loader
+
+    # Another dataset's responses interleaved by id, a second split, gold, reviewed and imported labels.
+    other = ingest_file(
+        engine, write_jsonl(tmp_path / "o.jsonl", make_rows(5, prefix="o")), "other"
+    ).dataset_id
+    ingest_file(engine, write_jsonl(tmp_path / "v.jsonl", make_rows(7, prefix="v")), "demo", split="valid")
+    ingest_file(engine, write_jsonl(tmp_path / "o2.jsonl", make_rows(3, prefix="p")), "other")
+    repo.record_label(engine, sentence_ids(engine, rid(engine, ds, "r1"))[1], 1, "ann")
+    repo.record_label(engine, sentence_ids(engine, rid(engine, ds, "v2"))[0], 0, "ann", source="reviewed")
+    over_imported = sentence_ids(engine, rid(engine, ds, "r3"))[0]
+    repo.record_label(engine, over_imported, 1, "ann")
+    monkeypatch.setattr(loader, "STREAM_ROWS", 4)  # many round trips, batches ending mid-response
+    for dataset_id in (ds, other):
+        for with_gold, include_imported, split in (
+            (True, False, None), (True, True, None), (False, False, None), (True, True, "valid"),
+            (True, False, "train"), (True, False, "none"),
+        ):  # fmt: skip
+            data = repo.load_training_set(
+                engine, dataset_id, with_gold=with_gold, include_imported=include_imported, split=split
+            )
+            records, response_ids, sids, offsets, file_labels = _load_all_rows(
+                engine, dataset_id, with_gold=with_gold, include_imported=include_imported, split=split
+            )
+            assert data.records == records
+            for got, want in zip(
+                (data.response_ids, data.sentence_ids, data.offsets, data.file_labels),
+                (response_ids, sids, offsets, file_labels),
+                strict=True,
+            ):
+                assert got.dtype == np.int64 and np.array_equal(got, want)
+    assert len(repo.load_training_set(engine, ds).records) == 19
+    assert repo.load_training_set(engine, ds, split="none").offsets.tolist() == [0]
+
+
 def test_every_filter_and_sort_matches_a_brute_force_listing(engine: Engine, ds: int, tmp_path: Path) -> None:
     repo.activate_model_version(engine, _train(engine, ds, 4))
     ingest_file(engine, write_jsonl(tmp_path / "test.jsonl", make_rows(4, prefix="late")), "demo")

@@ -167,7 +167,7 @@ def select_gold_indices(
             aggregation=aggregation,
             k=k,
             allowed=allowed,
-            emb=bag_embedding.detach().cpu().double(),
+            emb=bag_embedding.detach().cpu(),
             jitter=jitter,
             floor=uncertainty_floor,
         )
@@ -239,6 +239,18 @@ def _stratified(priority: torch.Tensor, stratum: torch.Tensor, allowed: torch.Te
     return [int(i) for i in idx[final[:k]]]
 
 
+_UNIT_ROWS = 4096
+
+
+def _unit_rows(emb: torch.Tensor) -> torch.Tensor:
+    """``emb``'s rows L2-normalised in float64, converted a chunk of rows at a time: the one (B, d) float64
+    matrix ``diverse`` needs, without a whole float64 copy of a lower-precision input beside it."""
+    out = torch.empty(emb.shape, dtype=torch.float64)
+    for lo in range(0, int(emb.shape[0]), _UNIT_ROWS):  # chunks of rows; each row is normalised on its own
+        out[lo : lo + _UNIT_ROWS] = torch.nn.functional.normalize(emb[lo : lo + _UNIT_ROWS].double(), dim=1)
+    return out
+
+
 def _diverse(
     score: torch.Tensor,
     bag_index: torch.Tensor,
@@ -254,7 +266,7 @@ def _diverse(
     """Greedy k-center on unit bag embeddings, distances weighted by (floor + normalised posterior uncertainty)."""
     weight = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy="posterior")
     weight = floor + weight / weight.max().clamp_min(_EPS)
-    emb = torch.nn.functional.normalize(emb, dim=1)
+    emb = _unit_rows(emb)
     dist = torch.full((emb.shape[0],), 2.0, dtype=emb.dtype)  # max cosine distance: nothing chosen yet
     gain = torch.where(allowed, weight * dist + 1e-9 * jitter, torch.full_like(dist, float("-inf")))
     picks: list[int] = []
@@ -354,7 +366,12 @@ def within_sentence_budget(picks: Sequence[int], sizes: torch.Tensor, budget: in
 def bag_embeddings(bags: BagSet) -> torch.Tensor:
     """Mean sentence embedding of every bag, L2-normalised (B, d): the space ``diverse`` spreads picks over."""
     if not bags.full_precision:  # float16 (e.g. memory-mapped) embeddings: float32 means, chunk by chunk
-        return torch.cat([bag_embeddings(chunk) for chunk in bags.chunks()])
+        out = torch.empty((bags.n_bags, bags.sent_emb.shape[1]), dtype=torch.float32, device=bags.device)
+        lo = 0
+        for chunk in bags.chunks():  # written in place: no list of chunks beside their concatenation
+            out[lo : lo + chunk.n_bags] = bag_embeddings(chunk)
+            lo += chunk.n_bags
+        return out
     return torch.nn.functional.normalize(segment_mean(bags.sent_emb, bags.bag_index, bags.n_bags), dim=1)
 
 

@@ -12,11 +12,14 @@ from fractal_core.bags import BagSet
 from fractal_core.records import ResponseRecord, Span
 from fractal_core.selection import (
     STRATEGIES,
+    _unit_rows,
+    bag_embeddings,
     bag_posterior,
     bag_probability,
     select_gold,
     select_gold_bags,
     select_gold_indices,
+    strategy_scores,
 )
 
 
@@ -289,3 +292,54 @@ def test_length_bins_are_quantiles_of_the_candidates_only() -> None:
         3,
     ]  # quartiles of 1..8; the long non-candidates at the top
     assert length_bins(sizes, torch.zeros(10, dtype=torch.bool)).tolist() == [0] * 10
+
+
+def test_diverse_over_float16_bags_keeps_the_former_means_and_picks() -> None:
+    """Bag means filled chunk by chunk and the float64 unit rows built a chunk at a time equal, bit for bit,
+    the former whole-matrix computation (concatenated chunk means, one float64 copy normalised at once), and
+    so do the picks."""
+    from fractal_core.bags import CHUNK_BAGS
+    from fractal_core.segments import segment_mean
+
+    rng = np.random.default_rng(5)
+    n_bags = 2 * CHUNK_BAGS + 123  # several chunks, the last one partial
+    sizes = torch.tensor(rng.integers(1, 4, n_bags))
+    bag_index = torch.repeat_interleave(torch.arange(n_bags), sizes)
+    n = int(bag_index.shape[0])
+    sent = torch.nn.functional.normalize(torch.tensor(rng.normal(size=(n, 24)), dtype=torch.float32), dim=1)
+    labels = torch.tensor(rng.integers(0, 2, n_bags), dtype=torch.float32)
+    bags = BagSet(
+        sent_emb=sent.half(),
+        bag_index=bag_index,
+        ctx_emb=sent[:n_bags].half(),
+        win_bag=torch.arange(n_bags),
+        labels=labels,
+        gold=torch.full((n,), -1),
+    )
+    former = torch.cat(
+        [
+            torch.nn.functional.normalize(segment_mean(c.sent_emb, c.bag_index, c.n_bags), dim=1)
+            for c in bags.chunks()
+        ]
+    )
+    means = bag_embeddings(bags)
+    assert means.dtype == torch.float32 and torch.equal(means, former)
+    assert torch.equal(_unit_rows(means), torch.nn.functional.normalize(former.double(), dim=1))
+    score = torch.tensor(rng.uniform(0, 1, n), dtype=torch.float32)
+    picks = select_gold_bags(bags, score, k=25, strategy="diverse", seed=3, sort=False)
+
+    # The former greedy loop, on the whole float64 copy.
+    s64, lab64 = score.double(), labels.double()
+    weight = strategy_scores(s64, bag_index, lab64, aggregation="max", strategy="posterior")
+    weight = 0.1 + weight / weight.max()
+    unit = torch.nn.functional.normalize(former.double(), dim=1)
+    jitter = torch.rand(n_bags, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    dist = torch.full((n_bags,), 2.0, dtype=torch.float64)
+    want: list[int] = []
+    for _ in range(25):
+        gain = weight * dist + 1e-9 * jitter
+        if want:
+            gain[torch.tensor(want)] = float("-inf")
+        want.append(int(torch.argmax(gain)))
+        dist = torch.minimum(dist, 1.0 - unit @ unit[want[-1]])
+    assert picks.tolist() == want

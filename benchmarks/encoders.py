@@ -3,7 +3,7 @@
 Rows: the bundled all-MiniLM-L6-v2 frozen (MLP scorer), all-mpnet-base-v2 frozen (MLP scorer), and MiniLM
 fine-tuned end to end with the bag loss over [context; earlier steps; step] (``fractal_core.finetune``). All
 three see the same ProcessBench slice (``--train/--valid/--test`` responses of each split, a fixed random subset;
-``--pick first`` takes the first ones, which come from one source only), hybrid
+``--pick first`` takes the first ones, from the easier sources only), hybrid
 with 10% random gold bags (the same bags per seed for every row), early stopping and Platt calibration on the
 valid slice only; test is scored once per row and seed. Columns: encode rate (the same test-slice sentences,
 cache off, same run; for the fine-tuned row its scoring rate over the token-level sequences of the same

@@ -12,8 +12,8 @@ sentences), sentence AUC, AUC given Y, first-error accuracy given Y, fit seconds
 Runs unchanged on CUDA (``--device auto`` takes the GPU when torch sees one; on a CPU-only machine it says so);
 on a GPU, raise ``--train``/``--max-length``/``--epochs`` to the full split.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encoders.py --out /tmp/encoders.json
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encoders.py --table /tmp/encoders.json
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encoders.py --out encoders.json
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encoders.py --table encoders.json
 """
 
 from __future__ import annotations

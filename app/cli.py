@@ -17,10 +17,11 @@ from pathlib import Path
 
 import typer
 
-from app.settings import AUTH_ENV, DEFAULT_PORT, LOOPBACK, is_loopback, load_settings
+from app.settings import AUTH_ENV, DEFAULT_PORT, ENCODER_ENV, LOOPBACK, is_loopback, load_settings
 from db.cli import register as register_db
 from db.schema import SchemaOutdatedError
 from db.users_cli import register as register_users
+from fractal_core.cli import EncoderOpt, checked_encoder
 from fractal_core.cli import register as register_core
 
 APP_MAIN = Path(__file__).resolve().parent / "main.py"
@@ -63,9 +64,13 @@ def serve(
     no_auth: bool = typer.Option(
         False, "--no-auth", help="Single user on this machine: no sign-in, listens on 127.0.0.1 only."
     ),
+    encoder: EncoderOpt = None,
 ) -> None:
     """Start the web app and its worker on one store; Ctrl+C stops both."""
     from app import setup
+
+    if encoder:
+        checked_encoder(encoder)  # an unknown name or a missing directory: exit 2 before anything starts
 
     if no_auth and not is_loopback(host):
         typer.echo(
@@ -90,6 +95,7 @@ def serve(
         "FRACTAL_HOME": str(settings.home),
         "FRACTAL_DB_URL": settings.db_url,
         AUTH_ENV: "off" if no_auth else "on",
+        **({ENCODER_ENV: encoder} if encoder else {}),
     }
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -150,6 +156,7 @@ def worker(
     ray: str | None = typer.Option(
         None, "--ray", help="Embed (embed and score jobs) on a Ray cluster: 'auto' or its address."
     ),
+    encoder: EncoderOpt = None,
 ) -> None:
     """Run background jobs (train, score, import, export) from the store until interrupted."""
     from dataclasses import replace
@@ -159,6 +166,9 @@ def worker(
     settings = load_settings(db)
     if ray:
         settings = replace(settings, ray_address=ray)
+    if encoder:
+        checked_encoder(encoder)  # an unknown name or a missing directory: exit 2 before any job runs
+        settings = replace(settings, encoder=encoder)
     try:
         runner = Worker(settings)
     except SchemaOutdatedError as exc:  # the message names the upgrade command

@@ -41,6 +41,7 @@ from fractal_core.errors import InputError
 
 if TYPE_CHECKING:  # the library's models load torch: only the worker's job functions import them
     from fractal_core import FractalModel, TrainConfig
+    from fractal_core.encoder import EncoderConfig
     from fractal_core.pipeline import ScoredResponses
 
 JOB_KINDS: tuple[str, ...] = ("train", "score", "embed", "import", "export")
@@ -199,6 +200,13 @@ def _publish(
     }
 
 
+def _encoder_config(settings: AppSettings) -> EncoderConfig | None:
+    """The encoder of new embed and train jobs (``FRACTAL_ENCODER``); ``None``: the bundled one."""
+    from fractal_core.encoder import EncoderConfig
+
+    return EncoderConfig(model_path=settings.encoder) if settings.encoder else None
+
+
 def run_train(
     engine: Engine, settings: AppSettings, payload: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
@@ -236,6 +244,7 @@ def run_train(
             file_labels=data.file_labels,
             queue_size=GOLD_QUEUE_SIZE,
             progress=ctx.training_callback(stages, 0.02, 0.8),
+            encoder=_encoder_config(settings),
         )
     except TrainingCancelled as exc:
         raise JobCancelled(str(exc)) from exc
@@ -300,7 +309,7 @@ def run_embed(
     from fractal_core.encoder import get_encoder
 
     records = repo.load_records(engine, int(payload["dataset_id"]), with_gold=False)
-    encoder = get_encoder()
+    encoder = get_encoder(_encoder_config(settings))
     if payload.get("bundled_embeddings") and encoder.cache is not None:
         # The demo ships its vectors (fractal_core/demo): only a different encoder embeds it again.
         from fractal_core.demo import demo_embeddings_path

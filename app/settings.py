@@ -2,7 +2,10 @@
 
 ``FRACTAL_HOME`` (default ``./.fractal``) holds the SQLite file and model artifacts; ``FRACTAL_DB_URL``
 overrides the database (any SQLAlchemy URL). ``fractal serve --db URL`` sets the variable for the processes it
-starts, which is how the Streamlit process and the worker share one store.
+starts, which is how the Streamlit process and the worker share one store. ``FRACTAL_ENCODER`` (set by
+``fractal serve --encoder`` / ``fractal worker --encoder``) names the sentence encoder new embed and train jobs use:
+an encoder name (``fractal_core.encoder.ENCODERS``) or a local Hugging Face directory; unset, the bundled MiniLM.
+A score job keeps the encoder its model was trained with.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ DEFAULT_PORT = 8501
 """Port ``fractal serve`` uses when none is given (Streamlit's own default)."""
 LOOPBACK = "127.0.0.1"
 """Where ``fractal serve`` listens unless ``--host`` says otherwise."""
+ENCODER_ENV = "FRACTAL_ENCODER"
+"""The sentence encoder of new embed and train jobs (a name or a local directory; unset: the bundled one)."""
 AUTH_ENV = "FRACTAL_AUTH"
 """``off`` (set by ``fractal serve --no-auth``) runs the app as one local admin without sign-in; anything else,
 or unset, requires signing in."""
@@ -43,6 +48,7 @@ class AppSettings:
     annotator: str  # the local user's name without sign-in (FRACTAL_ANNOTATOR, else the login name)
     ray_address: str | None = None  # embed/score jobs embed on this Ray cluster ("auto" or an address)
     auth: bool = True  # sign-in required (False only with FRACTAL_AUTH=off, i.e. `fractal serve --no-auth`)
+    encoder: str | None = None  # FRACTAL_ENCODER: encoder name or local directory of new jobs (None: bundled)
 
     @property
     def models_dir(self) -> Path:
@@ -66,4 +72,7 @@ def load_settings(db_url: str | None = None) -> AppSettings:
     annotator = os.environ.get("FRACTAL_ANNOTATOR") or os.environ.get("USER") or "annotator"
     ray_address = os.environ.get("FRACTAL_RAY") or None
     auth = os.environ.get(AUTH_ENV, "on").strip().lower() != "off"
-    return AppSettings(home=home, db_url=url, annotator=annotator, ray_address=ray_address, auth=auth)
+    encoder = os.environ.get(ENCODER_ENV, "").strip() or None
+    return AppSettings(
+        home=home, db_url=url, annotator=annotator, ray_address=ray_address, auth=auth, encoder=encoder
+    )

@@ -63,7 +63,8 @@ def _read(path: Path, segment_mode: str = "sentences"):
     return {"train": read_records(path, segment_mode=segment_mode)}  # type: ignore[arg-type]
 
 
-def _encoder_config(encoder: str | None, device: str):
+def checked_encoder(encoder: str | None, device: str = "auto"):
+    """The `--encoder` / `--device` pair as an EncoderConfig; an unknown encoder or device: exit 2 before any work."""
     from fractal_core.encoder import EncoderConfig, resolve_device, resolve_model_path
 
     try:
@@ -164,7 +165,7 @@ def embed_cmd(
         splits = _read(data)
     except InputError as err:
         raise fail(str(err)) from None
-    config = _encoder_config(encoder, device)
+    config = checked_encoder(encoder, device)
     records = [r for part in splits.values() for r in part]
     started = time.perf_counter()
     if ray:
@@ -217,7 +218,7 @@ def train_cmd(
         bar.refresh()
 
     try:
-        model = FractalModel(method, config=config, encoder=_encoder_config(encoder, device), seed=seed).fit(
+        model = FractalModel(method, config=config, encoder=checked_encoder(encoder, device), seed=seed).fit(
             splits["train"], valid=splits.get("valid"), progress=progress
         )
     except ValueError as err:
@@ -260,14 +261,14 @@ def score_cmd(
         if ray:
             raise fail("--ray: a fine-tuned model encodes whole token sequences itself; run without --ray")
         if device is not None:
-            _encoder_config(None, device)  # a bad --device: exit 2
+            checked_encoder(None, device)  # a bad --device: exit 2
         _write_scores(out, records, FinetuneResult.load(model_dir, device=device).predict(records))
         return
     model = FractalModel.load(model_dir)
     if device is not None:
         from dataclasses import replace
 
-        encoder_config = _encoder_config(model.encoder.model_path if model.encoder else None, device)
+        encoder_config = checked_encoder(model.encoder.model_path if model.encoder else None, device)
         model.encoder = replace(model.encoder, device=device) if model.encoder else encoder_config
         model.config = replace(model._config(), device=device)
     if ray:  # the encoder runs on the cluster; the small scorer then reads the cache here
@@ -322,7 +323,7 @@ def finetune_cmd(
         splits = _read(data)
     except InputError as err:
         raise fail(str(err)) from None
-    encoder_config = _encoder_config(encoder, device)
+    encoder_config = checked_encoder(encoder, device)
     config = FinetuneConfig(
         encoder=encoder_config.model_path, device=device, epochs=epochs, max_length=max_length,
         gold_weight=gold_weight,
@@ -427,7 +428,7 @@ def evaluate_cmd(
     if limit is not None:
         splits = {k: v[:limit] for k, v in splits.items()}
     config = _train_config(device, max_epochs, scorer)
-    enc = get_encoder(_encoder_config(encoder, device))
+    enc = get_encoder(checked_encoder(encoder, device))
     started = time.perf_counter()
     try:
         prepared = prepare_splits(splits, enc, label_view=label_view, device=device)  # type: ignore[arg-type]

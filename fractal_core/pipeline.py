@@ -25,7 +25,7 @@ import torch
 from fractal_core import registry, semantics
 from fractal_core.bags import BagSet
 from fractal_core.config import TrainConfig
-from fractal_core.encoder import get_encoder
+from fractal_core.encoder import EncoderConfig, get_encoder
 from fractal_core.estimator import FractalModel, resolve_device, task_of
 from fractal_core.features import embed_records
 from fractal_core.records import ResponseRecord
@@ -215,6 +215,7 @@ def train_and_score(
     file_labels: np.ndarray | None = None,
     queue_size: int = QUEUE_SIZE,
     progress: ProgressFn | None = None,
+    encoder: EncoderConfig | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``records`` (their ``sentence_labels`` are the gold labels), score every sentence,
     summarise every response and propose the next responses to label.
@@ -223,6 +224,7 @@ def train_and_score(
     model this one replaces, measured on the same gold sentences. file_labels (N,): every current label,
     imported ones included (-1: none), for a second measurement. progress: ``(stage, fraction, message)``
     for the embedding step, then each training stage of ``registry.training_stages``; it may raise to cancel.
+    encoder: the sentence encoder (``None``: the bundled one); the model keeps it, so re-scoring uses it too.
 
     Memory: the sentence embeddings live in a float16 memory-mapped file for the duration of the call, written
     with the responses in the model's hold-out order (``FractalModel.holdout_order``), so the training and
@@ -234,7 +236,7 @@ def train_and_score(
     _check_ids(records, sids, rids)
     aggregation, n_classes = task_of(records)
     config = config or TrainConfig()
-    model = FractalModel(method, config=config, seed=seed)
+    model = FractalModel(method, config=config, encoder=encoder, seed=seed)
     has_gold = any(r.sentence_labels is not None for r in records)
     stages = registry.training_stages(method, has_gold=has_gold, aggregation=aggregation, config=config)
     labels = None if file_labels is None else np.asarray(file_labels, dtype=np.int64)

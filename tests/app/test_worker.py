@@ -80,6 +80,53 @@ def test_training_job_publishes_an_active_version_with_gold_metrics(store) -> No
 
 
 @pytest.mark.slow
+def test_jobs_use_the_encoder_named_by_fractal_encoder(store, tiny_encoder_dir, monkeypatch) -> None:
+    """FRACTAL_ENCODER (`fractal serve --encoder`) reaches the embed and train jobs, and the model keeps it."""
+    from db import artifacts
+    from fractal_core import FractalModel
+    from fractal_core.encoder import EncoderConfig, encoder_id_for
+
+    ds = store.ingest(tiny_records(12, with_labels=True), labels_as="gold")
+    monkeypatch.setenv("FRACTAL_ENCODER", str(tiny_encoder_dir))
+    settings = load_settings(store.db_url)
+    assert settings.encoder == str(tiny_encoder_dir)
+    expected = encoder_id_for(EncoderConfig(model_path=str(tiny_encoder_dir)))
+    assert expected != encoder_id_for(EncoderConfig())
+    embed = repo.create_job(store.engine, "embed", {"dataset_id": ds.dataset_id})
+    job = _train(store, ds.dataset_id)
+    store.run_jobs()
+    embedded = repo.get_job(store.engine, embed.id)
+    assert embedded.state == "succeeded", embedded.error
+    assert embedded.result["encoder"] == expected
+    assert repo.get_job(store.engine, job.id).state == "succeeded"
+    mv = repo.active_model_version(store.engine, ds.dataset_id)
+    model = FractalModel.load(artifacts.model_dir(store.engine, mv, settings.models_dir))
+    assert model.encoder_id_ == expected and model.encoder.model_path == str(tiny_encoder_dir)
+
+    # Unset, new jobs go back to the bundled encoder; a score job keeps its model's own encoder either way.
+    monkeypatch.delenv("FRACTAL_ENCODER")
+    assert load_settings(store.db_url).encoder is None
+    rescore = repo.create_job(store.engine, "score", {"dataset_id": ds.dataset_id})
+    store.run_jobs()
+    assert repo.get_job(store.engine, rescore.id).state == "succeeded"
+    mv2 = repo.active_model_version(store.engine, ds.dataset_id)
+    rescored = FractalModel.load(artifacts.model_dir(store.engine, mv2, settings.models_dir))
+    assert rescored.encoder_id_ == expected
+
+
+def test_worker_and_serve_refuse_an_unknown_encoder_before_starting(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    for command in (["worker", "--once"], ["serve", "--no-auth"]):
+        env = {"FRACTAL_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+        result = CliRunner().invoke(app, [*command, "--encoder", str(tmp_path / "nowhere")], env=env)
+        assert result.exit_code == 2, (command, result.output)
+        assert "--encoder" in result.output and "nowhere" in result.output
+
+
+@pytest.mark.slow
 def test_score_job_rescores_new_responses_as_a_new_version(store) -> None:
     ds = store.ingest(tiny_records(10))
     _train(store, ds.dataset_id)

@@ -13,7 +13,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from fractal_core.encoder import resolve_device, resolve_model_path  # noqa: E402
+from fractal_core.encoder import resolve_device  # noqa: E402
 from fractal_core.finetune import (  # noqa: E402
     FinetuneConfig,
     FinetuneResult,
@@ -83,25 +83,9 @@ def planted(n: int, seed: int) -> list[ResponseRecord]:
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide random BERT with the bundled MiniLM's tokenizer, saved as a local encoder directory."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(None), local_files_only=True)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+@pytest.fixture
+def tiny_dir(tiny_encoder_dir: Path) -> Path:
+    return tiny_encoder_dir
 
 
 def _tiny(tiny_dir: Path):

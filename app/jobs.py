@@ -23,6 +23,7 @@ Functions here take an engine and plain values so they can run from the worker, 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from sqlalchemy import Engine
 
 from app.settings import AppSettings
 from db import artifacts
+from db import jobs as db_jobs
 from db import repository as repo
 from fractal_core import registry
 from fractal_core.errors import InputError
@@ -200,6 +202,24 @@ def _publish(
     }
 
 
+def scratch_dir(settings: AppSettings) -> Path:
+    """This process's scratch directory (``FRACTAL_HOME/scratch/host:pid``): a job's embeddings file lives there
+    while it runs, so what a killed job left is found and removed by :func:`purge_scratch`."""
+    directory = settings.home / "scratch" / db_jobs.process_owner()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def purge_scratch(settings: AppSettings) -> list[str]:
+    """Remove the scratch directories of processes on this host that no longer exist (a killed worker's
+    embeddings file can be hundreds of MB); returns their owners (``host:pid``)."""
+    root = settings.home / "scratch"
+    gone = [d for d in root.iterdir() if d.is_dir() and db_jobs.owner_gone(d.name)] if root.is_dir() else []
+    for directory in gone:
+        shutil.rmtree(directory, ignore_errors=True)
+    return [d.name for d in gone]
+
+
 def _encoder_config(settings: AppSettings) -> EncoderConfig | None:
     """The encoder of new embed and train jobs (``FRACTAL_ENCODER``); ``None``: the bundled one."""
     from fractal_core.encoder import EncoderConfig
@@ -245,6 +265,7 @@ def run_train(
             queue_size=GOLD_QUEUE_SIZE,
             progress=ctx.training_callback(stages, 0.02, 0.8),
             encoder=_encoder_config(settings),
+            scratch=scratch_dir(settings),
         )
     except TrainingCancelled as exc:
         raise JobCancelled(str(exc)) from exc
@@ -294,6 +315,7 @@ def run_score(
         response_ids=data.response_ids,
         queue_size=GOLD_QUEUE_SIZE,
         progress=ctx.training_callback((), 0.05, 0.6),
+        scratch=scratch_dir(settings),
     )
     metrics = {**parent.metrics, "rescored_from_version": parent.version}
     return _publish(

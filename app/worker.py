@@ -114,6 +114,10 @@ class Worker:
         removed = purge_abandoned_imports(self.engine)
         if removed:
             log.info("removed %d abandoned staged import(s)", removed)
+        # Embeddings files of jobs whose worker was killed on this host.
+        scratch = jobs.purge_scratch(self.settings)
+        if scratch:
+            log.info("removed the scratch files of dead workers %s", scratch)
         log.info(
             "%s waiting for jobs on %s", self.worker_id, self.engine.url.render_as_string(hide_password=True)
         )

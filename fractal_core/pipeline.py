@@ -18,6 +18,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -216,6 +217,7 @@ def train_and_score(
     queue_size: int = QUEUE_SIZE,
     progress: ProgressFn | None = None,
     encoder: EncoderConfig | None = None,
+    scratch: str | Path | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``records`` (their ``sentence_labels`` are the gold labels), score every sentence,
     summarise every response and propose the next responses to label.
@@ -225,6 +227,8 @@ def train_and_score(
     imported ones included (-1: none), for a second measurement. progress: ``(stage, fraction, message)``
     for the embedding step, then each training stage of ``registry.training_stages``; it may raise to cancel.
     encoder: the sentence encoder (``None``: the bundled one); the model keeps it, so re-scoring uses it too.
+    scratch: where the embeddings file is made (``None``: the system's temporary directory); a caller that can
+    be killed passes a directory it owns, to remove what a killed call left (``app.jobs.purge_scratch``).
 
     Memory: the sentence embeddings live in a float16 memory-mapped file for the duration of the call, written
     with the responses in the model's hold-out order (``FractalModel.holdout_order``), so the training and
@@ -244,7 +248,7 @@ def train_and_score(
         raise ValueError(f"file_labels must be ({len(sids)},), got {labels.shape}")
     order = model.holdout_order(len(records))
     sentences = _sentence_order(records, order)
-    with tempfile.TemporaryDirectory(prefix="fractal-embeddings-") as store:
+    with tempfile.TemporaryDirectory(prefix="fractal-embeddings-", dir=scratch) as store:
         result = _train_and_score(
             [records[i] for i in order],
             model,
@@ -327,16 +331,17 @@ def score_records(
     response_ids: np.ndarray | Sequence[int],
     queue_size: int = QUEUE_SIZE,
     progress: ProgressFn | None = None,
+    scratch: str | Path | None = None,
 ) -> ScoredResponses:
     """Score ``records`` with a fitted ``model`` (e.g. after new responses arrived): the same scores,
-    response figures and gold proposals as :func:`train_and_score`, without training."""
+    response figures and gold proposals as :func:`train_and_score`, without training (``scratch``: as there)."""
     sids = np.asarray(sentence_ids, dtype=np.int64)
     rids = np.asarray(response_ids, dtype=np.int64)
     _check_ids(records, sids, rids)
     aggregation, _ = task_of(records)
     if aggregation != model.aggregation_:
         raise ValueError(f"the model was trained on {model.aggregation_} responses, these are {aggregation}")
-    with tempfile.TemporaryDirectory(prefix="fractal-embeddings-") as store:
+    with tempfile.TemporaryDirectory(prefix="fractal-embeddings-", dir=scratch) as store:
         bags, _ = _embed(records, model, progress, store)
         return _score(model, bags, sentence_ids=sids, response_ids=rids, queue_size=queue_size)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -199,6 +200,9 @@ def test_worker_killed_mid_training(store) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     assert repo.get_job(store.engine, job.id).state == "running"  # nobody cleaned up: it was a crash
+    # The killed job's embeddings file stayed behind in its worker's scratch directory ...
+    scratch = store.home / "scratch" / f"{socket.gethostname()}:{proc.pid}"
+    assert [p.name for p in scratch.glob("fractal-embeddings-*/*")], "the job wrote no embeddings file"
     # The restarted worker recognises the dead worker's job at once (its process is gone).
     failed = fail_orphaned_jobs(store.engine)
     assert job.id in failed
@@ -208,6 +212,10 @@ def test_worker_killed_mid_training(store) -> None:
     assert _scored_responses(store, ds.dataset_id) == scores_before
     statuses = {mv.version: mv.status for mv in repo.list_model_versions(store.engine, ds.dataset_id)}
     assert statuses[1] == "ready" and statuses.get(2, "failed") == "failed"
+    # ... until a worker starts on this host: it removes the dead worker's scratch, not its own.
+    store.run_jobs()
+    assert not scratch.exists()
+    assert (store.home / "scratch" / f"{socket.gethostname()}:{os.getpid()}").is_dir()
 
 
 def test_stale_heartbeat_fails_job_from_another_host(store) -> None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fractal_core.segments import gather_ranges, segment_count, segment_max
+
+if TYPE_CHECKING:
+    from fractal_core.mapped import MappedRows
 
 _CHUNK = 65_536  # rows per step when a whole-set target is computed in pieces
 CHUNK_BAGS = 4_096
@@ -34,6 +37,8 @@ class BagSet:
     ``select`` then returns float32 minibatches, and whole-set targets are computed in float32 chunks.
     labels (B,) float: bag label (level or proportion); gold (N,) long, -1 where unknown.
     Optional constant targets: cos_target (N,), hyb_target (N, C), pairs (pair_i, pair_j, pair_r) (P,).
+    sent_pages: the file mapping ``sent_emb`` is a view of (``fractal_core.mapped``), if any: every gather of
+    sentence rows drops the pages it made resident, so a pass over the set never holds the file in memory.
     """
 
     sent_emb: torch.Tensor
@@ -47,6 +52,7 @@ class BagSet:
     pair_i: torch.Tensor | None = None
     pair_j: torch.Tensor | None = None
     pair_r: torch.Tensor | None = None
+    sent_pages: MappedRows | None = field(default=None, repr=False, compare=False)
     _layout_cache: tuple[torch.Tensor, ...] | None = field(default=None, repr=False, compare=False)
 
     def _layout(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,7 +94,16 @@ class BagSet:
             for k, v in self.__dict__.items()
             if k != "_layout_cache"
         }
+        if moved["sent_emb"] is not self.sent_emb:  # copied to another device: no longer the mapping
+            moved["sent_pages"] = None
         return BagSet(**moved)
+
+    def _read_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """``sent_emb[rows]`` as float32 (K, d); from a file mapping, its pages are dropped right after."""
+        out = self.sent_emb[rows].float()
+        if self.sent_pages is not None:
+            self.sent_pages.release()
+        return out
 
     def sentence_window_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every (sentence, window of its bag) pair -> pair_sent (Q,), pair_win (Q,)."""
@@ -104,9 +119,7 @@ class BagSet:
         cos = torch.empty(pair_sent.shape[0], device=self.device)  # (Q,)
         for lo in range(0, pair_sent.shape[0], _CHUNK):  # bounded memory: (chunk, d) at a time, not (Q, d)
             hi = lo + _CHUNK
-            cos[lo:hi] = (
-                self.sent_emb[pair_sent[lo:hi]].float() * self.ctx_emb[pair_win[lo:hi]].float()
-            ).sum(1)
+            cos[lo:hi] = (self._read_rows(pair_sent[lo:hi]) * self.ctx_emb[pair_win[lo:hi]].float()).sum(1)
         target = segment_max((1.0 + cos) / 2.0, pair_sent, self.n_sentences).clamp(0.0, 1.0)
         return replace(self, cos_target=target)
 
@@ -126,6 +139,8 @@ class BagSet:
         pair_i = first + torch.div(k, size, rounding_mode="floor")
         pair_j = first + k % size
         emb = self.sent_emb.float()
+        if self.sent_pages is not None:
+            self.sent_pages.release()
         centred = emb - emb.mean(1, keepdim=True)
         centred = torch.nn.functional.normalize(centred, dim=1)
         r = (1.0 + (centred[pair_i] * centred[pair_j]).sum(1)) / 2.0
@@ -161,6 +176,7 @@ class BagSet:
             gold=self.gold[s_lo:s_hi],
             cos_target=None if self.cos_target is None else self.cos_target[s_lo:s_hi],
             hyb_target=None if self.hyb_target is None else self.hyb_target[s_lo:s_hi],
+            sent_pages=self.sent_pages,
         )
 
     def select(self, bags: torch.Tensor) -> BagSet:
@@ -173,7 +189,7 @@ class BagSet:
             torch.arange(bags.shape[0], device=self.device), win_counts[bags]
         )
         out = BagSet(
-            sent_emb=self.sent_emb[sent].float(),
+            sent_emb=self._read_rows(sent),
             bag_index=new_bag_index,
             ctx_emb=self.ctx_emb[win].float(),
             win_bag=new_win_bag,

@@ -11,6 +11,7 @@ import torch
 
 from fractal_core.bags import BagSet
 from fractal_core.encoder import Encoder
+from fractal_core.mapped import MappedRows
 from fractal_core.records import ResponseRecord
 
 
@@ -49,8 +50,8 @@ def embed_records(
     ``(done, total)`` unique sentence texts as the encoder goes (cached texts count as done at once).
 
     ``store``: a directory for the sentence embeddings. The records are then embedded ``chunk_sentences``
-    sentences at a time and written to a float16 memory-mapped matrix there (``sentences.npy``), which the
-    returned set reads lazily; the windows are kept as float16 in memory. Memory stays bounded by a chunk, not
+    sentences at a time and written to a float16 file there (``sentences.npy``), which the returned set reads
+    lazily through a memory mapping that keeps few of its pages resident (``fractal_core.mapped``); the windows are kept as float16 in memory. Memory stays bounded by a chunk, not
     the dataset, and nothing changes numerically: the encoder's vectors are float16-exact (``Encoder.encode``).
     ``progress`` then counts sentences. Without ``store`` every embedding is float32 in memory.
     """
@@ -65,17 +66,25 @@ def embed_records(
             [r.context for r in records], max_words=window_words, stride_words=window_stride
         )  # (W, d), (W,)
         ctx_emb = np.ascontiguousarray(ctx_emb, dtype=np.float32)
+        pages = None
+        sent = torch.from_numpy(sent_emb)
     else:
-        sent_emb, ctx_emb, win_owner = _embed_to_store(
+        pages, ctx_emb, win_owner = _embed_to_store(
             records, encoder, Path(store), window_words, window_stride, progress, chunk_sentences
         )
+        sent = pages.open()
+    moved = sent.to(device)
+    if pages is not None and moved is not sent:  # copied to the device whole: the mapping is done with
+        pages.release()
+        pages = None
     return BagSet(
-        sent_emb=torch.from_numpy(sent_emb).to(device),
+        sent_emb=moved,
         bag_index=torch.as_tensor(index).to(device),
         ctx_emb=torch.from_numpy(ctx_emb).to(device),
         win_bag=torch.as_tensor(np.asarray(win_owner, dtype=np.int64)).to(device),
         labels=torch.as_tensor(labels).to(device),
         gold=torch.as_tensor(gold_array(records)).to(device),
+        sent_pages=pages,
     )
 
 
@@ -87,8 +96,8 @@ def _embed_to_store(
     window_stride: int,
     progress: Callable[[int, int], None] | None,
     chunk_sentences: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`embed_records` with ``store``: (memory-mapped float16 (N, d), float16 windows (W, d), owners (W,))."""
+) -> tuple[MappedRows, np.ndarray, np.ndarray]:
+    """:func:`embed_records` with ``store``: (the float16 (N, d) file, float16 windows (W, d), owners (W,))."""
     sizes = np.array([len(r.spans) for r in records], dtype=np.int64)
     ends = np.cumsum(sizes)
     n = int(ends[-1])
@@ -96,7 +105,7 @@ def _embed_to_store(
     cuts = np.unique(np.searchsorted(ends, np.arange(chunk_sentences, n, chunk_sentences)) + 1)
     bounds = [0, *[int(c) for c in cuts if c < len(records)], len(records)]
     store.mkdir(parents=True, exist_ok=True)
-    matrix: np.memmap | None = None
+    matrix: MappedRows | None = None
     windows: list[np.ndarray] = []
     owners: list[np.ndarray] = []
     for a, b in itertools.pairwise(bounds):  # a handful of chunks, each one vectorised encoder call
@@ -109,15 +118,12 @@ def _embed_to_store(
 
         vectors = encoder.encode(texts, progress=report)  # (k, d)
         if matrix is None:
-            matrix = np.lib.format.open_memmap(
-                store / "sentences.npy", mode="w+", dtype=np.float16, shape=(n, vectors.shape[1])
-            )
-        matrix[lo : lo + len(texts)] = vectors
+            matrix = MappedRows.create(store / "sentences.npy", n, vectors.shape[1])
+        matrix.write(lo, vectors)  # a file write: the rows never become pages of this process
         win, owner = encoder.encode_windows(
             [r.context for r in records[a:b]], max_words=window_words, stride_words=window_stride
         )
         windows.append(np.asarray(win, dtype=np.float16))
         owners.append(np.asarray(owner, dtype=np.int64) + a)
     assert matrix is not None
-    matrix.flush()
     return matrix, np.concatenate(windows), np.concatenate(owners)

@@ -184,6 +184,9 @@ def test_a_job_trains_and_scores_over_memory_mapped_float16_with_the_scores_of_i
     assert full.sent_emb.dtype == torch.float16 and mapped(full.sent_emb)
     assert train.sent_emb.dtype == torch.float16 and mapped(train.sent_emb) and mapped(valid.sent_emb)
     assert train.n_bags + valid.n_bags == 80 and valid.n_bags > 0
+    # Every gather from it drops the pages it mapped (fractal_core.mapped), the views' gathers included.
+    assert full.sent_pages is not None and train.sent_pages is full.sent_pages is valid.sent_pages
+    assert full.sent_pages.releases > 0
 
     # The same training on the whole set as float32 in memory, split by selection (the path before streaming).
     monkeypatch.setattr(FractalModel, "fit_bags", fit_bags)

@@ -356,7 +356,7 @@ class FractalModel:
         with torch.inference_mode():
             if bags.n_bags <= chunk_bags and bags.full_precision:
                 return scorer(bags).exp()
-            return torch.cat([scorer(chunk).exp() for chunk in bags.chunks(chunk_bags)])
+            return bags.per_sentence(lambda chunk: scorer(chunk).exp(), chunk_bags)
 
     def predict_bags(self, bags: BagSet) -> torch.Tensor:
         """Sentence scores P(label >= 1) (N,) for prepared bags."""

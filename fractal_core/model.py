@@ -71,7 +71,7 @@ class SentenceScorer(nn.Module):
         if not bags.full_precision:
             if torch.is_grad_enabled():
                 return self(bags.select(torch.arange(bags.n_bags, device=bags.device)))
-            return torch.cat([self(chunk) for chunk in bags.chunks()])
+            return bags.per_sentence(self)
         ctx = self.context_proj(bags.ctx_emb)  # (W, h), once per window
         sent = self._sentence_hidden(bags)  # (N, h)
         if bags.ctx_emb.shape[0] == bags.n_bags:  # one window per bag: the common, fast case

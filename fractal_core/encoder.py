@@ -19,7 +19,7 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from fractal_core.embedding_cache import EmbeddingCache, text_digest
+from fractal_core.onnx_encoder import OnnxHidden, build_int8_graph, onnx_model_path
 
-Precision = Literal["auto", "float32", "bfloat16", "int8"]
+Precision = Literal["auto", "float32", "bfloat16", "int8", "onnx-int8"]
 ProgressFn = Callable[[int, int], None]
 
 # Files whose bytes define the embeddings; hashed into the encoder id (the path is deliberately not).
@@ -44,6 +45,8 @@ _ID_FILES = (
     "1_Pooling/config.json",
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
+CALIBRATION_TEXTS = 512
+"""Demo sentences that calibrate the ``onnx-int8`` graph's smoothing (part of what its id stands for)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,9 @@ class EncoderConfig:
     """Longest input in tokens (longer texts are truncated, as sentence-transformers does)."""
     precision: Precision = "auto"
     """``"auto"`` -> bfloat16 autocast where the GPU/CPU has native bf16 (avx512_bf16, AMX), else float32;
-    ``"int8"`` -> dynamic int8 quantisation of the linear layers (CPU only; its own encoder id and cache entries)."""
+    ``"int8"`` -> dynamic int8 quantisation of the linear layers (CPU only; its own encoder id and cache entries);
+    ``"onnx-int8"`` -> an int8 ONNX Runtime graph built once under the cache directory (CPU only; its own id;
+    :mod:`fractal_core.onnx_encoder`)."""
     cache_dir: str | None = None
     """Embedding cache directory; ``None`` -> ``$FRACTAL_HOME/cache`` or ``~/.cache/fractal-studio``; ``""`` disables."""
 
@@ -191,11 +196,12 @@ def _files_hash(model_dir: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
     return digest.hexdigest()
 
 
-def compute_encoder_id(model_dir: str | Path, *, max_length: int, quantized: bool = False) -> str:
+def compute_encoder_id(model_dir: str | Path, *, max_length: int, variant: str | None = None) -> str:
     """Stable id ``<dir name>-<12 hex>``: hash of config, tokenizer and weight files plus ``max_length``.
 
     Two copies of the same model in different places share an id (and so their cache entries). A quantised
-    encoder gives different vectors, so it gets its own id (``...-int8``) and never mixes with float entries.
+    encoder gives different vectors, so it gets its own id (``...-<variant>``, see :func:`precision_variant`) and
+    never mixes with float entries.
     """
     model_dir = Path(model_dir)
     names = [n for n in _ID_FILES if (model_dir / n).is_file()]
@@ -203,7 +209,13 @@ def compute_encoder_id(model_dir: str | Path, *, max_length: int, quantized: boo
     stamp = tuple((n, (model_dir / n).stat().st_size, (model_dir / n).stat().st_mtime_ns) for n in names)
     files = _files_hash(str(model_dir.resolve()), stamp)
     short = hashlib.sha256(f"{files}|max_length={max_length}|pooling=mean|norm=l2".encode()).hexdigest()[:12]
-    return f"{model_dir.name}-{short}" + ("-int8" if quantized else "")
+    return f"{model_dir.name}-{short}" + (f"-{variant}" if variant else "")
+
+
+def precision_variant(precision: str) -> str | None:
+    """The id suffix of a precision whose vectors differ from float ones (``"int8"``, ``"onnx-int8"``), else
+    ``None``: bf16 autocast stays within the float id (min cosine 0.9999 to float32)."""
+    return precision if precision in ("int8", "onnx-int8") else None
 
 
 def max_length_for(config: EncoderConfig) -> int:
@@ -217,18 +229,18 @@ def encoder_id_for(config: EncoderConfig) -> str:
     """The ``encoder_id`` an :class:`Encoder` built from ``config`` will have, without loading the model."""
     model_dir = resolve_model_path(config.model_path)
     return compute_encoder_id(
-        model_dir, max_length=max_length_for(config), quantized=config.precision == "int8"
+        model_dir, max_length=max_length_for(config), variant=precision_variant(config.precision)
     )
 
 
-def _load_model_quietly(auto_model: Any, model_dir: Path) -> Any:
+def _load_model_quietly(auto_model: Any, model_dir: Path, **options: Any) -> Any:
     """Load weights without transformers' per-tensor progress bar (noise in CLI output and logs)."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return auto_model.from_pretrained(model_dir, local_files_only=True)
+        return auto_model.from_pretrained(model_dir, local_files_only=True, **options)
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
@@ -302,23 +314,30 @@ class Encoder:
         self.model = _load_model_quietly(AutoModel, self.model_dir).to(self.device).eval()
         self.max_length = min(cfg.max_length, int(getattr(self.model.config, "max_position_embeddings", 512)))
         self.dim = int(self.model.config.hidden_size)
-        self.quantized = cfg.precision == "int8"
-        if self.quantized:
-            if self.device.type != "cpu":
-                raise ValueError(f"precision='int8' runs on the CPU only, not on {self.device}")
+        variant = precision_variant(cfg.precision)
+        self.quantized = variant is not None
+        if self.quantized and self.device.type != "cpu":
+            raise ValueError(f"precision={cfg.precision!r} runs on the CPU only, not on {self.device}")
+        if cfg.precision == "int8":
             self.model = quantize_linear_int8(self.model)
-        self.encoder_id = compute_encoder_id(
-            self.model_dir, max_length=self.max_length, quantized=self.quantized
-        )
-        self.autocast_dtype = self._pick_autocast(cfg.precision)
+        self.encoder_id = compute_encoder_id(self.model_dir, max_length=self.max_length, variant=variant)
+        self.autocast_dtype = None if self.quantized else autocast_dtype(self.device, cfg.precision)
         cache_dir = (
             default_cache_dir() if cfg.cache_dir is None else (Path(cfg.cache_dir) if cfg.cache_dir else None)
         )
         self.cache = EmbeddingCache(cache_dir / "embeddings.sqlite") if cache_dir else None
+        self.onnx: OnnxHidden | None = None
+        if cfg.precision == "onnx-int8":
+            # The graph lives beside the embedding cache (under the default one when the cache is disabled).
+            graph = onnx_model_path(cache_dir or default_cache_dir(), self.encoder_id)
+            with_types = "token_type_ids" in self.tokenizer.model_input_names
+            load = lambda: _load_model_quietly(AutoModel, self.model_dir, attn_implementation="eager")  # noqa: E731
+            self.onnx = OnnxHidden(
+                build_int8_graph(
+                    load, graph, token_type_ids=with_types, calibration=self._calibration_batches
+                )
+            )
         self._lock = threading.Lock()  # one forward at a time: torch already uses every core
-
-    def _pick_autocast(self, precision: Precision) -> torch.dtype | None:
-        return None if precision == "int8" else autocast_dtype(self.device, precision)
 
     # --- public -------------------------------------------------------------------------------------------
 
@@ -402,6 +421,19 @@ class Encoder:
 
     def _embed(self, texts: list[str], on_done: Callable[[int], None]) -> np.ndarray:
         """Forward passes over ``texts`` (no cache); returns ``(len(texts), dim)`` float16-exact float32."""
+        result = np.zeros((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        with self._lock, torch.inference_mode():
+            for rows, input_ids, mask in self._padded_batches(texts):
+                pooled = self._forward(torch.from_numpy(input_ids), torch.from_numpy(mask))
+                result[rows] = pooled
+                done += len(rows)
+                on_done(done)
+        return result
+
+    def _padded_batches(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The batches of :func:`batch_plan` as ``(rows, input_ids, mask)``: positions into ``texts`` and int64
+        ``(batch, tokens)`` arrays padded to the batch's longest text."""
         ids, batches = batch_plan(
             self.tokenizer, texts, max_length=self.max_length, batch_tokens=self.config.batch_tokens
         )
@@ -409,23 +441,26 @@ class Encoder:
         flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # (texts,) start of each text in `flat`
         pad_id = self.tokenizer.pad_token_id or 0
-        result = np.zeros((len(texts), self.dim), dtype=np.float32)
-        done = 0
-        with self._lock, torch.inference_mode():
-            for rows in batches:
-                width = int(lengths[rows[0]])
-                positions = np.arange(width)
-                real = positions < lengths[rows][:, None]  # (batch, width) True on real tokens
-                input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-                input_ids[real] = flat[(offsets[rows][:, None] + positions)[real]]
-                mask = real.astype(np.int64)
-                pooled = self._forward(torch.from_numpy(input_ids), torch.from_numpy(mask))
-                result[rows] = pooled
-                done += len(rows)
-                on_done(done)
-        return result
+        for rows in batches:
+            width = int(lengths[rows[0]])
+            positions = np.arange(width)
+            real = positions < lengths[rows][:, None]  # (batch, width) True on real tokens
+            input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+            input_ids[real] = flat[(offsets[rows][:, None] + positions)[real]]
+            yield rows, input_ids, real.astype(np.int64)
+
+    def _calibration_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """What the int8 graph's smoothing is calibrated on: the bundled demo's sentences (shipped with the
+        package, so a build needs no data of the user's and gives the same graph everywhere)."""
+        from fractal_core.demo import demo_texts
+
+        for _, input_ids, mask in self._padded_batches(demo_texts()[:CALIBRATION_TEXTS]):
+            yield input_ids, mask
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        if self.onnx is not None:
+            hidden = torch.from_numpy(self.onnx(input_ids.numpy(), mask.numpy()))  # (batch, tokens, dim)
+            return _pool(hidden, mask)
         input_ids = input_ids.to(self.device, non_blocking=True)  # (batch, tokens)
         mask = mask.to(self.device, non_blocking=True)  # (batch, tokens)
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask}
@@ -436,11 +471,16 @@ class Encoder:
                 hidden = self.model(**kwargs).last_hidden_state
         else:
             hidden = self.model(**kwargs).last_hidden_state  # (batch, tokens, dim)
-        weights = mask.unsqueeze(-1).to(torch.float32)  # (batch, tokens, 1)
-        summed = (hidden.float() * weights).sum(dim=1)  # (batch, dim)
-        mean = summed / weights.sum(dim=1).clamp(min=1e-9)
-        normed = torch.nn.functional.normalize(mean, p=2.0, dim=1, eps=1e-12)
-        return normed.to(torch.float16).float().cpu().numpy()
+        return _pool(hidden, mask)
+
+
+def _pool(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """Mean over real tokens, L2 norm, rounded through float16: ``(batch, tokens, dim)`` -> ``(batch, dim)``."""
+    weights = mask.unsqueeze(-1).to(device=hidden.device, dtype=torch.float32)  # (batch, tokens, 1)
+    summed = (hidden.float() * weights).sum(dim=1)  # (batch, dim)
+    mean = summed / weights.sum(dim=1).clamp(min=1e-9)
+    normed = torch.nn.functional.normalize(mean, p=2.0, dim=1, eps=1e-12)
+    return normed.to(torch.float16).float().cpu().numpy()
 
 
 def context_windows(

@@ -230,3 +230,22 @@ def test_unknown_encoder_exits_2(cli: typer.Typer, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--encoder" in result.output and "all-mpnet-base-v2" in result.output
     embedded = CliRunner().invoke(cli, ["embed", str(data), "--encoder", str(tmp_path / "nope")])
     assert embedded.exit_code == 2 and "config.json" in embedded.output
+
+
+def test_unknown_precision_exits_2_and_a_chosen_one_is_kept_by_the_model(
+    cli: typer.Typer, tmp_path: Path, tiny_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FRACTAL_HOME", str(tmp_path / "home"))
+    data = tmp_path / "d.jsonl"
+    rows = [
+        {"id": str(i), "sentences": [f"Step {i}.", "Then the end."], "response_label": i % 2}
+        for i in range(8)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    bad = CliRunner().invoke(cli, ["embed", str(data), "--precision", "int4"])
+    assert bad.exit_code == 2 and "--precision" in bad.output
+    args = ["train", str(data), "--out", str(tmp_path / "m"), "--encoder", str(tiny_encoder_dir)]
+    trained = CliRunner().invoke(cli, [*args, "--precision", "onnx-int8", "--max-epochs", "1"])
+    assert trained.exit_code == 0, trained.output
+    meta = json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))
+    assert meta["encoder"]["precision"] == "onnx-int8" and meta["encoder_id"].endswith("-onnx-int8")

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -46,8 +47,11 @@ def main() -> None:
     from fractal_core.evaluation import prepare_splits, run_evaluation
     from fractal_core.io import read_split_dir
 
-    methods = args.methods.split(",")
+    methods = [m for m in args.methods.split(",") if m]  # "" -> only the cosine check
     records = []
+    cosines: dict[
+        tuple[str, str], np.ndarray
+    ] = {}  # (dataset, precision) -> per-sentence cosine to the first
     for dataset in args.datasets.split(","):
         splits = read_split_dir(DATASETS[dataset])
         splits = {
@@ -60,6 +64,14 @@ def main() -> None:
             started = time.perf_counter()
             prepared = prepare_splits(splits, encoder, device="cpu")
             embed_seconds = time.perf_counter() - started
+            assert prepared.valid is not None
+            vectors = torch.cat(
+                [prepared.train.sent_emb, prepared.valid.sent_emb]
+            ).double()  # (sentences, dim)
+            vectors = vectors / vectors.norm(dim=1, keepdim=True)
+            if precision == args.precisions.split(",")[0]:
+                reference = vectors
+            cosines[(dataset, precision)] = (vectors * reference).sum(1).numpy()
             for record in run_evaluation(
                 prepared,
                 methods,
@@ -79,6 +91,12 @@ def main() -> None:
     print(f"\n{machine()}")
     precisions = args.precisions.split(",")
     base = precisions[0]
+    for (dataset, precision), cosine in cosines.items():
+        if precision != base:
+            print(
+                f"{dataset} train+valid sentences: {precision} vs {base}: {len(cosine)} sentences, "
+                f"min cosine {cosine.min():.5f}, mean {cosine.mean():.6f}"
+            )
     print(
         f"| dataset | method | {' | '.join(precisions)} | change vs {base} (mean of per-seed differences) |"
     )

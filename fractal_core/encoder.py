@@ -29,7 +29,14 @@ import numpy as np
 import torch
 
 from fractal_core.embedding_cache import EmbeddingCache, text_digest
-from fractal_core.onnx_encoder import OnnxHidden, build_int8_graph, onnx_model_path
+from fractal_core.onnx_encoder import (
+    CALIBRATION_BATCH_TOKENS,
+    CALIBRATION_TEXTS,
+    ONNX_RECIPE,
+    OnnxHidden,
+    build_int8_graph,
+    onnx_model_path,
+)
 
 Precision = Literal["auto", "float32", "bfloat16", "int8", "onnx-int8"]
 ProgressFn = Callable[[int, int], None]
@@ -45,8 +52,6 @@ _ID_FILES = (
     "1_Pooling/config.json",
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-CALIBRATION_TEXTS = 512
-"""Demo sentences that calibrate the ``onnx-int8`` graph's smoothing (part of what its id stands for)."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +213,10 @@ def compute_encoder_id(model_dir: str | Path, *, max_length: int, variant: str |
     names += sorted(p.name for p in model_dir.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
     stamp = tuple((n, (model_dir / n).stat().st_size, (model_dir / n).stat().st_mtime_ns) for n in names)
     files = _files_hash(str(model_dir.resolve()), stamp)
-    short = hashlib.sha256(f"{files}|max_length={max_length}|pooling=mean|norm=l2".encode()).hexdigest()[:12]
+    recipe = f"|{ONNX_RECIPE}" if variant == "onnx-int8" else ""  # a changed build gives a new id
+    short = hashlib.sha256(
+        f"{files}|max_length={max_length}|pooling=mean|norm=l2{recipe}".encode()
+    ).hexdigest()[:12]
     return f"{model_dir.name}-{short}" + (f"-{variant}" if variant else "")
 
 
@@ -431,12 +439,13 @@ class Encoder:
                 on_done(done)
         return result
 
-    def _padded_batches(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _padded_batches(
+        self, texts: Sequence[str], *, batch_tokens: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """The batches of :func:`batch_plan` as ``(rows, input_ids, mask)``: positions into ``texts`` and int64
-        ``(batch, tokens)`` arrays padded to the batch's longest text."""
-        ids, batches = batch_plan(
-            self.tokenizer, texts, max_length=self.max_length, batch_tokens=self.config.batch_tokens
-        )
+        ``(batch, tokens)`` arrays padded to the batch's longest text (``batch_tokens``: the config's budget)."""
+        budget = batch_tokens or self.config.batch_tokens
+        ids, batches = batch_plan(self.tokenizer, texts, max_length=self.max_length, batch_tokens=budget)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # (texts,) start of each text in `flat`
@@ -454,7 +463,8 @@ class Encoder:
         package, so a build needs no data of the user's and gives the same graph everywhere)."""
         from fractal_core.demo import demo_texts
 
-        for _, input_ids, mask in self._padded_batches(demo_texts()[:CALIBRATION_TEXTS]):
+        texts = demo_texts()[:CALIBRATION_TEXTS]
+        for _, input_ids, mask in self._padded_batches(texts, batch_tokens=CALIBRATION_BATCH_TOKENS):
             yield input_ids, mask
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:

@@ -33,9 +33,19 @@ from typing import Any
 import numpy as np
 import torch
 
-VARIANT = "onnx-int8"
-"""Suffix of the encoder id and name of the ``precision`` that selects this backend."""
 _OPSET = 17
+CALIBRATION_TEXTS = 512
+"""How many bundled demo sentences calibrate the smoothing."""
+CALIBRATION_BATCH_TOKENS = 4096
+"""Their batches' token budget, fixed so that the graph does not depend on the encoder's batch setting."""
+SMOOTHING_ALPHA = 0.5
+"""SmoothQuant's migration strength (0.3 and 0.75 kept a lower mean or min cosine, BENCHMARKS.md)."""
+ONNX_RECIPE = (
+    f"onnx-int8:smoothquant={SMOOTHING_ALPHA};rows=max-abs;calibration=demo[:{CALIBRATION_TEXTS}]"
+    f"@{CALIBRATION_BATCH_TOKENS};opset={_OPSET};weights=qint8-per-channel"
+)
+"""What the graph is built from besides the model files; hashed into the encoder id, so a changed build never
+serves vectors cached by another one."""
 
 
 def onnx_model_path(cache_root: Path, encoder_id: str) -> Path:
@@ -52,7 +62,7 @@ def build_int8_graph(
     *,
     token_type_ids: bool,
     calibration: Batches,
-    alpha: float = 0.5,
+    alpha: float = SMOOTHING_ALPHA,
 ) -> Path:
     """Export, smooth, row-scale and quantise the encoder to ``target`` unless it is already there.
 

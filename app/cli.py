@@ -17,14 +17,28 @@ from pathlib import Path
 
 import typer
 
-from app.settings import AUTH_ENV, DEFAULT_PORT, ENCODER_ENV, LOOPBACK, is_loopback, load_settings
+from app.settings import (
+    AUTH_ENV,
+    DEFAULT_PORT,
+    ENCODER_ENV,
+    LOOPBACK,
+    PRECISION_ENV,
+    is_loopback,
+    load_settings,
+)
 from db.cli import register as register_db
 from db.schema import SchemaOutdatedError
 from db.users_cli import register as register_users
-from fractal_core.cli import EncoderOpt, checked_encoder
+from fractal_core.cli import PRECISIONS, EncoderOpt, checked_encoder
 from fractal_core.cli import register as register_core
 
 APP_MAIN = Path(__file__).resolve().parent / "main.py"
+
+
+PRECISION_HELP = (
+    f"Encoder precision of new embed and train jobs ({', '.join(PRECISIONS)}; default: auto, or "
+    f"${PRECISION_ENV}); onnx-int8 embeds ~1.6x faster on a CPU (README, Encoder precision)."
+)
 
 app = typer.Typer(
     name="fractal",
@@ -65,12 +79,14 @@ def serve(
         False, "--no-auth", help="Single user on this machine: no sign-in, listens on 127.0.0.1 only."
     ),
     encoder: EncoderOpt = None,
+    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
 ) -> None:
     """Start the web app and its worker on one store; Ctrl+C stops both."""
     from app import setup
 
-    if encoder:
-        checked_encoder(encoder)  # an unknown name or a missing directory: exit 2 before anything starts
+    if encoder or precision:
+        # An unknown name, a missing directory or an unknown precision: exit 2 before anything starts.
+        checked_encoder(encoder, precision=precision or "auto")
 
     if no_auth and not is_loopback(host):
         typer.echo(
@@ -96,6 +112,7 @@ def serve(
         "FRACTAL_DB_URL": settings.db_url,
         AUTH_ENV: "off" if no_auth else "on",
         **({ENCODER_ENV: encoder} if encoder else {}),
+        **({PRECISION_ENV: precision} if precision else {}),
     }
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -157,6 +174,7 @@ def worker(
         None, "--ray", help="Embed (embed and score jobs) on a Ray cluster: 'auto' or its address."
     ),
     encoder: EncoderOpt = None,
+    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
 ) -> None:
     """Run background jobs (train, score, import, export) from the store until interrupted."""
     from dataclasses import replace
@@ -166,9 +184,12 @@ def worker(
     settings = load_settings(db)
     if ray:
         settings = replace(settings, ray_address=ray)
-    if encoder:
-        checked_encoder(encoder)  # an unknown name or a missing directory: exit 2 before any job runs
-        settings = replace(settings, encoder=encoder)
+    settings = replace(
+        settings, encoder=encoder or settings.encoder, precision=precision or settings.precision
+    )
+    if settings.encoder or settings.precision != "auto":
+        # The flags or the environment: an unknown encoder or precision exits 2 before any job runs.
+        checked_encoder(settings.encoder, precision=settings.precision)
     try:
         runner = Worker(settings)
     except SchemaOutdatedError as exc:  # the message names the upgrade command

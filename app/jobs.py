@@ -221,10 +221,13 @@ def purge_scratch(settings: AppSettings) -> list[str]:
 
 
 def _encoder_config(settings: AppSettings) -> EncoderConfig | None:
-    """The encoder of new embed and train jobs (``FRACTAL_ENCODER``); ``None``: the bundled one."""
+    """The encoder of new embed and train jobs (``FRACTAL_ENCODER``, ``FRACTAL_ENCODER_PRECISION``); ``None``:
+    the bundled one at its default precision."""
     from fractal_core.encoder import EncoderConfig
 
-    return EncoderConfig(model_path=settings.encoder) if settings.encoder else None
+    if settings.encoder is None and settings.precision == "auto":
+        return None
+    return EncoderConfig(model_path=settings.encoder, precision=settings.precision)  # type: ignore[arg-type]
 
 
 def run_train(

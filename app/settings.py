@@ -5,7 +5,9 @@ overrides the database (any SQLAlchemy URL). ``fractal serve --db URL`` sets the
 starts, which is how the Streamlit process and the worker share one store. ``FRACTAL_ENCODER`` (set by
 ``fractal serve --encoder`` / ``fractal worker --encoder``) names the sentence encoder new embed and train jobs use:
 an encoder name (``fractal_core.encoder.ENCODERS``) or a local Hugging Face directory; unset, the bundled MiniLM.
-A score job keeps the encoder its model was trained with.
+``FRACTAL_ENCODER_PRECISION`` (``fractal serve/worker --precision``) is their encoder precision (``auto``,
+``float32``, ``bfloat16``, ``onnx-int8``, ...; ``fractal_core.encoder.EncoderConfig.precision``). A score job keeps
+the encoder and precision its model was trained with.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ LOOPBACK = "127.0.0.1"
 """Where ``fractal serve`` listens unless ``--host`` says otherwise."""
 ENCODER_ENV = "FRACTAL_ENCODER"
 """The sentence encoder of new embed and train jobs (a name or a local directory; unset: the bundled one)."""
+PRECISION_ENV = "FRACTAL_ENCODER_PRECISION"
+"""The encoder precision of new embed and train jobs (unset: ``auto``)."""
 AUTH_ENV = "FRACTAL_AUTH"
 """``off`` (set by ``fractal serve --no-auth``) runs the app as one local admin without sign-in; anything else,
 or unset, requires signing in."""
@@ -49,6 +53,7 @@ class AppSettings:
     ray_address: str | None = None  # embed/score jobs embed on this Ray cluster ("auto" or an address)
     auth: bool = True  # sign-in required (False only with FRACTAL_AUTH=off, i.e. `fractal serve --no-auth`)
     encoder: str | None = None  # FRACTAL_ENCODER: encoder name or local directory of new jobs (None: bundled)
+    precision: str = "auto"  # FRACTAL_ENCODER_PRECISION: the encoder precision of new jobs
 
     @property
     def models_dir(self) -> Path:
@@ -73,6 +78,13 @@ def load_settings(db_url: str | None = None) -> AppSettings:
     ray_address = os.environ.get("FRACTAL_RAY") or None
     auth = os.environ.get(AUTH_ENV, "on").strip().lower() != "off"
     encoder = os.environ.get(ENCODER_ENV, "").strip() or None
+    precision = os.environ.get(PRECISION_ENV, "").strip() or "auto"
     return AppSettings(
-        home=home, db_url=url, annotator=annotator, ray_address=ray_address, auth=auth, encoder=encoder
+        home=home,
+        db_url=url,
+        annotator=annotator,
+        ray_address=ray_address,
+        auth=auth,
+        encoder=encoder,
+        precision=precision,
     )

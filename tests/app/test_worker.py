@@ -115,6 +115,46 @@ def test_jobs_use_the_encoder_named_by_fractal_encoder(store, tiny_encoder_dir, 
     assert rescored.encoder_id_ == expected
 
 
+@pytest.mark.slow
+def test_jobs_use_the_precision_named_by_fractal_encoder_precision(
+    store, tiny_encoder_dir, monkeypatch
+) -> None:
+    """FRACTAL_ENCODER_PRECISION (`fractal serve --precision`) reaches the embed and train jobs: onnx-int8
+    vectors go under their own encoder id, and the model keeps the precision for its score jobs."""
+    from db import artifacts
+    from fractal_core import FractalModel
+    from fractal_core.encoder import EncoderConfig, encoder_id_for
+
+    ds = store.ingest(tiny_records(12, with_labels=True), labels_as="gold")
+    monkeypatch.setenv("FRACTAL_ENCODER", str(tiny_encoder_dir))
+    monkeypatch.setenv("FRACTAL_ENCODER_PRECISION", "onnx-int8")
+    settings = load_settings(store.db_url)
+    assert settings.precision == "onnx-int8"
+    expected = encoder_id_for(EncoderConfig(model_path=str(tiny_encoder_dir), precision="onnx-int8"))
+    assert expected.endswith("-onnx-int8")
+    assert expected != encoder_id_for(EncoderConfig(model_path=str(tiny_encoder_dir)))
+    embed = repo.create_job(store.engine, "embed", {"dataset_id": ds.dataset_id})
+    job = _train(store, ds.dataset_id)
+    store.run_jobs()
+    embedded = repo.get_job(store.engine, embed.id)
+    assert embedded.state == "succeeded", embedded.error
+    assert embedded.result["encoder"] == expected
+    assert repo.get_job(store.engine, job.id).state == "succeeded"
+    mv = repo.active_model_version(store.engine, ds.dataset_id)
+    model = FractalModel.load(artifacts.model_dir(store.engine, mv, settings.models_dir))
+    assert model.encoder_id_ == expected and model.encoder.precision == "onnx-int8"
+
+    monkeypatch.delenv("FRACTAL_ENCODER_PRECISION")  # new jobs go back to auto; a score job keeps its model's
+    assert load_settings(store.db_url).precision == "auto"
+    rescore = repo.create_job(store.engine, "score", {"dataset_id": ds.dataset_id})
+    store.run_jobs()
+    assert repo.get_job(store.engine, rescore.id).state == "succeeded"
+    mv2 = repo.active_model_version(store.engine, ds.dataset_id)
+    assert (
+        FractalModel.load(artifacts.model_dir(store.engine, mv2, settings.models_dir)).encoder_id_ == expected
+    )
+
+
 def test_worker_and_serve_refuse_an_unknown_encoder_before_starting(tmp_path) -> None:
     from typer.testing import CliRunner
 
@@ -125,6 +165,13 @@ def test_worker_and_serve_refuse_an_unknown_encoder_before_starting(tmp_path) ->
         result = CliRunner().invoke(app, [*command, "--encoder", str(tmp_path / "nowhere")], env=env)
         assert result.exit_code == 2, (command, result.output)
         assert "--encoder" in result.output and "nowhere" in result.output
+        result = CliRunner().invoke(app, [*command, "--precision", "int4"], env=env)
+        assert result.exit_code == 2, (command, result.output)
+        assert "--precision" in result.output and "int4" in result.output
+        bad_env = {**env, "FRACTAL_ENCODER_PRECISION": "int4"}
+        if command[0] == "worker":  # the worker also checks what `fractal serve` passes it in the environment
+            result = CliRunner().invoke(app, command, env=bad_env)
+            assert result.exit_code == 2 and "int4" in result.output, result.output
 
 
 @pytest.mark.slow

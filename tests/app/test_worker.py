@@ -81,18 +81,27 @@ def test_training_job_publishes_an_active_version_with_gold_metrics(store) -> No
 
 
 @pytest.mark.slow
-def test_jobs_use_the_encoder_named_by_fractal_encoder(store, tiny_encoder_dir, monkeypatch) -> None:
-    """FRACTAL_ENCODER (`fractal serve --encoder`) reaches the embed and train jobs, and the model keeps it."""
+@pytest.mark.parametrize("precision", ["auto", "onnx-int8"])
+def test_jobs_use_the_encoder_named_by_fractal_encoder(
+    store, tiny_encoder_dir, monkeypatch, precision
+) -> None:
+    """FRACTAL_ENCODER (`fractal serve --encoder`) and FRACTAL_ENCODER_PRECISION (`--precision`) reach the embed
+    and train jobs, and the model keeps both: onnx-int8 vectors go under their own encoder id."""
     from db import artifacts
     from fractal_core import FractalModel
     from fractal_core.encoder import EncoderConfig, encoder_id_for
 
     ds = store.ingest(tiny_records(12, with_labels=True), labels_as="gold")
     monkeypatch.setenv("FRACTAL_ENCODER", str(tiny_encoder_dir))
+    if precision != "auto":
+        monkeypatch.setenv("FRACTAL_ENCODER_PRECISION", precision)
     settings = load_settings(store.db_url)
-    assert settings.encoder == str(tiny_encoder_dir)
-    expected = encoder_id_for(EncoderConfig(model_path=str(tiny_encoder_dir)))
+    assert settings.encoder == str(tiny_encoder_dir) and settings.precision == precision
+    expected = encoder_id_for(EncoderConfig(model_path=str(tiny_encoder_dir), precision=precision))
     assert expected != encoder_id_for(EncoderConfig())
+    assert (expected == encoder_id_for(EncoderConfig(model_path=str(tiny_encoder_dir)))) == (
+        precision == "auto"
+    )
     embed = repo.create_job(store.engine, "embed", {"dataset_id": ds.dataset_id})
     job = _train(store, ds.dataset_id)
     store.run_jobs()
@@ -103,56 +112,18 @@ def test_jobs_use_the_encoder_named_by_fractal_encoder(store, tiny_encoder_dir, 
     mv = repo.active_model_version(store.engine, ds.dataset_id)
     model = FractalModel.load(artifacts.model_dir(store.engine, mv, settings.models_dir))
     assert model.encoder_id_ == expected and model.encoder.model_path == str(tiny_encoder_dir)
+    assert model.encoder.precision == precision
 
     # Unset, new jobs go back to the bundled encoder; a score job keeps its model's own encoder either way.
     monkeypatch.delenv("FRACTAL_ENCODER")
-    assert load_settings(store.db_url).encoder is None
+    monkeypatch.delenv("FRACTAL_ENCODER_PRECISION", raising=False)
+    assert load_settings(store.db_url).encoder is None and load_settings(store.db_url).precision == "auto"
     rescore = repo.create_job(store.engine, "score", {"dataset_id": ds.dataset_id})
     store.run_jobs()
     assert repo.get_job(store.engine, rescore.id).state == "succeeded"
     mv2 = repo.active_model_version(store.engine, ds.dataset_id)
     rescored = FractalModel.load(artifacts.model_dir(store.engine, mv2, settings.models_dir))
     assert rescored.encoder_id_ == expected
-
-
-@pytest.mark.slow
-def test_jobs_use_the_precision_named_by_fractal_encoder_precision(
-    store, tiny_encoder_dir, monkeypatch
-) -> None:
-    """FRACTAL_ENCODER_PRECISION (`fractal serve --precision`) reaches the embed and train jobs: onnx-int8
-    vectors go under their own encoder id, and the model keeps the precision for its score jobs."""
-    from db import artifacts
-    from fractal_core import FractalModel
-    from fractal_core.encoder import EncoderConfig, encoder_id_for
-
-    ds = store.ingest(tiny_records(12, with_labels=True), labels_as="gold")
-    monkeypatch.setenv("FRACTAL_ENCODER", str(tiny_encoder_dir))
-    monkeypatch.setenv("FRACTAL_ENCODER_PRECISION", "onnx-int8")
-    settings = load_settings(store.db_url)
-    assert settings.precision == "onnx-int8"
-    expected = encoder_id_for(EncoderConfig(model_path=str(tiny_encoder_dir), precision="onnx-int8"))
-    assert expected.endswith("-onnx-int8")
-    assert expected != encoder_id_for(EncoderConfig(model_path=str(tiny_encoder_dir)))
-    embed = repo.create_job(store.engine, "embed", {"dataset_id": ds.dataset_id})
-    job = _train(store, ds.dataset_id)
-    store.run_jobs()
-    embedded = repo.get_job(store.engine, embed.id)
-    assert embedded.state == "succeeded", embedded.error
-    assert embedded.result["encoder"] == expected
-    assert repo.get_job(store.engine, job.id).state == "succeeded"
-    mv = repo.active_model_version(store.engine, ds.dataset_id)
-    model = FractalModel.load(artifacts.model_dir(store.engine, mv, settings.models_dir))
-    assert model.encoder_id_ == expected and model.encoder.precision == "onnx-int8"
-
-    monkeypatch.delenv("FRACTAL_ENCODER_PRECISION")  # new jobs go back to auto; a score job keeps its model's
-    assert load_settings(store.db_url).precision == "auto"
-    rescore = repo.create_job(store.engine, "score", {"dataset_id": ds.dataset_id})
-    store.run_jobs()
-    assert repo.get_job(store.engine, rescore.id).state == "succeeded"
-    mv2 = repo.active_model_version(store.engine, ds.dataset_id)
-    assert (
-        FractalModel.load(artifacts.model_dir(store.engine, mv2, settings.models_dir)).encoder_id_ == expected
-    )
 
 
 def test_worker_and_serve_refuse_an_unknown_encoder_before_starting(tmp_path) -> None:

@@ -128,6 +128,9 @@ def serve(
         raise KeyboardInterrupt  # a process manager's stop behaves like Ctrl+C: children are stopped below
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl+C stops, however this process was started: Python leaves SIGINT ignored when it inherits it ignored
+    # (a command started with `&` from a script, or under nohup), and then nothing would stop the children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     code = 0
     try:

@@ -126,6 +126,8 @@ def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--db", store.db_url, "--no-demo"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            # As a script's `cmd &` starts it, with SIGINT ignored: Ctrl+C must stop it all the same.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 90

@@ -310,7 +310,7 @@ class Encoder:
     """
 
     def __init__(self, config: EncoderConfig | None = None) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         self.config = config or EncoderConfig()
         cfg = self.config
@@ -319,13 +319,17 @@ class Encoder:
         self.model_dir = resolve_model_path(cfg.model_path)
         self.device = resolve_device(cfg.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        self.model = _load_model_quietly(AutoModel, self.model_dir).to(self.device).eval()
-        self.max_length = min(cfg.max_length, int(getattr(self.model.config, "max_position_embeddings", 512)))
-        self.dim = int(self.model.config.hidden_size)
+        model_config = AutoConfig.from_pretrained(self.model_dir, local_files_only=True)
+        self.max_length = min(cfg.max_length, int(getattr(model_config, "max_position_embeddings", 512)))
+        self.dim = int(model_config.hidden_size)
         variant = precision_variant(cfg.precision)
         self.quantized = variant is not None
         if self.quantized and self.device.type != "cpu":
             raise ValueError(f"precision={cfg.precision!r} runs on the CPU only, not on {self.device}")
+        # The torch model runs every precision but onnx-int8, whose graph is loaded (or built) below instead.
+        self.model: Any = None
+        if cfg.precision != "onnx-int8":
+            self.model = _load_model_quietly(AutoModel, self.model_dir).to(self.device).eval()
         if cfg.precision == "int8":
             self.model = quantize_linear_int8(self.model)
         self.encoder_id = compute_encoder_id(self.model_dir, max_length=self.max_length, variant=variant)

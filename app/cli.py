@@ -24,6 +24,7 @@ from app.settings import (
     LOOPBACK,
     PRECISION_ENV,
     is_loopback,
+    job_encoder,
     load_settings,
 )
 from db.cli import register as register_db
@@ -84,9 +85,7 @@ def serve(
     """Start the web app and its worker on one store; Ctrl+C stops both."""
     from app import setup
 
-    if encoder or precision:
-        # An unknown name, a missing directory or an unknown precision: exit 2 before anything starts.
-        checked_encoder(encoder, precision=precision or "auto")
+    encoder, precision = _checked_job_encoder(encoder, precision)
 
     if no_auth and not is_loopback(host):
         typer.echo(
@@ -112,7 +111,7 @@ def serve(
         "FRACTAL_DB_URL": settings.db_url,
         AUTH_ENV: "off" if no_auth else "on",
         **({ENCODER_ENV: encoder} if encoder else {}),
-        **({PRECISION_ENV: precision} if precision else {}),
+        PRECISION_ENV: precision,
     }
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -168,6 +167,16 @@ def serve(
     raise typer.Exit(code)
 
 
+def _checked_job_encoder(encoder: str | None, precision: str | None) -> tuple[str | None, str]:
+    """The encoder and precision of new jobs (flags, else the environment: ``settings.job_encoder``); an
+    unknown encoder or precision exits 2 before anything starts, so `serve` never restarts a worker that
+    refuses them."""
+    encoder, precision = job_encoder(encoder, precision)
+    if encoder or precision != "auto":
+        checked_encoder(encoder, precision=precision)
+    return encoder, precision
+
+
 @app.command()
 def worker(
     db: str | None = typer.Option(None, "--db", help="SQLAlchemy URL of the store."),
@@ -187,12 +196,8 @@ def worker(
     settings = load_settings(db)
     if ray:
         settings = replace(settings, ray_address=ray)
-    settings = replace(
-        settings, encoder=encoder or settings.encoder, precision=precision or settings.precision
-    )
-    if settings.encoder or settings.precision != "auto":
-        # The flags or the environment: an unknown encoder or precision exits 2 before any job runs.
-        checked_encoder(settings.encoder, precision=settings.precision)
+    encoder, precision = _checked_job_encoder(encoder, precision)
+    settings = replace(settings, encoder=encoder, precision=precision)
     try:
         runner = Worker(settings)
     except SchemaOutdatedError as exc:  # the message names the upgrade command

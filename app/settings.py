@@ -64,6 +64,13 @@ class AppSettings:
         return self.home / "exports"
 
 
+def job_encoder(encoder: str | None = None, precision: str | None = None) -> tuple[str | None, str]:
+    """The encoder and precision of new embed and train jobs: the given flags, else ``FRACTAL_ENCODER`` /
+    ``FRACTAL_ENCODER_PRECISION`` (``None``: the bundled encoder; ``"auto"``: its default precision)."""
+    encoder = encoder or os.environ.get(ENCODER_ENV, "").strip() or None
+    return encoder, precision or os.environ.get(PRECISION_ENV, "").strip() or "auto"
+
+
 def load_settings(db_url: str | None = None) -> AppSettings:
     """Settings from the environment; ``db_url`` (a CLI flag) wins over ``FRACTAL_DB_URL``.
 
@@ -77,8 +84,7 @@ def load_settings(db_url: str | None = None) -> AppSettings:
     annotator = os.environ.get("FRACTAL_ANNOTATOR") or os.environ.get("USER") or "annotator"
     ray_address = os.environ.get("FRACTAL_RAY") or None
     auth = os.environ.get(AUTH_ENV, "on").strip().lower() != "off"
-    encoder = os.environ.get(ENCODER_ENV, "").strip() or None
-    precision = os.environ.get(PRECISION_ENV, "").strip() or "auto"
+    encoder, precision = job_encoder()
     return AppSettings(
         home=home,
         db_url=url,

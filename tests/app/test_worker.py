@@ -140,9 +140,9 @@ def test_worker_and_serve_refuse_an_unknown_encoder_before_starting(tmp_path) ->
         assert result.exit_code == 2, (command, result.output)
         assert "--precision" in result.output and "int4" in result.output
         bad_env = {**env, "FRACTAL_ENCODER_PRECISION": "int4"}
-        if command[0] == "worker":  # the worker also checks what `fractal serve` passes it in the environment
-            result = CliRunner().invoke(app, command, env=bad_env)
-            assert result.exit_code == 2 and "int4" in result.output, result.output
+        # The environment is checked too: a worker refusing it would otherwise be restarted by `serve` forever.
+        result = CliRunner().invoke(app, command, env=bad_env)
+        assert result.exit_code == 2 and "int4" in result.output, result.output
 
 
 @pytest.mark.slow

@@ -42,10 +42,10 @@ def main() -> None:
     args = parser.parse_args()
 
     setup()
-    from fractal_core.config import TrainConfig
-    from fractal_core.encoder import Encoder, EncoderConfig
-    from fractal_core.evaluation import prepare_splits, run_evaluation
-    from fractal_core.io import read_split_dir
+    from fractal_core.data.io import read_split_dir
+    from fractal_core.embedding.encoder import Encoder, EncoderConfig
+    from fractal_core.evaluation.comparison import prepare_splits, run_evaluation
+    from fractal_core.fitting.config import TrainConfig
 
     methods = [m for m in args.methods.split(",") if m]  # "" -> only the cosine check
     records = []

@@ -6,7 +6,7 @@ Usage:
 
 Methods: naive, prior-only, BagLoss with each aggregation variant (hard / prob / lse; for ordinal labels lse is
 the exact max and is not run twice), priors (= `fractal` without gold under the tuned defaults, PsLab off), pslab
-(priors + PsLab), hybrid with 10% gold bags, Supervised; seeds 0, 1, 2. Every run is `fractal_core.evaluation.run_one` with `TrainConfig()` (the tuned
+(priors + PsLab), hybrid with 10% gold bags, Supervised; seeds 0, 1, 2. Every run is `fractal_core.evaluation.comparison.run_one` with `TrainConfig()` (the tuned
 defaults) except the BagLoss variant. Besides the paper's bag-blind scores, each run also reports the scores
 conditioned on the test response's own label (`selection.bag_posterior`, "| Y" columns): the naive baseline
 reads that label, so this is the like-for-like comparison with it.
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_common import RESULTS, fmt, load, run_cli, run_meta, save, setup, stats  # noqa: E402
 
-from fractal_core.config import TrainConfig  # noqa: E402
-from fractal_core.evaluation import run_one  # noqa: E402
+from fractal_core.evaluation.comparison import run_one  # noqa: E402
+from fractal_core.fitting.config import TrainConfig  # noqa: E402
 
 SEEDS = (0, 1, 2)
 GOLD = 0.1

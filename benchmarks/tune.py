@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_common import RESULTS, load, run_cli, run_meta, save, setup, stats, valid_as_test  # noqa: E402
 
-from fractal_core.config import LossWeights, TrainConfig  # noqa: E402
-from fractal_core.evaluation import run_one  # noqa: E402
+from fractal_core.evaluation.comparison import run_one  # noqa: E402
+from fractal_core.fitting.config import LossWeights, TrainConfig  # noqa: E402
 
 SEEDS = (0, 1)
 VARIANTS = ("hard", "prob", "lse")

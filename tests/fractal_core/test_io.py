@@ -11,8 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fractal_core.errors import InputError
-from fractal_core.io import (
+from fractal_core.data.io import (
     iter_records,
     label_kind,
     num_classes,
@@ -20,7 +19,8 @@ from fractal_core.io import (
     read_split_dir,
     write_records_jsonl,
 )
-from fractal_core.records import ResponseRecord
+from fractal_core.data.records import ResponseRecord
+from fractal_core.errors import InputError
 from tests.shared_data import SHARED_DATA
 
 SHARED = SHARED_DATA
@@ -452,7 +452,7 @@ def test_csv_non_utf8_names_the_line(tmp_path: Path) -> None:
 
 
 def test_bundled_demo_data_reads() -> None:
-    from fractal_core.demo import demo_path
+    from fractal_core.data.demo import demo_path
 
     path = demo_path()
     assert path.stat().st_size < 400_000

@@ -1,10 +1,10 @@
 """The in-memory form of one response (a *bag*) in the shared JSONL schema.
 
-Schema (one JSON object per line, see ../shared/data/*/README.md):
+Schema (one JSON object per line; :data:`FIELDS` lists every field, any other is refused):
 ``id``, ``context``, ``sentences`` (list[str], optional when ``text`` is given), ``sentence_labels``
 (list[int | None], optional), ``response_label`` (int or float), ``aggregation`` ("max" | "min" | "mean"),
 ``task`` (optional), ``meta`` (optional object). Raw responses give ``text`` instead of ``sentences`` and
-are segmented on load.
+are segmented on load; ``spans`` (offsets of the sentences in ``text``) comes from a lossless export.
 """
 
 from __future__ import annotations
@@ -26,6 +26,23 @@ MAX_TASK_CHARS = 128
 """Longest task name."""
 MAX_META_DEPTH = 32
 """Deepest nesting of lists and objects inside ``meta`` (and any JSON value in a file)."""
+MAX_FIELD_CHARS = 1_000_000
+"""Longest text in one field, in every format (JSONL value, CSV cell, Parquet cell): the context, the text, one
+sentence, all sentences together, or ``meta`` written as JSON."""
+
+FIELDS: tuple[str, ...] = (
+    "id",
+    "context",
+    "sentences",
+    "text",
+    "spans",
+    "sentence_labels",
+    "response_label",
+    "aggregation",
+    "task",
+    "meta",
+)
+"""Every field a row may have; any other is refused (free-form extras go in ``meta``)."""
 
 
 @dataclass(frozen=True, slots=True)

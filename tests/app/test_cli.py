@@ -223,6 +223,7 @@ def test_users_commands_add_list_set_role_disable(store) -> None:
     _register_subcommands()
     runner = CliRunner()
     db = ["--db", store.db_url]
+    assert store.engine is not None  # the store exists: the users commands never create one
     added = runner.invoke(app, ["users", "add", "ann", "--role", "annotator", *db], input="secret-password\n")
     assert added.exit_code == 0, added.output
     assert "secret-password" not in added.output

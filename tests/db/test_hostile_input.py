@@ -114,20 +114,20 @@ def test_one_row_cannot_change_a_datasets_label_kind(engine: Engine, tmp_path: P
     ingest_file(engine, write_jsonl(tmp_path / "g.jsonl", [_row(7, 1)]), "derived")
 
 
-def test_cli_declares_the_label_kind_and_refuses_misfits_with_exit_2(db_url: str, tmp_path: Path) -> None:
+def test_cli_declares_the_label_kind_and_refuses_misfits_with_exit_2(store_url: str, tmp_path: Path) -> None:
     app = typer.Typer()
     register(app)
     runner = CliRunner()
     data = write_jsonl(tmp_path / "a.jsonl", [_row(0, 1), _row(1, 0)])
     result = runner.invoke(
-        app, ["ingest", str(data), "--dataset", "d", "--label-kind", "ordinal:4", "--db", db_url]
+        app, ["ingest", str(data), "--dataset", "d", "--label-kind", "ordinal:4", "--db", store_url]
     )
     assert result.exit_code == 0, result.output
     bad = write_jsonl(tmp_path / "b.jsonl", [_row(2, 3.5)])
-    result = runner.invoke(app, ["ingest", str(bad), "--dataset", "d", "--db", db_url])
+    result = runner.invoke(app, ["ingest", str(bad), "--dataset", "d", "--db", store_url])
     assert result.exit_code == 2 and "b.jsonl:1:response_label" in result.stderr
     result = runner.invoke(
-        app, ["ingest", str(data), "--dataset", "e", "--label-kind", "trinary", "--db", db_url]
+        app, ["ingest", str(data), "--dataset", "e", "--label-kind", "trinary", "--db", store_url]
     )
     assert result.exit_code == 2 and "label kind must be" in result.stderr
 
@@ -187,24 +187,24 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_strings_exit_2_with_the_store_unchanged(db_url: str, tmp_path: Path, case: str) -> None:
+def test_hostile_strings_exit_2_with_the_store_unchanged(store_url: str, tmp_path: Path, case: str) -> None:
     line, field = HOSTILE[case]
     app = typer.Typer()
     register(app)
     runner = CliRunner()
     ok = write_jsonl(tmp_path / "ok.jsonl", make_rows(3))
-    assert runner.invoke(app, ["ingest", str(ok), "--dataset", "demo", "--db", db_url]).exit_code == 0
+    assert runner.invoke(app, ["ingest", str(ok), "--dataset", "demo", "--db", store_url]).exit_code == 0
     from db.engine import get_engine
 
-    digest = store_digest(get_engine(db_url), logical=True)
+    digest = store_digest(get_engine(store_url), logical=True)
     bad = _raw(tmp_path / "bad.jsonl", [json.dumps(_row(0, 0)), line])
     for dataset in ("demo", "fresh"):
-        result = runner.invoke(app, ["ingest", str(bad), "--dataset", dataset, "--db", db_url])
+        result = runner.invoke(app, ["ingest", str(bad), "--dataset", dataset, "--db", store_url])
         assert result.exit_code == 2, (case, result.output, result.exception)
         where = "bad.jsonl:2" + (f":{field}" if field else "") + ": "
         assert result.stderr.startswith("error: ") and where in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-        assert store_digest(get_engine(db_url), logical=True) == digest
+        assert store_digest(get_engine(store_url), logical=True) == digest
 
 
 # --- case 8: concurrent ingests into one new dataset ---------------------------------------------------------

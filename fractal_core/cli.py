@@ -333,7 +333,8 @@ def finetune_cmd(
         raise fail("--epochs must be >= 1, --max-length >= 8 and --gold-weight >= 0")
     try:
         check_output_dir(out, FinetuneResult.FILES)
-        check_output_dir(out / "encoder")
+        if out.is_dir():  # a new OUT gets its encoder folder when saved
+            check_output_dir(out / "encoder")
         splits = _read(data)
     except InputError as err:
         raise fail(str(err)) from None

@@ -23,7 +23,7 @@ from db.engine import get_engine, shown_url
 from db.export import FORMATS, export_dataset
 from db.ingest import ingest_file, purge_abandoned_imports
 from db.repository import list_datasets, list_model_versions, require_dataset
-from db.schema import SchemaOutdatedError, current_revision, head_revision, upgrade
+from db.schema import SchemaOutdatedError, current_revision, head_revision, require_store, upgrade
 from fractal_core.errors import InputError
 
 DbOption = Annotated[
@@ -182,6 +182,7 @@ def db_current(db: DbOption = None) -> None:
     """Print the store's schema revision and the newest one."""
     try:
         engine = get_engine(db, check_schema=False, create=False)
+        require_store(engine)
     except InputError as err:
         raise _fail(str(err), 2) from None
     current = current_revision(engine)

@@ -98,6 +98,8 @@ def _sqlite_file(database: str, url: str, *, create: bool) -> Path | None:
                 f"cannot open the store {shown}: it is a device or special file, not an SQLite file"
             )
         return path
+    if not create and not path.parent.is_dir():
+        raise StoreError(f"no store at {shown}: the folder {path.parent} does not exist")
     if not create:
         raise StoreError(f"no store at {shown}: create one with `{create_command(url)}` (or `fractal serve`)")
     if not path.parent.exists() and url == default_url():

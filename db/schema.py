@@ -90,6 +90,15 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(alembic_config(conn), revision)
 
 
+def require_store(engine: Engine) -> None:
+    """Raise :class:`~db.connect.StoreError` (naming the command that creates one) for an empty database."""
+    if current_revision(engine) is None and not inspect(engine).get_table_names():
+        url = engine.url.render_as_string(hide_password=False)
+        raise StoreError(
+            f"no store at {shown_url(engine.url)} (an empty database): create one with `{create_command(url)}`"
+        )
+
+
 def ensure_schema(engine: Engine, *, create: bool = True) -> None:
     """Create an empty database at head (only with ``create``: else :class:`~db.connect.StoreError` naming the
     command that does); raise :class:`SchemaOutdatedError` unless it is at head."""
@@ -97,11 +106,8 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
     current = current_revision(engine)
     if current == head:
         return
-    if current is None and not create and not inspect(engine).get_table_names():
-        url = engine.url.render_as_string(hide_password=False)
-        raise StoreError(
-            f"no store at {shown_url(engine.url)} (an empty database): create one with `{create_command(url)}`"
-        )
+    if current is None and not create:
+        require_store(engine)
     if current is None:
         with migrating(engine) as conn:
             # Re-check under the write lock: another process may have created it meanwhile.

@@ -24,7 +24,7 @@ from tests.app.data import tiny_records
 def test_prepare_store_loads_demo_only_into_an_empty_store(store) -> None:
     settings = load_settings(store.db_url)
     message = setup.prepare_store(settings)
-    assert "demo dataset" in message
+    assert f"created a new store at {store.db_url}" in message and "demo dataset" in message
     [ds] = repo.list_datasets(store.engine)
     assert ds.name == setup.DEMO_DATASET and ds.n_responses > 0
     jobs = repo.list_jobs(store.engine)[::-1]  # oldest first: the order the worker runs them
@@ -192,6 +192,26 @@ def test_serve_refuses_a_public_host_without_sign_in(store) -> None:
     assert result.exit_code == 2
     assert "without signing in" in result.output and "fractal users add" in result.output
     assert "running at" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("sqlite:////dev/null", "not an SQLite file"),
+        ("postgresql+psycopg://mallory:hunter2@127.0.0.1:1/fractal", "Connection refused"),
+        ("file:///etc/passwd", "unknown database kind"),
+        ("sqlite:///{home}/no-such-folder/x.db", "does not exist"),
+    ],
+)
+def test_serve_and_worker_refuse_a_store_they_cannot_open_in_one_line(store, url: str, why: str) -> None:
+    _register_subcommands()
+    url = url.format(home=store.home)
+    for args in (["serve", "--no-auth", "--no-demo", "--db", url], ["worker", "--once", "--db", url]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.startswith("error: ") and why in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "hunter2" not in result.output
+    assert not (store.home / "no-such-folder").exists()
 
 
 def test_first_serve_makes_an_admin_with_a_one_time_password(store) -> None:

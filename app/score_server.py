@@ -26,6 +26,7 @@ import json
 import logging
 import queue
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -520,12 +521,21 @@ def serve_scores_cmd(
     if generated:
         typer.echo(f"token: {token}")  # shown once; callers send it as "Authorization: Bearer <token>"
     sys.stdout.flush()
+    if threading.current_thread() is threading.main_thread():
+        # A process manager's SIGTERM stops it like Ctrl+C, and Ctrl+C works even when SIGINT was inherited
+        # ignored (a command started with `&` from a script).
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _warm_up(server: ScoreServer) -> None:

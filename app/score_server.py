@@ -101,28 +101,35 @@ def _check_mode(segment_mode: str) -> str:
     return segment_mode
 
 
-def load_model_dir(directory: Path, *, segment_mode: str | None = None) -> ServedModel:
-    """A directory written by ``fractal train`` (raw text split into sentences unless ``segment_mode``)."""
+def _load(directory: Path) -> FractalModel:
     from fractal_core.fitting.estimator import FractalModel
 
+    try:
+        return FractalModel.load(directory)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # unreadable, newer format, bad weights
+        raise ServeError(f"{directory}: cannot load the model: {err}") from None
+
+
+def load_model_dir(directory: Path, *, segment_mode: str | None = None) -> ServedModel:
+    """A directory written by ``fractal train`` (raw text split into sentences unless ``segment_mode``)."""
     if (directory / "finetune.json").is_file():
         raise ServeError(f"{directory}: a fine-tuned scorer; serve-scores serves `fractal train` models")
     if not (directory / "model.json").is_file():
         raise ServeError(f"{directory}: no model.json (train one with `fractal train`)")
-    model = FractalModel.load(directory)
+    model = _load(directory)
     return _served(model, directory, _check_mode(segment_mode or "sentences"), version=None, dataset=None)
 
 
 def load_active_model(db_url: str | None, dataset: str, *, segment_mode: str | None = None) -> ServedModel:
     """The active model version of ``dataset`` in the store at ``db_url`` (its files unpacked into the local
     model cache as a worker does); raw text is segmented as the dataset's files were."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from app.settings import load_settings
     from db import artifacts
     from db import repository as repo
     from db.engine import get_engine
     from db.schema import SchemaOutdatedError
-    from fractal_core.errors import InputError
-    from fractal_core.fitting.estimator import FractalModel
 
     settings = load_settings(db_url)
     try:
@@ -133,8 +140,10 @@ def load_active_model(db_url: str | None, dataset: str, *, segment_mode: str | N
             raise ServeError(f"--dataset: {dataset!r} has no active model yet; train one first")
         directory = artifacts.model_dir(engine, version, settings.models_dir)
         modes = repo.segment_modes(engine, row.id)
-    except (SchemaOutdatedError, InputError, artifacts.ForeignModelError) as err:
+    except (SchemaOutdatedError, ValueError) as err:  # no such dataset, a foreign or missing model
         raise ServeError(str(err)) from None
+    except SQLAlchemyError as err:
+        raise ServeError(f"--db: cannot read the store: {' '.join(str(err).split())[:300]}") from None
     if segment_mode is None:
         if len(modes) > 1:
             raise ServeError(
@@ -142,7 +151,7 @@ def load_active_model(db_url: str | None, dataset: str, *, segment_mode: str | N
                 "say which one new responses get"
             )
         segment_mode = modes[0] if modes else "sentences"
-    model = FractalModel.load(directory)
+    model = _load(directory)
     return _served(
         model, directory, _check_mode(segment_mode), version=version.version, model_version_id=version.id,
         dataset=row.name,
@@ -182,7 +191,6 @@ class ScoreBatcher:
         self.max_wait_s = max_wait_s
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._held: _Pending | None = None  # taken from the queue but left for the next batch (too big)
-        self.batches = 0  # scored batches so far (read by the tests and the benchmark)
         self._thread = threading.Thread(target=self._loop, name="score-batcher", daemon=True)
         self._thread.start()
 
@@ -243,7 +251,6 @@ class ScoreBatcher:
                 pending.error = exc
                 pending.done.set()
             return
-        self.batches += 1
         start = 0
         for pending in batch:
             pending.results = results[start : start + len(pending.records)]
@@ -276,11 +283,11 @@ class ScoreServer(ThreadingHTTPServer):
         self.served = served
         self.token = token.encode()
         self.limits = limits or Limits()
+        super().__init__(address, _Handler)  # binds first: a busy port leaves no batcher thread behind
         model = served.model
         self.batcher = ScoreBatcher(
             lambda records: score_responses(model, records), max_batch=max_batch, max_wait_s=max_wait_s
         )
-        super().__init__(address, _Handler)
 
     def authorised(self, header: str | None) -> bool:
         """Whether an ``Authorization`` header carries this server's bearer token (constant-time compare)."""

@@ -403,10 +403,14 @@ def test_a_token_file_and_bad_options_exit_2(model_dir: Path, tmp_path: Path) ->
     _register_subcommands()
     short = tmp_path / "short"
     short.write_text("abc\n")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.json").write_text("{")
     cases = [
         (["--model", str(model_dir), "--dataset", "x"], "give either --model DIR or --dataset NAME"),
         ([], "give either --model DIR or --dataset NAME"),
         (["--model", str(tmp_path)], "no model.json"),
+        (["--model", str(broken)], "cannot load the model"),
         (["--model", str(model_dir), "--token-file", str(short)], "at least 16 characters"),
         (["--model", str(model_dir), "--token-file", str(tmp_path / "none")], "--token-file"),
         (

@@ -36,6 +36,7 @@ __all__ = [
     "max_level",
     "num_classes",
     "read_records",
+    "record_from_mapping",
     "read_split_dir",
     "record_to_dict",
     "write_records_jsonl",
@@ -124,6 +125,23 @@ def read_records(
             max_field_chars=max_field_chars,
         )
     ]
+
+
+def record_from_mapping(
+    row: Mapping[str, Any],
+    *,
+    segment_mode: SegmentMode = "sentences",
+    max_field_chars: int = MAX_FIELD_CHARS,
+) -> ResponseRecord:
+    """One record from a mapping in the schema (e.g. an item of an API request), checked and segmented by the
+    same rules as a row of a JSONL file.
+
+    Raises:
+        InputError: naming the bad ``field`` (no file or line: the caller knows where the mapping came from).
+    """
+    return record_from_row(
+        row, None, None, tabular=False, segment_mode=segment_mode, max_chars=max_field_chars
+    )
 
 
 def read_split_dir(directory: str | Path) -> dict[str, list[ResponseRecord]]:

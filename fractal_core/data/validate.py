@@ -74,8 +74,8 @@ def unknown_field_message(name: str) -> str:
 
 def record_from_row(
     row: Mapping[str, Any],
-    file: str,
-    line: int,
+    file: str | None,
+    line: int | None,
     *,
     tabular: bool,
     segment_mode: SegmentMode,

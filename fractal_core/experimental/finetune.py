@@ -15,7 +15,8 @@ reductions): no Python loop over bags or sentences. CUDA when present, with bf16
 scaler where bf16 is missing); bf16 autocast on a CPU with native bf16, float32 otherwise.
 
 Early stopping and Platt calibration use the validation responses through the same rules as the frozen scorers
-(``methods.logp_validator``, ``auto.fit_calibration``); metrics come from ``estimator.evaluation_metrics``.
+(``objectives.logp_validator``, ``calibration.fit_calibration``); metrics come from
+``evaluation.scorer_metrics.evaluation_metrics``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import autocast_dtype, resolve_device, resolve_model_path
 from fractal_core.embedding.features import gold_array, sentence_bag_index
 from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.calibration import Calibration, fit_calibration
 from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.objectives import logp_validator
 from fractal_core.mil.losses import bag_loss, instance_loss
 from fractal_core.mil.reductions import gather_ranges, segment_count
 
@@ -345,8 +348,6 @@ class FinetuneResult:
         )
         if self.calibration is None:
             return logp
-        from fractal_core.fitting.auto import Calibration
-
         with torch.inference_mode():
             return Calibration.from_dict(self.calibration)(logp)
 
@@ -455,8 +456,6 @@ def finetune(
         weight_decay=config.weight_decay,
     )
     scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
-    from fractal_core.fitting.methods import logp_validator
-
     valid_bags = valid_data.bagset() if valid_data is not None else None
     rule, _ = logp_validator(valid_bags, aggregation=aggregation, config=config.bag)
     n_batches = max(1, math.ceil(train_data.n_bags / config.batch_bags))
@@ -513,8 +512,6 @@ def finetune(
     model.eval()
     calibration = None
     if config.calibrate and n_classes == 2 and aggregation in ("max", "min"):
-        from fractal_core.fitting.auto import fit_calibration
-
         target = valid_data if valid_data is not None and valid_data.n_bags else train_data
         logp = score_token_bags(model, target, device=device, batch=config.score_batch, autocast=dtype)
         calibration = fit_calibration(

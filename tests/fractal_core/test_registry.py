@@ -10,7 +10,8 @@ import pytest
 from fractal_core.evaluation import selection
 from fractal_core.fitting import methods, registry
 from fractal_core.fitting.config import LossWeights, TrainConfig
-from fractal_core.fitting.methods import fit_method
+from fractal_core.fitting.context import FitContext
+from fractal_core.fitting.fit import fit_method
 from tests.fractal_core.synthetic import planted_bags
 
 
@@ -49,7 +50,7 @@ def test_stage_plan_is_what_the_pipeline_runs(name: str, aggregation: str, pslab
     train = planted_bags(40, dim=8, max_size=4, aggregation=aggregation, seed=1)
     train.gold[train.bag_index >= 20] = -1  # half the bags carry gold labels
     config = TrainConfig(max_epochs=1, patience=1, pslab=pslab)
-    result = fit_method(name, train, None, aggregation=aggregation, n_classes=2, config=config, seed=0)
+    result = fit_method(name, FitContext(train, None, aggregation, 2, config, 0))
     planned = registry.training_stages(name, has_gold=True, aggregation=aggregation, config=config)
     assert tuple(s.stage for s in result.stages) == planned
 

@@ -2,7 +2,8 @@
 
 Job kinds and payloads (every id is a database id):
 
-- ``train``: ``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}``. Loads the dataset once
+- ``train``: ``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}`` (:class:`TrainPayload`,
+  checked when the job is queued). Loads the dataset once
   (records, gold labels and ids), hands it to the library's one entry point
   (``fractal_core.fitting.pipeline.train_and_score``: embed once, train, score, summarise each response, measure the
   previous and the new model on the gold set, propose gold), stores what it returns under a new model version
@@ -40,9 +41,10 @@ from db import jobs as db_jobs
 from db import repository as repo
 from fractal_core.errors import InputError
 from fractal_core.fitting import registry
+from fractal_core.fitting.config import TrainConfig
 
 if TYPE_CHECKING:  # the library's models load torch: only the worker's job functions import them
-    from fractal_core import FractalModel, TrainConfig
+    from fractal_core import FractalModel
     from fractal_core.embedding.encoder import EncoderConfig
     from fractal_core.fitting.pipeline import ScoredResponses
 
@@ -133,10 +135,58 @@ def run_job(engine: Engine, settings: AppSettings, job: repo.JobRow, ctx: JobCon
 
 
 def train_config(overrides: dict[str, Any] | None) -> TrainConfig:
-    """A ``TrainConfig`` from the library defaults plus the user's overrides (unknown keys raise)."""
-    from fractal_core import TrainConfig
+    """A ``TrainConfig`` from the library defaults plus the user's overrides; an unknown key or a bad value
+    raises ``InputError`` naming it (``config.<field>``)."""
+    from fractal_core.fitting.config import TrainConfig
 
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **(overrides or {})})
+    try:
+        return TrainConfig.from_dict({**TrainConfig().to_dict(), **(overrides or {})})
+    except InputError as err:
+        raise InputError(err.reason, field=f"config.{err.field}" if err.field else "config") from None
+
+
+@dataclass(frozen=True)
+class TrainPayload:
+    """A ``train`` job's payload, parsed and checked when the job is queued (and again when it runs, since a
+    stored payload may predate a check): a bad value is refused with its field named, before any work."""
+
+    dataset_id: int
+    method: str
+    overrides: dict[str, Any]
+    seed: int
+    config: TrainConfig
+
+    @classmethod
+    def parse(cls, payload: dict[str, Any]) -> TrainPayload:
+        """``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}`` -> a checked payload;
+        ``InputError`` naming the field otherwise (``method``, ``seed``, ``config.learning_rate``, ...)."""
+        unknown = set(payload) - {"dataset_id", "method", "config", "seed"}
+        if unknown:
+            raise InputError("unknown payload key", field=sorted(unknown)[0])
+        dataset_id = payload.get("dataset_id")
+        if isinstance(dataset_id, bool) or not isinstance(dataset_id, int):
+            raise InputError(f"expected a dataset id, got {dataset_id!r}", field="dataset_id")
+        method = payload.get("method", "fractal")
+        if not isinstance(method, str) or method not in registry.METHOD_NAMES:
+            raise InputError(
+                f"unknown method {method!r}; choose one of {', '.join(registry.METHOD_NAMES)}", field="method"
+            )
+        seed = payload.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InputError(f"expected a whole number >= 0, got {seed!r}", field="seed")
+        overrides = payload.get("config") or {}
+        if not isinstance(overrides, dict):
+            raise InputError(f"expected a mapping of training settings, got {overrides!r}", field="config")
+        return cls(dataset_id, method, dict(overrides), seed, train_config(overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The payload as stored with the job."""
+        return {
+            "dataset_id": self.dataset_id,
+            "method": self.method,
+            "config": self.overrides,
+            "seed": self.seed,
+        }
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -237,10 +287,8 @@ def run_train(
     from fractal_core.fitting.pipeline import train_and_score
     from fractal_core.fitting.train import TrainingCancelled
 
-    dataset_id = int(payload["dataset_id"])
-    method = str(payload.get("method", "fractal"))
-    config = train_config(payload.get("config"))
-    seed = int(payload.get("seed", 0))
+    parsed = TrainPayload.parse(payload)
+    dataset_id, method, config, seed = parsed.dataset_id, parsed.method, parsed.config, parsed.seed
     ctx.set(0.0, "loading responses and gold labels", force=True)
     data = repo.load_training_set(engine, dataset_id)
     if not data.records:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
-from app.jobs import queue_after_import
+from app.jobs import TrainPayload, queue_after_import
 from app.settings import AppSettings
 from db import accounts
 from db import repository as repo
@@ -51,7 +51,9 @@ def seed_demo(engine: Engine) -> str | None:
     repo.create_job(
         engine,
         "train",
-        {"dataset_id": summary.dataset_id, "method": "fractal", "config": {}, "seed": 0},
+        TrainPayload.parse(
+            {"dataset_id": summary.dataset_id, "method": "fractal", "config": {}, "seed": 0}
+        ).to_dict(),
         idempotency_key=DEMO_TRAIN_KEY,
     )
     return (

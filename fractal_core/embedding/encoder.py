@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from fractal_core import fields
 from fractal_core.embedding.cache import EmbeddingCache, text_digest
 from fractal_core.embedding.onnx_encoder import (
     CALIBRATION_BATCH_TOKENS,
@@ -73,6 +74,15 @@ class EncoderConfig:
     :mod:`fractal_core.embedding.onnx_encoder`)."""
     cache_dir: str | None = None
     """Embedding cache directory; ``None`` -> ``$FRACTAL_HOME/cache`` or ``~/.cache/fractal-studio``; ``""`` disables."""
+
+    def __post_init__(self) -> None:
+        """Refuse a bad field on creation (``InputError`` naming it), before any model is loaded."""
+        fields.text("model_path", self.model_path, optional=True, empty=False)
+        fields.text("device", self.device, empty=False)
+        fields.integer("batch_tokens", self.batch_tokens, low=1)
+        fields.integer("max_length", self.max_length, low=2)
+        fields.choice("precision", self.precision, Precision)
+        fields.text("cache_dir", self.cache_dir, optional=True)
 
 
 def default_cache_dir() -> Path:
@@ -314,8 +324,6 @@ class Encoder:
 
         self.config = config or EncoderConfig()
         cfg = self.config
-        if cfg.batch_tokens < 1 or cfg.max_length < 2:
-            raise ValueError("batch_tokens must be >= 1 and max_length >= 2")
         self.model_dir = resolve_model_path(cfg.model_path)
         self.device = resolve_device(cfg.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)

@@ -10,7 +10,6 @@ are the gold labels: the hybrid prior and the supervised ceiling use them, the o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -18,7 +17,6 @@ from typing import Any, Self
 import numpy as np
 import torch
 
-from fractal_core.data.files import atomic_write, atomic_write_text, check_output_dir
 from fractal_core.data.io import num_classes
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import EncoderConfig, get_encoder, resolve_device
@@ -32,6 +30,7 @@ from fractal_core.fitting.context import FitContext
 from fractal_core.fitting.fit import fit_method
 from fractal_core.fitting.methods import METHODS
 from fractal_core.fitting.model import build_scorer
+from fractal_core.fitting.persistence import load_meta, load_state, save_model_dir
 from fractal_core.fitting.preference import fit_preference, preference_bags
 from fractal_core.fitting.train import ProgressFn
 from fractal_core.mil.posterior import posterior_scores
@@ -337,8 +336,6 @@ class FractalModel:
     def save(self, directory: str | Path) -> Path:
         """Write ``model.json`` (method, config, task, encoder id, metrics) and ``weights.pt``, each atomically
         (InputError when the directory or one of them exists as something else)."""
-        directory = check_output_dir(directory, self.FILES)
-        directory.mkdir(parents=True, exist_ok=True)
         meta = {
             "format_version": FORMAT_VERSION,
             "method": self.method,
@@ -354,21 +351,18 @@ class FractalModel:
             "calibration": getattr(self, "calibration_", None),
             "selection": getattr(self, "selection_", None),
         }
+        states = {}
         if self.scorer_ is not None:
             meta["dim"] = self.scorer_.dim
             meta["scorer"] = self.scorer_.spec()
-            state = self.scorer_.state_dict()
-            atomic_write(directory / "weights.pt", lambda tmp: torch.save(state, tmp))
-        atomic_write_text(directory / "model.json", json.dumps(meta, indent=2, default=float))
-        return directory
+            states["weights.pt"] = self.scorer_.state_dict()
+        return save_model_dir(directory, meta_file="model.json", meta=meta, states=states, files=self.FILES)
 
     @classmethod
     def load(cls, directory: str | Path) -> FractalModel:
         """Rebuild a saved model; refuses files from a newer format."""
         directory = Path(directory)
-        meta = json.loads((directory / "model.json").read_text())
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{directory}: model format {meta['format_version']} is newer than this library")
+        meta = load_meta(directory, "model.json", format_version=FORMAT_VERSION)
         config = TrainConfig.from_dict(meta["config"])
         encoder = EncoderConfig(**meta["encoder"]) if meta.get("encoder") else None
         model = cls(meta["method"], config=config, encoder=encoder, seed=meta["seed"])
@@ -384,9 +378,7 @@ class FractalModel:
         if "dim" in meta:
             spec = meta.get("scorer", {"kind": "mlp"})  # files written before the contextual scorer: the MLP
             scorer = build_scorer(spec, meta["dim"], n_classes=meta["n_classes"], hidden=config.hidden)
-            scorer.load_state_dict(
-                torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
-            )
+            scorer.load_state_dict(load_state(directory / "weights.pt"))
             model.scorer_ = scorer.eval()
         return model
 

@@ -65,7 +65,7 @@ class EncoderConfig:
     device: str = "auto"
     """``"auto"`` -> CUDA when available, else CPU; or any ``torch.device`` string."""
     batch_tokens: int = 4096
-    """Token budget per forward pass (rows x padded length); 3-4k beat 2k and 6-16k on a 2-core Zen 5 CPU."""
+    """Token budget per forward pass (rows x padded length); 3-4k beat 2k and 6-16k on a 2-core CPU (BENCHMARKS.md)."""
     max_length: int = 256
     """Longest input in tokens (longer texts are truncated, as sentence-transformers does)."""
     precision: Precision = "auto"

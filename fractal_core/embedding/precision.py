@@ -54,8 +54,8 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (``None``: plain float32); one rule for encoding and
     fine-tuning.
 
-    ``"auto"`` -> bfloat16 wherever the hardware has native bf16 dot products, else float32. On this project's
-    CPU (Zen 5, avx512_bf16) it measured ~1.5x faster than float32 with min cosine 0.9999 to the float32
+    ``"auto"`` -> bfloat16 wherever the hardware has native bf16 dot products, else float32. On a CPU with
+    avx512_bf16 it measured ~1.5x faster than float32 with min cosine 0.9999 to the float32
     embeddings (BENCHMARKS.md); without native support autocast would emulate bf16 and run slower.
     ``"bfloat16"`` where unsupported is refused; ``"float32"`` is always float32.
     """

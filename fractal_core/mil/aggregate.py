@@ -1,4 +1,4 @@
-"""Bag aggregations of sentence predictions (method.md §3), all as segment reductions.
+"""Bag aggregations of sentence predictions, all as segment reductions.
 
 Sentence predictions are log-probabilities ``logp`` (N, C) over C label levels (C == 2 for binary labels).
 A max/min aggregation returns the bag's log-probabilities (B, C) over its own label; ``mean`` returns the

@@ -1,4 +1,4 @@
-"""The FRACTAL loss suite (method.md §3) over flat ragged bags.
+"""The FRACTAL loss suite over flat ragged bags.
 
 Shapes: N sentences, B bags, C levels, P sentence pairs. ``bag_index`` (N,) maps sentences to bags.
 Every loss returns a scalar and is a mean over bags (bag terms) or sentences (instance terms).

@@ -5,7 +5,7 @@ store themselves through these."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,16 @@ def save_model_dir(
     directory = check_output_dir(directory, files)
     directory.mkdir(parents=True, exist_ok=True)
     for name, state in states.items():
-        atomic_write(directory / name, lambda tmp, state=state: torch.save(dict(state), tmp))
+        atomic_write(directory / name, _state_writer(state))
     atomic_write_text(directory / meta_file, json.dumps(dict(meta), indent=2, default=float))
     return directory
+
+
+def _state_writer(state: Mapping[str, torch.Tensor]) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        torch.save(dict(state), tmp)
+
+    return write
 
 
 def load_meta(directory: str | Path, meta_file: str, *, format_version: int) -> dict[str, Any]:

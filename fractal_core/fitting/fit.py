@@ -7,6 +7,7 @@ from fractal_core.fitting import registry
 from fractal_core.fitting.auto import fit_auto
 from fractal_core.fitting.context import FitContext, FitResult
 from fractal_core.fitting.methods import fit_pipeline
+from fractal_core.fitting.train import cpu_threads
 
 
 def fit_method(method: str | registry.MethodPlan, context: FitContext) -> FitResult:
@@ -14,7 +15,8 @@ def fit_method(method: str | registry.MethodPlan, context: FitContext) -> FitRes
     on ``context``; ``auto`` and ``fractal`` return the chosen candidate's result with its selection."""
     plan = context.plan(method) if isinstance(method, str) else method
     if plan.pipeline == "auto":
-        return fit_auto(plan, context)
+        with cpu_threads(plan.config.cpu_threads, context.device):  # calibrations and scoring too
+            return fit_auto(plan, context)
     return fit_pipeline(plan, context)
 
 

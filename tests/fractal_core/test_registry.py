@@ -81,3 +81,33 @@ def test_stage_plan_without_gold() -> None:
     assert registry.training_stages("naive", has_gold=False, aggregation="max") == ()
     with pytest.raises(ValueError, match="needs gold"):
         registry.training_stages("supervised", has_gold=False, aggregation="max")
+
+
+def test_a_method_resolves_once_into_a_typed_plan() -> None:
+    priors = registry.resolve("priors", has_gold=False, aggregation="max")
+    assert priors.pipeline == "priors" and priors.stages == ("bag",) and not priors.needs_gold
+    assert priors.loss_weights == pytest.approx(
+        {"bag": 0.9, "cosine": 0.1}
+    )  # correlation weight 0: not built
+    hybrid = registry.resolve("hybrid", has_gold=True, aggregation="max", config=TrainConfig(pslab=True))
+    assert hybrid.needs_gold and set(hybrid.loss_weights) == {"bag", "cosine", "hybrid"}
+    assert hybrid.stages == ("hybrid-teacher", "bag", "pslab")
+    fractal = registry.resolve("fractal", has_gold=True, aggregation="max")
+    assert fractal.name == "fractal" and fractal.pipeline == "auto" and not fractal.losses
+    assert [c.name for c in fractal.candidates] == [
+        "prior_only(calibrated)",
+        "bagloss",
+        "priors(cosine=0.1)",
+        "hybrid(fold 1)",
+        "hybrid(fold 2)",
+        "hybrid",
+    ]
+    assert [c.fold for c in fractal.candidates][-3:] == [0, 1, None]
+    assert fractal.candidates[2].warm_start and fractal.candidates[2].plan.config.patience == 2
+    assert fractal.stages == tuple(
+        registry.auto_stage(c.name, s) for c in fractal.candidates for s in c.plan.stages
+    )
+    with pytest.raises(ValueError, match="sum to 0"):
+        registry.resolve(
+            "bagloss", has_gold=False, aggregation="max", config=TrainConfig(weights=LossWeights(bag=0))
+        )

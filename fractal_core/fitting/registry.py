@@ -179,7 +179,7 @@ AUTO_CROSS_FIT_FOLDS = 2
 """Gold responses are cut into this many folds to judge hybrid on gold it did not train on."""
 AUTO_SE_MULTIPLE = 1.0
 """``auto`` without gold keeps the simplest candidate whose held-out log-likelihood lies within this many paired
-standard errors of the best (the one-standard-error rule, ``fractal_core.fitting.auto.choose``)."""
+standard errors of the best (the one-standard-error rule, ``fractal_core.fitting.auto_choice.choose``)."""
 AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "priors", "hybrid")
 """``auto``'s candidates from simplest to most elaborate (priors: smaller cosine weight first)."""
 

@@ -10,15 +10,17 @@ from db import jobs as db_jobs
 from db import repository as repo
 from db.repository import model_versions
 from tests.app.conftest import app_test
-from tests.app.test_activation import _hand_made
 from tests.app.data import tiny_records
+from tests.app.test_activation import _hand_made
 
 
 def _perfect_then_worse(store):
     ds = store.ingest(tiny_records(16, with_labels=True), labels_as="gold")
     good = _hand_made(store, ds.dataset_id, lambda g: 0.1 + 0.8 * g)
     model_versions.activate_if_not_worse(store.engine, good.id)
-    bad = _hand_made(store, ds.dataset_id, lambda g: np.where(g > 0, 0.4, 0.5 + 0.1 * (np.arange(len(g)) % 3)))
+    bad = _hand_made(
+        store, ds.dataset_id, lambda g: np.where(g > 0, 0.4, 0.5 + 0.1 * (np.arange(len(g)) % 3))
+    )
     assert not model_versions.activate_if_not_worse(store.engine, bad.id).activated
     return ds, good, bad
 

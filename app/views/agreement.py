@@ -75,11 +75,10 @@ else:
         key="agreement_pairs",
     )
 
+# A per-hour rate needs this many label changes (a rate from three labels is noise) over at least this many
+# minutes between an annotator's first and last change (three labels in a minute are not 180 an hour).
 MIN_LABELS_FOR_RATE = 20
-"""Label changes an annotator needs before a per-hour rate is shown: a rate from three labels is noise."""
 MIN_MINUTES_FOR_RATE = 15.0
-"""Minutes between an annotator's first and last change before a per-hour rate is shown: three labels in a
-minute are not 180 an hour."""
 
 
 def per_hour(row: ProgressRow) -> str:

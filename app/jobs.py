@@ -14,8 +14,8 @@ Job kinds and payloads (every id is a database id):
   activated the same way.
 - ``embed``: ``{"dataset_id"}``. Embeds every sentence and context window into the on-disk cache (queued after
   an import) so the next training job starts from cached embeddings.
-- ``import``: ``{"path", "dataset", "format", "column_map", "segment_mode", "labels_as"}``: ingests a file,
-  then queues ``embed`` (and ``score`` when the dataset already has an active model).
+- ``import``: ``{"path", "dataset", "format", "column_map", "label_map", "segment_mode", "labels_as"}``: ingests a file,
+  then queues ``embed`` and ``score`` when the dataset already has an active model, else ``train``.
 - ``export``: ``{"dataset_id", "format", "model_version"}``: writes an export file under FRACTAL_HOME/exports.
 
 Functions here take an engine and plain values so they can run from the worker, the CLI or a test.
@@ -396,10 +396,17 @@ def _embed_on_ray(records: list[Any], config: Any, address: str, ctx: JobContext
     )
 
 
+FIRST_TRAINING: dict[str, Any] = {"method": "fractal", "config": {}, "seed": 0}
+"""The training queued for a dataset that has no model yet: the recommended method with library defaults."""
+
+
 def queue_after_import(
     engine: Engine, dataset_id: int, *, bundled_embeddings: bool = False
 ) -> list[repo.JobRow]:
-    """Follow-up work for new responses: embed them now; re-score with the active model if there is one.
+    """Follow-up work for new responses: embed them now, then re-score with the active model if there is one,
+    or train (and score) the dataset's first model if there is none, so a first upload ends in a scored Review
+    without anyone starting a job. The training job shares the Train page's key (``train:<dataset>``): a click
+    there while it waits returns this job instead of starting a second one.
 
     ``bundled_embeddings``: the dataset is the bundled demo, whose precomputed vectors the embed job loads first.
     """
@@ -411,6 +418,15 @@ def queue_after_import(
         queued.append(
             repo.create_job(
                 engine, "score", {"dataset_id": dataset_id}, idempotency_key=f"score:{dataset_id}"
+            )
+        )
+    else:
+        queued.append(
+            repo.create_job(
+                engine,
+                "train",
+                {"dataset_id": dataset_id, **FIRST_TRAINING},
+                idempotency_key=f"train:{dataset_id}",
             )
         )
     return queued
@@ -425,7 +441,7 @@ def run_import(
     from db.ingest import ingest_file
 
     ctx.set(0.05, f"reading {Path(payload['path']).name}", force=True)
-    keys = ("format", "column_map", "segment_mode", "labels_as", "label_kind", "imported_by")
+    keys = ("format", "column_map", "label_map", "segment_mode", "labels_as", "label_kind", "imported_by")
     options = {k: payload[k] for k in keys if payload.get(k)}
     try:
         summary = ingest_file(engine, payload["path"], payload["dataset"], **options)

@@ -124,9 +124,22 @@ for mv in ready:
             st.rerun()
 
 
+# The bootstraps are cached on their inputs: a rerun of the page (any widget) with the same gold labels and
+# scores does not draw them again; a new gold label changes the inputs and so the figures.
+@st.cache_data(show_spinner=False, max_entries=64)
+def _compare(
+    a: np.ndarray, b: np.ndarray, labels: np.ndarray, responses: np.ndarray
+) -> compare.VersionComparison:
+    return compare.compare_versions(a, b, labels, responses, seed=0)
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def _auc(scores: np.ndarray, labels: np.ndarray, responses: np.ndarray) -> compare.Estimate:
     return compare.auc_estimate(scores, labels, responses, seed=0)
+
+
+# Every ready version's scores on today's gold sentences (one read for the comparison and the chart).
+gold_now = model_versions.current_gold_scores(engine, dataset.id, [mv.id for mv in ready])
 
 
 def _fmt(e: compare.Estimate, signed: bool = False) -> str:
@@ -161,7 +174,7 @@ if len(ready) >= 2:
     if a_id == b_id:
         st.caption("Pick two different versions.")
     else:
-        result = model_versions.compare_on_current_gold(engine, dataset.id, a_id, b_id)
+        result = _compare(*gold_now.scored_by(a_id, b_id))
         name_a, name_b = label_of[a_id], label_of[b_id]
         st.dataframe(
             [
@@ -361,13 +374,12 @@ with left:
 with right:
     # Every ready version measured now, on today's gold sentences: numbers recorded at training time used
     # different gold sets and cannot be compared across versions.
-    gold_now = model_versions.current_gold_scores(engine, dataset.id, [mv.id for mv in ready])
     points = []
-    for row_index, mv in enumerate(ready):  # one bootstrap per version (a handful of versions)
-        have = np.isfinite(gold_now.scores[row_index])
-        est = _auc(gold_now.scores[row_index, have], gold_now.labels[have], gold_now.response_ids[have])
+    for mv in ready:  # one bootstrap per version (a handful of versions)
+        scores, labels, responses = gold_now.scored_by(mv.id)
+        est = _auc(scores, labels, responses)
         if np.isfinite(est.value):
-            points.append((mv, est, int(have.sum())))
+            points.append((mv, est, len(scores)))
     if points:
         points.sort(key=lambda p: p[0].version)
         fig = go.Figure()

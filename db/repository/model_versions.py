@@ -457,6 +457,13 @@ class GoldScores:
     response_ids: np.ndarray
     scores: np.ndarray
 
+    def scored_by(self, *version_ids: int) -> tuple[np.ndarray, ...]:
+        """The gold sentences every one of ``version_ids`` scored: each version's scores, then the labels and
+        response ids, (n,) each (what ``fractal_core.evaluation.versions`` takes)."""
+        rows = [self.version_ids.index(v) for v in version_ids]
+        both = np.isfinite(self.scores[rows]).all(axis=0)
+        return (*(self.scores[r, both] for r in rows), self.labels[both], self.response_ids[both])
+
 
 def current_gold_scores(engine: Engine, dataset_id: int, model_version_ids: Sequence[int]) -> GoldScores:
     """Every sentence of the dataset whose current label counts as gold, with each asked version's score (two
@@ -508,14 +515,7 @@ def compare_on_current_gold(
     """Version A against version B on the current gold sentences both have scored
     (``fractal_core.evaluation.versions.compare_versions``: differences B - A with paired bootstrap intervals)."""
     table = current_gold_scores(engine, dataset_id, [version_a_id, version_b_id])
-    both = np.isfinite(table.scores).all(axis=0)
-    return versions.compare_versions(
-        table.scores[0, both],
-        table.scores[1, both],
-        table.labels[both],
-        table.response_ids[both],
-        seed=seed,
-    )
+    return versions.compare_versions(*table.scored_by(version_a_id, version_b_id), seed=seed)
 
 
 @dataclass(frozen=True)

@@ -94,17 +94,23 @@ class VersionComparison:
         }
 
 
+def _response_counts(n_responses: int, rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, R) float: how often each response is drawn in each of ``n`` replicates that draw ``n_responses``
+    responses uniformly with replacement (one bincount for every replicate at once)."""
+    draws = rng.integers(0, n_responses, size=(n, n_responses))  # (n, R)
+    flat = (draws + n_responses * np.arange(n)[:, None]).ravel()
+    return np.bincount(flat, minlength=n * n_responses).reshape(n, n_responses).astype(np.float64)
+
+
 def response_weights(
     response_index: np.ndarray, n_responses: int, rng: np.random.Generator, n: int
 ) -> np.ndarray:
     """Bootstrap weights (n, N) per sentence: how often its response was drawn in each of ``n`` replicates.
 
     ``response_index`` (N,) maps each sentence to its response in ``0..n_responses-1``; every replicate draws
-    ``n_responses`` responses with replacement (multinomial counts), and each sentence inherits its response's
-    count.
+    ``n_responses`` responses uniformly with replacement, and each sentence inherits its response's count.
     """
-    counts = rng.multinomial(n_responses, np.full(n_responses, 1.0 / n_responses), size=n)  # (n, R)
-    return counts[:, response_index].astype(np.float64)  # (n, N)
+    return _response_counts(n_responses, rng, n)[:, response_index]  # (n, N)
 
 
 def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -112,44 +118,110 @@ def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) 
     ``weights`` (n, N) -> (n,); NaN in a row without positive or negative weight.
 
     With unit weights this is the Mann-Whitney AUC of ``fractal_core.evaluation.metrics.auc_roc``. Sentences are
-    sorted once; per row, the negative weight below each tie group comes from one cumulative sum, so a row costs
-    O(N) and no loop runs over replicates or sentences.
+    sorted once; per row, one cumulative sum of the negatives' weight in score order gives, at each positive's
+    tie group, the negative weight strictly below it and inside the group (read at the group's two ends), so a
+    row costs O(N) and no loop runs over replicates or sentences.
     """
     if len(scores) == 0:
         return np.full(len(weights), np.nan)
     order = np.argsort(scores, kind="mergesort")
-    s, pos = scores[order], positive[order]
+    s, pos = scores[order], np.asarray(positive, dtype=bool)[order]
+    bounds = np.flatnonzero(np.diff(s)) + 1
+    first = np.concatenate([[0], bounds])  # (G,) first sorted index of each tie group
+    last = np.concatenate([bounds, [len(s)]]) - 1  # (G,) its last
+    group = np.cumsum(np.isin(np.arange(len(s)), bounds))  # (N,) tie group of each sorted sentence
     w = weights[:, order]  # (n, N)
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(s)) + 1])  # first index of each tie group
-    group = np.repeat(np.arange(len(starts)), np.diff(np.concatenate([starts, [len(s)]])))  # (N,)
-    neg_w = np.where(pos, 0.0, w)  # (n, N)
-    pos_w = np.where(pos, w, 0.0)
-    neg_in_group = np.add.reduceat(neg_w, starts, axis=1)  # (n, G)
-    neg_below = np.cumsum(neg_in_group, axis=1) - neg_in_group  # (n, G) negative weight strictly below
-    credit = neg_below[:, group] + 0.5 * neg_in_group[:, group]  # (n, N) wins + half ties per sentence
-    total_pos, total_neg = pos_w.sum(axis=1), neg_w.sum(axis=1)
+    neg_cum = np.cumsum(np.where(pos, 0.0, w), axis=1)  # (n, N) negative weight up to each sorted index
+    neg_cum = np.concatenate([np.zeros((len(w), 1)), neg_cum], axis=1)  # (n, N + 1): index 0 = nothing
+    p = np.flatnonzero(pos)  # sorted indices of the positives
+    below = neg_cum[:, first[group[p]]]  # (n, P) negative weight strictly below each positive's group
+    within = neg_cum[:, last[group[p]] + 1] - below  # (n, P) negative weight tied with it
+    pos_w = w[:, p]  # (n, P)
+    total_pos, total_neg = pos_w.sum(axis=1), neg_cum[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (pos_w * credit).sum(axis=1) / (total_pos * total_neg)
+        auc = (pos_w * (below + 0.5 * within)).sum(axis=1) / (total_pos * total_neg)
     return np.where((total_pos > 0) & (total_neg > 0), auc, np.nan)
 
 
-def _weighted_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of ``values`` (N,) under each row of ``weights`` (n, N) -> (n,)."""
-    total = weights.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, weights @ values / total, np.nan)
+_KERNEL_MAX_ELEMENTS = 8_000_000  # (R x R) and (positives x R) tables held at once; beyond: per-sentence AUC
 
 
-def _figures(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(3, n): AUC-ROC, Brier score and accuracy at 0.5 of one version under each weight row."""
-    y = positive.astype(np.float64)
-    return np.stack(
-        [
-            weighted_auc(scores, positive, weights),
-            _weighted_means((scores - y) ** 2, weights),
-            _weighted_means(((scores >= 0.5) == positive).astype(np.float64), weights),
-        ]
-    )
+def _auc_kernel(
+    scores: np.ndarray, positive: np.ndarray, responses: np.ndarray, n_responses: int
+) -> np.ndarray:
+    """K (R, R): K[r, q] = pairs (positive sentence of response r, negative sentence of response q) that the
+    scores order right, ties counting 1/2. A replicate drawing response r c_r times has the AUC numerator
+    c^T K c, so every replicate costs one (R,) x (R, R) product instead of a pass over its sentences.
+
+    Counts come from one sorted array of negatives keyed by (response, score rank): for each positive and each
+    response, two binary searches give the negatives below and tied (integer keys: exact for any scores).
+    """
+    _, rank = np.unique(scores, return_inverse=True)  # (N,) dense score rank, ties share one
+    width = int(rank.max()) + 2
+    neg_keys = np.sort(responses[~positive] * width + rank[~positive])  # (N_neg,)
+    start = np.searchsorted(neg_keys, np.arange(n_responses) * width)  # (R,) first negative of each response
+    pos = np.flatnonzero(positive)
+    pos = pos[np.argsort(responses[pos], kind="stable")]  # grouped by response: one reduceat sums each group
+    query = (np.arange(n_responses)[None, :] * width + rank[pos][:, None]).ravel()  # (P * R,)
+    below = np.searchsorted(neg_keys, query, side="left").reshape(len(pos), n_responses) - start
+    upto = np.searchsorted(neg_keys, query, side="right").reshape(len(pos), n_responses) - start
+    credit = below + 0.5 * (upto - below)  # (P, R)
+    kernel = np.zeros((n_responses, n_responses))
+    if len(pos):
+        owner = responses[pos]  # (P,) sorted
+        firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        kernel[owner[firsts]] = np.add.reduceat(credit, firsts, axis=0)  # rows: responses with positives
+    return kernel
+
+
+class _Figures:
+    """AUC-ROC, Brier score and accuracy at 0.5 of one version under replicates given as response counts.
+
+    Everything is summed per response once, so a replicate's figures are products of its (R,) counts with
+    those sums (and with :func:`_auc_kernel` for the AUC). Gold sets too large for the kernel fall back to
+    :func:`weighted_auc` on per-sentence weights (the same number, computed over sentences).
+    """
+
+    def __init__(self, scores: np.ndarray, positive: np.ndarray, responses: np.ndarray, n_responses: int):
+        y = positive.astype(np.float64)
+        self.scores, self.positive, self.responses = scores, positive, responses
+        self.n_pos = np.bincount(responses, weights=y, minlength=n_responses)  # (R,)
+        self.n_neg = np.bincount(responses, weights=1.0 - y, minlength=n_responses)
+        self.brier = np.bincount(responses, weights=(scores - y) ** 2, minlength=n_responses)
+        self.correct = np.bincount(
+            responses, weights=((scores >= 0.5) == positive).astype(np.float64), minlength=n_responses
+        )
+        small = max(n_responses, int(positive.sum())) * n_responses <= _KERNEL_MAX_ELEMENTS
+        self.kernel = _auc_kernel(scores, positive, responses, n_responses) if small else None
+
+    def __call__(self, counts: np.ndarray) -> np.ndarray:
+        """(3, n) figures for response counts (n, R)."""
+        total_pos, total_neg = counts @ self.n_pos, counts @ self.n_neg
+        sentences = total_pos + total_neg
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if self.kernel is not None:
+                auc = ((counts @ self.kernel) * counts).sum(axis=1) / (total_pos * total_neg)
+                auc = np.where((total_pos > 0) & (total_neg > 0), auc, np.nan)
+            else:
+                auc = weighted_auc(self.scores, self.positive, counts[:, self.responses])
+            brier = np.where(sentences > 0, counts @ self.brier / sentences, np.nan)
+            accuracy = np.where(sentences > 0, counts @ self.correct / sentences, np.nan)
+        return np.stack([auc, brier, accuracy])
+
+
+def _bootstrap(
+    figures: list[_Figures], n_responses: int, n_sentences: int, resamples: int, seed: int
+) -> list[np.ndarray]:
+    """(3, resamples) figures of each version on the same replicates (paired), in chunks of replicates small
+    enough for per-sentence weights (the fallback of :class:`_Figures`) to fit in bounded memory."""
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, _CHUNK_ELEMENTS // max(n_sentences, 1))
+    parts: list[list[np.ndarray]] = [[] for _ in figures]
+    for lo in range(0, resamples, per_chunk):
+        counts = _response_counts(n_responses, rng, min(per_chunk, resamples - lo))
+        for part, fig in zip(parts, figures, strict=True):
+            part.append(fig(counts))
+    return [np.concatenate(part, axis=1) for part in parts]
 
 
 def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
@@ -176,20 +248,14 @@ def auc_estimate(
     positive = np.asarray(labels) >= 1
     _, responses = np.unique(np.asarray(response_index), return_inverse=True)
     n_responses = int(responses.max()) + 1 if len(responses) else 0
-    value = float(weighted_auc(s, positive, np.ones((1, len(s))))[0]) if len(s) else float("nan")
+    if n_responses == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"))
+    figures = _Figures(s, positive, responses, n_responses)
+    value = float(figures(np.ones((1, n_responses)))[0, 0])
     if n_responses < 2 or not math.isfinite(value):
         return Estimate(value, float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    per_chunk = max(1, _CHUNK_ELEMENTS // len(s))
-    boot = np.concatenate(
-        [
-            weighted_auc(
-                s, positive, response_weights(responses, n_responses, rng, min(per_chunk, resamples - lo))
-            )
-            for lo in range(0, resamples, per_chunk)
-        ]
-    )
-    return Estimate(value, *_interval(boot, level))
+    [boot] = _bootstrap([figures], n_responses, len(s), resamples, seed)
+    return Estimate(value, *_interval(boot[0], level))
 
 
 def compare_versions(
@@ -224,18 +290,18 @@ def compare_versions(
     n_pos = int(positive.sum())
     n = len(a)
 
-    point_weights = np.ones((1, n))
-    point = _figures(a, positive, point_weights)[:, 0], _figures(b, positive, point_weights)[:, 0]
     boot_a, boot_b = np.empty((3, 0)), np.empty((3, 0))
-    if n_responses >= 2 and 0 < n_pos < n:
-        rng = np.random.default_rng(seed)
-        per_chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
-        parts_a, parts_b = [], []
-        for lo in range(0, resamples, per_chunk):  # bounded memory: chunks of replicates, not sentences
-            w = response_weights(responses, n_responses, rng, min(per_chunk, resamples - lo))
-            parts_a.append(_figures(a, positive, w))
-            parts_b.append(_figures(b, positive, w))
-        boot_a, boot_b = np.concatenate(parts_a, axis=1), np.concatenate(parts_b, axis=1)
+    if n_responses == 0:
+        point = np.full(3, np.nan), np.full(3, np.nan)
+    else:
+        fig_a, fig_b = (
+            _Figures(a, positive, responses, n_responses),
+            _Figures(b, positive, responses, n_responses),
+        )
+        unit = np.ones((1, n_responses))  # every response once: the figures on the gold set itself
+        point = fig_a(unit)[:, 0], fig_b(unit)[:, 0]
+        if n_responses >= 2 and 0 < n_pos < n:
+            boot_a, boot_b = _bootstrap([fig_a, fig_b], n_responses, n, resamples, seed)
 
     def triple(k: int) -> tuple[Estimate, Estimate, Estimate]:
         est_a = Estimate(float(point[0][k]), *_interval(boot_a[k], level))

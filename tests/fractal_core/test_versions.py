@@ -125,3 +125,23 @@ def test_an_empty_gold_set_is_no_evidence() -> None:
     result = compare_versions(empty, empty, empty, empty)
     assert not result.not_worse and result.n_sentences == 0
     assert math.isnan(auc_estimate(empty, empty, empty).value)
+
+
+def test_the_response_kernel_gives_the_per_sentence_figures(monkeypatch) -> None:
+    """Replicates are scored through a (responses x responses) kernel; the per-sentence fallback for large gold
+    sets must give the same intervals."""
+    from fractal_core.evaluation import versions
+
+    rng = np.random.default_rng(3)
+    response = np.sort(rng.integers(0, 40, 300))
+    labels = (rng.random(300) < 0.25).astype(np.int64)
+    a = np.round(np.clip(0.3 + 0.3 * labels + rng.normal(0, 0.2, 300), 0, 1), 2)  # ties across responses
+    b = np.round(np.clip(a + rng.normal(0, 0.1, 300), 0, 1), 2)
+    fast = compare_versions(a, b, labels, response, resamples=300, seed=1)
+    monkeypatch.setattr(versions, "_KERNEL_MAX_ELEMENTS", 0)
+    slow = compare_versions(a, b, labels, response, resamples=300, seed=1)
+    for f, s in zip(
+        (*fast.auc, *fast.brier, *fast.accuracy), (*slow.auc, *slow.brier, *slow.accuracy), strict=True
+    ):
+        assert (f.value, f.low, f.high) == pytest.approx((s.value, s.low, s.high), abs=1e-12)
+    assert fast.auc[0].value == pytest.approx(auc_roc(labels >= 1, a), abs=1e-12)

@@ -280,16 +280,22 @@ def score_cmd(
         return
     model = FractalModel.load(model_dir)
     if device is not None:
-        from dataclasses import replace
-
-        encoder_config = checked_encoder(model.encoder.model_path if model.encoder else None, device)
-        model.encoder = replace(model.encoder, device=device) if model.encoder else encoder_config
-        model.config = replace(model._config(), device=device)
+        model_on_device(model, device)
     if ray:  # the encoder runs on the cluster; the small scorer then reads the cache here
         from fractal_core.embedding.encoder import EncoderConfig
 
         _ray_embed_records(records, model.encoder or EncoderConfig(), ray)
     _write_scores(out, records, model.predict(records))
+
+
+def model_on_device(model: Any, device: str) -> Any:
+    """``model`` (a loaded FractalModel) set to run its encoder and scorer on ``device``; a bad device: exit 2."""
+    from dataclasses import replace
+
+    encoder_config = checked_encoder(model.encoder.model_path if model.encoder else None, device)
+    model.encoder = replace(model.encoder, device=device) if model.encoder else encoder_config
+    model.config = replace(model._config(), device=device)
+    return model
 
 
 def _write_scores(out: Path, records: list[Any], scores: list[Any]) -> None:

@@ -164,6 +164,21 @@ def read_records(
     ]
 
 
+def record_from_mapping(
+    row: Mapping[str, Any],
+    *,
+    segment_mode: SegmentMode = "sentences",
+    max_field_chars: int = 1_000_000,
+) -> ResponseRecord:
+    """One record from a mapping in the schema (e.g. an item of an API request), checked and segmented by the
+    same rules as a row of a JSONL file.
+
+    Raises:
+        InputError: naming the bad ``field`` (no file or line: the caller knows where the mapping came from).
+    """
+    return _record_from_row(row, None, None, "jsonl", segment_mode, max_field_chars)
+
+
 def read_split_dir(directory: str | Path) -> dict[str, list[ResponseRecord]]:
     """Read ``train.jsonl`` (required) and ``valid.jsonl`` / ``test.jsonl`` (optional) from ``directory``.
 
@@ -328,8 +343,8 @@ def _parquet_rows(path: Path, file: str) -> Iterator[tuple[int, dict[str, Any]]]
 
 def _record_from_row(
     row: Mapping[str, Any],
-    file: str,
-    line: int,
+    file: str | None,
+    line: int | None,
     fmt: FileFormat,
     segment_mode: SegmentMode,
     max_chars: int,

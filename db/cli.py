@@ -55,7 +55,11 @@ def ingest(
         str, typer.Option("--segment-mode", help="sentences | steps, for raw text.")
     ] = "sentences",
     labels_as: Annotated[
-        str, typer.Option("--labels-as", help="Source for the file's sentence labels: imported | gold.")
+        str,
+        typer.Option(
+            "--labels-as",
+            help="imported | gold: gold stores the file's labels as imported_gold (count as gold).",
+        ),
     ] = "imported",
     label_kind: Annotated[
         str | None,

@@ -50,6 +50,7 @@ from db.rows import (
     SaveResult,
     UndoResult,
 )
+from db.sources import ADJUDICATED
 from fractal_core import agreement as stats
 from fractal_core.errors import InputError
 
@@ -486,9 +487,9 @@ def disagreements(
 def adjudicate(
     engine: Engine, response_id: int, labels: Mapping[int, int | None], reviewer: str
 ) -> SaveResult:
-    """Set the gold labels of an overlap response (source ``reviewed``, by ``reviewer``) and record the
+    """Set the gold labels of an overlap response (source ``adjudicated``, by ``reviewer``) and record the
     adjudication with who and when."""
-    result = repo.record_labels(engine, response_id, labels, reviewer, source="reviewed")
+    result = repo.record_labels(engine, response_id, labels, reviewer, source=ADJUDICATED)
     now = utcnow()
 
     def work(session: Session) -> None:

@@ -1,9 +1,9 @@
 """Sentence labels: record, undo and history (every change an event), and the gold budget.
 
-Label sources: ``gold`` (an annotator's correction), ``reviewed`` (a reviewer's confirmation) and
-``imported`` (sentence labels that came with an ingested file). Only ``gold`` and ``reviewed`` count as gold
-for training and for the gold budget; a file's labels are stored as ``gold`` only when ingested with
-``labels_as="gold"`` (``fractal ingest --labels-as gold``), i.e. when whoever ingests says they are gold.
+Label sources (:mod:`db.sources`): ``human`` (a person in the tool, the default), ``adjudicated`` (a reviewer's
+decision on an overlap response), ``model`` (the model's label accepted by a person: ``record_labels(...,
+source="model")``, never gold), ``imported`` / ``imported_gold`` (came with a file). ``human``,
+``adjudicated`` and ``imported_gold`` count as gold for training and for the gold budget.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from db.models import (
     utcnow,
 )
 from db.rows import GoldBudget, LabelChange, LabelConflict, SaveResult, UndoResult
+from db.sources import HUMAN
 from fractal_core.errors import InputError
 from fractal_core.semantics import check_consistency
 
@@ -137,6 +138,7 @@ def _apply_label(
         old_source=old_source,
         old_annotator=current.annotator if current else None,
         new_label=None if label is None else int(label),
+        new_annotator=None if label is None else restore_annotator or annotator,
         created_at=now,
         undoes_id=undoes.id if undoes else None,
     )
@@ -204,7 +206,7 @@ def _check_writer(annotator: str, source: str) -> None:
 
 
 def record_label(
-    engine: Engine, sentence_id: int, label: int | None, annotator: str, *, source: str = "gold"
+    engine: Engine, sentence_id: int, label: int | None, annotator: str, *, source: str = HUMAN
 ) -> SaveResult:
     """Set (or with ``label=None`` clear) one sentence's label, appending to its history (old, new, who,
     when) in one transaction. Returns the change (empty when the label was already that) and the response's
@@ -243,7 +245,7 @@ def record_labels(
     labels: Mapping[int, int | None],
     annotator: str,
     *,
-    source: str = "gold",
+    source: str = HUMAN,
     expected: Mapping[int, int | None] | None = None,
 ) -> SaveResult:
     """Set several sentence labels of one response (``{sentence_id: label or None}``) as one action: one
@@ -344,6 +346,7 @@ def undo_last(engine: Engine, annotator: str, response_id: int | None = None) ->
                         old_source=current.source if current else None,
                         old_annotator=current.annotator if current else None,
                         new_label=current.label if current else None,
+                        new_annotator=current.annotator if current else None,
                         created_at=now,
                         undoes_id=event.id,
                     )

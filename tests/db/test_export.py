@@ -61,7 +61,7 @@ def src(engine: Engine, tmp_path: Path) -> int:
     r1 = repo.get_response(engine, repo.response_id_by_external(engine, ds, "r1") or -1)
     repo.record_labels(engine, r1.id, {s.id: 0 for s in r1.sentences}, "ann")  # contradicts label 1
     r0 = repo.get_response(engine, repo.response_id_by_external(engine, ds, "r0") or -1)
-    repo.record_label(engine, r0.sentences[0].id, 0, "bob", source="reviewed")
+    repo.record_label(engine, r0.sentences[0].id, 0, "bob", source="adjudicated")
     ids = repo.load_training_set(engine, ds).sentence_ids
     mv = repo.create_model_version(engine, ds, method="fractal")
     repo.store_scores(engine, mv.id, ids, np.linspace(0.05, 0.95, len(ids)))
@@ -81,7 +81,7 @@ def test_native_round_trip_keeps_responses_sentences_and_labels(
     assert [lab["annotator"] for lab in r1["meta"]["fractal"]["labels"]] == ["ann"] * 3
     r0 = next(line for line in lines if line["id"] == "r0")
     assert r0["sentence_labels"] == [0, 0]
-    assert r0["meta"]["fractal"]["labels"][0]["source"] == "reviewed"
+    assert r0["meta"]["fractal"]["labels"][0]["source"] == "adjudicated"
     assert r0["meta"]["fractal"]["scores"][0] == pytest.approx(0.05)
     assert r0["meta"]["fractal"]["model_version"]["version"] == 1
     assert r0["meta"]["fractal"]["provenance"]["file"] == "train.jsonl"
@@ -103,7 +103,7 @@ def test_native_round_trip_keeps_responses_sentences_and_labels(
         ).sentences
         if s.label is not None
     }
-    assert sources == {("gold", "carol")}
+    assert sources == {("imported_gold", "carol")}
     assert copy.label_balance == repo.require_dataset(engine, "src").label_balance
 
 

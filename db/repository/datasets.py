@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from db.engine import run_read, run_write
 from db.models import Dataset, IngestedFile, Response
 from db.rows import DatasetRow
+from fractal_core.data.records import LABEL_KINDS, MAX_LABEL
 from fractal_core.errors import InputError
-from fractal_core.records import LABEL_KINDS, MAX_LABEL
 
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fractal_core.aggregate import log_positive
-from fractal_core.bags import BagSet
-from fractal_core.segments import segment_argmax, segment_count
+from fractal_core.fitting.bags import BagSet
+from fractal_core.mil.aggregate import log_positive
+from fractal_core.mil.reductions import segment_argmax, segment_count
 
 
 class SentenceScorer(nn.Module):

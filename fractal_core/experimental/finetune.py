@@ -7,7 +7,7 @@ just before the scored one survive truncation (prefix-causal: a step never sees 
 over the whole sequence; the hidden states of the scored sentence's own tokens are mean-pooled and a linear
 head gives its logit (binary) or level logits (ordinal), as log-probabilities (N, C) like every scorer here.
 
-Training minimises the suite's own losses (``fractal_core.losses``): BagLoss on the response labels, plus,
+Training minimises the suite's own losses (``fractal_core.mil.losses``): BagLoss on the response labels, plus,
 with ``gold_weight`` > 0, the instance NLL on the gold sentence labels a user has (hybrid-style use of a small
 gold budget). A minibatch is a set of bags: their sentences' rows are gathered and padded to the batch's longest
 sequence in one step, one forward pass scores them all, and the bag losses reduce over ``bag_index`` (segment
@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.encoder import autocast_dtype, resolve_device, resolve_model_path
-from fractal_core.features import gold_array, sentence_bag_index
-from fractal_core.losses import bag_loss, instance_loss
-from fractal_core.records import ResponseRecord
-from fractal_core.segments import gather_ranges, segment_count
+from fractal_core.data.records import ResponseRecord
+from fractal_core.embedding.encoder import autocast_dtype, resolve_device, resolve_model_path
+from fractal_core.embedding.features import gold_array, sentence_bag_index
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.mil.losses import bag_loss, instance_loss
+from fractal_core.mil.reductions import gather_ranges, segment_count
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 ProgressFn = Callable[[str, float, str], None]
@@ -345,14 +345,14 @@ class FinetuneResult:
         )
         if self.calibration is None:
             return logp
-        from fractal_core.auto import Calibration
+        from fractal_core.fitting.auto import Calibration
 
         with torch.inference_mode():
             return Calibration.from_dict(self.calibration)(logp)
 
     def predict(self, records: Sequence[ResponseRecord]) -> list[np.ndarray]:
         """Per response: (n_sentences,) P(level >= 1), like ``FractalModel.predict``."""
-        from fractal_core.aggregate import positive_score
+        from fractal_core.mil.aggregate import positive_score
 
         data = build_token_bags(records, self.tokenizer, self.config)
         score = positive_score(self.predict_logp_tokens(data)).numpy().astype(np.float64)
@@ -411,7 +411,7 @@ def load_encoder(config: FinetuneConfig) -> tuple[nn.Module, Any]:
     """The trainable encoder and its tokenizer from ``config.encoder`` (a name or a local directory)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from fractal_core.encoder import _load_model_quietly
+    from fractal_core.embedding.encoder import _load_model_quietly
 
     model_dir = resolve_model_path(config.encoder)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -455,7 +455,7 @@ def finetune(
         weight_decay=config.weight_decay,
     )
     scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
-    from fractal_core.methods import logp_validator
+    from fractal_core.fitting.methods import logp_validator
 
     valid_bags = valid_data.bagset() if valid_data is not None else None
     rule, _ = logp_validator(valid_bags, aggregation=aggregation, config=config.bag)
@@ -513,7 +513,7 @@ def finetune(
     model.eval()
     calibration = None
     if config.calibrate and n_classes == 2 and aggregation in ("max", "min"):
-        from fractal_core.auto import fit_calibration
+        from fractal_core.fitting.auto import fit_calibration
 
         target = valid_data if valid_data is not None and valid_data.n_bags else train_data
         logp = score_token_bags(model, target, device=device, batch=config.score_batch, autocast=dtype)

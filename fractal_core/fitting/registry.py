@@ -1,19 +1,19 @@
 """What the library offers, by name, without importing torch: methods, gold-selection strategies, stages.
 
 The app lists methods and strategies from here (the Train page must not pay for a torch import), the worker's
-progress bar asks :func:`training_stages` how many stages a job really runs, and ``fractal_core.methods`` /
-``fractal_core.selection`` take their names from here (a test checks that the pipelines agree). Adding a
+progress bar asks :func:`training_stages` how many stages a job really runs, and ``fractal_core.fitting.methods`` /
+``fractal_core.evaluation.selection`` take their names from here (a test checks that the pipelines agree). Adding a
 method or a strategy is one line in :data:`METHOD_LIST` or :data:`STRATEGY_LIST` (plus its implementation).
 
 Descriptions of the methods that depend on tuned settings (which priors are on, whether PsLab runs) are
-derived from :class:`~fractal_core.config.TrainConfig`, so they cannot drift from the defaults.
+derived from :class:`~fractal_core.fitting.config.TrainConfig`, so they cannot drift from the defaults.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fractal_core.config import TrainConfig
+from fractal_core.fitting.config import TrainConfig
 
 # Training stage names, as reported to progress callbacks and stored in a model's history.
 STAGE_TEACHER = "hybrid-teacher"  # instance model on gold labels whose predictions are the hybrid prior
@@ -77,7 +77,7 @@ _METHODS = {m.name: m for m in METHOD_LIST}
 
 @dataclass(frozen=True)
 class Strategy:
-    """A gold-selection strategy (``fractal_core.selection``). ``label`` is the short text a UI shows;
+    """A gold-selection strategy (``fractal_core.evaluation.selection``). ``label`` is the short text a UI shows;
     ``queue``: the app ranks every new model version's responses by it (the Gold queue, which offers them in
     this order: the first is its default)."""
 
@@ -188,7 +188,7 @@ AUTO_CROSS_FIT_FOLDS = 2
 """Gold responses are cut into this many folds to judge hybrid on gold it did not train on."""
 AUTO_SE_MULTIPLE = 1.0
 """``auto`` without gold keeps the simplest candidate whose held-out log-likelihood lies within this many paired
-standard errors of the best (the one-standard-error rule, ``fractal_core.auto.choose``)."""
+standard errors of the best (the one-standard-error rule, ``fractal_core.fitting.auto.choose``)."""
 AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "priors", "hybrid")
 """``auto``'s candidates from simplest to most elaborate (priors: smaller cosine weight first)."""
 
@@ -206,7 +206,7 @@ def auto_prior_weights(config: TrainConfig | None = None) -> tuple[float, ...]:
 
 
 def auto_stages(*, has_gold: bool, aggregation: str, config: TrainConfig | None = None) -> tuple[str, ...]:
-    """Every training stage ``auto`` runs, in order (fractal_core.auto follows this plan)."""
+    """Every training stage ``auto`` runs, in order (fractal_core.fitting.auto follows this plan)."""
     config = config or TrainConfig()
     out = [auto_stage("bagloss", STAGE_BAG)]
     out += [auto_stage(f"priors(cosine={w:g})", STAGE_BAG) for w in auto_prior_weights(config)]
@@ -242,7 +242,7 @@ def training_stages(
     if concrete == "hybrid":
         tail = (STAGE_PSLAB,) if config.pslab and pslab_ok else ()
         return (STAGE_TEACHER, STAGE_BAG, *tail)
-    raise ValueError(f"method {concrete!r} has no stage plan in fractal_core.registry")
+    raise ValueError(f"method {concrete!r} has no stage plan in fractal_core.fitting.registry")
 
 
 def prior_terms(config: TrainConfig | None = None) -> str:
@@ -267,7 +267,7 @@ def describe_method(name: str, config: TrainConfig | None = None) -> str:
 
 
 def method_descriptions(config: TrainConfig | None = None) -> dict[str, str]:
-    """{name: one-line description} in registry order (what ``fractal_core.methods.METHODS`` holds)."""
+    """{name: one-line description} in registry order (what ``fractal_core.fitting.methods.METHODS`` holds)."""
     return {m.name: describe_method(m.name, config) for m in METHOD_LIST}
 
 

@@ -10,7 +10,7 @@ scoring, the gold metrics and the gold proposals all run on that one ``BagSet`` 
 paths (``FractalModel.fit_prepared`` / ``predict_proba_bags`` / ``evaluate_bags``,
 ``selection.select_gold_bags``). The caller's ids (e.g. database ids) travel as arrays aligned with the
 records' flattened sentences, never inside the records. The response figures come from
-``fractal_core.semantics`` with the bag variant the model was trained with.
+``fractal_core.mil.semantics`` with the bag variant the model was trained with.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fractal_core import registry, semantics
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.encoder import EncoderConfig, get_encoder
-from fractal_core.estimator import FractalModel, resolve_device, task_of
-from fractal_core.features import embed_records
-from fractal_core.records import ResponseRecord
-from fractal_core.selection import select_gold_bags, selection_reasons
-from fractal_core.train import ProgressFn
+from fractal_core.data.records import ResponseRecord
+from fractal_core.embedding.encoder import EncoderConfig, get_encoder
+from fractal_core.embedding.features import embed_records
+from fractal_core.evaluation.selection import select_gold_bags, selection_reasons
+from fractal_core.fitting import registry
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.estimator import FractalModel, resolve_device, task_of
+from fractal_core.fitting.train import ProgressFn
+from fractal_core.mil import semantics
 
 QUEUE_SIZE = 200
 """Responses proposed per strategy (``registry.QUEUE_STRATEGIES``) with each scoring."""

@@ -31,7 +31,7 @@ from typing import Literal
 
 import pysbd
 
-from fractal_core.records import Span
+from fractal_core.data.records import Span
 
 # Bump the suffix whenever the rules below change: the db stores it next to every sentence so that
 # re-segmentation can be detected.

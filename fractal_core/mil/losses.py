@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from fractal_core.aggregate import aggregate, aggregate_mean, log_positive
-from fractal_core.posterior import count_log_likelihood
-from fractal_core.segments import segment_count, segment_mean
+from fractal_core.mil.aggregate import aggregate, aggregate_mean, log_positive
+from fractal_core.mil.posterior import count_log_likelihood
+from fractal_core.mil.reductions import segment_count, segment_mean
 
 
 def bag_loss(

@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from fractal_core import registry
-from fractal_core.aggregate import log_positive
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.losses import bag_log_likelihood
-from fractal_core.metrics import auc_roc
-from fractal_core.posterior import posterior_scores
-from fractal_core.train import ProgressFn, StageResult
+from fractal_core.evaluation.metrics import auc_roc
+from fractal_core.fitting import registry
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.train import ProgressFn, StageResult
+from fractal_core.mil.aggregate import log_positive
+from fractal_core.mil.losses import bag_log_likelihood
+from fractal_core.mil.posterior import posterior_scores
 
 _CALIBRATION_RIDGE = 1e-3
 _CALIBRATION_STEPS = 40  # L-BFGS iterations (3 to C + 1 parameters)
@@ -317,7 +317,7 @@ def fit_auto(
 
     The result's ``stages`` are every stage that ran (``registry.auto_stages``), named per candidate.
     """
-    from fractal_core.methods import FitResult, fit_method
+    from fractal_core.fitting.methods import FitResult, fit_method
 
     started = time.perf_counter()
     gold_bag_mask = torch.zeros(train.n_bags, dtype=torch.bool, device=train.device)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.model import SentenceScorer
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.model import SentenceScorer
 
 Objective = Callable[[SentenceScorer, BagSet], torch.Tensor]
 Validator = Callable[[SentenceScorer], float]  # higher is better

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fractal_core.segments import gather_ranges, segment_count, segment_max
+from fractal_core.mil.reductions import gather_ranges, segment_count, segment_max
 
 if TYPE_CHECKING:
-    from fractal_core.mapped import MappedRows
+    from fractal_core.embedding.mapped import MappedRows
 
 _CHUNK = 65_536  # rows per step when a whole-set target is computed in pieces
 CHUNK_BAGS = 4_096
@@ -37,7 +37,7 @@ class BagSet:
     ``select`` then returns float32 minibatches, and whole-set targets are computed in float32 chunks.
     labels (B,) float: bag label (level or proportion); gold (N,) long, -1 where unknown.
     Optional constant targets: cos_target (N,), hyb_target (N, C), pairs (pair_i, pair_j, pair_r) (P,).
-    sent_pages: the file mapping ``sent_emb`` is a view of (``fractal_core.mapped``), if any: every gather of
+    sent_pages: the file mapping ``sent_emb`` is a view of (``fractal_core.embedding.mapped``), if any: every gather of
     sentence rows drops the pages it made resident, so a pass over the set never holds the file in memory.
     """
 

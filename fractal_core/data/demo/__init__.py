@@ -3,7 +3,7 @@
 The demo's sentence and context-window embeddings ship precomputed beside it (``processbench_demo.emb.npz``,
 keyed like the embedding cache: encoder id + text digest), so a first run trains at once instead of embedding
 for a minute. A changed encoder has another id: the pack is then ignored and the texts are embedded as usual.
-Rebuild it after changing the demo data or the default encoder with ``python -m fractal_core.demo``.
+Rebuild it after changing the demo data or the default encoder with ``python -m fractal_core.data.demo``.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ def demo_path() -> Path:
 
 
 def demo_embeddings_path() -> Path:
-    """Path of the demo's precomputed embeddings (see :func:`fractal_core.embedding_cache.write_pack`)."""
+    """Path of the demo's precomputed embeddings (see :func:`fractal_core.embedding.cache.write_pack`)."""
     return Path(__file__).resolve().parent / _DEMO_PACK
 
 
 def demo_texts() -> list[str]:
     """Every text an embed or training job embeds for the demo: its sentences, then its context windows."""
-    from fractal_core.encoder import context_windows
-    from fractal_core.io import read_records
+    from fractal_core.data.io import read_records
+    from fractal_core.embedding.encoder import context_windows
 
     records = read_records(demo_path())
     windows, _ = context_windows([r.context for r in records])
@@ -36,8 +36,8 @@ def demo_texts() -> list[str]:
 
 def build_demo_pack(path: Path | None = None) -> Path:
     """Embed :func:`demo_texts` with the default encoder (no cache) and write the pack."""
-    from fractal_core.embedding_cache import write_pack
-    from fractal_core.encoder import Encoder, EncoderConfig
+    from fractal_core.embedding.cache import write_pack
+    from fractal_core.embedding.encoder import Encoder, EncoderConfig
 
     encoder = Encoder(EncoderConfig(cache_dir=""))
     texts = demo_texts()

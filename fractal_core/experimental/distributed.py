@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from fractal_core.embedding_cache import EmbeddingCache, text_digest
-from fractal_core.encoder import (
+from fractal_core.embedding.cache import EmbeddingCache, text_digest
+from fractal_core.embedding.encoder import (
     EncoderConfig,
     batch_plan,
     default_cache_dir,
@@ -72,7 +72,7 @@ class _EmbedBatch:
     def __init__(self, config: EncoderConfig, threads: int) -> None:
         import torch
 
-        from fractal_core.encoder import Encoder
+        from fractal_core.embedding.encoder import Encoder
 
         if threads > 0:
             torch.set_num_threads(threads)

@@ -28,8 +28,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from fractal_core.embedding_cache import EmbeddingCache, text_digest
-from fractal_core.onnx_encoder import (
+from fractal_core.embedding.cache import EmbeddingCache, text_digest
+from fractal_core.embedding.onnx_encoder import (
     CALIBRATION_BATCH_TOKENS,
     CALIBRATION_TEXTS,
     ONNX_RECIPE,
@@ -70,7 +70,7 @@ class EncoderConfig:
     """``"auto"`` -> bfloat16 autocast where the GPU/CPU has native bf16 (avx512_bf16, AMX), else float32;
     ``"int8"`` -> dynamic int8 quantisation of the linear layers (CPU only; its own encoder id and cache entries);
     ``"onnx-int8"`` -> an int8 ONNX Runtime graph built once under the cache directory (CPU only; its own id;
-    :mod:`fractal_core.onnx_encoder`)."""
+    :mod:`fractal_core.embedding.onnx_encoder`)."""
     cache_dir: str | None = None
     """Embedding cache directory; ``None`` -> ``$FRACTAL_HOME/cache`` or ``~/.cache/fractal-studio``; ``""`` disables."""
 
@@ -465,7 +465,7 @@ class Encoder:
     def _calibration_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """What the int8 graph's smoothing is calibrated on: the bundled demo's sentences (shipped with the
         package, so a build needs no data of the user's and gives the same graph everywhere)."""
-        from fractal_core.demo import demo_texts
+        from fractal_core.data.demo import demo_texts
 
         texts = demo_texts()[:CALIBRATION_TEXTS]
         for _, input_ids, mask in self._padded_batches(texts, batch_tokens=CALIBRATION_BATCH_TOKENS):
@@ -523,7 +523,7 @@ def batch_plan(
     """How :class:`Encoder` batches ``texts``: their token ids (truncated to ``max_length``) and the batches,
     each an array of positions into ``texts``: longest first (the first batch shows peak memory at once), cut by
     the token budget (rows x padded length <= ``batch_tokens``). A vector depends on its batch's make-up in
-    reduced precision, so ``fractal_core.distributed`` sends exactly these batches to its workers."""
+    reduced precision, so ``fractal_core.experimental.distributed`` sends exactly these batches to its workers."""
     encoded = tokenizer(
         list(texts),
         add_special_tokens=True,

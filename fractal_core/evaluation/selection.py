@@ -8,7 +8,7 @@ sentence first, and a strategy ranks the responses:
 - ``posterior``: mean entropy of the sentence labels *given the response label* (``bag_posterior``). Under max
   aggregation a response labelled 0 has all its sentences at 0 already, so it costs budget and teaches nothing
   new; this strategy never picks such bags while uncertain ones remain.
-- ``inconsistency``: the disagreement of ``fractal_core.semantics`` (|aggregate score - Y| in the binary view), how
+- ``inconsistency``: the disagreement of ``fractal_core.mil.semantics`` (|aggregate score - Y| in the binary view), how
   badly AGG(scores) contradicts the response label; AGG is the bag variant given (``prob``: noisy-OR / product,
   the app passes the model's own variant so the queue agrees with the Review list's disagreement).
 - ``diverse``: greedy k-center on mean sentence embeddings, each distance weighted by (a small floor plus) the
@@ -36,13 +36,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from fractal_core import registry, semantics
-from fractal_core.bags import BagSet
-from fractal_core.posterior import posterior_scores
-from fractal_core.records import ResponseRecord
-from fractal_core.segments import segment_count, segment_mean, segment_sum
+from fractal_core.data.records import ResponseRecord
+from fractal_core.fitting import registry
+from fractal_core.fitting.bags import BagSet
+from fractal_core.mil import semantics
+from fractal_core.mil.posterior import posterior_scores
+from fractal_core.mil.reductions import segment_count, segment_mean, segment_sum
 
-STRATEGIES = registry.STRATEGY_NAMES  # names and descriptions: fractal_core.registry
+STRATEGIES = registry.STRATEGY_NAMES  # names and descriptions: fractal_core.fitting.registry
 _EPS = 1e-6
 _LENGTH_BINS = 4  # ``representative`` / ``stratified``: sentence-count quartiles of the candidates
 
@@ -55,7 +56,7 @@ def _binary_labels(labels: torch.Tensor, aggregation: str) -> torch.Tensor:
 def bag_probability(
     score: torch.Tensor, bag_index: torch.Tensor, n_bags: int, *, aggregation: str, variant: str = "prob"
 ) -> torch.Tensor:
-    """P(Y = 1) of each bag (B,) from sentence scores (N,) P(y_i = 1): ``fractal_core.semantics.response_scores``
+    """P(Y = 1) of each bag (B,) from sentence scores (N,) P(y_i = 1): ``fractal_core.mil.semantics.response_scores``
     (``prob``: noisy-OR for max, product for min under independent sentences; mean for mean)."""
     out = semantics.response_scores(
         score.detach().cpu().numpy(),
@@ -79,7 +80,7 @@ def bag_posterior(
     if aggregation not in ("max", "min", "mean"):
         raise ValueError(f"unknown aggregation {aggregation!r}")
     p = score.clamp(_EPS, 1 - _EPS)
-    # The binary view of fractal_core.posterior (which also handles ordinal log-probabilities exactly).
+    # The binary view of fractal_core.mil.posterior (which also handles ordinal log-probabilities exactly).
     logp = torch.stack([torch.log1p(-p), torch.log(p)], dim=1)  # (N, 2)
     return posterior_scores(logp, bag_index, labels, aggregation=aggregation).to(score.dtype)
 
@@ -135,7 +136,7 @@ def select_gold_indices(
     score (N,) sentence scores P(y >= 1); bag_index (N,) sorted or not; labels (B,) response labels (NaN if
     none); already: bag ids labelled before (never picked again); candidates (B,) bool: bags that may be picked
     (default all); bag_embedding (B, d): needed by ``diverse``; variant: the bag aggregation ``inconsistency``
-    compares with the response label (``fractal_core.semantics.response_scores``). Ties are broken by a seeded random jitter.
+    compares with the response label (``fractal_core.mil.semantics.response_scores``). Ties are broken by a seeded random jitter.
     Returns at most ``k`` distinct ids, in pick order.
     """
     if strategy not in STRATEGIES:

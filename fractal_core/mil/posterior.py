@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from fractal_core.aggregate import log1mexp, log_positive, positive_score
-from fractal_core.segments import segment_argmax, segment_count, segment_logsumexp, segment_sum
+from fractal_core.mil.aggregate import log1mexp, log_positive, positive_score
+from fractal_core.mil.reductions import segment_argmax, segment_count, segment_logsumexp, segment_sum
 
 _NEG = -1e4  # log of a probability that is zero for every practical purpose (finite: gradients stay finite)
 _PAD_BUDGET = 4_000_000  # elements of one (bags, L + 1, L + 1) table: longer data is processed in bag chunks

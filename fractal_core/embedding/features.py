@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fractal_core.bags import BagSet
-from fractal_core.encoder import Encoder
-from fractal_core.mapped import MappedRows
-from fractal_core.records import ResponseRecord
+from fractal_core.data.records import ResponseRecord
+from fractal_core.embedding.encoder import Encoder
+from fractal_core.embedding.mapped import MappedRows
+from fractal_core.fitting.bags import BagSet
 
 
 def gold_array(records: Sequence[ResponseRecord]) -> np.ndarray:
@@ -51,7 +51,7 @@ def embed_records(
 
     ``store``: a directory for the sentence embeddings. The records are then embedded ``chunk_sentences``
     sentences at a time and written to a float16 file there (``sentences.npy``), which the returned set reads
-    lazily through a memory mapping that keeps few of its pages resident (``fractal_core.mapped``); the windows are kept as float16 in memory. Memory stays bounded by a chunk, not
+    lazily through a memory mapping that keeps few of its pages resident (``fractal_core.embedding.mapped``); the windows are kept as float16 in memory. Memory stays bounded by a chunk, not
     the dataset, and nothing changes numerically: the encoder's vectors are float16-exact (``Encoder.encode``).
     ``progress`` then counts sentences. Without ``store`` every embedding is float32 in memory.
     """

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from fractal_core.segments import (
+from fractal_core.mil.reductions import (
     segment_argmax,
     segment_argmin,
     segment_logsumexp,

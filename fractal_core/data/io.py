@@ -1,6 +1,6 @@
 """Readers and writers for the shared response schema (JSONL, CSV, Parquet).
 
-One record per response (a *bag*); the fields are described in :mod:`fractal_core.records`. Every reader streams
+One record per response (a *bag*); the fields are described in :mod:`fractal_core.data.records`. Every reader streams
 ``(line, record)`` pairs and raises :class:`~fractal_core.errors.InputError` naming ``file:line:field`` on the first
 bad row, so callers that must not write partial output validate the whole file first (:func:`read_records`).
 
@@ -13,7 +13,7 @@ Validation rules (why: a wrong label silently poisons training, so we refuse it 
 
 - ``id`` (string or integer, unique within the file), ``response_label`` (a number; booleans are refused) and
   either ``sentences`` (non-empty list of non-empty strings) or ``text`` (segmented with
-  :func:`fractal_core.segment.segment`) are required. ``context`` defaults to ``""``, ``aggregation`` to
+  :func:`fractal_core.data.segment.segment`) are required. ``context`` defaults to ``""``, ``aggregation`` to
   ``"max"``, ``meta`` to ``{}``.
 - Ranges: ``max`` -> integer labels 0..``MAX_LABEL`` (levels above 1 make the data ordinal); ``min`` -> binary
   labels; ``mean`` -> ``response_label`` in [0, 1] and binary sentence labels.
@@ -38,9 +38,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from fractal_core.errors import InputError
-from fractal_core.files import FileFormat, atomic_write_lines, require_format
-from fractal_core.records import (
+from fractal_core.data.files import FileFormat, atomic_write_lines, require_format
+from fractal_core.data.records import (
     AGGREGATIONS,
     MAX_ID_CHARS,
     MAX_LABEL,
@@ -49,8 +48,9 @@ from fractal_core.records import (
     ResponseRecord,
     Span,
 )
-from fractal_core.segment import segment, spans_from_sentences
-from fractal_core.semantics import check_consistency
+from fractal_core.data.segment import segment, spans_from_sentences
+from fractal_core.errors import InputError
+from fractal_core.mil.semantics import check_consistency
 
 SegmentMode = Literal["sentences", "steps"]
 LabelKind = Literal["binary", "ordinal", "proportion"]
@@ -177,7 +177,7 @@ def record_to_dict(record: ResponseRecord) -> dict[str, Any]:
 
 
 def write_records_jsonl(records: Iterable[ResponseRecord], path: str | Path) -> None:
-    """Write records as JSONL atomically (:func:`fractal_core.files.atomic_write`).
+    """Write records as JSONL atomically (:func:`fractal_core.data.files.atomic_write`).
 
     A failure (including one raised while iterating ``records``) leaves any existing file untouched; a path
     that is a directory, a device or another special file is refused with InputError.

@@ -18,20 +18,25 @@ from typing import Any, Self
 import numpy as np
 import torch
 
-from fractal_core import registry
-from fractal_core.aggregate import aggregate, bag_positive_score, positive_score
-from fractal_core.bags import CHUNK_BAGS, BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.encoder import EncoderConfig, get_encoder, resolve_device
-from fractal_core.features import embed_records
-from fractal_core.files import atomic_write, atomic_write_text, check_output_dir
-from fractal_core.io import num_classes
-from fractal_core.methods import METHODS, fit_method, fit_preference, preference_bags, resolve_method
-from fractal_core.metrics import bag_metrics, first_error_accuracy, first_error_top_k, sentence_metrics
-from fractal_core.model import build_scorer
-from fractal_core.posterior import first_error_log_distribution, posterior_scores
-from fractal_core.records import ResponseRecord
-from fractal_core.train import ProgressFn
+from fractal_core.data.files import atomic_write, atomic_write_text, check_output_dir
+from fractal_core.data.io import num_classes
+from fractal_core.data.records import ResponseRecord
+from fractal_core.embedding.encoder import EncoderConfig, get_encoder, resolve_device
+from fractal_core.embedding.features import embed_records
+from fractal_core.evaluation.metrics import (
+    bag_metrics,
+    first_error_accuracy,
+    first_error_top_k,
+    sentence_metrics,
+)
+from fractal_core.fitting import registry
+from fractal_core.fitting.bags import CHUNK_BAGS, BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.methods import METHODS, fit_method, fit_preference, preference_bags, resolve_method
+from fractal_core.fitting.model import build_scorer
+from fractal_core.fitting.train import ProgressFn
+from fractal_core.mil.aggregate import aggregate, bag_positive_score, positive_score
+from fractal_core.mil.posterior import first_error_log_distribution, posterior_scores
 
 FORMAT_VERSION = 1
 
@@ -59,7 +64,7 @@ def first_error_metrics(gold: np.ndarray, logp: torch.Tensor, bags: BagSet) -> d
     """Where the first gold positive of each erroneous response ranks (max bags in step order).
 
     Two readings of the same model: the marginal argmax (the paper's first-error accuracy) and the first-error
-    distribution given the response has an error, P(first = i | Y >= 1) (``fractal_core.posterior``), which is
+    distribution given the response has an error, P(first = i | Y >= 1) (``fractal_core.mil.posterior``), which is
     how the reviewer is pointed at a step. Top-1 accuracy and top-3 hit rate of each.
     """
     bag_index = bags.bag_index.cpu().numpy()
@@ -262,7 +267,7 @@ class FractalModel:
             or not bool(torch.isfinite(bags.labels).all())
         ):
             return None
-        from fractal_core.auto import fit_calibration
+        from fractal_core.fitting.auto import fit_calibration
 
         with torch.no_grad():
             logp = self.scorer_.to(bags.device)(bags)
@@ -327,8 +332,8 @@ class FractalModel:
         calibration = getattr(self, "calibration_", None)
         if (
             calibration is not None
-        ):  # a fitted logistic map of the prior's or the scorer's score (fractal_core.auto)
-            from fractal_core.auto import Calibration, cosine_target
+        ):  # a fitted logistic map of the prior's or the scorer's score (fractal_core.fitting.auto)
+            from fractal_core.fitting.auto import Calibration, cosine_target
 
             calibrate = Calibration.from_dict(calibration).to(bags.device)
             with torch.inference_mode():
@@ -374,7 +379,7 @@ class FractalModel:
     def predict(self, records: Sequence[ResponseRecord], *, given_labels: bool = False) -> list[np.ndarray]:
         """Per response, the (n_sentences,) scores P(label >= 1) in [0, 1].
 
-        ``given_labels=True`` conditions on each response's own label (fractal_core.posterior): e.g. every
+        ``given_labels=True`` conditions on each response's own label (fractal_core.mil.posterior): e.g. every
         sentence of a max response labelled 0 scores 0. The default is the model's marginal, which is what
         disagreement with the response label and active selection need.
         """

@@ -11,13 +11,13 @@ Pipelines (stages are fresh models unless said otherwise):
   adds the sentence labels implied by the response labels to the teacher's data (off: no valid gain).
 - supervised: an instance model on all gold sentence labels (the ceiling).
 - auto: fits prior_only (calibrated), bagloss, priors (a small grid of cosine weights), pslab and, with gold,
-  hybrid on the same embeddings and keeps the best by a held-out figure (``fractal_core.auto``); records why.
+  hybrid on the same embeddings and keeps the best by a held-out figure (``fractal_core.fitting.auto``); records why.
 - fractal: the recommended default, the same as auto. ``TrainConfig.pslab`` decides whether hybrid ends with
   PsLab.
 PsLab is undefined for mean (LLP) bags: there the soft bag model is the output. Which priors run is decided by
 their weights: the tuned defaults use the cosine prior only (correlation weight 0).
 
-Names, descriptions and stage plans live in ``fractal_core.registry`` (torch-free); ``_fit_method`` follows
+Names, descriptions and stage plans live in ``fractal_core.fitting.registry`` (torch-free); ``_fit_method`` follows
 ``registry.training_stages`` (tests/fractal_core/test_registry.py checks it).
 """
 
@@ -29,11 +29,14 @@ from typing import Any
 
 import torch
 
-from fractal_core import registry
-from fractal_core.aggregate import positive_score
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.losses import (
+from fractal_core.evaluation.metrics import auc_roc
+from fractal_core.fitting import registry
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.model import SentenceScorer, build_scorer
+from fractal_core.fitting.train import ProgressFn, StageResult, cpu_threads, train_stage
+from fractal_core.mil.aggregate import positive_score
+from fractal_core.mil.losses import (
     bag_log_likelihood,
     bag_loss,
     correlation_prior,
@@ -43,10 +46,7 @@ from fractal_core.losses import (
     proportion_target,
     soft_cross_entropy,
 )
-from fractal_core.metrics import auc_roc
-from fractal_core.model import SentenceScorer, build_scorer
-from fractal_core.pslab import pseudo_labels
-from fractal_core.train import ProgressFn, StageResult, cpu_threads, train_stage
+from fractal_core.mil.pslab import pseudo_labels
 
 METHODS: dict[str, str] = registry.method_descriptions()
 """{name: one-line description under the tuned defaults}, in registry order."""
@@ -61,7 +61,7 @@ class FitResult:
     model: SentenceScorer | None
     stages: list[StageResult] = field(default_factory=list)
     calibration: dict[str, Any] | None = (
-        None  # auto: the fitted Calibration of the scores (fractal_core.auto)
+        None  # auto: the fitted Calibration of the scores (fractal_core.fitting.auto)
     )
     selection: dict[str, Any] | None = (
         None  # auto: what was chosen, the criterion and every candidate's figures
@@ -289,7 +289,7 @@ def _fit_method(
 ) -> FitResult:
     method = resolve_method(method, train, pslab=config.pslab)
     if method == "auto":
-        from fractal_core.auto import fit_auto
+        from fractal_core.fitting.auto import fit_auto
 
         return fit_auto(
             train,

@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 import torch
 
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.encoder import Encoder
-from fractal_core.estimator import FractalModel, resolve_device, task_of
-from fractal_core.features import embed_records
-from fractal_core.records import ResponseRecord
-from fractal_core.segments import segment_count, segment_mean
+from fractal_core.data.records import ResponseRecord
+from fractal_core.embedding.encoder import Encoder
+from fractal_core.embedding.features import embed_records
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.estimator import FractalModel, resolve_device, task_of
+from fractal_core.mil.reductions import segment_count, segment_mean
 
 LabelView = Literal["native", "binary", "mean"]
 LABEL_VIEWS: tuple[str, ...] = ("native", "binary", "mean")

@@ -3,7 +3,7 @@
 How the graph is made (BENCHMARKS.md "ONNX Runtime int8" has the figures of each step):
 
 1. ``torch.onnx.export`` of the local Hugging Face encoder (eager attention, dynamic batch and length) returning
-   the last hidden state; pooling and normalisation stay in :class:`fractal_core.encoder.Encoder`, one code for
+   the last hidden state; pooling and normalisation stay in :class:`fractal_core.embedding.encoder.Encoder`, one code for
    every backend.
 2. Every linear layer (constant-weight MatMul) gets two rescalings that are exact in float:
    - SmoothQuant: the input is divided per channel by ``s = max|x|^0.5 / max|W row|^0.5`` and the weight rows

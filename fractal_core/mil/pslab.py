@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fractal_core.segments import segment_argmax, segment_argmin, segment_max, segment_min
+from fractal_core.mil.reductions import segment_argmax, segment_argmin, segment_max, segment_min
 
 _NEG = -1e4  # log-probability of a class ruled out by a gold label
 

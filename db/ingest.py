@@ -64,7 +64,7 @@ from db.rows import IngestSummary
 from db.sources import IMPORTED, IMPORTED_GOLD
 from fractal_core.data import io
 from fractal_core.data.files import require_format
-from fractal_core.data.records import MAX_LABEL, ResponseRecord
+from fractal_core.data.records import MAX_LABEL, ResponseRecord, kind_mismatch
 from fractal_core.data.segment import SEGMENTER_VERSION
 from fractal_core.errors import InputError
 
@@ -156,20 +156,9 @@ def _kind_error(
 
 def _check_fits(record: ResponseRecord, kind: str, top: float, dataset: str, file: str, line: int) -> None:
     """Refuse a record that does not fit a dataset's fixed label kind (``top``: its highest level)."""
-    if (kind == "proportion") != (record.aggregation == "mean"):
-        raise _kind_error(
-            f"aggregation is {record.aggregation}", "aggregation", kind, top, dataset, file, line
-        )
-    if kind == "proportion":
-        return
-    if record.response_label > top:
-        what = f"response_label is {record.response_label:g}"
-        raise _kind_error(what, "response_label", kind, top, dataset, file, line)
-    above = [v for v in record.sentence_labels or [] if v is not None and v > top]
-    if above:
-        raise _kind_error(
-            f"a sentence label is {above[0]}", "sentence_labels", kind, top, dataset, file, line
-        )
+    found = kind_mismatch(record, kind, top)
+    if found is not None:
+        raise _kind_error(found[0], found[1], kind, top, dataset, file, line)
 
 
 @dataclass

@@ -283,6 +283,9 @@ class LabelEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # One user action (a single label, a whole response, an undo) shares one action id.
     action_id: Mapped[str] = mapped_column(String(36))
+    # The view the event changes: NULL for the shared view (current_labels), else the overlap annotator whose
+    # own labels (annotations) it changes.
+    layer: Mapped[str | None] = mapped_column(String(128))
     sentence_id: Mapped[int] = mapped_column(ForeignKey("sentences.id", ondelete="CASCADE"))
     response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
     annotator: Mapped[str] = mapped_column(String(128))  # who made the change (an undo: who undid)
@@ -438,7 +441,8 @@ class Assignment(Base):
 
 class Annotation(Base):
     """One annotator's own current label of a sentence of an overlap response (kept apart from the gold
-    view in ``current_labels``, which an adjudication sets)."""
+    view in ``current_labels``, which an adjudication sets): the current view of the ``label_events`` whose
+    ``layer`` is that annotator."""
 
     __tablename__ = "annotations"
     __table_args__ = (
@@ -452,26 +456,6 @@ class Annotation(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     label: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class AnnotationEvent(Base):
-    """Append-only history of ``annotations`` (who, when, old, new; an undo is an event pointing back)."""
-
-    __tablename__ = "annotation_events"
-    __table_args__ = (
-        Index("ix_annotation_events_response_id", "response_id", "id"),
-        Index("ix_annotation_events_annotator_id", "annotator", "id"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    action_id: Mapped[str] = mapped_column(String(36))
-    sentence_id: Mapped[int] = mapped_column(ForeignKey("sentences.id", ondelete="CASCADE"))
-    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
-    annotator: Mapped[str] = mapped_column(String(128))
-    old_label: Mapped[int | None] = mapped_column(Integer)
-    new_label: Mapped[int | None] = mapped_column(Integer)
-    undoes_action: Mapped[str | None] = mapped_column(String(36))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Adjudication(Base):

@@ -154,3 +154,75 @@ def test_migration_renames_sources_by_the_event_that_set_each_label(db_url: str)
     assert repo.list_responses(engine, 1).rows[0].n_gold == 4
     assert repo.load_training_set(engine, 1).records[0].sentence_labels == [1, 0, 1, None, 1]
     engine.dispose()
+
+
+def test_migration_moves_own_labels_into_the_one_history(db_url: str) -> None:
+    """A store at 0010 with each annotator's own labels in ``annotation_events`` (an undone action among them)
+    keeps them after the upgrade, as events of the one history that the one undo rule walks."""
+    raw = get_engine(db_url, check_schema=False)
+    upgrade(raw, "0010")
+    with raw.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO datasets (id, name, description, label_kind, max_label, gold_target, created_at,"
+                " overlap_k, overlap_fraction, guidelines) VALUES (1, 'old', '', 'binary', 1, 0.1,"
+                " CURRENT_TIMESTAMP, 2, 1, '')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO responses (id, dataset_id, external_id, context, text, response_label, aggregation,"
+                " label_kind, meta, n_sentences, n_gold) VALUES (1, 1, 'a', '', 'A. B.', 1, 'max', 'binary',"
+                " '{}', 2, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                'INSERT INTO sentences (id, response_id, position, start, "end", text, segmenter_version)'
+                " VALUES (1, 1, 0, 0, 2, 'A.', 'v'), (2, 1, 1, 3, 5, 'B.', 'v')"
+            )
+        )
+        events = [  # id, action, sentence, annotator, old, new, undoes action
+            (1, "a1", 1, "ann", None, 1, None),
+            (2, "a1", 2, "ann", None, 0, None),
+            (3, "b1", 1, "bob", None, 0, None),
+            (4, "a2", 1, "ann", 1, 0, None),
+            (5, "u1", 1, "ann", 0, 1, "a2"),  # ann undid a2
+        ]
+        for eid, action, sid, who, old, new, undoes in events:
+            conn.execute(
+                text(
+                    "INSERT INTO annotation_events (id, action_id, sentence_id, response_id, annotator, old_label,"
+                    " new_label, undoes_action, created_at) VALUES (:id, :action, :sid, 1, :who, :old, :new,"
+                    " :undoes, CURRENT_TIMESTAMP)"
+                ),
+                {"id": eid, "action": action, "sid": sid, "who": who, "old": old, "new": new, "undoes": undoes},
+            )
+        for sid, who, label in [(1, "ann", 1), (2, "ann", 0), (1, "bob", 0)]:
+            conn.execute(
+                text(
+                    "INSERT INTO annotations (sentence_id, annotator, response_id, dataset_id, label, updated_at)"
+                    " VALUES (:sid, :who, 1, 1, :label, CURRENT_TIMESTAMP)"
+                ),
+                {"sid": sid, "who": who, "label": label},
+            )
+    upgrade(raw)
+    raw.dispose()
+    engine = get_engine(db_url)
+    history = team.annotation_history(engine, 1)
+    assert [(h.sentence_id, h.annotator, h.old_label, h.new_label) for h in history] == [
+        (1, "ann", None, 1),
+        (2, "ann", None, 0),
+        (1, "bob", None, 0),
+        (1, "ann", 1, 0),
+        (1, "ann", 0, 1),
+    ]
+    assert repo.label_history(engine, response_id=1) == []  # the shared view has no history
+    # a2 is undone, so ann's next undo reverts a1; then nothing is left, and bob's label never moved.
+    undone = team.undo_annotation(engine, "ann", 1)
+    assert undone is not None and sorted(c.sentence_id for c in undone.reverted) == [1, 2]
+    assert team.own_labels(engine, 1, "ann") == {} and team.undo_annotation(engine, "ann", 1) is None
+    assert team.own_labels(engine, 1, "bob") == {1: 0}
+    team.record_annotations(engine, 1, {2: 1}, "bob")  # new events get fresh ids after the moved ones
+    assert team.annotation_history(engine, 1)[-1].event_id > max(h.event_id for h in history)
+    engine.dispose()

@@ -127,6 +127,25 @@ def export(
             help="bad | good: what a positive sentence label means (default: from the aggregation).",
         ),
     ] = None,
+    human_only: Annotated[
+        bool,
+        typer.Option("--human-only", help="Only labels a person set in the tool (human, adjudicated)."),
+    ] = False,
+    soft_labels: Annotated[
+        bool,
+        typer.Option(
+            "--soft-labels",
+            help="Add the model's probability given the response label for every unlabelled sentence.",
+        ),
+    ] = False,
+    scores_as_labels: Annotated[
+        bool,
+        typer.Option(
+            "--scores-as-labels",
+            help="Step formats: fill unlabelled steps from the model's score given the response label "
+            "(source 'score'); without it a score never becomes a hard label.",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Write a dataset as native JSONL, stepwise JSONL/Parquet, PRM800K step ratings or KTO pairs."""
@@ -139,16 +158,15 @@ def export(
             format=format,  # type: ignore[arg-type]
             model_version=model,
             positive_is=positive_is,  # type: ignore[arg-type]
+            human_only=human_only,
+            soft_labels=soft_labels,
+            scores_as_labels=scores_as_labels,
         )
     except InputError as err:
         raise _fail(str(err), 2) from None
     except SchemaOutdatedError as err:
         raise _fail(str(err), 1) from None
-    skipped = (
-        f" ({summary.n_skipped} responses left out: a step with neither label nor score)"
-        if summary.n_skipped
-        else ""
-    )
+    skipped = "".join(f" ({n} responses left out: {why})" for why, n in sorted(summary.left_out.items()))
     version = f", scores of model version {summary.model_version}" if summary.model_version else ""
     typer.echo(f"wrote {summary.n_rows} rows to {summary.path} ({summary.format}{version}){skipped}")
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from db.engine import get_engine, resolve_url
 from db.export import FORMATS, export_dataset
 from db.ingest import ingest_file, purge_abandoned_imports
+from db.integrity import check_store
 from db.repository import list_datasets, list_model_versions, require_dataset
 from db.schema import SchemaOutdatedError, current_revision, head_revision, upgrade
 from fractal_core.errors import InputError
@@ -221,6 +222,28 @@ def db_datasets(
         raise _fail(str(err), 2) from None
     except SchemaOutdatedError as err:
         raise _fail(str(err), 1) from None
+
+
+@db_app.command("check")
+def db_check(db: DbOption = None) -> None:
+    """Check that the current labels (and each annotator's own labels) equal the replay of the label history.
+
+    Exit 0 when they do, 1 with one line per drift (table, ids, stored, replayed) when they do not."""
+    try:
+        engine = get_engine(db)
+        report = check_store(engine)
+    except InputError as err:
+        raise _fail(str(err), 2) from None
+    except SchemaOutdatedError as err:
+        raise _fail(str(err), 1) from None
+    for d in report.drift:
+        typer.echo(f"drift: {d.table} {d.key}: stored {d.stored}, history says {d.replayed}")
+    if report.drift:
+        raise _fail(f"{len(report.drift)} drift(s) between the current views and the label history", 1)
+    typer.echo(
+        f"store is consistent: {report.n_current} current labels and {report.n_annotations} own labels "
+        "equal the replay of the label history"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -134,7 +134,12 @@ def test_stepwise_jsonl_and_parquet(engine: Engine, src: int, tmp_path: Path) ->
     r2 = next(r for r in rows if r["id"] == "r2")
     assert set(r2["sources"]) == {"score"} and r2["annotators"] == [None] * 4
     good = export_dataset(
-        engine, "src", tmp_path / "g.jsonl", format="stepwise-jsonl", positive_is="good", scores_as_labels=True
+        engine,
+        "src",
+        tmp_path / "g.jsonl",
+        format="stepwise-jsonl",
+        positive_is="good",
+        scores_as_labels=True,
     )
     flipped = {
         json.loads(line)["id"]: json.loads(line)["labels"]
@@ -143,7 +148,9 @@ def test_stepwise_jsonl_and_parquet(engine: Engine, src: int, tmp_path: Path) ->
     assert good.n_rows == 8 and flipped["r3"] == [False, True]
 
 
-def test_stepwise_never_turns_a_score_into_a_label_unless_asked(engine: Engine, src: int, tmp_path: Path) -> None:
+def test_stepwise_never_turns_a_score_into_a_label_unless_asked(
+    engine: Engine, src: int, tmp_path: Path
+) -> None:
     summary = export_dataset(engine, "src", tmp_path / "s.jsonl", format="stepwise-jsonl")
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "s.jsonl").read_text().splitlines())}
     assert "r2" not in rows and "score" not in {x for r in rows.values() for x in r["sources"]}

@@ -196,7 +196,15 @@ def test_migration_moves_own_labels_into_the_one_history(db_url: str) -> None:
                     " new_label, undoes_action, created_at) VALUES (:id, :action, :sid, 1, :who, :old, :new,"
                     " :undoes, CURRENT_TIMESTAMP)"
                 ),
-                {"id": eid, "action": action, "sid": sid, "who": who, "old": old, "new": new, "undoes": undoes},
+                {
+                    "id": eid,
+                    "action": action,
+                    "sid": sid,
+                    "who": who,
+                    "old": old,
+                    "new": new,
+                    "undoes": undoes,
+                },
             )
         for sid, who, label in [(1, "ann", 1), (2, "ann", 0), (1, "bob", 0)]:
             conn.execute(

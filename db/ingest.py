@@ -229,6 +229,7 @@ def ingest_file(
     format: Literal["jsonl", "csv", "parquet"] | None = None,
     segment_mode: Literal["sentences", "steps"] = "sentences",
     column_map: Mapping[str, str] | None = None,
+    label_map: Mapping[str, float] | None = None,
     labels_as: Literal["imported", "gold"] = "imported",
     label_kind: str | None = None,
     imported_by: str | None = None,
@@ -248,6 +249,8 @@ def ingest_file(
         dataset: dataset name (1-64 of ``[A-Za-z0-9._-]``).
         segment_mode: how raw ``text`` is split; pre-split ``sentences`` are kept as given.
         column_map: ``{your column: schema field}`` renames.
+        label_map: ``{value as written: response label}`` for response labels written as words (e.g.
+            ``{"correct": 0, "wrong": 1}``); a value it does not list is refused with its line.
         labels_as: ``gold`` when whoever ingests vouches for the file's labels: stored as ``imported_gold``
             (gold for training, still told apart from labels set in the tool); else ``imported``.
         label_kind: for a new dataset, its kind (``binary``, ``proportion``, ``ordinal`` or ``ordinal:C``);
@@ -312,7 +315,12 @@ def ingest_file(
         "owner": process_owner(),
     }
     records = io.iter_records(
-        path, format=format, segment_mode=segment_mode, column_map=column_map, max_field_chars=max_field_chars
+        path,
+        format=format,
+        segment_mode=segment_mode,
+        column_map=column_map,
+        label_map=label_map,
+        max_field_chars=max_field_chars,
     )
     try:
         for chunk in _chunks(records, chunk_size):

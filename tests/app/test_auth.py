@@ -162,10 +162,10 @@ def test_annotator_labels_are_recorded_under_the_signed_in_name(team) -> None:
     rid = at.session_state["review_response_id"]
     at.button(key="k_zero").click().run()  # label 0: consistent with any response label
     assert not at.exception, at.exception
-    mine = [h for h in repo.label_history(team.engine, response_id=rid) if h.source == "gold"]
+    mine = [h for h in repo.label_history(team.engine, response_id=rid) if h.source == "human"]
     assert [(h.new_label, h.annotator) for h in mine] == [(0, "ann")]
     at.button(key="k_undo").click().run()
-    assert repo.get_response(team.engine, rid).sentences[0].label_source != "gold"
+    assert repo.get_response(team.engine, rid).sentences[0].label_source != "human"
 
 
 def test_sign_out_ends_the_session(team) -> None:
@@ -290,7 +290,7 @@ def test_stale_save_shows_their_label_and_lets_the_user_keep_or_replace(team) ->
     ann.button(key="k_zero").click().run()  # ann still sees it unlabelled and says fine
     assert not ann.exception, ann.exception
     assert any("Not saved" in e.value for e in ann.error)
-    assert "Sentence 1: bob set 1 (gold); yours: 0" in _texts(ann)
+    assert "Sentence 1: bob set 1 (human); yours: 0" in _texts(ann)
     first = repo.get_response(team.engine, rid).sentences[0]
     assert (first.label, first.annotator) == (1, "bob")  # nothing of ann's was stored
     ann.button(key="conflict_keep").click().run()

@@ -69,7 +69,7 @@ def test_stale_save_is_refused_and_replaced_knowingly(app_server_factory, browse
     _label_first_sentence(bob, "1")
     ann.locator("body").press("0")  # ann's page still shows the sentence unlabelled
     expect(ann.get_by_text(re.compile("Not saved: someone changed these labels"))).to_be_visible(timeout=LONG)
-    expect(ann.get_by_text("Sentence 1: bob set 1 (gold); yours: 0")).to_be_visible()
+    expect(ann.get_by_text("Sentence 1: bob set 1 (human); yours: 0")).to_be_visible()
     engine = _store(srv.db_url)
     rid = repo.response_id_by_external(engine, 1, "r001")
     assert rid is not None
@@ -119,5 +119,5 @@ def test_overlap_labels_apart_then_reviewer_adjudicates(app_server_factory, brow
     rita.get_by_role("button", name="Set gold labels").click()
     expect(rita.get_by_text(re.compile("Adjudicated r000"))).to_be_visible(timeout=LONG)
     first = repo.get_response(engine, rid).sentences[0]
-    assert first.label_source == "reviewed" and first.annotator == "rita"
+    assert first.label_source == "adjudicated" and first.annotator == "rita"
     assert team.adjudicated_labels(engine, [rid])[rid]["reviewer"] == "rita"

@@ -35,7 +35,7 @@ from db.users_cli import register as register_users
 from fractal_core.cli import PRECISIONS, EncoderOpt, checked_encoder
 from fractal_core.cli import register as register_core
 
-APP_MAIN = Path(__file__).resolve().parent / "web.py"
+WEB_APP = Path(__file__).resolve().parent / "web.py"
 """What ``streamlit run`` serves: the pages of ``main.py`` plus the session-cookie routes (``app/web.py``)."""
 
 
@@ -96,7 +96,8 @@ def serve(
     from app import setup
 
     encoder, precision = _checked_job_encoder(encoder, precision)
-    trusted_proxy_header = trusted_proxy_header or os.environ.get(TRUSTED_PROXY_ENV, "").strip() or None
+    if trusted_proxy_header is None:
+        trusted_proxy_header = os.environ.get(TRUSTED_PROXY_ENV, "").strip() or None
     if trusted_proxy_header is not None:
         try:
             check_header_name(trusted_proxy_header)
@@ -134,7 +135,7 @@ def serve(
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     worker_cmd = [sys.executable, "-m", "app.cli", "worker", "--db", settings.db_url]
     web_cmd = [
-        sys.executable, "-m", "streamlit", "run", str(APP_MAIN),
+        sys.executable, "-m", "streamlit", "run", str(WEB_APP),
         "--server.port", str(port), "--server.address", host, "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
         "--client.toolbarMode", "minimal",

@@ -108,7 +108,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class AppServer:
-    """A running ``streamlit run app/main.py`` (plus optionally a worker) over an isolated store."""
+    """A running ``streamlit run app/web.py`` (the app as ``fractal serve`` runs it: the pages of
+    ``app/main.py`` plus the session-cookie routes), plus optionally a worker, over an isolated store."""
 
     home: Path
     db_url: str
@@ -130,7 +131,7 @@ class AppServer:
         log = open(self.home / "streamlit.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.server = subprocess.Popen(
             [
-                sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
+                sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "web.py"),
                 "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
                 "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
             ],
@@ -273,7 +274,7 @@ def app_test(page: str | None = None, timeout: float = 60) -> Any:
     """An AppTest of the entry file, run once and optionally switched to ``page`` (``"views/x.py"``)."""
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=timeout)
+    at = AppTest.from_file(str(REPO / "app" / "web.py"), default_timeout=timeout)
     at.run()
     if page is not None:
         at.switch_page(page)

@@ -4,12 +4,12 @@ Job kinds and payloads (every id is a database id):
 
 - ``train``: ``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}``. Loads the dataset once
   (records, gold labels and ids), hands it to the library's one entry point
-  (``fractal_core.pipeline.train_and_score``: embed once, train, score, summarise each response, measure the
+  (``fractal_core.fitting.pipeline.train_and_score``: embed once, train, score, summarise each response, measure the
   previous and the new model on the gold set, propose gold), stores what it returns under a new model version
   and only then activates it: until that last step the previously active version keeps serving the Review
   page, so a crash or a cancel never shows partial scores.
 - ``score``: ``{"dataset_id"}``. Re-applies the active model's saved artifact to every response (for example
-  after new responses were ingested) through ``fractal_core.pipeline.score_records``, as a new version,
+  after new responses were ingested) through ``fractal_core.fitting.pipeline.score_records``, as a new version,
   activated the same way.
 - ``embed``: ``{"dataset_id"}``. Embeds every sentence and context window into the on-disk cache (queued after
   an import) so the next training job starts from cached embeddings.
@@ -38,13 +38,13 @@ from app.settings import AppSettings
 from db import artifacts
 from db import jobs as db_jobs
 from db import repository as repo
-from fractal_core import registry
 from fractal_core.errors import InputError
+from fractal_core.fitting import registry
 
 if TYPE_CHECKING:  # the library's models load torch: only the worker's job functions import them
     from fractal_core import FractalModel, TrainConfig
-    from fractal_core.encoder import EncoderConfig
-    from fractal_core.pipeline import ScoredResponses
+    from fractal_core.embedding.encoder import EncoderConfig
+    from fractal_core.fitting.pipeline import ScoredResponses
 
 JOB_KINDS: tuple[str, ...] = ("train", "score", "embed", "import", "export")
 """Kinds the worker runs."""
@@ -85,7 +85,7 @@ class JobContext:
     ) -> Callable[[str, float, str], None]:
         """A training progress callback mapping its stages onto [lo, hi] of the overall bar.
 
-        ``stages``: the training stages the job will run (``fractal_core.registry.training_stages``); the
+        ``stages``: the training stages the job will run (``fractal_core.fitting.registry.training_stages``); the
         embedding step before them takes a fixed share, or all of it for a training-free method.
         """
         n_stages = len(stages)
@@ -223,7 +223,7 @@ def purge_scratch(settings: AppSettings) -> list[str]:
 def _encoder_config(settings: AppSettings) -> EncoderConfig | None:
     """The encoder of new embed and train jobs (``FRACTAL_ENCODER``, ``FRACTAL_ENCODER_PRECISION``); ``None``:
     the bundled one at its default precision."""
-    from fractal_core.encoder import EncoderConfig
+    from fractal_core.embedding.encoder import EncoderConfig
 
     if settings.encoder is None and settings.precision == "auto":
         return None
@@ -234,8 +234,8 @@ def run_train(
     engine: Engine, settings: AppSettings, payload: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
     from fractal_core import FractalModel
-    from fractal_core.pipeline import train_and_score
-    from fractal_core.train import TrainingCancelled
+    from fractal_core.fitting.pipeline import train_and_score
+    from fractal_core.fitting.train import TrainingCancelled
 
     dataset_id = int(payload["dataset_id"])
     method = str(payload.get("method", "fractal"))
@@ -298,7 +298,7 @@ def run_score(
     engine: Engine, settings: AppSettings, payload: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
     from fractal_core import FractalModel
-    from fractal_core.pipeline import score_records
+    from fractal_core.fitting.pipeline import score_records
 
     dataset_id = int(payload["dataset_id"])
     parent = repo.active_model_version(engine, dataset_id)
@@ -307,7 +307,7 @@ def run_score(
     data = repo.load_training_set(engine, dataset_id)
     model = FractalModel.load(artifacts.model_dir(engine, parent, settings.models_dir))
     if settings.ray_address:
-        from fractal_core.encoder import EncoderConfig
+        from fractal_core.embedding.encoder import EncoderConfig
 
         _embed_on_ray(data.records, model.encoder or EncoderConfig(), settings.ray_address, ctx, hi=0.05)
     ctx.set(0.05, f"scoring {len(data.sentence_ids)} sentences", force=True)
@@ -331,13 +331,13 @@ def run_score(
 def run_embed(
     engine: Engine, settings: AppSettings, payload: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
-    from fractal_core.encoder import get_encoder
+    from fractal_core.embedding.encoder import get_encoder
 
     records = repo.load_records(engine, int(payload["dataset_id"]), with_gold=False)
     encoder = get_encoder(_encoder_config(settings))
     if payload.get("bundled_embeddings") and encoder.cache is not None:
-        # The demo ships its vectors (fractal_core/demo): only a different encoder embeds it again.
-        from fractal_core.demo import demo_embeddings_path
+        # The demo ships its vectors (fractal_core/data/demo): only a different encoder embeds it again.
+        from fractal_core.data.demo import demo_embeddings_path
 
         loaded = encoder.cache.import_pack(demo_embeddings_path(), encoder.encoder_id)
         ctx.log(
@@ -364,8 +364,8 @@ def run_embed(
 
 def _embed_on_ray(records: list[Any], config: Any, address: str, ctx: JobContext, *, hi: float) -> None:
     """Fill the embedding cache with the records' sentences and context windows on a Ray cluster."""
-    from fractal_core.distributed import ray_embed
-    from fractal_core.encoder import context_windows
+    from fractal_core.embedding.encoder import context_windows
+    from fractal_core.experimental.distributed import ray_embed
 
     windows, _ = context_windows([r.context for r in records])
 

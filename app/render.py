@@ -28,7 +28,7 @@ from html.parser import HTMLParser
 
 from markupsafe import escape
 
-from fractal_core import semantics
+from fractal_core.mil import semantics
 
 N_BINS = 10
 """Number of colour classes the score range [0, 1] is cut into."""
@@ -101,7 +101,7 @@ def score_bin(score: float | None) -> int | None:
 
 
 def uncertainty(score: float | None) -> float | None:
-    """``fractal_core.semantics.uncertainty`` of a score (1 at 0.5, 0 at 0 or 1); ``None`` when it is missing."""
+    """``fractal_core.mil.semantics.uncertainty`` of a score (1 at 0.5, 0 at 0 or 1); ``None`` when it is missing."""
     if score_bin(score) is None or score is None:
         return None
     return semantics.uncertainty(min(max(float(score), 0.0), 1.0))

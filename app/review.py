@@ -1,7 +1,7 @@
 """Review actions as plain functions over the store (no Streamlit): what the Review page's keys and buttons do.
 
 A correction is first *proposed*: the labels it would leave are checked against the response label
-(``fractal_core.semantics.check_consistency``); a consistent one is stored at once, a contradicting one comes back with
+(``fractal_core.mil.semantics.check_consistency``); a consistent one is stored at once, a contradicting one comes back with
 the warning so the page can ask before storing it anyway.
 """
 
@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from db import repository as repo
 from db.models import GOLD_SOURCES
 from db.rows import LabelConflict, ResponseDetail, SaveResult
-from fractal_core.semantics import check_consistency
+from fractal_core.mil.semantics import check_consistency
 
 POSITIVE_THRESHOLD = 0.5
 """A score at or above this becomes label 1 when the annotator accepts the model's remaining labels."""
@@ -74,14 +74,14 @@ def propose_accept_rest(detail: ResponseDetail) -> Proposal:
 
 def likely_first_error(detail: ResponseDetail) -> tuple[int, float] | None:
     """(position, probability) of the response's most likely first problem sentence given its label, read from
-    the first-error distribution (``fractal_core.posterior``); None when it has none to show: not a ``max``
+    the first-error distribution (``fractal_core.mil.posterior``); None when it has none to show: not a ``max``
     response, labelled 0, or not (fully) scored."""
     scores = [s.score for s in detail.sentences]
     if detail.aggregation != "max" or not scores or any(v is None for v in scores):
         return None
     import torch
 
-    from fractal_core.posterior import first_error_from_scores
+    from fractal_core.mil.posterior import first_error_from_scores
 
     index, probability = first_error_from_scores(
         torch.tensor(scores, dtype=torch.float64),

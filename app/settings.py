@@ -4,9 +4,9 @@
 overrides the database (any SQLAlchemy URL). ``fractal serve --db URL`` sets the variable for the processes it
 starts, which is how the Streamlit process and the worker share one store. ``FRACTAL_ENCODER`` (set by
 ``fractal serve --encoder`` / ``fractal worker --encoder``) names the sentence encoder new embed and train jobs use:
-an encoder name (``fractal_core.encoder.ENCODERS``) or a local Hugging Face directory; unset, the bundled MiniLM.
+an encoder name (``fractal_core.embedding.encoder.ENCODERS``) or a local Hugging Face directory; unset, the bundled MiniLM.
 ``FRACTAL_ENCODER_PRECISION`` (``fractal serve/worker --precision``) is their encoder precision (``auto``,
-``float32``, ``bfloat16``, ``onnx-int8``, ...; ``fractal_core.encoder.EncoderConfig.precision``). A score job keeps
+``float32``, ``bfloat16``, ``onnx-int8``, ...; ``fractal_core.embedding.encoder.EncoderConfig.precision``). A score job keeps
 the encoder and precision its model was trained with.
 
 ``FRACTAL_TRUSTED_PROXY_HEADER`` (``fractal serve --trusted-proxy-header X-Forwarded-For``; unset by default)

@@ -41,7 +41,7 @@ def seed_demo(engine: Engine) -> str | None:
 
     Returns a message when the demo was loaded; None when the store already had datasets (never touched).
     """
-    from fractal_core.demo import demo_path
+    from fractal_core.data.demo import demo_path
 
     if repo.list_datasets(engine):
         return None

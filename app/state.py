@@ -42,7 +42,7 @@ def warm_imports() -> None:
     Models does not wait for it (the UI only reads method names; the worker does the heavy work)."""
 
     def load() -> None:
-        import fractal_core.methods  # noqa: F401
+        import fractal_core.fitting.methods  # noqa: F401
 
     threading.Thread(target=load, name="warm-imports", daemon=True).start()
 

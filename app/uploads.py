@@ -1,6 +1,6 @@
 """Upload handling for the Data page: keep the uploaded bytes, preview rows, ingest inline or as a job.
 
-Validation and storage are the library's and the store's (``fractal_core.io``, ``db.ingest``); this module
+Validation and storage are the library's and the store's (``fractal_core.data.io``, ``db.ingest``); this module
 only moves the uploaded bytes to a file and picks inline versus background work by size.
 """
 
@@ -21,9 +21,9 @@ from app.settings import AppSettings
 from db import repository as repo
 from db.ingest import ingest_file
 from db.rows import IngestSummary, JobRow
-from fractal_core import files, io
+from fractal_core.data import files, io
+from fractal_core.data.records import ResponseRecord
 from fractal_core.errors import InputError
-from fractal_core.records import ResponseRecord
 
 INLINE_MAX_BYTES = 5_000_000
 """Files up to this size are ingested in the web process (a second or two); larger ones go to the worker."""
@@ -51,7 +51,7 @@ _ALIASES = {
 
 
 def format_of(filename: str) -> str:
-    """``jsonl`` / ``csv`` / ``parquet`` from the file name (:mod:`fractal_core.files`; the uploader only takes
+    """``jsonl`` / ``csv`` / ``parquet`` from the file name (:mod:`fractal_core.data.files`; the uploader only takes
     known suffixes, anything else is read as JSON Lines)."""
     return files.format_of(filename) or "jsonl"
 

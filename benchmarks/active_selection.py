@@ -1,4 +1,4 @@
-"""Active gold selection vs the paper's random gold (issue 3, item 4), at equal budgets, with seeds.
+"""Active gold selection vs the paper's random gold, at equal budgets, with seeds.
 
 Usage:
     .venv/bin/python benchmarks/active_selection.py run --dataset processbench   # -> results/active_*.json
@@ -16,7 +16,7 @@ ranks every candidate response and takes them in order while their sentences fit
 (`selection.within_sentence_budget`); random takes a seeded random order the same way.
 
 Per seed: train FRACTAL without gold (`pslab`) on the training bags, score every training sentence with it, let
-each strategy of `fractal_core.selection` choose the gold bags (among the bags that have gold labels), then train
+each strategy of `fractal_core.evaluation.selection` choose the gold bags (among the bags that have gold labels), then train
 `hybrid` with exactly those bags (`run_one(..., gold_bags=...)`). `random` is `choose_gold_bags`, the paper's
 protocol. The validation split's gold bags are the same random draw for every strategy. Budgets 2%, 5%, 10% of
 training bags; seeds 0, 1, 2; TEST split (``--split valid`` to tune); library defaults.
@@ -48,15 +48,15 @@ from quality_common import (  # noqa: E402
     valid_as_test,
 )
 
-from fractal_core.config import TrainConfig  # noqa: E402
-from fractal_core.evaluation import choose_gold_bags, run_one  # noqa: E402
-from fractal_core.selection import (  # noqa: E402
+from fractal_core.evaluation.comparison import choose_gold_bags, run_one  # noqa: E402
+from fractal_core.evaluation.selection import (  # noqa: E402
     STRATEGIES,
     bag_embeddings,
     select_gold_bags,
     select_gold_indices,
     within_sentence_budget,
 )
+from fractal_core.fitting.config import TrainConfig  # noqa: E402
 
 SEEDS = (0, 1, 2)
 BUDGETS = (0.02, 0.05, 0.1)

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import make_bags, throughput  # noqa: E402
 from quality_common import machine  # noqa: E402
 
-from fractal_core.bags import BagSet  # noqa: E402
-from fractal_core.config import TrainConfig  # noqa: E402
-from fractal_core.methods import _bag_objective  # noqa: E402
-from fractal_core.model import build_scorer  # noqa: E402
+from fractal_core.fitting.bags import BagSet  # noqa: E402
+from fractal_core.fitting.config import TrainConfig  # noqa: E402
+from fractal_core.fitting.methods import _bag_objective  # noqa: E402
+from fractal_core.fitting.model import build_scorer  # noqa: E402
 
 SPECS: dict[str, dict[str, object]] = {
     "mlp": {"kind": "mlp"},

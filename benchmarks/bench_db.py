@@ -1,4 +1,4 @@
-"""Store speed: ingest throughput, paginated review-list queries and correction saves (issue 4's targets:
+"""Store speed: ingest throughput, paginated review-list queries and correction saves (targets:
 p95 <= 300 ms per page query and <= 50 ms per save at 100k responses).
 
 Each figure is printed beside a peer measured in the same run on the same machine:
@@ -30,8 +30,8 @@ import numpy as np
 from db import repository as repo
 from db.engine import get_engine
 from db.ingest import ingest_file
-from fractal_core import semantics
-from fractal_core.io import iter_records
+from fractal_core.data.io import iter_records
+from fractal_core.mil import semantics
 
 
 def machine() -> str:
@@ -153,7 +153,7 @@ def main() -> None:
         bare = bare_ingest(small, tmp / "bare.db")
         print(
             f"ingest: {summary.n_responses} responses / {n_sent} sentences in {ours:.2f} s = {n_sent / ours:,.0f} "
-            f"sentences/s; fractal_core.io read+validate alone {read_only:.2f} s ({n_read} records); "
+            f"sentences/s; fractal_core.data.io read+validate alone {read_only:.2f} s ({n_read} records); "
             f"bare sqlite3 peer {bare:.2f} s = {n_sent / bare:,.0f} sentences/s (ours / bare = {ours / bare:.1f}x)"
         )
 

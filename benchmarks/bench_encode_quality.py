@@ -1,6 +1,6 @@
 """Does an encoder precision change what the methods learn? Sentence AUC on VALID, per precision, same seeds.
 
-The acceptance rule for a faster encoder (issue 12): sentence AUC-ROC on valid moves by <= 0.005 against the float
+The acceptance rule for a faster encoder: sentence AUC-ROC on valid moves by <= 0.005 against the float
 embeddings. Each precision embeds train and valid of both shared datasets (through the embedding cache, under
 its own encoder id), then the same methods and seeds are trained on train and scored on valid (test is never
 embedded nor read). Usage (what BENCHMARKS.md records):
@@ -42,10 +42,10 @@ def main() -> None:
     args = parser.parse_args()
 
     setup()
-    from fractal_core.config import TrainConfig
-    from fractal_core.encoder import Encoder, EncoderConfig
-    from fractal_core.evaluation import prepare_splits, run_evaluation
-    from fractal_core.io import read_split_dir
+    from fractal_core.data.io import read_split_dir
+    from fractal_core.embedding.encoder import Encoder, EncoderConfig
+    from fractal_core.evaluation.comparison import prepare_splits, run_evaluation
+    from fractal_core.fitting.config import TrainConfig
 
     methods = [m for m in args.methods.split(",") if m]  # "" -> only the cosine check
     records = []

@@ -49,10 +49,10 @@ def main() -> None:
         return
     print(f"GPU: {torch.cuda.get_device_name(0)}, bf16 supported: {torch.cuda.is_bf16_supported()}")
 
-    from fractal_core.config import TrainConfig
-    from fractal_core.encoder import Encoder, EncoderConfig
-    from fractal_core.estimator import FractalModel
-    from fractal_core.io import read_records
+    from fractal_core.data.io import read_records
+    from fractal_core.embedding.encoder import Encoder, EncoderConfig
+    from fractal_core.fitting.config import TrainConfig
+    from fractal_core.fitting.estimator import FractalModel
 
     train = read_records(args.data / "train.jsonl")[: args.n]
     valid = read_records(args.data / "valid.jsonl") if (args.data / "valid.jsonl").exists() else None

@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app import render  # noqa: E402
-from fractal_core.demo import demo_path  # noqa: E402
-from fractal_core.io import read_records  # noqa: E402
+from fractal_core.data.demo import demo_path  # noqa: E402
+from fractal_core.data.io import read_records  # noqa: E402
 
 
 def _pass(records, *, math: bool) -> list[float]:

@@ -5,7 +5,7 @@ Usage (what BENCHMARKS.md records):
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_ray.py --n 1000 --workers 2
 
 Embeds the first ``--n`` sentences of ../shared/data/processbench/train.jsonl with the default encoder, cache
-disabled: once in this process (torch on ``--workers`` threads) and once through ``fractal_core.distributed``
+disabled: once in this process (torch on ``--workers`` threads) and once through ``fractal_core.experimental.distributed``
 on a local Ray instance with ``--workers`` actors of one thread each. Prints sentences/s of both (Ray's
 includes starting the actors and loading one encoder in each, as every ``--ray`` run does; the start of the
 local Ray instance itself is reported apart), their ratio, the minimum cosine between the two results and the
@@ -49,8 +49,8 @@ def main() -> None:
     import ray
     import torch
 
-    from fractal_core.distributed import ray_embed
-    from fractal_core.encoder import Encoder, EncoderConfig
+    from fractal_core.embedding.encoder import Encoder, EncoderConfig
+    from fractal_core.experimental.distributed import ray_embed
 
     texts = load_sentences(args.n)
     config = EncoderConfig(cache_dir="", precision=args.precision)

@@ -124,7 +124,7 @@ def stage_embed(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from db.engine import get_engine
-    from fractal_core.encoder import Encoder, EncoderConfig
+    from fractal_core.embedding.encoder import Encoder, EncoderConfig
 
     torch.set_num_threads(args.threads)
     engine = get_engine(f"sqlite:///{work / 'store.db'}")
@@ -158,7 +158,7 @@ def stage_embed(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 def _bags(work: Path, n: int) -> Any:
     import torch
 
-    from fractal_core.bags import BagSet
+    from fractal_core.fitting.bags import BagSet
 
     emb = torch.from_numpy(np.load(work / "emb.npy", mmap_mode="r+"))  # (N, d) float16, memory-mapped
     n_bags = n // PER_RESPONSE
@@ -179,8 +179,8 @@ def _bags(work: Path, n: int) -> Any:
 def stage_train(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from fractal_core.config import TrainConfig
-    from fractal_core.estimator import FractalModel
+    from fractal_core.fitting.config import TrainConfig
+    from fractal_core.fitting.estimator import FractalModel
 
     torch.set_num_threads(1)
     bags = _bags(work, args.n)
@@ -195,7 +195,7 @@ def stage_train(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 def stage_score(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from fractal_core.estimator import FractalModel
+    from fractal_core.fitting.estimator import FractalModel
 
     torch.set_num_threads(1)
     bags = _bags(work, args.n)
@@ -258,8 +258,8 @@ def stage_cache(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     from db.engine import get_engine
     from db.models import Response
-    from fractal_core.embedding_cache import EmbeddingCache, text_digest
-    from fractal_core.encoder import EncoderConfig, context_windows, encoder_id_for
+    from fractal_core.embedding.cache import EmbeddingCache, text_digest
+    from fractal_core.embedding.encoder import EncoderConfig, context_windows, encoder_id_for
 
     engine = get_engine(f"sqlite:///{work / 'store.db'}")
     cache = EmbeddingCache(work / "home" / "cache" / "embeddings.sqlite")
@@ -346,10 +346,10 @@ def run_stage(args: argparse.Namespace) -> None:
 
     import app.jobs  # noqa: F401
     import db.repository  # noqa: F401
-    import fractal_core.estimator  # noqa: F401
-    import fractal_core.pipeline  # noqa: F401
+    import fractal_core.fitting.estimator  # noqa: F401
+    import fractal_core.fitting.pipeline  # noqa: F401
     from db.ingest import ingest_file  # noqa: F401
-    from fractal_core.encoder import Encoder  # noqa: F401
+    from fractal_core.embedding.encoder import Encoder  # noqa: F401
 
     started = time.perf_counter()
     extra = STAGE_FUNCS[args.stage](work, args)

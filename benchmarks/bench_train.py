@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.losses import bag_loss, correlation_prior, cosine_prior
-from fractal_core.methods import _bag_objective
-from fractal_core.model import SentenceScorer
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.methods import _bag_objective
+from fractal_core.fitting.model import SentenceScorer
+from fractal_core.mil.losses import bag_loss, correlation_prior, cosine_prior
 
 
 def make_bags(n_bags: int, dim: int, seed: int = 0) -> BagSet:

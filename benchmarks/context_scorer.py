@@ -1,11 +1,11 @@
-"""The contextual instance scorer against the MLP (issue 9, items 1 and 4), same methods, same seeds, same run.
+"""The contextual instance scorer against the MLP, same methods, same seeds, same run.
 
 Usage:
     .venv/bin/python benchmarks/context_scorer.py run --dataset processbench --split valid   # tuning view
     .venv/bin/python benchmarks/context_scorer.py run --dataset processbench --split test --seeds 0,1,2
     .venv/bin/python benchmarks/context_scorer.py table                                      # markdown
 
-Each row is one (method, scorer) pair through `fractal_core.evaluation.run_one` (hybrid with 10% random gold
+Each row is one (method, scorer) pair through `fractal_core.evaluation.comparison.run_one` (hybrid with 10% random gold
 bags, as `fractal evaluate`). Scorers: `mlp` (one sentence at a time), `context` with the direction read from
 the data (`auto`), and forced `causal` / `bidirectional`. Reported: sentence AUC (bag-blind), AUC given the
 response label, and for max data the first error read two ways (marginal argmax; the first-error distribution
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_common import RESULTS, fmt, load, run_cli, run_meta, save, setup, stats, valid_as_test  # noqa: E402
 
 from fractal_core import methods  # noqa: E402
-from fractal_core.config import TrainConfig  # noqa: E402
-from fractal_core.evaluation import run_one  # noqa: E402
+from fractal_core.evaluation.comparison import run_one  # noqa: E402
+from fractal_core.fitting.config import TrainConfig  # noqa: E402
 
 GOLD = 0.1
 SCORERS: dict[str, dict[str, Any]] = {

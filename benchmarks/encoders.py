@@ -1,7 +1,7 @@
-"""Encoders as a measured choice: quality against encode speed, one table (issue 9, item 6).
+"""Encoders as a measured choice: quality against encode speed, one table.
 
 Rows: the bundled all-MiniLM-L6-v2 frozen (MLP scorer), all-mpnet-base-v2 frozen (MLP scorer), and MiniLM
-fine-tuned end to end with the bag loss over [context; earlier steps; step] (``fractal_core.finetune``). All
+fine-tuned end to end with the bag loss over [context; earlier steps; step] (``fractal_core.experimental.finetune``). All
 three see the same ProcessBench slice (``--train/--valid/--test`` responses of each split, a fixed random subset;
 ``--pick first`` takes the first ones, from the easier sources only), hybrid
 with 10% random gold bags (the same bags per seed for every row), early stopping and Platt calibration on the
@@ -33,11 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_common import DATASETS, fmt, machine, stats  # noqa: E402
 
-from fractal_core.config import TrainConfig  # noqa: E402
-from fractal_core.encoder import Encoder, EncoderConfig, get_encoder, resolve_device  # noqa: E402
-from fractal_core.estimator import evaluation_metrics, task_of  # noqa: E402
-from fractal_core.evaluation import choose_gold_bags, prepare_splits, run_one  # noqa: E402
-from fractal_core.finetune import (  # noqa: E402
+from fractal_core.data.io import read_split_dir  # noqa: E402
+from fractal_core.embedding.encoder import Encoder, EncoderConfig, get_encoder, resolve_device  # noqa: E402
+from fractal_core.evaluation.comparison import choose_gold_bags, prepare_splits, run_one  # noqa: E402
+from fractal_core.experimental.finetune import (  # noqa: E402
     FinetuneConfig,
     TokenBags,
     build_token_bags,
@@ -46,7 +45,8 @@ from fractal_core.finetune import (  # noqa: E402
     score_token_bags,
     training_precision,
 )
-from fractal_core.io import read_split_dir  # noqa: E402
+from fractal_core.fitting.config import TrainConfig  # noqa: E402
+from fractal_core.fitting.estimator import evaluation_metrics, task_of  # noqa: E402
 
 FROZEN = {"minilm": "all-MiniLM-L6-v2", "mpnet": "all-mpnet-base-v2"}
 ROW_NAMES = {

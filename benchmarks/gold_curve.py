@@ -1,4 +1,4 @@
-"""Gold-budget curve (issue 3, item 3): hybrid at gold fractions 0, 0.02, 0.05, 0.1, 0.2 and Supervised at 1.0.
+"""Gold-budget curve: hybrid at gold fractions 0, 0.02, 0.05, 0.1, 0.2 and Supervised at 1.0.
 
 Usage:
     .venv/bin/python benchmarks/gold_curve.py run --dataset processbench     # -> results/gold_curve_*.json
@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_common import RESULTS, ROOT, load, run_cli, run_meta, save, setup, stats  # noqa: E402
 
-from fractal_core.config import TrainConfig  # noqa: E402
-from fractal_core.evaluation import run_one  # noqa: E402
+from fractal_core.evaluation.comparison import run_one  # noqa: E402
+from fractal_core.fitting.config import TrainConfig  # noqa: E402
 
 SEEDS = (0, 1, 2)
 FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2)

@@ -1,4 +1,4 @@
-"""Rebuild fractal_core/demo/processbench_demo.jsonl: a deterministic sample of ProcessBench train bags.
+"""Rebuild fractal_core/data/demo/processbench_demo.jsonl: a deterministic sample of ProcessBench train bags.
 
     .venv/bin/python benchmarks/make_demo.py [SOURCE]   # default: ../shared/data/processbench/train.jsonl
 

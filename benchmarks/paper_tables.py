@@ -1,4 +1,4 @@
-"""The paper's comparison on real data (issue 3, items 1 and 5), on the TEST split, with the library defaults.
+"""The paper's comparison on real data, on the TEST split, with the library defaults.
 
 Usage:
     .venv/bin/python benchmarks/paper_tables.py run --dataset delucionqa --view native   # -> results/paper_*.json
@@ -6,7 +6,7 @@ Usage:
 
 Methods: naive, prior-only, BagLoss with each aggregation variant (hard / prob / lse; for ordinal labels lse is
 the exact max and is not run twice), priors (= `fractal` without gold under the tuned defaults, PsLab off), pslab
-(priors + PsLab), hybrid with 10% gold bags, Supervised; seeds 0, 1, 2. Every run is `fractal_core.evaluation.run_one` with `TrainConfig()` (the tuned
+(priors + PsLab), hybrid with 10% gold bags, Supervised; seeds 0, 1, 2. Every run is `fractal_core.evaluation.comparison.run_one` with `TrainConfig()` (the tuned
 defaults) except the BagLoss variant. Besides the paper's bag-blind scores, each run also reports the scores
 conditioned on the test response's own label (`selection.bag_posterior`, "| Y" columns): the naive baseline
 reads that label, so this is the like-for-like comparison with it.
@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_common import RESULTS, fmt, load, run_cli, run_meta, save, setup, stats  # noqa: E402
 
-from fractal_core.config import TrainConfig  # noqa: E402
-from fractal_core.evaluation import run_one  # noqa: E402
+from fractal_core.evaluation.comparison import run_one  # noqa: E402
+from fractal_core.fitting.config import TrainConfig  # noqa: E402
 
 SEEDS = (0, 1, 2)
 GOLD = 0.1
-# method.md §7: the paper's nearest task to each dataset (sentence AUC-ROC: FRACTAL, BagLoss, Supervised).
+# The paper's figures for its nearest task to each dataset (sentence AUC-ROC: FRACTAL, BagLoss, Supervised).
 PAPER = {
     "delucionqa": ("MultiSpanQA (QA, max)", 0.693, 0.661, 0.729),
     "processbench": ("PRM800K (math steps, min)", 0.597, 0.569, 0.613),

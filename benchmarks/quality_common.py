@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from fractal_core import evaluation
-from fractal_core.bags import BagSet
-from fractal_core.estimator import FractalModel
-from fractal_core.evaluation import PreparedSplits, prepare_splits
-from fractal_core.io import read_split_dir
-from fractal_core.metrics import auc_roc, average_precision
-from fractal_core.selection import bag_posterior
+from fractal_core.data.io import read_split_dir
+from fractal_core.evaluation import comparison as evaluation
+from fractal_core.evaluation.comparison import PreparedSplits, prepare_splits
+from fractal_core.evaluation.metrics import auc_roc, average_precision
+from fractal_core.evaluation.selection import bag_posterior
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.estimator import FractalModel
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -45,7 +45,7 @@ def setup() -> None:
 
 def load(dataset: str, label_view: str = "native") -> PreparedSplits:
     """Embedded train/valid/test of a shared dataset (cached embeddings; nothing is embedded twice)."""
-    from fractal_core.encoder import get_encoder
+    from fractal_core.embedding.encoder import get_encoder
 
     splits = read_split_dir(DATASETS[dataset])
     return prepare_splits(splits, get_encoder(None), label_view=label_view, device="cpu")  # type: ignore[arg-type]

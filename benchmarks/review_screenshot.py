@@ -39,7 +39,7 @@ def main() -> None:
         from db.engine import get_engine
         from db.ingest import ingest_file
         from db.schema import upgrade
-        from fractal_core.demo import demo_path
+        from fractal_core.data.demo import demo_path
         from tests.app.conftest import CHROMIUM_ARGS, AppServer
 
         engine = get_engine(db_url, check_schema=False)

@@ -18,7 +18,7 @@ Public API (stable; the app, the worker and the CLI use only these):
   (``create_job``, ``get_job``, ``list_jobs``, ``claim_next_job``, ``heartbeat``, ``update_progress``,
   ``append_log``, ``finish_job``, ``request_cancel``, ``is_cancel_requested``, ``mark_stale_jobs_failed``).
 - response semantics (aggregate score, uncertainty, disagreement, the consistency check) come from
-  :mod:`fractal_core.semantics`; the store keeps what it computed per model version.
+  :mod:`fractal_core.mil.semantics`; the store keeps what it computed per model version.
 - :mod:`db.ingest`: ``ingest_file(engine, path, dataset, ...) -> IngestSummary``.
 - :mod:`db.export`: ``export_dataset(engine, dataset, out, *, format, model_version=None) -> ExportSummary``.
 - :mod:`db.cli`: ``register(app: typer.Typer)`` adds ``ingest``, ``export`` and ``db upgrade|current|datasets``.

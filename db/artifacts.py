@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from db.engine import run_read, run_write
 from db.models import ModelFile, ModelVersion, ResponseScore, SentenceScore, StoreInfo
 from db.rows import ModelVersionRow
-from fractal_core.files import atomic_write_bytes, atomic_write_text
+from fractal_core.data.files import atomic_write_bytes, atomic_write_text
 
 URI_PREFIX = "store:"
 MARKER = "store.json"  # in each cache directory: which store and version it holds

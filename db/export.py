@@ -1,10 +1,10 @@
-"""Exports of a dataset, each written atomically (:func:`fractal_core.files.atomic_write`: a temp file in the
+"""Exports of a dataset, each written atomically (:func:`fractal_core.data.files.atomic_write`: a temp file in the
 target directory, renamed only onto a regular file or a new name; devices, directories and special files are
 refused with InputError).
 
 Formats (``fractal export --format F``):
 
-- ``native`` (JSONL, lossless): the shared schema as written by :func:`fractal_core.io.record_to_dict` (``text``
+- ``native`` (JSONL, lossless): the shared schema as written by :func:`fractal_core.data.io.record_to_dict` (``text``
   and ``spans`` keep the offsets) plus ``meta.fractal``: ``labels`` (per sentence ``{label, source, annotator,
   at}`` or null: every current label, whatever its source, so the adjudicated gold of an overlap response too),
   ``annotations`` (overlap responses: ``{annotator: [label or null per sentence]}``, each annotator's own
@@ -59,12 +59,12 @@ from db.models import (
     utcnow,
 )
 from db.repository import require_dataset
+from fractal_core.data.files import atomic_write, check_output_file
+from fractal_core.data.io import record_to_dict
+from fractal_core.data.records import ResponseRecord, Span
+from fractal_core.data.segment import SEGMENTER_VERSION
 from fractal_core.errors import InputError
-from fractal_core.files import atomic_write, check_output_file
-from fractal_core.io import record_to_dict
-from fractal_core.records import ResponseRecord, Span
-from fractal_core.segment import SEGMENTER_VERSION
-from fractal_core.semantics import check_consistency
+from fractal_core.mil.semantics import check_consistency
 
 ExportFormat = Literal["native", "stepwise-jsonl", "stepwise-parquet", "prm800k", "kto"]
 FORMATS: tuple[str, ...] = ("native", "stepwise-jsonl", "stepwise-parquet", "prm800k", "kto")

@@ -1,6 +1,6 @@
 """Ingest a JSONL / CSV / Parquet file in the shared schema into a dataset: staged in chunks, all or nothing.
 
-Parsing and row validation are :mod:`fractal_core.io`'s (one reader for the whole project); this module adds
+Parsing and row validation are :mod:`fractal_core.data.io`'s (one reader for the whole project); this module adds
 the checks only the store can make: dataset name rules, the same file ingested twice into a dataset (sha256
 of its bytes), ids already stored in the dataset, and records that do not fit the dataset's label kind.
 
@@ -60,11 +60,11 @@ from db.models import (
 )
 from db.repository import parse_label_kind, staging_dataset_ids, validate_dataset_name
 from db.rows import IngestSummary
-from fractal_core import io
+from fractal_core.data import io
+from fractal_core.data.files import require_format
+from fractal_core.data.records import MAX_LABEL, ResponseRecord
+from fractal_core.data.segment import SEGMENTER_VERSION
 from fractal_core.errors import InputError
-from fractal_core.files import require_format
-from fractal_core.records import MAX_LABEL, ResponseRecord
-from fractal_core.segment import SEGMENTER_VERSION
 
 ProgressCallback = Callable[[int, int | None], None]  # (records done, records expected or None)
 NATIVE_KEY = "fractal"  # meta key of the provenance block written by the native export

@@ -50,7 +50,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from fractal_core.records import AGGREGATIONS, LABEL_KINDS, MAX_ID_CHARS, MAX_LABEL, MAX_TASK_CHARS
+from fractal_core.data.records import AGGREGATIONS, LABEL_KINDS, MAX_ID_CHARS, MAX_LABEL, MAX_TASK_CHARS
 
 # Deterministic constraint names: Alembic batch mode on SQLite needs them to alter tables later.
 NAMING = {
@@ -257,7 +257,7 @@ class ResponseScore(Base):
         ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
     )
     response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"), primary_key=True)
-    # Computed by fractal_core.semantics (one home of these rules) when the version is scored:
+    # Computed by fractal_core.mil.semantics (one home of these rules) when the version is scored:
     score: Mapped[float] = mapped_column(Float)  # sentence scores aggregated as the model was trained
     uncertainty: Mapped[float] = mapped_column(Float)  # mean sentence uncertainty 1 - |2p - 1|
     disagreement: Mapped[float] = mapped_column(Float)  # |score - label (binary view)|; > 0.5 flips

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fractal_core.records import ResponseRecord
+from fractal_core.data.records import ResponseRecord
 
 
 @dataclass(frozen=True, slots=True)

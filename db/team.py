@@ -9,7 +9,7 @@ agreement, adjudication, progress, guidelines and comments/flags.
   reviewer's :func:`adjudicate`, recorded with who and when in ``adjudications``. On other responses labels go
   straight to the gold view, as without a team.
 - :func:`agreement` computes Krippendorff's alpha, Cohen's kappa per annotator pair and per-label agreement
-  over the annotations with :mod:`fractal_core.agreement` (vectorised).
+  over the annotations with :mod:`fractal_core.evaluation.agreement` (vectorised).
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ from db.rows import (
     SaveResult,
     UndoResult,
 )
-from fractal_core import agreement as stats
 from fractal_core.errors import InputError
+from fractal_core.evaluation import agreement as stats
 
 MAX_NOTE_CHARS = 2000
 MAX_GUIDELINES_CHARS = 50_000

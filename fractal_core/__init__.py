@@ -1,6 +1,6 @@
 """FRACTAL: sentence-level scores from response-level labels (the library; never imports the store or the UI).
 
-The public names are loaded on first use, so ``import fractal_core.io`` stays light (no torch import).
+The public names are loaded on first use, so ``import fractal_core.data.io`` stays light (no torch import).
 """
 
 from __future__ import annotations
@@ -8,22 +8,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fractal_core.config import LossWeights, TrainConfig
-    from fractal_core.encoder import EncoderConfig
+    from fractal_core.data.records import ResponseRecord, Span
+    from fractal_core.embedding.encoder import EncoderConfig
     from fractal_core.errors import InputError
-    from fractal_core.estimator import FractalModel
-    from fractal_core.methods import METHODS
-    from fractal_core.records import ResponseRecord, Span
+    from fractal_core.fitting.config import LossWeights, TrainConfig
+    from fractal_core.fitting.estimator import FractalModel
+    from fractal_core.fitting.methods import METHODS
 
 _EXPORTS = {
-    "FractalModel": "fractal_core.estimator",
-    "TrainConfig": "fractal_core.config",
-    "LossWeights": "fractal_core.config",
-    "EncoderConfig": "fractal_core.encoder",
+    "FractalModel": "fractal_core.fitting.estimator",
+    "TrainConfig": "fractal_core.fitting.config",
+    "LossWeights": "fractal_core.fitting.config",
+    "EncoderConfig": "fractal_core.embedding.encoder",
     "InputError": "fractal_core.errors",
-    "METHODS": "fractal_core.methods",
-    "ResponseRecord": "fractal_core.records",
-    "Span": "fractal_core.records",
+    "METHODS": "fractal_core.fitting.methods",
+    "ResponseRecord": "fractal_core.data.records",
+    "Span": "fractal_core.data.records",
 }
 __all__ = [
     "METHODS",

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from fractal_core.data.files import atomic_write_text, check_output_dir, check_output_file
 from fractal_core.errors import InputError
-from fractal_core.files import atomic_write_text, check_output_dir, check_output_file
 
 METHOD_ALIASES = {"prior-only": "prior_only", "priors-only": "prior_only"}
 DEFAULT_EVAL_METHODS = "naive,prior_only,bagloss,priors,pslab,hybrid,supervised"
@@ -38,7 +38,7 @@ def _train_config(device: str, max_epochs: int | None, scorer: str):
     """The library defaults, with the command line's overrides; a bad value stops with exit code 2."""
     from dataclasses import replace
 
-    from fractal_core.config import TrainConfig
+    from fractal_core.fitting.config import TrainConfig
 
     if scorer not in SCORERS:
         raise fail(f"--scorer: expected one of {', '.join(SCORERS)}, got {scorer!r}")
@@ -56,7 +56,7 @@ def fail(message: str) -> typer.Exit:
 
 
 def _read(path: Path, segment_mode: str = "sentences"):
-    from fractal_core.io import read_records, read_split_dir
+    from fractal_core.data.io import read_records, read_split_dir
 
     if path.is_dir():
         return read_split_dir(path)
@@ -66,7 +66,7 @@ def _read(path: Path, segment_mode: str = "sentences"):
 def checked_encoder(encoder: str | None, device: str = "auto", precision: str = "auto"):
     """The `--encoder` / `--device` / `--precision` options as an EncoderConfig; an unknown encoder, device or
     precision: exit 2 before any work."""
-    from fractal_core.encoder import EncoderConfig, resolve_device, resolve_model_path
+    from fractal_core.embedding.encoder import EncoderConfig, resolve_device, resolve_model_path
 
     try:
         resolve_device(device)  # `--device cuda` without a GPU: one line and exit 2, before any work
@@ -82,7 +82,7 @@ def checked_encoder(encoder: str | None, device: str = "auto", precision: str = 
 
 
 def _methods(spec: str) -> list[str]:
-    from fractal_core.methods import METHODS
+    from fractal_core.fitting.methods import METHODS
 
     names = [METHOD_ALIASES.get(m.strip(), m.strip()) for m in spec.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
@@ -120,8 +120,8 @@ RayOpt = Annotated[
 
 def _ray_embed_records(records: list[Any], config: Any, address: str) -> None:
     """Fill the embedding cache with the records' sentences and context windows, embedded on Ray."""
-    from fractal_core.distributed import ray_embed
-    from fractal_core.encoder import context_windows
+    from fractal_core.embedding.encoder import context_windows
+    from fractal_core.experimental.distributed import ray_embed
 
     if config.cache_dir == "":
         raise fail("--ray writes to the embedding cache; it cannot be disabled here")
@@ -153,7 +153,7 @@ def segment_cmd(
     mode: Annotated[str, typer.Option(help="sentences | steps")] = "sentences",
 ) -> None:
     """Split a response into sentences (or reasoning steps) with character offsets, as JSON lines."""
-    from fractal_core.segment import segment
+    from fractal_core.data.segment import segment
 
     if mode not in ("sentences", "steps"):
         raise fail(f"--mode: expected sentences or steps, got {mode!r}")
@@ -172,7 +172,7 @@ def embed_cmd(
     ray: RayOpt = None,
 ) -> None:
     """Embed every sentence and context once into the on-disk cache (later runs reuse it)."""
-    from fractal_core.encoder import encoder_id_for, get_encoder
+    from fractal_core.embedding.encoder import encoder_id_for, get_encoder
 
     try:
         splits = _read(data)
@@ -213,7 +213,7 @@ def train_cmd(
     """Train a sentence scorer from response labels (sentence labels in the file are used as gold)."""
     from tqdm.auto import tqdm
 
-    from fractal_core.estimator import FractalModel
+    from fractal_core.fitting.estimator import FractalModel
 
     [method] = _methods(method)
     try:
@@ -258,8 +258,8 @@ def score_cmd(
     ] = None,
 ) -> None:
     """Score every sentence of every response with a trained model."""
-    from fractal_core.estimator import FractalModel
-    from fractal_core.io import read_records
+    from fractal_core.data.io import read_records
+    from fractal_core.fitting.estimator import FractalModel
 
     finetuned = (model_dir / "finetune.json").is_file()
     if not finetuned and not (model_dir / "model.json").is_file():
@@ -270,7 +270,7 @@ def score_cmd(
     except InputError as err:
         raise fail(str(err)) from None
     if finetuned:
-        from fractal_core.finetune import FinetuneResult
+        from fractal_core.experimental.finetune import FinetuneResult
 
         if ray:
             raise fail("--ray: a fine-tuned model encodes whole token sequences itself; run without --ray")
@@ -280,21 +280,27 @@ def score_cmd(
         return
     model = FractalModel.load(model_dir)
     if device is not None:
-        from dataclasses import replace
-
-        encoder_config = checked_encoder(model.encoder.model_path if model.encoder else None, device)
-        model.encoder = replace(model.encoder, device=device) if model.encoder else encoder_config
-        model.config = replace(model._config(), device=device)
+        model_on_device(model, device)
     if ray:  # the encoder runs on the cluster; the small scorer then reads the cache here
-        from fractal_core.encoder import EncoderConfig
+        from fractal_core.embedding.encoder import EncoderConfig
 
         _ray_embed_records(records, model.encoder or EncoderConfig(), ray)
     _write_scores(out, records, model.predict(records))
 
 
+def model_on_device(model: Any, device: str) -> Any:
+    """``model`` (a loaded FractalModel) set to run its encoder and scorer on ``device``; a bad device: exit 2."""
+    from dataclasses import replace
+
+    encoder_config = checked_encoder(model.encoder.model_path if model.encoder else None, device)
+    model.encoder = replace(model.encoder, device=device) if model.encoder else encoder_config
+    model.config = replace(model._config(), device=device)
+    return model
+
+
 def _write_scores(out: Path, records: list[Any], scores: list[Any]) -> None:
     """Each response with its sentence offsets and scores, one JSON line each, written atomically."""
-    from fractal_core.io import record_to_dict
+    from fractal_core.data.io import record_to_dict
 
     lines = []
     for record, score in zip(records, scores, strict=True):
@@ -326,8 +332,8 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune the encoder end to end with the bag loss: each sentence is scored over its context and the
     sentences before it (token level). `fractal score --model OUT` then scores with it."""
-    from fractal_core.estimator import task_of
-    from fractal_core.finetune import FinetuneConfig, FinetuneResult, finetune
+    from fractal_core.experimental.finetune import FinetuneConfig, FinetuneResult, finetune
+    from fractal_core.fitting.estimator import task_of
 
     if epochs < 1 or max_length < 8 or gold_weight < 0:
         raise fail("--epochs must be >= 1, --max-length >= 8 and --gold-weight >= 0")
@@ -376,7 +382,7 @@ def _fmt(stats: dict[str, float]) -> str:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     """One row per method: mean ± std over seeds of the headline metrics."""
-    from fractal_core.metrics import summarize
+    from fractal_core.evaluation.metrics import summarize
 
     methods = list(dict.fromkeys(r["method"] for r in results))
     header = ["method", "gold", *TABLE_KEYS]
@@ -417,8 +423,8 @@ def evaluate_cmd(
     """Compare methods on a dataset in the shared schema: sentence AUC-ROC/PR, MAE, bag AUC, first-error acc."""
     from tqdm.auto import tqdm
 
-    from fractal_core.encoder import get_encoder
-    from fractal_core.evaluation import prepare_splits, run_evaluation
+    from fractal_core.embedding.encoder import get_encoder
+    from fractal_core.evaluation.comparison import prepare_splits, run_evaluation
 
     names = _methods(methods)
     if not 0.0 <= gold_fraction <= 1.0:
@@ -435,7 +441,7 @@ def evaluate_cmd(
         except InputError as err:
             raise fail(str(err)) from None
     try:
-        from fractal_core.io import read_split_dir
+        from fractal_core.data.io import read_split_dir
 
         splits = read_split_dir(data)
     except InputError as err:

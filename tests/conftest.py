@@ -27,7 +27,7 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from fractal_core.encoder import resolve_model_path
+    from fractal_core.embedding.encoder import resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(None), local_files_only=True)
     config = BertConfig(

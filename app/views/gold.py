@@ -10,10 +10,10 @@ from app import actions, auth, render, review, state
 from db import repository as repo
 from db.accounts import has_role
 from db.repository import SortKey
-from fractal_core import registry
+from fractal_core.fitting import registry
 
 # Comments, not docstrings: Streamlit's magic writes a bare string in a page script onto the page.
-# The library's strategies that the worker ranks for each model version (``fractal_core.registry``).
+# The library's strategies that the worker ranks for each model version (``fractal_core.fitting.registry``).
 STRATEGIES = {s: registry.strategy(s).label for s in registry.QUEUE_STRATEGIES}
 # Store orderings used before a model version with a ranking exists.
 FALLBACK = {

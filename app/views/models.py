@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import actions, analysis, auth, render, state
 from db import repository as repo
-from fractal_core.metrics import auc_interval
+from fractal_core.evaluation.metrics import auc_interval
 
 METRICS = ("instance_auc_roc", "instance_auprc", "instance_accuracy")
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import actions, auth, render, state
 from db import repository as repo
-from fractal_core import registry
+from fractal_core.fitting import registry
 
 PRESETS = {
     "default": ("Library defaults (best quality)", {}),

@@ -29,7 +29,7 @@ from db.models import (
 )
 from db.rows import GoldBudget, LabelChange, LabelConflict, SaveResult, UndoResult
 from fractal_core.errors import InputError
-from fractal_core.semantics import check_consistency
+from fractal_core.mil.semantics import check_consistency
 
 
 class StaleLabelError(InputError):

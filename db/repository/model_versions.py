@@ -24,8 +24,8 @@ from db.models import (
     utcnow,
 )
 from db.rows import LabelledScores, ModelVersionRow
-from fractal_core import semantics
 from fractal_core.errors import InputError
+from fractal_core.mil import semantics
 
 
 def _version_rows(session: Session, where: object) -> list[ModelVersionRow]:
@@ -157,7 +157,7 @@ def store_scores(
     """Bulk-write sentence scores of a version that is still training; returns the rows written.
 
     Shapes: ``sentence_ids``, ``scores`` and ``uncertainties`` are (n,); scores and uncertainties in [0, 1]
-    (default uncertainty: ``fractal_core.semantics.uncertainty``). Rows go in chunks, each its own short transaction, so
+    (default uncertainty: ``fractal_core.mil.semantics.uncertainty``). Rows go in chunks, each its own short transaction, so
     annotators saving corrections meanwhile wait at most one chunk; the version's scores are only used once
     :func:`finish_model_version` marks it ready.
     """
@@ -208,7 +208,7 @@ def finish_model_version(
 ) -> ModelVersionRow:
     """Close a training run. ``ready`` keeps the per-response figures stored with
     :func:`store_response_summaries`, or computes them from the stored sentence scores when there are none
-    (``fractal_core.semantics``: aggregate score, uncertainty, disagreement, consistency of the gold labels)."""
+    (``fractal_core.mil.semantics``: aggregate score, uncertainty, disagreement, consistency of the gold labels)."""
     if status not in ("ready", "failed"):
         raise InputError(f"a training run finishes as ready or failed, not {status!r}", field="status")
 
@@ -249,7 +249,7 @@ def store_response_summaries(
     *,
     chunk_size: int = 20_000,
 ) -> int:
-    """Write the per-response figures the library computed (``fractal_core.semantics.summarise``) for a
+    """Write the per-response figures the library computed (``fractal_core.mil.semantics.summarise``) for a
     version that is still training; returns the rows written. ``response_ids`` (B,) is aligned with every
     array of ``summaries``. Replaces what the version had; :func:`finish_model_version` keeps them."""
     ids = np.asarray(response_ids, dtype=np.int64)
@@ -310,7 +310,7 @@ def _summary_rows(
 
 def _summarise_scores(session: Session, mv: ModelVersion) -> None:
     """Per-response figures from the version's stored sentence scores, when the caller stored none itself
-    (``fractal_core.semantics.summarise`` with the version's bag variant and the current gold labels)."""
+    (``fractal_core.mil.semantics.summarise`` with the version's bag variant and the current gold labels)."""
     if session.scalar(select(func.count()).where(ResponseScore.model_version_id == mv.id)):
         return
     foreign = session.scalar(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from db.engine import run_read
 from db.models import GOLD_SOURCES, CurrentLabel, Response, Sentence
 from db.rows import TrainingSet
-from fractal_core.records import ResponseRecord, Span
+from fractal_core.data.records import ResponseRecord, Span
 
 STREAM_ROWS = 10_000
 """Rows fetched per round trip while loading: the loader holds one such batch of each query, never all rows."""

@@ -21,7 +21,7 @@ from db.models import (
 )
 from db.rows import ResponseDetail, ResponseListRow, ResponsePage, SentenceRow
 from fractal_core.errors import InputError
-from fractal_core.semantics import check_consistency
+from fractal_core.mil.semantics import check_consistency
 
 SortKey = Literal["uncertainty", "disagreement", "score", "id"]
 LabelStatus = Literal["unlabelled", "partial", "complete", "any_gold"]

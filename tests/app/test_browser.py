@@ -209,7 +209,7 @@ def test_demo_review_renders_math_fits_the_list_and_isolates_rtl(app_server_fact
     def prepare(db_url: str, home: Path) -> None:
         from db.engine import get_engine
         from db.ingest import ingest_file
-        from fractal_core.demo import demo_path
+        from fractal_core.data.demo import demo_path
 
         engine = get_engine(db_url)
         ingest_file(engine, demo_path(), "demo")

@@ -40,10 +40,12 @@ def test_prepare_store_loads_demo_only_into_an_empty_store(store) -> None:
 @pytest.mark.slow
 def test_demo_embed_job_loads_the_shipped_vectors_instead_of_embedding(store, monkeypatch) -> None:
     from app.jobs import JobContext, run_job
-    from fractal_core.demo import demo_texts
-    from fractal_core.encoder import get_encoder
+    from fractal_core.data.demo import demo_texts
+    from fractal_core.embedding.encoder import get_encoder
 
-    monkeypatch.setattr("fractal_core.encoder._ENCODERS", {})  # an encoder on this test's (empty) cache
+    monkeypatch.setattr(
+        "fractal_core.embedding.encoder._ENCODERS", {}
+    )  # an encoder on this test's (empty) cache
 
     settings = load_settings(store.db_url)
     setup.prepare_store(settings)

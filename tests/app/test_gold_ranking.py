@@ -1,11 +1,11 @@
-"""The Gold queue shows the library's selection ranking (fractal_core.selection), computed by the worker."""
+"""The Gold queue shows the library's selection ranking (fractal_core.evaluation.selection), computed by the worker."""
 
 from __future__ import annotations
 
 import pytest
 
 from db import repository as repo
-from fractal_core import registry
+from fractal_core.fitting import registry
 from tests.app.conftest import app_test
 from tests.app.data import tiny_records
 

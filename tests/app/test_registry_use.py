@@ -39,7 +39,7 @@ class _Recorder:
 )
 def test_progress_bar_fills_exactly_over_the_real_stages(method: str, has_gold: bool) -> None:
     from app import jobs
-    from fractal_core import registry
+    from fractal_core.fitting import registry
 
     seen = _Recorder()
 

@@ -89,7 +89,7 @@ def test_jobs_use_the_encoder_named_by_fractal_encoder(
     and train jobs, and the model keeps both: onnx-int8 vectors go under their own encoder id."""
     from db import artifacts
     from fractal_core import FractalModel
-    from fractal_core.encoder import EncoderConfig, encoder_id_for
+    from fractal_core.embedding.encoder import EncoderConfig, encoder_id_for
 
     ds = store.ingest(tiny_records(12, with_labels=True), labels_as="gold")
     monkeypatch.setenv("FRACTAL_ENCODER", str(tiny_encoder_dir))

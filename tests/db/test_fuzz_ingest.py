@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 
 from db import repository as repo
 from db.ingest import ingest_file
+from fractal_core.data.io import read_records
 from fractal_core.errors import InputError
-from fractal_core.io import read_records
 from tests.db.conftest import store_digest
 
 HOSTILE_TEXT = ["", " ", "\x00", "\ud800", "a\udfffb", "x" * 600, "🙂", "\u202e", "é", "Step one. Step two."]

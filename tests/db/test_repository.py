@@ -236,7 +236,7 @@ def _load_all_rows(
     from sqlalchemy import select
 
     from db.models import GOLD_SOURCES, CurrentLabel, Response, Sentence
-    from fractal_core.records import ResponseRecord, Span
+    from fractal_core.data.records import ResponseRecord, Span
 
     sources = (*GOLD_SOURCES, "imported") if include_imported else GOLD_SOURCES
     conds = [Response.dataset_id == dataset_id] + ([Response.split == split] if split is not None else [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fractal_core.bags import BagSet
+from fractal_core.fitting.bags import BagSet
 
 
 def planted_bags(

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from fractal_core.aggregate import aggregate, log1mexp
-from fractal_core.losses import (
+from fractal_core.mil.aggregate import aggregate, log1mexp
+from fractal_core.mil.losses import (
     bag_loss,
     correlation_prior,
     cosine_prior,
@@ -16,7 +16,7 @@ from fractal_core.losses import (
     pref_bag_loss,
     soft_cross_entropy,
 )
-from fractal_core.segments import gather_ranges, segment_argmax, segment_logsumexp, segment_mean
+from fractal_core.mil.reductions import gather_ranges, segment_argmax, segment_logsumexp, segment_mean
 
 
 def ragged(sizes: list[int], n_classes: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from fractal_core.agreement import cohen_kappa, krippendorff_alpha, pairwise, per_label_agreement
+from fractal_core.evaluation.agreement import cohen_kappa, krippendorff_alpha, pairwise, per_label_agreement
 
 # Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 coders x 12 units, values 1..5, None
 # missing. Published: nominal 0.743, interval 0.849.

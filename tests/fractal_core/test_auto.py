@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from fractal_core import registry
-from fractal_core.auto import Calibration, choose, fit_auto, fit_prior_calibration, simplicity
-from fractal_core.config import TrainConfig
-from fractal_core.estimator import FractalModel
-from fractal_core.evaluation import proportion_view
-from fractal_core.losses import proportion_target
-from fractal_core.methods import fit_method
-from fractal_core.metrics import auc_roc
-from fractal_core.segments import segment_mean
+from fractal_core.evaluation.comparison import proportion_view
+from fractal_core.evaluation.metrics import auc_roc
+from fractal_core.fitting import registry
+from fractal_core.fitting.auto import Calibration, choose, fit_auto, fit_prior_calibration, simplicity
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.estimator import FractalModel
+from fractal_core.fitting.methods import fit_method
+from fractal_core.mil.losses import proportion_target
+from fractal_core.mil.reductions import segment_mean
 from tests.fractal_core.synthetic import planted_bags
 
 

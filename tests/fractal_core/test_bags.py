@@ -1,10 +1,10 @@
-"""fractal_core.bags: whole-set passes in chunks of bags."""
+"""fractal_core.fitting.bags: whole-set passes in chunks of bags."""
 
 from __future__ import annotations
 
 import torch
 
-from fractal_core.bags import BagSet
+from fractal_core.fitting.bags import BagSet
 
 
 def test_per_sentence_writes_each_chunks_rows_where_the_concatenation_puts_them() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fractal_core.auto import fit_calibration
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.estimator import FractalModel
+from fractal_core.fitting.auto import fit_calibration
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.estimator import FractalModel
 from tests.fractal_core.synthetic import planted_bags
 
 

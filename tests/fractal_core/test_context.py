@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fractal_core.aggregate import positive_score
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.estimator import FractalModel
-from fractal_core.methods import first_error_annotated, fit_method, scorer_spec
-from fractal_core.metrics import auc_roc
-from fractal_core.model import (
+from fractal_core.evaluation.metrics import auc_roc
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.estimator import FractalModel
+from fractal_core.fitting.methods import first_error_annotated, fit_method, scorer_spec
+from fractal_core.fitting.model import (
     ContextScorer,
     SentenceScorer,
     build_scorer,
@@ -24,6 +23,7 @@ from fractal_core.model import (
     position_features,
     sentence_positions,
 )
+from fractal_core.mil.aggregate import positive_score
 from tests.fractal_core.synthetic import planted_bags
 
 CONTEXT = TrainConfig(max_epochs=60, patience=8, learning_rate=2e-3, scorer="context")

@@ -13,8 +13,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from fractal_core.embedding_cache import EmbeddingCache, text_digest  # noqa: E402
-from fractal_core.encoder import (  # noqa: E402
+from fractal_core.embedding.cache import EmbeddingCache, text_digest  # noqa: E402
+from fractal_core.embedding.encoder import (  # noqa: E402
     Encoder,
     EncoderConfig,
     compute_encoder_id,
@@ -216,7 +216,7 @@ def test_int8_encoder_has_its_own_id_and_stays_close(encoder: Encoder) -> None:
 
 
 def test_pack_round_trip_only_for_its_encoder(tmp_path: Path) -> None:
-    from fractal_core.embedding_cache import write_pack
+    from fractal_core.embedding.cache import write_pack
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(3, 8)).astype(np.float16).astype(np.float32)
@@ -233,11 +233,11 @@ def test_pack_round_trip_only_for_its_encoder(tmp_path: Path) -> None:
 
 
 def test_bundled_demo_pack_covers_the_demo_with_the_default_encoder() -> None:
-    from fractal_core.demo import demo_embeddings_path, demo_texts
+    from fractal_core.data.demo import demo_embeddings_path, demo_texts
 
     with np.load(demo_embeddings_path()) as pack:
         assert str(pack["encoder_id"]) == encoder_id_for(EncoderConfig()), (
-            "rebuild: python -m fractal_core.demo"
+            "rebuild: python -m fractal_core.data.demo"
         )
         digests = {bytes(d) for d in pack["digests"]}
         assert pack["vectors"].dtype == np.float16
@@ -263,7 +263,7 @@ def _split_archive(tmp_path: Path, folder: str, files: dict[str, bytes], n_parts
 
 
 def test_split_archive_is_joined_checked_and_extracted_once(tmp_path: Path) -> None:
-    from fractal_core.encoder import assemble_split_zip
+    from fractal_core.embedding.encoder import assemble_split_zip
 
     files = {"config.json": b'{"hidden_size": 8}', "vocab.txt": b"a\nb\n" * 1000, "desktop.ini": b"x"}
     parts = _split_archive(tmp_path, "enc", files, 3)
@@ -278,7 +278,7 @@ def test_split_archive_is_joined_checked_and_extracted_once(tmp_path: Path) -> N
 
 
 def test_split_archive_in_the_wrong_order_is_refused(tmp_path: Path) -> None:
-    from fractal_core.encoder import assemble_split_zip
+    from fractal_core.embedding.encoder import assemble_split_zip
 
     files = {"config.json": b"{}", "model.bin": os.urandom(50_000)}
     parts = _split_archive(tmp_path, "enc", files, 2)
@@ -288,7 +288,7 @@ def test_split_archive_in_the_wrong_order_is_refused(tmp_path: Path) -> None:
 
 
 def test_encoders_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fractal_core import encoder as encoder_module
+    from fractal_core.embedding import encoder as encoder_module
 
     assert resolve_model_path("all-MiniLM-L6-v2") == resolve_model_path(None)
     assert encoder_id_for(EncoderConfig(model_path="all-MiniLM-L6-v2")) == encoder_id_for(EncoderConfig())
@@ -306,7 +306,7 @@ def test_encoders_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_missing_encoder_wheels_are_named() -> None:
-    from fractal_core.encoder import _installed_parts
+    from fractal_core.embedding.encoder import _installed_parts
 
     with pytest.raises(FileNotFoundError, match="make install-encoders"):
         _installed_parts(["fractal-no-such-wheel-part-001"])
@@ -315,7 +315,7 @@ def test_missing_encoder_wheels_are_named() -> None:
 def test_onnx_int8_graph_is_built_once_keyed_and_deterministic(
     tiny_encoder_dir: Path, tmp_path: Path
 ) -> None:
-    from fractal_core.onnx_encoder import onnx_model_path
+    from fractal_core.embedding.onnx_encoder import onnx_model_path
 
     config = EncoderConfig(
         model_path=str(tiny_encoder_dir), cache_dir=str(tmp_path / "a"), precision="onnx-int8"
@@ -354,7 +354,7 @@ def test_onnx_smoothing_and_row_scaling_are_exact_in_float(tiny_encoder_dir: Pat
     import onnxruntime as ort
     from transformers import AutoModel
 
-    from fractal_core import onnx_encoder
+    from fractal_core.embedding import onnx_encoder
 
     model = AutoModel.from_pretrained(tiny_encoder_dir, local_files_only=True, attn_implementation="eager")
     exported, rewritten = tmp_path / "float.onnx", tmp_path / "rewritten.onnx"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fractal_core import FractalModel, TrainConfig
-from fractal_core.demo import demo_path
-from fractal_core.io import read_records
+from fractal_core.data.demo import demo_path
+from fractal_core.data.io import read_records
 
 pytestmark = pytest.mark.slow  # trains on embeddings of the bundled encoder
 

@@ -14,11 +14,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from fractal_core import files
 from fractal_core.cli import register
+from fractal_core.data import files
+from fractal_core.data.io import read_records, write_records_jsonl
 from fractal_core.errors import InputError
-from fractal_core.estimator import FractalModel
-from fractal_core.io import read_records, write_records_jsonl
+from fractal_core.fitting.estimator import FractalModel
 
 ROW = {"id": "a", "sentences": ["One.", "Two."], "response_label": 1}
 

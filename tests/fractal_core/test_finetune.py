@@ -1,4 +1,4 @@
-"""End-to-end fine-tuning with the bag loss (fractal_core.finetune): a tiny random BERT on planted bags, on CPU."""
+"""End-to-end fine-tuning with the bag loss (fractal_core.experimental.finetune): a tiny random BERT on planted bags, on CPU."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from fractal_core.encoder import resolve_device  # noqa: E402
-from fractal_core.finetune import (  # noqa: E402
+from fractal_core.data.records import ResponseRecord, Span  # noqa: E402
+from fractal_core.embedding.encoder import resolve_device  # noqa: E402
+from fractal_core.evaluation.metrics import auc_roc  # noqa: E402
+from fractal_core.experimental.finetune import (  # noqa: E402
     FinetuneConfig,
     FinetuneResult,
     TokenScorer,
@@ -24,9 +26,7 @@ from fractal_core.finetune import (  # noqa: E402
     score_token_bags,
     training_precision,
 )
-from fractal_core.losses import bag_loss  # noqa: E402
-from fractal_core.metrics import auc_roc  # noqa: E402
-from fractal_core.records import ResponseRecord, Span  # noqa: E402
+from fractal_core.mil.losses import bag_loss  # noqa: E402
 
 CPU = torch.device("cpu")
 WORDS = [
@@ -233,7 +233,7 @@ def test_cli_finetune_then_score(tiny_dir: Path, tmp_path: Path, monkeypatch: py
     from typer.testing import CliRunner
 
     from fractal_core.cli import register
-    from fractal_core.io import record_to_dict
+    from fractal_core.data.io import record_to_dict
 
     monkeypatch.setenv("FRACTAL_HOME", str(tmp_path / "home"))
     app = typer.Typer()
@@ -275,12 +275,12 @@ def test_cli_finetune_then_score(tiny_dir: Path, tmp_path: Path, monkeypatch: py
 
 @pytest.mark.slow
 def test_fine_tuning_the_bundled_encoder_on_processbench_bags() -> None:
-    from fractal_core.io import read_records
-    from tests.shared_data import SHARED_DATA
+    from fractal_core.data.io import read_records
+    from tests.shared_data import shared
 
-    records = read_records(SHARED_DATA / "processbench" / "train.jsonl")[:6]
+    records = read_records(shared("processbench") / "train.jsonl")[:6]
     config = FinetuneConfig(device="cpu", epochs=1, max_length=96, batch_bags=3, calibrate=False)
-    from fractal_core.finetune import load_encoder
+    from fractal_core.experimental.finetune import load_encoder
 
     encoder, tokenizer = load_encoder(config)
     before = encoder.embeddings.word_embeddings.weight.detach().clone()

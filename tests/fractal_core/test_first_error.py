@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fractal_core.metrics import first_error_accuracy, first_error_top_k
-from fractal_core.posterior import (
+from fractal_core.evaluation.metrics import first_error_accuracy, first_error_top_k
+from fractal_core.mil.posterior import (
     first_error_from_scores,
     first_error_log_distribution,
     most_likely_first_error,

@@ -11,8 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fractal_core.errors import InputError
-from fractal_core.io import (
+from fractal_core.data.io import (
     iter_records,
     label_kind,
     num_classes,
@@ -20,10 +19,10 @@ from fractal_core.io import (
     read_split_dir,
     write_records_jsonl,
 )
-from fractal_core.records import ResponseRecord
-from tests.shared_data import SHARED_DATA
+from fractal_core.data.records import ResponseRecord
+from fractal_core.errors import InputError
+from tests.shared_data import shared
 
-SHARED = SHARED_DATA
 GOOD: dict[str, Any] = {
     "id": "a",
     "context": "Q?",
@@ -214,8 +213,8 @@ def test_label_kind_and_num_classes() -> None:
 
 @pytest.mark.parametrize("dataset", ["processbench", "delucionqa"])
 def test_reads_real_shared_data(dataset: str) -> None:
-    stats = json.loads((SHARED / dataset / "stats.json").read_text())
-    splits = read_split_dir(SHARED / dataset)
+    stats = json.loads((shared(dataset) / "stats.json").read_text())
+    splits = read_split_dir(shared(dataset))
     assert set(splits) == {"train", "valid", "test"}
     assert all(r.text[s.start : s.end] == s.text for r in splits["train"] for s in r.spans)
     flat = json.dumps(stats)
@@ -452,7 +451,7 @@ def test_csv_non_utf8_names_the_line(tmp_path: Path) -> None:
 
 
 def test_bundled_demo_data_reads() -> None:
-    from fractal_core.demo import demo_path
+    from fractal_core.data.demo import demo_path
 
     path = demo_path()
     assert path.stat().st_size < 400_000

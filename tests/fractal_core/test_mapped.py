@@ -1,4 +1,4 @@
-"""fractal_core.mapped: rows written to a file, read through a mapping that keeps few pages resident."""
+"""fractal_core.embedding.mapped: rows written to a file, read through a mapping that keeps few pages resident."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from fractal_core.bags import BagSet
-from fractal_core.mapped import MappedRows
+from fractal_core.embedding.mapped import MappedRows
+from fractal_core.fitting.bags import BagSet
 
 PER_BAG = 5
 

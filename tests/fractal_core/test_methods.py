@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from fractal_core import methods
-from fractal_core.aggregate import positive_score
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.estimator import FractalModel
-from fractal_core.methods import fit_method, implied_labels, resolve_method
-from fractal_core.metrics import auc_roc, average_precision, first_error_accuracy
+from fractal_core.evaluation.metrics import auc_roc, average_precision, first_error_accuracy
+from fractal_core.fitting import methods
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.estimator import FractalModel
+from fractal_core.fitting.methods import fit_method, implied_labels, resolve_method
+from fractal_core.mil.aggregate import positive_score
 from tests.fractal_core.synthetic import planted_bags
 
 FAST = TrainConfig(max_epochs=60, patience=8, learning_rate=2e-3, pslab=True)  # these tests exercise PsLab
@@ -176,7 +176,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
 
 
 def test_preference_pairs_recover_planted_sentence_scores() -> None:
-    from fractal_core.methods import fit_preference, preference_bags
+    from fractal_core.fitting.methods import fit_preference, preference_bags
 
     def pairs(bags, n_pairs: int, seed: int):
         g = torch.Generator().manual_seed(seed)
@@ -198,8 +198,8 @@ def test_preference_pairs_recover_planted_sentence_scores() -> None:
 
 
 def test_preference_bags_keep_pairs_together() -> None:
-    from fractal_core.methods import preference_bags
-    from fractal_core.train import train_stage
+    from fractal_core.fitting.methods import preference_bags
+    from fractal_core.fitting.train import train_stage
 
     bags = planted_bags(10, seed=0)
     paired = preference_bags(
@@ -213,7 +213,7 @@ def test_preference_bags_keep_pairs_together() -> None:
         assert batch.n_bags % 2 == 0
         return model(batch).sum() * 0.0
 
-    from fractal_core.model import SentenceScorer
+    from fractal_core.fitting.model import SentenceScorer
 
     train_stage(
         SentenceScorer(32),
@@ -302,7 +302,7 @@ def test_teacher_with_implied_labels_trains_on_more_bags_and_gold_wins(monkeypat
 
 
 def test_zero_weight_terms_are_dropped_and_all_zero_is_refused() -> None:
-    from fractal_core.config import LossWeights
+    from fractal_core.fitting.config import LossWeights
 
     train, valid, _ = _split()
     priors_only = TrainConfig(

@@ -1,4 +1,4 @@
-"""fractal_core.metrics: the AUC interval shown beside small-sample gold AUCs."""
+"""fractal_core.evaluation.metrics: the AUC interval shown beside small-sample gold AUCs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 def test_auc_interval_hanley_mcneil() -> None:
     import math
 
-    from fractal_core.metrics import auc_interval
+    from fractal_core.evaluation.metrics import auc_interval
 
     lo, hi = auc_interval(0.8, 50, 50)
     # Hanley & McNeil (1982) by hand: SE = sqrt((0.16 + 49(0.8/1.2 - 0.64) + 49(1.28/1.8 - 0.64)) / 2500).

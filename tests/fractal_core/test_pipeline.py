@@ -1,4 +1,4 @@
-"""The one entry point of a training job (fractal_core.pipeline) on a planted task with a stand-in encoder."""
+"""The one entry point of a training job (fractal_core.fitting.pipeline) on a planted task with a stand-in encoder."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from fractal_core import pipeline, registry, semantics
-from fractal_core.bags import BagSet
-from fractal_core.config import TrainConfig
-from fractal_core.estimator import FractalModel
-from fractal_core.records import ResponseRecord, Span
+from fractal_core.data.records import ResponseRecord, Span
+from fractal_core.fitting import pipeline, registry
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.estimator import FractalModel
+from fractal_core.mil import semantics
 
 DIM = 16
 FAST = TrainConfig(max_epochs=15, patience=15, learning_rate=5e-3)
@@ -184,7 +185,7 @@ def test_a_job_trains_and_scores_over_memory_mapped_float16_with_the_scores_of_i
     assert full.sent_emb.dtype == torch.float16 and mapped(full.sent_emb)
     assert train.sent_emb.dtype == torch.float16 and mapped(train.sent_emb) and mapped(valid.sent_emb)
     assert train.n_bags + valid.n_bags == 80 and valid.n_bags > 0
-    # Every gather from it drops the pages it mapped (fractal_core.mapped), the views' gathers included.
+    # Every gather from it drops the pages it mapped (fractal_core.embedding.mapped), the views' gathers included.
     assert full.sent_pages is not None and train.sent_pages is full.sent_pages is valid.sent_pages
     assert full.sent_pages.releases > 0
 

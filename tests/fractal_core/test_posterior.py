@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from fractal_core import posterior
-from fractal_core.posterior import count_log_likelihood, posterior_scores
+from fractal_core.mil import posterior
+from fractal_core.mil.posterior import count_log_likelihood, posterior_scores
 
 
 def brute(lp: torch.Tensor, label: int, aggregation: str) -> list[float]:

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fractal_core.pslab import pseudo_labels
+from fractal_core.mil.pslab import pseudo_labels
 
 
 @st.composite

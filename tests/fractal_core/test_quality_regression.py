@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.shared_data import SHARED_DATA
+from tests.shared_data import shared
 
-SHARED = SHARED_DATA
 DATASET = os.environ.get("FRACTAL_REGRESSION_DATASET", "delucionqa")  # measure() can try others
 SLICE = {"train": 150, "valid": 40, "test": 80}
 SEEDS = (0, 1)
@@ -44,13 +43,13 @@ def _prepare(home: Path, cache_dir: str | None = None):
     """Embed the slice (into ``home``'s cache, or ``cache_dir``) once; returns PreparedSplits."""
     os.environ["FRACTAL_HOME"] = str(home)
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from fractal_core.encoder import EncoderConfig, get_encoder
-    from fractal_core.evaluation import prepare_splits
-    from fractal_core.io import read_records
+    from fractal_core.data.io import read_records
+    from fractal_core.embedding.encoder import EncoderConfig, get_encoder
+    from fractal_core.evaluation.comparison import prepare_splits
 
     splits = {}
     for split, n in SLICE.items():
-        lines = (SHARED / DATASET / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        lines = (shared(DATASET) / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
         path = home / f"{split}.jsonl"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         splits[split] = read_records(path)
@@ -68,11 +67,11 @@ def _run(prepared, seeds) -> dict[str, dict[str, list[float]]]:
 
     import torch
 
-    from fractal_core.config import TrainConfig
-    from fractal_core.estimator import FractalModel
-    from fractal_core.evaluation import keep_gold_of, proportion_view, run_one
-    from fractal_core.metrics import auc_roc
-    from fractal_core.selection import bag_posterior
+    from fractal_core.evaluation.comparison import keep_gold_of, proportion_view, run_one
+    from fractal_core.evaluation.metrics import auc_roc
+    from fractal_core.evaluation.selection import bag_posterior
+    from fractal_core.fitting.config import TrainConfig
+    from fractal_core.fitting.estimator import FractalModel
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny MLPs: one thread is fastest on a shared machine
@@ -187,7 +186,7 @@ def measure() -> None:
     FRACTAL_REGRESSION_SHARED_CACHE=1, from the shared cache, whose vectors came from other batches)."""
     import tempfile
 
-    from fractal_core.encoder import default_cache_dir
+    from fractal_core.embedding.encoder import default_cache_dir
 
     with tempfile.TemporaryDirectory() as home:
         cache = str(default_cache_dir()) if os.environ.get("FRACTAL_REGRESSION_SHARED_CACHE") else None

@@ -16,9 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ray = pytest.importorskip("ray")
 
-from fractal_core.distributed import ray_embed  # noqa: E402
-from fractal_core.embedding_cache import EmbeddingCache  # noqa: E402
-from fractal_core.encoder import Encoder, EncoderConfig, encoder_id_for  # noqa: E402
+from fractal_core.embedding.cache import EmbeddingCache  # noqa: E402
+from fractal_core.embedding.encoder import Encoder, EncoderConfig, encoder_id_for  # noqa: E402
+from fractal_core.experimental.distributed import ray_embed  # noqa: E402
 
 TEXTS = [f"Step {i}: the total is {i * 7} apples, so {i} boxes hold them." for i in range(40)]
 TEXTS += ["", "Short.", TEXTS[3], "A much longer sentence " * 20]
@@ -147,7 +147,7 @@ def test_worker_embed_job_on_ray(local_ray: None, tmp_path: Path, monkeypatch: p
     from db.schema import upgrade
 
     monkeypatch.setenv("FRACTAL_HOME", str(tmp_path))
-    monkeypatch.setattr("fractal_core.encoder._ENCODERS", {})  # an encoder on this test's cache
+    monkeypatch.setattr("fractal_core.embedding.encoder._ENCODERS", {})  # an encoder on this test's cache
     data = tmp_path / "tiny.jsonl"
     rows = [
         {"id": f"r{i}", "context": f"Q{i}?", "sentences": TEXTS[i : i + 3], "response_label": i % 2}

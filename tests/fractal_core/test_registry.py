@@ -7,15 +7,16 @@ import sys
 
 import pytest
 
-from fractal_core import methods, registry, selection
-from fractal_core.config import LossWeights, TrainConfig
-from fractal_core.methods import fit_method
+from fractal_core.evaluation import selection
+from fractal_core.fitting import methods, registry
+from fractal_core.fitting.config import LossWeights, TrainConfig
+from fractal_core.fitting.methods import fit_method
 from tests.fractal_core.synthetic import planted_bags
 
 
 @pytest.mark.slow
 def test_registry_imports_no_torch() -> None:
-    code = "import sys, fractal_core.registry; sys.exit('torch' in sys.modules)"
+    code = "import sys, fractal_core.fitting.registry; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fractal_core.records import Span
-from fractal_core.segment import SEGMENTER_VERSION, segment, spans_from_sentences
+from fractal_core.data.records import Span
+from fractal_core.data.segment import SEGMENTER_VERSION, segment, spans_from_sentences
 
 
 def texts(text: str, mode: str = "sentences") -> list[str]:

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fractal_core.bags import BagSet
-from fractal_core.records import ResponseRecord, Span
-from fractal_core.selection import (
+from fractal_core.data.records import ResponseRecord, Span
+from fractal_core.evaluation.selection import (
     STRATEGIES,
     bag_embeddings,
     bag_posterior,
@@ -20,6 +19,7 @@ from fractal_core.selection import (
     select_gold_indices,
     strategy_scores,
 )
+from fractal_core.fitting.bags import BagSet
 
 
 def _brute_posterior(p: np.ndarray, y: int, aggregation: str) -> np.ndarray:
@@ -168,7 +168,7 @@ def test_bagset_and_records_wrappers_agree() -> None:
 
 
 def test_reason_strings_name_the_figures_each_strategy_ranks_by() -> None:
-    from fractal_core.selection import STRATEGIES, selection_reasons
+    from fractal_core.evaluation.selection import STRATEGIES, selection_reasons
 
     score = torch.tensor([0.5, 0.45, 0.05, 0.9, 0.95, 0.1, 0.02], dtype=torch.float64)
     bag_index = torch.tensor([0, 0, 0, 1, 1, 2, 2])
@@ -206,7 +206,7 @@ def test_reason_strings_name_the_figures_each_strategy_ranks_by() -> None:
 
 
 def test_balanced_order_interleaves_the_strata_and_sentence_budgets_cut_it() -> None:
-    from fractal_core.selection import within_sentence_budget
+    from fractal_core.evaluation.selection import within_sentence_budget
 
     # 6 bags labelled 1, 3 labelled 0: the full ranking alternates two positives, one negative.
     score = torch.tensor([0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.9, 0.8, 0.7])
@@ -247,7 +247,7 @@ def test_label_length_strata_reproduce_the_pool_mix_at_every_prefix(strategy: st
                 got = int(((labels[picks] == y) & (sizes[picks] == n)).sum())
                 assert abs(got - in_pool * k / 120) < 1, (y, n, k)
     # A sentence budget cut of the order buys the pool's mean length, so about the pool's share of responses.
-    from fractal_core.selection import within_sentence_budget
+    from fractal_core.evaluation.selection import within_sentence_budget
 
     bought = within_sentence_budget(order, sizes, int(sizes.sum()) // 4)
     assert abs(len(bought) - 30) <= 2
@@ -258,7 +258,7 @@ def test_label_length_strata_reproduce_the_pool_mix_at_every_prefix(strategy: st
 
 def test_representative_ranks_by_uncertainty_inside_each_stratum_and_stratified_by_seed() -> None:
     score, bag_index, labels, sizes = _label_length_pool()
-    from fractal_core.selection import strategy_scores
+    from fractal_core.evaluation.selection import strategy_scores
 
     entropy = strategy_scores(score, bag_index, labels, aggregation="max", strategy="uncertainty")
     order = select_gold_indices(score, bag_index, labels, aggregation="max", k=120, strategy="representative")
@@ -273,7 +273,7 @@ def test_representative_ranks_by_uncertainty_inside_each_stratum_and_stratified_
 
 
 def test_length_bins_are_quantiles_of_the_candidates_only() -> None:
-    from fractal_core.selection import length_bins
+    from fractal_core.evaluation.selection import length_bins
 
     sizes = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 100, 200])
     allowed = torch.tensor([True] * 8 + [False, False])
@@ -297,8 +297,8 @@ def test_diverse_over_float16_bags_keeps_the_former_means_and_picks() -> None:
     """Bag means filled chunk by chunk equal, bit for bit, the former whole-matrix computation (concatenated
     chunk means), and the greedy picks made over those float32 means (cosines from one product and the norms,
     no unit copy) are the picks of the former loop over a whole float64 unit copy."""
-    from fractal_core.bags import CHUNK_BAGS
-    from fractal_core.segments import segment_mean
+    from fractal_core.fitting.bags import CHUNK_BAGS
+    from fractal_core.mil.reductions import segment_mean
 
     rng = np.random.default_rng(5)
     n_bags = 2 * CHUNK_BAGS + 123  # several chunks, the last one partial

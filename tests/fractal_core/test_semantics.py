@@ -1,4 +1,4 @@
-"""Response semantics (fractal_core.semantics): consistency, aggregate score, uncertainty, disagreement."""
+"""Response semantics (fractal_core.mil.semantics): consistency, aggregate score, uncertainty, disagreement."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fractal_core import semantics
-from fractal_core.aggregate import aggregate, bag_positive_score
-from fractal_core.semantics import check_consistency
+from fractal_core.mil import semantics
+from fractal_core.mil.aggregate import aggregate, bag_positive_score
+from fractal_core.mil.semantics import check_consistency
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_unknown_aggregation() -> None:
         check_consistency("median", 1, [1])
 
 
-# ------------------------------------------------------------------ response figures (fractal_core.semantics)
+# ------------------------------------------------------------------ response figures (fractal_core.mil.semantics)
 
 
 def test_ordinal_response_whose_sentences_all_score_zero_disagrees() -> None:

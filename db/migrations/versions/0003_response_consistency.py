@@ -1,5 +1,5 @@
 """response_scores.consistent: whether the gold sentence labels at scoring time agree with the response label
-(1 / 0, NULL when the response had none), computed with the other per-response figures by fractal_core.semantics.
+(1 / 0, NULL when the response had none), computed with the other per-response figures by fractal_core.mil.semantics.
 
 Revision ID: 0003
 Revises: 0002

@@ -27,7 +27,7 @@ from db.models import (
     label_in_range,
     one_of,
 )
-from fractal_core.records import AGGREGATIONS, LABEL_KINDS, MAX_LABEL
+from fractal_core.data.records import AGGREGATIONS, LABEL_KINDS, MAX_LABEL
 
 revision: str = "0004"
 down_revision: str | None = "0003"

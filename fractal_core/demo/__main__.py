@@ -1,6 +1,0 @@
-"""``python -m fractal_core.demo``: rebuild the demo's precomputed embeddings with the default encoder."""
-
-from fractal_core.demo import build_demo_pack
-
-if __name__ == "__main__":
-    print(f"wrote {build_demo_pack()}")

@@ -1,0 +1,1 @@
+"""Measuring: metrics, the method comparison, gold selection, inter-annotator agreement."""

@@ -274,7 +274,7 @@ def app_test(page: str | None = None, timeout: float = 60) -> Any:
     """An AppTest of the entry file, run once and optionally switched to ``page`` (``"views/x.py"``)."""
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(REPO / "app" / "web.py"), default_timeout=timeout)
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=timeout)
     at.run()
     if page is not None:
         at.switch_page(page)

@@ -16,7 +16,7 @@ Tables and why they exist:
   the same transaction as every event. Sources: :mod:`db.sources`.
 - ``jobs``: the background work queue.
 - ``users`` (names, roles, argon2 password hashes), ``user_sessions`` (signed-in browsers, token hashes,
-  expiry) and ``login_failures`` (backoff after wrong passwords).
+  expiry) and ``sign_in_failures`` (wrong passwords per user name and client, for the sign-in slowdown).
 
 Times are timezone-aware UTC. Labels are integers (0/1 binary, 0..C-1 ordinal); a cleared label is a
 ``label_events.new_label`` of NULL and no ``current_labels`` row.
@@ -369,8 +369,10 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # Set for the one-time password printed by the first `fractal serve`: the first sign-in must replace it.
+    # Set for a one-time password (the first `fractal serve`, `fractal users passwd --one-time`): the first
+    # sign-in must replace it, and it stops working at ``password_expires_at`` if nobody used it by then.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    password_expires_at: Mapped[datetime | None] = mapped_column()
 
 
 class StoreInfo(Base):
@@ -411,12 +413,17 @@ class UserSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column()  # sign-out
 
 
-class LoginFailure(Base):
-    """Failed sign-ins per key ("user:NAME" or "client:ADDRESS"), for the backoff between attempts."""
+class SignInFailure(Base):
+    """Wrong passwords for one user name from one client (an address, or "local"), since the last success.
 
-    __tablename__ = "login_failures"
+    The sign-in slowdown reads it three ways: per (user, client), per client over every name, and per user
+    over the clients that failed in the last minute (see :mod:`db.accounts`)."""
 
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (Index("ix_sign_in_failures_client_key", "client_key"),)
+
+    user_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    client_key: Mapped[str] = mapped_column(String(160), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime] = mapped_column(default=utcnow)
 

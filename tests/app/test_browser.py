@@ -1,6 +1,6 @@
 """End to end in Debian's Chromium: upload, review, keyboard correction, reload, train, new scores; XSS inertness.
 
-Each test starts ``streamlit run app/main.py`` (and the worker when needed) on a free port over a temp store.
+Each test starts ``streamlit run app/web.py`` (and the worker when needed) on a free port over a temp store.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ Rules (why: a wrong label silently poisons training, so it is refused with a pre
   refused) and either ``sentences`` (non-empty list of non-empty strings) or ``text`` (segmented with
   :func:`fractal_core.data.segment.segment`) are required. ``context`` defaults to ``""``, ``aggregation`` to
   ``"max"``, ``meta`` to ``{}``.
-- Labels: what a bag's aggregation allows (:func:`fractal_core.data.labels.kind_of_aggregation`): ``max`` ->
+- Labels: what a bag's aggregation allows (:func:`fractal_core.data.records.kind_of_aggregation`, checked by
+  the same rule as a dataset's label kind): ``max`` ->
   integer levels 0..``MAX_LABEL`` (levels above 1 make the data ordinal); ``min`` -> binary; ``mean`` -> a
   response label in [0, 1] over binary sentence labels.
 - Text: no NUL character and no lone surrogate in any string (ids, text, sentences, context, task, ``meta``
@@ -35,7 +36,6 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from fractal_core.data.labels import check_label, check_response_label, kind_of_aggregation
 from fractal_core.data.records import (
     AGGREGATIONS,
     FIELDS,
@@ -44,6 +44,9 @@ from fractal_core.data.records import (
     MAX_TASK_CHARS,
     ResponseRecord,
     Span,
+    kind_of_aggregation,
+    response_label_problem,
+    sentence_label_problem,
 )
 from fractal_core.data.rows import DuplicateKeyError, duplicate_key_message, loads_strict
 from fractal_core.data.segment import segment, spans_from_sentences
@@ -133,10 +136,9 @@ def record_from_row(
     if "response_label" not in row:
         raise fail("missing required field", "response_label")
     response_label = _number(row["response_label"], tabular, fail)
-    try:
-        check_response_label(response_label, kind, top, subject=f"{aggregation} bags ({kind}) need")
-    except InputError as err:
-        raise fail(err.reason, "response_label") from None
+    problem = response_label_problem(response_label, kind, top)
+    if problem is not None:
+        raise fail(f"{problem} ({aggregation} bags)", "response_label")
     if sentence_labels is not None:
         # The strict reader: a proportion must match its labels exactly (up to float noise), no rounding slack.
         problem = check_consistency(aggregation, response_label, sentence_labels, mean_slack=0.0)
@@ -300,10 +302,10 @@ def _sentence_labels(raw: Any, n_spans: int, aggregation: str, fail: _Fail) -> l
     for i, value in enumerate(raw):
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # Parquet/pandas exports write 1.0 for 1
-        try:
-            labels.append(check_label(value, kind, top, subject=f"{aggregation} bags ({kind}) need"))
-        except InputError as err:
-            raise fail(f"item {i} {err.reason}", "sentence_labels") from None
+        problem = sentence_label_problem(value, kind, top)
+        if problem is not None:
+            raise fail(f"item {i}: {problem} ({aggregation} bags)", "sentence_labels")
+        labels.append(value)
     return labels if any(v is not None for v in labels) else None
 
 

@@ -272,7 +272,7 @@ BAD_JSONL_CASES: list[tuple[str, Any, str | None, str]] = [
         "max_negative",
         {**GOOD, "response_label": -1, "sentence_labels": None},
         "response_label",
-        "an integer from 0 to 100",
+        "not an integer in 0..100",
     ),
     (
         "min_ordinal",
@@ -284,7 +284,7 @@ BAD_JSONL_CASES: list[tuple[str, Any, str | None, str]] = [
         "min_sentence_ordinal",
         {**GOOD, "aggregation": "min", "response_label": 0, "sentence_labels": [0, 2]},
         "sentence_labels",
-        "0 or 1",
+        "outside 0..1",
     ),
     (
         "mean_out_of_range",
@@ -296,7 +296,7 @@ BAD_JSONL_CASES: list[tuple[str, Any, str | None, str]] = [
         "mean_sentence_ordinal",
         {**GOOD, "aggregation": "mean", "response_label": 0.5, "sentence_labels": [0, 2]},
         "sentence_labels",
-        "0 or 1",
+        "outside 0..1",
     ),
     ("max_inconsistent", {**GOOD, "response_label": 0}, "response_label", "a known sentence label is 1"),
     ("max_partial_inconsistent", {**GOOD, "sentence_labels": [2, None]}, "response_label", "known"),

@@ -1,6 +1,8 @@
-"""End-to-end fine-tuning of the encoder with the bag loss: a token-level contextual scorer.
+"""Fine-tuning of the encoder with the bag loss: a token-level contextual scorer, on one of two routes.
 
-Every sentence becomes one token sequence ``[CLS] context [SEP] earlier sentences [SEP] sentence [SEP]``
+``route="one_pass"`` reads each response once with a block mask, trains only the top layers over cached lower
+states (``one_pass_windows``, ``one_pass_scorer``, ``one_pass_finetune``). ``route="per_step"`` (below):
+every sentence becomes one token sequence ``[CLS] context [SEP] earlier sentences [SEP] sentence [SEP]``
 (``token_bags``); the encoder runs over the whole sequence, the hidden states of the scored sentence's own tokens
 are mean-pooled and a linear head gives its logit (binary) or level logits (ordinal), as log-probabilities
 (N, C) like every scorer here (``token_scorer``).

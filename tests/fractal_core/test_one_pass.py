@@ -172,3 +172,38 @@ def test_one_pass_route_trains_only_the_top_layers_and_reloads(
     loaded = FinetuneResult.load(tmp_path / "m", device="cpu")
     for a, b in zip(result.predict(valid), loaded.predict(valid), strict=True):
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-6)
+
+
+def test_cli_finetune_one_pass_then_score(tiny_encoder_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from fractal_core.cli import register
+    from fractal_core.data.io import record_to_dict
+
+    monkeypatch.setenv("FRACTAL_HOME", str(tmp_path / "home"))
+    app = typer.Typer()
+    register(app)
+    data = tmp_path / "d"
+    data.mkdir()
+    for split, records in (("train", planted(10, seed=12)), ("valid", planted(5, seed=13))):
+        lines = [json.dumps(record_to_dict(r)) for r in records]
+        (data / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "ft"
+    args = ["finetune", str(data), "--out", str(out), "--encoder", str(tiny_encoder_dir), "--device", "cpu"]
+    trained = CliRunner().invoke(app, [*args, "--epochs", "1", "--route", "one_pass", "--train-layers", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads((out / "finetune.json").read_text())["config"]["route"] == "one_pass"
+    assert list((tmp_path / "home" / "cache" / "token_states").glob("*.npy"))  # the lower states were cached
+    scored = tmp_path / "scored.jsonl"
+    result = CliRunner().invoke(
+        app, ["score", str(data / "valid.jsonl"), "--model", str(out), "--out", str(scored)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in scored.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 5 and all(len(r["sentence_scores"]) == len(r["sentences"]) for r in rows)
+    for bad in (["--route", "bogus"], ["--route", "one_pass", "--train-layers", "9"]):
+        refused = CliRunner().invoke(app, [*args[:3], str(tmp_path / "x"), *args[4:], "--epochs", "1", *bad])
+        assert refused.exit_code == 2 and not (tmp_path / "x").exists(), refused.output

@@ -26,7 +26,7 @@ import torch
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.features import gold_array, sentence_bag_index
 from fractal_core.experimental.finetune_config import FinetuneConfig
-from fractal_core.experimental.token_bags import _flat_tokens
+from fractal_core.experimental.token_bags import flat_tokens
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.methods import first_error_annotated
 from fractal_core.mil.reductions import gather_ranges, segment_count
@@ -117,10 +117,8 @@ def build_pass_windows(
     cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id or 0
-    ctx_flat, ctx_start, ctx_len = _flat_tokens(
-        tokenizer, [r.context for r in records], config.context_tokens
-    )
-    sent_flat, sent_start, sent_len = _flat_tokens(
+    ctx_flat, ctx_start, ctx_len = flat_tokens(tokenizer, [r.context for r in records], config.context_tokens)
+    sent_flat, sent_start, sent_len = flat_tokens(
         tokenizer, [s.text for r in records for s in r.spans], config.sentence_tokens
     )
     bag = sentence_bag_index(records)  # (N,)

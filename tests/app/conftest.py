@@ -257,6 +257,9 @@ def make_store(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         # The app caches settings and the engine per process; each test has its own store.
         st.cache_resource.clear()
         st.cache_data.clear()
+        from db.engine import get_engine
+
+        get_engine(url).dispose()  # as `fractal serve` does: the app and the worker never create a store
         try:
             yield Store(home, url)
         finally:

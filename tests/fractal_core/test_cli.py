@@ -181,6 +181,42 @@ def test_bad_input_exits_2_with_location_and_writes_nothing(
     assert not model_dir.exists()
 
 
+def test_an_output_path_in_a_missing_folder_is_refused_before_any_work(
+    cli: typer.Typer, tmp_path: Path
+) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "train.jsonl").write_text(
+        '{"id": "a", "sentences": ["x"], "response_label": 0}\n', encoding="utf-8"
+    )
+    (data / "test.jsonl").write_text(
+        '{"id": "t", "sentences": ["x"], "response_label": 0}\n', encoding="utf-8"
+    )
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{}", encoding="utf-8")  # never loaded: the output is checked first
+    missing = tmp_path / "no-such-folder"
+    commands = {
+        "train": ["train", str(data / "train.jsonl"), "--out", str(missing / "m")],
+        "score": [
+            "score",
+            str(data / "test.jsonl"),
+            "--model",
+            str(model),
+            "--out",
+            str(missing / "s.jsonl"),
+        ],
+        "evaluate": ["evaluate", "--data", str(data), "--json", str(missing / "e.json")],
+        "finetune": ["finetune", str(data / "train.jsonl"), "--out", str(missing / "f")],
+    }
+    for name, args in commands.items():
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, (name, result.output)
+        assert f"the folder {missing} does not exist" in result.output, (name, result.output)
+        assert len(result.output.strip().splitlines()) == 1, (name, result.output)
+    assert not missing.exists()
+
+
 def test_bad_options_exit_2(cli: typer.Typer, tmp_path: Path) -> None:
     data = _slice(shared("processbench"), tmp_path / "pb", {"train": 5, "test": 5})
     bad_scorer = CliRunner().invoke(cli, ["evaluate", "--data", str(data), "--scorer", "lstm"])

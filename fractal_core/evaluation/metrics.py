@@ -113,6 +113,28 @@ def first_error_accuracy(gold: np.ndarray, score: np.ndarray, bag_index: np.ndar
     return float(np.mean(argmax[has_error] == first_pos[has_error]))
 
 
+def first_error_pick_accuracy(
+    gold: np.ndarray, picks: np.ndarray, bag_index: np.ndarray, n_bags: int
+) -> float:
+    """Share of bags with a gold positive whose picked step ``picks`` (B,) (position inside the bag, -1 for
+    none: a miss) is the first gold positive: the top-1 of a rule that names one step per response, such as the
+    F key's (``fractal_core.mil.reviewer.pick_first_error_flat``). gold, bag_index (N,), sentences of a bag in
+    step order. NaN when no bag qualifies.
+    """
+    index = np.asarray(bag_index, dtype=np.int64)
+    g = np.asarray(gold)
+    order = np.argsort(index, kind="stable")
+    sizes = np.bincount(index, minlength=n_bags)
+    pos = np.empty(len(index), dtype=np.int64)
+    pos[order] = np.arange(len(index)) - (np.cumsum(sizes) - sizes)[index[order]]
+    first = np.full(n_bags, len(index) + 1, dtype=np.int64)
+    np.minimum.at(first, index[g >= 1], pos[g >= 1])
+    has_error = first <= len(index)
+    if not has_error.any():
+        return float("nan")
+    return float(np.mean(np.asarray(picks, dtype=np.int64)[has_error] == first[has_error]))
+
+
 def first_error_top_k(
     gold: np.ndarray, score: np.ndarray, bag_index: np.ndarray, n_bags: int, *, k: int = 3
 ) -> float:

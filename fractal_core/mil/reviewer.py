@@ -68,6 +68,10 @@ def problem_is_positive(aggregation: str) -> bool:
     return aggregation != "min"
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))  # no overflow for large |z|
+
+
 def calibrate(scores: np.ndarray, calibration: PlattMap | None) -> np.ndarray:
     """Scores (N,) through the Platt map sigmoid(scale * logit(p) + bias); unchanged when ``calibration`` is
     None."""
@@ -77,7 +81,7 @@ def calibrate(scores: np.ndarray, calibration: PlattMap | None) -> np.ndarray:
     scale, bias = calibration
     q = np.clip(p, _EPS, 1.0 - _EPS)
     z = float(scale) * (np.log(q) - np.log1p(-q)) + float(bias)
-    return 1.0 / (1.0 + np.exp(-z))
+    return _sigmoid(z)
 
 
 def fit_platt(scores: np.ndarray, gold: np.ndarray, *, l2: float = 1e-3, steps: int = 50) -> PlattMap:
@@ -94,7 +98,7 @@ def fit_platt(scores: np.ndarray, gold: np.ndarray, *, l2: float = 1e-3, steps: 
     w = np.array([1.0, 0.0])
     prior = w.copy()
     for _ in range(steps):  # two parameters: a handful of Newton steps, each vectorised over the labels
-        mu = 1.0 / (1.0 + np.exp(-(x @ w)))
+        mu = _sigmoid(x @ w)
         grad = x.T @ (mu - y) + l2 * y.size * (w - prior)
         hess = (x * (mu * (1 - mu))[:, None]).T @ x + l2 * y.size * np.eye(2)
         step = np.linalg.solve(hess, grad)

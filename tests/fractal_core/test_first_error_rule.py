@@ -3,6 +3,7 @@ default, and the choice travels with the model (fit_bags -> save -> load)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,49 @@ def test_fit_records_the_rule_on_held_out_gold_and_save_keeps_it(tmp_path: Path)
     # no validation bags: the default rule
     alone = FractalModel("bagloss", config=config).fit_bags(train, None, aggregation="max", n_classes=2)
     assert alone.first_error_rule_.rule == DEFAULT_FIRST_ERROR_RULE
+
+
+def _first_error_protocol(bags):
+    """Planted bags as first-error data: nothing labelled after a bag's first positive."""
+    import torch
+
+    flat = torch.arange(bags.n_sentences)
+    first = torch.full((bags.n_bags,), bags.n_sentences).scatter_reduce(
+        0, bags.bag_index[bags.gold >= 1], flat[bags.gold >= 1], reduce="amin"
+    )
+    gold = torch.where(flat > first[bags.bag_index], torch.full_like(bags.gold, -1), bags.gold)
+    return replace(bags, gold=gold)
+
+
+def test_evaluation_reports_the_official_f1_and_each_rule_on_first_error_data() -> None:
+    from fractal_core.evaluation.comparison import PreparedSplits, run_one
+
+    split = {
+        name: _first_error_protocol(planted_bags(n, seed=s))
+        for name, n, s in [("train", 300, 1), ("valid", 120, 2), ("test", 150, 3)]
+    }
+    groups = {"task": ["a" if b % 2 else "b" for b in range(150)]}
+    prepared = PreparedSplits(
+        **split, aggregation="max", n_classes=2, encoder_id="planted", test_groups=groups
+    )
+    config = TrainConfig(max_epochs=3, patience=1)
+    record = run_one(prepared, "bagloss", seed=0, gold_fraction=0.0, config=config)
+    for rule in FIRST_ERROR_RULES:
+        assert 0.0 <= record[f"fkey_top1_{rule}"] <= 1.0
+    assert (
+        record["fkey_rule"] in FIRST_ERROR_RULES
+        and record["fkey_top1"] == record[f"fkey_top1_{record['fkey_rule']}"]
+    )
+    assert record["fkey_rule_model"] == DEFAULT_FIRST_ERROR_RULE  # bagloss saw no gold
+    assert 0.0 < record["first_error_f1"] <= 1.0 and 0.0 <= record["first_error_f1_threshold"] <= 1.0
+    assert set(record["first_error_f1_by_task"]) == {"a", "b"}
+    # full gold (not the first-error protocol): the F-key figures, but no official F1
+    full = replace(
+        prepared,
+        **{
+            name: planted_bags(n, seed=s)
+            for name, n, s in [("train", 300, 1), ("valid", 120, 2), ("test", 150, 3)]
+        },
+    )
+    record = run_one(full, "bagloss", seed=0, gold_fraction=0.0, config=config)
+    assert "fkey_top1" in record and "first_error_f1" not in record

@@ -223,19 +223,23 @@ def tune_first_error_threshold(
     return float(grid[int(np.argmax(f1))])
 
 
+def first_error_hits(gold: np.ndarray, picks: np.ndarray, bag_index: np.ndarray, n_bags: int) -> np.ndarray:
+    """Per bag with a gold positive, in bag order (E,) bool: whether its picked step ``picks`` (B,) (position
+    inside the bag, -1 for none: a miss) is its first gold positive. gold, bag_index (N,), sentences of a bag in
+    step order."""
+    first = _first_gold_positive(gold, bag_index, n_bags)
+    has_error = first >= 0
+    return np.asarray(picks, dtype=np.int64)[has_error] == first[has_error]
+
+
 def first_error_pick_accuracy(
     gold: np.ndarray, picks: np.ndarray, bag_index: np.ndarray, n_bags: int
 ) -> float:
-    """Share of bags with a gold positive whose picked step ``picks`` (B,) (position inside the bag, -1 for
-    none: a miss) is the first gold positive: the top-1 of a rule that names one step per response, such as the
-    F key's (``fractal_core.mil.reviewer.pick_first_error_flat``). gold, bag_index (N,), sentences of a bag in
-    step order. NaN when no bag qualifies.
-    """
-    first = _first_gold_positive(gold, bag_index, n_bags)
-    has_error = first >= 0
-    if not has_error.any():
-        return float("nan")
-    return float(np.mean(np.asarray(picks, dtype=np.int64)[has_error] == first[has_error]))
+    """Share of bags with a gold positive whose picked step is the first gold positive (:func:`first_error_hits`):
+    the top-1 of a rule that names one step per response, such as the F key's
+    (``fractal_core.mil.reviewer.pick_first_error_flat``). NaN when no bag qualifies."""
+    hits = first_error_hits(gold, picks, bag_index, n_bags)
+    return float(hits.mean()) if hits.size else float("nan")
 
 
 def first_error_top_k(

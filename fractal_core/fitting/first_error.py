@@ -2,10 +2,13 @@
 
 A model's step scores may multiply like probabilities or not (a hard-max bag loss ranks steps but leaves them
 uncalibrated), so which rule points at the first wrong step best is an empirical question per model and data:
-each rule's first-error top-1 is measured on the validation responses that have a gold first error, and the
-best one is kept with the model (ties and too little evidence keep the default). ``calibrated_mode`` fits its
-Platt map on the validation gold steps; its top-1 is measured by two-fold cross-fitting over responses, so it is
-not scored on the steps it was fitted to. Never chosen by dataset name. numpy only.
+each rule's first-error top-1 is measured on the validation responses that have a gold first error, and kept
+with the model by the suite's one-standard-error rule (``auto.choose``): among the rules whose top-1 lies within
+one paired standard error (over those responses) of the best, the first of ``FIRST_ERROR_RULES``, so the default
+holds unless another rule beats it by more than noise (a few hundred validation responses leave the three rules
+within a couple of points of each other, and the plain best flipped between seeds). Too little evidence keeps the
+default. ``calibrated_mode`` fits its Platt map on the validation gold steps; its top-1 is measured by two-fold
+cross-fitting over responses, so it is not scored on the steps it was fitted to. Never chosen by dataset name.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from fractal_core.evaluation.metrics import first_error_pick_accuracy
+from fractal_core.evaluation.metrics import first_error_hits
+from fractal_core.fitting.auto import choose
 from fractal_core.mil.reviewer import (
     DEFAULT_FIRST_ERROR_RULE,
     FIRST_ERROR_RULES,
@@ -72,6 +76,29 @@ class FirstErrorChoice:
         )
 
 
+def _rule_hits(
+    scores: np.ndarray,
+    gold: np.ndarray,
+    bag_index: np.ndarray,
+    labels: np.ndarray,
+    *,
+    aggregation: str,
+    rule: str,
+    calibration: PlattMap | None = None,
+) -> np.ndarray:
+    """Per response with a gold first error (E,) bool: whether ``rule`` (no labels entered) names it."""
+    picks = pick_first_error_flat(
+        scores,
+        np.full(len(scores), np.nan),
+        bag_index,
+        labels,
+        aggregation=aggregation,
+        rule=rule,
+        calibration=calibration,
+    )
+    return first_error_hits(gold, picks, bag_index, len(labels))
+
+
 def rule_top1(
     scores: np.ndarray,
     gold: np.ndarray,
@@ -84,23 +111,17 @@ def rule_top1(
 ) -> float:
     """First-error top-1 of ``rule`` with no labels entered: scores, gold (-1 none), bag_index (N,) with each
     response's steps in order; labels (B,) response labels. NaN when no response has a gold first error."""
-    n_bags = len(labels)
-    picks = pick_first_error_flat(
-        scores,
-        np.full(len(scores), np.nan),
-        bag_index,
-        labels,
-        aggregation=aggregation,
-        rule=rule,
-        calibration=calibration,
+    hits = _rule_hits(
+        scores, gold, bag_index, labels, aggregation=aggregation, rule=rule, calibration=calibration
     )
-    return first_error_pick_accuracy(gold, picks, bag_index, n_bags)
+    return float(hits.mean()) if hits.size else float("nan")
 
 
-def _cross_fitted_calibrated_top1(
+def _cross_fitted_calibrated_hits(
     scores: np.ndarray, gold: np.ndarray, bag_index: np.ndarray, labels: np.ndarray, aggregation: str
-) -> float:
-    """``calibrated_mode`` top-1 with the map fitted on one half of the gold responses, measured on the other."""
+) -> np.ndarray:
+    """``calibrated_mode`` hits (E,) with the map fitted on one half of the gold responses, measured on the
+    other."""
     n_bags = len(labels)
     gold_bags = np.flatnonzero(np.bincount(bag_index[gold >= 0], minlength=n_bags) > 0)
     fold = np.full(n_bags, -1)
@@ -118,7 +139,7 @@ def _cross_fitted_calibrated_top1(
             calibration=fitted,
         )
         picks = np.where(fold == k, got, picks)
-    return first_error_pick_accuracy(gold, picks, bag_index, n_bags)
+    return first_error_hits(gold, picks, bag_index, n_bags)
 
 
 def choose_first_error_rule(
@@ -134,7 +155,8 @@ def choose_first_error_rule(
 
     Only ``max`` responses have first errors to point at (step data); others, and validation sets with fewer
     than :data:`MIN_ERRONEOUS` responses with a gold first error, keep the default rule (the figures are still
-    reported when there are any). The best top-1 wins; ties keep the default, then the order of the rules.
+    reported when there are any). Otherwise the one-standard-error rule (module docstring): the first rule of
+    ``FIRST_ERROR_RULES`` whose top-1 is within one paired standard error of the best.
     """
     s = np.asarray(scores, dtype=np.float64)
     g = np.asarray(gold, dtype=np.int64)
@@ -145,12 +167,13 @@ def choose_first_error_rule(
     n_erroneous = int((np.bincount(index[g >= 1], minlength=len(y)) > 0).sum())
     if n_erroneous == 0:
         return FirstErrorChoice()
-    top1 = {
-        rule: rule_top1(s, g, index, y, aggregation=aggregation, rule=rule)
+    hits = {
+        rule: _rule_hits(s, g, index, y, aggregation=aggregation, rule=rule)
         for rule in FIRST_ERROR_RULES
         if rule != "calibrated_mode"
     }
-    top1["calibrated_mode"] = _cross_fitted_calibrated_top1(s, g, index, y, aggregation)
+    hits["calibrated_mode"] = _cross_fitted_calibrated_hits(s, g, index, y, aggregation)
+    top1 = {rule: float(hits[rule].mean()) for rule in FIRST_ERROR_RULES}
     calibration = fit_platt(s, g)
     if n_erroneous < MIN_ERRONEOUS:
         return FirstErrorChoice(
@@ -160,14 +183,16 @@ def choose_first_error_rule(
             reason=f"default rule: {n_erroneous} validation responses with a gold first error "
             f"(fewer than {MIN_ERRONEOUS})",
         )
-    ranked = sorted(FIRST_ERROR_RULES, key=lambda r: (-top1[r], r != DEFAULT_FIRST_ERROR_RULE))
-    best = ranked[0]
+    rows: list[dict[str, Any]] = [{"method": rule, "score": top1[rule]} for rule in FIRST_ERROR_RULES]
+    per_response = np.stack([hits[rule].astype(np.float64) for rule in FIRST_ERROR_RULES])  # (rules, E)
+    best = FIRST_ERROR_RULES[choose(rows, per_response, order=FIRST_ERROR_RULES)]
     return FirstErrorChoice(
         rule=best,
         calibration=calibration,
         top1=top1,
         n_erroneous=n_erroneous,
-        reason=f"best first-error top-1 on {n_erroneous} validation responses ({top1[best]:.3f})",
+        reason=f"first-error top-1 on {n_erroneous} validation responses: {top1[best]:.3f}, within one paired "
+        "standard error of the best; ties to the default",
     )
 
 

@@ -146,3 +146,17 @@ def test_evaluation_reports_the_official_f1_and_each_rule_on_first_error_data() 
     )
     record = run_one(full, "bagloss", seed=0, gold_fraction=0.0, config=config)
     assert "fkey_top1" in record and "first_error_f1" not in record
+
+
+def test_a_lead_within_noise_keeps_the_default() -> None:
+    # Scores that know nothing: the rules differ by chance only. The plain best would switch rules; the
+    # one-standard-error rule keeps the default.
+    rng = np.random.default_rng(1)
+    n_bags, n = 60, 6
+    bag, pos = np.repeat(np.arange(n_bags), n), np.tile(np.arange(n), n_bags)
+    err = np.repeat(rng.integers(0, n, n_bags), n)
+    gold = np.select([pos < err, pos == err], [0, 1], -1)
+    scores = rng.uniform(0.05, 0.95, bag.size)
+    choice = choose_first_error_rule(scores, gold, bag, np.ones(n_bags), aggregation="max")
+    assert max(choice.top1.values()) > choice.top1[DEFAULT_FIRST_ERROR_RULE]
+    assert choice.rule == DEFAULT_FIRST_ERROR_RULE

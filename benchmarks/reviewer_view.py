@@ -138,7 +138,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     seeds = [int(s) for s in args.seeds.split(",")]
     config = TrainConfig(device="cpu")
-    payload: dict[str, Any] = {"machine": machine(), "command": " ".join(sys.argv), "datasets": {}}
+    # The data folder is this machine's: the record names it DIR.
+    command = " ".join("DIR" if a == str(args.data) else a for a in sys.argv)
+    payload: dict[str, Any] = {"machine": machine(), "command": command, "datasets": {}}
     for name in args.datasets.split(","):
         started = time.perf_counter()
         prepared = prepare_splits(read_split_dir(args.data / name), get_encoder(None), device="cpu")

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from app import review, uploads
+from app.jobs import TrainPayload
 from db import accounts, team
 from db import repository as repo
 from db.accounts import PermissionDenied, require_role
@@ -142,10 +143,12 @@ def queue_import(engine: Engine, actor: UserRow, path: Path, dataset: str, optio
 def start_training(
     engine: Engine, actor: UserRow, dataset_id: int, method: str, config: dict[str, Any], seed: int
 ) -> JobRow:
-    """Queue a training job (one live job per dataset: a second click returns the same job)."""
+    """Queue a training job (one live job per dataset: a second click returns the same job); ``InputError``
+    naming the field when the method, the seed or a setting is bad."""
     require_role(actor, "admin", "training")
-    payload = {"dataset_id": dataset_id, "method": method, "config": config, "seed": int(seed)}
-    return repo.create_job(engine, "train", payload, idempotency_key=f"train:{dataset_id}")
+    payload = {"dataset_id": dataset_id, "method": method, "config": config, "seed": seed}
+    checked = TrainPayload.parse(payload)  # a bad setting is refused now, with its field named
+    return repo.create_job(engine, "train", checked.to_dict(), idempotency_key=f"train:{dataset_id}")
 
 
 def cancel_job(engine: Engine, actor: UserRow, job_id: int) -> None:
@@ -164,21 +167,45 @@ def rollback_model(engine: Engine, actor: UserRow, dataset_id: int) -> ModelVers
 
 
 def export_now(
-    engine: Engine, actor: UserRow, dataset_id: int, out: Path, *, format: str, model_version: int | None
+    engine: Engine,
+    actor: UserRow,
+    dataset_id: int,
+    out: Path,
+    *,
+    format: str,
+    model_version: int | None,
+    human_only: bool = False,
+    soft_labels: bool = False,
 ) -> ExportSummary:
     require_role(actor, "admin", "exporting")
-    return export_dataset(engine, dataset_id, out, format=format, model_version=model_version)  # type: ignore[arg-type]
+    return export_dataset(
+        engine,
+        dataset_id,
+        out,
+        format=format,  # type: ignore[arg-type]
+        model_version=model_version,
+        human_only=human_only,
+        soft_labels=soft_labels,
+    )
 
 
 def queue_export(
-    engine: Engine, actor: UserRow, dataset_id: int, *, format: str, model_version: int | None
+    engine: Engine,
+    actor: UserRow,
+    dataset_id: int,
+    *,
+    format: str,
+    model_version: int | None,
+    human_only: bool = False,
+    soft_labels: bool = False,
 ) -> JobRow:
     require_role(actor, "admin", "exporting")
+    options = {"human_only": bool(human_only), "soft_labels": bool(soft_labels)}
     return repo.create_job(
         engine,
         "export",
-        {"dataset_id": dataset_id, "format": format, "model_version": model_version},
-        idempotency_key=f"export:{dataset_id}:{format}",
+        {"dataset_id": dataset_id, "format": format, "model_version": model_version, **options},
+        idempotency_key=f"export:{dataset_id}:{format}:{int(human_only)}{int(soft_labels)}",
     )
 
 

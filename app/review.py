@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from db import repository as repo
 from db.models import GOLD_SOURCES
 from db.rows import LabelConflict, ResponseDetail, SaveResult
+from db.sources import HUMAN, MODEL
 from fractal_core.mil.semantics import check_consistency
 
 POSITIVE_THRESHOLD = 0.5
@@ -28,7 +29,7 @@ class Proposal:
     response_id: int
     labels: dict[int, int | None]  # sentence id -> new label (None clears)
     warning: str | None
-    source: str = "gold"
+    source: str = HUMAN
     # sentence id -> the label version the view showed (stale-view check); None: no check
     expected: dict[int, int | None] | None = None
 
@@ -38,7 +39,7 @@ def gold_labels(detail: ResponseDetail) -> list[int | None]:
     return [s.label if s.label_source in GOLD_SOURCES else None for s in detail.sentences]
 
 
-def propose(detail: ResponseDetail, changes: Mapping[int, int | None], *, source: str = "gold") -> Proposal:
+def propose(detail: ResponseDetail, changes: Mapping[int, int | None], *, source: str = HUMAN) -> Proposal:
     """Check the labelling ``changes`` (sentence id -> label) would leave, without storing anything."""
     after = {s.id: lab for s, lab in zip(detail.sentences, gold_labels(detail), strict=True)}
     unknown = set(changes) - set(after)
@@ -59,17 +60,17 @@ def label_levels(label_kind: str, max_label: float) -> list[int]:
 
 def propose_accept_rest(detail: ResponseDetail) -> Proposal:
     """Confirm the response: every sentence without a gold label takes the model's label (score >= 0.5 -> 1)
-    as ``reviewed``. Sentences without a score stay unlabelled, and so does every sentence of an ordinal
+    as ``model`` (accepted from the model by the annotator: never gold). Sentences without a score stay unlabelled, and so does every sentence of an ordinal
     response: a score is P(level >= 1), which does not say which level."""
     if detail.label_kind == "ordinal":
-        return Proposal(detail.id, {}, None, "reviewed")
+        return Proposal(detail.id, {}, None, MODEL)
     current = gold_labels(detail)
     changes = {
         s.id: int(s.score >= POSITIVE_THRESHOLD)
         for s, lab in zip(detail.sentences, current, strict=True)
         if lab is None and s.score is not None
     }
-    return propose(detail, changes, source="reviewed")
+    return propose(detail, changes, source=MODEL)
 
 
 def likely_first_error(detail: ResponseDetail) -> tuple[int, float] | None:
@@ -139,7 +140,7 @@ def own_view(detail: ResponseDetail, own: Mapping[int, int], annotator: str) -> 
         replace(
             s,
             label=own.get(s.id),
-            label_source="gold" if s.id in own else None,
+            label_source=HUMAN if s.id in own else None,
             annotator=annotator if s.id in own else None,
             labelled_at=None,
             label_version=None,

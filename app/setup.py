@@ -16,7 +16,6 @@ from db.ingest import ingest_file
 from db.schema import current_revision, head_revision, upgrade
 
 DEMO_DATASET = "demo"
-DEMO_TRAIN_KEY = "demo-initial-train"
 FIRST_ADMIN = "admin"
 
 
@@ -46,14 +45,9 @@ def seed_demo(engine: Engine) -> str | None:
     if repo.list_datasets(engine):
         return None
     summary = ingest_file(engine, demo_path(), DEMO_DATASET)
-    # Embedding first, as its own job: it reports progress per batch, and training then reads the cache.
+    # Embedding first, as its own job: it reports progress per batch, and the training queued after it (as
+    # after any import into a dataset without a model) then reads the cache.
     queue_after_import(engine, summary.dataset_id, bundled_embeddings=True)
-    repo.create_job(
-        engine,
-        "train",
-        {"dataset_id": summary.dataset_id, "method": "fractal", "config": {}, "seed": 0},
-        idempotency_key=DEMO_TRAIN_KEY,
-    )
     return (
         f"loaded the demo dataset ({summary.n_responses} responses, {summary.n_sentences} sentences) "
         "and queued its first training job"
@@ -83,8 +77,9 @@ def ensure_admin(
     """Make the first admin when the store has no user at all; returns what to tell the operator.
 
     On a terminal (``interactive``) the password is asked for (``ask``); otherwise a random one-time password
-    is printed, and the first sign-in with it must set a new one. Nothing is printed or stored in clear after
-    that: the store keeps the argon2 hash only.
+    is printed: the first sign-in with it must choose a different one, and it stops working if unused for
+    ``FRACTAL_ONE_TIME_PASSWORD_HOURS`` (default 24). Nothing is printed or stored in clear after that: the
+    store keeps the argon2 hash only.
     """
     engine = get_engine(settings.db_url)
     try:
@@ -93,11 +88,14 @@ def ensure_admin(
         if interactive and ask is not None:
             accounts.add_user(engine, FIRST_ADMIN, "admin", ask())
             return f"created the first admin account {FIRST_ADMIN!r} with the password you typed"
+        ttl = accounts.one_time_password_ttl()
         password = accounts.new_one_time_password()
-        accounts.add_user(engine, FIRST_ADMIN, "admin", password, must_change_password=True)
+        accounts.add_user(engine, FIRST_ADMIN, "admin", password, must_change_password=True, one_time_ttl=ttl)
         return (
             f"created the first admin account {FIRST_ADMIN!r} with the one-time password {password} "
-            "(the first sign-in asks for a new one; add your team with `fractal users add NAME --role ROLE`)"
+            f"(valid for {ttl.total_seconds() / 3600:g} h; the first sign-in asks for a new one, and "
+            f"`fractal users passwd {FIRST_ADMIN} --one-time` makes another; add your team with "
+            "`fractal users add NAME --role ROLE`)"
         )
     except Exception as exc:  # an InputError (a too short password) or an unreachable store
         raise SetupError(f"cannot create the first admin: {exc}") from exc

@@ -19,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 
 from fractal_core.evaluation.metrics import first_error_hits
-from fractal_core.fitting.auto import choose
+from fractal_core.fitting.auto_choice import choose
 from fractal_core.mil.reviewer import (
     DEFAULT_FIRST_ERROR_RULE,
     FIRST_ERROR_RULES,

@@ -86,7 +86,7 @@ def test_keyboard_correction_is_stored_with_who_and_undo_reverts(store) -> None:
     assert not at.exception
     history = repo.label_history(store.engine, response_id=first.id)
     assert [(h.sentence_id, h.old_label, h.new_label, h.annotator, h.source) for h in history] == [
-        (first.sentences[1].id, None, 0, "tester", "gold")
+        (first.sentences[1].id, None, 0, "tester", "human")
     ]
     at.button(key="k_undo").click().run()
     assert repo.get_response(store.engine, first.id).sentences[1].label is None
@@ -222,7 +222,7 @@ def test_review_with_scores_shows_colours_and_save_accepts_model_labels(store) -
         at.button(key="pending_yes").click().run()
     after = repo.get_response(store.engine, rid)
     assert [s.label for s in after.sentences] == [int(s.score >= 0.5) for s in detail.sentences]
-    assert {s.label_source for s in after.sentences} == {"reviewed"}
+    assert {s.label_source for s in after.sentences} == {"model"}
     assert at.session_state["review_response_id"] != rid
 
 

@@ -3,7 +3,7 @@
 A model's step scores may multiply like probabilities or not (a hard-max bag loss ranks steps but leaves them
 uncalibrated), so which rule points at the first wrong step best is an empirical question per model and data:
 each rule's first-error top-1 is measured on the validation responses that have a gold first error, and kept
-with the model by the suite's one-standard-error rule (``auto.choose``): among the rules whose top-1 lies within
+with the model by the suite's one-standard-error rule (``auto_choice.choose``): among the rules whose top-1 lies within
 one paired standard error (over those responses) of the best, the first of ``FIRST_ERROR_RULES``, so the default
 holds unless another rule beats it by more than noise (a few hundred validation responses leave the three rules
 within a couple of points of each other, and the plain best flipped between seeds). Too little evidence keeps the

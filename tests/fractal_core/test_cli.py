@@ -82,6 +82,11 @@ def test_evaluate_on_a_processbench_slice(cli: typer.Typer, tmp_path: Path) -> N
         ):
             assert key in r
         assert 0.0 <= r["instance_auc_roc"] <= 1.0
+    # First-error data: the official F1 (threshold tuned on valid) per subset, and the F key's rules.
+    for r in records:
+        assert 0.0 <= r["first_error_f1"] <= 1.0 and 0.0 <= r["fkey_top1"] <= 1.0
+        assert set(r["first_error_f1_by_subset"]) <= {"gsm8k", "math", "olympiadbench", "omnimath"}
+    assert "first_error_f1" in result.output and "fkey_top1" in result.output
     assert {r["gold_fraction"] for r in records if r["method"] == "hybrid"} == {0.25}
     assert {r["gold_fraction"] for r in records if r["method"] == "supervised"} == {1.0}
     assert "pslab" in result.output and "instance_auc_roc" in result.output

@@ -135,8 +135,7 @@ for rid, external_id, label, score, uncertainty, disagreement, preview, reason i
         )
         a.text(preview[:160] + ("…" if len(preview) > 160 else ""))
         if b.button("Review", key=f"gold_open_{rid}"):
-            ss["review_response_id"] = rid
-            ss["review_focus"] = 0
             # The Review page follows this queue (S / N / P) until the user goes back to its list.
-            ss["review_queue"] = {"name": "Gold queue", "ids": [r[0] for r in rows]}
+            nav = ss.setdefault(review.NAV_KEY, review.ReviewNav())
+            nav.follow_queue("Gold queue", [r[0] for r in rows], rid)
             st.switch_page("views/review.py")

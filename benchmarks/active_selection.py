@@ -1,4 +1,4 @@
-"""Active gold selection vs the paper's random gold (issue 3, item 4), at equal budgets, with seeds.
+"""Active gold selection vs the paper's random gold, at equal budgets, with seeds.
 
 Usage:
     .venv/bin/python benchmarks/active_selection.py run --dataset processbench   # -> results/active_*.json

@@ -1,4 +1,4 @@
-"""`auto` (= `fractal`) against its own candidates and the baselines, and the proportion (LLP) view (issue 9).
+"""`auto` (= `fractal`) against its own candidates and the baselines, and the proportion (LLP) view.
 
 Usage:
     .venv/bin/python benchmarks/auto_choice.py run --dataset processbench --split valid   # tuning view

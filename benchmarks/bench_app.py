@@ -1,6 +1,6 @@
 """Review app speed with a large store: server-side time to render the Review page and to save a correction.
 
-Targets (issue 5): p95 <= 300 ms per Review page render and <= 50 ms per correction save at 100k responses.
+Targets: p95 <= 300 ms per Review page render and <= 50 ms per correction save at 100k responses.
 
 - Page render: one full script run of ``app/main.py`` on the Review page through Streamlit's AppTest (the same
   code path the server runs per interaction, minus the websocket), moving to another response each time

@@ -1,4 +1,4 @@
-"""Store speed: ingest throughput, paginated review-list queries and correction saves (issue 4's targets:
+"""Store speed: ingest throughput, paginated review-list queries and correction saves (targets:
 p95 <= 300 ms per page query and <= 50 ms per save at 100k responses).
 
 Each figure is printed beside a peer measured in the same run on the same machine:

@@ -1,6 +1,6 @@
 """Does an encoder precision change what the methods learn? Sentence AUC on VALID, per precision, same seeds.
 
-The acceptance rule for a faster encoder (issue 12): sentence AUC-ROC on valid moves by <= 0.005 against the float
+The acceptance rule for a faster encoder: sentence AUC-ROC on valid moves by <= 0.005 against the float
 embeddings. Each precision embeds train and valid of both shared datasets (through the embedding cache, under
 its own encoder id), then the same methods and seeds are trained on train and scored on valid (test is never
 embedded nor read). Usage (what BENCHMARKS.md records):

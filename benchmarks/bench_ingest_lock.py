@@ -1,4 +1,4 @@
-"""How long an annotator's label save waits while a large file is being ingested (issue 10, case 9).
+"""How long an annotator's label save waits while a large file is being ingested.
 
 One process ingests a synthetic file of ``--responses`` responses (4 sentences each) into a new dataset (or,
 with ``--into existing``, appends it to a dataset that already holds 1,000 responses) while this process saves

@@ -1,4 +1,4 @@
-"""Team-work speed at 100k responses (issue 11's targets: a save with the stale-view version check p95 <= 50 ms;
+"""Team-work speed at 100k responses (targets: a save with the stale-view version check p95 <= 50 ms;
 agreement over 100k labels <= 1 s).
 
 Each figure is printed beside a peer measured in the same run on the same machine:

@@ -1,4 +1,4 @@
-"""The contextual instance scorer against the MLP (issue 9, items 1 and 4), same methods, same seeds, same run.
+"""The contextual instance scorer against the MLP, same methods, same seeds, same run.
 
 Usage:
     .venv/bin/python benchmarks/context_scorer.py run --dataset processbench --split valid   # tuning view

@@ -1,4 +1,4 @@
-"""Encoders as a measured choice: quality against encode speed, one table (issue 9, item 6).
+"""Encoders as a measured choice: quality against encode speed, one table.
 
 Rows: the bundled all-MiniLM-L6-v2 frozen (MLP scorer), all-mpnet-base-v2 frozen (MLP scorer), and MiniLM
 fine-tuned end to end with the bag loss over [context; earlier steps; step] (``fractal_core.experimental.finetune``). All

@@ -1,4 +1,4 @@
-"""Gold-budget curve (issue 3, item 3): hybrid at gold fractions 0, 0.02, 0.05, 0.1, 0.2 and Supervised at 1.0.
+"""Gold-budget curve: hybrid at gold fractions 0, 0.02, 0.05, 0.1, 0.2 and Supervised at 1.0.
 
 Usage:
     .venv/bin/python benchmarks/gold_curve.py run --dataset processbench     # -> results/gold_curve_*.json

@@ -1,4 +1,4 @@
-"""The paper's comparison on real data (issue 3, items 1 and 5), on the TEST split, with the library defaults.
+"""The paper's comparison on real data, on the TEST split, with the library defaults.
 
 Usage:
     .venv/bin/python benchmarks/paper_tables.py run --dataset delucionqa --view native   # -> results/paper_*.json
@@ -31,7 +31,7 @@ from fractal_core.fitting.config import TrainConfig  # noqa: E402
 
 SEEDS = (0, 1, 2)
 GOLD = 0.1
-# method.md §7: the paper's nearest task to each dataset (sentence AUC-ROC: FRACTAL, BagLoss, Supervised).
+# The paper's figures for its nearest task to each dataset (sentence AUC-ROC: FRACTAL, BagLoss, Supervised).
 PAPER = {
     "delucionqa": ("MultiSpanQA (QA, max)", 0.693, 0.661, 0.729),
     "processbench": ("PRM800K (math steps, min)", 0.597, 0.569, 0.613),

@@ -1,4 +1,4 @@
-"""Choose TrainConfig defaults on the VALID split only (issue 3, item 2): a small, documented grid.
+"""Choose TrainConfig defaults on the VALID split only: a small, documented grid.
 
 Usage:
     .venv/bin/python benchmarks/tune.py run --dataset delucionqa --view native      # one (dataset, view)
@@ -9,7 +9,7 @@ the valid split (`quality_common.valid_as_test`); the test split is never read. 
 `fractal evaluate`: no-gold methods see no gold labels (they stop on the valid bag NLL); hybrid sees the gold
 fraction's bags of train and valid.
 
-The grid (why these knobs: they are the ones method.md leaves open):
+The grid (why these knobs: they are the ones the paper leaves open):
 - stage "nogold": bag_variant {hard, prob, lse} x lambdas (bag, cosine, correlation) {(0.7,.1,.1), (0.5,.2,.2),
   (0.9,.05,.05)} at learning rate 1e-3 for `priors` (PsLab off) and `pslab` (PsLab on); bag_variant x
   learning_rate {1e-3, 3e-4} for `bagloss` alone. (Ordinal labels: "lse" is the exact max, as "prob", so it is

@@ -15,10 +15,17 @@ from sqlalchemy import Engine, inspect, select, text
 from db.engine import get_engine
 from db.models import Base
 from tests.engines import ENGINES, database_url
-from tests.shared_data import SHARED_DATA
+from tests.shared_data import shared
 
-PROCESSBENCH_VALID = SHARED_DATA / "processbench" / "valid.jsonl"
-DELUCIONQA_VALID = SHARED_DATA / "delucionqa" / "valid.jsonl"
+
+def processbench_valid() -> Path:
+    """ProcessBench's validation split (skips the test when the shared datasets are absent)."""
+    return shared("processbench") / "valid.jsonl"
+
+
+def delucionqa_valid() -> Path:
+    """DelucionQA's validation split (skips the test when the shared datasets are absent)."""
+    return shared("delucionqa") / "valid.jsonl"
 
 
 def make_rows(n: int, *, prefix: str = "r", labelled_every: int = 3) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from db.cli import register
 from db.engine import get_engine
 from db.schema import head_revision, upgrade
-from tests.db.conftest import PROCESSBENCH_VALID, make_rows, write_jsonl
+from tests.db.conftest import make_rows, processbench_valid, write_jsonl
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def run(cli: typer.Typer, *args: str) -> tuple[int, str, str]:
 
 
 def test_ingest_export_and_db_commands(cli: typer.Typer, db_url: str, tmp_path: Path) -> None:
-    code, out, _ = run(cli, "ingest", PROCESSBENCH_VALID, "--dataset", "pb", "--db", db_url)
+    code, out, _ = run(cli, "ingest", processbench_valid(), "--dataset", "pb", "--db", db_url)
     assert code == 0 and "ingested 352 responses, 2710 sentences" in out
     code, out, _ = run(
         cli, "export", tmp_path / "pb.jsonl", "--dataset", "pb", "--format", "kto", "--db", db_url

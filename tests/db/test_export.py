@@ -14,7 +14,7 @@ from db import repository as repo
 from db.export import export_dataset
 from db.ingest import ingest_file
 from fractal_core.errors import InputError
-from tests.db.conftest import PROCESSBENCH_VALID, make_rows, write_jsonl
+from tests.db.conftest import make_rows, processbench_valid, write_jsonl
 
 
 def snapshot(engine: Engine, dataset: str, *, provenance: bool = True) -> list[tuple[Any, ...]]:
@@ -108,7 +108,7 @@ def test_native_round_trip_keeps_responses_sentences_and_labels(
 
 
 def test_native_round_trip_of_real_data(engine: Engine, tmp_path: Path) -> None:
-    ingest_file(engine, PROCESSBENCH_VALID, "pb")
+    ingest_file(engine, processbench_valid(), "pb")
     out = tmp_path / "pb.jsonl"
     export_dataset(engine, "pb", out, format="native")
     ingest_file(engine, out, "pb2")

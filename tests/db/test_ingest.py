@@ -14,22 +14,22 @@ from db import repository as repo
 from db.engine import get_engine
 from db.ingest import ingest_file
 from fractal_core.errors import InputError
-from tests.db.conftest import DELUCIONQA_VALID, PROCESSBENCH_VALID, make_rows, store_digest, write_jsonl
+from tests.db.conftest import delucionqa_valid, make_rows, processbench_valid, store_digest, write_jsonl
 
 
 def test_real_processbench_and_delucionqa(engine: Engine) -> None:
     seen: list[tuple[int, int | None]] = []
-    pb = ingest_file(engine, PROCESSBENCH_VALID, "processbench", progress=lambda d, t: seen.append((d, t)))
+    pb = ingest_file(engine, processbench_valid(), "processbench", progress=lambda d, t: seen.append((d, t)))
     assert (pb.n_responses, pb.n_sentences) == (352, 2710)
     assert pb.n_labels == 1449 + 234  # nulls after the first error are not labels
     assert seen[-1] == (352, 352)
-    dq = ingest_file(engine, DELUCIONQA_VALID, "delucionqa", labels_as="gold")
+    dq = ingest_file(engine, delucionqa_valid(), "delucionqa", labels_as="gold")
     assert (dq.n_responses, dq.n_sentences) == (216, 935)
     rows = {d.name: d for d in repo.list_datasets(engine)}
     assert rows["delucionqa"].label_kind == "ordinal" and rows["delucionqa"].max_label == 2
     assert rows["delucionqa"].n_gold_responses == 216 and rows["processbench"].n_gold_responses == 0
     first = repo.load_records(engine, pb.dataset_id, include_imported=True)[0]
-    source = json.loads(PROCESSBENCH_VALID.read_text(encoding="utf-8").splitlines()[0])
+    source = json.loads(processbench_valid().read_text(encoding="utf-8").splitlines()[0])
     assert first.id == source["id"] and first.sentences == source["sentences"]
     assert first.sentence_labels == source["sentence_labels"]
     assert repo.list_responses(engine, pb.dataset_id, split="valid").total == 352

@@ -21,7 +21,7 @@ from db.engine import get_engine
 from db.export import export_dataset
 from db.ingest import ingest_file
 from db.models import Base
-from tests.db.conftest import PROCESSBENCH_VALID
+from tests.db.conftest import processbench_valid
 from tests.engines import fresh_pg_database
 
 
@@ -35,7 +35,7 @@ def test_store_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     engine = get_engine(pg_url)
     name = f"pg-{uuid.uuid4().hex[:8]}"
     try:
-        summary = ingest_file(engine, PROCESSBENCH_VALID, name)
+        summary = ingest_file(engine, processbench_valid(), name)
         ds = summary.dataset_id
         data = repo.load_training_set(engine, ds, include_imported=True)
         assert len(data.records) == 352

@@ -10,9 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from fractal_core.cli import register
-from tests.shared_data import SHARED_DATA
-
-SHARED = SHARED_DATA
+from tests.shared_data import shared
 
 
 @pytest.fixture()
@@ -38,7 +36,7 @@ def _slice(source: Path, target: Path, sizes: dict[str, int]) -> Path:
 
 @pytest.mark.slow
 def test_evaluate_on_a_processbench_slice(cli: typer.Typer, tmp_path: Path) -> None:
-    data = _slice(SHARED / "processbench", tmp_path / "pb", {"train": 40, "valid": 12, "test": 16})
+    data = _slice(shared("processbench"), tmp_path / "pb", {"train": 40, "valid": 12, "test": 16})
     out = tmp_path / "out.json"
     result = CliRunner().invoke(
         cli,
@@ -91,9 +89,9 @@ def test_evaluate_on_a_processbench_slice(cli: typer.Typer, tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_ordinal_data_reports_mae_and_trains_then_scores(cli: typer.Typer, tmp_path: Path) -> None:
-    data = _slice(SHARED / "delucionqa", tmp_path / "dq", {"valid": 20, "test": 20})
+    data = _slice(shared("delucionqa"), tmp_path / "dq", {"valid": 20, "test": 20})
     # 40 ordinary answers plus every level-2 ("Conflicted") one: an ordinal task with three levels.
-    rows = (SHARED / "delucionqa" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = (shared("delucionqa") / "train.jsonl").read_text(encoding="utf-8").splitlines()
     level2 = [line for line in rows if json.loads(line)["response_label"] == 2]
     others = [line for line in rows if json.loads(line)["response_label"] != 2][:40]
     assert level2
@@ -184,7 +182,7 @@ def test_bad_input_exits_2_with_location_and_writes_nothing(
 
 
 def test_bad_options_exit_2(cli: typer.Typer, tmp_path: Path) -> None:
-    data = _slice(SHARED / "processbench", tmp_path / "pb", {"train": 5, "test": 5})
+    data = _slice(shared("processbench"), tmp_path / "pb", {"train": 5, "test": 5})
     bad_scorer = CliRunner().invoke(cli, ["evaluate", "--data", str(data), "--scorer", "lstm"])
     assert bad_scorer.exit_code == 2 and "--scorer" in bad_scorer.output
     assert CliRunner().invoke(cli, ["evaluate", "--data", str(tmp_path), "--methods", "magic"]).exit_code == 2
@@ -225,7 +223,7 @@ def test_cuda_device_without_a_gpu_is_refused_in_one_line(cli: typer.Typer, tmp_
 
 
 def test_unknown_encoder_exits_2(cli: typer.Typer, tmp_path: Path) -> None:
-    data = _slice(SHARED / "processbench", tmp_path / "pb", {"train": 5, "test": 5})
+    data = _slice(shared("processbench"), tmp_path / "pb", {"train": 5, "test": 5})
     result = CliRunner().invoke(cli, ["evaluate", "--data", str(data), "--encoder", "no-such-encoder"])
     assert result.exit_code == 2 and "--encoder" in result.output and "all-mpnet-base-v2" in result.output
     embedded = CliRunner().invoke(cli, ["embed", str(data), "--encoder", str(tmp_path / "nope")])

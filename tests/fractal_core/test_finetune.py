@@ -276,9 +276,9 @@ def test_cli_finetune_then_score(tiny_dir: Path, tmp_path: Path, monkeypatch: py
 @pytest.mark.slow
 def test_fine_tuning_the_bundled_encoder_on_processbench_bags() -> None:
     from fractal_core.data.io import read_records
-    from tests.shared_data import SHARED_DATA
+    from tests.shared_data import shared
 
-    records = read_records(SHARED_DATA / "processbench" / "train.jsonl")[:6]
+    records = read_records(shared("processbench") / "train.jsonl")[:6]
     config = FinetuneConfig(device="cpu", epochs=1, max_length=96, batch_bags=3, calibrate=False)
     from fractal_core.experimental.finetune import load_encoder
 

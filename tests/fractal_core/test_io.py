@@ -21,9 +21,8 @@ from fractal_core.data.io import (
 )
 from fractal_core.data.records import ResponseRecord
 from fractal_core.errors import InputError
-from tests.shared_data import SHARED_DATA
+from tests.shared_data import shared
 
-SHARED = SHARED_DATA
 GOOD: dict[str, Any] = {
     "id": "a",
     "context": "Q?",
@@ -214,8 +213,8 @@ def test_label_kind_and_num_classes() -> None:
 
 @pytest.mark.parametrize("dataset", ["processbench", "delucionqa"])
 def test_reads_real_shared_data(dataset: str) -> None:
-    stats = json.loads((SHARED / dataset / "stats.json").read_text())
-    splits = read_split_dir(SHARED / dataset)
+    stats = json.loads((shared(dataset) / "stats.json").read_text())
+    splits = read_split_dir(shared(dataset))
     assert set(splits) == {"train", "valid", "test"}
     assert all(r.text[s.start : s.end] == s.text for r in splits["train"] for s in r.spans)
     flat = json.dumps(stats)

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.shared_data import SHARED_DATA
+from tests.shared_data import shared
 
-SHARED = SHARED_DATA
 DATASET = os.environ.get("FRACTAL_REGRESSION_DATASET", "delucionqa")  # measure() can try others
 SLICE = {"train": 150, "valid": 40, "test": 80}
 SEEDS = (0, 1)
@@ -50,7 +49,7 @@ def _prepare(home: Path, cache_dir: str | None = None):
 
     splits = {}
     for split, n in SLICE.items():
-        lines = (SHARED / DATASET / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        lines = (shared(DATASET) / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
         path = home / f"{split}.jsonl"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         splits[split] = read_records(path)

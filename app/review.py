@@ -23,8 +23,6 @@ HUMAN_SOURCE = "gold"
 """Source of a label a person set (a key, a click, "rest are fine")."""
 MODEL_SOURCE = "model"
 """Source of a label accepted from the model (N): the model's guess, confirmed by the accepting user."""
-FINE_LEVEL = 0
-"""The non-problem level "rest are fine" gives every unlabelled sentence."""
 
 
 @dataclass(frozen=True)
@@ -82,37 +80,61 @@ def _scored(detail: ResponseDetail) -> np.ndarray | None:
     return np.asarray(scores, dtype=np.float64)
 
 
-def view_scores(detail: ResponseDetail, *, levels: int = 2) -> list[float | None]:
-    """What Review colours each sentence by: P(problem | response label, scores, entered labels) from
-    ``fractal_core.mil.reviewer.label_conditioned`` (N,); None for every sentence of an unscored response."""
+def problem_scores(detail: ResponseDetail, *, levels: int = 2) -> list[float | None]:
+    """What Review colours each sentence by: P(problem | response label, scores, entered labels) (N,), the
+    reviewer view (``fractal_core.mil.reviewer.label_conditioned``) read in the dataset's direction (a positive
+    sentence is a problem for ``max`` and ``mean`` responses, fine for ``min``); None for every sentence of an
+    unscored response."""
     scores = _scored(detail)
     if scores is None:
         return [None] * len(detail.sentences)
     view = reviewer.label_conditioned(
+        scores, entered_labels(detail), detail.response_label, aggregation=detail.aggregation, n_levels=levels
+    )
+    problem = view if reviewer.problem_is_positive(detail.aggregation) else 1.0 - view
+    return [float(v) for v in problem]
+
+
+def fine_level(aggregation: str, levels: list[int]) -> int:
+    """The level "rest are fine" gives: 0 where a positive sentence is a problem, the top level where it is
+    good (``min`` responses)."""
+    return levels[0] if reviewer.problem_is_positive(aggregation) else levels[-1]
+
+
+@dataclass(frozen=True)
+class FirstErrorRule:
+    """How the F key picks its sentence: the rule stored with the active model version (chosen on valid when
+    it was trained) and, for ``calibrated_mode``, its Platt map."""
+
+    rule: str = reviewer.DEFAULT_FIRST_ERROR_RULE
+    calibration: tuple[float, float] | None = None
+
+
+def first_error_rule(model: ModelVersionRow | None) -> FirstErrorRule:
+    """The F key's rule from the model version's metrics (``first_error_rule``, ``first_error_calibration``);
+    the library's default when the version stores none."""
+    metrics = {} if model is None else model.metrics
+    rule = metrics.get("first_error_rule") or reviewer.DEFAULT_FIRST_ERROR_RULE
+    calibration = metrics.get("first_error_calibration")
+    pair = (float(calibration[0]), float(calibration[1])) if calibration else None
+    return FirstErrorRule(str(rule), pair)
+
+
+def first_error(detail: ResponseDetail, *, rule: FirstErrorRule, levels: int = 2) -> int | None:
+    """Position of the sentence the F key jumps to (``reviewer.pick_first_error``), or None (unscored, a
+    ``mean`` response, or a label that says there is no problem)."""
+    scores = _scored(detail)
+    if scores is None or detail.aggregation == "mean":
+        return None
+    return reviewer.pick_first_error(
         scores,
         entered_labels(detail),
         detail.response_label,
         aggregation=detail.aggregation,
+        rule=rule.rule,
+        calibration=rule.calibration,
         n_levels=levels,
     )
-    return [float(v) for v in view]
-
-
-def first_error_rule(model: ModelVersionRow | None) -> str:
-    """The F key's rule: the one stored with the model version (chosen on valid when it was trained)."""
-    rule = None if model is None else model.metrics.get("first_error_rule")
-    return str(rule) if rule else reviewer.DEFAULT_FIRST_ERROR_RULE
-
-
-def first_error(detail: ResponseDetail, *, rule: str) -> int | None:
-    """Position of the sentence the F key jumps to, or None (unscored, or nothing to point at)."""
-    scores = _scored(detail)
-    if scores is None:
-        return None
-    found = reviewer.pick_first_error(
-        scores, entered_labels(detail), detail.response_label, aggregation=detail.aggregation, rule=rule
-    )
-    return None if found is None else int(found)
 
 
 def propose_accept_rest(detail: ResponseDetail, *, levels: int = 2) -> Proposal:
@@ -129,17 +151,9 @@ def propose_accept_rest(detail: ResponseDetail, *, levels: int = 2) -> Proposal:
     changes = {
         s.id: int(filled[i])
         for i, (s, lab) in enumerate(zip(detail.sentences, current, strict=True))
-        if lab is None and np.isfinite(filled[i])
+        if lab is None and filled[i] >= 0  # -1: the view leaves it to a person
     }
     return propose(detail, changes, source=MODEL_SOURCE)
-
-
-def propose_rest_fine(detail: ResponseDetail) -> Proposal:
-    """ "Rest are fine": every sentence without a label becomes :data:`FINE_LEVEL`, as a person's label."""
-    changes = {
-        s.id: FINE_LEVEL for s, lab in zip(detail.sentences, gold_labels(detail), strict=True) if lab is None
-    }
-    return propose(detail, changes, source=HUMAN_SOURCE)
 
 
 def store(engine: Engine, proposal: Proposal, annotator: str) -> SaveResult:

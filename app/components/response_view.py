@@ -18,6 +18,7 @@ from markupsafe import escape
 
 from app import render, review
 from db.rows import ResponseDetail
+from fractal_core.mil import reviewer
 
 HERE = Path(__file__).resolve().parent
 KEY = "review_view"
@@ -107,6 +108,9 @@ def payload(
             "id": detail.id,
             "label": detail.response_label,
             "aggregation": detail.aggregation,
+            # the view is P(level >= 1); the colours show P(problem) in the dataset's direction
+            "problem_is_positive": reviewer.problem_is_positive(detail.aggregation),
+            "fine_level": review.fine_level(detail.aggregation, levels),
             "html": render.render_response(detail.text, [(s.start, s.end) for s in detail.sentences]),
             "first_error": first_error,
             "sentences": [

@@ -177,13 +177,14 @@ class ReviewView {
     const r = this.resp;
     if (r.sentences.some((s) => s.score === null)) return r.sentences.map(() => null);
     const entered = r.sentences.map((s) => labels.get(String(s.id)));
-    return labelConditioned(
+    const view = labelConditioned(
       r.sentences.map((s) => s.score),
       entered,
       r.label,
       r.aggregation,
       this.levels.length
     );
+    return r.problem_is_positive ? view : view.map((v) => 1 - v);
   }
 
   // ------------------------------------------------------------------ drawing
@@ -239,8 +240,9 @@ class ReviewView {
             badge = document.createElement("span");
             span.append(badge);
           }
-          badge.className = `fs-gold fs-gold-${label >= 1 ? 1 : 0}${isPending ? " fs-gold-pending" : ""}`;
-          badge.textContent = `${label >= 1 ? "✗" : "✓"}${label >= 2 ? label : ""}`;
+          const bad = (label >= 1) === r.problem_is_positive;
+          badge.className = `fs-gold fs-gold-${bad ? 1 : 0}${isPending ? " fs-gold-pending" : ""}`;
+          badge.textContent = `${bad ? "✗" : "✓"}${label}`;
         }
       }
       const row = this.el(`#fs-row-${i}`);
@@ -267,7 +269,7 @@ class ReviewView {
 
   scoreText(s, v) {
     if (v === null) return "not scored";
-    const given = `given the label ${v.toFixed(2)}`;
+    const given = `P(problem | label) ${v.toFixed(2)}`;
     return this.showRaw && s.score !== null ? `${given} · model ${Number(s.score).toFixed(2)}` : given;
   }
 
@@ -353,7 +355,7 @@ class ReviewView {
     const rest = {};
     for (const s of this.resp.sentences) {
       const v = labels.get(String(s.id));
-      if (v === null || v === undefined) rest[String(s.id)] = 0;
+      if (v === null || v === undefined) rest[String(s.id)] = this.resp.fine_level;
     }
     if (Object.keys(rest).length) this.enqueue("set", rest);
   }

@@ -279,7 +279,7 @@ def response_panel() -> None:
         shown,
         nav=nav,
         levels=levels,
-        first_error=review.first_error(shown, rule=rule),
+        first_error=review.first_error(shown, rule=rule, levels=len(levels)),
         batch=nav.batch,
         refused=nav.refused,
     )

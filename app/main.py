@@ -52,9 +52,22 @@ if user.must_change_password:
     st.navigation([st.Page("views/password.py", title="Password", icon=":material/key:", default=True)]).run()
     st.stop()
 
-allowed = [(path, title, icon) for path, title, icon, role in PAGES if has_role(user, role)]
+
+def _home() -> None:
+    """The root URL opens Review (with the link's dataset, response and position)."""
+    st.switch_page(review_page, query_params=st.query_params.to_dict())
+
+
+# Every page is routed, so a link to one the role may not open reaches the page's own check and says "not
+# allowed" (instead of "Page not found"); the navigation lists only the pages the role may open. Review sits at
+# /review and the root URL goes there.
+routes = [
+    st.Page(path, title=title, icon=icon, visibility="visible" if has_role(user, role) else "hidden")
+    for path, title, icon, role in PAGES
+]
+review_page = routes[0]
 page = st.navigation(
-    [st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon) in enumerate(allowed)]
+    [st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden"), *routes]
 )
 state.warm_imports()
 

@@ -38,7 +38,9 @@ def _history(db_url: str, external_id: str = "long-1"):
 
     engine = get_engine(db_url)
     ds = repo.list_datasets(engine)[0]
-    rid = next(r.id for r in repo.list_responses(engine, ds.id, sort="id").rows if r.external_id == external_id)
+    rid = next(
+        r.id for r in repo.list_responses(engine, ds.id, sort="id").rows if r.external_id == external_id
+    )
     detail = repo.get_response(engine, rid)
     position = {s.id: s.position for s in detail.sentences}
     events = sorted(repo.label_history(engine, response_id=rid), key=lambda h: h.event_id)
@@ -74,7 +76,9 @@ def test_twenty_fast_labels_then_an_immediate_reload_are_all_stored_in_order(
     expect(page.locator("#fs-row-19")).to_have_attribute("data-state", "saved", timeout=LONG)
 
 
-def test_contradiction_blocks_other_keys_and_applies_to_its_own_change(app_server_factory, page: Page) -> None:
+def test_contradiction_blocks_other_keys_and_applies_to_its_own_change(
+    app_server_factory, page: Page
+) -> None:
     srv = app_server_factory(_prepare)
     _open(page, f"{srv.url}/?dataset=1&response=1&i=0")
     page.keyboard.press("1")  # a problem in a response labelled 0 (max): contradiction

@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import actions, auth, render, review, state
+from app import actions, page, render, review, state
 from db import repository as repo
 from db import team
 from db.accounts import PermissionDenied
 from fractal_core.errors import InputError
 
-user = auth.require("reviewer")
-engine = state.engine()
-dataset = state.current_dataset()
-st.header("Adjudicate")
-state.show_flashes()
-if dataset is None:
-    st.info("No data yet. Upload responses on the Data page.")
-    st.stop()
+ctx = page.dataset_page("Adjudicate", "reviewer")
+user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
 
 show_done = st.toggle("Include adjudicated responses", key="adj_done")
 found = team.disagreements(engine, dataset.id, include_adjudicated=show_done)

@@ -6,7 +6,7 @@ from typing import cast
 
 import streamlit as st
 
-from app import actions, auth, render, review, state
+from app import actions, page, render, review, state
 from db import repository as repo
 from db.accounts import has_role
 from db.repository import SortKey
@@ -21,15 +21,9 @@ FALLBACK = {
     "disagreement": "Model disagrees with the response label (store order)",
 }
 
-user = auth.require("annotator")
+ctx = page.dataset_page("Gold queue", "annotator")
+user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
 ss = st.session_state
-engine = state.engine()
-dataset = state.current_dataset()
-st.header("Gold queue")
-state.show_flashes()
-if dataset is None:
-    st.info("No data yet. Upload responses on the Data page.")
-    st.stop()
 
 budget = repo.gold_budget(engine, dataset.id)
 # At least one response once there is a target and data: "10% = 0 responses" would read as "done".

@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -48,24 +49,32 @@ _FIND = """(id) => {
   return null;
 }"""
 
-# Arms a timer: the next keydown starts it; it stops at the first frame where the element matches.
-_ARM = """([id, selector, find]) => new Promise((resolve) => {
+# Arms a timer (not awaited here): the next keydown starts it; it stops at the first frame where the element
+# matches the selector. The result is read from window.__timed after the key press.
+_ARM = """([id, selector, find]) => {
   const locate = new Function('return (' + find + ')')();
   let t0 = null;
   const onKey = () => { if (t0 === null) t0 = performance.now(); };
   window.addEventListener('keydown', onKey, true);
-  const tick = () => {
-    const el = locate(id);
-    if (t0 !== null && el && el.matches(selector)) {
-      window.removeEventListener('keydown', onKey, true);
-      resolve(performance.now() - t0);
-      return;
-    }
+  window.__timed = new Promise((resolve) => {
+    const tick = () => {
+      const el = locate(id);
+      if (t0 !== null && el && el.matches(selector)) {
+        window.removeEventListener('keydown', onKey, true);
+        resolve(performance.now() - t0);
+        return;
+      }
+      requestAnimationFrame(tick);
+    };
     requestAnimationFrame(tick);
-  };
-  requestAnimationFrame(tick);
-  window.__armed = true;
-})"""
+  });
+}"""
+
+
+def _copy_store(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite store (its write-ahead log included)."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
 
 
 def _free_port() -> int:
@@ -141,11 +150,9 @@ class Server:
 
 
 def _timed_press(page: Any, key: str, element_id: str, selector: str) -> float:
-    armed = page.evaluate_handle(_ARM, [element_id, selector, _FIND])
-    page.wait_for_function("() => window.__armed === true")
-    page.evaluate("() => { window.__armed = false; }")
+    page.evaluate(_ARM, [element_id, selector, _FIND])
     page.keyboard.press(key)
-    return float(armed.json_value())
+    return float(page.evaluate("() => window.__timed"))
 
 
 def _settle(page: Any) -> None:
@@ -204,6 +211,12 @@ def main() -> None:
     parser.add_argument("--peer-commit", default=PEER_COMMIT, help="earlier commit to measure as the peer")
     parser.add_argument("--presses", type=int, default=8, help="J presses per response (each app)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--base-store",
+        type=Path,
+        default=None,
+        help="a SQLite store with the demo scored (default: made here)",
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -214,14 +227,14 @@ def main() -> None:
         ["git", "-C", str(REPO), "archive", args.peer_commit], check=True, capture_output=True
     )
     subprocess.run(["tar", "-x", "-C", str(peer_code)], input=archive.stdout, check=True)
-    base = Path(_prepare_store(work))
+    base = args.base_store or Path(_prepare_store(work))
     results: dict[str, Any] = {"peer_commit": args.peer_commit}
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless"])
             for name, code in (("component", REPO), ("peer", peer_code)):
                 store = work / f"{name}.sqlite"
-                shutil.copy(base, store)
+                _copy_store(base, store)
                 rid, n = _pick_response(f"sqlite:///{store}")
                 srv = Server(code, store, work)
                 try:
@@ -263,7 +276,8 @@ def _reload_check(page: Any, srv: Server, rid: int, n: int) -> dict[str, Any]:
     engine = get_engine(f"sqlite:///{srv.store}")
     history: list[Any] = []
     while time.monotonic() - start < 60:
-        history = sorted(repo.label_history(engine, response_id=rid), key=lambda h: h.event_id)
+        every = repo.label_history(engine, response_id=rid)  # the demo file's own labels are in it too
+        history = sorted((h for h in every if h.annotator == "bench"), key=lambda h: h.event_id)
         if len(history) >= 2 * n:
             break
         time.sleep(0.2)
@@ -277,6 +291,7 @@ def _reload_check(page: Any, srv: Server, rid: int, n: int) -> dict[str, Any]:
         "stored": len(got),
         "in_order_right_source": got == want,
         "seconds_after_reload": round(time.monotonic() - start, 2),
+        **({} if got == want else {"stored_events": got}),
     }
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from app import review, uploads
+from app.jobs import TrainPayload
 from db import accounts, team
 from db import repository as repo
 from db.accounts import PermissionDenied, require_role
@@ -142,10 +143,12 @@ def queue_import(engine: Engine, actor: UserRow, path: Path, dataset: str, optio
 def start_training(
     engine: Engine, actor: UserRow, dataset_id: int, method: str, config: dict[str, Any], seed: int
 ) -> JobRow:
-    """Queue a training job (one live job per dataset: a second click returns the same job)."""
+    """Queue a training job (one live job per dataset: a second click returns the same job); ``InputError``
+    naming the field when the method, the seed or a setting is bad."""
     require_role(actor, "admin", "training")
-    payload = {"dataset_id": dataset_id, "method": method, "config": config, "seed": int(seed)}
-    return repo.create_job(engine, "train", payload, idempotency_key=f"train:{dataset_id}")
+    payload = {"dataset_id": dataset_id, "method": method, "config": config, "seed": seed}
+    checked = TrainPayload.parse(payload)  # a bad setting is refused now, with its field named
+    return repo.create_job(engine, "train", checked.to_dict(), idempotency_key=f"train:{dataset_id}")
 
 
 def cancel_job(engine: Engine, actor: UserRow, job_id: int) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import typer
 
+from app.score_server import register as register_score_server
 from app.settings import (
     AUTH_ENV,
     DEFAULT_PORT,
@@ -56,6 +57,7 @@ def _register_subcommands() -> None:
     register_core(app)
     register_db(app)
     register_users(app)
+    register_score_server(app)
     app._fractal_registered = True  # type: ignore[attr-defined]
 
 

@@ -2,19 +2,21 @@
 
 Job kinds and payloads (every id is a database id):
 
-- ``train``: ``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}``. Loads the dataset once
+- ``train``: ``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}`` (:class:`TrainPayload`,
+  checked when the job is queued). Loads the dataset once
   (records, gold labels and ids), hands it to the library's one entry point
   (``fractal_core.fitting.pipeline.train_and_score``: embed once, train, score, summarise each response, measure the
   previous and the new model on the gold set, propose gold), stores what it returns under a new model version
-  and only then activates it: until that last step the previously active version keeps serving the Review
+  and only then activates it, if it is not worse than the active version on the current gold set beyond noise
+  (else it waits for a person): until that last step the previously active version keeps serving the Review
   page, so a crash or a cancel never shows partial scores.
 - ``score``: ``{"dataset_id"}``. Re-applies the active model's saved artifact to every response (for example
   after new responses were ingested) through ``fractal_core.fitting.pipeline.score_records``, as a new version,
   activated the same way.
 - ``embed``: ``{"dataset_id"}``. Embeds every sentence and context window into the on-disk cache (queued after
   an import) so the next training job starts from cached embeddings.
-- ``import``: ``{"path", "dataset", "format", "column_map", "segment_mode", "labels_as"}``: ingests a file,
-  then queues ``embed`` (and ``score`` when the dataset already has an active model).
+- ``import``: ``{"path", "dataset", "format", "column_map", "label_map", "segment_mode", "labels_as"}``: ingests a file,
+  then queues ``embed`` and ``score`` when the dataset already has an active model, else ``train``.
 - ``export``: ``{"dataset_id", "format", "model_version"}``: writes an export file under FRACTAL_HOME/exports.
 
 Functions here take an engine and plain values so they can run from the worker, the CLI or a test.
@@ -38,11 +40,13 @@ from app.settings import AppSettings
 from db import artifacts
 from db import jobs as db_jobs
 from db import repository as repo
+from db.repository import model_versions
 from fractal_core.errors import InputError
 from fractal_core.fitting import registry
+from fractal_core.fitting.config import TrainConfig
 
 if TYPE_CHECKING:  # the library's models load torch: only the worker's job functions import them
-    from fractal_core import FractalModel, TrainConfig
+    from fractal_core import FractalModel
     from fractal_core.embedding.encoder import EncoderConfig
     from fractal_core.fitting.pipeline import ScoredResponses
 
@@ -133,10 +137,58 @@ def run_job(engine: Engine, settings: AppSettings, job: repo.JobRow, ctx: JobCon
 
 
 def train_config(overrides: dict[str, Any] | None) -> TrainConfig:
-    """A ``TrainConfig`` from the library defaults plus the user's overrides (unknown keys raise)."""
-    from fractal_core import TrainConfig
+    """A ``TrainConfig`` from the library defaults plus the user's overrides; an unknown key or a bad value
+    raises ``InputError`` naming it (``config.<field>``)."""
+    from fractal_core.fitting.config import TrainConfig
 
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **(overrides or {})})
+    try:
+        return TrainConfig.from_dict({**TrainConfig().to_dict(), **(overrides or {})})
+    except InputError as err:
+        raise InputError(err.reason, field=f"config.{err.field}" if err.field else "config") from None
+
+
+@dataclass(frozen=True)
+class TrainPayload:
+    """A ``train`` job's payload, parsed and checked when the job is queued (and again when it runs, since a
+    stored payload may predate a check): a bad value is refused with its field named, before any work."""
+
+    dataset_id: int
+    method: str
+    overrides: dict[str, Any]
+    seed: int
+    config: TrainConfig
+
+    @classmethod
+    def parse(cls, payload: dict[str, Any]) -> TrainPayload:
+        """``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}`` -> a checked payload;
+        ``InputError`` naming the field otherwise (``method``, ``seed``, ``config.learning_rate``, ...)."""
+        unknown = set(payload) - {"dataset_id", "method", "config", "seed"}
+        if unknown:
+            raise InputError("unknown payload key", field=sorted(unknown)[0])
+        dataset_id = payload.get("dataset_id")
+        if isinstance(dataset_id, bool) or not isinstance(dataset_id, int):
+            raise InputError(f"expected a dataset id, got {dataset_id!r}", field="dataset_id")
+        method = payload.get("method", "fractal")
+        if not isinstance(method, str) or method not in registry.METHOD_NAMES:
+            raise InputError(
+                f"unknown method {method!r}; choose one of {', '.join(registry.METHOD_NAMES)}", field="method"
+            )
+        seed = payload.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InputError(f"expected a whole number >= 0, got {seed!r}", field="seed")
+        overrides = payload.get("config") or {}
+        if not isinstance(overrides, dict):
+            raise InputError(f"expected a mapping of training settings, got {overrides!r}", field="config")
+        return cls(dataset_id, method, dict(overrides), seed, train_config(overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The payload as stored with the job."""
+        return {
+            "dataset_id": self.dataset_id,
+            "method": self.method,
+            "config": self.overrides,
+            "seed": self.seed,
+        }
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -161,12 +213,16 @@ def _publish(
     parent: repo.ModelVersionRow | None,
     metrics: dict[str, Any],
     lo: float,
+    same_model: bool = False,
 ) -> dict[str, Any]:
-    """Store what the library computed as a new model version and make it the active one.
+    """Store what the library computed as a new model version and activate it when the evidence allows.
 
     The version is created in status ``training``; sentence scores and response figures are written in
-    chunks; the version is marked ``ready`` and activated only after everything is stored. Any failure marks it
-    ``failed`` and leaves the previously active version in place.
+    chunks; the version is marked ``ready`` and considered for activation only after everything is stored. A new
+    model becomes active only when it is not worse than the active one on the current gold set beyond noise
+    (``db.repository.model_versions.activate_if_not_worse``), else it waits for a person; ``same_model`` (the
+    active model re-scoring new responses) is activated directly. Any failure marks it ``failed`` and leaves
+    the previously active version in place.
     """
     mv = repo.create_model_version(
         engine, dataset_id, method=method, config=config, parent_id=parent.id if parent else None
@@ -186,17 +242,27 @@ def _publish(
         row = repo.finish_model_version(
             engine, mv.id, status="ready", metrics=metrics, artifact_path=artifact
         )
-        repo.activate_model_version(engine, mv.id)
+        if same_model:
+            repo.activate_model_version(engine, mv.id)
+            activated, why = True, f"the model of version {parent.version if parent else '?'}, re-scored"
+        else:  # a new model replaces the active one only on evidence from the gold labels
+            decision = model_versions.activate_if_not_worse(engine, mv.id)
+            activated, why = decision.activated, decision.reason
     except BaseException as exc:
         reason = "cancelled" if isinstance(exc, JobCancelled) else f"{type(exc).__name__}: {exc}"
         # The version may already be closed; the job's own error still says what happened.
         with contextlib.suppress(Exception):
             repo.finish_model_version(engine, mv.id, status="failed", error=reason)
         raise
-    ctx.log(f"model version {row.version} is active ({len(scored.scores)} sentence scores)")
+    ctx.log(
+        f"model version {row.version} is {'active' if activated else 'waiting'} ({len(scored.scores)} sentence "
+        f"scores): {why}"
+    )
     return {
         "model_version_id": mv.id,
         "version": row.version,
+        "activated": activated,
+        "activation_reason": why,
         "n_scores": len(scored.scores),
         "metrics": metrics,
     }
@@ -237,10 +303,8 @@ def run_train(
     from fractal_core.fitting.pipeline import train_and_score
     from fractal_core.fitting.train import TrainingCancelled
 
-    dataset_id = int(payload["dataset_id"])
-    method = str(payload.get("method", "fractal"))
-    config = train_config(payload.get("config"))
-    seed = int(payload.get("seed", 0))
+    parsed = TrainPayload.parse(payload)
+    dataset_id, method, config, seed = parsed.dataset_id, parsed.method, parsed.config, parsed.seed
     ctx.set(0.0, "loading responses and gold labels", force=True)
     data = repo.load_training_set(engine, dataset_id)
     if not data.records:
@@ -324,7 +388,7 @@ def run_score(
     return _publish(
         engine, settings, ctx, dataset_id=dataset_id, model=model, scored=scored, method=parent.method,
         config={**parent.config, "rescored_from_version": parent.version}, parent=parent, metrics=metrics,
-        lo=0.6,
+        lo=0.6, same_model=True,
     )  # fmt: skip
 
 
@@ -380,10 +444,17 @@ def _embed_on_ray(records: list[Any], config: Any, address: str, ctx: JobContext
     )
 
 
+FIRST_TRAINING: dict[str, Any] = {"method": "fractal", "config": {}, "seed": 0}
+"""The training queued for a dataset that has no model yet: the recommended method with library defaults."""
+
+
 def queue_after_import(
     engine: Engine, dataset_id: int, *, bundled_embeddings: bool = False
 ) -> list[repo.JobRow]:
-    """Follow-up work for new responses: embed them now; re-score with the active model if there is one.
+    """Follow-up work for new responses: embed them now, then re-score with the active model if there is one,
+    or train (and score) the dataset's first model if there is none, so a first upload ends in a scored Review
+    without anyone starting a job. The training job shares the Train page's key (``train:<dataset>``): a click
+    there while it waits returns this job instead of starting a second one.
 
     ``bundled_embeddings``: the dataset is the bundled demo, whose precomputed vectors the embed job loads first.
     """
@@ -395,6 +466,15 @@ def queue_after_import(
         queued.append(
             repo.create_job(
                 engine, "score", {"dataset_id": dataset_id}, idempotency_key=f"score:{dataset_id}"
+            )
+        )
+    else:
+        queued.append(
+            repo.create_job(
+                engine,
+                "train",
+                TrainPayload.parse({"dataset_id": dataset_id, **FIRST_TRAINING}).to_dict(),
+                idempotency_key=f"train:{dataset_id}",
             )
         )
     return queued
@@ -409,7 +489,7 @@ def run_import(
     from db.ingest import ingest_file
 
     ctx.set(0.05, f"reading {Path(payload['path']).name}", force=True)
-    keys = ("format", "column_map", "segment_mode", "labels_as", "label_kind", "imported_by")
+    keys = ("format", "column_map", "label_map", "segment_mode", "labels_as", "label_kind", "imported_by")
     options = {k: payload[k] for k in keys if payload.get(k)}
     try:
         summary = ingest_file(engine, payload["path"], payload["dataset"], **options)

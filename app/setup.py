@@ -16,7 +16,6 @@ from db.ingest import ingest_file
 from db.schema import current_revision, head_revision, upgrade
 
 DEMO_DATASET = "demo"
-DEMO_TRAIN_KEY = "demo-initial-train"
 FIRST_ADMIN = "admin"
 
 
@@ -46,14 +45,9 @@ def seed_demo(engine: Engine) -> str | None:
     if repo.list_datasets(engine):
         return None
     summary = ingest_file(engine, demo_path(), DEMO_DATASET)
-    # Embedding first, as its own job: it reports progress per batch, and training then reads the cache.
+    # Embedding first, as its own job: it reports progress per batch, and the training queued after it (as
+    # after any import into a dataset without a model) then reads the cache.
     queue_after_import(engine, summary.dataset_id, bundled_embeddings=True)
-    repo.create_job(
-        engine,
-        "train",
-        {"dataset_id": summary.dataset_id, "method": "fractal", "config": {}, "seed": 0},
-        idempotency_key=DEMO_TRAIN_KEY,
-    )
     return (
         f"loaded the demo dataset ({summary.n_responses} responses, {summary.n_sentences} sentences) "
         "and queued its first training job"

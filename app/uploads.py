@@ -44,7 +44,7 @@ _ALIASES = {
     "context": ("context", "prompt", "question", "problem", "source", "document"),
     "text": ("text", "response", "answer", "completion", "output"),
     "sentences": ("sentences", "steps"),
-    "response_label": ("response_label", "label", "y", "rating", "score"),
+    "response_label": ("response_label", "label", "y", "rating", "score", "verdict"),
     "aggregation": ("aggregation", "agg"),
     "sentence_labels": ("sentence_labels", "step_labels"),
 }
@@ -96,11 +96,53 @@ def guess_column(field: str, header: list[str]) -> str | None:
     return None
 
 
+MAX_LABEL_WORDS = 20
+"""Distinct response-label values the upload form offers to map (a verdict column has a handful)."""
+
+
+def label_words(path: Path, column: str | None) -> list[str] | None:
+    """The distinct values of a CSV's response-label ``column`` when some are not numbers (words such as
+    ``correct`` / ``wrong`` that the form maps to label values), in order of first appearance; None when every
+    value is a number, the column is missing or unreadable, or it holds more than :data:`MAX_LABEL_WORDS`
+    distinct values (then validation reports the first bad one with its line)."""
+    if column is None:
+        return None
+    try:
+        values = pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False)[column]
+    except Exception:
+        return None
+    distinct = [str(v).strip() for v in pd.unique(values)]
+    distinct = list(dict.fromkeys(distinct))
+    if len(distinct) > MAX_LABEL_WORDS or all(_is_number(v) for v in distinct):
+        return None
+    return distinct
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def preview(
-    path: Path, *, fmt: str, segment_mode: str, column_map: dict[str, str] | None, limit: int = 5
+    path: Path,
+    *,
+    fmt: str,
+    segment_mode: str,
+    column_map: dict[str, str] | None,
+    label_map: dict[str, float] | None = None,
+    limit: int = 5,
 ) -> list[ResponseRecord]:
     """The first ``limit`` records, validated and segmented exactly as ingest will (raises InputError)."""
-    rows = io.iter_records(path, format=fmt, segment_mode=segment_mode, column_map=column_map or None)  # type: ignore[arg-type]
+    rows = io.iter_records(
+        path,
+        format=fmt,  # type: ignore[arg-type]
+        segment_mode=segment_mode,  # type: ignore[arg-type]
+        column_map=column_map or None,
+        label_map=label_map,
+    )
     return [rec for _, rec in itertools.islice(rows, limit)]
 
 

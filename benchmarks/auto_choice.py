@@ -14,7 +14,7 @@ priors also run with the other proportion loss (squared error of the proportion 
 `--split valid` scores the VALID split (for choosing defaults); `--split test` is the report.
 
 Every `auto` record also keeps each candidate's figures on the scored split and its held-out log-likelihood per
-judged response, so `rules` can re-run the choice (`fractal_core.fitting.auto.choose`) under other settings of the rule
+judged response, so `rules` can re-run the choice (`fractal_core.fitting.auto_choice.choose`) under other settings of the rule
 (standard-error multiple, simplicity order, candidate set) without refitting: it prints, per result file, what
 each setting would have scored given Y (tune on the `valid` files only).
 """
@@ -48,7 +48,7 @@ from quality_common import (  # noqa: E402
 
 from fractal_core import registry  # noqa: E402
 from fractal_core.evaluation.comparison import run_one  # noqa: E402
-from fractal_core.fitting.auto import choose  # noqa: E402
+from fractal_core.fitting.auto_choice import choose  # noqa: E402
 from fractal_core.fitting.bags import BagSet  # noqa: E402
 from fractal_core.fitting.config import TrainConfig  # noqa: E402
 from fractal_core.fitting.estimator import FractalModel  # noqa: E402

@@ -24,8 +24,8 @@ from quality_common import machine  # noqa: E402
 
 from fractal_core.fitting.bags import BagSet  # noqa: E402
 from fractal_core.fitting.config import TrainConfig  # noqa: E402
-from fractal_core.fitting.methods import _bag_objective  # noqa: E402
 from fractal_core.fitting.model import build_scorer  # noqa: E402
+from fractal_core.fitting.objectives import bag_objective  # noqa: E402
 
 SPECS: dict[str, dict[str, object]] = {
     "mlp": {"kind": "mlp"},
@@ -37,7 +37,7 @@ SPECS: dict[str, dict[str, object]] = {
 
 def spec_throughput(spec: dict[str, object], bags: BagSet, *, batch: int, seconds: float) -> float:
     model = build_scorer(spec, bags.sent_emb.shape[1], n_classes=2, hidden=None, generator=torch.Generator())
-    objective = _bag_objective(TrainConfig(), "max", {"bag": 0.9, "cosine": 0.1})
+    objective = bag_objective(TrainConfig(), "max", {"bag": 0.9, "cosine": 0.1})
     return throughput(objective, bags, batch=batch, seconds=seconds, model=model)
 
 

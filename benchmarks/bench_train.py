@@ -18,8 +18,8 @@ import torch
 
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.config import TrainConfig
-from fractal_core.fitting.methods import _bag_objective
 from fractal_core.fitting.model import SentenceScorer
+from fractal_core.fitting.objectives import bag_objective
 from fractal_core.mil.losses import bag_loss, correlation_prior, cosine_prior
 
 
@@ -130,7 +130,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     bags = make_bags(args.bags, args.dim)
     weights = {"bag": 0.7 / 0.9, "cosine": 0.1 / 0.9, "correlation": 0.1 / 0.9}
-    vec = _bag_objective(TrainConfig(), "max", weights)
+    vec = bag_objective(TrainConfig(), "max", weights)
     # Same loss value on the same batch: the two implementations agree before they are timed.
     model = SentenceScorer(args.dim, generator=torch.Generator().manual_seed(0))
     probe = bags.select(torch.arange(32))

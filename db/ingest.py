@@ -238,6 +238,7 @@ def ingest_file(
     format: Literal["jsonl", "csv", "parquet"] | None = None,
     segment_mode: Literal["sentences", "steps"] = "sentences",
     column_map: Mapping[str, str] | None = None,
+    label_map: Mapping[str, float] | None = None,
     labels_as: Literal["imported", "gold"] = "imported",
     label_kind: str | None = None,
     imported_by: str | None = None,
@@ -257,6 +258,8 @@ def ingest_file(
         dataset: dataset name (1-64 of ``[A-Za-z0-9._-]``).
         segment_mode: how raw ``text`` is split; pre-split ``sentences`` are kept as given.
         column_map: ``{your column: schema field}`` renames.
+        label_map: ``{value as written: response label}`` for response labels written as words (e.g.
+            ``{"correct": 0, "wrong": 1}``); a value it does not list is refused with its line.
         labels_as: source given to the file's sentence labels (``imported`` unless they are gold).
         label_kind: for a new dataset, its kind (``binary``, ``proportion``, ``ordinal`` or ``ordinal:C``);
             default: derived from the file. For an existing one it must match (or be omitted).
@@ -319,7 +322,12 @@ def ingest_file(
         "owner": process_owner(),
     }
     records = io.iter_records(
-        path, format=format, segment_mode=segment_mode, column_map=column_map, max_field_chars=max_field_chars
+        path,
+        format=format,
+        segment_mode=segment_mode,
+        column_map=column_map,
+        label_map=label_map,
+        max_field_chars=max_field_chars,
     )
     try:
         for chunk in _chunks(records, chunk_size):

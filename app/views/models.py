@@ -8,6 +8,8 @@ import streamlit as st
 
 from app import actions, analysis, page, render, state
 from db import repository as repo
+from db.repository import model_versions
+from fractal_core.evaluation import versions as compare
 from fractal_core.evaluation.metrics import auc_interval
 
 METRICS = ("instance_auc_roc", "instance_auprc", "instance_accuracy")
@@ -52,6 +54,15 @@ def _sample(mv: repo.ModelVersionRow, which: str) -> str:
     return f"{int(n)} ({int(positives)} / {int(n - positives)})"
 
 
+def _state(mv: repo.ModelVersionRow) -> str:
+    """active / waiting / ready / training / failed: a held-back version says it waits."""
+    if mv.is_active:
+        return "● active"
+    if model_versions.waiting_reason(mv) is not None:
+        return "waiting"
+    return mv.status
+
+
 st.subheader("Versions", anchor=False)
 st.caption(
     "Gold metrics compare the previously active version (before) with this one (after) on the gold sentences "
@@ -64,9 +75,8 @@ st.dataframe(
     [
         {
             "version": mv.version,
-            "active": "●" if mv.is_active else "",
+            "state": _state(mv),
             "method": mv.method,
-            "status": mv.status,
             "gold n (problem / fine)": _sample(mv, "gold_after"),
             "AUC before [95% CI]": _auc_with_interval(mv, "gold_before"),
             "AUC after [95% CI]": _auc_with_interval(mv, "gold_after"),
@@ -88,6 +98,111 @@ st.dataframe(
 
 ready = [mv for mv in versions if mv.status == "ready"]
 active = next((mv for mv in versions if mv.is_active), None)
+
+# ------------------------------------------------------------------------------------------- waiting
+for mv in ready:
+    reason = model_versions.waiting_reason(mv)
+    if reason is None:
+        continue
+    with st.container(border=True):
+        st.markdown(
+            f"**Version {mv.version} is waiting.** A new version becomes active only when it is not worse than "
+            "the active one on the current gold set beyond noise. "
+            + render.md_escape(reason[0].upper() + reason[1:])
+            + "."
+        )
+        # The role is checked again on the server (actions.activate_model), whatever this button shows.
+        if st.button(
+            f"Activate version {mv.version}", key=f"models_activate_waiting_{mv.id}", type="primary"
+        ):
+            row = actions.activate_model(engine, user, mv.id)
+            state.flash(f"Version {row.version} is now active.")
+            st.rerun()
+
+
+# The bootstraps are cached on their inputs: a rerun of the page (any widget) with the same gold labels and
+# scores does not draw them again; a new gold label changes the inputs and so the figures.
+@st.cache_data(show_spinner=False, max_entries=64)
+def _compare(
+    a: np.ndarray, b: np.ndarray, labels: np.ndarray, responses: np.ndarray
+) -> compare.VersionComparison:
+    return compare.compare_versions(a, b, labels, responses, seed=0)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _auc(scores: np.ndarray, labels: np.ndarray, responses: np.ndarray) -> compare.Estimate:
+    return compare.auc_estimate(scores, labels, responses, seed=0)
+
+
+# Every ready version's scores on today's gold sentences (one read for the comparison and the chart).
+gold_now = model_versions.current_gold_scores(engine, dataset.id, [mv.id for mv in ready])
+
+
+def _fmt(e: compare.Estimate, signed: bool = False) -> str:
+    if not np.isfinite(e.value):
+        return "–"
+    value = f"{e.value:+.3f}" if signed else f"{e.value:.3f}"
+    if not np.isfinite(e.low):
+        return value
+    return f"{value} [{e.low:+.3f}, {e.high:+.3f}]" if signed else f"{value} [{e.low:.2f}, {e.high:.2f}]"
+
+
+# ------------------------------------------------------------------------------------------- compare
+if len(ready) >= 2:
+    st.subheader("Compare two versions on the current gold set", anchor=False)
+    ids = [mv.id for mv in ready]
+    label_of = {mv.id: f"v{mv.version}" + (" (active)" if mv.is_active else "") for mv in ready}
+    ca, cb = st.columns(2)
+    a_id = ca.selectbox(
+        "Version A",
+        ids,
+        index=next((i for i, mv in enumerate(ready) if mv.is_active), 1),
+        format_func=lambda i: label_of[i],
+        key="models_cmp_a",
+    )
+    b_id = cb.selectbox(
+        "Version B",
+        ids,
+        index=next(i for i, v in enumerate(ids) if v != a_id),
+        format_func=lambda i: label_of[i],
+        key="models_cmp_b",
+    )
+    if a_id == b_id:
+        st.caption("Pick two different versions.")
+    else:
+        result = _compare(*gold_now.scored_by(a_id, b_id))
+        name_a, name_b = label_of[a_id], label_of[b_id]
+        st.dataframe(
+            [
+                {
+                    "on the gold set": what,
+                    name_a: _fmt(t[0]),
+                    name_b: _fmt(t[1]),
+                    "difference B - A [95% CI]": _fmt(t[2], signed=True),
+                }
+                for what, t in (
+                    ("AUC-ROC (higher is better)", result.auc),
+                    ("Brier score (lower is better)", result.brier),
+                    ("accuracy at 0.5 (higher is better)", result.accuracy),
+                )
+            ],
+            hide_index=True,
+            key="models_cmp_table",
+        )
+        verdict = (
+            f"{name_b} is not worse than {name_a} beyond noise"
+            if result.not_worse
+            else f"{name_b} is not shown to be as good as {name_a}"
+        )
+        st.caption(
+            render.md_escape(
+                f"{verdict}: {result.reason}. Both versions on the same {result.n_sentences} gold sentences "
+                f"({result.n_positives} problem) of {result.n_responses} responses, labelled now (including "
+                f"labels added after either was trained). Intervals: {result.resamples} bootstrap draws of whole "
+                f"responses, the same draws for both versions (paired). Gold labels also train the hybrid prior, "
+                "so a version trained on more of them is measured partly on what it saw."
+            )
+        )
 
 # ------------------------------------------------------------------------------------------- method choice
 chosen_by = [mv for mv in versions if mv.metrics.get("method_choice")]
@@ -253,17 +368,45 @@ with left:
     else:
         st.caption("The gold-budget curve appears once two versions were trained with gold labels.")
 with right:
-    rows = [(mv.version, k, _metric(mv, "gold_after", k)) for mv in ready for k in METRICS]
-    rows = [r for r in rows if r[2] is not None]
-    if rows:
+    # Every ready version measured now, on today's gold sentences: numbers recorded at training time used
+    # different gold sets and cannot be compared across versions.
+    points = []
+    for mv in ready:  # one bootstrap per version (a handful of versions)
+        scores, labels, responses = gold_now.scored_by(mv.id)
+        est = _auc(scores, labels, responses)
+        if np.isfinite(est.value):
+            points.append((mv, est, len(scores)))
+    if points:
+        points.sort(key=lambda p: p[0].version)
         fig = go.Figure()
-        for k in METRICS:
-            pts = [r for r in rows if r[1] == k]
-            fig.add_bar(x=[f"v{r[0]}" for r in pts], y=[r[2] for r in pts], name=k.replace("instance_", ""))
-        fig.update_layout(title="Versions on the gold set", barmode="group", yaxis_range=[0, 1], height=340)
+        fig.add_scatter(
+            x=[f"v{p[0].version}" for p in points],
+            y=[p[1].value for p in points],
+            mode="markers",
+            marker={
+                "size": [14 if p[0].is_active else 9 for p in points],
+                "symbol": ["star" if p[0].is_active else "circle" for p in points],
+            },
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [(p[1].high - p[1].value) if np.isfinite(p[1].high) else 0 for p in points],
+                "arrayminus": [(p[1].value - p[1].low) if np.isfinite(p[1].low) else 0 for p in points],
+            },
+            text=[f"{p[2]} gold sentences" + (" · active" if p[0].is_active else "") for p in points],
+            name="AUC-ROC",
+        )
+        fig.update_layout(
+            title="Every version on the current gold set (AUC-ROC, 95% interval)",
+            yaxis_range=[0, 1.02],
+            yaxis_title="AUC-ROC",
+            height=340,
+        )
         st.plotly_chart(fig, width="stretch")
     else:
-        st.caption("Version comparison appears once a version was evaluated on gold labels.")
+        st.caption(
+            "The versions chart appears once the gold set has problem and fine sentences scored by a version."
+        )
 
 if active is not None:
     with st.expander(f"Active version v{active.version}: all recorded metrics"):

@@ -12,7 +12,7 @@ from app import actions, page, render, review, review_events, safe_markdown, sta
 from app.components import response_view
 from db import repository as repo
 from db import team
-from db.accounts import PermissionDenied
+from db.accounts import PermissionDenied, has_role
 from db.models import NOTE_FLAGS
 from db.rows import ResponseDetail
 from fractal_core.errors import InputError
@@ -148,6 +148,17 @@ with left:
     scored_by = "not scored yet" if listing.model_version_id is None else "scores from the active model"
     watch_training()
     st.caption(f"{render.plural(listing.total, 'response')} · {scored_by}")
+    if listing.model_version_id is None:
+        # Not scored yet must not be a dead end: the Train page shows the job that will score these responses
+        # (queued after every upload) and starts one if there is none.
+        if has_role(user, "admin"):
+            st.page_link(
+                "views/train.py",
+                label="Scores come from a training job: follow it (or start one) on the Train page",
+                icon=":material/model_training:",
+            )
+        else:
+            st.caption("Scores appear once an admin's training job for this dataset has finished.")
     # Long ids usually share a prefix (a source name): show the part that tells them apart, so the id column
     # fits beside the others without horizontal scrolling.
     shared = render.shared_id_prefix([r.external_id for r in listing.rows])

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app import actions, page, render, state
 from db import repository as repo
+from db.repository import model_versions
 from fractal_core.fitting import registry
 
 PRESETS = {
@@ -63,6 +64,36 @@ def _status_line(job: repo.JobRow) -> str:
     return f"{job.state} at {when}{took}" if when else job.state
 
 
+def _finished_version(job: repo.JobRow) -> None:
+    """What became of the version a finished job made, read now (it may have been activated, rolled back or
+    replaced since the job ended): active, waiting for a person (with the one-click activate), or superseded."""
+    assert dataset is not None
+    mv = repo.get_model_version(engine, int(job.result.get("model_version_id") or 0))
+    if mv is None:
+        st.success(f"Done: {job.kind} job finished.")
+        return
+    if mv.is_active:
+        st.success(f"Done: model version {mv.version} is active. Its scores are on the Review page.")
+        return
+    reason = model_versions.waiting_reason(mv)
+    active = repo.active_model_version(engine, dataset.id)
+    now = "No version is active." if active is None else f"Version {active.version} is active."
+    if reason is None:
+        st.info(f"Done: model version {mv.version} was trained. {now}")
+        return
+    st.warning(
+        f"Done: model version {mv.version} is waiting. {now} "
+        + render.md_escape(reason[0].upper() + reason[1:])
+        + ". Compare the two on the Models page.",
+        icon=":material/hourglass_top:",
+    )
+    # One click; the role is checked again on the server by actions.activate_model.
+    if st.button(f"Activate version {mv.version}", key=f"train_activate_{mv.id}"):
+        actions.activate_model(engine, user, mv.id)
+        state.flash(f"Version {mv.version} is now active.")
+        st.rerun()
+
+
 @st.fragment(run_every=1.0)
 def live_jobs() -> None:
     """Polls the job table once a second; the worker does the work in its own process."""
@@ -89,9 +120,7 @@ def live_jobs() -> None:
             actions.cancel_job(engine, user, shown.id)
             st.rerun(scope="fragment")
     elif shown.state == "succeeded" and shown.kind in ("train", "score"):
-        st.success(
-            f"Done: model version {shown.result.get('version')} is active. Its scores are on the Review page."
-        )
+        _finished_version(shown)
     elif shown.state == "succeeded":
         st.success(f"Done: {shown.kind} job finished.")
     elif shown.state == "failed":

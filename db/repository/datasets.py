@@ -174,3 +174,14 @@ def set_gold_target(engine: Engine, dataset_id: int, fraction: float) -> None:
         engine,
         lambda s: s.execute(update(Dataset).where(Dataset.id == dataset_id).values(gold_target=fraction)),
     )
+
+
+def segment_modes(engine: Engine, dataset_id: int) -> list[str]:
+    """How the files of the dataset's responses were segmented (``sentences`` / ``steps``), each mode once,
+    sorted; empty when no response came from a file."""
+    query = (
+        select(IngestedFile.segment_mode)
+        .where(IngestedFile.id.in_(select(Response.file_id).where(Response.dataset_id == dataset_id)))
+        .distinct()
+    )
+    return sorted(run_read(engine, lambda s: list(s.scalars(query))))

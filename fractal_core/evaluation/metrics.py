@@ -1,4 +1,4 @@
-"""Evaluation (method.md §6): exact AUC-ROC, AUC-PR, accuracy, ordinal MAE, bag metrics, first-error accuracy.
+"""Evaluation metrics: exact AUC-ROC, AUC-PR, accuracy, ordinal MAE, bag metrics, first-error accuracy.
 
 Inputs are flat numpy arrays; sentences whose gold label is missing (-1 / None) are left out.
 """

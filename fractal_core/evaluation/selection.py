@@ -1,4 +1,4 @@
-"""Active gold selection: which responses a user should label sentence by sentence next (issue 3, item 4).
+"""Active gold selection: which responses a user should label sentence by sentence next.
 
 The paper draws the gold subset at random. Here a model trained without gold (e.g. ``pslab``) scores every
 sentence first, and a strategy ranks the responses:
@@ -9,8 +9,9 @@ sentence first, and a strategy ranks the responses:
   aggregation a response labelled 0 has all its sentences at 0 already, so it costs budget and teaches nothing
   new; this strategy never picks such bags while uncertain ones remain.
 - ``inconsistency``: the disagreement of ``fractal_core.mil.semantics`` (|aggregate score - Y| in the binary view), how
-  badly AGG(scores) contradicts the response label; AGG is the bag variant given (``prob``: noisy-OR / product,
-  the app passes the model's own variant so the queue agrees with the Review list's disagreement).
+  badly AGG(scores) contradicts the response label; AGG is the bag variant given (by default the training
+  default, ``mil.variants.DEFAULT_BAG_VARIANT``; the app passes the model's own variant so the queue agrees with
+  the Review list's disagreement).
 - ``diverse``: greedy k-center on mean sentence embeddings, each distance weighted by (a small floor plus) the
   posterior uncertainty, so the picks are both informative and spread over the data.
 - ``balanced``: ``posterior`` inside each response-label stratum, with the strata's shares of the candidates kept
@@ -26,35 +27,41 @@ sentence first, and a strategy ranks the responses:
   mix fixed instead of left to chance).
 
 Everything is a segment reduction over the flat sentence axis (the stratified orders are one lexicographic
-sort); only ``diverse`` loops, once per pick (k), never over bags. Scores are P(label >= 1) in [0, 1]; ordinal labels are read in their binary view (level >= 1).
+sort); only ``diverse`` loops, once per pick (k), never over bags. Scores are P(label >= 1) in [0, 1]; ordinal
+labels are read in their binary view (level >= 1). The queue over records and why each pick was proposed, in
+words: ``gold_queue``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from fractal_core.data.records import ResponseRecord
 from fractal_core.fitting import registry
 from fractal_core.fitting.bags import BagSet
 from fractal_core.mil import semantics
 from fractal_core.mil.posterior import posterior_scores
-from fractal_core.mil.reductions import segment_count, segment_mean, segment_sum
+from fractal_core.mil.reductions import segment_count, segment_mean
+from fractal_core.mil.variants import DEFAULT_BAG_VARIANT
 
 STRATEGIES = registry.STRATEGY_NAMES  # names and descriptions: fractal_core.fitting.registry
 _EPS = 1e-6
 _LENGTH_BINS = 4  # ``representative`` / ``stratified``: sentence-count quartiles of the candidates
 
 
-def _binary_labels(labels: torch.Tensor, aggregation: str) -> torch.Tensor:
+def binary_labels(labels: torch.Tensor, aggregation: str) -> torch.Tensor:
     """Bag labels in the binary view (B,) float: 1 / 0, NaN kept for unlabelled responses."""
     return torch.as_tensor(semantics.binary_labels(labels.detach().cpu().numpy(), aggregation))
 
 
 def bag_probability(
-    score: torch.Tensor, bag_index: torch.Tensor, n_bags: int, *, aggregation: str, variant: str = "prob"
+    score: torch.Tensor,
+    bag_index: torch.Tensor,
+    n_bags: int,
+    *,
+    aggregation: str,
+    variant: str = DEFAULT_BAG_VARIANT,
 ) -> torch.Tensor:
     """P(Y = 1) of each bag (B,) from sentence scores (N,) P(y_i = 1): ``fractal_core.mil.semantics.response_scores``
     (``prob``: noisy-OR for max, product for min under independent sentences; mean for mean)."""
@@ -85,7 +92,7 @@ def bag_posterior(
     return posterior_scores(logp, bag_index, labels, aggregation=aggregation).to(score.dtype)
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
     p = p.clamp(_EPS, 1 - _EPS)
     return -(p * torch.log(p) + (1 - p) * torch.log1p(-p))
 
@@ -97,15 +104,17 @@ def strategy_scores(
     *,
     aggregation: str,
     strategy: str,
-    variant: str = "prob",
+    variant: str = DEFAULT_BAG_VARIANT,
 ) -> torch.Tensor:
     """Priority of every bag (B,) under ``strategy`` (higher = label sooner); not defined for random/diverse."""
     n_bags = int(labels.shape[0])
     if strategy == "uncertainty":
-        return segment_mean(_entropy(score), bag_index, n_bags)
+        return segment_mean(binary_entropy(score), bag_index, n_bags)
     if strategy == "posterior":
         return segment_mean(
-            _entropy(bag_posterior(score, bag_index, labels, aggregation=aggregation)), bag_index, n_bags
+            binary_entropy(bag_posterior(score, bag_index, labels, aggregation=aggregation)),
+            bag_index,
+            n_bags,
         )
     if strategy == "inconsistency":
         agg = bag_probability(score, bag_index, n_bags, aggregation=aggregation, variant=variant)
@@ -129,7 +138,7 @@ def select_gold_indices(
     bag_embedding: torch.Tensor | None = None,
     candidates: torch.Tensor | None = None,
     uncertainty_floor: float = 0.1,
-    variant: str = "prob",
+    variant: str = DEFAULT_BAG_VARIANT,
 ) -> list[int]:
     """Indices of the ``k`` bags to label next.
 
@@ -174,7 +183,7 @@ def select_gold_indices(
         )
     elif strategy == "balanced":
         priority = strategy_scores(score, bag_index, labels, aggregation=aggregation, strategy="posterior")
-        label_stratum = _label_strata(_binary_labels(labels, aggregation))
+        label_stratum = _label_strata(binary_labels(labels, aggregation))
         return _stratified(priority + 1e-9 * jitter, label_stratum, allowed, k)
     elif strategy in ("representative", "representative-posterior", "stratified"):
         if strategy == "stratified":
@@ -213,7 +222,7 @@ def _label_length_strata(
     labels: torch.Tensor, sizes: torch.Tensor, allowed: torch.Tensor, aggregation: str
 ) -> torch.Tensor:
     """Stratum of each bag (B,): its binary-view label stratum x its length bin."""
-    label = _label_strata(_binary_labels(labels, aggregation))
+    label = _label_strata(binary_labels(labels, aggregation))
     return label * _LENGTH_BINS + length_bins(sizes, allowed)
 
 
@@ -275,80 +284,6 @@ def _diverse(
     return picks
 
 
-_UNSURE = (0.2, 0.8)  # a sentence score inside this range counts as "unsure" in the reason strings
-
-
-def selection_reasons(
-    score: torch.Tensor,
-    bag_index: torch.Tensor,
-    labels: torch.Tensor,
-    picks: Sequence[int],
-    *,
-    aggregation: str,
-    strategy: str,
-    variant: str = "prob",
-) -> list[str]:
-    """Why each picked bag was proposed, one short sentence per pick (the Gold queue shows them).
-
-    ``variant``: the bag aggregation behind P(Y = 1), as in :func:`select_gold_indices`.
-
-    The figures are the ones the strategy ranks by (computed for every bag at once): the response label, how
-    many sentences stay unsure given that label, the mean entropy, P(Y = 1) under the scores.
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    n_bags = int(labels.shape[0])
-    score, bag_index, labels = score.detach().cpu().double(), bag_index.cpu(), labels.detach().cpu().double()
-    post = bag_posterior(score, bag_index, labels, aggregation=aggregation)
-    unsure_given = segment_sum(((post > _UNSURE[0]) & (post < _UNSURE[1])).double(), bag_index, n_bags)
-    unsure = segment_sum(((score > _UNSURE[0]) & (score < _UNSURE[1])).double(), bag_index, n_bags)
-    sizes = segment_count(bag_index, n_bags, torch.float64)
-    post_entropy = segment_mean(_entropy(post), bag_index, n_bags) / np.log(2)  # in bits: 1 = a coin flip
-    entropy = segment_mean(_entropy(score), bag_index, n_bags) / np.log(2)
-    p_yes = bag_probability(score, bag_index, n_bags, aggregation=aggregation, variant=variant)
-    y = _binary_labels(labels, aggregation)
-    out = []
-    for b in picks:  # formatting only: the figures above are computed for all bags at once
-        n = int(sizes[b])
-        label = "unlabelled" if torch.isnan(labels[b]) else f"label {float(labels[b]):g}"
-        given = f"{int(unsure_given[b])} of {n} sentences unsure given the {label} (entropy {float(post_entropy[b]):.2f} bit)"
-        if strategy == "random":
-            reason = f"random draw (the paper's protocol); {label}, {n} sentences"
-        elif strategy == "uncertainty":
-            reason = (
-                f"{int(unsure[b])} of {n} sentence scores unsure (mean entropy {float(entropy[b]):.2f} bit)"
-            )
-        elif strategy == "posterior":
-            reason = given
-        elif strategy == "balanced":
-            reason = f"most informative among the {label} responses (label shares kept): {given}"
-        elif strategy == "representative":
-            reason = (
-                f"most uncertain among the {label} responses of its length ({n} sentences; label and length "
-                f"shares of the pool kept): {int(unsure[b])} of {n} sentence scores unsure "
-                f"(mean entropy {float(entropy[b]):.2f} bit)"
-            )
-        elif strategy == "representative-posterior":
-            reason = (
-                f"most informative among the {label} responses of its length (label and length shares of the "
-                f"pool kept): {given}"
-            )
-        elif strategy == "stratified":
-            reason = f"random draw keeping the pool's label and length shares; {label}, {n} sentences"
-        elif strategy == "inconsistency":
-            what = "an error somewhere" if aggregation == "max" else "every sentence positive"
-            if aggregation == "mean":
-                reason = f"{label} but the scores average {float(p_yes[b]):.2f}"
-            elif torch.isnan(y[b]):
-                reason = f"unlabelled; the scores give P({what}) = {float(p_yes[b]):.2f}"
-            else:
-                reason = f"{label} but the scores give P({what}) = {float(p_yes[b]):.2f}"
-        else:  # diverse
-            reason = f"unlike the responses picked before it, and {given}"
-        out.append(reason)
-    return out
-
-
 def within_sentence_budget(picks: Sequence[int], sizes: torch.Tensor, budget: int) -> list[int]:
     """The longest prefix of ``picks`` (a priority order) whose responses hold at most ``budget`` sentences in
     all (at least the first pick): annotation effort counted in sentences rather than responses."""
@@ -381,7 +316,7 @@ def select_gold_bags(
     aggregation: str = "max",
     already: Sequence[int] | torch.Tensor | None = None,
     candidates: torch.Tensor | None = None,
-    variant: str = "prob",
+    variant: str = DEFAULT_BAG_VARIANT,
     sort: bool = True,
 ) -> torch.Tensor:
     """``select_gold_indices`` on a ``BagSet``: the chosen bag ids (K,) long, sorted (``sort=False``: in pick
@@ -403,89 +338,14 @@ def select_gold_bags(
     return torch.as_tensor(sorted(picks) if sort else picks, dtype=torch.long)
 
 
-def _flat_scores(
-    records: Sequence[ResponseRecord], scores: Sequence[np.ndarray]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
-    """Validated flat (score (N,), bag_index (N,), labels (B,), aggregation) of the app's per-response arrays."""
-    if len(records) != len(scores):
-        raise ValueError(f"{len(records)} records but {len(scores)} score arrays")
-    aggregations = {r.aggregation for r in records}
-    if len(aggregations) != 1:
-        raise ValueError(f"responses mix aggregations {sorted(aggregations)}")
-    sizes = [len(r.spans) for r in records]
-    for i, (n, s) in enumerate(zip(sizes, scores, strict=True)):
-        if np.asarray(s).shape != (n,):
-            raise ValueError(f"record {i}: {n} sentences but scores of shape {np.asarray(s).shape}")
-    flat = torch.as_tensor(np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]))
-    bag_index = torch.repeat_interleave(torch.arange(len(records)), torch.as_tensor(sizes))
-    labels = torch.as_tensor(
-        [np.nan if r.response_label is None else float(r.response_label) for r in records],
-        dtype=torch.float64,
-    )
-    return flat, bag_index, labels, aggregations.pop()
-
-
-def explain_gold(
-    records: Sequence[ResponseRecord], scores: Sequence[np.ndarray], picks: Sequence[int], *, strategy: str
-) -> list[str]:
-    """:func:`selection_reasons` for the app's records: one reason per index of ``picks``."""
-    if not picks:
-        return []
-    flat, bag_index, labels, aggregation = _flat_scores(records, scores)
-    return selection_reasons(flat, bag_index, labels, picks, aggregation=aggregation, strategy=strategy)
-
-
-def select_gold(
-    records: Sequence[ResponseRecord],
-    scores: Sequence[np.ndarray],
-    *,
-    k: int,
-    strategy: str = "posterior",
-    seed: int = 0,
-    already: Sequence[int] | None = None,
-    embeddings: Sequence[np.ndarray] | None = None,
-) -> list[int]:
-    """The app's gold queue: indices into ``records`` of the ``k`` responses to label next, in priority order.
-
-    scores: per response, (n_sentences,) P(label >= 1) from the current model; embeddings: per response,
-    (n_sentences, d) sentence embeddings (only ``diverse`` needs them). All records must share one aggregation.
-    """
-    if len(records) != len(scores):
-        raise ValueError(f"{len(records)} records but {len(scores)} score arrays")
-    if not records:
-        return []
-    flat, bag_index, labels, aggregation = _flat_scores(records, scores)
-    emb = None
-    if strategy == "diverse":
-        if embeddings is None:
-            raise ValueError("strategy 'diverse' needs the sentence embeddings of every response")
-        dim = next((np.asarray(e).shape[-1] for e in embeddings if len(e)), 1)
-        sent = torch.as_tensor(
-            np.concatenate([np.asarray(e, dtype=np.float64).reshape(-1, dim) for e in embeddings])
-        )
-        emb = torch.nn.functional.normalize(segment_mean(sent, bag_index, len(records)), dim=1)
-    return select_gold_indices(
-        flat,
-        bag_index,
-        labels,
-        aggregation=aggregation,
-        k=k,
-        strategy=strategy,
-        seed=seed,
-        already=already,
-        bag_embedding=emb,
-    )
-
-
 __all__ = [
     "STRATEGIES",
     "bag_embeddings",
     "bag_posterior",
     "bag_probability",
-    "explain_gold",
-    "selection_reasons",
+    "binary_labels",
+    "binary_entropy",
     "within_sentence_budget",
-    "select_gold",
     "select_gold_bags",
     "select_gold_indices",
     "strategy_scores",

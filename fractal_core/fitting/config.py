@@ -1,11 +1,20 @@
-"""Typed settings for training. Literal defaults, one line of doc per field, nothing computed at import."""
+"""Typed settings for training. Literal defaults, one line of doc per field, nothing computed at import.
+
+Each setting checks its fields when it is created (types, ranges, literals) and refuses a bad one with an
+``InputError`` naming the field, so a bad value from a file, the command line or a job payload stops where it
+enters. Torch-free.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-BagVariant = Literal["hard", "prob", "lse"]
+from fractal_core import fields
+from fractal_core.errors import InputError
+from fractal_core.mil.variants import DEFAULT_BAG_VARIANT, BagVariant
+
 ValidMetric = Literal["auto", "sentence", "bag"]
 ScorerKind = Literal["mlp", "context"]
 ContextDirection = Literal["auto", "causal", "bidirectional"]
@@ -21,13 +30,25 @@ class LossWeights:
     correlation: float = 0.0  # correlation prior: correlated sentences pulled to the same label
     hybrid: float = 0.1  # hybrid prior: soft targets of an instance model trained on gold labels
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            fields.number(f"weights.{f.name}", getattr(self, f.name), low=0.0)
+
+    @classmethod
+    def from_dict(cls, data: object) -> LossWeights:
+        """From a JSON-like mapping; unknown keys and bad values raise ``InputError`` naming the field."""
+        if not isinstance(data, dict):
+            raise InputError(f"expected a mapping of loss weights, got {data!r}", field="weights")
+        _known(cls, data, prefix="weights.")
+        return cls(**data)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How a FRACTAL model is trained. The defaults are the ones chosen on validation splits (BENCHMARKS.md)."""
 
     bag_variant: BagVariant = (
-        "hard"  # max/min aggregation: hard (paper), prob (noisy-OR / product), lse (smooth)
+        DEFAULT_BAG_VARIANT  # max/min aggregation: hard (paper), prob (noisy-OR / product), lse (smooth)
     )
     proportion_loss: ProportionLoss = "mse"  # mean (LLP) bags: squared error of the proportion, or count NLL
     lse_temperature: float = 0.1  # temperature of the smooth max when bag_variant == "lse" (logit units)
@@ -35,9 +56,8 @@ class TrainConfig:
     scorer: ScorerKind = (
         "mlp"  # instance scorer: "mlp" (one sentence at a time) or "context" (+ its response)
     )
-    context_direction: ContextDirection = (
-        "auto"  # "context" scorer: causal (steps see earlier steps only), bidirectional, or from the data
-    )
+    # "context" scorer: causal (steps see earlier steps only), bidirectional, or from the data
+    context_direction: ContextDirection = "auto"
     calibrate: bool = (
         False  # binary max/min: Platt-scale the scorer to held-out response labels after fitting
     )
@@ -55,17 +75,55 @@ class TrainConfig:
         0.1  # share of training bags held out for early stopping when no valid set is given
     )
     device: str = "auto"  # "auto" -> CUDA when present, else CPU; or any torch device string
-    cpu_threads: int = (
-        1  # torch threads while training on CPU (small matrices: 1 is fastest on a busy machine,
-    )
-    # see BENCHMARKS.md "Training"); 0 keeps torch's default
+    # torch threads while training on CPU (small matrices: 1 is fastest on a busy machine, see BENCHMARKS.md
+    # "Training"); 0 keeps torch's default
+    cpu_threads: int = 1
     min_gold_for_valid: int = 20  # labelled validation sentences needed (both classes) to early-stop on them
+
+    def __post_init__(self) -> None:
+        fields.choice("bag_variant", self.bag_variant, BagVariant)
+        fields.choice("proportion_loss", self.proportion_loss, ProportionLoss)
+        fields.number("lse_temperature", self.lse_temperature, low=0.0, closed=(False, True))
+        if not isinstance(self.weights, LossWeights):
+            raise InputError(f"expected LossWeights, got {self.weights!r}", field="weights")
+        fields.choice("scorer", self.scorer, ScorerKind)
+        fields.choice("context_direction", self.context_direction, ContextDirection)
+        for flag in ("calibrate", "teacher_implied", "pslab"):
+            fields.boolean(flag, getattr(self, flag))
+        if self.hidden is not None:
+            fields.integer("hidden", self.hidden, low=1)
+        fields.number("learning_rate", self.learning_rate, low=0.0)
+        fields.number("weight_decay", self.weight_decay, low=0.0)
+        fields.integer("batch_bags", self.batch_bags, low=1)
+        fields.integer("min_batches_per_epoch", self.min_batches_per_epoch, low=1)
+        fields.integer("max_epochs", self.max_epochs, low=1)
+        fields.integer("patience", self.patience, low=1)
+        fields.choice("valid_metric", self.valid_metric, ValidMetric)
+        fields.number("valid_fraction", self.valid_fraction, low=0.0, high=1.0, closed=(True, False))
+        fields.text("device", self.device, empty=False)
+        fields.integer("cpu_threads", self.cpu_threads, low=0)
+        fields.integer("min_gold_for_valid", self.min_gold_for_valid, low=0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """From a JSON-like mapping (``to_dict``'s shape, any subset of fields); unknown keys and bad values
+        raise ``InputError`` naming the field."""
+        if not isinstance(data, dict):
+            raise InputError(f"expected a mapping of training settings, got {data!r}", field="config")
         data = dict(data)
-        weights = LossWeights(**data.pop("weights", {}))
+        _known(cls, data)
+        weights = LossWeights.from_dict(data.pop("weights", {}))
         return cls(weights=weights, **data)
+
+
+def _known(cls: type, data: dict[str, Any], *, prefix: str = "") -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise InputError(f"unknown setting; known: {', '.join(sorted(names))}", field=f"{prefix}{key}")
+
+
+__all__ = ["BagVariant", "LossWeights", "TrainConfig"]

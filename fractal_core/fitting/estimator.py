@@ -10,7 +10,6 @@ are the gold labels: the hybrid prior and the supervised ceiling use them, the o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -18,25 +17,23 @@ from typing import Any, Self
 import numpy as np
 import torch
 
-from fractal_core.data.files import atomic_write, atomic_write_text, check_output_dir
 from fractal_core.data.io import num_classes
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import EncoderConfig, get_encoder, resolve_device
 from fractal_core.embedding.features import embed_records
-from fractal_core.evaluation.metrics import (
-    bag_metrics,
-    first_error_accuracy,
-    first_error_top_k,
-    sentence_metrics,
-)
+from fractal_core.evaluation.scorer_metrics import evaluation_metrics
 from fractal_core.fitting import registry
 from fractal_core.fitting.bags import CHUNK_BAGS, BagSet
+from fractal_core.fitting.calibration import calibrated_log_proba, fit_calibration
 from fractal_core.fitting.config import TrainConfig
-from fractal_core.fitting.methods import METHODS, fit_method, fit_preference, preference_bags, resolve_method
+from fractal_core.fitting.context import FitContext
+from fractal_core.fitting.fit import fit_method
+from fractal_core.fitting.methods import METHODS
 from fractal_core.fitting.model import build_scorer
+from fractal_core.fitting.persistence import load_meta, load_state, save_model_dir
+from fractal_core.fitting.preference import fit_preference, preference_bags
 from fractal_core.fitting.train import ProgressFn
-from fractal_core.mil.aggregate import aggregate, bag_positive_score, positive_score
-from fractal_core.mil.posterior import first_error_log_distribution, posterior_scores
+from fractal_core.mil.posterior import posterior_scores
 
 FORMAT_VERSION = 1
 
@@ -58,58 +55,6 @@ def holdout_split(n_bags: int, fraction: float, seed: int) -> tuple[torch.Tensor
     if n_bags < 10 or n_valid < 1:
         return order, None
     return order[n_valid:].sort().values, order[:n_valid].sort().values
-
-
-def first_error_metrics(gold: np.ndarray, logp: torch.Tensor, bags: BagSet) -> dict[str, float]:
-    """Where the first gold positive of each erroneous response ranks (max bags in step order).
-
-    Two readings of the same model: the marginal argmax (the paper's first-error accuracy) and the first-error
-    distribution given the response has an error, P(first = i | Y >= 1) (``fractal_core.mil.posterior``), which is
-    how the reviewer is pointed at a step. Top-1 accuracy and top-3 hit rate of each.
-    """
-    bag_index = bags.bag_index.cpu().numpy()
-    marginal = positive_score(logp).cpu().numpy()
-    given = first_error_log_distribution(logp, bags.bag_index, bags.n_bags).cpu().numpy()
-    return {
-        "first_error_acc": first_error_accuracy(gold, marginal, bag_index, bags.n_bags),
-        "first_error_top3": first_error_top_k(gold, marginal, bag_index, bags.n_bags, k=3),
-        "first_error_acc_given_y": first_error_accuracy(gold, given, bag_index, bags.n_bags),
-        "first_error_top3_given_y": first_error_top_k(gold, given, bag_index, bags.n_bags, k=3),
-    }
-
-
-def evaluation_metrics(
-    proba: torch.Tensor, bags: BagSet, *, aggregation: str, n_classes: int
-) -> dict[str, float]:
-    """Sentence and bag metrics of sentence probabilities ``proba`` (N, C) on bags with gold labels (method.md
-    §6): bag-blind sentence metrics, bag metrics, the AUC given each response's label and, for max bags, the
-    first-error figures. Any scorer is measured by this one rule."""
-    logp = proba.clamp_min(1e-12).log()
-    score = positive_score(logp)
-    levels = torch.arange(n_classes, dtype=proba.dtype, device=proba.device)
-    gold = bags.gold.cpu().numpy()
-    out = sentence_metrics(
-        gold,
-        score.cpu().numpy(),
-        expected_level=(proba * levels).sum(1).cpu().numpy(),
-        n_classes=n_classes,
-    )
-    bag_out = aggregate(logp, bags.bag_index, bags.n_bags, aggregation=aggregation, variant="prob")
-    out.update(
-        bag_metrics(
-            bags.labels.cpu().numpy(),
-            bag_positive_score(bag_out).cpu().numpy(),
-            aggregation=aggregation,
-        )
-    )
-    # The product view: scores given each response's own label (the naive baseline is its degenerate case).
-    conditioned = posterior_scores(logp, bags.bag_index, bags.labels, aggregation=aggregation)
-    given = sentence_metrics(gold, conditioned.cpu().numpy())
-    out["posterior_auc_roc"] = given["instance_auc_roc"]
-    out["posterior_auprc"] = given["instance_auprc"]
-    if aggregation == "max":
-        out.update(first_error_metrics(gold, logp, bags))
-    return out
 
 
 class FractalModel:
@@ -226,16 +171,8 @@ class FractalModel:
     ) -> Self:
         """Train on prepared bags (embeddings already computed): the fast path for sweeps over methods."""
         config = self._config()
-        result = fit_method(
-            self.method,
-            train,
-            valid,
-            aggregation=aggregation,
-            n_classes=n_classes,
-            config=config,
-            seed=self.seed,
-            progress=progress,
-        )
+        context = FitContext(train, valid, aggregation, n_classes, config, self.seed, progress)
+        result = fit_method(self.method, context)
         self.resolved_method_ = result.method
         self.scorer_ = result.model
         self.calibration_ = result.calibration
@@ -267,8 +204,6 @@ class FractalModel:
             or not bool(torch.isfinite(bags.labels).all())
         ):
             return None
-        from fractal_core.fitting.auto import fit_calibration
-
         with torch.no_grad():
             logp = self.scorer_.to(bags.device)(bags)
         return fit_calibration(logp, bags, aggregation=self.aggregation_, n_classes=2, kind="logit").to_dict()
@@ -330,17 +265,8 @@ class FractalModel:
         """
         method = self.resolved_method_
         calibration = getattr(self, "calibration_", None)
-        if (
-            calibration is not None
-        ):  # a fitted logistic map of the prior's or the scorer's score (fractal_core.fitting.auto)
-            from fractal_core.fitting.auto import Calibration, cosine_target
-
-            calibrate = Calibration.from_dict(calibration).to(bags.device)
-            with torch.inference_mode():
-                if calibrate.kind == "prior":
-                    return calibrate(cosine_target(bags)).exp()
-                assert self.scorer_ is not None
-                return calibrate(self.scorer_.to(bags.device)(bags)).exp()
+        if calibration is not None:  # a fitted logistic map of the prior's or the scorer's score
+            return calibrated_log_proba(calibration, bags, self.scorer_).exp()
         if method in ("naive", "prior_only"):
             if method == "naive":
                 level = bags.labels[bags.bag_index]
@@ -394,7 +320,7 @@ class FractalModel:
 
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate_bags(self, bags: BagSet) -> dict[str, float]:
-        """Sentence and bag metrics of this model on prepared bags with gold labels (method.md §6)."""
+        """Sentence and bag metrics of this model on prepared bags with gold labels."""
         return evaluation_metrics(
             self.predict_proba_bags(bags), bags, aggregation=self.aggregation_, n_classes=self.n_classes_
         )
@@ -410,8 +336,6 @@ class FractalModel:
     def save(self, directory: str | Path) -> Path:
         """Write ``model.json`` (method, config, task, encoder id, metrics) and ``weights.pt``, each atomically
         (InputError when the directory or one of them exists as something else)."""
-        directory = check_output_dir(directory, self.FILES)
-        directory.mkdir(parents=True, exist_ok=True)
         meta = {
             "format_version": FORMAT_VERSION,
             "method": self.method,
@@ -427,21 +351,18 @@ class FractalModel:
             "calibration": getattr(self, "calibration_", None),
             "selection": getattr(self, "selection_", None),
         }
+        states = {}
         if self.scorer_ is not None:
             meta["dim"] = self.scorer_.dim
             meta["scorer"] = self.scorer_.spec()
-            state = self.scorer_.state_dict()
-            atomic_write(directory / "weights.pt", lambda tmp: torch.save(state, tmp))
-        atomic_write_text(directory / "model.json", json.dumps(meta, indent=2, default=float))
-        return directory
+            states["weights.pt"] = self.scorer_.state_dict()
+        return save_model_dir(directory, meta_file="model.json", meta=meta, states=states, files=self.FILES)
 
     @classmethod
     def load(cls, directory: str | Path) -> FractalModel:
         """Rebuild a saved model; refuses files from a newer format."""
         directory = Path(directory)
-        meta = json.loads((directory / "model.json").read_text())
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{directory}: model format {meta['format_version']} is newer than this library")
+        meta = load_meta(directory, "model.json", format_version=FORMAT_VERSION)
         config = TrainConfig.from_dict(meta["config"])
         encoder = EncoderConfig(**meta["encoder"]) if meta.get("encoder") else None
         model = cls(meta["method"], config=config, encoder=encoder, seed=meta["seed"])
@@ -457,11 +378,9 @@ class FractalModel:
         if "dim" in meta:
             spec = meta.get("scorer", {"kind": "mlp"})  # files written before the contextual scorer: the MLP
             scorer = build_scorer(spec, meta["dim"], n_classes=meta["n_classes"], hidden=config.hidden)
-            scorer.load_state_dict(
-                torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
-            )
+            scorer.load_state_dict(load_state(directory / "weights.pt"))
             model.scorer_ = scorer.eval()
         return model
 
 
-__all__ = ["FractalModel", "resolve_device", "resolve_method", "task_of"]
+__all__ = ["FractalModel", "evaluation_metrics", "resolve_device", "task_of"]

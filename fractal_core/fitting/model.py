@@ -1,4 +1,4 @@
-"""The instance scorer: an MLP over [e(context); e(sentence)] (method.md §2).
+"""The instance scorer: an MLP over [e(context); e(sentence)].
 
 2d -> h -> h/2 -> C with GELU. The first layer factorises as W_c e(c) + W_s e(s), so the context part is
 computed once per window, not once per sentence. A sentence's prediction is taken from the context window

@@ -26,7 +26,8 @@ import torch
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import EncoderConfig, get_encoder
 from fractal_core.embedding.features import embed_records
-from fractal_core.evaluation.selection import select_gold_bags, selection_reasons
+from fractal_core.evaluation.gold_queue import selection_reasons
+from fractal_core.evaluation.selection import select_gold_bags
 from fractal_core.fitting import registry
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.config import TrainConfig
@@ -45,7 +46,7 @@ class ScoredResponses:
     sentence_ids, scores, uncertainty: (N,) int64 / float64 / float64 in the records' flattened span order;
     response_ids (B,) int64 in record order, aligned with every array of ``summaries``; gold_proposals:
     strategy -> (k,) int64 response ids, best first, never a response that already has gold labels;
-    gold_reasons: strategy -> one short reason per proposal (``selection.selection_reasons``), same order.
+    gold_reasons: strategy -> one short reason per proposal (``gold_queue.selection_reasons``), same order.
     """
 
     sentence_ids: np.ndarray

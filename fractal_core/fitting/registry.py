@@ -1,9 +1,11 @@
-"""What the library offers, by name, without importing torch: methods, gold-selection strategies, stages.
+"""What the library offers, by name, without importing torch: methods, gold-selection strategies, stage plans.
 
-The app lists methods and strategies from here (the Train page must not pay for a torch import), the worker's
-progress bar asks :func:`training_stages` how many stages a job really runs, and ``fractal_core.fitting.methods`` /
-``fractal_core.evaluation.selection`` take their names from here (a test checks that the pipelines agree). Adding a
-method or a strategy is one line in :data:`METHOD_LIST` or :data:`STRATEGY_LIST` (plus its implementation).
+The app lists methods and strategies from here (the Train page must not pay for a torch import). A method name
+is resolved once, by :func:`resolve`, into a :class:`MethodPlan`: the pipeline that runs, its training stages in
+order, whether it needs gold, the weighted terms of its bag objective and (``auto``) its candidates. The fit
+carries the plan out (``fractal_core.fitting.fit``) and the worker's progress bar counts its stages, so both
+read the one plan. Adding a method or a strategy is one line in :data:`METHOD_LIST` or :data:`STRATEGY_LIST`
+(plus its implementation).
 
 Descriptions of the methods that depend on tuned settings (which priors are on, whether PsLab runs) are
 derived from :class:`~fractal_core.fitting.config.TrainConfig`, so they cannot drift from the defaults.
@@ -11,7 +13,7 @@ derived from :class:`~fractal_core.fitting.config.TrainConfig`, so they cannot d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fractal_core.fitting.config import TrainConfig
 
@@ -154,20 +156,9 @@ def strategy(name: str) -> Strategy:
     return _STRATEGIES[name]
 
 
-def resolve_method(name: str, *, has_gold: bool, pslab: bool) -> str:
-    """The pipeline ``name`` runs: ``fractal`` is ``auto`` (which picks the concrete pipeline itself, on the
-    data). Unknown names and gold-needing methods without gold raise. ``pslab`` is kept for callers."""
-    method(name)
-    if name == "fractal":
-        return "auto"
-    if training_refusal(name, has_gold=has_gold):
-        raise ValueError(f"method {name!r} needs gold sentence labels on some training responses")
-    return name
-
-
 def training_refusal(name: str, *, has_gold: bool) -> str | None:
     """Why ``name`` cannot train on data with (``has_gold``) or without gold sentence labels, in words for a
-    user; ``None`` when it can. The same rule :func:`resolve_method` enforces, asked before a job is queued."""
+    user; ``None`` when it can. The same rule :func:`resolve` enforces, asked before a job is queued."""
     entry = method(name)
     if entry.needs_gold and not has_gold:
         return (
@@ -188,9 +179,109 @@ AUTO_CROSS_FIT_FOLDS = 2
 """Gold responses are cut into this many folds to judge hybrid on gold it did not train on."""
 AUTO_SE_MULTIPLE = 1.0
 """``auto`` without gold keeps the simplest candidate whose held-out log-likelihood lies within this many paired
-standard errors of the best (the one-standard-error rule, ``fractal_core.fitting.auto.choose``)."""
+standard errors of the best (the one-standard-error rule, ``fractal_core.fitting.auto_choice.choose``)."""
 AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "priors", "hybrid")
 """``auto``'s candidates from simplest to most elaborate (priors: smaller cosine weight first)."""
+
+LOSS_TERMS: tuple[str, ...] = ("bag", "cosine", "correlation", "hybrid")
+"""The terms of a bag stage's objective, named like the fields of ``LossWeights``."""
+_METHOD_TERMS: dict[str, tuple[str, ...]] = {
+    "bagloss": ("bag",),
+    "priors": ("bag", "cosine", "correlation"),
+    "pslab": ("bag", "cosine", "correlation"),
+    "hybrid": ("bag", "cosine", "correlation", "hybrid"),
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One fit ``auto`` makes: a single-method plan under its own config.
+
+    ``warm_start``: its bag stage starts from the BagLoss candidate's scorer. ``fold``: hybrid trained without
+    the gold of cross-fitting fold ``fold`` (0-based) and scored on it; ``None``: trained on all the gold.
+    ``cosine``: the cosine weight of a priors candidate.
+    """
+
+    name: str
+    plan: MethodPlan
+    warm_start: bool = False
+    fold: int | None = None
+    cosine: float | None = None
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """A method name resolved once against the data (gold or not, aggregation) and a config: what runs.
+
+    ``name`` is what was asked ("fractal"), ``pipeline`` what runs ("auto"). ``stages``: every training stage in
+    order (an ``auto`` plan lists its candidates' stages under :func:`auto_stage` names). ``losses``: the terms
+    of the bag stage's objective with a positive weight, their weights renormalised to sum to 1 (empty without
+    a bag stage). ``candidates``: ``auto``'s fits, in the order they run.
+    """
+
+    name: str
+    pipeline: str
+    config: TrainConfig
+    aggregation: str
+    stages: tuple[str, ...]
+    needs_gold: bool = False
+    trained: bool = True
+    losses: tuple[tuple[str, float], ...] = ()
+    candidates: tuple[Candidate, ...] = ()
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """{term: weight} of the bag stage's objective (weights sum to 1)."""
+        return dict(self.losses)
+
+    def runs(self, stage: str) -> bool:
+        """Whether the (single-method) plan has the training stage ``stage``."""
+        return stage in self.stages
+
+
+def _loss_weights(name: str, config: TrainConfig) -> tuple[tuple[str, float], ...]:
+    """The bag objective's terms of ``name`` with a positive weight, renormalised (a zero-weight term is
+    neither built nor computed). ValueError when the used terms' weights sum to 0."""
+    raw = {t: float(getattr(config.weights, t)) for t in _METHOD_TERMS.get(name, ())}
+    raw = {t: w for t, w in raw.items() if w > 0}
+    total = sum(raw.values())
+    if name in _METHOD_TERMS and total <= 0:
+        raise ValueError(
+            f"method {name!r}: the loss weights of its terms ({', '.join(_METHOD_TERMS[name])}) sum to 0"
+        )
+    return tuple((t, w / total) for t, w in raw.items())
+
+
+def _single_stages(name: str, aggregation: str, config: TrainConfig) -> tuple[str, ...]:
+    """The training stages of a single (not ``auto``) method. PsLab is undefined for ``mean`` bags (there the
+    bag model is the output); ``hybrid`` ends with PsLab only when ``TrainConfig.pslab`` is on."""
+    pslab_ok = aggregation in ("max", "min")
+    if not _METHODS[name].trained:
+        return ()
+    if name == "supervised":
+        return (STAGE_SUPERVISED,)
+    if name in ("bagloss", "priors"):
+        return (STAGE_BAG,)
+    if name == "pslab":
+        return (STAGE_BAG, STAGE_PSLAB) if pslab_ok else (STAGE_BAG,)
+    if name == "hybrid":
+        tail = (STAGE_PSLAB,) if config.pslab and pslab_ok else ()
+        return (STAGE_TEACHER, STAGE_BAG, *tail)
+    raise ValueError(f"method {name!r} has no stage plan in fractal_core.fitting.registry")
+
+
+def _single_plan(name: str, *, asked: str, aggregation: str, config: TrainConfig) -> MethodPlan:
+    entry = _METHODS[name]
+    return MethodPlan(
+        name=asked,
+        pipeline=name,
+        config=config,
+        aggregation=aggregation,
+        stages=_single_stages(name, aggregation, config),
+        needs_gold=entry.needs_gold,
+        trained=entry.trained,
+        losses=_loss_weights(name, config),
+    )
 
 
 def auto_stage(candidate: str, stage: str) -> str:
@@ -205,44 +296,57 @@ def auto_prior_weights(config: TrainConfig | None = None) -> tuple[float, ...]:
     return (first, *[w for w in AUTO_PRIOR_WEIGHTS if abs(w - first) > 1e-9])
 
 
-def auto_stages(*, has_gold: bool, aggregation: str, config: TrainConfig | None = None) -> tuple[str, ...]:
-    """Every training stage ``auto`` runs, in order (fractal_core.fitting.auto follows this plan)."""
-    config = config or TrainConfig()
-    out = [auto_stage("bagloss", STAGE_BAG)]
-    out += [auto_stage(f"priors(cosine={w:g})", STAGE_BAG) for w in auto_prior_weights(config)]
+def _auto_candidates(*, has_gold: bool, aggregation: str, config: TrainConfig) -> tuple[Candidate, ...]:
+    """``auto``'s fits in the order they run: the calibrated prior (no training stage), BagLoss, BagLoss +
+    cosine prior at each weight (warm-started from BagLoss, shorter patience) and, with gold, hybrid on each
+    cross-fitting fold's complement and then on all the gold."""
+
+    def plan(name: str, cfg: TrainConfig = config) -> MethodPlan:
+        return _single_plan(name, asked=name, aggregation=aggregation, config=cfg)
+
+    out = [Candidate("prior_only(calibrated)", plan("prior_only")), Candidate("bagloss", plan("bagloss"))]
+    for w in auto_prior_weights(config):
+        cfg = replace(
+            config,
+            weights=replace(config.weights, bag=1.0 - w, cosine=w, correlation=0.0),
+            patience=min(config.patience, AUTO_WARM_PATIENCE),
+        )
+        out.append(Candidate(f"priors(cosine={w:g})", plan("priors", cfg), warm_start=True, cosine=w))
     if has_gold:
-        hybrid = training_stages("hybrid", has_gold=True, aggregation=aggregation, config=config)
-        for fold in range(AUTO_CROSS_FIT_FOLDS):
-            out += [auto_stage(f"hybrid(fold {fold + 1})", s) for s in hybrid]
-        out += [auto_stage("hybrid", s) for s in hybrid]
+        hybrid = plan("hybrid")
+        out += [Candidate(f"hybrid(fold {f + 1})", hybrid, fold=f) for f in range(AUTO_CROSS_FIT_FOLDS)]
+        out.append(Candidate("hybrid", hybrid))
     return tuple(out)
+
+
+def resolve(name: str, *, has_gold: bool, aggregation: str, config: TrainConfig | None = None) -> MethodPlan:
+    """Resolve ``name`` once into the plan that runs on such data: ``fractal`` is ``auto`` (which picks the
+    concrete pipeline itself, on the data). Unknown names, gold-needing methods without gold and loss weights
+    that sum to 0 raise ValueError."""
+    config = config or TrainConfig()
+    entry = method(name)
+    if training_refusal(name, has_gold=has_gold):
+        raise ValueError(f"method {name!r} needs gold sentence labels on some training responses")
+    pipeline = "auto" if name == "fractal" else entry.name
+    if pipeline != "auto":
+        return _single_plan(pipeline, asked=name, aggregation=aggregation, config=config)
+    candidates = _auto_candidates(has_gold=has_gold, aggregation=aggregation, config=config)
+    return MethodPlan(
+        name=name,
+        pipeline="auto",
+        config=config,
+        aggregation=aggregation,
+        stages=tuple(auto_stage(c.name, s) for c in candidates for s in c.plan.stages),
+        needs_gold=entry.needs_gold,
+        candidates=candidates,
+    )
 
 
 def training_stages(
     name: str, *, has_gold: bool, aggregation: str, config: TrainConfig | None = None
 ) -> tuple[str, ...]:
-    """The training stages ``name`` runs on such data, in order (empty for training-free baselines).
-
-    PsLab is undefined for ``mean`` bags (there the bag model is the output); ``hybrid`` ends with PsLab only
-    when ``TrainConfig.pslab`` is on.
-    """
-    config = config or TrainConfig()
-    concrete = resolve_method(name, has_gold=has_gold, pslab=config.pslab)
-    if concrete == "auto":
-        return auto_stages(has_gold=has_gold, aggregation=aggregation, config=config)
-    pslab_ok = aggregation in ("max", "min")
-    if not _METHODS[concrete].trained:
-        return ()
-    if concrete == "supervised":
-        return (STAGE_SUPERVISED,)
-    if concrete in ("bagloss", "priors"):
-        return (STAGE_BAG,)
-    if concrete == "pslab":
-        return (STAGE_BAG, STAGE_PSLAB) if pslab_ok else (STAGE_BAG,)
-    if concrete == "hybrid":
-        tail = (STAGE_PSLAB,) if config.pslab and pslab_ok else ()
-        return (STAGE_TEACHER, STAGE_BAG, *tail)
-    raise ValueError(f"method {concrete!r} has no stage plan in fractal_core.fitting.registry")
+    """The training stages ``name`` runs on such data, in order (empty for training-free baselines)."""
+    return resolve(name, has_gold=has_gold, aggregation=aggregation, config=config).stages
 
 
 def prior_terms(config: TrainConfig | None = None) -> str:
@@ -277,8 +381,11 @@ __all__ = [
     "AUTO_SE_MULTIPLE",
     "AUTO_SIMPLICITY",
     "AUTO_WARM_PATIENCE",
+    "LOSS_TERMS",
     "METHOD_LIST",
     "METHOD_NAMES",
+    "Candidate",
+    "MethodPlan",
     "QUEUE_STRATEGIES",
     "STAGE_BAG",
     "STAGE_EMBED",
@@ -291,12 +398,12 @@ __all__ = [
     "Strategy",
     "auto_prior_weights",
     "auto_stage",
-    "auto_stages",
     "describe_method",
     "method",
     "method_descriptions",
     "prior_terms",
-    "resolve_method",
+    "resolve",
     "strategy",
+    "training_refusal",
     "training_stages",
 ]

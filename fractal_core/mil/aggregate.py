@@ -1,4 +1,4 @@
-"""Bag aggregations of sentence predictions (method.md §3), all as segment reductions.
+"""Bag aggregations of sentence predictions, all as segment reductions.
 
 Sentence predictions are log-probabilities ``logp`` (N, C) over C label levels (C == 2 for binary labels).
 A max/min aggregation returns the bag's log-probabilities (B, C) over its own label; ``mean`` returns the
@@ -18,6 +18,7 @@ from fractal_core.mil.reductions import (
     segment_mean,
     segment_sum,
 )
+from fractal_core.mil.variants import DEFAULT_BAG_VARIANT, check_variant
 
 _LOG_HALF = -math.log(2.0)
 
@@ -54,7 +55,7 @@ def aggregate_max(
     bag_index: torch.Tensor,
     n_bags: int,
     *,
-    variant: str = "prob",
+    variant: str = DEFAULT_BAG_VARIANT,
     temperature: float = 0.1,
 ) -> torch.Tensor:
     """Bag log-probabilities of Y = max_i y_i: (N, C) -> (B, C).
@@ -78,8 +79,7 @@ def aggregate_max(
         return _two_class(
             torch.nn.functional.logsigmoid(-bag_logit), torch.nn.functional.logsigmoid(bag_logit)
         )
-    if variant not in ("prob", "lse", "hard"):
-        raise ValueError(f"unknown bag variant {variant!r}")
+    check_variant(variant)
     if n_classes == 2:
         log_all_neg = segment_sum(logp[:, 0], bag_index, n_bags)  # log P(max = 0) = sum log(1 - p_i)
         return _two_class(log_all_neg, log1mexp(log_all_neg))
@@ -96,7 +96,7 @@ def aggregate_min(
     bag_index: torch.Tensor,
     n_bags: int,
     *,
-    variant: str = "prob",
+    variant: str = DEFAULT_BAG_VARIANT,
     temperature: float = 0.1,
 ) -> torch.Tensor:
     """Bag log-probabilities of Y = min_i y_i for binary labels: (N, 2) -> (B, 2)."""
@@ -110,8 +110,7 @@ def aggregate_min(
         return _two_class(
             torch.nn.functional.logsigmoid(-bag_logit), torch.nn.functional.logsigmoid(bag_logit)
         )
-    if variant != "prob":
-        raise ValueError(f"unknown bag variant {variant!r}")
+    check_variant(variant)
     log_all_pos = segment_sum(logp[:, 1], bag_index, n_bags)  # log P(min = 1) = sum log p_i
     return _two_class(log1mexp(log_all_pos), log_all_pos)
 
@@ -127,7 +126,7 @@ def aggregate(
     n_bags: int,
     *,
     aggregation: str,
-    variant: str = "prob",
+    variant: str = DEFAULT_BAG_VARIANT,
     temperature: float = 0.1,
 ) -> torch.Tensor:
     """Dispatch on the bag's aggregation ("max", "min", "mean")."""

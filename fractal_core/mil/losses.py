@@ -1,4 +1,4 @@
-"""The FRACTAL loss suite (method.md §3) over flat ragged bags.
+"""The FRACTAL loss suite over flat ragged bags.
 
 Shapes: N sentences, B bags, C levels, P sentence pairs. ``bag_index`` (N,) maps sentences to bags.
 Every loss returns a scalar and is a mean over bags (bag terms) or sentences (instance terms).
@@ -11,6 +11,7 @@ import torch
 from fractal_core.mil.aggregate import aggregate, aggregate_mean, log_positive
 from fractal_core.mil.posterior import count_log_likelihood
 from fractal_core.mil.reductions import segment_count, segment_mean
+from fractal_core.mil.variants import DEFAULT_BAG_VARIANT
 
 
 def bag_loss(
@@ -19,7 +20,7 @@ def bag_loss(
     bag_labels: torch.Tensor,
     *,
     aggregation: str,
-    variant: str = "prob",
+    variant: str = DEFAULT_BAG_VARIANT,
     temperature: float = 0.1,
     proportion: str = "mse",
 ) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""PsLab: the most likely sentence labelling that agrees with each bag's label (method.md §4), vectorised."""
+"""PsLab: the most likely sentence labelling that agrees with each bag's label, vectorised."""
 
 from __future__ import annotations
 

@@ -25,6 +25,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from fractal_core.mil.variants import DEFAULT_BAG_VARIANT, check_variant
+
 _EPS = 1e-6
 T = TypeVar("T", float, np.ndarray)
 
@@ -71,7 +73,7 @@ def response_scores(
     n_bags: int,
     *,
     aggregation: str,
-    variant: str = "hard",
+    variant: str = DEFAULT_BAG_VARIANT,
     temperature: float = 0.1,
 ) -> np.ndarray:
     """P(response label >= 1) (or the expected proportion for ``mean``) per response (B,) from sentence
@@ -82,8 +84,7 @@ def response_scores(
         return _mean(p, index, n_bags)
     if aggregation not in ("max", "min"):
         raise ValueError(f"unknown aggregation {aggregation!r}; expected max, min or mean")
-    if variant not in ("hard", "prob", "lse"):
-        raise ValueError(f"unknown bag variant {variant!r}")
+    check_variant(variant)
     sign = 1.0 if aggregation == "max" else -1.0
     has = _count(index, n_bags) > 0
     if variant == "hard":
@@ -226,7 +227,7 @@ def summarise(
     labels: np.ndarray,
     *,
     aggregation: str,
-    variant: str = "hard",
+    variant: str = DEFAULT_BAG_VARIANT,
     temperature: float = 0.1,
     gold: np.ndarray | None = None,
 ) -> ResponseSummaries:

@@ -87,6 +87,8 @@ def test_overlap_labels_are_kept_apart_then_agreement_and_adjudication(crew) -> 
     rita.run()
     assert not rita.exception, rita.exception
     assert rita.selectbox(key="adj_pick").value == rid
+    # ann said 0 and bob 1: a tie is not preselected, the reviewer decides it.
+    rita.segmented_control(key=f"adj-{rid}-{first.id}").set_value("0").run()
     rita.button(key="adj_save").click().run()
     assert not rita.exception, rita.exception
     first = repo.get_response(engine, rid).sentences[0]

@@ -11,10 +11,13 @@ import torch
 from fractal_core.evaluation.comparison import proportion_view
 from fractal_core.evaluation.metrics import auc_roc
 from fractal_core.fitting import registry
-from fractal_core.fitting.auto import Calibration, choose, fit_auto, fit_prior_calibration, simplicity
+from fractal_core.fitting.auto_choice import choose, simplicity
+from fractal_core.fitting.calibration import Calibration, fit_prior_calibration
 from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.context import FitContext
 from fractal_core.fitting.estimator import FractalModel
-from fractal_core.fitting.methods import fit_method
+from fractal_core.fitting.fit import fit_method
+from fractal_core.fitting.methods import fit_pipeline
 from fractal_core.mil.losses import proportion_target
 from fractal_core.mil.reductions import segment_mean
 from tests.fractal_core.synthetic import planted_bags
@@ -48,9 +51,7 @@ def test_auto_prefers_learning_when_the_prior_is_uninformative() -> None:
     train = _weak(planted_bags(300, aggregation="mean", positive_rate=0.3, seed=1))
     valid = _weak(planted_bags(80, aggregation="mean", positive_rate=0.3, seed=2))
     test = planted_bags(200, aggregation="mean", positive_rate=0.3, seed=3)
-    result = fit_auto(
-        train, valid, aggregation="mean", n_classes=2, config=TrainConfig(max_epochs=20), seed=0
-    )
+    result = fit_method("auto", FitContext(train, valid, "mean", 2, TrainConfig(max_epochs=20), 0))
     assert result.selection is not None
     scores = {c["name"]: c["score"] for c in result.selection["candidates"]}
     assert set(scores) == {"prior_only(calibrated)", "bagloss", "priors(cosine=0.1)"}
@@ -70,7 +71,7 @@ def test_auto_takes_the_prior_when_it_is_clearly_better() -> None:
     train = _aligned(_weak(planted_bags(300, positive_rate=0.2, seed=1)), 1)
     valid = _aligned(_weak(planted_bags(80, positive_rate=0.2, seed=2)), 2)
     crippled = TrainConfig(max_epochs=1, learning_rate=1e-6)  # the learned candidates barely move from init
-    result = fit_auto(train, valid, aggregation="max", n_classes=2, config=crippled, seed=0)
+    result = fit_method("auto", FitContext(train, valid, "max", 2, crippled, 0))
     assert result.selection is not None and result.selection["chosen"] == "prior_only(calibrated)"
     assert result.method == "prior_only" and result.model is None and result.calibration is not None
     model = FractalModel("auto", config=crippled).fit_bags(train, valid, aggregation="max", n_classes=2)
@@ -98,7 +99,7 @@ def test_auto_cross_fits_hybrid_when_gold_is_given() -> None:
     keep[:60] = True
     train = replace(train, gold=torch.where(keep[train.bag_index], train.gold, -1))
     valid = _weak(planted_bags(80, positive_rate=0.2, seed=2))
-    result = fit_auto(train, valid, aggregation="max", n_classes=2, config=TrainConfig(max_epochs=3), seed=0)
+    result = fit_method("auto", FitContext(train, valid, "max", 2, TrainConfig(max_epochs=3), 0))
     assert result.selection is not None
     assert result.selection["criterion"].startswith("gold_auc_given_y (2-fold cross-fit over 60 gold")
     rows = {c["name"]: c for c in result.selection["candidates"]}
@@ -133,7 +134,7 @@ def test_auto_with_a_single_gold_response_does_not_fail() -> None:
     keep = torch.zeros(train.n_bags, dtype=torch.bool)
     keep[int(train.bag_index[(train.gold >= 0).nonzero()[0, 0]])] = True
     train = replace(train, gold=torch.where(keep[train.bag_index], train.gold, -1))
-    result = fit_auto(train, None, aggregation="max", n_classes=2, config=TrainConfig(max_epochs=2), seed=0)
+    result = fit_method("auto", FitContext(train, None, "max", 2, TrainConfig(max_epochs=2), 0))
     assert result.selection is not None and "hybrid" in {c["name"] for c in result.selection["candidates"]}
 
 
@@ -212,7 +213,7 @@ def test_choose_by_gold_auc_takes_the_best_and_breaks_ties_by_simplicity() -> No
 def test_auto_records_the_rule_and_its_figures() -> None:
     train = _weak(planted_bags(300, positive_rate=0.2, seed=1))
     valid = _weak(planted_bags(80, positive_rate=0.2, seed=2))
-    result = fit_auto(train, valid, aggregation="max", n_classes=2, config=TrainConfig(max_epochs=15), seed=0)
+    result = fit_method("auto", FitContext(train, valid, "max", 2, TrainConfig(max_epochs=15), 0))
     selection = result.selection
     assert selection is not None and selection["rule"].startswith("one-standard-error")
     # The priors candidate starts from the BagLoss scorer and stops after the shorter patience.
@@ -236,10 +237,11 @@ def test_auto_records_the_rule_and_its_figures() -> None:
 def test_a_warm_start_begins_from_the_given_scorer() -> None:
     train = _weak(planted_bags(100, positive_rate=0.3, seed=1))
     config = TrainConfig(max_epochs=1, learning_rate=0.0, weight_decay=0.0)  # no step moves the parameters
-    base = fit_method("bagloss", train, None, aggregation="max", n_classes=2, config=config, seed=0).model
+    base = fit_method("bagloss", FitContext(train, None, "max", 2, config, 0)).model
     assert base is not None
-    warm = fit_method("priors", train, None, aggregation="max", n_classes=2, config=config, seed=1, init=base)
-    cold = fit_method("priors", train, None, aggregation="max", n_classes=2, config=config, seed=1)
+    context = FitContext(train, None, "max", 2, config, 1)
+    warm = fit_pipeline(context.plan("priors"), context, init=base)
+    cold = fit_method("priors", FitContext(train, None, "max", 2, config, 1))
     assert warm.model is not None and cold.model is not None and warm.model is not base
     with torch.inference_mode():
         torch.testing.assert_close(warm.model(train), base(train))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fractal_core.fitting.auto import fit_calibration
 from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.calibration import fit_calibration
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.estimator import FractalModel
 from tests.fractal_core.synthetic import planted_bags

@@ -13,8 +13,10 @@ import torch
 from fractal_core.evaluation.metrics import auc_roc
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.context import FitContext
 from fractal_core.fitting.estimator import FractalModel
-from fractal_core.fitting.methods import first_error_annotated, fit_method, scorer_spec
+from fractal_core.fitting.fit import fit_method
+from fractal_core.fitting.methods import first_error_annotated, scorer_spec
 from fractal_core.fitting.model import (
     ContextScorer,
     SentenceScorer,
@@ -183,7 +185,7 @@ def test_context_scorer_sees_what_the_mlp_cannot() -> None:
     aucs = {}
     for kind in ("mlp", "context"):
         config = replace(CONTEXT, scorer=kind)
-        model = fit_method("supervised", train, valid, aggregation="max", n_classes=2, config=config, seed=0)
+        model = fit_method("supervised", FitContext(train, valid, "max", 2, config, 0))
         assert isinstance(model.model, ContextScorer) == (kind == "context")
         labelled = test.gold >= 0
         aucs[kind] = auc_roc(test.gold[labelled].numpy(), _scores(model.model, test)[labelled].numpy())
@@ -201,7 +203,7 @@ def test_every_method_learns_a_contextual_task_with_the_context_scorer(method: s
     )
     valid = replace(valid, gold=torch.full_like(valid.gold, -1))
     config = replace(CONTEXT, pslab=True)
-    result = fit_method(method, train, valid, aggregation="max", n_classes=2, config=config, seed=0)
+    result = fit_method(method, FitContext(train, valid, "max", 2, config, 0))
     assert isinstance(result.model, ContextScorer) and result.model.causal
     labelled = test.gold >= 0
     assert auc_roc(test.gold[labelled].numpy(), _scores(result.model, test)[labelled].numpy()) >= 0.9

@@ -288,7 +288,7 @@ def test_split_archive_in_the_wrong_order_is_refused(tmp_path: Path) -> None:
 
 
 def test_encoders_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fractal_core.embedding import encoder as encoder_module
+    from fractal_core.embedding import model_files
 
     assert resolve_model_path("all-MiniLM-L6-v2") == resolve_model_path(None)
     assert encoder_id_for(EncoderConfig(model_path="all-MiniLM-L6-v2")) == encoder_id_for(EncoderConfig())
@@ -298,7 +298,7 @@ def test_encoders_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     files = {"config.json": b'{"model_type": "mpnet"}', "vocab.txt": b"x"}
     parts = _split_archive(tmp_path, "all-mpnet-base-v2", files, 5)
     monkeypatch.setenv("FRACTAL_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(encoder_module, "_installed_parts", lambda names: parts if len(names) == 5 else [])
+    monkeypatch.setattr(model_files, "_installed_parts", lambda names: parts if len(names) == 5 else [])
     path = resolve_model_path("all-mpnet-base-v2")
     assert path == tmp_path / "home" / "cache" / "models" / "all-mpnet-base-v2"
     assert compute_encoder_id(path, max_length=256).startswith("all-mpnet-base-v2-")
@@ -306,7 +306,7 @@ def test_encoders_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_missing_encoder_wheels_are_named() -> None:
-    from fractal_core.embedding.encoder import _installed_parts
+    from fractal_core.embedding.model_files import _installed_parts
 
     with pytest.raises(FileNotFoundError, match="make install-encoders"):
         _installed_parts(["fractal-no-such-wheel-part-001"])

@@ -10,8 +10,10 @@ from fractal_core.evaluation.metrics import auc_roc, average_precision, first_er
 from fractal_core.fitting import methods
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.context import FitContext
 from fractal_core.fitting.estimator import FractalModel
-from fractal_core.fitting.methods import fit_method, implied_labels, resolve_method
+from fractal_core.fitting.fit import fit_method
+from fractal_core.fitting.methods import implied_labels
 from fractal_core.mil.aggregate import positive_score
 from tests.fractal_core.synthetic import planted_bags
 
@@ -47,16 +49,14 @@ def _split(aggregation: str = "max", n_classes: int = 2, rate: float = 0.2):
 )
 def test_pslab_recovers_planted_sentence_labels(aggregation: str, n_classes: int, rate: float) -> None:
     train, valid, test = _split(aggregation, n_classes, rate)
-    result = fit_method(
-        "pslab", train, valid, aggregation=aggregation, n_classes=n_classes, config=FAST, seed=0
-    )
+    result = fit_method("pslab", FitContext(train, valid, aggregation, n_classes, FAST, 0))
     assert [s.stage for s in result.stages] == ["bag", "pslab"]
     assert _auc(result.model, test) >= 0.9
 
 
 def test_llp_mean_bags_learn_without_pslab() -> None:
     train, valid, test = _split("mean")
-    result = fit_method("pslab", train, valid, aggregation="mean", n_classes=2, config=FAST, seed=0)
+    result = fit_method("pslab", FitContext(train, valid, "mean", 2, FAST, 0))
     assert [s.stage for s in result.stages] == ["bag"]  # PsLab is undefined for proportions
     assert _auc(result.model, test) >= 0.9
 
@@ -68,35 +68,33 @@ def test_hybrid_and_supervised_use_gold_labels_only_where_given() -> None:
     first_bags = train.bag_index < 40  # 10% of the bags carry gold labels
     gold[first_bags] = full[first_bags]
     train.gold = gold
-    assert resolve_method("fractal", train) == "auto"
-    hybrid = fit_method("hybrid", train, valid, aggregation="max", n_classes=2, config=FAST, seed=0)
+    assert FitContext(train, None, "max", 2).plan("fractal").pipeline == "auto"
+    hybrid = fit_method("hybrid", FitContext(train, valid, "max", 2, FAST, 0))
     assert [s.stage for s in hybrid.stages] == ["hybrid-teacher", "bag", "pslab"]
     assert _auc(hybrid.model, test) >= 0.9
-    supervised = fit_method("supervised", train, valid, aggregation="max", n_classes=2, config=FAST, seed=0)
+    supervised = fit_method("supervised", FitContext(train, valid, "max", 2, FAST, 0))
     assert _auc(supervised.model, test) >= 0.9
 
 
 def test_methods_needing_gold_refuse_without_it() -> None:
     train, _, _ = _split()
-    assert resolve_method("fractal", train) == "auto"
+    assert FitContext(train, None, "max", 2).plan("fractal").pipeline == "auto"
     # The method named "pslab" ends with PsLab whatever the config's default is.
     no_default = TrainConfig(max_epochs=1, pslab=False)
-    stages = fit_method(
-        "pslab", train, None, aggregation="max", n_classes=2, config=no_default, seed=0
-    ).stages
+    stages = fit_method("pslab", FitContext(train, None, "max", 2, no_default, 0)).stages
     assert [s.stage for s in stages] == ["bag", "pslab"]
     with pytest.raises(ValueError, match="gold sentence labels"):
-        resolve_method("hybrid", train)
+        FitContext(train, None, "max", 2).plan("hybrid")
     with pytest.raises(ValueError, match="unknown method"):
-        resolve_method("magic", train)
+        FitContext(train, None, "max", 2).plan("magic")
 
 
 def test_training_is_deterministic_for_a_seed() -> None:
     train, valid, test = _split()
     config = TrainConfig(max_epochs=3)
-    a = fit_method("priors", train, valid, aggregation="max", n_classes=2, config=config, seed=4)
-    b = fit_method("priors", train, valid, aggregation="max", n_classes=2, config=config, seed=4)
-    c = fit_method("priors", train, valid, aggregation="max", n_classes=2, config=config, seed=5)
+    a = fit_method("priors", FitContext(train, valid, "max", 2, config, 4))
+    b = fit_method("priors", FitContext(train, valid, "max", 2, config, 4))
+    c = fit_method("priors", FitContext(train, valid, "max", 2, config, 5))
     with torch.inference_mode():
         sa, sb, sc = (positive_score(r.model(test)) for r in (a, b, c))
     assert torch.equal(sa, sb)
@@ -124,9 +122,7 @@ def test_bag_selection_keeps_pairs_and_targets_aligned() -> None:
 
 def test_multiple_context_windows_take_the_best_window() -> None:
     bags = planted_bags(5, seed=0)
-    model = fit_method(
-        "bagloss", bags, None, aggregation="max", n_classes=2, config=TrainConfig(max_epochs=1), seed=0
-    ).model
+    model = fit_method("bagloss", FitContext(bags, None, "max", 2, TrainConfig(max_epochs=1), 0)).model
     doubled = type(bags)(
         **{
             **bags.__dict__,
@@ -176,7 +172,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
 
 
 def test_preference_pairs_recover_planted_sentence_scores() -> None:
-    from fractal_core.fitting.methods import fit_preference, preference_bags
+    from fractal_core.fitting.preference import fit_preference, preference_bags
 
     def pairs(bags, n_pairs: int, seed: int):
         g = torch.Generator().manual_seed(seed)
@@ -198,7 +194,7 @@ def test_preference_pairs_recover_planted_sentence_scores() -> None:
 
 
 def test_preference_bags_keep_pairs_together() -> None:
-    from fractal_core.fitting.methods import preference_bags
+    from fractal_core.fitting.preference import preference_bags
     from fractal_core.fitting.train import train_stage
 
     bags = planted_bags(10, seed=0)
@@ -288,7 +284,7 @@ def test_teacher_with_implied_labels_trains_on_more_bags_and_gold_wins(monkeypat
     monkeypatch.setattr(methods, "train_stage", spy)
     for flag in (False, True):
         config = TrainConfig(max_epochs=2, patience=1, teacher_implied=flag)
-        fit_method("hybrid", train, valid, aggregation="max", n_classes=2, config=config, seed=0)
+        fit_method("hybrid", FitContext(train, valid, "max", 2, config, 0))
     off, on = seen[(False, "hybrid-teacher")], seen[(True, "hybrid-teacher")]
     n_gold_bags = 40
     n_zero_bags = int((train.labels[40:] == 0).sum())
@@ -308,8 +304,8 @@ def test_zero_weight_terms_are_dropped_and_all_zero_is_refused() -> None:
     priors_only = TrainConfig(
         max_epochs=1, weights=LossWeights(bag=0.0, cosine=1.0, correlation=0.0, hybrid=0.0)
     )
-    result = fit_method("priors", train, valid, aggregation="max", n_classes=2, config=priors_only, seed=0)
+    result = fit_method("priors", FitContext(train, valid, "max", 2, priors_only, 0))
     assert result.model is not None
     nothing = TrainConfig(max_epochs=1, weights=LossWeights(bag=0.0, cosine=0.0, correlation=0.0, hybrid=0.0))
     with pytest.raises(ValueError, match="sum to 0"):
-        fit_method("bagloss", train, valid, aggregation="max", n_classes=2, config=nothing, seed=0)
+        fit_method("bagloss", FitContext(train, valid, "max", 2, nothing, 0))

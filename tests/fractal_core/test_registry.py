@@ -10,7 +10,8 @@ import pytest
 from fractal_core.evaluation import selection
 from fractal_core.fitting import methods, registry
 from fractal_core.fitting.config import LossWeights, TrainConfig
-from fractal_core.fitting.methods import fit_method
+from fractal_core.fitting.context import FitContext
+from fractal_core.fitting.fit import fit_method
 from tests.fractal_core.synthetic import planted_bags
 
 
@@ -49,7 +50,7 @@ def test_stage_plan_is_what_the_pipeline_runs(name: str, aggregation: str, pslab
     train = planted_bags(40, dim=8, max_size=4, aggregation=aggregation, seed=1)
     train.gold[train.bag_index >= 20] = -1  # half the bags carry gold labels
     config = TrainConfig(max_epochs=1, patience=1, pslab=pslab)
-    result = fit_method(name, train, None, aggregation=aggregation, n_classes=2, config=config, seed=0)
+    result = fit_method(name, FitContext(train, None, aggregation, 2, config, 0))
     planned = registry.training_stages(name, has_gold=True, aggregation=aggregation, config=config)
     assert tuple(s.stage for s in result.stages) == planned
 
@@ -80,3 +81,33 @@ def test_stage_plan_without_gold() -> None:
     assert registry.training_stages("naive", has_gold=False, aggregation="max") == ()
     with pytest.raises(ValueError, match="needs gold"):
         registry.training_stages("supervised", has_gold=False, aggregation="max")
+
+
+def test_a_method_resolves_once_into_a_typed_plan() -> None:
+    priors = registry.resolve("priors", has_gold=False, aggregation="max")
+    assert priors.pipeline == "priors" and priors.stages == ("bag",) and not priors.needs_gold
+    assert priors.loss_weights == pytest.approx(
+        {"bag": 0.9, "cosine": 0.1}
+    )  # correlation weight 0: not built
+    hybrid = registry.resolve("hybrid", has_gold=True, aggregation="max", config=TrainConfig(pslab=True))
+    assert hybrid.needs_gold and set(hybrid.loss_weights) == {"bag", "cosine", "hybrid"}
+    assert hybrid.stages == ("hybrid-teacher", "bag", "pslab")
+    fractal = registry.resolve("fractal", has_gold=True, aggregation="max")
+    assert fractal.name == "fractal" and fractal.pipeline == "auto" and not fractal.losses
+    assert [c.name for c in fractal.candidates] == [
+        "prior_only(calibrated)",
+        "bagloss",
+        "priors(cosine=0.1)",
+        "hybrid(fold 1)",
+        "hybrid(fold 2)",
+        "hybrid",
+    ]
+    assert [c.fold for c in fractal.candidates][-3:] == [0, 1, None]
+    assert fractal.candidates[2].warm_start and fractal.candidates[2].plan.config.patience == 2
+    assert fractal.stages == tuple(
+        registry.auto_stage(c.name, s) for c in fractal.candidates for s in c.plan.stages
+    )
+    with pytest.raises(ValueError, match="sum to 0"):
+        registry.resolve(
+            "bagloss", has_gold=False, aggregation="max", config=TrainConfig(weights=LossWeights(bag=0))
+        )

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from fractal_core.data.records import ResponseRecord, Span
+from fractal_core.evaluation.gold_queue import select_gold
 from fractal_core.evaluation.selection import (
     STRATEGIES,
     bag_embeddings,
     bag_posterior,
     bag_probability,
-    select_gold,
     select_gold_bags,
     select_gold_indices,
     strategy_scores,
@@ -50,7 +50,10 @@ def test_posterior_matches_enumeration(aggregation: str) -> None:
     for b in range(len(sizes)):
         want = _brute_posterior(p[bag_index == b], int(labels[b]), aggregation)
         np.testing.assert_allclose(got[bag_index == b].numpy(), want, atol=1e-6)
-    q = bag_probability(torch.tensor(p), torch.tensor(bag_index), len(sizes), aggregation=aggregation).numpy()
+    # The noisy-OR (product) reading of P(Y = 1), checked against enumeration.
+    q = bag_probability(
+        torch.tensor(p), torch.tensor(bag_index), len(sizes), aggregation=aggregation, variant="prob"
+    ).numpy()
     for b in range(len(sizes)):
         pb = p[bag_index == b]
         want_q = 1 - np.prod(1 - pb) if aggregation == "max" else np.prod(pb)
@@ -168,14 +171,16 @@ def test_bagset_and_records_wrappers_agree() -> None:
 
 
 def test_reason_strings_name_the_figures_each_strategy_ranks_by() -> None:
-    from fractal_core.evaluation.selection import STRATEGIES, selection_reasons
+    from fractal_core.evaluation.gold_queue import selection_reasons
+    from fractal_core.evaluation.selection import STRATEGIES
+    from fractal_core.mil.variants import DEFAULT_BAG_VARIANT
 
     score = torch.tensor([0.5, 0.45, 0.05, 0.9, 0.95, 0.1, 0.02], dtype=torch.float64)
     bag_index = torch.tensor([0, 0, 0, 1, 1, 2, 2])
     labels = torch.tensor([1.0, 0.0, float("nan")], dtype=torch.float64)
     picks = [0, 1, 2]
     got = {
-        s: selection_reasons(score, bag_index, labels, picks, aggregation="max", strategy=s)
+        s: selection_reasons(score, bag_index, labels, picks, aggregation="max", strategy=s, variant="prob")
         for s in STRATEGIES
     }
     assert all(len(v) == 3 and all(v) for v in got.values())
@@ -185,6 +190,10 @@ def test_reason_strings_name_the_figures_each_strategy_ranks_by() -> None:
     assert got["posterior"][1].startswith("0 of 2 sentences unsure given the label 0")
     # ... but its scores contradict the label, which is what 'inconsistency' says.
     assert got["inconsistency"][1].startswith("label 0 but the scores give P(an error somewhere) = 0.99")
+    # Left out, the variant is the training default (hard: the highest sentence score, 0.95 here).
+    assert DEFAULT_BAG_VARIANT == "hard"
+    hard = selection_reasons(score, bag_index, labels, picks, aggregation="max", strategy="inconsistency")
+    assert hard[1].startswith("label 0 but the scores give P(an error somewhere) = 0.95")
     assert got["inconsistency"][2].startswith("unlabelled")
     assert got["uncertainty"][0].startswith("2 of 3 sentence scores unsure")
     assert got["balanced"][0].startswith("most informative among the label 1 responses")

@@ -4,6 +4,7 @@ The demo's sentence and context-window embeddings ship precomputed beside it (``
 keyed like the embedding cache: encoder id + text digest), so a first run trains at once instead of embedding
 for a minute. A changed encoder has another id: the pack is then ignored and the texts are embedded as usual.
 Rebuild it after changing the demo data or the default encoder with ``python -m fractal_core.data.demo``.
+The int8 encoder calibrates on :func:`demo_texts` too (shipped, so its graph is the same everywhere).
 """
 
 from __future__ import annotations
@@ -27,20 +28,8 @@ def demo_embeddings_path() -> Path:
 def demo_texts() -> list[str]:
     """Every text an embed or training job embeds for the demo: its sentences, then its context windows."""
     from fractal_core.data.io import read_records
-    from fractal_core.embedding.encoder import context_windows
+    from fractal_core.data.windows import context_windows
 
     records = read_records(demo_path())
     windows, _ = context_windows([r.context for r in records])
     return list(dict.fromkeys([s.text for r in records for s in r.spans] + windows))
-
-
-def build_demo_pack(path: Path | None = None) -> Path:
-    """Embed :func:`demo_texts` with the default encoder (no cache) and write the pack."""
-    from fractal_core.embedding.cache import write_pack
-    from fractal_core.embedding.encoder import Encoder, EncoderConfig
-
-    encoder = Encoder(EncoderConfig(cache_dir=""))
-    texts = demo_texts()
-    path = path or demo_embeddings_path()
-    write_pack(path, encoder.encoder_id, texts, encoder.encode(texts))
-    return path

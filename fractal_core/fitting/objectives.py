@@ -1,0 +1,126 @@
+"""What a training stage minimises and how it early-stops: the suite's objectives over a minibatch of bags, and
+the validation rules (a score of a scorer, higher is better) every scorer, frozen or fine-tuned, stops by."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+
+from fractal_core.evaluation.metrics import auc_roc
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.model import SentenceScorer
+from fractal_core.fitting.train import Objective, Validator
+from fractal_core.mil.aggregate import positive_score
+from fractal_core.mil.losses import (
+    bag_log_likelihood,
+    bag_loss,
+    correlation_prior,
+    cosine_prior,
+    instance_loss,
+    pref_bag_loss,
+    soft_cross_entropy,
+)
+
+LogpRule = Callable[[torch.Tensor], float]  # validation sentences' log-probabilities (N, C) -> score
+
+
+def bag_objective(config: TrainConfig, aggregation: str, weights: Mapping[str, float]) -> Objective:
+    """BagLoss + the priors, each term scaled by ``weights`` (``MethodPlan.loss_weights``; absent terms are
+    neither built nor computed)."""
+
+    def objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
+        logp = model(batch)  # (N, C)
+        n = batch.n_bags
+        loss = logp.new_zeros(())
+        if "bag" in weights:
+            loss = loss + weights["bag"] * bag_loss(
+                logp,
+                batch.bag_index,
+                batch.labels,
+                aggregation=aggregation,
+                variant=config.bag_variant,
+                temperature=config.lse_temperature,
+                proportion=config.proportion_loss,
+            )
+        if "cosine" in weights:
+            assert batch.cos_target is not None
+            loss = loss + weights["cosine"] * cosine_prior(logp, batch.bag_index, n, batch.cos_target)
+        if "correlation" in weights:
+            assert batch.pair_i is not None and batch.pair_j is not None and batch.pair_r is not None
+            loss = loss + weights["correlation"] * correlation_prior(
+                logp, batch.bag_index, n, batch.pair_i, batch.pair_j, batch.pair_r
+            )
+        if "hybrid" in weights:
+            assert batch.hyb_target is not None
+            loss = loss + weights["hybrid"] * soft_cross_entropy(logp, batch.hyb_target)
+        return loss
+
+    return objective
+
+
+def instance_objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
+    """Plain instance NLL on ``batch.gold`` (gold, pseudo- or implied labels; -1 ignored)."""
+    return instance_loss(model(batch), batch.gold)
+
+
+def preference_objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
+    """PrefBagLoss on bags laid out as pairs (``preference.preference_bags``)."""
+    first = torch.arange(0, batch.n_bags, 2, device=batch.device)
+    second = first + 1
+    return pref_bag_loss(model(batch), batch.bag_index, batch.n_bags, first, second, batch.labels[second])
+
+
+def logp_validator(
+    valid: BagSet | None, *, aggregation: str, config: TrainConfig
+) -> tuple[LogpRule | None, str]:
+    """The early-stopping rule as a function of the validation sentences' log-probabilities (N, C): sentence AUC
+    on validation gold, else the exact bag log-likelihood (mean over bags; for mean bags the Poisson-binomial
+    likelihood of the count). Returns ``(rule or None, mode)``; any scorer (the MLP, a fine-tuned encoder)
+    early-stops by it."""
+    if valid is None or valid.n_bags == 0:
+        return None, "train_loss"
+    gold = valid.gold
+    labelled = gold >= 0
+    positives = int((gold[labelled] >= 1).sum())
+    enough_gold = int(labelled.sum()) >= config.min_gold_for_valid and 0 < positives < int(labelled.sum())
+    mode: str = config.valid_metric
+    if mode == "auto":
+        mode = "sentence" if enough_gold else "bag"
+    if mode == "sentence" and not enough_gold:
+        raise ValueError("valid_metric='sentence' needs gold labels of both classes on the validation bags")
+
+    def validate_sentence(logp: torch.Tensor) -> float:
+        score = positive_score(logp)
+        return auc_roc((gold[labelled] >= 1).cpu().numpy(), score[labelled].cpu().numpy())
+
+    def validate_bag(logp: torch.Tensor) -> float:
+        return float(bag_log_likelihood(logp, valid.bag_index, valid.labels, aggregation=aggregation).mean())
+
+    return (validate_sentence if mode == "sentence" else validate_bag), mode
+
+
+def make_validator(
+    valid: BagSet | None, *, aggregation: str, config: TrainConfig
+) -> tuple[Validator | None, str]:
+    """Early-stopping score (higher is better) of a scorer: :func:`logp_validator` on ``model(valid)``."""
+    rule, mode = logp_validator(valid, aggregation=aggregation, config=config)
+    if rule is None or valid is None:
+        return None, mode
+    judge = rule
+
+    def validate(model: SentenceScorer) -> float:
+        with torch.inference_mode():
+            return judge(model(valid))
+
+    return validate, mode
+
+
+__all__ = [
+    "bag_objective",
+    "instance_objective",
+    "logp_validator",
+    "make_validator",
+    "preference_objective",
+]

@@ -167,21 +167,45 @@ def rollback_model(engine: Engine, actor: UserRow, dataset_id: int) -> ModelVers
 
 
 def export_now(
-    engine: Engine, actor: UserRow, dataset_id: int, out: Path, *, format: str, model_version: int | None
+    engine: Engine,
+    actor: UserRow,
+    dataset_id: int,
+    out: Path,
+    *,
+    format: str,
+    model_version: int | None,
+    human_only: bool = False,
+    soft_labels: bool = False,
 ) -> ExportSummary:
     require_role(actor, "admin", "exporting")
-    return export_dataset(engine, dataset_id, out, format=format, model_version=model_version)  # type: ignore[arg-type]
+    return export_dataset(
+        engine,
+        dataset_id,
+        out,
+        format=format,  # type: ignore[arg-type]
+        model_version=model_version,
+        human_only=human_only,
+        soft_labels=soft_labels,
+    )
 
 
 def queue_export(
-    engine: Engine, actor: UserRow, dataset_id: int, *, format: str, model_version: int | None
+    engine: Engine,
+    actor: UserRow,
+    dataset_id: int,
+    *,
+    format: str,
+    model_version: int | None,
+    human_only: bool = False,
+    soft_labels: bool = False,
 ) -> JobRow:
     require_role(actor, "admin", "exporting")
+    options = {"human_only": bool(human_only), "soft_labels": bool(soft_labels)}
     return repo.create_job(
         engine,
         "export",
-        {"dataset_id": dataset_id, "format": format, "model_version": model_version},
-        idempotency_key=f"export:{dataset_id}:{format}",
+        {"dataset_id": dataset_id, "format": format, "model_version": model_version, **options},
+        idempotency_key=f"export:{dataset_id}:{format}:{int(human_only)}{int(soft_labels)}",
     )
 
 

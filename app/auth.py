@@ -1,8 +1,12 @@
 """Who is signed in to this browser session, and the page-level role check (UI glue over :mod:`db.accounts`).
 
-- With sign-in on (the default), the session token lives in ``st.session_state`` and in a cookie, so a browser
-  reload stays signed in; the store keeps only the token's hash and checks it (expiry, sign-out, disabled
-  user, current role) on every run.
+- With sign-in on (the default), the session token lives in ``st.session_state`` (on the server) and in an
+  ``HttpOnly`` cookie that the server sets (:mod:`app.session_cookie`), so a browser reload stays signed in and no
+  page script can read the token; the store keeps only the token's hash and checks it (expiry, sign-out,
+  disabled user, current role) on every run.
+- The browser's address, for the sign-in slowdown, is the socket's, or the trusted proxy header's when one is
+  configured (:func:`resolve_client`); without either (this machine) the store counts it as one client,
+  ``local``.
 - With ``fractal serve --no-auth`` (``FRACTAL_AUTH=off``) there is one local admin and no sign-in; the app then
   serves this machine only (a request from another address gets an error page).
 
@@ -12,19 +16,18 @@ again with :func:`db.accounts.require_role`, so a crafted request cannot skip a 
 
 from __future__ import annotations
 
-import re
+import ipaddress
 
 import streamlit as st
 
-from app import state
+from app import session_cookie, state
 from app.settings import is_loopback
 from db import accounts
 from db.models import ROLES
 from db.rows import UserRow
 
 TOKEN_KEY = "_auth_token"
-COOKIE = "fractal_session"
-_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
+COOKIE = session_cookie.COOKIE
 
 
 def auth_enabled() -> bool:
@@ -49,7 +52,7 @@ def _token() -> str | None:
         # A new browser session (e.g. a reload): the cookie set at sign-in, if any. After a sign-out in this
         # session the key holds None, so a stale cookie is not picked up again.
         cookie = st.context.cookies.get(COOKIE)
-        token = cookie if isinstance(cookie, str) and _TOKEN_CHARS.match(cookie) else None
+        token = cookie if isinstance(cookie, str) and session_cookie.TOKEN_CHARS.match(cookie) else None
     return token
 
 
@@ -72,35 +75,52 @@ def client_allowed() -> bool:
     return address is None or is_loopback(address)
 
 
+def resolve_client(forwarded: list[str] | None, socket_address: str | None) -> str | None:
+    """The browser's address for the sign-in slowdown.
+
+    ``forwarded`` holds every value of the trusted proxy header in the request (None when no header is
+    trusted). Its LAST address is used: the proxy appends the address it saw, after whatever the browser
+    sent. Without a valid one (the request did not come through the proxy), or without a trusted header, the
+    socket's address; None for this machine (Streamlit reports loopback as None)."""
+    if forwarded is not None:
+        last = ",".join(forwarded).split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(last))
+        except ValueError:
+            pass
+    return socket_address
+
+
 def client_address() -> str | None:
-    """The browser's address; None for this machine (Streamlit reports loopback as None)."""
+    """The browser's address for this run (see :func:`resolve_client`); None for this machine."""
     address = st.context.ip_address
-    return address if isinstance(address, str) else None
+    trusted = state.settings().trusted_proxy_header
+    return resolve_client(
+        st.context.headers.get_all(trusted) if trusted else None,
+        address if isinstance(address, str) else None,
+    )
 
 
-def _set_cookie(token: str | None) -> None:
-    # The token is URL-safe base64 (checked), so it is inlined safely; SameSite=Strict keeps it off other sites.
-    if token is None:
-        script = f"document.cookie = '{COOKIE}=; Max-Age=0; Path=/; SameSite=Strict';"
-    else:
-        assert _TOKEN_CHARS.match(token)
-        max_age = int(accounts.SESSION_TTL.total_seconds())
-        script = f"document.cookie = '{COOKIE}={token}; Max-Age={max_age}; Path=/; SameSite=Strict';"
+def _page_script(script: str) -> None:
+    # Only our own fixed script text runs (paths and a URL-safe grant, checked): nothing from a user.
     st.html(f"<script>{script}</script>", unsafe_allow_javascript=True)
 
 
 def sign_in(name: str, password: str) -> UserRow:
-    """Check the password (with the store's backoff, per user and per client address) and open a session.
+    """Check the password (with the store's slowdown, per user and client) and open a session.
 
-    Raises :class:`db.accounts.SignInError` with the one message to show."""
+    The token stays on the server (this tab's session state); the browser gets a one-shot grant that it swaps
+    for the ``HttpOnly`` session cookie on the next run (:func:`sync_cookie`). Raises
+    :class:`db.accounts.SignInError` with the one message to show."""
     user = accounts.authenticate(state.engine(), name, password, client=client_address())
     token = accounts.start_session(state.engine(), user)
     st.session_state[TOKEN_KEY] = token
-    st.session_state["_set_cookie"] = token
+    st.session_state["_set_cookie"] = session_cookie.issue_grant(token)
     return user
 
 
 def sign_out() -> None:
+    """End the session in the store (every tab and the cookie lose it at once), then expire the cookie."""
     accounts.end_session(state.engine(), _token())
     st.session_state[TOKEN_KEY] = None
     st.session_state["_set_cookie"] = ""
@@ -110,10 +130,12 @@ def sign_out() -> None:
 
 
 def sync_cookie() -> None:
-    """Write or clear the session cookie after a sign-in or sign-out (once, on the next run)."""
+    """After a sign-in or sign-out, once, on the next run: have the server set or expire the session cookie."""
     pending = st.session_state.pop("_set_cookie", None)
-    if pending is not None:
-        _set_cookie(pending or None)
+    if pending:
+        _page_script(session_cookie.sign_in_script(pending))
+    elif pending is not None:
+        _page_script(session_cookie.sign_out_script())
 
 
 def require(role: str) -> UserRow:

@@ -24,6 +24,8 @@ from app.settings import (
     ENCODER_ENV,
     LOOPBACK,
     PRECISION_ENV,
+    TRUSTED_PROXY_ENV,
+    check_header_name,
     is_loopback,
     job_encoder,
     load_settings,
@@ -34,7 +36,8 @@ from db.users_cli import register as register_users
 from fractal_core.cli import PRECISIONS, EncoderOpt, checked_encoder
 from fractal_core.cli import register as register_core
 
-APP_MAIN = Path(__file__).resolve().parent / "main.py"
+WEB_APP = Path(__file__).resolve().parent / "web.py"
+"""What ``streamlit run`` serves: the pages of ``main.py`` plus the session-cookie routes (``app/web.py``)."""
 
 
 PRECISION_HELP = (
@@ -83,11 +86,26 @@ def serve(
     ),
     encoder: EncoderOpt = None,
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
+    trusted_proxy_header: str | None = typer.Option(
+        None,
+        "--trusted-proxy-header",
+        help="Behind a reverse proxy: the header in which it passes the browser's address (e.g. "
+        f"X-Forwarded-For; its last address is used; or ${TRUSTED_PROXY_ENV}), and X-Forwarded-Proto is "
+        "believed. Off by default: set it only when the proxy is the only way to reach the app.",
+    ),
 ) -> None:
     """Start the web app and its worker on one store; Ctrl+C stops both."""
     from app import setup
 
     encoder, precision = _checked_job_encoder(encoder, precision)
+    if trusted_proxy_header is None:
+        trusted_proxy_header = os.environ.get(TRUSTED_PROXY_ENV, "").strip() or None
+    if trusted_proxy_header is not None:
+        try:
+            check_header_name(trusted_proxy_header)
+        except ValueError as exc:
+            typer.echo(f"error: --trusted-proxy-header (or ${TRUSTED_PROXY_ENV}): {exc}", err=True)
+            raise typer.Exit(2) from exc
 
     if no_auth and not is_loopback(host):
         typer.echo(
@@ -107,19 +125,19 @@ def serve(
         raise typer.Exit(2) from exc
     if message:
         typer.echo(message)
-    env = {
-        **os.environ,
-        "FRACTAL_HOME": str(settings.home),
-        "FRACTAL_DB_URL": settings.db_url,
-        AUTH_ENV: "off" if no_auth else "on",
-        **({ENCODER_ENV: encoder} if encoder else {}),
-        PRECISION_ENV: precision,
-    }
+    env = web_env(
+        settings.home,
+        settings.db_url,
+        auth=not no_auth,
+        encoder=encoder,
+        precision=precision,
+        trusted_proxy_header=trusted_proxy_header,
+    )
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     worker_cmd = [sys.executable, "-m", "app.cli", "worker", "--db", settings.db_url]
     web_cmd = [
-        sys.executable, "-m", "streamlit", "run", str(APP_MAIN),
+        sys.executable, "-m", "streamlit", "run", str(WEB_APP),
         "--server.port", str(port), "--server.address", host, "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
         "--client.toolbarMode", "minimal",
@@ -167,6 +185,33 @@ def serve(
             except subprocess.TimeoutExpired:
                 proc.kill()
     raise typer.Exit(code)
+
+
+def web_env(
+    home: Path,
+    db_url: str,
+    *,
+    auth: bool,
+    encoder: str | None,
+    precision: str,
+    trusted_proxy_header: str | None,
+) -> dict[str, str]:
+    """The environment of the web app and the worker that ``serve`` starts."""
+    env = {
+        **os.environ,
+        "FRACTAL_HOME": str(home),
+        "FRACTAL_DB_URL": db_url,
+        AUTH_ENV: "on" if auth else "off",
+        **({ENCODER_ENV: encoder} if encoder else {}),
+        PRECISION_ENV: precision,
+        # The web server (uvicorn) would otherwise take any loopback peer's X-Forwarded-For as the client's
+        # address; whether a proxy header is believed is decided by --trusted-proxy-header alone.
+        "FORWARDED_ALLOW_IPS": "",
+    }
+    env.pop(TRUSTED_PROXY_ENV, None)
+    if trusted_proxy_header:
+        env[TRUSTED_PROXY_ENV] = trusted_proxy_header
+    return env
 
 
 def _checked_job_encoder(encoder: str | None, precision: str | None) -> tuple[str | None, str]:

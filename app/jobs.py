@@ -17,7 +17,7 @@ Job kinds and payloads (every id is a database id):
   an import) so the next training job starts from cached embeddings.
 - ``import``: ``{"path", "dataset", "format", "column_map", "label_map", "segment_mode", "labels_as"}``: ingests a file,
   then queues ``embed`` and ``score`` when the dataset already has an active model, else ``train``.
-- ``export``: ``{"dataset_id", "format", "model_version"}``: writes an export file under FRACTAL_HOME/exports.
+- ``export``: ``{"dataset_id", "format", "model_version", "human_only", "soft_labels"}``: writes an export file under FRACTAL_HOME/exports.
 
 Functions here take an engine and plain values so they can run from the worker, the CLI or a test.
 """
@@ -538,6 +538,14 @@ def run_export(
     out = export_path(settings, dataset.name, fmt)
     ctx.set(0.05, f"exporting {dataset.name} as {fmt}", force=True)
     version = payload.get("model_version")
-    summary = export_dataset(engine, dataset.id, out, format=fmt, model_version=version)  # type: ignore[arg-type]
+    summary = export_dataset(
+        engine,
+        dataset.id,
+        out,
+        format=fmt,  # type: ignore[arg-type]
+        model_version=version,
+        human_only=bool(payload.get("human_only", False)),
+        soft_labels=bool(payload.get("soft_labels", False)),
+    )
     ctx.log(f"wrote {summary.n_rows} rows to {out} ({summary.n_skipped} responses left out)")
     return {"path": summary.path, "format": fmt, "n_rows": summary.n_rows, "n_skipped": summary.n_skipped}

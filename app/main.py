@@ -7,7 +7,8 @@ signing in, the navigation holds the pages the user's role allows, and each page
 (The pages are not in ``app/pages`` on purpose: Streamlit still treats a ``pages/`` folder next to the entry
 file as a legacy multipage app, which runs a page without this file when its URL is opened directly.)
 
-Run with ``fractal serve`` (which also starts the worker) or ``streamlit run app/main.py``.
+Run with ``fractal serve`` (which also starts the worker) or ``streamlit run app/web.py`` (this file plus the
+routes that set the session cookie, :mod:`app.web`).
 """
 
 from __future__ import annotations

@@ -16,13 +16,15 @@ from sqlalchemy import Engine
 from db import repository as repo
 from db.models import GOLD_SOURCES
 from db.rows import LabelConflict, ModelVersionRow, ResponseDetail, SaveResult
+from db.sources import HUMAN, MODEL
 from fractal_core.mil import reviewer
 from fractal_core.mil.semantics import check_consistency
 
-HUMAN_SOURCE = "gold"
-"""Source of a label a person set (a key, a click, "rest are fine")."""
-MODEL_SOURCE = "model"
-"""Source of a label accepted from the model (N): the model's guess, confirmed by the accepting user."""
+HUMAN_SOURCE = HUMAN
+"""Source of a label a person set (a key, "rest are fine")."""
+MODEL_SOURCE = MODEL
+"""Source of a label accepted from the model (N): the model's guess, confirmed by the accepting user; never
+gold."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def own_view(detail: ResponseDetail, own: Mapping[int, int], annotator: str) -> 
         replace(
             s,
             label=own.get(s.id),
-            label_source="gold" if s.id in own else None,
+            label_source=HUMAN if s.id in own else None,
             annotator=annotator if s.id in own else None,
             labelled_at=None,
             label_version=None,

@@ -8,11 +8,18 @@ an encoder name (``fractal_core.embedding.encoder.ENCODERS``) or a local Hugging
 ``FRACTAL_ENCODER_PRECISION`` (``fractal serve/worker --precision``) is their encoder precision (``auto``,
 ``float32``, ``bfloat16``, ``onnx-int8``, ...; ``fractal_core.embedding.encoder.EncoderConfig.precision``). A score job keeps
 the encoder and precision its model was trained with.
+
+``FRACTAL_TRUSTED_PROXY_HEADER`` (``fractal serve --trusted-proxy-header X-Forwarded-For``; unset by default)
+names the request header in which a reverse proxy in front of the app passes the browser's address: only then is
+that header believed (its last address, the one the proxy itself added), for the sign-in slowdown and the
+``Secure`` flag of the session cookie. ``FRACTAL_ONE_TIME_PASSWORD_HOURS`` is how long an unused one-time
+password works (default 24; read by :func:`db.accounts.one_time_password_ttl`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +36,24 @@ PRECISION_ENV = "FRACTAL_ENCODER_PRECISION"
 AUTH_ENV = "FRACTAL_AUTH"
 """``off`` (set by ``fractal serve --no-auth``) runs the app as one local admin without sign-in; anything else,
 or unset, requires signing in."""
+TRUSTED_PROXY_ENV = "FRACTAL_TRUSTED_PROXY_HEADER"
+"""The header a trusted reverse proxy puts the browser's address in (unset: no header is believed)."""
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+
+
+def check_header_name(name: str) -> str:
+    """``name`` if it is a plain HTTP header name (letters, digits, '-'); ValueError otherwise."""
+    if not _HEADER_NAME.match(name):
+        raise ValueError(f"{name!r} is not a header name (letters, digits and '-', e.g. X-Forwarded-For)")
+    return name
+
+
+def trusted_proxy_header() -> str | None:
+    """The configured trusted proxy header (``FRACTAL_TRUSTED_PROXY_HEADER``), or None: nothing is trusted.
+
+    A value that is not a header name is ignored (``fractal serve`` refuses it before anything starts)."""
+    name = os.environ.get(TRUSTED_PROXY_ENV, "").strip()
+    return name if name and _HEADER_NAME.match(name) else None
 
 
 def is_loopback(address: str | None) -> bool:
@@ -54,6 +79,7 @@ class AppSettings:
     auth: bool = True  # sign-in required (False only with FRACTAL_AUTH=off, i.e. `fractal serve --no-auth`)
     encoder: str | None = None  # FRACTAL_ENCODER: encoder name or local directory of new jobs (None: bundled)
     precision: str = "auto"  # FRACTAL_ENCODER_PRECISION: the encoder precision of new jobs
+    trusted_proxy_header: str | None = None  # FRACTAL_TRUSTED_PROXY_HEADER (None: no proxy header believed)
 
     @property
     def models_dir(self) -> Path:
@@ -93,4 +119,5 @@ def load_settings(db_url: str | None = None) -> AppSettings:
         auth=auth,
         encoder=encoder,
         precision=precision,
+        trusted_proxy_header=trusted_proxy_header(),
     )

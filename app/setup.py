@@ -77,8 +77,9 @@ def ensure_admin(
     """Make the first admin when the store has no user at all; returns what to tell the operator.
 
     On a terminal (``interactive``) the password is asked for (``ask``); otherwise a random one-time password
-    is printed, and the first sign-in with it must set a new one. Nothing is printed or stored in clear after
-    that: the store keeps the argon2 hash only.
+    is printed: the first sign-in with it must choose a different one, and it stops working if unused for
+    ``FRACTAL_ONE_TIME_PASSWORD_HOURS`` (default 24). Nothing is printed or stored in clear after that: the
+    store keeps the argon2 hash only.
     """
     engine = get_engine(settings.db_url)
     try:
@@ -87,11 +88,14 @@ def ensure_admin(
         if interactive and ask is not None:
             accounts.add_user(engine, FIRST_ADMIN, "admin", ask())
             return f"created the first admin account {FIRST_ADMIN!r} with the password you typed"
+        ttl = accounts.one_time_password_ttl()
         password = accounts.new_one_time_password()
-        accounts.add_user(engine, FIRST_ADMIN, "admin", password, must_change_password=True)
+        accounts.add_user(engine, FIRST_ADMIN, "admin", password, must_change_password=True, one_time_ttl=ttl)
         return (
             f"created the first admin account {FIRST_ADMIN!r} with the one-time password {password} "
-            "(the first sign-in asks for a new one; add your team with `fractal users add NAME --role ROLE`)"
+            f"(valid for {ttl.total_seconds() / 3600:g} h; the first sign-in asks for a new one, and "
+            f"`fractal users passwd {FIRST_ADMIN} --one-time` makes another; add your team with "
+            "`fractal users add NAME --role ROLE`)"
         )
     except Exception as exc:  # an InputError (a too short password) or an unreachable store
         raise SetupError(f"cannot create the first admin: {exc}") from exc

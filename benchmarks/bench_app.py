@@ -78,7 +78,9 @@ def time_renders(
     rng = random.Random(seed)
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=120)
     at.run()  # warm-up: imports, engine, schema check
-    at.switch_page("views/review.py").run()  # the root URL hands over to Review; AppTest is sent there directly
+    at.switch_page(
+        "views/review.py"
+    ).run()  # the root URL hands over to Review; AppTest is sent there directly
     assert not at.exception, at.exception
     render_ms, key_ms = [], []
     for i in range(renders):

@@ -283,8 +283,8 @@ def _reload_check(page: Any, srv: Server, rid: int, n: int) -> dict[str, Any]:
         time.sleep(0.2)
     position = {s.id: s.position for s in repo.get_response(engine, rid).sentences}
     got = [(position[h.sentence_id], h.new_label, h.source, h.annotator) for h in history]
-    want = [(i, 0, "gold", "bench") for i in range(n)] + [
-        (i, None, "gold", "bench") for i in reversed(range(n))
+    want = [(i, 0, "human", "bench") for i in range(n)] + [
+        (i, None, "human", "bench") for i in reversed(range(n))
     ]
     return {
         "changes": 2 * n,

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from db.engine import get_engine, resolve_url
 from db.export import FORMATS, export_dataset
 from db.ingest import ingest_file, purge_abandoned_imports
+from db.integrity import check_store
 from db.repository import list_datasets, list_model_versions, require_dataset
 from db.schema import SchemaOutdatedError, current_revision, head_revision, upgrade
 from fractal_core.errors import InputError
@@ -55,7 +56,11 @@ def ingest(
         str, typer.Option("--segment-mode", help="sentences | steps, for raw text.")
     ] = "sentences",
     labels_as: Annotated[
-        str, typer.Option("--labels-as", help="Source for the file's sentence labels: imported | gold.")
+        str,
+        typer.Option(
+            "--labels-as",
+            help="imported | gold: gold stores the file's labels as imported_gold (count as gold).",
+        ),
     ] = "imported",
     label_kind: Annotated[
         str | None,
@@ -123,6 +128,25 @@ def export(
             help="bad | good: what a positive sentence label means (default: from the aggregation).",
         ),
     ] = None,
+    human_only: Annotated[
+        bool,
+        typer.Option("--human-only", help="Only labels a person set in the tool (human, adjudicated)."),
+    ] = False,
+    soft_labels: Annotated[
+        bool,
+        typer.Option(
+            "--soft-labels",
+            help="Add the model's probability given the response label for every unlabelled sentence.",
+        ),
+    ] = False,
+    scores_as_labels: Annotated[
+        bool,
+        typer.Option(
+            "--scores-as-labels",
+            help="Step formats: fill unlabelled steps from the model's score given the response label "
+            "(source 'score'); without it a score never becomes a hard label.",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Write a dataset as native JSONL, stepwise JSONL/Parquet, PRM800K step ratings or KTO pairs."""
@@ -135,16 +159,15 @@ def export(
             format=format,  # type: ignore[arg-type]
             model_version=model,
             positive_is=positive_is,  # type: ignore[arg-type]
+            human_only=human_only,
+            soft_labels=soft_labels,
+            scores_as_labels=scores_as_labels,
         )
     except InputError as err:
         raise _fail(str(err), 2) from None
     except SchemaOutdatedError as err:
         raise _fail(str(err), 1) from None
-    skipped = (
-        f" ({summary.n_skipped} responses left out: a step with neither label nor score)"
-        if summary.n_skipped
-        else ""
-    )
+    skipped = "".join(f" ({n} responses left out: {why})" for why, n in sorted(summary.left_out.items()))
     version = f", scores of model version {summary.model_version}" if summary.model_version else ""
     typer.echo(f"wrote {summary.n_rows} rows to {summary.path} ({summary.format}{version}){skipped}")
 
@@ -199,6 +222,28 @@ def db_datasets(
         raise _fail(str(err), 2) from None
     except SchemaOutdatedError as err:
         raise _fail(str(err), 1) from None
+
+
+@db_app.command("check")
+def db_check(db: DbOption = None) -> None:
+    """Check that the current labels (and each annotator's own labels) equal the replay of the label history.
+
+    Exit 0 when they do, 1 with one line per drift (table, ids, stored, replayed) when they do not."""
+    try:
+        engine = get_engine(db)
+        report = check_store(engine)
+    except InputError as err:
+        raise _fail(str(err), 2) from None
+    except SchemaOutdatedError as err:
+        raise _fail(str(err), 1) from None
+    for d in report.drift:
+        typer.echo(f"drift: {d.table} {d.key}: stored {d.stored}, history says {d.replayed}")
+    if report.drift:
+        raise _fail(f"{len(report.drift)} drift(s) between the current views and the label history", 1)
+    typer.echo(
+        f"store is consistent: {report.n_current} current labels and {report.n_annotations} own labels "
+        "equal the replay of the label history"
+    )
 
 
 def register(app: typer.Typer) -> None:

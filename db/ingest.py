@@ -24,7 +24,8 @@ refused.
 
 Provenance in a file is data, not authority: sentence labels enter only through the file's
 ``sentence_labels``, validated like any label (range, the dataset's kind, consistency with the response label),
-stored with source ``imported`` (or ``gold`` when whoever ingests says so: ``labels_as="gold"``), annotator
+stored with source ``imported`` (or ``imported_gold`` when whoever ingests says they are gold:
+``labels_as="gold"``; see :mod:`db.sources`), annotator
 ``imported_by`` (default ``import:<file name>``) and the time of the ingest. The ``meta.fractal`` block of a
 native export (:mod:`db.export`: per-label source, annotator and time, scores, provenance) is never restored:
 only its ``split`` is kept, and the block is dropped from ``meta`` (every export writes it afresh).
@@ -60,9 +61,10 @@ from db.models import (
 )
 from db.repository import parse_label_kind, staging_dataset_ids, validate_dataset_name
 from db.rows import IngestSummary
+from db.sources import IMPORTED, IMPORTED_GOLD
 from fractal_core.data import io
 from fractal_core.data.files import require_format
-from fractal_core.data.records import MAX_LABEL, ResponseRecord
+from fractal_core.data.records import MAX_LABEL, ResponseRecord, kind_mismatch
 from fractal_core.data.segment import SEGMENTER_VERSION
 from fractal_core.errors import InputError
 
@@ -154,20 +156,9 @@ def _kind_error(
 
 def _check_fits(record: ResponseRecord, kind: str, top: float, dataset: str, file: str, line: int) -> None:
     """Refuse a record that does not fit a dataset's fixed label kind (``top``: its highest level)."""
-    if (kind == "proportion") != (record.aggregation == "mean"):
-        raise _kind_error(
-            f"aggregation is {record.aggregation}", "aggregation", kind, top, dataset, file, line
-        )
-    if kind == "proportion":
-        return
-    if record.response_label > top:
-        what = f"response_label is {record.response_label:g}"
-        raise _kind_error(what, "response_label", kind, top, dataset, file, line)
-    above = [v for v in record.sentence_labels or [] if v is not None and v > top]
-    if above:
-        raise _kind_error(
-            f"a sentence label is {above[0]}", "sentence_labels", kind, top, dataset, file, line
-        )
+    found = kind_mismatch(record, kind, top)
+    if found is not None:
+        raise _kind_error(found[0], found[1], kind, top, dataset, file, line)
 
 
 @dataclass
@@ -260,7 +251,8 @@ def ingest_file(
         column_map: ``{your column: schema field}`` renames.
         label_map: ``{value as written: response label}`` for response labels written as words (e.g.
             ``{"correct": 0, "wrong": 1}``); a value it does not list is refused with its line.
-        labels_as: source given to the file's sentence labels (``imported`` unless they are gold).
+        labels_as: ``gold`` when whoever ingests vouches for the file's labels: stored as ``imported_gold``
+            (gold for training, still told apart from labels set in the tool); else ``imported``.
         label_kind: for a new dataset, its kind (``binary``, ``proportion``, ``ordinal`` or ``ordinal:C``);
             default: derived from the file. For an existing one it must match (or be omitted).
         imported_by: who imports (recorded as the labels' annotator); default ``import:<file name>``.
@@ -277,6 +269,7 @@ def ingest_file(
     validate_dataset_name(dataset)
     if labels_as not in ("imported", "gold"):
         raise InputError(f"labels_as must be 'imported' or 'gold', got {labels_as!r}", field="labels_as")
+    source = IMPORTED_GOLD if labels_as == "gold" else IMPORTED
     declared = parse_label_kind(label_kind) if label_kind is not None else None
     if split is not None and not 0 < len(split) <= SPLIT_CHARS:
         raise InputError(f"split must be 1 to {SPLIT_CHARS} characters", field="split")
@@ -353,7 +346,7 @@ def ingest_file(
             if chunk_max > staging.max_label or not staging.max_line:
                 staging.max_label = chunk_max
                 staging.max_line = next(ln for ln, r in chunk if io.max_level([r]) == chunk_max)
-            rows = _prepare_chunk(chunk, file, default_split, labels_as, annotator)
+            rows = _prepare_chunk(chunk, file, default_split, source, annotator)
 
             def write(session: Session, rows: list[_Prepared] = rows) -> tuple[int, int, dict[str, int]]:
                 ds_id, file_id = _stage(session, staging, staging_kind, file_row)
@@ -390,7 +383,7 @@ def ingest_file(
         n_responses=staging.counts["responses"],
         n_sentences=staging.counts["sentences"],
         n_labels=staging.counts["labels"],
-        labels_source=labels_as,
+        labels_source=source,
         seconds=time.perf_counter() - started,
     )
 
@@ -617,7 +610,7 @@ def _prepare_chunk(
     chunk: Sequence[tuple[int, ResponseRecord]],
     file: str,
     default_split: str | None,
-    labels_as: str,
+    source: str,
     annotator: str,
 ) -> list[_Prepared]:
     """Each record's stored meta, labels (value, source, annotator, time), gold count and split; no database."""
@@ -626,7 +619,7 @@ def _prepare_chunk(
     for line, record in chunk:
         native_split = _native_split(record, file, line)
         labels: list[tuple[int, str, str, datetime] | None] = (
-            [None if y is None else (int(y), labels_as, annotator, now) for y in record.sentence_labels]
+            [None if y is None else (int(y), source, annotator, now) for y in record.sentence_labels]
             if record.sentence_labels is not None
             else [None] * len(record.spans)
         )
@@ -720,6 +713,7 @@ def _write_chunk(
                         "old_source": None,
                         "old_annotator": None,
                         "new_label": label,
+                        "new_annotator": who,
                         "created_at": when,
                     }
                 )

@@ -10,12 +10,13 @@ Tables and why they exist:
 - ``sentence_scores``: one score per (model version, sentence); ``response_scores``: the per-response
   summary of those scores (aggregate score, uncertainty, disagreement with the bag label), written once when
   a version finishes, so that list pages sort on an index instead of aggregating 100k rows per request.
-- ``label_events``: the append-only label history (who, when, old, new, source; triggers refuse UPDATE and
-  DELETE, see migration 0003); ``current_labels`` is its current view, maintained in the same transaction as
-  every event.
+- ``label_events``: the append-only label history (who, when, old, new, source, to whom the new label is
+  attributed; triggers refuse UPDATE and DELETE) of the shared view and of each overlap annotator's own
+  labels; ``current_labels`` (shared view) and ``annotations`` (own labels) are its current views, written in
+  the same transaction as every event. Sources: :mod:`db.sources`.
 - ``jobs``: the background work queue.
 - ``users`` (names, roles, argon2 password hashes), ``user_sessions`` (signed-in browsers, token hashes,
-  expiry) and ``login_failures`` (backoff after wrong passwords).
+  expiry) and ``sign_in_failures`` (wrong passwords per user name and client, for the sign-in slowdown).
 
 Times are timezone-aware UTC. Labels are integers (0/1 binary, 0..C-1 ordinal); a cleared label is a
 ``label_events.new_label`` of NULL and no ``current_labels`` row.
@@ -50,6 +51,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+# The label vocabulary lives in db.sources; re-exported here for the readers that import it with the tables.
+from db.sources import GOLD_SOURCES as GOLD_SOURCES
+from db.sources import HUMAN_SOURCES as HUMAN_SOURCES
+from db.sources import LABEL_SOURCES as LABEL_SOURCES
 from fractal_core.data.records import AGGREGATIONS, LABEL_KINDS, MAX_ID_CHARS, MAX_LABEL, MAX_TASK_CHARS
 
 # Deterministic constraint names: Alembic batch mode on SQLite needs them to alter tables later.
@@ -61,9 +66,6 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-LABEL_SOURCES: tuple[str, ...] = ("gold", "reviewed", "imported")
-# Sources that count as gold for training (hybrid prior) and for the gold budget.
-GOLD_SOURCES: tuple[str, ...] = ("gold", "reviewed")
 JOB_STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 MODEL_STATUSES: tuple[str, ...] = ("training", "ready", "failed")
 FILE_FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
@@ -281,14 +283,20 @@ class LabelEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # One user action (a single label, a whole response, an undo) shares one action id.
     action_id: Mapped[str] = mapped_column(String(36))
+    # The view the event changes: NULL for the shared view (current_labels), else the overlap annotator whose
+    # own labels (annotations) it changes.
+    layer: Mapped[str | None] = mapped_column(String(128))
     sentence_id: Mapped[int] = mapped_column(ForeignKey("sentences.id", ondelete="CASCADE"))
     response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
-    annotator: Mapped[str] = mapped_column(String(128))
-    source: Mapped[str] = mapped_column(String(16))
+    annotator: Mapped[str] = mapped_column(String(128))  # who made the change (an undo: who undid)
+    source: Mapped[str] = mapped_column(String(16))  # the source of the label after the event (db.sources)
     old_label: Mapped[int | None] = mapped_column(Integer)
     old_source: Mapped[str | None] = mapped_column(String(16))
     old_annotator: Mapped[str | None] = mapped_column(String(128))
     new_label: Mapped[int | None] = mapped_column(Integer)
+    # Whom the label after the event is attributed to (NULL when it clears): the writer, or on an undo whoever
+    # had set the label it gives back. With new_label and source, the event alone says what the view holds.
+    new_annotator: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Set on an undo event: the event it reverted (or left alone because someone changed it since). Rows are
     # never updated or deleted (triggers refuse it): an event is undone when a later event points at it.
@@ -361,8 +369,10 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # Set for the one-time password printed by the first `fractal serve`: the first sign-in must replace it.
+    # Set for a one-time password (the first `fractal serve`, `fractal users passwd --one-time`): the first
+    # sign-in must replace it, and it stops working at ``password_expires_at`` if nobody used it by then.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    password_expires_at: Mapped[datetime | None] = mapped_column()
 
 
 class StoreInfo(Base):
@@ -403,12 +413,17 @@ class UserSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column()  # sign-out
 
 
-class LoginFailure(Base):
-    """Failed sign-ins per key ("user:NAME" or "client:ADDRESS"), for the backoff between attempts."""
+class SignInFailure(Base):
+    """Wrong passwords for one user name from one client (an address, or "local"), since the last success.
 
-    __tablename__ = "login_failures"
+    The sign-in slowdown reads it three ways: per (user, client), per client over every name, and per user
+    over the clients that failed in the last minute (see :mod:`db.accounts`)."""
 
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (Index("ix_sign_in_failures_client_key", "client_key"),)
+
+    user_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    client_key: Mapped[str] = mapped_column(String(160), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -433,7 +448,8 @@ class Assignment(Base):
 
 class Annotation(Base):
     """One annotator's own current label of a sentence of an overlap response (kept apart from the gold
-    view in ``current_labels``, which an adjudication sets)."""
+    view in ``current_labels``, which an adjudication sets): the current view of the ``label_events`` whose
+    ``layer`` is that annotator."""
 
     __tablename__ = "annotations"
     __table_args__ = (
@@ -447,26 +463,6 @@ class Annotation(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     label: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class AnnotationEvent(Base):
-    """Append-only history of ``annotations`` (who, when, old, new; an undo is an event pointing back)."""
-
-    __tablename__ = "annotation_events"
-    __table_args__ = (
-        Index("ix_annotation_events_response_id", "response_id", "id"),
-        Index("ix_annotation_events_annotator_id", "annotator", "id"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    action_id: Mapped[str] = mapped_column(String(36))
-    sentence_id: Mapped[int] = mapped_column(ForeignKey("sentences.id", ondelete="CASCADE"))
-    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
-    annotator: Mapped[str] = mapped_column(String(128))
-    old_label: Mapped[int | None] = mapped_column(Integer)
-    new_label: Mapped[int | None] = mapped_column(Integer)
-    undoes_action: Mapped[str | None] = mapped_column(String(36))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Adjudication(Base):

@@ -61,7 +61,7 @@ class SentenceRow:
     end: int  # exclusive
     text: str
     label: int | None  # current label, None when unlabelled
-    label_source: str | None  # "gold" | "reviewed" | "imported"
+    label_source: str | None  # one of db.sources.LABEL_SOURCES, None when unlabelled
     annotator: str | None
     labelled_at: datetime | None
     score: float | None

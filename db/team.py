@@ -5,7 +5,8 @@ agreement, adjudication, progress, guidelines and comments/flags.
   ``overlap_fraction`` of them goes to ``overlap_k`` different annotators each, every other response to one,
   spread evenly. Nobody else (below reviewer) may label an assigned response.
 - On an *overlap* response (two or more assignees) each assignee's labels are kept apart in ``annotations``
-  (history in ``annotation_events``); the gold view (``current_labels``, what training uses) is set by a
+  (history: ``label_events`` in that annotator's layer, written by the one label path of
+  :mod:`db.repository.labels`); the gold view (``current_labels``, what training uses) is set by a
   reviewer's :func:`adjudicate`, recorded with who and when in ``adjudications``. On other responses labels go
   straight to the gold view, as without a team.
 - :func:`agreement` computes Krippendorff's alpha, Cohen's kappa per annotator pair and per-label agreement
@@ -14,14 +15,13 @@ agreement, adjudication, progress, guidelines and comments/flags.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Engine, case, func, insert, literal, select, update
+from sqlalchemy import Engine, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from db import repository as repo
@@ -30,13 +30,11 @@ from db.models import (
     NOTE_FLAGS,
     Adjudication,
     Annotation,
-    AnnotationEvent,
     Assignment,
     Dataset,
     LabelEvent,
     Response,
     ResponseNote,
-    Sentence,
     utcnow,
 )
 from db.rows import (
@@ -50,6 +48,7 @@ from db.rows import (
     SaveResult,
     UndoResult,
 )
+from db.sources import ADJUDICATED, HUMAN_SOURCES
 from fractal_core.errors import InputError
 from fractal_core.evaluation import agreement as stats
 
@@ -238,153 +237,24 @@ def annotations_by_annotator(engine: Engine, response_id: int) -> dict[str, dict
     return run_read(engine, work)
 
 
-def _write_annotations(
-    session: Session,
-    response_id: int,
-    dataset_id: int,
-    labels: Mapping[int, int | None],
-    annotator: str,
-    action_id: str,
-    undoes: str | None = None,
-) -> list[LabelChange]:
-    current = {
-        a.sentence_id: a
-        for a in session.scalars(
-            select(Annotation).where(Annotation.response_id == response_id, Annotation.annotator == annotator)
-        )
-    }
-    changes = []
-    now = utcnow()
-    for sid in sorted(labels):
-        new = labels[sid]
-        row = current.get(sid)
-        old = row.label if row is not None else None
-        if old == new:
-            continue
-        event = AnnotationEvent(
-            action_id=action_id,
-            sentence_id=sid,
-            response_id=response_id,
-            annotator=annotator,
-            old_label=old,
-            new_label=new,
-            undoes_action=undoes,
-            created_at=now,
-        )
-        session.add(event)
-        if new is None:
-            assert row is not None
-            session.delete(row)
-        elif row is None:
-            session.add(
-                Annotation(
-                    sentence_id=sid,
-                    annotator=annotator,
-                    response_id=response_id,
-                    dataset_id=dataset_id,
-                    label=int(new),
-                    updated_at=now,
-                )
-            )
-        else:
-            row.label = int(new)
-            row.updated_at = now
-        session.flush()
-        changes.append(LabelChange(event.id, sid, response_id, old, new, annotator, "annotation", now))
-    return changes
-
-
-def _check_labels(session: Session, response_id: int, labels: Mapping[int, int | None]) -> int:
-    found = session.execute(
-        select(Response.dataset_id, Dataset.label_kind, Dataset.max_label)
-        .join(Dataset, Dataset.id == Response.dataset_id)
-        .where(Response.id == response_id)
-    ).first()
-    if found is None:
-        raise InputError(f"no response with id {response_id}", field="response_id")
-    dataset_id, kind, top = found
-    own = set(session.scalars(select(Sentence.id).where(Sentence.response_id == response_id)))
-    foreign = sorted(set(labels) - own)
-    if foreign:
-        raise InputError(
-            f"sentences {foreign[:5]} do not belong to response {response_id}", field="sentence_id"
-        )
-    highest = int(top) if kind == "ordinal" else 1
-    for label in labels.values():
-        if label is not None and (
-            isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= highest
-        ):
-            raise InputError(f"sentence label must be in 0..{highest} or None, got {label!r}", field="label")
-    return int(dataset_id)
-
-
 def record_annotations(
     engine: Engine, response_id: int, labels: Mapping[int, int | None], annotator: str
 ) -> SaveResult:
     """Store ``annotator``'s own labels of an overlap response (one action; :func:`undo_annotation` reverts
-    it). The gold view is not touched: a reviewer's :func:`adjudicate` sets it."""
-    if not annotator.strip():
-        raise InputError("annotator must be a non-empty name", field="annotator")
-
-    def work(session: Session) -> SaveResult:
-        dataset_id = _check_labels(session, response_id, labels)
-        changes = _write_annotations(session, response_id, dataset_id, labels, annotator, str(uuid.uuid4()))
-        return SaveResult(changes, None)
-
-    return run_write(engine, work)
+    it) through the one label path (:func:`db.repository.record_labels` with ``own=True``). The gold view is
+    not touched: a reviewer's :func:`adjudicate` sets it."""
+    return repo.record_labels(engine, response_id, labels, annotator, own=True)
 
 
 def undo_annotation(engine: Engine, annotator: str, response_id: int) -> UndoResult | None:
-    """Revert ``annotator``'s last not yet undone action on their own labels of a response."""
-
-    def work(session: Session) -> UndoResult | None:
-        undone = select(AnnotationEvent.undoes_action).where(AnnotationEvent.undoes_action.is_not(None))
-        action = session.scalar(
-            select(AnnotationEvent.action_id)
-            .where(
-                AnnotationEvent.annotator == annotator,
-                AnnotationEvent.response_id == response_id,
-                AnnotationEvent.undoes_action.is_(None),
-                AnnotationEvent.action_id.not_in(undone),
-            )
-            .order_by(AnnotationEvent.id.desc())
-            .limit(1)
-        )
-        if action is None:
-            return None
-        events = session.scalars(select(AnnotationEvent).where(AnnotationEvent.action_id == action)).all()
-        dataset_id = _check_labels(session, response_id, {})
-        back = {e.sentence_id: e.old_label for e in events}
-        changes = _write_annotations(
-            session, response_id, dataset_id, back, annotator, str(uuid.uuid4()), undoes=action
-        )
-        return UndoResult(changes)
-
-    return run_write(engine, work)
+    """Revert ``annotator``'s last not yet undone action on their own labels of a response (the one undo
+    rule: sentences changed since are left alone)."""
+    return repo.undo_last(engine, annotator, response_id, own=True)
 
 
 def annotation_history(engine: Engine, response_id: int) -> list[LabelChange]:
     """Every change to annotators' own labels of a response, oldest first (source ``annotation``)."""
-    return run_read(
-        engine,
-        lambda s: [
-            LabelChange(
-                e.id,
-                e.sentence_id,
-                e.response_id,
-                e.old_label,
-                e.new_label,
-                e.annotator,
-                "annotation",
-                e.created_at,
-            )
-            for e in s.scalars(
-                select(AnnotationEvent)
-                .where(AnnotationEvent.response_id == response_id)
-                .order_by(AnnotationEvent.id)
-            )
-        ],
-    )
+    return repo.label_history(engine, response_id=response_id, own=True)
 
 
 # ------------------------------------------------------------------------------------------------ agreement
@@ -486,9 +356,9 @@ def disagreements(
 def adjudicate(
     engine: Engine, response_id: int, labels: Mapping[int, int | None], reviewer: str
 ) -> SaveResult:
-    """Set the gold labels of an overlap response (source ``reviewed``, by ``reviewer``) and record the
+    """Set the gold labels of an overlap response (source ``adjudicated``, by ``reviewer``) and record the
     adjudication with who and when."""
-    result = repo.record_labels(engine, response_id, labels, reviewer, source="reviewed")
+    result = repo.record_labels(engine, response_id, labels, reviewer, source=ADJUDICATED)
     now = utcnow()
 
     def work(session: Session) -> None:
@@ -534,8 +404,9 @@ def adjudicated_labels(engine: Engine, response_ids: Sequence[int]) -> dict[int,
 
 
 def progress(engine: Engine, dataset_id: int, *, window: timedelta = timedelta(hours=1)) -> list[ProgressRow]:
-    """Per annotator: assigned / done responses, label changes made (gold view and own annotations), how many
-    in the last ``window``, and changes per hour over their active span."""
+    """Per annotator: assigned / done responses, label changes they made (gold view and own labels; human
+    labels only: not a file's, not the model's they accepted), how many in the last ``window``, and changes
+    per hour over their active span."""
     since = utcnow() - window
 
     def work(session: Session) -> list[ProgressRow]:
@@ -558,22 +429,24 @@ def progress(engine: Engine, dataset_id: int, *, window: timedelta = timedelta(h
         recent: dict[str, int] = defaultdict(int)
         first: dict[str, datetime] = {}
         last: dict[str, datetime] = {}
-        for table in (LabelEvent, AnnotationEvent):
-            for name, n, n_recent, t0, t1 in session.execute(
-                select(
-                    table.annotator,
-                    func.count(),
-                    func.sum(case((table.created_at >= since, 1), else_=0)),
-                    func.min(table.created_at),
-                    func.max(table.created_at),
-                )
-                .where(table.response_id.in_(in_dataset))
-                .group_by(table.annotator)
-            ):
-                total[name] += int(n)
-                recent[name] += int(n_recent or 0)
-                first[name] = min(first.get(name, t0), t0)
-                last[name] = max(last.get(name, t1), t1)
+        # Label changes people made: events leaving a person's label (human, adjudicated) and undos; a file's
+        # labels (the importing user) and labels accepted from the model are not counted.
+        by_person = or_(LabelEvent.source.in_(HUMAN_SOURCES), LabelEvent.undoes_id.is_not(None))
+        for name, n, n_recent, t0, t1 in session.execute(
+            select(
+                LabelEvent.annotator,
+                func.count(),
+                func.sum(case((LabelEvent.created_at >= since, 1), else_=0)),
+                func.min(LabelEvent.created_at),
+                func.max(LabelEvent.created_at),
+            )
+            .where(LabelEvent.response_id.in_(in_dataset), by_person)
+            .group_by(LabelEvent.annotator)
+        ):
+            total[name] = int(n)
+            recent[name] = int(n_recent or 0)
+            first[name] = t0
+            last[name] = t1
         out = []
         for name in sorted(set(assigned) | set(total)):
             hours = (last[name] - first[name]).total_seconds() / 3600 if name in first else 0.0

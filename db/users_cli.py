@@ -3,7 +3,8 @@
 Whoever can run these can open the store, so they are the administrator's tools (the first admin of a team is
 made here or by the first ``fractal serve``). Passwords are read from standard input when it is not a terminal
 (``echo "$PW" | fractal users add ann --role annotator``), else asked for twice without echo; they never appear
-in arguments, output or logs. Bad input prints one line and exits with code 2.
+in arguments, output or logs, except a one-time password made by ``passwd --one-time``, printed once to hand
+over. Bad input prints one line and exits with code 2.
 """
 
 from __future__ import annotations
@@ -118,13 +119,34 @@ def users_enable(name: Annotated[str, typer.Argument(help="User name.")], db: Db
 
 
 @users_app.command("passwd")
-def users_passwd(name: Annotated[str, typer.Argument(help="User name.")], db: DbOption = None) -> None:
-    """Set a new password for a user (from standard input or a prompt)."""
+def users_passwd(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    one_time: Annotated[
+        bool,
+        typer.Option(
+            "--one-time",
+            help="Print a new random one-time password instead of reading one: it expires unused after "
+            f"${accounts.ONE_TIME_TTL_ENV} hours (default 24), the user's sessions end, and the next "
+            "sign-in must choose a different password.",
+        ),
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Set a new password for a user (from standard input or a prompt), or reset it with --one-time."""
 
     def work() -> None:
         engine = get_engine(db)
         if accounts.get_user(engine, name) is None:
             raise InputError(f"no user {name!r}", field="name")
+        if one_time:
+            ttl = accounts.one_time_password_ttl()
+            password = accounts.reset_password(engine, name, one_time_ttl=ttl)
+            hours = ttl.total_seconds() / 3600
+            typer.echo(
+                f"one-time password of {name}: {password} (works once, for {hours:g} h; the first sign-in "
+                "chooses a new one)"
+            )
+            return
         accounts.set_password(engine, name, read_password("New password"))
         typer.echo(f"password of {name} changed")
 

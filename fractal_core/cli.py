@@ -215,15 +215,34 @@ def finetune_cmd(
         float,
         typer.Option(help="Weight of the loss on gold sentence labels in the file (0: response labels only)"),
     ] = 1.0,
+    route: Annotated[
+        str,
+        typer.Option(
+            help="per_step: one sequence per sentence, every layer trained; one_pass: each response read once "
+            "(block-causal for step data), lower layers frozen and cached, the top --train-layers trained"
+        ),
+    ] = "per_step",
+    train_layers: Annotated[int, typer.Option(help="one_pass: top encoder layers trained")] = 2,
+    attention: Annotated[
+        str, typer.Option(help="one_pass: auto (block-causal for first-error step data) | causal | full")
+    ] = "auto",
+    window_tokens: Annotated[int, typer.Option(help="one_pass: tokens per window of a response")] = 384,
     seed: int = 0,
 ) -> None:
-    """Fine-tune the encoder end to end with the bag loss: each sentence is scored over its context and the
-    sentences before it (token level). `fractal score --model OUT` then scores with it."""
+    """Fine-tune the encoder with the bag loss: each sentence is scored over its context and the sentences
+    before it (token level). `fractal score --model OUT` then scores with it."""
     from fractal_core.experimental.finetune import FinetuneConfig, FinetuneResult, finetune
+    from fractal_core.experimental.finetune_config import ROUTES
     from fractal_core.fitting.estimator import task_of
 
     if epochs < 1 or max_length < 8 or gold_weight < 0:
         raise fail("--epochs must be >= 1, --max-length >= 8 and --gold-weight >= 0")
+    if route not in ROUTES:
+        raise fail(f"--route: expected one of {', '.join(ROUTES)}, got {route!r}")
+    if attention not in ("auto", "causal", "full"):
+        raise fail(f"--attention: expected auto, causal or full, got {attention!r}")
+    if train_layers < 1 or window_tokens < 16:
+        raise fail("--train-layers must be >= 1 and --window-tokens >= 16")
     try:
         check_output_dir(out, FinetuneResult.FILES)
         check_output_dir(out / "encoder")
@@ -233,7 +252,8 @@ def finetune_cmd(
     encoder_config = checked_encoder(encoder, device)
     config = FinetuneConfig(
         encoder=encoder_config.model_path, device=device, epochs=epochs, max_length=max_length,
-        gold_weight=gold_weight,
+        gold_weight=gold_weight, route=route, train_layers=train_layers,  # type: ignore[arg-type]
+        attention=attention, window_tokens=window_tokens,  # type: ignore[arg-type]
     )  # fmt: skip
     aggregation, n_classes = task_of([r for part in splits.values() for r in part])
     from tqdm.auto import tqdm

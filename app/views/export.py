@@ -33,21 +33,36 @@ version = st.selectbox(
     format_func=lambda v: "the active model version" if v is None else f"version {v}",
     key="export_version",
 )
+c1, c2 = st.columns(2)
+human_only = c1.checkbox(
+    "Human labels only",
+    key="export_human_only",
+    help="Only labels a person set here (human, adjudicated): no imported labels, no labels accepted from the model.",
+)
+soft_labels = c2.checkbox(
+    "Add soft labels",
+    key="export_soft_labels",
+    help="Every unlabelled sentence gets the model's probability given the response label.",
+)
+options = {"human_only": human_only, "soft_labels": soft_labels}
 inline = dataset.n_responses <= jobs.EXPORT_INLINE_MAX_RESPONSES
 out = jobs.export_path(state.settings(), dataset.name, fmt)
 
 if inline:
     if st.button("Prepare download", key="export_prepare", type="primary"):
-        summary = actions.export_now(engine, user, dataset.id, out, format=fmt, model_version=version)
+        summary = actions.export_now(
+            engine, user, dataset.id, out, format=fmt, model_version=version, **options
+        )
         st.session_state["export_ready"] = {
             "path": summary.path,
             "rows": summary.n_rows,
             "skipped": summary.n_skipped,
+            "why": "; ".join(f"{n}: {why}" for why, n in sorted(summary.left_out.items())),
         }
 else:
     st.caption(f"{dataset.n_responses} responses: the export runs in the worker and appears below when done.")
     if st.button("Start export job", key="export_job", type="primary"):
-        job = actions.queue_export(engine, user, dataset.id, format=fmt, model_version=version)
+        job = actions.queue_export(engine, user, dataset.id, format=fmt, model_version=version, **options)
         state.flash(f"Export job {job.id} queued.", "info")
         st.rerun()
 
@@ -68,9 +83,8 @@ def download(path_text: str, label: str, key: str) -> None:
 
 ready = st.session_state.get("export_ready")
 if ready and Path(ready["path"]).name.startswith(f"{dataset.name}-"):
-    st.success(
-        f"{ready['rows']} rows written ({ready['skipped']} responses left out: no label or score for a step)."
-    )
+    left_out = f" ({ready['skipped']} responses left out: {ready.get('why', '')})" if ready["skipped"] else ""
+    st.success(render.md_escape(f"{ready['rows']} rows written{left_out}."))
     download(ready["path"], f"Download {Path(ready['path']).name}", "export_download")
 
 

@@ -32,7 +32,9 @@ st.subheader("Budget", anchor=False)
 c1, c2, c3 = st.columns(3)
 c1.metric("Gold responses", f"{budget.gold_responses} / {budget.total_responses}")
 c2.metric(
-    "Spent", f"{budget.fraction:.1%}", help="responses with at least one gold or reviewed sentence label"
+    "Spent",
+    f"{budget.fraction:.1%}",
+    help="responses with at least one gold sentence label (set by a person, adjudicated, or imported as gold)",
 )
 c3.metric("Target", f"{budget.target_fraction:.0%} = {render.plural(target_n, 'response')}")
 if budget.gold_responses >= target_n:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import streamlit as st
 
 from app import actions, auth, state
+from db.accounts import MIN_PASSWORD_CHARS
 from fractal_core.errors import InputError
 
 user = auth.current_user()
 if user is None:
     st.stop()
 st.header("Choose your password")
-st.info("You signed in with a one-time password. Choose your own before going on.")
+st.info(
+    "You signed in with a one-time password. Choose your own before going on: a different one, "
+    f"at least {MIN_PASSWORD_CHARS} characters."
+)
 with st.form("password"):
     first = st.text_input("New password", type="password", key="pw_new", autocomplete="new-password")
     second = st.text_input("Repeat it", type="password", key="pw_again", autocomplete="new-password")

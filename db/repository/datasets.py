@@ -14,33 +14,10 @@ from sqlalchemy.orm import Session
 from db.engine import run_read, run_write
 from db.models import Dataset, IngestedFile, Response
 from db.rows import DatasetRow
-from fractal_core.data.records import LABEL_KINDS, MAX_LABEL
+from fractal_core.data.records import parse_label_kind as parse_label_kind
 from fractal_core.errors import InputError
 
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def parse_label_kind(spec: str) -> tuple[str, float | None]:
-    """``binary`` | ``proportion`` | ``ordinal`` | ``ordinal:C`` -> (kind, highest level or None if unknown).
-
-    A dataset's label kind is fixed when it is created: binary (levels 0/1), proportion (mean bags, labels in
-    [0, 1]) or ordinal with C levels 0..C-1 (C from 3 to ``MAX_LABEL`` + 1; plain ``ordinal`` takes C from the
-    first file)."""
-    kind, _, levels = str(spec).strip().partition(":")
-    if kind not in LABEL_KINDS or (levels and kind != "ordinal"):
-        raise InputError(
-            f"label kind must be binary, proportion, ordinal or ordinal:C (C levels), got {spec!r}",
-            field="label_kind",
-        )
-    if kind != "ordinal":
-        return kind, 1.0
-    if not levels:
-        return kind, None
-    if not levels.isdigit() or not 3 <= int(levels) <= MAX_LABEL + 1:
-        raise InputError(
-            f"ordinal levels must be an integer from 3 to {MAX_LABEL + 1}, got {levels!r}", field="label_kind"
-        )
-    return kind, float(int(levels) - 1)
 
 
 def validate_dataset_name(name: str) -> str:

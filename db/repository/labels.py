@@ -1,17 +1,29 @@
-"""Sentence labels: record, undo and history (every change an event), and the gold budget.
+"""Sentence labels: the one write path of every label (record, undo, history) and the gold budget.
 
-Label sources: ``gold`` (an annotator's correction), ``reviewed`` (a reviewer's confirmation) and
-``imported`` (sentence labels that came with an ingested file). Only ``gold`` and ``reviewed`` count as gold
-for training and for the gold budget; a file's labels are stored as ``gold`` only when ingested with
-``labels_as="gold"`` (``fractal ingest --labels-as gold``), i.e. when whoever ingests says they are gold.
+Every change is an event in the append-only ``label_events`` and, in the same transaction, a row of a current
+view. Two kinds of view share that path and its one undo rule:
+
+- the **shared view** (``current_labels``, ``layer`` NULL): what training, exports and the list pages read;
+- an overlap annotator's **own labels** (``annotations``, ``layer`` = that annotator, ``own=True``), kept
+  apart until a reviewer adjudicates (:mod:`db.team`).
+
+Undo (:func:`undo_last`) reverts the annotator's latest not yet undone action (one ``record_labels`` call) in
+that view and leaves alone every sentence someone changed since, recording an event that changes nothing so
+the next undo moves on.
+
+Label sources (:mod:`db.sources`): ``human`` (a person in the tool, the default), ``adjudicated`` (a reviewer's
+decision on an overlap response), ``model`` (the model's label accepted by a person: ``record_labels(...,
+source="model")``, never gold), ``imported`` / ``imported_gold`` (came with a file). ``human``,
+``adjudicated`` and ``imported_gold`` count as gold for training and for the gold budget.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
-import numpy as np
 from sqlalchemy import Engine, case, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -20,6 +32,7 @@ from db.engine import run_read, run_write
 from db.models import (
     GOLD_SOURCES,
     LABEL_SOURCES,
+    Annotation,
     CurrentLabel,
     Dataset,
     LabelEvent,
@@ -28,8 +41,13 @@ from db.models import (
     utcnow,
 )
 from db.rows import GoldBudget, LabelChange, LabelConflict, SaveResult, UndoResult
+from db.sources import HUMAN
+from fractal_core.data.records import sentence_label_problem
 from fractal_core.errors import InputError
 from fractal_core.mil.semantics import check_consistency
+
+OWN_LABEL = "annotation"
+"""What an own-label event is called in :func:`label_history` (``LabelChange.source``)."""
 
 
 class StaleLabelError(InputError):
@@ -83,16 +101,31 @@ def _check_versions(
         raise StaleLabelError(conflicts)
 
 
+@dataclass(frozen=True, slots=True)
+class _State:
+    """A sentence's label in one view: the label, its source and whom it is attributed to."""
+
+    label: int
+    source: str
+    annotator: str
+
+
+def _state(session: Session, sentence_id: int, layer: str | None) -> _State | None:
+    if layer is None:
+        cur = session.get(CurrentLabel, sentence_id)
+        return None if cur is None else _State(cur.label, cur.source, cur.annotator)
+    own = session.get(Annotation, (sentence_id, layer))
+    return None if own is None else _State(own.label, HUMAN, layer)
+
+
+def _layer_is(layer: str | None) -> ColumnElement[bool]:
+    return LabelEvent.layer.is_(None) if layer is None else LabelEvent.layer == layer
+
+
 def _check_label(label: int | None, label_kind: str, max_label: float) -> None:
-    if label is None:
-        return
-    if isinstance(label, bool) or not isinstance(label, int | np.integer):
-        raise InputError(f"sentence label must be an integer or None, got {label!r}", field="label")
-    top = int(max_label) if label_kind == "ordinal" else 1
-    if not 0 <= label <= top:
-        raise InputError(
-            f"sentence label {label} is outside 0..{top} for a {label_kind} dataset", field="label"
-        )
+    problem = sentence_label_problem(label, label_kind, max_label)
+    if problem is not None:
+        raise InputError(problem, field="label")
 
 
 def _lock_response(session: Session, response_id: int) -> None:
@@ -113,6 +146,8 @@ def _apply_label(
     *,
     sentence_id: int,
     response_id: int,
+    dataset_id: int,
+    layer: str | None,
     label: int | None,
     annotator: str,
     source: str,
@@ -120,54 +155,41 @@ def _apply_label(
     undoes: LabelEvent | None = None,
     restore_annotator: str | None = None,
 ) -> LabelChange | None:
-    """Write one label change: history event, current view and the response's gold counter."""
-    current = session.get(CurrentLabel, sentence_id)
-    old_label = current.label if current else None
-    old_source = current.source if current else None
+    """Write one label change: the history event, then the view it belongs to (and the shared view's gold
+    counter). ``restore_annotator``: an undo gives the label back to whoever had set it."""
+    before = _state(session, sentence_id, layer)
+    old_label = before.label if before else None
+    old_source = before.source if before else None
     if undoes is None and old_label == label and (label is None or old_source == source):
         return None
     now = utcnow()
+    owner = None if label is None else restore_annotator or annotator
     event = LabelEvent(
         action_id=action_id,
         sentence_id=sentence_id,
         response_id=response_id,
+        layer=layer,
         annotator=annotator,
         source=source,
         old_label=old_label,
         old_source=old_source,
-        old_annotator=current.annotator if current else None,
+        old_annotator=before.annotator if before else None,
         new_label=None if label is None else int(label),
+        new_annotator=owner,
         created_at=now,
         undoes_id=undoes.id if undoes else None,
     )
     session.add(event)
     session.flush()
-    if label is None:
-        if current is not None:
-            session.delete(current)
-    elif current is None:
-        session.add(
-            CurrentLabel(
-                sentence_id=sentence_id,
-                response_id=response_id,
-                label=int(label),
-                source=source,
-                annotator=restore_annotator or annotator,
-                event_id=event.id,
-                updated_at=now,
-            )
-        )
+    if layer is not None:
+        _set_own(session, sentence_id, response_id, dataset_id, layer, label, now)
     else:
-        current.label = int(label)
-        current.source = source
-        current.annotator = restore_annotator or annotator
-        current.event_id = event.id
-        current.updated_at = now
-    delta = int(label is not None and source in GOLD_SOURCES) - int(old_source in GOLD_SOURCES)
-    if delta:
-        session.execute(
-            update(Response).where(Response.id == response_id).values(n_gold=Response.n_gold + delta)
-        )
+        _set_shared(session, sentence_id, response_id, label, source, owner, event.id, now)
+        delta = int(label is not None and source in GOLD_SOURCES) - int(old_source in GOLD_SOURCES)
+        if delta:
+            session.execute(
+                update(Response).where(Response.id == response_id).values(n_gold=Response.n_gold + delta)
+            )
     return LabelChange(
         event_id=event.id,
         sentence_id=sentence_id,
@@ -175,12 +197,66 @@ def _apply_label(
         old_label=old_label,
         new_label=event.new_label,
         annotator=annotator,
-        source=source,
+        source=source if layer is None else OWN_LABEL,
         at=now,
     )
 
 
-def _response_warning(session: Session, response_id: int) -> str | None:
+def _set_shared(
+    session: Session,
+    sentence_id: int,
+    response_id: int,
+    label: int | None,
+    source: str,
+    owner: str | None,
+    event_id: int,
+    now: datetime,
+) -> None:
+    current = session.get(CurrentLabel, sentence_id)
+    if label is None:
+        if current is not None:
+            session.delete(current)
+        return
+    assert owner is not None
+    if current is None:
+        current = CurrentLabel(sentence_id=sentence_id, response_id=response_id)
+        session.add(current)
+    current.label = int(label)
+    current.source = source
+    current.annotator = owner
+    current.event_id = event_id
+    current.updated_at = now
+    session.flush()
+
+
+def _set_own(
+    session: Session,
+    sentence_id: int,
+    response_id: int,
+    dataset_id: int,
+    layer: str,
+    label: int | None,
+    now: datetime,
+) -> None:
+    own = session.get(Annotation, (sentence_id, layer))
+    if label is None:
+        if own is not None:
+            session.delete(own)
+        return
+    if own is None:
+        own = Annotation(
+            sentence_id=sentence_id, annotator=layer, response_id=response_id, dataset_id=dataset_id
+        )
+        session.add(own)
+    own.label = int(label)
+    own.updated_at = now
+    session.flush()
+
+
+def _response_warning(session: Session, response_id: int, layer: str | None) -> str | None:
+    """The MIL consistency warning of the shared view's gold labels (own labels: none, the page checks them)."""
+    if layer is not None:
+        return None
     r = session.get(Response, response_id)
     assert r is not None
     labels = session.execute(
@@ -194,47 +270,30 @@ def _response_warning(session: Session, response_id: int) -> str | None:
     return check_consistency(r.aggregation, r.response_label, gold)
 
 
-def _check_writer(annotator: str, source: str) -> None:
+def _check_writer(annotator: str, source: str, own: bool) -> None:
     if not isinstance(annotator, str) or not annotator.strip():
         raise InputError("annotator must be a non-empty name", field="annotator")
     if source not in LABEL_SOURCES:
         raise InputError(
             f"label source must be one of {', '.join(LABEL_SOURCES)}, got {source!r}", field="source"
         )
+    if own and source != HUMAN:
+        raise InputError("an annotator's own labels are set by that person (source human)", field="source")
 
 
 def record_label(
-    engine: Engine, sentence_id: int, label: int | None, annotator: str, *, source: str = "gold"
+    engine: Engine, sentence_id: int, label: int | None, annotator: str, *, source: str = HUMAN
 ) -> SaveResult:
-    """Set (or with ``label=None`` clear) one sentence's label, appending to its history (old, new, who,
-    when) in one transaction. Returns the change (empty when the label was already that) and the response's
-    MIL consistency warning after the save."""
-    _check_writer(annotator, source)
-
-    def work(session: Session) -> SaveResult:
-        found = session.execute(
-            select(Sentence.response_id, Dataset.label_kind, Dataset.max_label)
-            .join(Response, Response.id == Sentence.response_id)
-            .join(Dataset, Dataset.id == Response.dataset_id)
-            .where(Sentence.id == sentence_id)
-        ).first()
-        if found is None:
-            raise InputError(f"no sentence with id {sentence_id}", field="sentence_id")
-        response_id, label_kind, max_label = found
-        _check_label(label, label_kind, max_label)
-        _lock_response(session, response_id)
-        change = _apply_label(
-            session,
-            sentence_id=sentence_id,
-            response_id=response_id,
-            label=label,
-            annotator=annotator,
-            source=source,
-            action_id=str(uuid.uuid4()),
-        )
-        return SaveResult([change] if change else [], _response_warning(session, response_id))
-
-    return run_write(engine, work)
+    """Set (or with ``label=None`` clear) one sentence's label in the shared view, appending to its history
+    (old, new, who, when) in one transaction. Returns the change (empty when the label was already that) and
+    the response's MIL consistency warning after the save."""
+    _check_writer(annotator, source, False)
+    response_id = run_read(
+        engine, lambda s: s.scalar(select(Sentence.response_id).where(Sentence.id == sentence_id))
+    )
+    if response_id is None:
+        raise InputError(f"no sentence with id {sentence_id}", field="sentence_id")
+    return record_labels(engine, response_id, {sentence_id: label}, annotator, source=source)
 
 
 def record_labels(
@@ -243,35 +302,41 @@ def record_labels(
     labels: Mapping[int, int | None],
     annotator: str,
     *,
-    source: str = "gold",
+    source: str = HUMAN,
     expected: Mapping[int, int | None] | None = None,
+    own: bool = False,
 ) -> SaveResult:
     """Set several sentence labels of one response (``{sentence_id: label or None}``) as one action: one
     transaction, and one :func:`undo_last` reverts them together.
 
-    ``expected`` (``{sentence_id: label version the caller saw}``) turns on the stale-view check: when someone
-    else changed one of these labels since, :class:`StaleLabelError` lists their labels and nothing is stored.
+    ``source`` says who set them (:mod:`db.sources`): the N key's "accept the model's labels" passes
+    ``"model"``, adjudication ``"adjudicated"``. ``own=True`` writes ``annotator``'s own labels of an overlap
+    response instead of the shared view (source ``human``). ``expected`` (``{sentence_id: label version the
+    caller saw}``) turns on the stale-view check: when someone else changed one of these labels since,
+    :class:`StaleLabelError` lists their labels and nothing is stored.
     """
-    _check_writer(annotator, source)
+    _check_writer(annotator, source, own)
+    layer = annotator if own else None
 
     def work(session: Session) -> SaveResult:
         found = session.execute(
-            select(Dataset.label_kind, Dataset.max_label)
+            select(Dataset.id, Dataset.label_kind, Dataset.max_label)
             .join(Response, Response.dataset_id == Dataset.id)
             .where(Response.id == response_id)
         ).first()
         if found is None:
             raise InputError(f"no response with id {response_id}", field="response_id")
-        own = set(session.scalars(select(Sentence.id).where(Sentence.response_id == response_id)))
-        foreign = sorted(set(labels) - own)
+        dataset_id, kind, top = found
+        sentences = set(session.scalars(select(Sentence.id).where(Sentence.response_id == response_id)))
+        foreign = sorted(set(labels) - sentences)
         if foreign:
             raise InputError(
                 f"sentences {foreign[:5]} do not belong to response {response_id}", field="sentence_id"
             )
         for label in labels.values():
-            _check_label(label, *found)
+            _check_label(label, kind, top)
         _lock_response(session, response_id)
-        if expected is not None:
+        if expected is not None and layer is None:
             _check_versions(session, labels, expected)
         action_id = str(uuid.uuid4())
         changes = []
@@ -280,6 +345,8 @@ def record_labels(
                 session,
                 sentence_id=sentence_id,
                 response_id=response_id,
+                dataset_id=dataset_id,
+                layer=layer,
                 label=labels[sentence_id],
                 annotator=annotator,
                 source=source,
@@ -287,22 +354,26 @@ def record_labels(
             )
             if change:
                 changes.append(change)
-        return SaveResult(changes, _response_warning(session, response_id))
+        return SaveResult(changes, _response_warning(session, response_id, layer))
 
     return run_write(engine, work)
 
 
-def undo_last(engine: Engine, annotator: str, response_id: int | None = None) -> UndoResult | None:
-    """Revert ``annotator``'s most recent not-yet-undone action (optionally within one response).
+def undo_last(
+    engine: Engine, annotator: str, response_id: int | None = None, *, own: bool = False
+) -> UndoResult | None:
+    """Revert ``annotator``'s most recent not-yet-undone action (optionally within one response), in the
+    shared view or (``own=True``) in their own labels.
 
     The previous label, source and annotator come back; the undo itself is appended to the history, so
     repeated calls walk further back. A sentence someone else has relabelled since is left alone and listed
     in ``skipped``. Returns None when there is nothing to undo.
     """
+    layer = annotator if own else None
 
     def work(session: Session) -> UndoResult | None:
         latest = select(LabelEvent.action_id, LabelEvent.response_id).where(
-            LabelEvent.annotator == annotator, LabelEvent.undoes_id.is_(None), _not_undone()
+            LabelEvent.annotator == annotator, _layer_is(layer), LabelEvent.undoes_id.is_(None), _not_undone()
         )
         if response_id is not None:
             latest = latest.where(LabelEvent.response_id == response_id)
@@ -311,40 +382,43 @@ def undo_last(engine: Engine, annotator: str, response_id: int | None = None) ->
             return None
         action_id, action_response = found
         _lock_response(session, action_response)
+        dataset_id = session.scalar(select(Response.dataset_id).where(Response.id == action_response))
+        assert dataset_id is not None
         events = session.scalars(
             select(LabelEvent)
-            .where(LabelEvent.action_id == action_id, _not_undone())
+            .where(LabelEvent.action_id == action_id, _layer_is(layer), _not_undone())
             .order_by(LabelEvent.id.desc())
         ).all()
         undo_action = str(uuid.uuid4())
         reverted: list[LabelChange] = []
         skipped: list[int] = []
         for event in events:
-            current = session.get(CurrentLabel, event.sentence_id)
+            now_state = _state(session, event.sentence_id, layer)
             # Revert only what this event left in place: same label, source and author (someone else's
             # later edit wins, even if it set the same value).
             still_ours = (
                 event.new_label is None
-                if current is None
-                else (current.label, current.source, current.annotator)
-                == (event.new_label, event.source, event.annotator)
+                if now_state is None
+                else (now_state.label, now_state.source, now_state.annotator)
+                == (event.new_label, event.source, event.new_annotator)
             )
             if not still_ours:
                 # Record that the undo left it alone (an event that changes nothing), so the next undo moves
                 # on to an earlier action.
-                now = utcnow()
                 session.add(
                     LabelEvent(
                         action_id=undo_action,
                         sentence_id=event.sentence_id,
                         response_id=event.response_id,
+                        layer=layer,
                         annotator=annotator,
-                        source=current.source if current else event.source,
-                        old_label=current.label if current else None,
-                        old_source=current.source if current else None,
-                        old_annotator=current.annotator if current else None,
-                        new_label=current.label if current else None,
-                        created_at=now,
+                        source=now_state.source if now_state else event.source,
+                        old_label=now_state.label if now_state else None,
+                        old_source=now_state.source if now_state else None,
+                        old_annotator=now_state.annotator if now_state else None,
+                        new_label=now_state.label if now_state else None,
+                        new_annotator=now_state.annotator if now_state else None,
+                        created_at=utcnow(),
                         undoes_id=event.id,
                     )
                 )
@@ -354,6 +428,8 @@ def undo_last(engine: Engine, annotator: str, response_id: int | None = None) ->
                 session,
                 sentence_id=event.sentence_id,
                 response_id=event.response_id,
+                dataset_id=dataset_id,
+                layer=layer,
                 label=event.old_label,
                 annotator=annotator,
                 source=event.old_source or event.source,
@@ -363,16 +439,18 @@ def undo_last(engine: Engine, annotator: str, response_id: int | None = None) ->
             )
             assert change is not None
             reverted.append(change)
-        warning = _response_warning(session, events[0].response_id) if events else None
+        session.flush()
+        warning = _response_warning(session, action_response, layer) if events else None
         return UndoResult(reverted, sorted(skipped), warning)
 
     return run_write(engine, work)
 
 
 def label_history(
-    engine: Engine, *, sentence_id: int | None = None, response_id: int | None = None
+    engine: Engine, *, sentence_id: int | None = None, response_id: int | None = None, own: bool = False
 ) -> list[LabelChange]:
-    """The label events of a sentence or of a whole response, oldest first."""
+    """The label events of a sentence or of a whole response, oldest first: the shared view's, or
+    (``own=True``) every annotator's own labels (source ``annotation``)."""
     if (sentence_id is None) == (response_id is None):
         raise ValueError("give exactly one of sentence_id or response_id")
     where = (
@@ -380,6 +458,7 @@ def label_history(
         if sentence_id is not None
         else LabelEvent.response_id == response_id
     )
+    layer = LabelEvent.layer.is_not(None) if own else LabelEvent.layer.is_(None)
 
     def work(session: Session) -> list[LabelChange]:
         rows = session.execute(
@@ -393,10 +472,10 @@ def label_history(
                 LabelEvent.source,
                 LabelEvent.created_at,
             )
-            .where(where)
+            .where(where, layer)
             .order_by(LabelEvent.id)
         ).all()
-        return [LabelChange(*r) for r in rows]
+        return [LabelChange(*r[:6], OWN_LABEL if own else r[6], r[7]) for r in rows]
 
     return run_read(engine, work)
 

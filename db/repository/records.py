@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from db.engine import run_read
 from db.models import GOLD_SOURCES, CurrentLabel, Response, Sentence
 from db.rows import TrainingSet
+from db.sources import IMPORTED
 from fractal_core.data.records import ResponseRecord, Span
 
 STREAM_ROWS = 10_000
@@ -27,7 +28,8 @@ def load_training_set(
 ) -> TrainingSet:
     """A dataset's responses as ``fractal_core`` records in id order, with their database ids as arrays.
 
-    ``sentence_labels`` carry the current gold labels (sources ``gold`` and ``reviewed``; plus ``imported``
+    ``sentence_labels`` carry the current gold labels (sources ``human``, ``adjudicated`` and ``imported_gold``, never ``model``; plus
+    ``imported``
     when ``include_imported``, e.g. to evaluate against a file's own labels), ``None`` for other sentences,
     and are ``None`` as a whole when a response has none (or ``with_gold=False``). ``response_ids`` (B,) and
     ``sentence_ids`` (N, in the records' span order) are what :func:`store_scores` and
@@ -38,7 +40,7 @@ def load_training_set(
     is built when its response's sentences end, and ids and labels go straight into compact arrays, so memory
     beyond the records themselves stays bounded whatever the dataset's size.
     """
-    sources = (*GOLD_SOURCES, "imported") if include_imported else GOLD_SOURCES
+    sources = (*GOLD_SOURCES, IMPORTED) if include_imported else GOLD_SOURCES
 
     def work(session: Session) -> TrainingSet:
         conds = [Response.dataset_id == dataset_id]

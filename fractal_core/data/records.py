@@ -9,8 +9,11 @@ are segmented on load.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from fractal_core.errors import InputError
 
 Aggregation = Literal["max", "min", "mean"]
 AGGREGATIONS: tuple[str, ...] = ("max", "min", "mean")
@@ -59,3 +62,61 @@ class ResponseRecord:
     @property
     def sentences(self) -> list[str]:
         return [s.text for s in self.spans]
+
+
+# --- label kinds: the one rule of which labels a dataset's kind allows --------------------------------------
+
+
+def parse_label_kind(spec: str) -> tuple[str, float | None]:
+    """``binary`` | ``proportion`` | ``ordinal`` | ``ordinal:C`` -> (kind, highest level or None if unknown).
+
+    A dataset's label kind is fixed when it is created: binary (levels 0/1), proportion (mean bags, labels in
+    [0, 1]) or ordinal with C levels 0..C-1 (C from 3 to ``MAX_LABEL`` + 1; plain ``ordinal`` takes C from the
+    first file)."""
+    kind, _, levels = str(spec).strip().partition(":")
+    if kind not in LABEL_KINDS or (levels and kind != "ordinal"):
+        raise InputError(
+            f"label kind must be binary, proportion, ordinal or ordinal:C (C levels), got {spec!r}",
+            field="label_kind",
+        )
+    if kind != "ordinal":
+        return kind, 1.0
+    if not levels:
+        return kind, None
+    if not levels.isdigit() or not 3 <= int(levels) <= MAX_LABEL + 1:
+        raise InputError(
+            f"ordinal levels must be an integer from 3 to {MAX_LABEL + 1}, got {levels!r}", field="label_kind"
+        )
+    return kind, float(int(levels) - 1)
+
+
+def top_level(label_kind: str, max_label: float) -> int:
+    """The highest sentence label a dataset of this kind allows: its top level if ordinal, else 1."""
+    return int(max_label) if label_kind == "ordinal" else 1
+
+
+def sentence_label_problem(label: object, label_kind: str, max_label: float) -> str | None:
+    """Why ``label`` (an int, or None to clear) cannot be a sentence label of such a dataset; None if it can."""
+    if label is None:
+        return None
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral):  # numpy integers are Integral
+        return f"sentence label must be an integer or None, got {label!r}"
+    top = top_level(label_kind, max_label)
+    if not 0 <= int(label) <= top:
+        return f"sentence label {label} is outside 0..{top} for a {label_kind} dataset"
+    return None
+
+
+def kind_mismatch(record: ResponseRecord, label_kind: str, max_label: float) -> tuple[str, str] | None:
+    """(what does not fit, field) when ``record`` does not fit a dataset of this kind (``max_label``: its
+    highest level); None when it fits. Proportion datasets hold mean bags only, and only they do."""
+    if (label_kind == "proportion") != (record.aggregation == "mean"):
+        return f"aggregation is {record.aggregation}", "aggregation"
+    if label_kind == "proportion":
+        return None
+    if record.response_label > max_label:
+        return f"response_label is {record.response_label:g}", "response_label"
+    above = [v for v in record.sentence_labels or [] if v is not None and v > max_label]
+    if above:
+        return f"a sentence label is {above[0]}", "sentence_labels"
+    return None

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from fractal_core.embedding.onnx_encoder import ONNX_RECIPE
+from fractal_core.embedding.onnx_encoder import onnx_recipe
 
 # Files whose bytes define the embeddings; hashed into the encoder id (the path is deliberately not).
 _ID_FILES = (
@@ -152,7 +152,7 @@ def compute_encoder_id(model_dir: str | Path, *, max_length: int, variant: str |
     names += sorted(p.name for p in model_dir.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
     stamp = tuple((n, (model_dir / n).stat().st_size, (model_dir / n).stat().st_mtime_ns) for n in names)
     files = _files_hash(str(model_dir.resolve()), stamp)
-    recipe = f"|{ONNX_RECIPE}" if variant == "onnx-int8" else ""  # a changed build gives a new id
+    recipe = f"|{onnx_recipe()}" if variant == "onnx-int8" else ""  # a changed build gives a new id
     short = hashlib.sha256(
         f"{files}|max_length={max_length}|pooling=mean|norm=l2{recipe}".encode()
     ).hexdigest()[:12]

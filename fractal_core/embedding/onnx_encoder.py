@@ -12,8 +12,9 @@ How the graph is made (BENCHMARKS.md "ONNX Runtime int8" has the figures of each
      demo sentences, so the build needs no user data and gives the same graph everywhere);
    - every token's row is divided by its largest absolute value and the product multiplied back by it, so one
      dynamic activation scale per batch no longer costs short or quiet tokens their precision.
-3. ``onnxruntime.quantization.quantize_dynamic``: int8 weights per output channel, int8 activations per batch, on
-   the linear layers only (attention's score products stay float).
+3. ``onnxruntime.quantization.quantize_dynamic``: 8-bit weights per output channel (signed with VNNI, unsigned
+   without: :func:`int8_weight_type`), 8-bit activations per batch, on the linear layers only (attention's score
+   products stay float).
 
 Plain dynamic int8 (step 3 alone) kept min cosine 0.967 to float32 over 3,000 ProcessBench and DelucionQA
 sentences; with step 2, 0.995.
@@ -40,12 +41,33 @@ CALIBRATION_BATCH_TOKENS = 4096
 """Their batches' token budget, fixed so that the graph does not depend on the encoder's batch setting."""
 SMOOTHING_ALPHA = 0.5
 """SmoothQuant's migration strength (0.3 and 0.75 kept a lower mean or min cosine, BENCHMARKS.md)."""
-ONNX_RECIPE = (
-    f"onnx-int8:smoothquant={SMOOTHING_ALPHA};rows=max-abs;calibration=demo[:{CALIBRATION_TEXTS}]"
-    f"@{CALIBRATION_BATCH_TOKENS};opset={_OPSET};weights=qint8-per-channel"
-)
-"""What the graph is built from besides the model files; hashed into the encoder id, so a changed build never
-serves vectors cached by another one."""
+
+
+def int8_weight_type(cpuinfo: str | None = None) -> str:
+    """``"qint8"`` (signed int8 weights) on a CPU with VNNI int8 dot products, else ``"quint8"``.
+
+    ONNX Runtime multiplies uint8 activations by int8 weights with VNNI where the CPU has it; without it (plain
+    AVX2) that product goes through 16-bit pair sums that saturate, and the graph's vectors fell to min cosine
+    0.980 to float32 (0.989 with ``reduce_range``), below the 0.99 a faster encoder must keep. uint8 weights
+    take the path without saturation: 0.995 there, at the same speed within 2-10% (BENCHMARKS.md, "ONNX
+    Runtime int8"). ``cpuinfo``: the text of /proc/cpuinfo (read when None; unreadable counts as no VNNI).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags = set(cpuinfo.split())
+    return "qint8" if flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else "quint8"
+
+
+def onnx_recipe() -> str:
+    """What the graph is built from besides the model files; hashed into the encoder id, so a changed build (or
+    the weight type another CPU gets, :func:`int8_weight_type`) never serves vectors cached by another one."""
+    return (
+        f"onnx-int8:smoothquant={SMOOTHING_ALPHA};rows=max-abs;calibration=demo[:{CALIBRATION_TEXTS}]"
+        f"@{CALIBRATION_BATCH_TOKENS};opset={_OPSET};weights={int8_weight_type()}-per-channel"
+    )
 
 
 def onnx_model_path(cache_root: Path, encoder_id: str) -> Path:
@@ -230,7 +252,7 @@ def _quantize(source: Path, target: Path) -> None:
         quantize_dynamic(
             str(source),
             str(target),
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8 if int8_weight_type() == "qint8" else QuantType.QUInt8,
             per_channel=True,
             op_types_to_quantize=["MatMul"],
             extra_options={"MatMulConstBOnly": True},

@@ -1,6 +1,8 @@
-"""End-to-end fine-tuning of the encoder with the bag loss: a token-level contextual scorer.
+"""Fine-tuning of the encoder with the bag loss: a token-level contextual scorer, on one of two routes.
 
-Every sentence becomes one token sequence ``[CLS] context [SEP] earlier sentences [SEP] sentence [SEP]``
+``route="one_pass"`` reads each response once with a block mask, trains only the top layers over cached lower
+states (``one_pass_windows``, ``one_pass_scorer``, ``one_pass_finetune``). ``route="per_step"`` (below):
+every sentence becomes one token sequence ``[CLS] context [SEP] earlier sentences [SEP] sentence [SEP]``
 (``token_bags``); the encoder runs over the whole sequence, the hidden states of the scored sentence's own tokens
 are mean-pooled and a linear head gives its logit (binary) or level logits (ordinal), as log-probabilities
 (N, C) like every scorer here (``token_scorer``).
@@ -34,6 +36,7 @@ from fractal_core.data.files import check_output_dir
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import load_model_quietly, resolve_device, resolve_model_path
 from fractal_core.experimental.finetune_config import FinetuneConfig, Precision, training_precision
+from fractal_core.experimental.one_pass_scorer import OnePassScorer
 from fractal_core.experimental.token_bags import TokenBags, build_token_bags
 from fractal_core.experimental.token_scorer import TokenScorer, batch_loss, score_token_bags
 from fractal_core.fitting.calibration import Calibration, fit_calibration
@@ -49,7 +52,7 @@ FORMAT_VERSION = 1
 class FinetuneResult:
     """A fine-tuned scorer, its calibration and what each epoch did."""
 
-    model: TokenScorer
+    model: TokenScorer | OnePassScorer
     tokenizer: Any
     config: FinetuneConfig
     aggregation: str
@@ -60,12 +63,15 @@ class FinetuneResult:
     best_epoch: int
     seconds: float
     device: torch.device
+    causal: bool = False  # one_pass route: windows read block-causally
 
     FILES: ClassVar[tuple[str, ...]] = ("finetune.json", "head.pt")
     """What :meth:`save` writes beside the ``encoder`` directory."""
 
     def predict_logp_tokens(self, data: TokenBags) -> torch.Tensor:
-        """Calibrated log-probabilities (N, C) of prepared sequences."""
+        """Calibrated log-probabilities (N, C) of prepared sequences (the per-step route)."""
+        if not isinstance(self.model, TokenScorer):
+            raise TypeError("prepared per-step sequences need a per-step model")
         dtype, _ = training_precision(self.device, self.config.precision)
         logp = score_token_bags(
             self.model, data, device=self.device, batch=self.config.score_batch, autocast=dtype
@@ -77,8 +83,18 @@ class FinetuneResult:
 
     def predict(self, records: Sequence[ResponseRecord]) -> list[np.ndarray]:
         """Per response: (n_sentences,) P(level >= 1), like ``FractalModel.predict``."""
-        data = build_token_bags(records, self.tokenizer, self.config)
-        score = positive_score(self.predict_logp_tokens(data)).numpy().astype(np.float64)
+        if isinstance(self.model, OnePassScorer):
+            from fractal_core.experimental.one_pass_finetune import predict_logp
+
+            logp = predict_logp(
+                self.model, records, self.tokenizer, self.config, causal=self.causal, device=self.device
+            )
+            if self.calibration is not None:
+                with torch.inference_mode():
+                    logp = Calibration.from_dict(self.calibration)(logp)
+        else:
+            logp = self.predict_logp_tokens(build_token_bags(records, self.tokenizer, self.config))
+        score = positive_score(logp).numpy().astype(np.float64)
         sizes = np.array([len(r.spans) for r in records])
         return np.split(score, np.cumsum(sizes)[:-1])
 
@@ -97,6 +113,7 @@ class FinetuneResult:
             "valid_score": self.valid_score,
             "best_epoch": self.best_epoch,
             "seconds": self.seconds,
+            "causal": self.causal,
         }
         states = {"head.pt": self.model.head.state_dict()}
         check_output_dir(directory, self.FILES).mkdir(parents=True, exist_ok=True)
@@ -117,7 +134,11 @@ class FinetuneResult:
         torch_device = resolve_device(device or config.device)
         tokenizer = AutoTokenizer.from_pretrained(directory / "encoder", local_files_only=True)
         encoder = AutoModel.from_pretrained(directory / "encoder", local_files_only=True)
-        model = TokenScorer(encoder, int(meta["n_classes"]))
+        model: TokenScorer | OnePassScorer
+        if config.route == "one_pass":
+            model = OnePassScorer(encoder, int(meta["n_classes"]), train_layers=config.train_layers)
+        else:
+            model = TokenScorer(encoder, int(meta["n_classes"]))
         model.head.load_state_dict(load_state(directory / "head.pt"))
         return cls(
             model=model.to(torch_device).eval(),
@@ -131,6 +152,7 @@ class FinetuneResult:
             best_epoch=int(meta.get("best_epoch", -1)),
             seconds=float(meta.get("seconds", 0.0)),
             device=torch_device,
+            causal=bool(meta.get("causal", False)),
         )
 
 
@@ -163,6 +185,10 @@ def finetune(
     """
     config = config or FinetuneConfig()
     started = time.perf_counter()
+    if config.route == "one_pass":
+        return _finetune_one_pass(
+            train, valid, aggregation, n_classes, config, seed, encoder, progress, started
+        )
     device = resolve_device(config.device)
     dtype, needs_scaler = training_precision(device, config.precision)
     generator = torch.Generator().manual_seed(seed)
@@ -227,6 +253,35 @@ def finetune(
         seconds=time.perf_counter() - started,
         device=device,
     )
+
+
+def _finetune_one_pass(
+    train: Sequence[ResponseRecord] | TokenBags,
+    valid: Sequence[ResponseRecord] | TokenBags | None,
+    aggregation: str,
+    n_classes: int,
+    config: FinetuneConfig,
+    seed: int,
+    encoder: tuple[nn.Module, Any] | None,
+    progress: ProgressFn | None,
+    started: float,
+) -> FinetuneResult:
+    """``finetune`` on the one-pass route (``one_pass_finetune``); records only (windows are built there)."""
+    from fractal_core.experimental.one_pass_finetune import finetune_one_pass
+
+    if isinstance(train, TokenBags) or isinstance(valid, TokenBags):
+        raise ValueError("the one_pass route takes records, not per-step sequences")
+    module, tokenizer = encoder if encoder is not None else load_encoder(config)
+    model, calibration, stage, causal, _ = finetune_one_pass(
+        train, valid, aggregation=aggregation, n_classes=n_classes, config=config, seed=seed,
+        encoder=(module, tokenizer), progress=progress,
+    )  # fmt: skip
+    return FinetuneResult(
+        model=model, tokenizer=tokenizer, config=config, aggregation=aggregation, n_classes=n_classes,
+        calibration=calibration, train_loss=stage.train_loss, valid_score=stage.valid_score,
+        best_epoch=stage.best_epoch, seconds=time.perf_counter() - started, device=model.head.weight.device,
+        causal=causal,
+    )  # fmt: skip
 
 
 __all__ = [

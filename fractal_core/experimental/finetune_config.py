@@ -11,6 +11,9 @@ from fractal_core.embedding.encoder import autocast_dtype
 from fractal_core.fitting.config import TrainConfig
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
+Route = Literal["per_step", "one_pass"]
+Attention = Literal["auto", "causal", "full"]
+ROUTES: tuple[str, ...] = ("per_step", "one_pass")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,13 @@ class FinetuneConfig:
     device: str = "auto"  # "auto" -> CUDA when present, else CPU
     precision: Precision = "auto"  # autocast: bf16 where native (fp16 + scaler on a GPU without bf16)
     bag: TrainConfig = field(default_factory=TrainConfig)  # BagLoss variant, temperature, validation rule
+    # "per_step": one sequence per sentence with the earlier ones in front (every layer trains);
+    # "one_pass": one block-masked pass per response window, lower layers frozen and their states cached
+    route: Route = "per_step"
+    train_layers: int = 2  # one_pass: top encoder layers trained (the rest, embeddings included, frozen)
+    attention: Attention = "auto"  # one_pass: block-causal for first-error step data ("auto"), or as set
+    window_tokens: int = 384  # one_pass: tokens per window, specials included
+    state_cache: str | None = None  # one_pass: cache directory (None: the embedding cache's; "": memory only)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,4 +70,4 @@ def training_precision(device: torch.device, precision: str) -> tuple[torch.dtyp
     return dtype, False
 
 
-__all__ = ["FinetuneConfig", "Precision", "training_precision"]
+__all__ = ["ROUTES", "Attention", "FinetuneConfig", "Precision", "Route", "training_precision"]

@@ -75,7 +75,7 @@ class TokenBags:
         )
 
 
-def _flat_tokens(tokenizer: Any, texts: list[str], keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def flat_tokens(tokenizer: Any, texts: list[str], keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tokenize ``texts`` without specials, each cut to its first ``keep`` tokens -> (flat ids, starts, lengths)."""
     encoded = (
         tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
@@ -99,10 +99,8 @@ def build_token_bags(records: Sequence[ResponseRecord], tokenizer: Any, config: 
     sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id or 0
     budget = config.max_length - specials
-    ctx_flat, ctx_start, ctx_len = _flat_tokens(
-        tokenizer, [r.context for r in records], config.context_tokens
-    )
-    sent_flat, sent_start, sent_len = _flat_tokens(
+    ctx_flat, ctx_start, ctx_len = flat_tokens(tokenizer, [r.context for r in records], config.context_tokens)
+    sent_flat, sent_start, sent_len = flat_tokens(
         tokenizer, [s.text for r in records for s in r.spans], config.sentence_tokens
     )
     bag = sentence_bag_index(records)  # (N,)
@@ -150,4 +148,4 @@ def build_token_bags(records: Sequence[ResponseRecord], tokenizer: Any, config: 
     )
 
 
-__all__ = ["TokenBags", "build_token_bags"]
+__all__ = ["TokenBags", "build_token_bags", "flat_tokens"]

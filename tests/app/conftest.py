@@ -108,7 +108,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class AppServer:
-    """A running ``streamlit run app/main.py`` (plus optionally a worker) over an isolated store."""
+    """A running ``streamlit run app/web.py`` (the app as ``fractal serve`` runs it: the pages of
+    ``app/main.py`` plus the session-cookie routes), plus optionally a worker, over an isolated store."""
 
     home: Path
     db_url: str
@@ -130,7 +131,7 @@ class AppServer:
         log = open(self.home / "streamlit.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.server = subprocess.Popen(
             [
-                sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
+                sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "web.py"),
                 "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
                 "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
             ],

@@ -166,10 +166,10 @@ def test_annotator_labels_are_recorded_under_the_signed_in_name(team) -> None:
     rid = drive.nav(at).response_id
     drive.label(at, 0, 0)  # label 0: consistent with any response label
     assert not at.exception, at.exception
-    mine = [h for h in repo.label_history(team.engine, response_id=rid) if h.source == "gold"]
+    mine = [h for h in repo.label_history(team.engine, response_id=rid) if h.source == "human"]
     assert [(h.new_label, h.annotator) for h in mine] == [(0, "ann")]
     drive.press(at, drive.event(at, "undo"))
-    assert repo.get_response(team.engine, rid).sentences[0].label_source != "gold"
+    assert repo.get_response(team.engine, rid).sentences[0].label_source != "human"
 
 
 def test_sign_out_ends_the_session(team) -> None:
@@ -296,7 +296,7 @@ def test_stale_save_shows_their_label_and_lets_the_user_keep_or_replace(team) ->
     conflict = drive.data(ann)["conflict"]
     assert conflict is not None  # the browser shows "Not saved: someone changed these labels…"
     [item] = conflict["items"]
-    assert item["text"] == "Sentence 1: bob set 1 (gold)"
+    assert item["text"] == "Sentence 1: bob set 1 (human)"
     first = repo.get_response(team.engine, rid).sentences[0]
     assert (first.label, first.annotator) == (1, "bob")  # nothing of ann's was stored
     # "Replace with mine": the same change again, made knowingly over bob's version.
@@ -323,3 +323,170 @@ def test_reviewer_actions_refuse_an_annotator_and_change_nothing(team) -> None:
             call()
     assert repo.label_history(engine, response_id=rid) == before
     assert team_mod.disagreements(engine, 1, include_adjudicated=True) == []
+
+
+# ------------------------------------------------------------------------------------------------ one-time passwords
+
+
+def test_the_one_time_password_cannot_be_chosen_again(team) -> None:
+    accounts.add_user(team.engine, "first", "admin", "one-time-pw", must_change_password=True)
+    at = sign_in(app_test(), "first", "one-time-pw")
+    at.text_input(key="pw_new").input("one-time-pw")
+    at.text_input(key="pw_again").input("one-time-pw")
+    at.button(key="pw_submit").click().run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1 and "different from the one-time password" in at.error[0].value
+    assert "Choose your password" in _texts(at) and "secretdata" not in _texts(at)
+    assert accounts.authenticate(team.engine, "first", "one-time-pw").must_change_password
+
+
+def test_an_expired_one_time_password_does_not_sign_in(team) -> None:
+    from datetime import timedelta
+
+    from db.models import utcnow
+
+    # Made 25 hours ago with the default lifetime of 24 hours: the injected clock is the creation time.
+    accounts.add_user(
+        team.engine,
+        "first",
+        "admin",
+        "one-time-pw",
+        must_change_password=True,
+        now=utcnow() - timedelta(hours=25),
+    )
+    at = sign_in(app_test(), "first", "one-time-pw")
+    assert [e.value for e in at.error] == [accounts.ONE_TIME_EXPIRED]
+    assert "Sign in to FRACTAL Studio" in _texts(at) and "_auth_token" not in at.session_state
+
+
+# ------------------------------------------------------------------------------------------------ client address
+
+
+def test_client_address_comes_from_a_trusted_proxy_header_only() -> None:
+    from app.auth import resolve_client
+
+    # No header trusted (the default): the socket's address, whatever the request claims.
+    assert resolve_client(None, "198.51.100.2") == "198.51.100.2"
+    assert resolve_client(None, None) is None  # this machine: the store counts it as "local"
+    # Trusted: the last address, the one the proxy appended (the browser may have sent its own before it).
+    assert resolve_client(["6.6.6.6, 203.0.113.5"], None) == "203.0.113.5"
+    assert resolve_client(["6.6.6.6", "203.0.113.5"], None) == "203.0.113.5"  # the header sent twice
+    assert resolve_client(["2001:db8::7"], "127.0.0.1") == "2001:db8::7"
+    # Trusted but absent or not an address (the request did not come through the proxy): the socket's.
+    assert resolve_client([], "198.51.100.2") == "198.51.100.2"
+    assert resolve_client(["unknown"], None) is None
+
+
+def test_sign_ins_from_this_machine_count_against_one_client(team) -> None:
+    # Streamlit reports this machine (and a proxy on it) without an address: such failures are still counted
+    # per client, as "local", so the per-client limit holds for them (the store's tests check the limit).
+    from sqlalchemy import select
+
+    from db.models import SignInFailure
+
+    for name in ("nobody", "ann"):
+        at = sign_in(app_test(), name, "wrong password")
+        assert [e.value for e in at.error] == [accounts.SIGN_IN_FAILED]
+    with team.engine.connect() as conn:
+        rows = conn.execute(select(SignInFailure.user_key, SignInFailure.client_key)).all()
+    assert sorted(rows) == [("ann", accounts.LOCAL_CLIENT), ("nobody", accounts.LOCAL_CLIENT)]
+
+
+# ------------------------------------------------------------------------------------------------ session cookie
+
+
+def test_sign_in_hands_the_page_a_one_shot_grant_not_the_session_token(team) -> None:
+    from app import session_cookie
+
+    at = sign_in(app_test(), "ann")
+    token = at.session_state["_auth_token"]
+    scripts = [h.proto.body for h in at.html if "<script>" in h.proto.body]
+    assert len(scripts) == 1 and token not in scripts[0] and "document.cookie" not in scripts[0]
+    assert session_cookie.SESSION_PATH in scripts[0]
+    grant = scripts[0].split('body: "')[1].split('"')[0]
+    assert session_cookie.redeem_grant(grant) == token
+    assert session_cookie.redeem_grant(grant) is None  # once only
+    # Sign-out ends the session in the store and has the server expire the cookie.
+    at.button(key="sign_out").click().run()
+    assert accounts.session_user(team.engine, token) is None
+    scripts = [h.proto.body for h in at.html if "<script>" in h.proto.body]
+    assert len(scripts) == 1 and session_cookie.SIGNOUT_PATH in scripts[0]
+
+
+def _post(path: str, body: bytes, headers: dict[str, str], *, scheme: str = "http") -> tuple[int, list[str]]:
+    """POST to the session-cookie routes as Streamlit's server would serve them; (status, Set-Cookie values)."""
+    import asyncio
+
+    from starlette.applications import Starlette
+
+    from app import session_cookie
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8501),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(Starlette(routes=session_cookie.routes())(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    cookies = [v.decode() for k, v in start["headers"] if k == b"set-cookie"]
+    return start["status"], cookies
+
+
+def test_the_server_sets_the_session_cookie_httponly_for_a_grant_once(monkeypatch) -> None:
+    from app import session_cookie
+    from app.settings import TRUSTED_PROXY_ENV
+
+    monkeypatch.delenv(TRUSTED_PROXY_ENV, raising=False)
+    ok = {session_cookie.REQUEST_HEADER: "1"}
+    token = "t" * 43
+    grant = session_cookie.issue_grant(token)
+    status, cookies = _post(session_cookie.SESSION_PATH, grant.encode(), ok)
+    assert status == 204 and len(cookies) == 1
+    attrs = [a.strip().lower() for a in cookies[0].split(";")]
+    assert attrs[0] == f"{session_cookie.COOKIE}={token}"
+    assert {"httponly", "samesite=strict", "path=/"} <= set(attrs) and "secure" not in attrs
+    # The same grant again, an unknown one, or a request without our header: no cookie.
+    assert _post(session_cookie.SESSION_PATH, grant.encode(), ok) == (403, [])
+    assert _post(session_cookie.SESSION_PATH, b"x" * 43, ok) == (403, [])
+    assert _post(session_cookie.SESSION_PATH, session_cookie.issue_grant(token).encode(), {}) == (403, [])
+    # Over TLS the cookie is Secure; a proxy's X-Forwarded-Proto counts only when a proxy header is trusted.
+    _, cookies = _post(
+        session_cookie.SESSION_PATH, session_cookie.issue_grant(token).encode(), ok, scheme="https"
+    )
+    assert "secure" in [a.strip().lower() for a in cookies[0].split(";")]
+    proxied = {**ok, "X-Forwarded-Proto": "https"}
+    _, cookies = _post(session_cookie.SESSION_PATH, session_cookie.issue_grant(token).encode(), proxied)
+    assert "secure" not in [a.strip().lower() for a in cookies[0].split(";")]
+    monkeypatch.setenv(TRUSTED_PROXY_ENV, "X-Forwarded-For")
+    _, cookies = _post(session_cookie.SESSION_PATH, session_cookie.issue_grant(token).encode(), proxied)
+    assert "secure" in [a.strip().lower() for a in cookies[0].split(";")]
+    # Sign-out expires it.
+    status, cookies = _post(session_cookie.SIGNOUT_PATH, b"", ok)
+    attrs = [a.strip().lower() for a in cookies[0].split(";")]
+    assert status == 204 and attrs[0] == f'{session_cookie.COOKIE}=""' and "max-age=0" in attrs
+
+
+def test_a_grant_expires_unclaimed() -> None:
+    from app import session_cookie
+
+    grant = session_cookie.issue_grant("t" * 43, now=1000.0)
+    assert session_cookie.redeem_grant(grant, now=1000.0 + session_cookie.GRANT_TTL_S) is None
+    grant = session_cookie.issue_grant("t" * 43, now=1000.0)
+    assert session_cookie.redeem_grant(grant, now=1000.0 + session_cookie.GRANT_TTL_S - 1) == "t" * 43

@@ -87,7 +87,7 @@ def test_keyboard_correction_is_stored_with_who_and_undo_reverts(store) -> None:
     assert not at.exception
     history = repo.label_history(store.engine, response_id=first.id)
     assert [(h.sentence_id, h.old_label, h.new_label, h.annotator, h.source) for h in history] == [
-        (first.sentences[1].id, None, 0, "tester", "gold")
+        (first.sentences[1].id, None, 0, "tester", "human")
     ]
     shown = drive.data(at)
     assert shown["acked"] > 0 and shown["response"]["sentences"][1]["label"] == 0  # the browser shows "saved"
@@ -212,7 +212,6 @@ def test_export_page_prepares_every_format(store) -> None:
 @pytest.mark.slow
 def test_review_with_scores_colours_by_the_reviewer_view_and_n_accepts_its_labels(store) -> None:
     from app import review
-    from db.models import LABEL_SOURCES
     from fractal_core.mil import reviewer
     from tests.app.data import FAST_TRAIN
 
@@ -235,13 +234,9 @@ def test_review_with_scores_colours_by_the_reviewer_view_and_n_accepts_its_label
     drive.press(at, drive.event(at, "accept_rest"))  # N
     want = reviewer.accept_rest(scores, entered, detail.response_label, aggregation="max")
     after = repo.get_response(store.engine, rid)
-    if review.MODEL_SOURCE in LABEL_SOURCES:
-        assert [s.label for s in after.sentences] == want.tolist()
-        assert {s.label_source for s in after.sentences} == {review.MODEL_SOURCE}
-        assert drive.nav(at).response_id != rid
-    else:  # the store does not take the source yet: refused, nothing stored under another name
-        assert "source" in (drive.data(at)["refused"] or "")
-        assert [s.label for s in after.sentences] == [None] * len(after.sentences)
+    assert [s.label for s in after.sentences] == want.tolist()
+    assert {s.label_source for s in after.sentences} == {review.MODEL_SOURCE}
+    assert drive.nav(at).response_id != rid
 
 
 def test_import_into_a_new_dataset_selects_it_and_sidebar_switches_back(store) -> None:

@@ -1,6 +1,6 @@
 """End to end in Debian's Chromium: upload, review, keyboard correction, reload, train, new scores; XSS inertness.
 
-Each test starts ``streamlit run app/main.py`` (and the worker when needed) on a free port over a temp store.
+Each test starts ``streamlit run app/web.py`` (and the worker when needed) on a free port over a temp store.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_upload_review_correct_reload_train(app_server_factory, page: Page, tmp_
     with page.expect_download(timeout=LONG) as info:
         page.get_by_role("button", name=re.compile("Download")).click()
     exported = Path(info.value.path()).read_text()
-    assert '"annotator": "tester"' in exported and '"source": "gold"' in exported
+    assert '"annotator": "tester"' in exported and '"source": "human"' in exported
     assert dialogs == []
 
 

@@ -70,7 +70,7 @@ def test_twenty_fast_labels_then_an_immediate_reload_are_all_stored_in_order(
         if len(history) >= N:
             break
         time.sleep(0.5)
-    assert history == [(i, 0, "tester", "gold") for i in range(N)]
+    assert history == [(i, 0, "tester", "human") for i in range(N)]
     # After the reload the page shows them as saved, and nothing is pending.
     expect(page.locator(".fs-status")).to_have_text("All changes saved", timeout=LONG)
     expect(page.locator("#fs-row-19")).to_have_attribute("data-state", "saved", timeout=LONG)
@@ -96,7 +96,7 @@ def test_contradiction_blocks_other_keys_and_applies_to_its_own_change(
     page.keyboard.press("y")
     expect(page.locator(".fs-status")).to_have_text("All changes saved", timeout=LONG)
     history, _ = _history(srv.db_url)
-    assert history == [(0, 1, "tester", "gold")]
+    assert history == [(0, 1, "tester", "human")]
 
 
 def test_stale_save_is_refused_and_shows_the_other_persons_label(app_server_factory, page: Page) -> None:

@@ -1,6 +1,6 @@
 """Two signed-in people in two browser contexts (Chromium): a stale save is refused with the other person's
 label and replaced knowingly; an overlap response keeps both annotators' labels apart; a reviewer adjudicates;
-a reload stays signed in (cookie) and sign-out ends it."""
+a reload stays signed in (cookie) and sign-out ends it; the session cookie is HttpOnly, set by the server."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_stale_save_is_refused_and_replaced_knowingly(app_server_factory, browse
     ann.locator("body").press("0")  # ann's page still shows the sentence unlabelled
     modal = ann.locator(".fs-modal")
     expect(modal).to_contain_text("Not saved: someone changed these labels", timeout=LONG)
-    expect(modal).to_contain_text("Sentence 1: bob set 1 (gold)")
+    expect(modal).to_contain_text("Sentence 1: bob set 1 (human)")
     engine = _store(srv.db_url)
     rid = repo.response_id_by_external(engine, 1, "r001")
     assert rid is not None
@@ -121,5 +121,51 @@ def test_overlap_labels_apart_then_reviewer_adjudicates(app_server_factory, brow
     rita.get_by_role("button", name="Set gold labels").click()
     expect(rita.get_by_text(re.compile("Adjudicated r000"))).to_be_visible(timeout=LONG)
     first = repo.get_response(engine, rid).sentences[0]
-    assert first.label_source == "reviewed" and first.annotator == "rita"
+    assert first.label_source == "adjudicated" and first.annotator == "rita"
     assert team.adjudicated_labels(engine, [rid])[rid]["reviewer"] == "rita"
+
+
+def _session_cookie(page: Page) -> dict[str, Any] | None:
+    return next((c for c in page.context.cookies() if c["name"] == "fractal_session"), None)
+
+
+def _wait_for_cookie(page: Page, present: bool) -> dict[str, Any] | None:
+    """The session cookie once it is (or is no longer) set: the page posts for it right after (signing) in
+    or out, so poll the browser's cookie jar for a while rather than race it."""
+    for _ in range(300):
+        cookie = _session_cookie(page)
+        if (cookie is not None) == present:
+            return cookie
+        page.wait_for_timeout(100)
+    raise AssertionError(f"session cookie {'never set' if present else 'still set'}")
+
+
+def test_the_session_cookie_is_httponly_and_keeps_a_reload_signed_in(
+    app_server_factory, browser: Browser
+) -> None:
+    from db import accounts
+
+    srv = app_server_factory(_prepare, auth=True)
+    ann = _sign_in(browser, f"{srv.url}/?dataset=1", "ann")
+    cookie = _wait_for_cookie(ann, present=True)
+    assert cookie is not None
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert not cookie["secure"]  # plain http on 127.0.0.1; over TLS the server adds Secure
+    assert "fractal_session" not in ann.evaluate("document.cookie")
+    engine = _store(srv.db_url)
+    user = accounts.session_user(engine, cookie["value"])
+    assert user is not None and user.name == "ann"
+    # A reload is a new Streamlit session: signed in by the cookie, which page scripts still cannot read.
+    ann.reload()
+    _settle(ann)
+    expect(ann.get_by_text("Signed in as ann")).to_be_visible(timeout=LONG)
+    expect(ann.locator("#fs-sent-0")).to_be_visible(timeout=LONG)  # the app works: the review page is there
+    assert "fractal_session" not in ann.evaluate("document.cookie")
+    # Sign-out ends the session in the store and the server expires the cookie.
+    ann.get_by_role("button", name="Sign out").click()
+    expect(ann.get_by_role("button", name="Sign in")).to_be_visible(timeout=LONG)
+    assert accounts.session_user(engine, cookie["value"]) is None
+    assert _wait_for_cookie(ann, present=False) is None
+    ann.reload()
+    _settle(ann)
+    expect(ann.get_by_role("button", name="Sign in")).to_be_visible(timeout=LONG)

@@ -156,6 +156,12 @@ def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
         cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in children]
         web = next(c for c in cmdlines if b"streamlit" in b" ".join(c))
         assert web[web.index(b"--server.address") + 1] == b"127.0.0.1"
+        # It serves app/web.py (the pages plus the session-cookie routes), believing no proxy header.
+        assert web[web.index(b"run") + 1].endswith(b"web.py")
+        web_pid = children[cmdlines.index(web)]
+        environ = Path(f"/proc/{web_pid}/environ").read_bytes().split(b"\0")
+        assert b"FORWARDED_ALLOW_IPS=" in environ
+        assert not any(e.startswith(b"FRACTAL_TRUSTED_PROXY_HEADER=") for e in environ)
         assert "sign-in required" in log.read_text() and "one-time password" in log.read_text()
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl+C
@@ -194,6 +200,41 @@ def test_serve_refuses_a_public_host_without_sign_in(store) -> None:
     assert "running at" not in result.output
 
 
+def test_serve_refuses_a_header_name_that_is_not_one(store, monkeypatch) -> None:
+    def must_not_start(*args: object, **kwargs: object) -> None:
+        raise AssertionError("serve started a process despite a bad --trusted-proxy-header")
+
+    monkeypatch.setattr("app.cli.subprocess.Popen", must_not_start)
+    _register_subcommands()
+    for bad in ("X-Forwarded-For: 1.2.3.4", "", "X_Forwarded"):
+        result = CliRunner().invoke(app, ["serve", "--trusted-proxy-header", bad, "--db", store.db_url])
+        assert result.exit_code == 2, (bad, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --trusted-proxy-header"), result.output
+    monkeypatch.setenv("FRACTAL_TRUSTED_PROXY_HEADER", "not a header")
+    result = CliRunner().invoke(app, ["serve", "--db", store.db_url])
+    assert result.exit_code == 2 and "FRACTAL_TRUSTED_PROXY_HEADER" in result.output
+    assert "running at" not in result.output
+
+
+def test_serve_passes_a_trusted_proxy_header_only_when_configured(monkeypatch) -> None:
+    from app.cli import web_env
+    from app.settings import TRUSTED_PROXY_ENV, trusted_proxy_header
+
+    monkeypatch.setenv(TRUSTED_PROXY_ENV, "X-Real-IP")  # left over in the shell: the flag decides
+    common = {"auth": True, "encoder": None, "precision": "auto"}
+    off = web_env(Path("/h"), "sqlite://", trusted_proxy_header=None, **common)  # type: ignore[arg-type]
+    assert TRUSTED_PROXY_ENV not in off
+    # The web server itself believes no X-Forwarded-For either (it would, by default, from loopback peers).
+    assert off["FORWARDED_ALLOW_IPS"] == ""
+    on = web_env(Path("/h"), "sqlite://", trusted_proxy_header="X-Forwarded-For", **common)  # type: ignore[arg-type]
+    assert on[TRUSTED_PROXY_ENV] == "X-Forwarded-For" and on["FORWARDED_ALLOW_IPS"] == ""
+    monkeypatch.setenv(TRUSTED_PROXY_ENV, "X-Forwarded-For")
+    assert trusted_proxy_header() == "X-Forwarded-For"
+    monkeypatch.setenv(TRUSTED_PROXY_ENV, "bad header")
+    assert trusted_proxy_header() is None
+
+
 def test_first_serve_makes_an_admin_with_a_one_time_password(store) -> None:
     from db import accounts
 
@@ -205,6 +246,26 @@ def test_first_serve_makes_an_admin_with_a_one_time_password(store) -> None:
     user = accounts.authenticate(store.engine, "admin", password)
     assert user.role == "admin" and user.must_change_password
     assert setup.ensure_admin(settings, interactive=False) is None  # a store with users is left alone
+    assert "valid for 24 h" in message
+
+
+def test_first_admin_one_time_password_lifetime_comes_from_the_setting(store, monkeypatch) -> None:
+    from datetime import timedelta
+
+    from db import accounts
+    from db.models import utcnow
+
+    settings = load_settings(store.db_url)
+    setup.prepare_store(settings, load_demo=False)
+    monkeypatch.setenv("FRACTAL_ONE_TIME_PASSWORD_HOURS", "soon")
+    with pytest.raises(setup.SetupError, match="FRACTAL_ONE_TIME_PASSWORD_HOURS"):
+        setup.ensure_admin(settings, interactive=False)
+    monkeypatch.setenv("FRACTAL_ONE_TIME_PASSWORD_HOURS", "1")
+    message = setup.ensure_admin(settings, interactive=False)
+    assert message is not None and "valid for 1 h" in message
+    password = message.split("one-time password ")[1].split()[0]
+    with pytest.raises(accounts.SignInError, match="expired"):
+        accounts.authenticate(store.engine, "admin", password, now=utcnow() + timedelta(hours=1, seconds=1))
 
 
 def test_first_serve_on_a_terminal_asks_for_the_admin_password(store) -> None:
@@ -244,3 +305,27 @@ def test_users_commands_add_list_set_role_disable(store) -> None:
     short = runner.invoke(app, ["users", "add", "bob", *db], input="short\n")
     assert short.exit_code == 2 and "8 characters" in short.output
     assert [u.name for u in accounts.list_users(store.engine)] == ["ann", "boss"]
+
+
+def test_users_passwd_one_time_resets_a_forgotten_password(store, monkeypatch) -> None:
+    from db import accounts
+
+    _register_subcommands()
+    runner = CliRunner()
+    db = ["--db", store.db_url]
+    accounts.add_user(store.engine, "boss", "admin", "boss-password")
+    ann = accounts.add_user(store.engine, "ann", "annotator", "forgotten-password")
+    token = accounts.start_session(store.engine, ann)
+    result = runner.invoke(app, ["users", "passwd", "ann", "--one-time", *db])
+    assert result.exit_code == 0, result.output
+    assert "for 24 h" in result.output
+    once = result.output.split("one-time password of ann: ")[1].split()[0]
+    assert accounts.session_user(store.engine, token) is None  # the reset ends her sessions
+    assert accounts.authenticate(store.engine, "ann", once).must_change_password
+    assert "must change password" in runner.invoke(app, ["users", "list", *db]).output
+    # The same one-time password is refused as her new one, through the command as anywhere else.
+    same = runner.invoke(app, ["users", "passwd", "ann", *db], input=once + "\n")
+    assert same.exit_code == 2 and "different from the one-time password" in same.output
+    monkeypatch.setenv("FRACTAL_ONE_TIME_PASSWORD_HOURS", "-3")
+    bad = runner.invoke(app, ["users", "passwd", "ann", "--one-time", *db])
+    assert bad.exit_code == 2 and bad.output.startswith("error: ") and "Traceback" not in bad.output

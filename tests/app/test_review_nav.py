@@ -9,7 +9,6 @@ from app import review, review_events
 from db import repository as repo
 from db.engine import get_engine
 from db.ingest import ingest_file
-from db.models import LABEL_SOURCES
 from db.rows import ResponseDetail
 from tests.app.data import tiny_records, write_jsonl
 
@@ -146,7 +145,7 @@ def test_events_are_stored_in_order_each_as_one_action(engine) -> None:
     assert out.acked == 10 + len(sids) - 1 and out.question is None and out.n_changed == len(sids)
     history = sorted(repo.label_history(engine, response_id=d.id), key=lambda h: h.event_id)
     assert [h.sentence_id for h in history] == sids
-    assert {(h.annotator, h.source) for h in history} == {("ann", "gold")}
+    assert {(h.annotator, h.source) for h in history} == {("ann", "human")}
     # The same batch again (a reload before the answer arrived): nothing stored twice.
     again = _apply(engine, events, acked=0)
     assert again.acked == out.acked and again.n_changed == 0 and again.conflict is None
@@ -219,7 +218,6 @@ def test_a_malformed_batch_is_refused(raw) -> None:
         review_events.parse_batch(raw)
 
 
-@pytest.mark.skipif("model" not in LABEL_SOURCES, reason="the store does not accept the model source yet")
 def test_accept_rest_stores_the_views_labels_as_accepted_from_the_model(engine) -> None:
     d = _detail(engine, 0)
     sids = [s.id for s in d.sentences]

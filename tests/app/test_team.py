@@ -92,7 +92,7 @@ def test_overlap_labels_are_kept_apart_then_agreement_and_adjudication(crew) -> 
     rita.button(key="adj_save").click().run()
     assert not rita.exception, rita.exception
     first = repo.get_response(engine, rid).sentences[0]
-    assert first.label_source == "reviewed" and first.annotator == "rita"
+    assert first.label_source == "adjudicated" and first.annotator == "rita"
     assert team.adjudicated_labels(engine, [rid])[rid]["reviewer"] == "rita"
 
 

@@ -61,7 +61,7 @@ def src(engine: Engine, tmp_path: Path) -> int:
     r1 = repo.get_response(engine, repo.response_id_by_external(engine, ds, "r1") or -1)
     repo.record_labels(engine, r1.id, {s.id: 0 for s in r1.sentences}, "ann")  # contradicts label 1
     r0 = repo.get_response(engine, repo.response_id_by_external(engine, ds, "r0") or -1)
-    repo.record_label(engine, r0.sentences[0].id, 0, "bob", source="reviewed")
+    repo.record_label(engine, r0.sentences[0].id, 0, "bob", source="adjudicated")
     ids = repo.load_training_set(engine, ds).sentence_ids
     mv = repo.create_model_version(engine, ds, method="fractal")
     repo.store_scores(engine, mv.id, ids, np.linspace(0.05, 0.95, len(ids)))
@@ -81,7 +81,7 @@ def test_native_round_trip_keeps_responses_sentences_and_labels(
     assert [lab["annotator"] for lab in r1["meta"]["fractal"]["labels"]] == ["ann"] * 3
     r0 = next(line for line in lines if line["id"] == "r0")
     assert r0["sentence_labels"] == [0, 0]
-    assert r0["meta"]["fractal"]["labels"][0]["source"] == "reviewed"
+    assert r0["meta"]["fractal"]["labels"][0]["source"] == "adjudicated"
     assert r0["meta"]["fractal"]["scores"][0] == pytest.approx(0.05)
     assert r0["meta"]["fractal"]["model_version"]["version"] == 1
     assert r0["meta"]["fractal"]["provenance"]["file"] == "train.jsonl"
@@ -103,7 +103,7 @@ def test_native_round_trip_keeps_responses_sentences_and_labels(
         ).sentences
         if s.label is not None
     }
-    assert sources == {("gold", "carol")}
+    assert sources == {("imported_gold", "carol")}
     assert copy.label_balance == repo.require_dataset(engine, "src").label_balance
 
 
@@ -116,21 +116,45 @@ def test_native_round_trip_of_real_data(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_stepwise_jsonl_and_parquet(engine: Engine, src: int, tmp_path: Path) -> None:
-    js = export_dataset(engine, "src", tmp_path / "s.jsonl", format="stepwise-jsonl")
-    pa_summary = export_dataset(engine, "src", tmp_path / "s.parquet", format="stepwise-parquet")
-    assert js.n_rows == pa_summary.n_rows == 9 and js.n_skipped == 0
+    js = export_dataset(engine, "src", tmp_path / "s.jsonl", format="stepwise-jsonl", scores_as_labels=True)
+    pa_summary = export_dataset(
+        engine, "src", tmp_path / "s.parquet", format="stepwise-parquet", scores_as_labels=True
+    )
+    # r1's labels contradict its response label: left out of the step formats, as native leaves them out of
+    # its sentence_labels.
+    assert js.n_rows == pa_summary.n_rows == 8 and js.n_skipped == 1
+    assert js.left_out == {export_mod.LEFT_OUT_CONTRADICTS: 1}
     rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert pq.read_table(tmp_path / "s.parquet").to_pylist() == rows
     r3 = next(r for r in rows if r["id"] == "r3")
     # imported labels [0, 1] under max: the positive step is the bad one
     assert (r3["prompt"], r3["labels"]) == ("Question 3?", [True, False])
+    assert (r3["sources"], r3["annotators"]) == (["imported", "imported"], ["import:train.jsonl"] * 2)
     assert r3["completions"] == ["Step 0 of answer 3 is here.", "Step 1 of answer 3 is here."]
-    good = export_dataset(engine, "src", tmp_path / "g.jsonl", format="stepwise-jsonl", positive_is="good")
+    r2 = next(r for r in rows if r["id"] == "r2")
+    assert set(r2["sources"]) == {"score"} and r2["annotators"] == [None] * 4
+    good = export_dataset(
+        engine,
+        "src",
+        tmp_path / "g.jsonl",
+        format="stepwise-jsonl",
+        positive_is="good",
+        scores_as_labels=True,
+    )
     flipped = {
         json.loads(line)["id"]: json.loads(line)["labels"]
         for line in (tmp_path / "g.jsonl").read_text().splitlines()
     }
-    assert good.n_rows == 9 and flipped["r3"] == [False, True]
+    assert good.n_rows == 8 and flipped["r3"] == [False, True]
+
+
+def test_stepwise_never_turns_a_score_into_a_label_unless_asked(
+    engine: Engine, src: int, tmp_path: Path
+) -> None:
+    summary = export_dataset(engine, "src", tmp_path / "s.jsonl", format="stepwise-jsonl")
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "s.jsonl").read_text().splitlines())}
+    assert "r2" not in rows and "score" not in {x for r in rows.values() for x in r["sources"]}
+    assert summary.left_out[export_mod.LEFT_OUT_UNLABELLED] == summary.n_skipped - 1
 
 
 def test_stepwise_leaves_out_responses_without_labels_or_scores(engine: Engine, tmp_path: Path) -> None:
@@ -140,14 +164,14 @@ def test_stepwise_leaves_out_responses_without_labels_or_scores(engine: Engine, 
 
 
 def test_prm800k_ratings_and_kto(engine: Engine, src: int, tmp_path: Path) -> None:
-    export_dataset(engine, "src", tmp_path / "prm.jsonl", format="prm800k")
+    export_dataset(engine, "src", tmp_path / "prm.jsonl", format="prm800k", scores_as_labels=True)
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "prm.jsonl").read_text().splitlines())}
     r3 = rows["r3"]
     assert r3["question"]["problem"] == "Question 3?"
     assert [s["completions"][0]["rating"] for s in r3["label"]["steps"]] == [1, -1]
     assert r3["label"]["finish_reason"] == "found_error"
     r2_steps = rows["r2"]["label"]["steps"]  # unlabelled: model scores decide, sources say so
-    assert {s["completions"][0]["source"] for s in r2_steps} == {"model"}
+    assert {s["completions"][0]["source"] for s in r2_steps} == {"score"}
     export_dataset(engine, "src", tmp_path / "kto.jsonl", format="kto")
     kto = {r["id"]: r for r in map(json.loads, (tmp_path / "kto.jsonl").read_text().splitlines())}
     assert (kto["r0"]["label"], kto["r1"]["label"]) == (True, False)  # max bags: label 1 = has a defect
@@ -155,6 +179,7 @@ def test_prm800k_ratings_and_kto(engine: Engine, src: int, tmp_path: Path) -> No
         kto["r1"]["completion"]
         == repo.get_response(engine, repo.response_id_by_external(engine, src, "r1") or -1).text
     )
+    assert kto["r0"]["sources"] == ["adjudicated", "imported"] and kto["r0"]["annotators"][0] == "bob"
 
 
 def test_failed_export_leaves_the_old_file(
@@ -177,6 +202,6 @@ def test_failed_export_leaves_the_old_file(
 
     monkeypatch.setattr(export_mod, "_stepwise_row", flaky)
     with pytest.raises(RuntimeError):
-        export_dataset(engine, "src", out, format="stepwise-jsonl")
+        export_dataset(engine, "src", out, format="stepwise-jsonl", scores_as_labels=True)
     assert out.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

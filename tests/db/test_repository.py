@@ -92,7 +92,7 @@ def test_gold_correction_over_imported_label_and_undo_restores_it(engine: Engine
     s0 = sentence_ids(engine, r0)[0]
     repo.record_label(engine, s0, 0, "ann")  # same value, now gold: a change of source
     sent = repo.get_response(engine, r0).sentences[0]
-    assert (sent.label, sent.label_source, sent.annotator) == (0, "gold", "ann")
+    assert (sent.label, sent.label_source, sent.annotator) == (0, "human", "ann")
     assert repo.gold_budget(engine, ds).gold_responses == 1
     repo.undo_last(engine, "ann")
     sent = repo.get_response(engine, r0).sentences[0]
@@ -290,7 +290,7 @@ def test_streamed_load_equals_loading_every_row_at_once(
     ingest_file(engine, write_jsonl(tmp_path / "v.jsonl", make_rows(7, prefix="v")), "demo", split="valid")
     ingest_file(engine, write_jsonl(tmp_path / "o2.jsonl", make_rows(3, prefix="p")), "other")
     repo.record_label(engine, sentence_ids(engine, rid(engine, ds, "r1"))[1], 1, "ann")
-    repo.record_label(engine, sentence_ids(engine, rid(engine, ds, "v2"))[0], 0, "ann", source="reviewed")
+    repo.record_label(engine, sentence_ids(engine, rid(engine, ds, "v2"))[0], 0, "ann", source="adjudicated")
     over_imported = sentence_ids(engine, rid(engine, ds, "r3"))[0]
     repo.record_label(engine, over_imported, 1, "ann")
     monkeypatch.setattr(loader, "STREAM_ROWS", 4)  # many round trips, batches ending mid-response
@@ -326,12 +326,12 @@ def test_every_filter_and_sort_matches_a_brute_force_listing(engine: Engine, ds:
         repo.get_response(engine, r.id)
         for r in repo.list_responses(engine, ds, sort="id", page_size=100).rows
     ]
-    annotators = {d.id: {s.annotator for s in d.sentences if s.label_source == "gold"} for d in everything}
+    annotators = {d.id: {s.annotator for s in d.sentences if s.label_source == "human"} for d in everything}
 
     def brute(sort: str, **f: object) -> list[int]:
         keep = []
         for d in everything:
-            n_gold = sum(s.label_source == "gold" for s in d.sentences)
+            n_gold = sum(s.label_source == "human" for s in d.sentences)
             status = {
                 "unlabelled": n_gold == 0,
                 "partial": 0 < n_gold < len(d.sentences),

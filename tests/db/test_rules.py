@@ -61,11 +61,11 @@ def test_inserted_label_events_are_checked_too(engine: Engine, ds: int) -> None:
         "INSERT INTO label_events (action_id, sentence_id, response_id, annotator, source, new_label, created_at) "
         f"VALUES ('x', {sid}, {rid}, 'eve', :source, :label, CURRENT_TIMESTAMP)"
     )
-    for source, label in [("gold", 2), ("bogus", 1), ("gold", -1)]:
+    for source, label in [("human", 2), ("bogus", 1), ("human", -1)]:
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(text(insert), {"source": source, "label": label})
     with engine.begin() as conn:  # a valid one goes in
-        conn.execute(text(insert), {"source": "gold", "label": 1})
+        conn.execute(text(insert), {"source": "human", "label": 1})
 
 
 def test_repository_functions_refuse_unknown_kinds_and_statuses(engine: Engine, ds: int) -> None:

@@ -98,7 +98,7 @@ def test_agreement_disagreements_and_adjudication(engine, dataset_id) -> None:
     team.adjudicate(engine, target, gold, "rita")
     detail = repo.get_response(engine, target)
     assert [(x.label, x.label_source, x.annotator) for x in detail.sentences] == [
-        (0, "reviewed", "rita")
+        (0, "adjudicated", "rita")
     ] * len(sids)
     adj = team.adjudicated_labels(engine, [target])[target]
     assert adj["reviewer"] == "rita" and adj["labels"] == gold
@@ -158,6 +158,6 @@ def test_native_export_carries_every_annotators_labels_and_the_adjudicated_gold(
     assert block["annotations"] == {"ann": [1, None, *blanks], "bob": [0, 0, *blanks]}
     assert block["adjudicated"]["reviewer"] == "rita"
     assert [(lab or {}).get("label") for lab in block["labels"][:2]] == [1, 0]
-    assert {(lab or {}).get("source") for lab in block["labels"][:2]} == {"reviewed"}
+    assert {(lab or {}).get("source") for lab in block["labels"][:2]} == {"adjudicated"}
     other = next(r for k, r in rows.items() if k != rid)["meta"]["fractal"]
     assert other["annotations"] == {} and other["adjudicated"] is None

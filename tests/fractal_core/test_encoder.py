@@ -381,3 +381,13 @@ def test_onnx_int8_encoder_stays_within_the_default_rule(encoder: Encoder, tmp_p
         (vectors * reference).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(reference, axis=1)
     )
     assert cosine.min() >= 0.99  # the rule a default must keep (BENCHMARKS: min 0.995 over 3,000 sentences)
+
+
+def test_int8_weights_are_signed_only_where_the_cpu_has_vnni() -> None:
+    from fractal_core.embedding.onnx_encoder import int8_weight_type
+
+    assert int8_weight_type("flags\t: fpu sse2 avx2 avx512f avx512_vnni") == "qint8"
+    assert int8_weight_type("flags\t: fpu sse2 avx2 avx_vnni") == "qint8"
+    # plain AVX2: uint8 x int8 products saturate in 16-bit pair sums, so the weights are unsigned
+    assert int8_weight_type("flags\t: fpu sse2 avx2 fma") == "quint8"
+    assert int8_weight_type("") == "quint8"

@@ -18,16 +18,26 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from db.models import (
-    FILE_FORMATS,
-    JOB_STATES,
-    LABEL_SOURCES,
-    MODEL_STATUSES,
-    SEGMENT_MODES,
-    label_in_range,
-    one_of,
-)
-from fractal_core.data.records import AGGREGATIONS, LABEL_KINDS, MAX_LABEL
+# Frozen: the values as they were at this revision, never imported from the live code (a fresh store must be
+# built the same way whatever the code's constants become).
+LABEL_SOURCES: tuple[str, ...] = ("gold", "reviewed", "imported")
+JOB_STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+MODEL_STATUSES: tuple[str, ...] = ("training", "ready", "failed")
+FILE_FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
+SEGMENT_MODES: tuple[str, ...] = ("sentences", "steps")
+AGGREGATIONS: tuple[str, ...] = ("max", "min", "mean")
+LABEL_KINDS: tuple[str, ...] = ("binary", "ordinal", "proportion")
+MAX_LABEL = 100
+
+
+def one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> str:
+    listed = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IS NULL OR {column} IN ({listed})" if nullable else f"{column} IN ({listed})"
+
+
+def label_in_range(column: str) -> str:
+    return f"{column} IS NULL OR ({column} >= 0 AND {column} <= {MAX_LABEL})"
+
 
 revision: str = "0004"
 down_revision: str | None = "0003"

@@ -147,7 +147,7 @@ def require(role: str) -> UserRow:
         st.warning("Sign in to continue.")
         st.stop()
     if not accounts.has_role(user, role):
-        st.error(f"This page needs the {role} role; you are signed in as a {user.role}.")
+        st.error(f"Not allowed: this page needs the {role} role; you are signed in as a {user.role}.")
         st.stop()
     assert user is not None
     return user

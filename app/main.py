@@ -53,9 +53,25 @@ if user.must_change_password:
     st.navigation([st.Page("views/password.py", title="Password", icon=":material/key:", default=True)]).run()
     st.stop()
 
-allowed = [(path, title, icon) for path, title, icon, role in PAGES if has_role(user, role)]
+
+def _review_link() -> None:
+    """``/review`` opens Review (the default page, served at the root URL) with the link's query string."""
+    st.switch_page(routes[0], query_params=st.query_params.to_dict())
+
+
+# Every page is routed, so a link to one the role may not open reaches the page's own check and says "not
+# allowed" (instead of "Page not found"); the navigation lists only the pages the role may open. Review is the
+# default page at the root URL (so whatever the first run after signing in shows is not cut short by a switch),
+# and its own name reaches it too.
+review_path, review_title, review_icon, _ = PAGES[0]
+# The default page is served at the root URL but reserves a name of its own; "review" is left to the alias.
+routes = [st.Page(review_path, title=review_title, icon=review_icon, default=True, url_path="review-page")]
+routes += [
+    st.Page(path, title=title, icon=icon, visibility="visible" if has_role(user, role) else "hidden")
+    for path, title, icon, role in PAGES[1:]
+]
 page = st.navigation(
-    [st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon) in enumerate(allowed)]
+    [*routes, st.Page(_review_link, title=review_title, url_path="review", visibility="hidden")]
 )
 state.warm_imports()
 

@@ -3,11 +3,8 @@
 Every piece of user text goes through ``markupsafe.escape``; the only markup we emit is a fixed set of tags
 and CSS classes defined in :data:`CSS`. Scores choose one of :data:`N_BINS` colour classes and uncertainty one
 of three outline classes, so no user-controlled value ever reaches a ``style`` attribute. Markdown and LaTeX
-inside responses are shown as text (escaped), with one exception: LaTeX between ``$...$``, ``$$...$$``,
-``\\(...\\)``, ``\\[...\\]`` (and bare ``\\begin{align}``-style environments) is converted to MathML on the
-server by ``latex2mathml`` and then rebuilt from an allow-list of MathML elements and attributes
-(:func:`latex_to_mathml`); anything outside the list (``\\href``, ``\\style``, ``\\class``, raw tags inside
-``\\text{}``), an unknown command or a conversion error shows the escaped source instead.
+inside responses are shown as text (escaped), with one exception: formulas, which :mod:`app.mathml` finds,
+converts to MathML and rebuilds from an allow-list (anything else shows the escaped source).
 
 Each sentence is a bidi isolate whose text takes its own direction (``dir="auto"``), so right-to-left sentences
 neither reorder their neighbours nor move the sentence numbers.
@@ -18,16 +15,14 @@ This module is pure (no Streamlit import) so it can be unit-tested and benchmark
 from __future__ import annotations
 
 import bisect
-import functools
 import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from html.parser import HTMLParser
 
 from markupsafe import escape
 
+from app.mathml import MathSegment, find_math, latex_to_mathml
 from fractal_core.mil import semantics
 
 N_BINS = 10
@@ -53,39 +48,58 @@ _DARK_BINS = frozenset({7, 8, 9})
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
-def _build_css() -> str:
-    rules = [
-        ".fs-response{white-space:pre-wrap;line-height:1.9;font-size:1rem;padding:.6rem .8rem;"
-        "border:1px solid #ddd;border-radius:.4rem;background:#fff;color:#111;overflow-wrap:anywhere}",
-        ".fs-context{white-space:pre-wrap;font-size:.9rem;color:#333;background:#f3f5f8;padding:.5rem .8rem;"
-        "border-left:3px solid #8aa;border-radius:.3rem;max-height:14rem;overflow:auto;overflow-wrap:anywhere}",
-        ".fs-sent{border-radius:.25rem;padding:.05rem .1rem;outline-offset:1px;unicode-bidi:isolate}",
-        ".fs-txt{unicode-bidi:isolate}",
-        ".fs-math math{font-size:1.05em}",
-        ".fs-math-block{display:inline-block;margin:.15rem .3rem;vertical-align:middle}",
-        ".fs-sent:focus{outline:3px solid #1a5fb4}",
-        ".fs-u0{outline:none}",
-        ".fs-u1{outline:1px dashed #555}",
-        ".fs-u2{outline:2px dashed #000}",
-        ".fs-focus{outline:3px solid #1a5fb4 !important;box-shadow:0 0 0 3px #cfe0fb}",
-        ".fs-none{background:#fff;border-bottom:1px dotted #999}",
-        ".fs-idx{font-size:.65rem;vertical-align:super;color:#555;margin-right:.1rem;user-select:none}",
-        ".fs-gold{font-size:.7rem;font-weight:700;margin-left:.15rem;padding:0 .2rem;border-radius:.2rem;"
-        "user-select:none}",
-        ".fs-gold-1{background:#b0183a;color:#fff}",
-        ".fs-gold-0{background:#2a7b3d;color:#fff}",
-        ".fs-title{font-size:1.35rem;font-weight:600;margin:.2rem 0 .4rem 0}",
-        ".fs-legend{display:flex;align-items:center;gap:.3rem;font-size:.8rem;color:#333;flex-wrap:wrap}",
-        ".fs-legend .fs-sw{display:inline-block;width:1.4rem;height:1rem;border:1px solid #ccc}",
-        ".fs-legend .fs-key{display:inline-block;padding:0 .3rem;margin-left:.6rem}",
-    ]
+UNCERTAIN_AT = (0.4, 0.7)
+"""Uncertainty (``1 - |2p - 1|``) at which a sentence gets the thin (level 1) and the thick (level 2) dashed
+outline; the browser component reads these too."""
+
+# The page may be light or dark: boxes take the text colour of the page and a translucent tint instead of a fixed
+# white, and only the score bins (which set both background and text) carry fixed colours.
+_RULES: tuple[str, ...] = (
+    ".fs-response{white-space:pre-wrap;line-height:1.9;font-size:1rem;padding:.6rem .8rem;"
+    "border:1px solid rgba(128,128,128,.45);border-radius:.4rem;background:transparent;color:inherit;"
+    "overflow-wrap:anywhere}",
+    ".fs-context{white-space:pre-wrap;font-size:.9rem;color:inherit;background:rgba(128,128,128,.12);"
+    "padding:.5rem .8rem;border-left:3px solid #8aa;border-radius:.3rem;max-height:14rem;overflow:auto;"
+    "overflow-wrap:anywhere}",
+    ".fs-sent{border-radius:.25rem;padding:.05rem .1rem;outline-offset:1px;unicode-bidi:isolate}",
+    ".fs-txt{unicode-bidi:isolate}",
+    ".fs-math math{font-size:1.05em}",
+    # A long display formula scrolls inside its own box instead of being cut at the response's edge.
+    ".fs-math-block{display:inline-block;max-width:100%;overflow-x:auto;overflow-y:hidden;"
+    "margin:.15rem .3rem;vertical-align:middle}",
+    # Chromium's MathML draws no box for menclose: \\boxed{} would show its content only.
+    ".fs-math menclose{border:1px solid currentColor;padding:0 .2em}",
+    ".fs-sent:focus{outline:3px solid #1a5fb4}",
+    ".fs-u0{outline:none}",
+    ".fs-u1{outline:1px dashed #555}",
+    ".fs-u2{outline:2px dashed #000}",
+    ".fs-focus{outline:3px solid #1a5fb4 !important;box-shadow:0 0 0 3px #cfe0fb}",
+    ".fs-none{background:transparent;border-bottom:1px dotted #999}",
+    ".fs-idx{font-size:.65rem;vertical-align:super;opacity:.7;margin-right:.1rem;user-select:none}",
+    ".fs-gold{font-size:.7rem;font-weight:700;margin-left:.15rem;padding:0 .2rem;border-radius:.2rem;"
+    "user-select:none}",
+    ".fs-gold-1{background:#b0183a;color:#fff}",
+    ".fs-gold-0{background:#2a7b3d;color:#fff}",
+    ".fs-title{font-size:1.35rem;font-weight:600;margin:.2rem 0 .4rem 0}",
+    ".fs-legend{display:flex;align-items:center;gap:.3rem;font-size:.8rem;color:inherit;flex-wrap:wrap}",
+    ".fs-legend .fs-sw{display:inline-block;width:1.4rem;height:1rem;border:1px solid rgba(128,128,128,.6)}",
+    ".fs-legend .fs-key{display:inline-block;padding:0 .3rem;margin-left:.6rem}",
+)
+
+
+def _css_rules() -> str:
+    rules = list(_RULES)
     for i, colour in enumerate(_BIN_COLOURS):
         text = "#fff" if i in _DARK_BINS else "#111"
         rules.append(f".fs-s{i}{{background:{colour};color:{text}}}")
-    return "<style>" + "".join(rules) + "</style>"
+    return "".join(rules)
 
 
-CSS: str = _build_css()
+CSS_RULES: str = _css_rules()
+"""The rules every fragment relies on, without the ``<style>`` wrapper (the Review component carries them into
+its own shadow root)."""
+
+CSS: str = "<style>" + CSS_RULES + "</style>"
 """The stylesheet every fragment relies on; emit it once per page (``st.html(CSS)``)."""
 
 
@@ -108,15 +122,11 @@ def uncertainty(score: float | None) -> float | None:
 
 
 def uncertainty_level(score: float | None) -> int:
-    """Outline level 0 (confident), 1 (unsure) or 2 (very unsure: score within 0.15 of 0.5)."""
+    """Outline level 0 (confident), 1 (unsure) or 2 (very unsure: score within 0.15 of 0.5): :data:`UNCERTAIN_AT`."""
     u = uncertainty(score)
     if u is None:
         return 0
-    if u >= 0.7:
-        return 2
-    if u >= 0.4:
-        return 1
-    return 0
+    return int(u >= UNCERTAIN_AT[0]) + int(u >= UNCERTAIN_AT[1])
 
 
 def _check_prefix(prefix: str) -> str:
@@ -129,183 +139,6 @@ def _check_prefix(prefix: str) -> str:
 def sentence_id(prefix: str, index: int) -> str:
     """DOM id of sentence ``index`` in a fragment rendered with ``prefix``."""
     return f"{_check_prefix(prefix)}-{int(index)}"
-
-
-# ------------------------------------------------------------------------------------------------ math
-
-MATH_MAX_CHARS = 4000
-"""Longer LaTeX is shown as source (conversion time grows with length; no real formula is this long)."""
-
-_MATH_RE = re.compile(
-    r"""
-      \$\$(?P<dd>.+?)\$\$                                    # $$ display $$
-    | \\\[(?P<br>.+?)\\\]                                    # \[ display \]
-    | \\\((?P<pa>.+?)\\\)                                    # \( inline \)
-    | \\begin\{(?P<env>equation|align|alignat|gather|multline|eqnarray)(?P<star>\*?)\}
-        (?P<body>.+?)\\end\{(?P=env)(?P=star)\}              # bare display environments
-    | (?<![\\$])\$(?P<d>[^\s$](?:[^$]*?[^\s\\$])?)\$(?!\d)   # $inline$: no space inside the dollars and no
-                                                             # digit after (so "$5 and $10" stays text)
-    """,
-    re.DOTALL | re.VERBOSE,
-)
-
-MATHML_ELEMENTS = frozenset(
-    {
-        "math", "mrow", "mi", "mn", "mo", "ms", "mspace", "mtext", "msub", "msup", "msubsup", "mfrac",
-        "msqrt", "mroot", "mstyle", "merror", "mpadded", "mphantom", "menclose", "munder", "mover",
-        "munderover", "mtable", "mtr", "mtd", "mlabeledtr", "mmultiscripts", "mprescripts", "none",
-    }
-)  # fmt: skip
-"""MathML elements kept by the sanitiser: presentation markup only (no ``maction``, ``mglyph``, ``semantics``
-or ``annotation-xml``, which can carry links, images or foreign markup)."""
-
-MATHML_ATTRIBUTES = frozenset(
-    {
-        "display", "mathvariant", "stretchy", "fence", "separator", "lspace", "rspace", "form", "largeop",
-        "movablelimits", "accent", "accentunder", "linethickness", "displaystyle", "scriptlevel",
-        "columnalign", "rowalign", "columnspacing", "rowspacing", "columnlines", "rowlines", "frame",
-        "notation", "width", "height", "depth", "minsize", "maxsize", "symmetric", "linebreak", "voffset",
-    }
-)  # fmt: skip
-"""Attributes kept on those elements: layout only. No ``href``, ``src``, ``style``, ``class``, ``id``, event
-handlers or colours; the only namespace is MathML's own."""
-
-_ATTR_VALUE_RE = re.compile(r"^[A-Za-z0-9 .%+\-]{0,64}$")
-_MATHML_NS = "http://www.w3.org/1998/Math/MathML"
-
-
-class _Unsafe(Exception):
-    """The converter's output holds something outside the allow-list: show the source instead."""
-
-
-class _MathMLSanitiser(HTMLParser):
-    """Rebuilds MathML from the allow-list; raises :class:`_Unsafe` on anything else.
-
-    Text is decoded by the parser and escaped again on output, so character references cannot smuggle markup;
-    the rebuilt tree is balanced by construction (an end tag that does not close the open element is refused).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.stack: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._open(tag, attrs)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._open(tag, attrs)
-        self.handle_endtag(tag)
-
-    def _open(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag not in MATHML_ELEMENTS or (tag == "math") != (not self.stack):
-            raise _Unsafe(tag)
-        kept = []
-        for name, value in attrs:
-            if name == "xmlns" and tag == "math" and value == _MATHML_NS:
-                continue  # re-added below
-            if name not in MATHML_ATTRIBUTES or value is None or not _ATTR_VALUE_RE.match(value):
-                raise _Unsafe(name)
-            kept.append(f' {name}="{escape(value)}"')
-        ns = f' xmlns="{_MATHML_NS}"' if tag == "math" else ""
-        self.out.append(f"<{tag}{ns}{''.join(kept)}>")
-        self.stack.append(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if not self.stack or self.stack[-1] != tag:
-            raise _Unsafe(f"/{tag}")
-        self.stack.pop()
-        self.out.append(f"</{tag}>")
-
-    def handle_data(self, data: str) -> None:
-        if not self.stack:
-            if data.strip():
-                raise _Unsafe("text outside <math>")
-            return
-        if "\\" in data:
-            raise _Unsafe("unknown command")  # latex2mathml passes unknown macros through as text
-        self.out.append(str(escape(data)))
-
-    def handle_comment(self, data: str) -> None:
-        raise _Unsafe("comment")
-
-    def handle_decl(self, decl: str) -> None:
-        raise _Unsafe("declaration")
-
-    def handle_pi(self, data: str) -> None:
-        raise _Unsafe("processing instruction")
-
-    def unknown_decl(self, data: str) -> None:
-        raise _Unsafe("declaration")
-
-
-def sanitise_mathml(mathml: str) -> str | None:
-    """``mathml`` rebuilt from :data:`MATHML_ELEMENTS` / :data:`MATHML_ATTRIBUTES`; ``None`` when it holds
-    anything else (the caller then shows the LaTeX source as text)."""
-    parser = _MathMLSanitiser()
-    try:
-        parser.feed(mathml)
-        parser.close()
-    except _Unsafe:
-        return None
-    if parser.stack or not parser.out:
-        return None
-    return "".join(parser.out)
-
-
-_ARRAY_SPEC_RE = re.compile(r"(\\begin\{array\}\{)((?:[^{}]|\{[^{}]*\})*)(\})")
-_CLINE_RE = re.compile(r"\\cline\{[^{}]*\}")
-
-
-def _normalise_latex(latex: str) -> str:
-    """Rewrite the two array idioms common in math datasets that the converter does not know: ``@{...}``
-    inter-column material in an array's column spec (dropped) and ``\\cline{i-j}`` (drawn as ``\\hline``)."""
-    latex = _ARRAY_SPEC_RE.sub(lambda m: m[1] + re.sub(r"@\{[^{}]*\}", "", m[2]) + m[3], latex)
-    return _CLINE_RE.sub(r"\\hline", latex)
-
-
-@functools.lru_cache(maxsize=8192)
-def latex_to_mathml(latex: str, *, display: bool = False) -> str | None:
-    """Safe MathML for a LaTeX formula (without its delimiters), or ``None`` when it cannot be shown as math
-    (conversion error, an unknown command, anything outside the allow-list, longer than
-    :data:`MATH_MAX_CHARS`). Cached: the Review page re-renders the same response on every keypress."""
-    if not latex.strip() or len(latex) > MATH_MAX_CHARS:
-        return None
-    from latex2mathml.converter import convert
-
-    try:
-        # Display formulas keep their display style but flow inline, so the sentence highlight stays one box.
-        mathml = convert(("\\displaystyle " if display else "") + _normalise_latex(latex), display="inline")
-    except Exception:  # the converter raises many types on malformed input; every one means "show the source"
-        return None
-    return sanitise_mathml(mathml)
-
-
-@dataclass(frozen=True, slots=True)
-class MathSegment:
-    """A formula found in a text: ``text[start:end]`` is the delimited source, ``latex`` the formula inside."""
-
-    start: int
-    end: int
-    latex: str
-    display: bool
-
-
-def find_math(text: str) -> list[MathSegment]:
-    """Delimited formulas in ``text``, left to right, non-overlapping (escaped ``\\$`` is not a delimiter)."""
-    out = []
-    for m in _MATH_RE.finditer(text):
-        if m.group("env") is not None:
-            env = m.group("env") + m.group("star")
-            latex, display = f"\\begin{{{env}}}{m.group('body')}\\end{{{env}}}", True
-        elif m.group("d") is not None:
-            latex, display = m.group("d"), False
-        elif m.group("pa") is not None:
-            latex, display = m.group("pa"), False
-        else:
-            latex, display = m.group("dd") if m.group("dd") is not None else m.group("br"), True
-        out.append(MathSegment(m.start(), m.end(), latex, display))
-    return out
 
 
 def _render_text(text: str, start: int, end: int, math: Sequence[MathSegment], starts: Sequence[int]) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 from sqlalchemy import Engine
 
-from app import render
+from app import render, review
 from app.settings import AppSettings, load_settings
 from db import repository as repo
 from db.engine import get_engine
@@ -72,9 +72,10 @@ def datasets_changed() -> None:
     _datasets.clear()
 
 
-def _forget_review_position() -> None:
-    for key in ("review_response_id", "review_focus", "review_index", "pending"):
-        st.session_state.pop(key, None)
+def _forget_review_position(*, link_read: bool = True) -> None:
+    """Another dataset: the Review page starts over at the top of its list (the URL's position belonged to the
+    old one, so it is not read again)."""
+    st.session_state[review.NAV_KEY] = review.ReviewNav(link_read=link_read)
 
 
 def _on_pick() -> None:
@@ -110,8 +111,10 @@ def dataset_picker() -> DatasetRow | None:
             message = f"The link names dataset {from_url}, which does not exist here: showing {name}."
             flash(render.md_escape(message), "warning")
             # The rest of the link (response, position) belonged to that dataset: do not apply it here.
-            ss["_review_restored"] = True
-        _forget_review_position()
+            _forget_review_position()
+        else:
+            # A new session on a dataset the link names (or the default one): the link's position applies.
+            _forget_review_position(link_read=False)
     ss[DATASET_KEY] = wanted
     if ss.get("_ds_select") != wanted:
         ss["_ds_select"] = (

@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import streamlit as st
 
-from app import actions, auth, render, review, state
+from app import actions, page, render, review, state
 from db import repository as repo
 from db import team
 from db.accounts import PermissionDenied
@@ -20,15 +20,9 @@ from fractal_core.mil.reviewer import label_conditioned
 
 NO_LABEL = "–"
 
-user = auth.require("reviewer")
-engine = state.engine()
-dataset = state.current_dataset()
+ctx = page.dataset_page("Adjudicate", "reviewer")
+user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
 ss = st.session_state
-st.header("Adjudicate")
-state.show_flashes()
-if dataset is None:
-    st.info("No data yet. Upload responses on the Data page.")
-    st.stop()
 
 show_done = st.toggle("Include adjudicated responses", key="adj_done")
 found = team.disagreements(engine, dataset.id, include_adjudicated=show_done)

@@ -8,18 +8,12 @@ import math
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import actions, auth, state
+from app import actions, page
 from db import team
 from db.rows import ProgressRow
 
-user = auth.require("reviewer")
-engine = state.engine()
-dataset = state.current_dataset()
-st.header("Agreement")
-state.show_flashes()
-if dataset is None:
-    st.info("No data yet. Upload responses on the Data page.")
-    st.stop()
+ctx = page.dataset_page("Agreement", "reviewer")
+user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
 
 
 def fmt(value: float) -> str:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import actions, auth, render, state, uploads
+from app import actions, page, render, state, uploads
 from db import repository as repo
 from fractal_core.errors import InputError
 
-user = auth.require("admin")
+ctx = page.page("Data", "admin")
+user, engine = ctx.user, ctx.engine
 ss = st.session_state
-engine = state.engine()
-st.header("Data")
-state.show_flashes()
 
 # ------------------------------------------------------------------------------------------- datasets
 rows = repo.list_datasets(engine)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import actions, auth, jobs, render, state
+from app import actions, jobs, page, render, state
 from db import repository as repo
 from db.export import FORMATS
 
@@ -19,14 +19,8 @@ DESCRIPTIONS = {
 }
 MIME = {".jsonl": "application/jsonl", ".parquet": "application/vnd.apache.parquet"}
 
-user = auth.require("admin")
-engine = state.engine()
-dataset = state.current_dataset(fresh=True)
-st.header("Export")
-state.show_flashes()
-if dataset is None:
-    st.info("No data yet. Upload responses on the Data page.")
-    st.stop()
+ctx = page.dataset_page("Export", "admin", fresh=True)
+user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
 
 fmt = st.selectbox(
     "Format", list(FORMATS), format_func=lambda f: f"{f}: {DESCRIPTIONS.get(f, '')}", key="export_fmt"

@@ -6,7 +6,7 @@ from typing import cast
 
 import streamlit as st
 
-from app import actions, auth, render, review, scores_view, state
+from app import actions, page, render, review, scores_view, state
 from db import repository as repo
 from db.accounts import has_role
 from db.repository import SortKey
@@ -21,15 +21,9 @@ FALLBACK = {
     "disagreement": "Model disagrees with the response label (store order)",
 }
 
-user = auth.require("annotator")
+ctx = page.dataset_page("Gold queue", "annotator")
+user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
 ss = st.session_state
-engine = state.engine()
-dataset = state.current_dataset()
-st.header("Gold queue")
-state.show_flashes()
-if dataset is None:
-    st.info("No data yet. Upload responses on the Data page.")
-    st.stop()
 
 budget = repo.gold_budget(engine, dataset.id)
 # At least one response once there is a target and data: "10% = 0 responses" would read as "done".
@@ -168,8 +162,7 @@ for rid, external_id, label, score, uncertainty, disagreement, preview, reason, 
         if hint:
             a.text(hint)
         if b.button("Review", key=f"gold_open_{rid}"):
-            ss["review_response_id"] = rid
-            ss["review_focus"] = 0
             # The Review page follows this queue (S / N / P) until the user goes back to its list.
-            ss["review_queue"] = {"name": "Gold queue", "ids": [r[0] for r in rows]}
+            nav = ss.setdefault(review.NAV_KEY, review.ReviewNav())
+            nav.follow_queue("Gold queue", [r[0] for r in rows], rid)
             st.switch_page("views/review.py")

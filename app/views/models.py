@@ -6,20 +6,16 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import actions, analysis, auth, render, state
+from app import actions, analysis, page, render, state
 from db import repository as repo
 from db.repository import model_versions
 from fractal_core.evaluation import versions as compare
 from fractal_core.evaluation.metrics import auc_interval
 
-user = auth.require("admin")
-engine = state.engine()
-dataset = state.current_dataset()
-st.header("Models")
-state.show_flashes()
-if dataset is None:
-    st.info("No data yet. Upload responses on the Data page.")
-    st.stop()
+METRICS = ("instance_auc_roc", "instance_auprc", "instance_accuracy")
+
+ctx = page.dataset_page("Models", "admin")
+user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
 
 versions = repo.list_model_versions(engine, dataset.id)
 if not versions:

@@ -1,5 +1,6 @@
-"""Review: browse responses sorted/filtered by the model's scores, read one with its sentences highlighted,
-and correct sentence labels with the keyboard. Every change is stored at once."""
+"""Review: browse responses sorted/filtered by the model's scores, read one with its sentences coloured by the
+reviewer view, and label them at keyboard speed in one browser component (labels are stored in the background,
+in order; a sentence shows "saved" once the store has it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 import streamlit as st
 
-from app import actions, auth, render, review, safe_markdown, state
+from app import actions, page, render, review, review_events, safe_markdown, state
+from app.components import response_view
 from db import repository as repo
 from db import team
 from db.accounts import PermissionDenied, has_role
@@ -30,27 +32,15 @@ STATUSES = {
     "complete": "Fully labelled",
     "any_gold": "Has gold labels",
 }
-SHORTCUTS = (
-    ("J / K", "next / previous sentence"),
-    ("F", "jump to the most likely first problem (given the response label)"),
-    ("1 / 0", "label sentence problem / fine (then next)"),
-    ("X", "clear the sentence's label"),
-    ("N", "save: accept model labels for the rest, next response"),
-    ("S / P", "skip to next / previous response"),
-    ("U", "undo the last change in this response"),
+
+ctx = page.dataset_page(
+    "Review",
+    "annotator",
+    empty="No data yet. Upload responses on the Data page, or start with `fractal serve` to load the demo.",
+    data_link=True,
 )
-
-user = auth.require("annotator")
-ss = st.session_state
-engine = state.engine()
-dataset = state.current_dataset()
-
-st.header("Review")
-state.show_flashes()
-if dataset is None:
-    st.info("No data yet. Upload responses on the Data page, or start with `fractal serve` to load the demo.")
-    st.page_link("views/data.py", label="Go to Data", icon=":material/upload_file:")
-    st.stop()
+user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
+nav: review.ReviewNav = st.session_state.setdefault(review.NAV_KEY, review.ReviewNav())
 
 # ------------------------------------------------------------------------------------------- filters
 with st.expander("Sort and filter", expanded=False):
@@ -80,83 +70,55 @@ filters: dict[str, Any] = dict(
     max_score=hi if hi < 1 else None,
     disagreement_only=disagreement_only,
 )
-if ss.get("review_filters") != filters:
-    # New filters: start at the top of the new list.
-    ss["review_filters"] = filters
-    if "review_filters_seen" in ss:
-        ss["review_index"] = 0
-        ss.pop("review_response_id", None)
-        ss.pop("review_queue", None)
-    ss["review_filters_seen"] = True
+nav.set_filters(filters)
+bad_link = nav.read_link(st.query_params.get("response", ""), st.query_params.get("i", ""))
+if bad_link:
+    # URL text is user text: escaped, so it cannot become a link or formatting in the message.
+    st.warning(render.md_escape(bad_link))
 
-index = int(ss.get("review_index", 0))
-link_index: int | None = None  # a position asked for by the URL, checked against the list below
-if "_review_restored" not in ss:
-    # First run of a session (a browser reload or a shared link): come back to the response in the URL.
-    ss["_review_restored"] = True
-    wanted = st.query_params.get("response", "")
-    if wanted.isdigit():
-        ss["review_response_id"] = int(wanted)
-        ss["_review_from_link"] = int(wanted)
-        position = st.query_params.get("i", "0")
-        index = link_index = int(position) if position.isdigit() else 0
-    elif wanted:
-        # URL text is user text: escaped, so it cannot become a link or formatting in the message.
-        st.warning(render.md_escape(f"The link names response {wanted!r}, which is not a response number."))
 
-listing = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
+def list_page() -> repo.ResponsePage:
+    return repo.list_responses(
+        engine, dataset.id, page=nav.index // PAGE_SIZE, page_size=PAGE_SIZE, **filters
+    )
+
+
+listing = list_page()
 if listing.total == 0:
     st.info("No response matches these filters.")
     st.stop()
-if index >= listing.total:
-    if link_index is not None:
-        st.warning(
-            f"The link asks for position {link_index + 1}, but this list has "
-            f"{render.plural(listing.total, 'response')}: the position shown is the last one.",
-            icon=":material/info:",
-        )
-    index = listing.total - 1
-    listing = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
+if nav.link_response is not None:
+    # A link to a response: show where it really is in this list (not the position the link may carry).
+    on_page = [r.id for r in listing.rows]
+    offset = nav.index % PAGE_SIZE
+    if nav.index >= listing.total or offset >= len(on_page) or on_page[offset] != nav.link_response:
+        nav.locate(review.find_position(engine, dataset.id, nav.link_response, filters))
+        nav.link_index = None
+out_of_range = nav.clamp(listing.total)
+if out_of_range:
+    st.warning(out_of_range, icon=":material/info:")
+if listing.page != nav.index // PAGE_SIZE:
+    listing = list_page()
+
+# A move the browser asked for (S / P, or N once its labels are stored).
+if nav.advance:
+    after = list_page()
+    offset = nav.index % PAGE_SIZE
+    still = offset < len(after.rows) and after.rows[offset].id == nav.response_id
+    end = nav.after_save(after.total, still_listed=still)
+    if end:
+        state.flash(end, "info")
+elif nav.moving:
+    end = nav.step(nav.moving, listing.total)
+    if end:
+        state.flash(end, "info")
+if listing.page != nav.index // PAGE_SIZE:
+    listing = list_page()
+nav.check_queue()
 ids_on_page = [r.id for r in listing.rows]
-# The response stays open until the user moves on, even if a change drops it out of the filtered list.
-current_id = ss.get("review_response_id")
-if current_id is None:
-    current_id = ids_on_page[index % PAGE_SIZE] if index % PAGE_SIZE < len(ids_on_page) else ids_on_page[0]
-ss["review_response_id"] = current_id
-ss["review_index"] = index
+current_id = nav.open_position(ids_on_page, PAGE_SIZE)
 st.query_params["response"] = str(current_id)
-st.query_params["i"] = str(index)
-
-
-def go_to(new_index: int) -> None:
-    """Open the response at ``new_index`` of the list (and stop following a queue)."""
-    ss["review_index"] = max(0, min(new_index, listing.total - 1))
-    ss.pop("review_response_id", None)
-    ss.pop("review_queue", None)
-    ss["review_focus"] = 0
-
-
-# A response opened from another page's queue (the Gold queue): S / N / P follow that queue, not the list.
-queue: dict[str, Any] | None = ss.get("review_queue")
-if queue is not None and current_id not in queue["ids"]:
-    ss.pop("review_queue")
-    queue = None
-
-
-def step(delta: int) -> None:
-    """Next (+1) or previous (-1) response: along the queue being followed, else along the list."""
-    if queue is None:
-        go_to(index + delta)
-        return
-    pos = queue["ids"].index(current_id) + delta
-    if 0 <= pos < len(queue["ids"]):
-        ss["review_response_id"] = queue["ids"][pos]
-        ss["review_focus"] = 0
-    else:
-        state.flash(
-            f"That was the {'last' if delta > 0 else 'first'} response of the {queue['name']}.", "info"
-        )
-
+st.query_params["i"] = str(nav.index)
 
 # ------------------------------------------------------------------------------------------- response list
 left, right = st.columns([5, 6], gap="medium")
@@ -167,7 +129,6 @@ def watch_training() -> None:
     """Polls the active model version (one indexed read) and the dataset's live jobs: when a job activates a new
     version the whole page reruns with its scores; meanwhile the job's progress is shown, and it disappears
     once the job is over."""
-    assert dataset is not None
     if repo.active_model_version_id(engine, dataset.id) != listing.model_version_id:
         st.rerun(scope="app")
     training = [
@@ -234,33 +195,45 @@ with left:
     # A row click opens that response once; the selection stays highlighted while the keys move on, so only a
     # new selection (or the same row picked again after deselecting it) navigates.
     if not rows_selected:
-        ss.pop("_last_pick", None)
-    elif ss.get("_last_pick") != rows_selected:
-        ss["_last_pick"] = rows_selected
+        st.session_state.pop("_last_pick", None)
+    elif st.session_state.get("_last_pick") != rows_selected:
+        st.session_state["_last_pick"] = rows_selected
         if ids_on_page[rows_selected[0]] != current_id:
-            go_to(listing.page * PAGE_SIZE + rows_selected[0])
+            nav.go_to(listing.page * PAGE_SIZE + rows_selected[0], listing.total)
             st.rerun()
     n_pages = (listing.total + PAGE_SIZE - 1) // PAGE_SIZE
     p1, p2, p3 = st.columns([1, 2, 1])
     if p1.button("◀", key="page_prev", disabled=listing.page == 0, help="Previous page"):
-        go_to((listing.page - 1) * PAGE_SIZE)
+        nav.go_to((listing.page - 1) * PAGE_SIZE, listing.total)
         st.rerun()
     p2.caption(f"page {listing.page + 1} of {n_pages}")
     if p3.button("▶", key="page_next", disabled=listing.page >= n_pages - 1, help="Next page"):
-        go_to((listing.page + 1) * PAGE_SIZE)
+        nav.go_to((listing.page + 1) * PAGE_SIZE, listing.total)
         st.rerun()
-    with st.container(border=True):
-        st.markdown("**Keyboard**")
-        st.markdown("\n".join(f"- `{k}` {v}" for k, v in SHORTCUTS))
+    st.caption(
+        "Keys work anywhere on the page outside text fields; press ? beside the response for the list."
+    )
 
 # ------------------------------------------------------------------------------------------- one response
+levels = review.label_levels(dataset.label_kind, dataset.max_label)
+rule = review.first_error_rule(repo.active_model_version(engine, dataset.id))
+
+
+def view(response_id: int) -> ResponseDetail:
+    """A response as this user's labels go: the shared view, or their own labels on an overlap response."""
+    detail = repo.get_response(engine, response_id)
+    if actions.label_layer(engine, user, detail.id) == "own":
+        detail = review.own_view(detail, team.own_labels(engine, detail.id, user.name), user.name)
+    return detail
+
+
 detail: ResponseDetail | None
 try:
-    detail = repo.get_response(engine, current_id)
+    detail = view(current_id)
 except Exception:  # a stale id from the URL (deleted, or another store)
     detail = None
 if detail is None or detail.dataset_id != dataset.id:
-    if ss.pop("_review_from_link", None) == current_id:
+    if nav.missing(listing.total):
         state.flash(
             render.md_escape(
                 f"The link's response {current_id} is not in the dataset {dataset.name} (deleted, or from "
@@ -268,75 +241,67 @@ if detail is None or detail.dataset_id != dataset.id:
             ),
             "warning",
         )
-    go_to(0)
     st.rerun()
 assert detail is not None
+nav.shown()
 layer = actions.label_layer(engine, user, detail.id)
-if layer == "own":
-    detail = review.own_view(detail, team.own_labels(engine, detail.id, user.name), user.name)
-n = len(detail.sentences)
-# The label versions shown by the previous run: what the user saw when they pressed a key.
-seen = ss.get("review_seen")
-ss["review_seen"] = {"response": current_id, "versions": {s.id: s.label_version for s in detail.sentences}}
-focus = min(max(int(ss.get("review_focus", 0)), 0), max(n - 1, 0))
 
 
-def apply(proposal: review.Proposal, *, then_next: bool = False) -> None:
-    """Store at once when consistent; otherwise park it and ask (the warning shows before anything is stored)."""
-    seen_here = seen["versions"] if seen and seen["response"] == current_id else None
-    proposal = review.as_seen(proposal, seen_here)
-    if proposal.warning:
-        ss["pending"] = {"proposal": proposal, "then_next": then_next}
-        # Reset the per-sentence controls so they show stored labels while the question is open.
-        ss["lab_nonce"] = ss.get("lab_nonce", 0) + 1
-        return
-    if not save(proposal, then_next=then_next):
-        return
-    if then_next:
-        advance()
-
-
-def save(proposal: review.Proposal, *, then_next: bool = False, note: str = "") -> bool:
-    """Store, unless someone changed these labels since this view was read: then park the proposal and show
-    their labels (nothing stored) so the user can keep theirs or replace them knowingly."""
+def on_batch() -> None:
+    """Label events from the browser: stored in order before the panel redraws with the answer."""
+    raw = response_view.event("batch")
+    nav.clear_prompts()
+    nav.refused = None
     try:
-        result = actions.save_labels(engine, user, proposal, finished=then_next)
-    except PermissionDenied as exc:
-        state.flash(f"Not saved: {exc}.", "error")
-        return False
-    except repo.StaleLabelError as exc:
-        ss["conflict"] = {"proposal": proposal, "conflicts": exc.conflicts, "then_next": then_next}
-        ss["lab_nonce"] = ss.get("lab_nonce", 0) + 1
-        return False
-    if result.changes:
-        state.flash(f"Saved {len(result.changes)} label(s){note}.", "warning" if note else "success")
-    return True
-
-
-def advance() -> None:
-    assert dataset is not None
-    after = repo.list_responses(engine, dataset.id, page=index // PAGE_SIZE, page_size=PAGE_SIZE, **filters)
-    still = index % PAGE_SIZE < len(after.rows) and after.rows[index % PAGE_SIZE].id == current_id
-    if queue is not None:
-        step(1)
+        events = review_events.parse_batch(raw)
+    except InputError as exc:
+        nav.refused = str(exc)
         return
-    go_to(review.next_position(index, after.total, still_listed=still))
+    nav.batch = max(nav.batch, int(raw.get("seq", 0)))
+    out = review_events.apply_batch(
+        events,
+        acked=nav.acked,
+        load=view,
+        save=lambda proposal, finished: actions.save_labels(engine, user, proposal, finished=finished),
+        undo=lambda response_id: actions.undo(engine, user, response_id),
+        levels=len(levels),
+    )
+    nav.acked, nav.question, nav.conflict, nav.refused = out.acked, out.question, out.conflict, out.refused
+    if out.undone is not None:
+        state.flash("Nothing to undo." if not out.undone else f"Undid {out.undone} change(s).", "info")
+    nav.advance = out.advance
 
 
-def set_focused(label: int | None) -> None:
-    assert detail is not None
-    if n == 0:
-        return
-    apply(review.propose(detail, {detail.sentences[focus].id: label}))
-    if "pending" not in ss and "conflict" not in ss and label is not None:
-        ss["review_focus"] = min(focus + 1, n - 1)
+def on_nav() -> None:
+    """S / P from the browser: the whole page moves to another response."""
+    raw = response_view.event("nav")
+    if isinstance(raw, dict) and raw.get("delta") in (1, -1):
+        nav.batch = max(nav.batch, int(raw.get("seq", 0)))
+        nav.moving = int(raw["delta"])
+
+
+@st.fragment
+def response_panel() -> None:
+    """The component alone reruns for a batch of labels; a move to another response reruns the page."""
+    if nav.advance or nav.moving:
+        st.rerun(scope="app")
+    shown = view(current_id)
+    data = response_view.payload(
+        shown,
+        nav=nav,
+        levels=levels,
+        first_error=review.first_error(shown, rule=rule, levels=len(levels)),
+        batch=nav.batch,
+        refused=nav.refused,
+    )
+    response_view.show(data, on_batch=on_batch, on_nav=on_nav)
+    if shown.consistency_warning:
+        st.warning(
+            f"Labels contradict the response label: {shown.consistency_warning}", icon=":material/warning:"
+        )
 
 
 with right:
-    pending = ss.get("pending")
-    if pending and pending["proposal"].response_id != current_id:
-        ss.pop("pending")
-        pending = None
     st.html(render.render_title("Response", detail.external_id))
     if layer == "own":
         st.caption(
@@ -349,170 +314,18 @@ with right:
     m1.metric("Response label", f"{detail.response_label:g}", help=f"aggregation: {detail.aggregation}")
     m2.metric("Model score", state.fmt_score(detail.score))
     m3.metric("Disagreement", state.fmt_score(detail.disagreement))
-    if queue is not None:
-        m4.metric(
-            "Position", f"{queue['ids'].index(current_id) + 1} / {len(queue['ids'])}", help=queue["name"]
-        )
+    position, followed = nav.position(listing.total)
+    m4.metric("Position", position, help=followed)
+    if followed is not None:
         q1, q2 = st.columns([4, 1])
-        q1.caption(
-            f"Following the {queue['name']}: Skip, Save & next and Previous move along it, not the list."
-        )
+        q1.caption(f"Following the {followed}: S, N and P move along it, not the list.")
         if q2.button("Back to the list", key="review_leave_queue"):
-            go_to(index)
+            nav.go_to(nav.index, listing.total)
             st.rerun()
-    else:
-        m4.metric("Position", f"{index + 1} / {listing.total}")
     if detail.context:
         st.caption("Context")
         state.show_html(render.render_context(detail.context))
-    st.html(render.render_legend(positive_name="problem"))
-    scores = [s.score for s in detail.sentences]
-    state.show_html(
-        render.render_response(
-            detail.text,
-            [(s.start, s.end) for s in detail.sentences],
-            scores,
-            review.gold_labels(detail),
-            focus=focus if n else None,
-        )
-    )
-    if detail.consistency_warning:
-        st.warning(
-            f"Labels contradict the response label: {detail.consistency_warning}", icon=":material/warning:"
-        )
-
-    if pending:
-        st.error(
-            f"This change contradicts the response label: {pending['proposal'].warning}. Store it anyway?",
-            icon=":material/report:",
-        )
-        y, c = st.columns(2)
-        if y.button("Store anyway", key="pending_yes", type="primary", shortcut="Y"):
-            ss.pop("pending")
-            if save(pending["proposal"], note=" despite the warning") and pending["then_next"]:
-                advance()
-            st.rerun()
-        if c.button("Cancel", key="pending_no", shortcut="Esc"):
-            ss.pop("pending")
-            st.rerun()
-
-    conflict = ss.get("conflict")
-    if conflict and conflict["proposal"].response_id != current_id:
-        ss.pop("conflict")
-        conflict = None
-    if conflict:
-        st.error(
-            "Not saved: someone changed these labels after you opened this response.", icon=":material/group:"
-        )
-        for c in conflict["conflicts"]:
-            mine = conflict["proposal"].labels[c.sentence_id]
-            theirs = "cleared it" if c.label is None else f"set {c.label} ({c.source})"
-            # st.text: annotator names are user text and never rendered as markup.
-            st.text(
-                f"Sentence {c.position + 1}: {c.annotator or 'someone'} {theirs}; "
-                f"yours: {'clear' if mine is None else mine}"
-            )
-        keep, overwrite = st.columns(2)
-        if keep.button("Keep theirs", key="conflict_keep"):
-            ss.pop("conflict")
-            state.flash("Kept their labels.", "info")
-            st.rerun()
-        if overwrite.button("Replace with mine", key="conflict_replace", type="primary"):
-            ss.pop("conflict")
-            retry = review.replace_theirs(conflict["proposal"], conflict["conflicts"])
-            if save(retry, note=" over the other person's") and conflict["then_next"]:
-                advance()
-            st.rerun()
-
-    # Keyboard bar: native Streamlit button shortcuts (they work wherever focus is not in a text field).
-    with st.container(horizontal=True):
-        if st.button(
-            "Prev", key="k_prev", shortcut="K", icon=":material/arrow_upward:", help="Previous sentence"
-        ):
-            ss["review_focus"] = max(focus - 1, 0)
-            st.rerun()
-        if st.button(
-            "Next", key="k_next", shortcut="J", icon=":material/arrow_downward:", help="Next sentence"
-        ):
-            ss["review_focus"] = min(focus + 1, max(n - 1, 0))
-            st.rerun()
-        first_error = review.likely_first_error(detail)
-        if st.button(
-            "First problem",
-            key="k_first",
-            shortcut="F",
-            icon=":material/flag:",
-            disabled=first_error is None,
-            help="Jump to the sentence most likely to be the first problem, given the response label"
-            + ("" if first_error is None else f" (sentence {first_error[0] + 1}, p = {first_error[1]:.2f})"),
-        ):
-            assert first_error is not None
-            ss["review_focus"] = first_error[0]
-            st.rerun()
-        if st.button("Problem", key="k_one", shortcut="1", help="Label the selected sentence 1 (problem)"):
-            set_focused(1)
-            st.rerun()
-        if st.button("Fine", key="k_zero", shortcut="0", help="Label the selected sentence 0 (fine)"):
-            set_focused(0)
-            st.rerun()
-        if st.button("Clear", key="k_clear", shortcut="X", help="Remove the selected sentence's label"):
-            set_focused(None)
-            st.rerun()
-        if st.button("Undo", key="k_undo", shortcut="U", help="Undo your last change in this response"):
-            undone = actions.undo(engine, user, current_id)
-            state.flash(
-                "Nothing to undo." if undone is None else f"Undid {len(undone.reverted)} change(s).", "info"
-            )
-            st.rerun()
-    levels = review.label_levels(dataset.label_kind, dataset.max_label)
-    if len(levels) > 2:
-        # Ordinal datasets: one key per level above 1 (1 and 0 are the buttons above).
-        with st.container(horizontal=True):
-            for level in levels[2:10]:
-                if st.button(f"Level {level}", key=f"k_level_{level}", shortcut=str(level)):
-                    set_focused(level)
-                    st.rerun()
-    with st.container(horizontal=True):
-        if st.button(
-            "Save & next",
-            key="k_save",
-            shortcut="N",
-            type="primary",
-            help="Accept the model's labels for the rest",
-        ):
-            apply(review.propose_accept_rest(detail), then_next=True)
-            st.rerun()
-        if st.button("Skip", key="k_skip", shortcut="S", help="Next response without saving"):
-            step(1)
-            st.rerun()
-        if st.button("Previous response", key="k_back", shortcut="P", help="Back to the previous response"):
-            step(-1)
-            st.rerun()
-
-    # Per-sentence label controls (the mouse path; the keyboard acts on the outlined sentence).
-    st.caption(f"Sentence {focus + 1} of {n} is selected (blue outline).")
-    options = ["–", *(str(v) for v in levels)]
-    for i, s in enumerate(detail.sentences):
-        gold = s.label if s.label_source in review.GOLD_SOURCES else None
-        col_t, col_c = st.columns([5, 2])
-        marker = "▶ " if i == focus else ""
-        source = "" if s.label is None else f" · {s.label_source} label {s.label} by {s.annotator}"
-        # st.text never interprets markup: annotator names and sentences are user text.
-        col_t.text(f"{marker}{i + 1}. score {state.fmt_score(s.score)}{source}")
-        col_t.text(s.text[:300] + ("…" if len(s.text) > 300 else ""))
-        key = f"lab-{s.id}-{gold}-{ss.get('lab_nonce', 0)}"
-        choice = col_c.segmented_control(
-            f"Label of sentence {i + 1}",
-            options,
-            default="–" if gold is None else str(gold),
-            key=key,
-            label_visibility="collapsed",
-        )
-        new = None if choice in (None, "–") else int(choice)
-        if new != gold:
-            ss["review_focus"] = i
-            apply(review.propose(detail, {s.id: new}))
-            st.rerun()
+    response_panel()
 
 # ------------------------------------------------------------------------------------------- team work
 with right:

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import actions, auth, safe_markdown, state
+from app import actions, page, safe_markdown, state
 from db import team
 from db.accounts import PermissionDenied
 from fractal_core.errors import InputError
 
-user = auth.require("admin")
-engine = state.engine()
-dataset = state.current_dataset()
-st.header("Team")
-state.show_flashes()
-if dataset is None:
-    st.info("No data yet. Upload responses on the Data page.")
-    st.stop()
+ctx = page.dataset_page("Team", "admin")
+user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
 
 current = team.team_settings(engine, dataset.id)
 st.subheader("Overlap and assignment", anchor=False)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
-from app import actions, auth, render, state
+from app import actions, page, render, state
 from db import repository as repo
 from db.repository import model_versions
 from fractal_core.fitting import registry
@@ -17,14 +17,8 @@ PRESETS = {
 }
 NO_WORKER_AFTER_S = 15
 
-user = auth.require("admin")
-engine = state.engine()
-dataset = state.current_dataset(fresh=True)
-st.header("Train")
-state.show_flashes()
-if dataset is None:
-    st.info("No data yet. Upload responses on the Data page.")
-    st.stop()
+ctx = page.dataset_page("Train", "admin", fresh=True)
+user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
 
 budget = repo.gold_budget(engine, dataset.id)
 st.caption(

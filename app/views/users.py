@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import actions, auth, state
+from app import actions, page, state
 from db.accounts import PermissionDenied
 from db.models import ROLES
 from fractal_core.errors import InputError
 
-user = auth.require("admin")
-engine = state.engine()
-st.header("Users")
-state.show_flashes()
+ctx = page.page("Users", "admin")
+user, engine = ctx.user, ctx.engine
 st.caption(
     "Annotators label and comment; reviewers also adjudicate and see agreement; admins also upload, train, "
     "activate, export and manage users."

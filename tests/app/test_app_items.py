@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from db import repository as repo
+from tests.app import review_driver as drive
 from tests.app.conftest import app_test
 from tests.app.data import FAST_TRAIN, tiny_records
 
@@ -138,17 +139,20 @@ def test_review_opened_from_the_gold_queue_follows_the_queue(store) -> None:
     buttons = [b for b in at.button if b.key and b.key.startswith("gold_open_")]
     queue = [int(b.key.rsplit("_", 1)[1]) for b in buttons]
     buttons[3].click().run()
-    assert at.session_state["review_response_id"] == queue[3]
+    assert drive.nav(at).response_id == queue[3]
     at.switch_page("views/review.py").run()  # AppTest does not follow st.switch_page for later runs
-    assert at.session_state["review_response_id"] == queue[3]
+    assert drive.nav(at).response_id == queue[3]
     assert any(c.value.startswith("Following the Gold queue") for c in at.caption)
-    at.button(key="k_skip").click().run()
-    assert at.session_state["review_response_id"] == queue[4]
-    at.button(key="k_back").click().run()
-    at.button(key="k_back").click().run()
-    assert at.session_state["review_response_id"] == queue[2]
-    at.button(key="k_save").click().run()  # save & next (nothing scored to accept) moves along the queue too
-    assert at.session_state["review_response_id"] == queue[3]
+    assert any(m.value == "4 / 8" for m in at.metric)
+    drive.move(at, 1)
+    assert drive.nav(at).response_id == queue[4]
+    drive.move(at, -1)
+    drive.move(at, -1)
+    assert drive.nav(at).response_id == queue[2]
+    drive.press(
+        at, drive.event(at, "accept_rest")
+    )  # save & next (nothing scored to accept) moves along the queue too
+    assert drive.nav(at).response_id == queue[3]
     at.button(key="review_leave_queue").click().run()  # back to the list: S follows the list again
     assert not any(c.value.startswith("Following") for c in at.caption)
 
@@ -182,10 +186,28 @@ def test_link_to_a_missing_dataset_says_so(store) -> None:
 def test_link_past_the_end_of_the_list_says_so(store) -> None:
     store.ingest(tiny_records(4))
     ds = repo.list_datasets(store.engine)[0]
-    rid = repo.list_responses(store.engine, ds.id, sort="id").rows[1].id
-    at = _app_with_params(dataset=str(ds.id), response=str(rid), i="100000")
-    assert any("position 100001" in w.value and "4 responses" in w.value for w in at.warning)
-    assert at.session_state["review_response_id"] == rid
+    at = _app_with_params(dataset=str(ds.id), i="5000")
+    assert any(
+        "position 5001" in w.value and "out of range" in w.value and "4 responses" in w.value
+        for w in at.warning
+    )
+    assert any(m.value == "4 / 4" for m in at.metric)  # the last position, said so (not a silent 1)
+
+
+def test_link_to_a_response_shows_its_real_position(store) -> None:
+    store.ingest(tiny_records(4))
+    ds = repo.list_datasets(store.engine)[0]
+    rows = repo.list_responses(store.engine, ds.id, sort="uncertainty").rows
+    rid = rows[2].id
+    for params in (
+        {"response": str(rid)},
+        {"response": str(rid), "i": "100000"},
+        {"response": str(rid), "i": "0"},
+    ):
+        at = _app_with_params(dataset=str(ds.id), **params)
+        assert drive.nav(at).response_id == rid, params
+        assert any(m.value == "3 / 4" for m in at.metric), (params, [m.value for m in at.metric])
+        assert not at.warning, params
 
 
 def test_link_to_a_missing_response_says_so(store) -> None:

@@ -12,6 +12,7 @@ from db import accounts
 from db import repository as repo
 from db import team as team_mod
 from db.accounts import PermissionDenied
+from tests.app import review_driver as drive
 from tests.app.conftest import app_test
 from tests.app.data import tiny_records
 
@@ -130,11 +131,14 @@ def test_each_role_reaches_only_its_pages(team, name: str, allowed: set[str]) ->
         "views/team.py": "Team",
     }
     for page in ALL_PAGES:
-        if page not in allowed:
-            with pytest.raises(ValueError, match="Could not find a navigation page"):
-                at.switch_page(page)
-            continue
         at.switch_page(page)
+        if page not in allowed:
+            # Routed but hidden from the navigation: a link to it says "not allowed" and shows nothing else.
+            at.run()
+            assert not at.exception, (page, at.exception)
+            assert [e.value for e in at.error][:1] and at.error[0].value.startswith("Not allowed"), page
+            assert not at.header and not at.dataframe, page  # nothing of the page itself
+            continue
         at.run()
         assert not at.exception, (page, at.exception)
         assert [h.value for h in at.header][:1] == [titles[page]], page
@@ -151,7 +155,7 @@ def test_page_check_stops_a_lower_role_even_if_routed_there(team, page: str, who
     assert not run.exception, run.exception
     role = "reviewer" if who == "rita" else "annotator"
     assert [e.value for e in run.error] == [
-        f"This page needs the {needed} role; you are signed in as a {role}."
+        f"Not allowed: this page needs the {needed} role; you are signed in as a {role}."
     ]
     assert not run.file_uploader and not run.button and "secretdata" not in _texts(run)
 
@@ -159,12 +163,12 @@ def test_page_check_stops_a_lower_role_even_if_routed_there(team, page: str, who
 def test_annotator_labels_are_recorded_under_the_signed_in_name(team) -> None:
     at = sign_in(app_test(), "ann")
     assert "annotator_name" not in [t.key for t in at.text_input]
-    rid = at.session_state["review_response_id"]
-    at.button(key="k_zero").click().run()  # label 0: consistent with any response label
+    rid = drive.nav(at).response_id
+    drive.label(at, 0, 0)  # label 0: consistent with any response label
     assert not at.exception, at.exception
     mine = [h for h in repo.label_history(team.engine, response_id=rid) if h.source == "human"]
     assert [(h.new_label, h.annotator) for h in mine] == [(0, "ann")]
-    at.button(key="k_undo").click().run()
+    drive.press(at, drive.event(at, "undo"))
     assert repo.get_response(team.engine, rid).sentences[0].label_source != "human"
 
 
@@ -275,7 +279,7 @@ def test_label_actions_refuse_a_disabled_or_missing_user(team) -> None:
 
 def _open_second_response(name: str) -> Any:
     at = sign_in(app_test(), name)
-    at.button(key="k_skip").click().run()  # response r001: label 1, so labelling one sentence is consistent
+    drive.move(at, 1)  # response r001: label 1, so labelling one sentence is consistent
     return at
 
 
@@ -283,27 +287,24 @@ def test_stale_save_shows_their_label_and_lets_the_user_keep_or_replace(team) ->
     ann = _open_second_response("ann")
     accounts.add_user(team.engine, "bob", "annotator", PASSWORD)
     bob_at = _open_second_response("bob")
-    rid = ann.session_state["review_response_id"]
-    assert bob_at.session_state["review_response_id"] == rid
-    bob_at.button(key="k_one").click().run()  # bob: sentence 1 is a problem
+    rid = drive.nav(ann).response_id
+    assert drive.nav(bob_at).response_id == rid
+    drive.label(bob_at, 0, 1)  # bob: sentence 1 is a problem
     assert not bob_at.exception, bob_at.exception
-    ann.button(key="k_zero").click().run()  # ann still sees it unlabelled and says fine
+    drive.label(ann, 0, 0)  # ann still sees it unlabelled and says fine
     assert not ann.exception, ann.exception
-    assert any("Not saved" in e.value for e in ann.error)
-    assert "Sentence 1: bob set 1 (human); yours: 0" in _texts(ann)
+    conflict = drive.data(ann)["conflict"]
+    assert conflict is not None  # the browser shows "Not saved: someone changed these labels…"
+    [item] = conflict["items"]
+    assert item["text"] == "Sentence 1: bob set 1 (human)"
     first = repo.get_response(team.engine, rid).sentences[0]
     assert (first.label, first.annotator) == (1, "bob")  # nothing of ann's was stored
-    ann.button(key="conflict_keep").click().run()
-    assert repo.get_response(team.engine, rid).sentences[0].label == 1
-    # Again from a stale view (ann's page still shows bob's first label), and she replaces bob's knowingly.
-    assert ann.session_state["review_focus"] == 0  # a refused save does not move the cursor
-    bob_at.button(key="k_prev").click().run()
-    bob_at.button(key="k_clear").click().run()
-    bob_at.button(key="k_one").click().run()
-    ann.button(key="k_zero").click().run()
-    assert any("Not saved" in e.value for e in ann.error)
-    ann.button(key="conflict_replace").click().run()
+    # "Replace with mine": the same change again, made knowingly over bob's version.
+    replace = drive.event(ann, "set", {first.id: 0})
+    replace["versions"] = {str(first.id): item["version"]}
+    drive.press(ann, replace)
     assert not ann.exception, ann.exception
+    assert drive.data(ann)["conflict"] is None
     first = repo.get_response(team.engine, rid).sentences[0]
     assert (first.label, first.annotator) == (0, "ann")
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from db import repository as repo
+from tests.app import review_driver as drive
 from tests.app.conftest import app_test
 from tests.app.data import tiny_records
 
@@ -81,14 +83,15 @@ def test_keyboard_correction_is_stored_with_who_and_undo_reverts(store) -> None:
     at = app_test("views/review.py")
     first = _first_response(store)
     assert first.response_label == 0
-    at.button(key="k_next").click().run()  # cursor to sentence 2
-    at.button(key="k_zero").click().run()  # label it 0 (consistent with a 0 response)
+    drive.label(at, 1, 0)  # sentence 2 labelled 0 (consistent with a 0 response)
     assert not at.exception
     history = repo.label_history(store.engine, response_id=first.id)
     assert [(h.sentence_id, h.old_label, h.new_label, h.annotator, h.source) for h in history] == [
         (first.sentences[1].id, None, 0, "tester", "human")
     ]
-    at.button(key="k_undo").click().run()
+    shown = drive.data(at)
+    assert shown["acked"] > 0 and shown["response"]["sentences"][1]["label"] == 0  # the browser shows "saved"
+    drive.press(at, drive.event(at, "undo"))
     assert repo.get_response(store.engine, first.id).sentences[1].label is None
 
 
@@ -96,39 +99,42 @@ def test_contradicting_label_warns_before_storing(store) -> None:
     store.ingest(tiny_records(6))
     at = app_test("views/review.py")
     first = _first_response(store)
-    at.button(key="k_one").click().run()  # a problem sentence in a response labelled 0 (max): contradiction
-    assert any("contradicts the response label" in e.value for e in at.error)
+    drive.label(at, 0, 1)  # a problem sentence in a response labelled 0 (max): contradiction
+    question = drive.data(at)["question"]
+    assert question is not None and "response label" in question["warning"]
     assert repo.label_history(store.engine, response_id=first.id) == []  # nothing stored yet
-    at.button(key="pending_no").click().run()
-    assert repo.label_history(store.engine, response_id=first.id) == []
-    at.button(key="k_one").click().run()
-    at.button(key="pending_yes").click().run()
+    # Esc drops the change in the browser; Y sends the same change again, "store anyway".
+    drive.label(at, 0, 1, force=True)
+    assert drive.data(at)["question"] is None
     detail = repo.get_response(store.engine, first.id)
     assert detail.sentences[0].label == 1
     assert detail.consistency_warning  # the page keeps showing the stored contradiction
     assert any("contradict" in w.value for w in at.warning)
 
 
-def test_per_sentence_control_stores_label(store) -> None:
-    store.ingest(tiny_records(6))
+def test_sentence_list_under_the_response_renders_math(store) -> None:
+    records = tiny_records(2)
+    records[0]["sentences"][0] = "So $x^2 = 4$ and the answer is \\boxed{2}."
+    store.ingest(records)
     at = app_test("views/review.py")
-    first = _first_response(store)
-    sid = first.sentences[2].id
-    control = next(w for w in at.get("button_group") if w.key and w.key.startswith(f"lab-{sid}-"))
-    control.set_value("0").run()
-    assert not at.exception
-    assert repo.get_response(store.engine, first.id).sentences[2].label == 0
+    [first] = drive.data(at)["response"]["sentences"][:1]
+    visible = re.sub(r'title="[^"]*"', "", first["html"])  # the source stays only in the hover title
+    assert visible.count("<math") == 2 and "$" not in visible and "boxed" not in visible
 
 
 def test_save_and_next_moves_on(store) -> None:
     store.ingest(tiny_records(6))
     at = app_test("views/review.py")
     first = _first_response(store)
-    at.button(key="k_save").click().run()  # nothing scored: nothing to accept, just the next response
+    drive.press(
+        at, drive.event(at, "accept_rest")
+    )  # nothing scored: nothing to accept, just the next response
     assert not at.exception
-    assert at.session_state["review_response_id"] != first.id
-    at.button(key="k_back").click().run()
-    assert at.session_state["review_response_id"] == first.id
+    assert drive.nav(at).response_id != first.id
+    drive.move(at, -1)
+    assert drive.nav(at).response_id == first.id
+    drive.move(at, 1)
+    assert drive.nav(at).response_id != first.id
 
 
 def test_start_training_twice_makes_one_job(store) -> None:
@@ -151,7 +157,7 @@ def test_gold_queue_opens_review(store) -> None:
     button = next(b for b in at.button if b.key and b.key.startswith("gold_open_"))
     rid = int(button.key.rsplit("_", 1)[1])
     button.click().run()
-    assert at.session_state["review_response_id"] == rid
+    assert drive.nav(at).response_id == rid
 
 
 def _two_versions(store):
@@ -204,7 +210,9 @@ def test_export_page_prepares_every_format(store) -> None:
 
 
 @pytest.mark.slow
-def test_review_with_scores_shows_colours_and_save_accepts_model_labels(store) -> None:
+def test_review_with_scores_colours_by_the_reviewer_view_and_n_accepts_its_labels(store) -> None:
+    from app import review
+    from fractal_core.mil import reviewer
     from tests.app.data import FAST_TRAIN
 
     ds = store.ingest(tiny_records(8))
@@ -213,17 +221,22 @@ def test_review_with_scores_shows_colours_and_save_accepts_model_labels(store) -
     )
     store.run_jobs()
     at = app_test("views/review.py")
-    [response_html] = [m.value for m in at.markdown if m.value.startswith('<div class="fs-response"')]
-    assert "fs-none" not in response_html and "fs-s" in response_html  # every sentence has a colour bin
-    rid = at.session_state["review_response_id"]
+    shown = drive.data(at)["response"]
+    rid = shown["id"]
     detail = repo.get_response(store.engine, rid)
-    at.button(key="k_save").click().run()
-    if any(b.key == "pending_yes" for b in at.button):  # the model's labels contradict the response label
-        at.button(key="pending_yes").click().run()
+    assert all(s["score"] is not None for s in shown["sentences"])  # the browser colours every sentence
+    # The F key's target is the library's pick for the stored labels, with the version's rule.
+    scores = np.array([s.score for s in detail.sentences])
+    entered = np.full(len(scores), np.nan)
+    assert shown["first_error"] == reviewer.pick_first_error(
+        scores, entered, detail.response_label, aggregation="max", rule=reviewer.DEFAULT_FIRST_ERROR_RULE
+    )
+    drive.press(at, drive.event(at, "accept_rest"))  # N
+    want = reviewer.accept_rest(scores, entered, detail.response_label, aggregation="max")
     after = repo.get_response(store.engine, rid)
-    assert [s.label for s in after.sentences] == [int(s.score >= 0.5) for s in detail.sentences]
-    assert {s.label_source for s in after.sentences} == {"model"}
-    assert at.session_state["review_response_id"] != rid
+    assert [s.label for s in after.sentences] == want.tolist()
+    assert {s.label_source for s in after.sentences} == {review.MODEL_SOURCE}
+    assert drive.nav(at).response_id != rid
 
 
 def test_import_into_a_new_dataset_selects_it_and_sidebar_switches_back(store) -> None:
@@ -246,13 +259,13 @@ def test_review_filters_by_status_and_annotator(store) -> None:
     repo.record_label(store.engine, first.sentences[0].id, 0, "tester")
     at = app_test("views/review.py")
     at.selectbox(key="review_status").set_value("any_gold").run()
-    assert at.session_state["review_response_id"] == first.id
+    assert drive.nav(at).response_id == first.id
     assert any(c.value.startswith("1 response ·") for c in at.caption)
     at.selectbox(key="review_status").set_value(None).run()
     at.text_input(key="review_annotator").input("someone-else").run()
     assert any("No response matches" in i.value for i in at.info)
     at.text_input(key="review_annotator").input("tester").run()
-    assert at.session_state["review_response_id"] == first.id
+    assert drive.nav(at).response_id == first.id
 
 
 def test_ordinal_dataset_offers_every_level(store) -> None:
@@ -263,20 +276,15 @@ def test_ordinal_dataset_offers_every_level(store) -> None:
     [ds] = repo.list_datasets(store.engine)
     assert ds.label_kind == "ordinal"
     at = app_test("views/review.py")
-    rid = at.session_state["review_response_id"]
-    detail = repo.get_response(store.engine, rid)
-    if detail.response_label != 2:
-        target = next(
-            r.id for r in repo.list_responses(store.engine, ds.id, sort="id").rows if r.response_label == 2
-        )
-        at.session_state["review_response_id"] = target
-        at.run()
-        rid = target
-    at.button(key="k_level_2").click().run()
+    assert drive.data(at)["levels"] == [0, 1, 2]
+    target = next(
+        r.id for r in repo.list_responses(store.engine, ds.id, sort="id").rows if r.response_label == 2
+    )
+    drive.nav(at).response_id = target
+    at.run()
+    drive.label(at, 0, 2)
     assert not at.exception
-    assert repo.get_response(store.engine, rid).sentences[0].label == 2
-    control = next(w for w in at.get("button_group") if w.key and w.key.startswith("lab-"))
-    assert control.options == ["–", "0", "1", "2"]
+    assert repo.get_response(store.engine, target).sentences[0].label == 2
 
 
 def test_annotator_name_from_sidebar_is_recorded(store) -> None:
@@ -285,7 +293,7 @@ def test_annotator_name_from_sidebar_is_recorded(store) -> None:
     assert at.text_input(key="annotator_name").value == "tester"  # FRACTAL_ANNOTATOR
     at.text_input(key="annotator_name").input("[bob](javascript:x)").run()
     first = _first_response(store)
-    at.button(key="k_zero").click().run()
+    drive.label(at, 0, 0)
     [event] = repo.label_history(store.engine, response_id=first.id)
     assert event.annotator == "[bob](javascript:x)"
     assert (
@@ -319,8 +327,9 @@ def test_large_upload_and_export_go_to_the_worker(store, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_first_problem_key_jumps_to_the_most_likely_first_error(store) -> None:
+def test_first_problem_key_uses_the_rule_stored_with_the_model_version(store) -> None:
     from app import review
+    from fractal_core.mil import reviewer
     from tests.app.data import FAST_TRAIN
 
     ds = store.ingest(tiny_records(8))
@@ -330,17 +339,15 @@ def test_first_problem_key_jumps_to_the_most_likely_first_error(store) -> None:
     store.run_jobs()
     rows = repo.list_responses(store.engine, ds.dataset_id, sort="id").rows
     clean = repo.get_response(store.engine, next(r.id for r in rows if r.response_label == 0))
-    assert review.likely_first_error(clean) is None  # labelled "no error": nothing to jump to
-    at = app_test("views/review.py")
-    target = next(r.id for r in rows if r.response_label == 1)
-    at.session_state["review_response_id"] = target
-    at.run()
-    detail = repo.get_response(store.engine, target)
-    p = [s.score for s in detail.sentences]
+    rule = review.first_error_rule(repo.active_model_version(store.engine, ds.dataset_id))
+    assert rule.rule == reviewer.DEFAULT_FIRST_ERROR_RULE  # the version stores none: the library's default
+    assert review.first_error(clean, rule=rule) is None  # labelled "no error": nothing to jump to
+    target = repo.get_response(store.engine, next(r.id for r in rows if r.response_label == 1))
+    p = np.array([s.score for s in target.sentences])
     first = [p[i] * np.prod([1 - q for q in p[:i]]) for i in range(len(p))]  # p_i * prod_{j<i} (1 - p_j)
-    assert review.likely_first_error(detail)[0] == int(np.argmax(first))
-    at.session_state["review_focus"] = (int(np.argmax(first)) + 1) % len(p)  # start elsewhere
+    mode = review.first_error(target, rule=review.FirstErrorRule("first_error_mode"))
+    assert mode == int(np.argmax(first))
+    at = app_test("views/review.py")
+    drive.nav(at).response_id = target.id
     at.run()
-    at.button(key="k_first").click().run()
-    assert not at.exception
-    assert at.session_state["review_focus"] == int(np.argmax(first))
+    assert drive.data(at)["response"]["first_error"] == review.first_error(target, rule=rule)

@@ -66,7 +66,7 @@ def test_upload_review_correct_reload_train(app_server_factory, page: Page, tmp_
     first = page.locator("#fs-sent-0")
     expect(first).to_have_class(re.compile(r"\bfs-s\d\b"), timeout=LONG)
     expect(page.locator(".fs-response .fs-none")).to_have_count(0)
-    expect(page.get_by_text("Keyboard", exact=True)).to_be_visible()
+    expect(page.locator(".fs-help-btn")).to_be_visible()  # the keys' help (?)
 
     # Correct sentence 2 with the keyboard: J moves the cursor, then the label key matching the response label
     # (always consistent with a max bag).
@@ -79,6 +79,9 @@ def test_upload_review_correct_reload_train(app_server_factory, page: Page, tmp_
     )
     _press(page, label, lambda t: expect(page.locator("#fs-sent-1 .fs-gold")).to_have_count(1, timeout=t))
     expect(page.locator(f"#fs-sent-1 .fs-gold-{label}")).to_have_count(1)
+    expect(page.locator(".fs-status")).to_have_text(
+        "All changes saved", timeout=LONG
+    )  # stored before the reload
     response_url = page.url
     assert "response=" in response_url
 

@@ -68,15 +68,16 @@ def test_stale_save_is_refused_and_replaced_knowingly(app_server_factory, browse
         _settle(page)
     _label_first_sentence(bob, "1")
     ann.locator("body").press("0")  # ann's page still shows the sentence unlabelled
-    expect(ann.get_by_text(re.compile("Not saved: someone changed these labels"))).to_be_visible(timeout=LONG)
-    expect(ann.get_by_text("Sentence 1: bob set 1 (human); yours: 0")).to_be_visible()
+    modal = ann.locator(".fs-modal")
+    expect(modal).to_contain_text("Not saved: someone changed these labels", timeout=LONG)
+    expect(modal).to_contain_text("Sentence 1: bob set 1 (human)")
     engine = _store(srv.db_url)
     rid = repo.response_id_by_external(engine, 1, "r001")
     assert rid is not None
     first = repo.get_response(engine, rid).sentences[0]
     assert (first.label, first.annotator) == (1, "bob")
-    ann.get_by_role("button", name="Replace with mine").click()
-    _settle(ann)
+    ann.locator("body").press("y")  # replace with mine
+    expect(ann.locator(".fs-status")).to_have_text("All changes saved", timeout=LONG)
     expect(ann.locator("#fs-sent-0 .fs-gold-0")).to_have_count(1, timeout=LONG)
     first = repo.get_response(engine, rid).sentences[0]
     assert (first.label, first.annotator) == (0, "ann")
@@ -101,7 +102,8 @@ def test_overlap_labels_apart_then_reviewer_adjudicates(app_server_factory, brow
     expect(ann.get_by_text(re.compile("Overlap response"))).to_be_visible(timeout=LONG)
     _label_first_sentence(ann, "0")  # r000 is labelled 0: "fine" is consistent
     bob.locator("body").press("1")  # "problem" contradicts the response label: the page asks first
-    bob.get_by_role("button", name="Store anyway").click()
+    expect(bob.locator(".fs-modal")).to_contain_text("Store it anyway?", timeout=LONG)
+    bob.locator("body").press("y")
     expect(bob.locator("#fs-sent-0 .fs-gold-1")).to_have_count(1, timeout=LONG)
     _settle(ann)
     expect(ann.locator("#fs-sent-0 .fs-gold-0")).to_have_count(1)  # each sees their own label

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from app import render
+from app import mathml, render
 from tests.app.xss_payloads import LATEX_PAYLOADS, XSS_PAYLOADS
 
 OUR_TAGS = {"div", "span"}
@@ -132,7 +132,7 @@ def test_context_and_legend_escape(payload: str) -> None:
 def test_each_delimiter_renders_mathml_inside_its_sentence(source: str, latex: str, display: bool) -> None:
     text = f"First {source} here. Second."
     spans = _spans_for(text, [f"First {source} here.", "Second."])
-    [seg] = render.find_math(text)
+    [seg] = mathml.find_math(text)
     assert (text[seg.start : seg.end], seg.latex, seg.display) == (source, latex, display)
     html = render.render_response(text, spans, [0.9, 0.1], None, focus=0)
     parsed = _parse(html)
@@ -171,7 +171,7 @@ def test_formula_across_a_sentence_boundary_stays_source() -> None:
 
 def test_sanitiser_refuses_anything_outside_the_allow_list() -> None:
     ok = '<math xmlns="http://www.w3.org/1998/Math/MathML"><mi>x</mi></math>'
-    assert render.sanitise_mathml(ok) == ok
+    assert mathml.sanitise_mathml(ok) == ok
     for bad in (
         '<math><mrow href="javascript:alert(1)"><mi>x</mi></mrow></math>',
         '<math><mi style="color:red">x</mi></math>',
@@ -184,7 +184,7 @@ def test_sanitiser_refuses_anything_outside_the_allow_list() -> None:
         "<mi>x</mi>",
         '<math><mi mathvariant="a&quot;b">x</mi></math>',
     ):
-        assert render.sanitise_mathml(bad) is None, bad
+        assert mathml.sanitise_mathml(bad) is None, bad
 
 
 def test_right_to_left_sentences_are_isolated() -> None:
@@ -299,3 +299,26 @@ def test_array_idioms_of_math_datasets_render() -> None:
     text = "$$\\begin{array}{@{}c@{\\;}c} 1 & 2_b \\\\ \\cline{1-2} 3 & 4 \\end{array}$$"
     html = render.render_rich_text(text)
     assert "<mtable" in html and "@" not in html.split("<math", 1)[1]
+
+
+# ------------------------------------------------------------------------------------------------ defects
+
+
+def test_boxed_answers_render_as_math() -> None:
+    html = render.render_rich_text(r"So the answer is \boxed{\frac{1}{2}}.")
+    assert "<menclose" in html and html.startswith('So the answer is <span class="fs-math"')
+    assert "menclose{" in render.CSS_RULES  # drawn as a box (Chromium draws none for menclose)
+
+
+def test_long_display_formulas_scroll_instead_of_being_cut() -> None:
+    rule = next(r for r in render.CSS_RULES.split("}") if r.startswith(".fs-math-block{"))
+    assert "overflow-x:auto" in rule and "max-width:100%" in rule
+
+
+@pytest.mark.parametrize("selector", [".fs-response{", ".fs-legend{", ".fs-context{", ".fs-none{"])
+def test_boxes_and_legend_follow_the_page_colours_in_dark_mode(selector: str) -> None:
+    """Only the score bins carry fixed colours; boxes and the legend take the page's text colour and no white."""
+    rule = next(r for r in render.CSS_RULES.split("}") if r.startswith(selector))
+    assert "background:#fff" not in rule and "color:#111" not in rule and "color:#333" not in rule
+    if "color:" in rule.replace("background", ""):
+        assert "color:inherit" in rule

@@ -10,6 +10,7 @@ import pytest
 
 from db import accounts, team
 from db import repository as repo
+from tests.app import review_driver as drive
 from tests.app.conftest import app_test
 from tests.app.data import tiny_records
 from tests.app.test_auth import PASSWORD, _texts, sign_in
@@ -52,14 +53,15 @@ def test_overlap_labels_are_kept_apart_then_agreement_and_adjudication(crew) -> 
     assert len(team.queue(engine, dataset.id, "ann")) == len(team.queue(engine, dataset.id, "bob")) == 6
 
     ann = sign_in(app_test(), "ann")
-    rid = ann.session_state["review_response_id"]
+    rid = drive.nav(ann).response_id
     assert ann.toggle(key="review_my_queue").value is True
     assert "Overlap response" in _texts(ann)
-    ann.button(key="k_zero").click().run()  # sentence 1: fine
+    drive.label(ann, 0, 0)  # sentence 1: fine
     bob = sign_in(app_test(), "bob")
-    assert bob.session_state["review_response_id"] == rid
-    bob.button(key="k_one").click().run()  # sentence 1: problem (response r000 is labelled 0: store anyway)
-    bob.button(key="pending_yes").click().run()
+    assert drive.nav(bob).response_id == rid
+    drive.label(bob, 0, 1)  # sentence 1: problem (response r000 is labelled 0: store anyway)
+    assert drive.data(bob)["question"] is not None
+    drive.label(bob, 0, 1, force=True)  # Y: store anyway
     assert not ann.exception and not bob.exception
     first = repo.get_response(engine, rid).sentences[0]
     assert first.label is None  # the gold view is untouched: both labels are kept apart
@@ -68,10 +70,10 @@ def test_overlap_labels_are_kept_apart_then_agreement_and_adjudication(crew) -> 
     # A third annotator may read the response but not label it.
     cy = sign_in(app_test(), "cy")
     cy.toggle(key="review_my_queue").set_value(False).run()
-    assert cy.session_state["review_response_id"] == rid
-    cy.button(key="k_zero").click().run()
+    assert drive.nav(cy).response_id == rid
+    drive.label(cy, 0, 0)
     assert not cy.exception, cy.exception
-    assert "assigned to other annotators" in " ".join(e.value for e in cy.error)
+    assert "assigned to other annotators" in (drive.data(cy)["refused"] or "")
     assert repo.label_history(engine, response_id=rid) == []
     assert "cy" not in team.annotations_by_annotator(engine, rid)
 
@@ -98,8 +100,8 @@ def test_comment_flag_guidelines_and_history_on_review(crew) -> None:
     engine = crew.engine
     _assign_everything_to_ann_and_bob(engine)
     ann = sign_in(app_test(), "ann")
-    rid = ann.session_state["review_response_id"]
-    ann.button(key="k_zero").click().run()
+    rid = drive.nav(ann).response_id
+    drive.label(ann, 0, 0)
     ann.text_area(key="note_text").input(XSS_PAYLOADS[0])
     ann.selectbox(key="note_flag").set_value("unsure")
     ann.button(key="note_add").click().run()

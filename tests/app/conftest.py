@@ -201,6 +201,7 @@ def app_server_factory(tmp_path: Path) -> Iterator[Any]:
         db_url = f"sqlite:///{home / 'fractal.sqlite'}"
         if prepare is not None:
             prepare(db_url, home)
+        _created_as_serve_does(db_url)  # the server is started as `fractal serve` starts it: on a store
         srv = AppServer(home=home, db_url=db_url, auth=auth)
         servers.append(srv)
         return srv.start()
@@ -270,13 +271,14 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
         yield made
 
 
-def _created_as_serve_does() -> None:
-    """Create the store named by ``FRACTAL_DB_URL`` when it does not exist yet, as ``fractal serve`` does before
-    it starts the app: pages never create one (a store at an older revision is left for the page to refuse)."""
+def _created_as_serve_does(url: str | None = None) -> None:
+    """Create the store at ``url`` (default ``FRACTAL_DB_URL``) when it does not exist yet, as ``fractal serve``
+    does before it starts the app: pages never create one (a store at an older revision is left for the page to
+    refuse)."""
     from db.engine import get_engine
     from db.schema import current_revision, upgrade
 
-    engine = get_engine(os.environ["FRACTAL_DB_URL"], check_schema=False, create=True)
+    engine = get_engine(url or os.environ["FRACTAL_DB_URL"], check_schema=False, create=True)
     try:
         if current_revision(engine) is None:
             upgrade(engine)

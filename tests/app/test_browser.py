@@ -91,13 +91,16 @@ def test_upload_review_correct_reload_train(app_server_factory, page: Page, tmp_
     expect(page.locator(f"#fs-sent-1 .fs-gold-{label}")).to_have_count(1, timeout=LONG)
     assert page.url == response_url
 
-    # Retrain with the correction as gold: a second version becomes active.
+    # Retrain with the correction as gold: one gold sentence is no evidence that version 2 is not worse, so it
+    # waits for a person, who activates it with one click.
     page.goto(f"{srv.url}/train")
     _settle(page)
     page.get_by_test_id("stSelectbox").nth(2).click()
     page.get_by_role("option", name=re.compile("Quick look")).click()
     page.get_by_role("button", name="Start training").click()
-    expect(page.get_by_text(re.compile(r"Done: model version 2 is active"))).to_be_visible(timeout=3 * LONG)
+    expect(page.get_by_text(re.compile(r"Done: model version 2 is waiting"))).to_be_visible(timeout=3 * LONG)
+    page.get_by_role("button", name="Activate version 2").click()
+    expect(page.get_by_text(re.compile(r"Done: model version 2 is active"))).to_be_visible(timeout=LONG)
 
     # Export the native JSONL: the correction is in it, with who made it.
     page.goto(f"{srv.url}/export")

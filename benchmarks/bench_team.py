@@ -32,7 +32,7 @@ from db import team  # noqa: E402
 from db.engine import get_engine  # noqa: E402
 from db.ingest import ingest_file  # noqa: E402
 from db.models import Annotation, Sentence  # noqa: E402
-from fractal_core import agreement as stats  # noqa: E402
+from fractal_core.evaluation import agreement as stats  # noqa: E402
 
 
 def main() -> None:

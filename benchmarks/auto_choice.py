@@ -46,8 +46,8 @@ from quality_common import (  # noqa: E402
     valid_as_test,
 )
 
-from fractal_core.fitting import registry  # noqa: E402
 from fractal_core.evaluation.comparison import run_one  # noqa: E402
+from fractal_core.fitting import registry  # noqa: E402
 from fractal_core.fitting.auto_choice import choose  # noqa: E402
 from fractal_core.fitting.bags import BagSet  # noqa: E402
 from fractal_core.fitting.config import TrainConfig  # noqa: E402

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_common import RESULTS, fmt, load, run_cli, run_meta, save, setup, stats, valid_as_test  # noqa: E402
 
-from fractal_core.fitting import methods  # noqa: E402
 from fractal_core.evaluation.comparison import run_one  # noqa: E402
+from fractal_core.fitting import methods  # noqa: E402
 from fractal_core.fitting.config import TrainConfig  # noqa: E402
 
 GOLD = 0.1

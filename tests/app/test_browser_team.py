@@ -49,7 +49,9 @@ def _sign_in(browser: Browser, url: str, name: str) -> Page:
 
 def _label_first_sentence(page: Page, key: str) -> None:
     _press(page, key, lambda t: expect(page.locator("#fs-sent-0 .fs-gold")).to_have_count(1, timeout=t))
-    expect(page.locator(".fs-status")).to_have_text("All changes saved", timeout=LONG)  # stored, not just drawn
+    expect(page.locator(".fs-status")).to_have_text(
+        "All changes saved", timeout=LONG
+    )  # stored, not just drawn
 
 
 def _store(db_url: str) -> Any:

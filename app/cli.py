@@ -31,10 +31,12 @@ from app.settings import (
     load_settings,
 )
 from db.cli import register as register_db
+from db.connect import shown_url
 from db.schema import SchemaOutdatedError
 from db.users_cli import register as register_users
 from fractal_core.cli import PRECISIONS, EncoderOpt, checked_encoder
 from fractal_core.cli import register as register_core
+from fractal_core.errors import InputError
 
 WEB_APP = Path(__file__).resolve().parent / "web.py"
 """What ``streamlit run`` serves: the pages of ``main.py`` plus the session-cookie routes (``app/web.py``)."""
@@ -159,7 +161,7 @@ def serve(
         shown = "localhost" if is_loopback(host) else host
         mode = "no sign-in, this machine only" if no_auth else "sign-in required"
         typer.echo(
-            f"FRACTAL Studio is running at http://{shown}:{port}  ({mode}; store: {settings.db_url}; "
+            f"FRACTAL Studio is running at http://{shown}:{port}  ({mode}; store: {shown_url(settings.db_url)}; "
             "Ctrl+C stops)"
         )
         while True:
@@ -250,6 +252,9 @@ def worker(
     except SchemaOutdatedError as exc:  # the message names the upgrade command
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    except InputError as exc:  # a store that cannot be opened or does not exist: the worker never creates one
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     runner.run(once=once, poll_seconds=poll)
 
 

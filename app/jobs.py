@@ -350,6 +350,9 @@ def run_train(
         # auto / fractal: the candidate chosen, the criterion and every candidate's figures (Models page).
         **({"method_choice": result.model.selection_} if getattr(result.model, "selection_", None) else {}),
         "compared_with_version": parent.version if parent is not None else None,
+        # The F key's rule and what it was chosen by (fractal_core.fitting.first_error), read by Review.
+        "first_error_rule": result.model.first_error_rule_.rule,
+        "first_error_rule_figures": result.model.first_error_rule_.figures(),
         **_finite(dict(result.model.metrics_ or {})),
     }
     return _publish(

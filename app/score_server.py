@@ -133,7 +133,7 @@ def load_active_model(db_url: str | None, dataset: str, *, segment_mode: str | N
 
     settings = load_settings(db_url)
     try:
-        engine = get_engine(settings.db_url)
+        engine = get_engine(settings.db_url, create=False)  # serving never creates a store
         row = repo.require_dataset(engine, dataset)
         version = repo.active_model_version(engine, row.id)
         if version is None:

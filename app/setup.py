@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 
 from app.jobs import queue_after_import
 from app.settings import AppSettings
 from db import accounts
 from db import repository as repo
-from db.engine import get_engine
+from db.engine import get_engine, shown_url
 from db.ingest import ingest_file
 from db.schema import current_revision, head_revision, upgrade
+from fractal_core.errors import InputError
 
 DEMO_DATASET = "demo"
 FIRST_ADMIN = "admin"
@@ -24,14 +25,17 @@ class SetupError(RuntimeError):
 
 
 def migrate(engine: Engine) -> str | None:
-    """Bring the schema to head; returns a message when something was migrated."""
+    """Bring the schema to head; returns a message when a store was created or migrated."""
     before = current_revision(engine)
     if before == head_revision():
         return None
+    created = before is None and not inspect(engine).get_table_names()
     try:
         upgrade(engine)
     except Exception as exc:  # alembic raises for revisions it does not know (a newer FRACTAL wrote them)
         raise SetupError(f"cannot migrate the database from revision {before}: {exc}") from exc
+    if created:
+        return f"created a new store at {shown_url(engine.url)} (schema {head_revision()})"
     return f"database migrated {before or 'empty'} -> {head_revision()}"
 
 
@@ -57,14 +61,16 @@ def seed_demo(engine: Engine) -> str | None:
 def prepare_store(settings: AppSettings, *, load_demo: bool = True) -> str:
     """Migrate (creating the database if needed) and optionally seed the demo; returns what was done."""
     try:
-        engine = get_engine(settings.db_url, check_schema=False)
+        engine = get_engine(settings.db_url, check_schema=False, create=True)
         messages = [migrate(engine)]
         if load_demo:
             messages.append(seed_demo(engine))
     except SetupError:
         raise
+    except InputError as exc:  # a URL that cannot be opened: its one line already names the store
+        raise SetupError(str(exc)) from exc
     except Exception as exc:
-        raise SetupError(f"cannot prepare the store at {settings.db_url}: {exc}") from exc
+        raise SetupError(f"cannot prepare the store at {shown_url(settings.db_url)}: {exc}") from exc
     finally:
         if "engine" in locals():
             engine.dispose()
@@ -81,7 +87,7 @@ def ensure_admin(
     ``FRACTAL_ONE_TIME_PASSWORD_HOURS`` (default 24). Nothing is printed or stored in clear after that: the
     store keeps the argon2 hash only.
     """
-    engine = get_engine(settings.db_url)
+    engine = get_engine(settings.db_url, create=False)
     try:
         if accounts.count_users(engine):
             return None

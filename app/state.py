@@ -33,7 +33,7 @@ def settings() -> AppSettings:
 
 @st.cache_resource(show_spinner=False)
 def _engine(url: str) -> Engine:
-    return get_engine(url)
+    return get_engine(url, create=False)  # the store is created by `fractal serve`, never by a page
 
 
 @st.cache_resource(show_spinner=False)

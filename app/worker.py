@@ -89,7 +89,7 @@ class Worker:
 
     def __init__(self, settings: AppSettings, *, stale_after_s: float = STALE_AFTER_S) -> None:
         self.settings = settings
-        self.engine = get_engine(settings.db_url)
+        self.engine = get_engine(settings.db_url, create=False)  # `fractal serve` or `db upgrade` creates it
         self.worker_id = db_jobs.process_owner()
         self.stale_after_s = stale_after_s
         self._stop = threading.Event()

@@ -2,11 +2,12 @@
 
 Public API (stable; the app, the worker and the CLI use only these):
 
-- :mod:`db.engine`: ``get_engine(url=None, *, check_schema=True) -> Engine`` (url, else ``$FRACTAL_DB_URL``,
-  else ``sqlite:///$FRACTAL_HOME/fractal.db`` with ``FRACTAL_HOME`` defaulting to ``./.fractal``; a new database
-  is created at the newest schema, an outdated one raises ``db.schema.SchemaOutdatedError`` naming
-  ``fractal db upgrade``), ``session_scope(engine, *, write=True)``, ``run_write(engine, fn)`` (retries lock
-  contention), ``run_read(engine, fn)``, ``resolve_url(url)``.
+- :mod:`db.engine`: ``get_engine(url=None, *, check_schema=True, create=True) -> Engine`` (url, else
+  ``$FRACTAL_DB_URL``, else ``sqlite:///$FRACTAL_HOME/fractal.db`` with ``FRACTAL_HOME`` defaulting to
+  ``./.fractal``; with ``create`` a new database is created at the newest schema, without it a store that does
+  not exist raises ``db.connect.StoreError``, as does a URL that cannot be opened; an outdated one raises
+  ``db.schema.SchemaOutdatedError`` naming ``fractal db upgrade``), ``session_scope(engine, *, write=True)``,
+  ``run_write(engine, fn)`` (retries lock contention), ``run_read(engine, fn)``, ``resolve_url(url)``.
 - :mod:`db.schema`: ``upgrade(engine, revision="head")``, ``current_revision(engine)``, ``head_revision()``.
 - :mod:`db.repository` (a package, one module per concern): datasets (``create_dataset``, ``get_dataset``,
   ``require_dataset``, ``list_datasets``, ``set_gold_target``), responses (``list_responses``, ``get_response``,

@@ -111,6 +111,7 @@ def model_dir(engine: Engine, version: ModelVersionRow, cache_root: Path) -> Pat
         mark = json.loads(marker.read_text())
         if (mark.get("store_id"), mark.get("model_version_id")) != (here, version.id):
             raise ForeignModelError(f"{target} holds model version {mark} of another store")
+    target.mkdir(parents=True, exist_ok=True)  # our cache folder: atomic writes never make folders
     for name, sha in files:
         local = target / name
         if local.is_file() and hashlib.sha256(local.read_bytes()).hexdigest() == sha:

@@ -1,8 +1,10 @@
 """``fractal ingest``, ``fractal export`` and ``fractal db ...``: thin commands over :mod:`db`.
 
 Mounted into the ``fractal`` console script with :func:`register`. Every command takes ``--db URL`` (else
-``$FRACTAL_DB_URL``, else the default SQLite file). Bad input prints one line on stderr and exits with code 2;
-an outdated schema prints the upgrade command and exits with code 1.
+``$FRACTAL_DB_URL``, else the default SQLite file). Only ``fractal db upgrade`` (and ``fractal serve``) create a
+store; every other command refuses a store that does not exist, saying how to create one. Bad input, and a
+store URL that cannot be opened, print one line on stderr and exit with code 2; an outdated schema prints the
+upgrade command and exits with code 1.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from alembic.util import CommandError
+from sqlalchemy import inspect
 from tqdm import tqdm
 
-from db.engine import get_engine, resolve_url
+from db.engine import get_engine, shown_url
 from db.export import FORMATS, export_dataset
 from db.ingest import ingest_file, purge_abandoned_imports
 from db.integrity import check_store
 from db.repository import list_datasets, list_model_versions, require_dataset
-from db.schema import SchemaOutdatedError, current_revision, head_revision, upgrade
+from db.schema import SchemaOutdatedError, current_revision, head_revision, require_store, upgrade
 from fractal_core.errors import InputError
 
 DbOption = Annotated[
@@ -84,7 +88,7 @@ def ingest(
             raise InputError(
                 f"unknown segment mode {segment_mode!r}; use sentences or steps", field="--segment-mode"
             )
-        engine = get_engine(db)
+        engine = get_engine(db, create=False)
         purge_abandoned_imports(engine)  # staged rows of ingests whose process died before publishing
         with tqdm(desc=f"ingest {file.name}", unit=" responses", disable=None) as bar:
 
@@ -151,7 +155,7 @@ def export(
 ) -> None:
     """Write a dataset as native JSONL, stepwise JSONL/Parquet, PRM800K step ratings or KTO pairs."""
     try:
-        engine = get_engine(db)
+        engine = get_engine(db, create=False)
         summary = export_dataset(
             engine,
             dataset,
@@ -177,19 +181,33 @@ db_app = typer.Typer(help="Database schema and contents.", no_args_is_help=True)
 
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = None) -> None:
-    """Migrate the database to the newest schema (creates it if missing)."""
-    engine = get_engine(db, check_schema=False)
-    before = current_revision(engine)
-    upgrade(engine)
-    typer.echo(
-        f"{resolve_url(db).split('://')[0]} database: {before or 'empty'} -> {current_revision(engine)} (head)"
-    )
+    """Migrate the store to the newest schema; creates a new store when the path or database is empty."""
+    try:
+        engine = get_engine(db, check_schema=False, create=True)
+        before = current_revision(engine)
+        created = before is None and not inspect(engine).get_table_names()
+        upgrade(engine)
+    except InputError as err:
+        raise _fail(str(err), 2) from None
+    except CommandError as err:  # a revision this version does not know: the store was written by a newer one
+        raise _fail(
+            f"cannot upgrade the store: {err}; it was written by a newer version of FRACTAL Studio", 1
+        ) from None
+    where = shown_url(engine.url)
+    if created:
+        typer.echo(f"created a new store at {where} (schema {current_revision(engine)})")
+    else:
+        typer.echo(f"store {where}: schema {before or 'none'} -> {current_revision(engine)} (head)")
 
 
 @db_app.command("current")
 def db_current(db: DbOption = None) -> None:
-    """Print the database's schema revision and the newest one."""
-    engine = get_engine(db, check_schema=False)
+    """Print the store's schema revision and the newest one."""
+    try:
+        engine = get_engine(db, check_schema=False, create=False)
+        require_store(engine)
+    except InputError as err:
+        raise _fail(str(err), 2) from None
     current = current_revision(engine)
     head = head_revision()
     state = "up to date" if current == head else "outdated: run `fractal db upgrade`"
@@ -203,7 +221,7 @@ def db_datasets(
 ) -> None:
     """List datasets with counts, gold budget and label balance (or one dataset's model versions)."""
     try:
-        engine = get_engine(db)
+        engine = get_engine(db, create=False)
         if dataset is not None:
             row = require_dataset(engine, dataset)
             for mv in list_model_versions(engine, row.id):

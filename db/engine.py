@@ -1,112 +1,71 @@
 """Engine and transactions: the one transactional layer every write goes through.
 
-URL resolution (every CLI command's ``--db URL`` lands here): the ``url`` argument, else ``$FRACTAL_DB_URL``,
-else a SQLite file at ``$FRACTAL_HOME/fractal.db`` with ``FRACTAL_HOME`` defaulting to ``./.fractal`` relative
-to the current directory. PostgreSQL works through the same code with a URL such as
-``postgresql+psycopg://user:password@host:5432/fractal`` (install the ``psycopg`` driver).
-
-SQLite is configured for several annotators and a worker at once: WAL journal (readers never block the writer),
-``foreign_keys=ON``, ``busy_timeout`` (a writer waits for the lock instead of failing), and write transactions
-begin with ``BEGIN IMMEDIATE`` so that a transaction never has to upgrade a read lock to a write lock mid-way
-(the one case where SQLite fails at once with "database is locked" despite the busy timeout). What remains
-(a lock held longer than the timeout) is retried with backoff by :func:`run_write`.
+:func:`get_engine` opens a store (:mod:`db.connect`: which URL, SQLite's set-up, a one-line
+:class:`~db.connect.StoreError` when the URL cannot be opened) and checks its schema (:mod:`db.schema`).
+Lock contention that outlasts SQLite's busy timeout is retried with backoff by :func:`run_write`.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import StaticPool
+
+from db.connect import (
+    BUSY_TIMEOUT_MS,
+    StoreError,
+    connect,
+    default_home,
+    resolve_url,
+    shown_url,
+    writer,
+)
+from db.schema import ensure_schema
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "StoreError",
+    "default_home",
+    "get_engine",
+    "is_retryable",
+    "resolve_url",
+    "run_read",
+    "run_write",
+    "session_scope",
+    "writer",
+]
 
 T = TypeVar("T")
 
-BUSY_TIMEOUT_MS = 30_000
-_BEGIN_OPTION = "fractal_sqlite_begin"
 
+def get_engine(url: str | None = None, *, check_schema: bool = True, create: bool = True) -> Engine:
+    """Open the store at ``url`` (see :func:`db.connect.resolve_url`) and make sure its schema is current.
 
-def default_home() -> Path:
-    """The local data directory: ``$FRACTAL_HOME``, else ``./.fractal``."""
-    return Path(os.environ.get("FRACTAL_HOME") or ".fractal")
-
-
-def resolve_url(url: str | None = None) -> str:
-    """The database URL to use: ``url``, else ``$FRACTAL_DB_URL``, else the default SQLite file."""
-    if url:
-        return url
-    env = os.environ.get("FRACTAL_DB_URL")
-    if env:
-        return env
-    return f"sqlite:///{(default_home() / 'fractal.db').resolve()}"
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event emit BEGIN itself, so write transactions can be IMMEDIATE.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA foreign_keys = ON")
-        # NORMAL is durable across application crashes in WAL mode; FULL only adds power-loss durability.
-        cur.execute("PRAGMA synchronous = NORMAL")
-        # Review-list pages jump between response rows in score order: reading them through a memory map and
-        # a 32 MiB page cache (default 2 MiB) makes that ~2x faster at 100k responses (benchmarks/bench_db.py).
-        cur.execute("PRAGMA mmap_size = 268435456")
-        cur.execute("PRAGMA cache_size = -32768")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def get_engine(url: str | None = None, *, check_schema: bool = True) -> Engine:
-    """Build the engine for ``url`` (see :func:`resolve_url`) and make sure its schema is current.
-
-    A database without tables is created at the newest revision. A database at an older revision raises
-    :class:`db.schema.SchemaOutdatedError` whose message holds the command ``fractal db upgrade``.
-    ``check_schema=False`` skips both (used by the ``fractal db`` commands themselves).
+    ``create=True`` (library default): a new SQLite file (in an existing folder) or a database without tables
+    is created at the newest revision. ``create=False`` (every ``fractal`` command but ``db upgrade`` and
+    ``serve``): a store that does not exist yet raises :class:`StoreError` naming the command that creates one,
+    and nothing is written. A database at an older revision raises :class:`db.schema.SchemaOutdatedError` whose
+    message holds ``fractal db upgrade``. ``check_schema=False`` skips the schema (the ``fractal db`` commands).
     """
     resolved = resolve_url(url)
-    parsed = make_url(resolved)
-    kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:"):
-            # One shared connection, or every connection would see its own empty database.
-            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-        else:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            kwargs.update(connect_args={"check_same_thread": False})
-    else:
-        kwargs.update(pool_pre_ping=True)
-    engine = create_engine(resolved, **kwargs)
-    if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+    engine = connect(resolved, create=create)
     if check_schema:
-        from db.schema import ensure_schema  # schema imports this module
-
-        ensure_schema(engine)
+        try:
+            ensure_schema(engine, create=create)
+        except DBAPIError as err:  # e.g. a read-only or full disk while the schema is created
+            engine.dispose()
+            why = str(err.orig).strip().splitlines()[0] if str(err.orig).strip() else type(err.orig).__name__
+            raise StoreError(f"cannot open the store {shown_url(engine.url)}: {why}") from None
+        except BaseException:
+            engine.dispose()
+            raise
     return engine
-
-
-def writer(engine: Engine) -> Engine:
-    """The same engine, but its transactions take the write lock up front on SQLite (``BEGIN IMMEDIATE``)."""
-    if engine.dialect.name != "sqlite":
-        return engine
-    return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -73,6 +74,7 @@ NATIVE_KEY = "fractal"  # meta key of the provenance block written by the native
 _SPLIT_STEMS = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
 _KIND_ORDER = {"binary": 0, "ordinal": 1}
 SPLIT_CHARS = 32  # responses.split
+_SPLIT_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{SPLIT_CHARS - 1}}}")
 ANNOTATOR_CHARS = 128  # label_events.annotator
 CHUNK_RESPONSES = 500
 """Records per write transaction: the longest another writer waits for an ingest (benchmarks/bench_ingest_lock.py)."""
@@ -121,20 +123,24 @@ def _combine_kind(current: str | None, new: str, file: str, line: int, dataset: 
     )
 
 
+def check_split_name(split: object, **where: Any) -> str:
+    """``split`` when it is a plain name (1 to ``SPLIT_CHARS`` letters, digits, ``.``, ``_``, ``-``, not first):
+    never a path such as ``../x`` or ``a/b``, nor blank. InputError at ``where`` (file, line, field) otherwise."""
+    if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split):
+        raise InputError(
+            f"must be a plain name of 1 to {SPLIT_CHARS} letters, digits, '.', '_' or '-' "
+            f"(starting with a letter or digit), got {split!r:.80}",
+            **where,
+        )
+    return split
+
+
 def _native_split(record: ResponseRecord, file: str, line: int) -> str | None:
     """The split recorded by a native export (``meta.fractal.split``), or None."""
     block = record.meta.get(NATIVE_KEY)
     if not isinstance(block, Mapping) or block.get("split") is None:
         return None
-    split = block["split"]
-    if not isinstance(split, str) or not 0 < len(split) <= SPLIT_CHARS:
-        raise InputError(
-            f"split must be a string of 1 to {SPLIT_CHARS} characters",
-            file=file,
-            line=line,
-            field=f"meta.{NATIVE_KEY}.split",
-        )
-    return split
+    return check_split_name(block["split"], file=file, line=line, field=f"meta.{NATIVE_KEY}.split")
 
 
 def _kind_error(
@@ -271,8 +277,8 @@ def ingest_file(
         raise InputError(f"labels_as must be 'imported' or 'gold', got {labels_as!r}", field="labels_as")
     source = IMPORTED_GOLD if labels_as == "gold" else IMPORTED
     declared = parse_label_kind(label_kind) if label_kind is not None else None
-    if split is not None and not 0 < len(split) <= SPLIT_CHARS:
-        raise InputError(f"split must be 1 to {SPLIT_CHARS} characters", field="split")
+    if split is not None:
+        check_split_name(split, field="split")
     annotator = (imported_by or f"import:{path.name}")[:ANNOTATOR_CHARS]
     if not annotator.strip() or "\x00" in annotator:
         raise InputError("the importing user's name must be a non-empty name", field="imported_by")

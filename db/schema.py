@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect
 
-from db.engine import resolve_url, writer
+from db.connect import StoreError, create_command, resolve_url, shown_url, writer
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -90,22 +90,34 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(alembic_config(conn), revision)
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Create an empty database at head; raise :class:`SchemaOutdatedError` unless it is at head."""
+def require_store(engine: Engine) -> None:
+    """Raise :class:`~db.connect.StoreError` (naming the command that creates one) for an empty database."""
+    if current_revision(engine) is None and not inspect(engine).get_table_names():
+        url = engine.url.render_as_string(hide_password=False)
+        raise StoreError(
+            f"no store at {shown_url(engine.url)} (an empty database): create one with `{create_command(url)}`"
+        )
+
+
+def ensure_schema(engine: Engine, *, create: bool = True) -> None:
+    """Create an empty database at head (only with ``create``: else :class:`~db.connect.StoreError` naming the
+    command that does); raise :class:`SchemaOutdatedError` unless it is at head."""
     head = head_revision()
     current = current_revision(engine)
     if current == head:
         return
+    if current is None and not create:
+        require_store(engine)
     if current is None:
         with migrating(engine) as conn:
             # Re-check under the write lock: another process may have created it meanwhile.
             if MigrationContext.configure(conn).get_current_revision() is None:
                 tables = set(inspect(conn).get_table_names())
                 if tables:
-                    raise SchemaOutdatedError(
-                        f"database {engine.url.render_as_string(hide_password=True)} has tables "
+                    raise StoreError(
+                        f"{shown_url(engine.url)} is not a FRACTAL store: it has tables "
                         f"({', '.join(sorted(tables)[:5])}) but no FRACTAL schema version; "
-                        "point --db at a FRACTAL database or an empty one"
+                        "point --db at a FRACTAL store or an empty database"
                     )
                 command.upgrade(alembic_config(conn), "head")
         return

@@ -58,7 +58,7 @@ def users_add(
     """Create a user; the password comes from standard input or a prompt."""
 
     def work() -> None:
-        engine = get_engine(db)
+        engine = get_engine(db, create=False)
         accounts.validate_user_name(name)
         if role not in ROLES:
             raise InputError(f"unknown role {role!r}; roles: {', '.join(ROLES)}", field="--role")
@@ -73,7 +73,7 @@ def users_list(db: DbOption = None) -> None:
     """Every user with role and state."""
 
     def work() -> None:
-        for u in accounts.list_users(get_engine(db)):
+        for u in accounts.list_users(get_engine(db, create=False)):
             state = "disabled" if u.disabled else "active"
             extra = ", must change password" if u.must_change_password else ""
             typer.echo(f"{u.name}\t{u.role}\t{state}{extra}")
@@ -90,7 +90,7 @@ def users_set_role(
     """Change a user's role (applies to their open sessions at once)."""
 
     def work() -> None:
-        user = accounts.set_role(get_engine(db), name, role)
+        user = accounts.set_role(get_engine(db, create=False), name, role)
         typer.echo(f"{user.name} is now {user.role}")
 
     _run(work)
@@ -101,7 +101,7 @@ def users_disable(name: Annotated[str, typer.Argument(help="User name.")], db: D
     """Stop a user from signing in and end their sessions (their labels stay)."""
 
     def work() -> None:
-        accounts.set_disabled(get_engine(db), name, True)
+        accounts.set_disabled(get_engine(db, create=False), name, True)
         typer.echo(f"disabled {name}")
 
     _run(work)
@@ -112,7 +112,7 @@ def users_enable(name: Annotated[str, typer.Argument(help="User name.")], db: Db
     """Let a disabled user sign in again."""
 
     def work() -> None:
-        accounts.set_disabled(get_engine(db), name, False)
+        accounts.set_disabled(get_engine(db, create=False), name, False)
         typer.echo(f"enabled {name}")
 
     _run(work)
@@ -135,7 +135,7 @@ def users_passwd(
     """Set a new password for a user (from standard input or a prompt), or reset it with --one-time."""
 
     def work() -> None:
-        engine = get_engine(db)
+        engine = get_engine(db, create=False)
         if accounts.get_user(engine, name) is None:
             raise InputError(f"no user {name!r}", field="name")
         if one_time:

@@ -245,7 +245,8 @@ def finetune_cmd(
         raise fail("--train-layers must be >= 1 and --window-tokens >= 16")
     try:
         check_output_dir(out, FinetuneResult.FILES)
-        check_output_dir(out / "encoder")
+        if out.is_dir():  # a new OUT gets its encoder folder when saved
+            check_output_dir(out / "encoder")
         splits = read_input(data)
     except InputError as err:
         raise fail(str(err)) from None

@@ -33,6 +33,8 @@ TABLE_KEYS = (
     "first_error_acc",
     "first_error_acc_given_y",
     "first_error_top3_given_y",
+    "first_error_f1",
+    "fkey_top1",
     "train_seconds",
 )
 

@@ -6,7 +6,7 @@ from typing import cast
 
 import streamlit as st
 
-from app import actions, page, render, review, state
+from app import actions, page, render, review, scores_view, state
 from db import repository as repo
 from db.accounts import has_role
 from db.repository import SortKey
@@ -62,6 +62,24 @@ if has_role(user, "admin"):
             state.flash(f"Gold target set to {new_target}%.")
             st.rerun()
 
+
+max_label = dataset.max_label
+
+
+def likely_problem_hint(detail) -> str:
+    # The preview points at the sentence the reviewer view (scores given the response label) ranks first.
+    found = scores_view.likely_problem(detail, max_label)
+    if found is None:
+        return ""
+    i, p = found
+    if p == 0.0:
+        return "No sentence can be a problem given the response label"
+    text = detail.sentences[i].text
+    return f"Most likely problem given the label: sentence {i + 1} ({p:.2f}): " + (
+        text[:120] + ("…" if len(text) > 120 else "")
+    )
+
+
 st.subheader("Proposed next", anchor=False)
 active = repo.active_model_version(engine, dataset.id)
 ranked: dict[str, list[int]] = (active.metrics.get("gold_queue") or {}) if active is not None else {}
@@ -93,6 +111,7 @@ if strategy in ranked and active is not None:
                 detail.disagreement,
                 detail.text[:200],
                 reasons.get(rid, ""),
+                likely_problem_hint(detail),
             )
         )
         if len(rows) == k:
@@ -113,13 +132,23 @@ else:
     )
     why = f"store order: {FALLBACK[strategy].split(' (')[0].lower()}" if strategy in FALLBACK else ""
     rows = [
-        (r.id, r.external_id, r.response_label, r.score, r.uncertainty, r.disagreement, r.preview, why)
+        (
+            r.id,
+            r.external_id,
+            r.response_label,
+            r.score,
+            r.uncertainty,
+            r.disagreement,
+            r.preview,
+            why,
+            likely_problem_hint(repo.get_response(engine, r.id)) if r.score is not None else "",
+        )
         for r in listing.rows
     ]
 if not rows:
     st.success("No unlabelled response left to propose.")
     st.stop()
-for rid, external_id, label, score, uncertainty, disagreement, preview, reason in rows:
+for rid, external_id, label, score, uncertainty, disagreement, preview, reason, hint in rows:
     with st.container(border=True):
         a, b = st.columns([6, 1])
         if reason:
@@ -130,6 +159,8 @@ for rid, external_id, label, score, uncertainty, disagreement, preview, reason i
             f"uncertainty {state.fmt_score(uncertainty)} · disagreement {state.fmt_score(disagreement)}"
         )
         a.text(preview[:160] + ("…" if len(preview) > 160 else ""))
+        if hint:
+            a.text(hint)
         if b.button("Review", key=f"gold_open_{rid}"):
             # The Review page follows this queue (S / N / P) until the user goes back to its list.
             nav = ss.setdefault(review.NAV_KEY, review.ReviewNav())

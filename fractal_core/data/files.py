@@ -5,7 +5,8 @@ are read as JSON Lines, ``.pq`` as Parquet); :func:`format_of` applies it. Every
 decides the format here, so they cannot disagree.
 
 Output: :func:`atomic_write` writes to a temporary file next to the target and renames it over the target
-only when the target is a regular file or does not exist yet. Directories, devices, FIFOs, sockets and
+only when the target is a regular file or does not exist yet, in a folder that exists (a missing folder is
+refused, never created: callers that own a folder, such as a cache, make it first). Directories, devices, FIFOs, sockets and
 anything else are refused with an :class:`~fractal_core.errors.InputError` before anything is written (so
 commands exit with code 2), as is a target whose directory cannot hold a new file (``/proc``, read-only, ...).
 A new file gets the mode the umask allows (``0666 & ~umask``, like ``open()``), a replaced one keeps its mode.
@@ -86,7 +87,7 @@ def _umask() -> int:
 
 def check_output_file(path: str | Path) -> Path:
     """Refuse (InputError naming the path) an output path that is not a regular file or a new name in an
-    existing directory we can write to. Symlinks are followed: a link to a regular file is replaced."""
+    existing folder we can write to. Symlinks are followed: a link to a regular file is replaced."""
     path = Path(path)
     try:
         st = path.stat()
@@ -97,10 +98,9 @@ def check_output_file(path: str | Path) -> Path:
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise InputError(f"{_kind(st.st_mode)}, not a file that can be replaced", file=str(path))
     parent = path.parent
+    # A missing folder is refused, never made: a typo in a path must not leave new folders behind.
     if not parent.exists():
-        # created on write: check the nearest existing ancestor instead
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
+        raise InputError(f"the folder {parent} does not exist (create it first)", file=str(path))
     if not parent.is_dir():
         raise InputError(f"{parent} is not a directory", file=str(path))
     # Try it: permission bits say nothing for root, nor for /proc, read-only mounts or full quotas.
@@ -114,13 +114,15 @@ def check_output_file(path: str | Path) -> Path:
 
 
 def check_output_dir(path: str | Path, entries: Iterable[str] = ()) -> Path:
-    """Refuse an output directory that exists as something else, or whose ``entries`` (files it will hold)
-    exist as something other than regular files."""
+    """Refuse an output directory that exists as something else, is new in a folder that does not exist, or
+    whose ``entries`` (files it will hold) exist as something other than regular files. The directory itself
+    may be new (its writer makes it)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError("exists and is not a directory", file=str(path))
     if not path.exists():
-        check_output_file(path)  # a new name in a writable place
+        check_output_file(path)  # a new name in a writable, existing folder
+        return path
     for entry in entries:
         check_output_file(path / entry)
     return path
@@ -134,7 +136,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """
     path = check_output_file(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise InputError(f"cannot write here: {err.strerror or err}", file=str(path)) from err

@@ -1,10 +1,10 @@
 """The in-memory form of one response (a *bag*) in the shared JSONL schema.
 
-Schema (one JSON object per line):
+Schema (one JSON object per line; :data:`FIELDS` lists every field, any other is refused):
 ``id``, ``context``, ``sentences`` (list[str], optional when ``text`` is given), ``sentence_labels``
 (list[int | None], optional), ``response_label`` (int or float), ``aggregation`` ("max" | "min" | "mean"),
 ``task`` (optional), ``meta`` (optional object). Raw responses give ``text`` instead of ``sentences`` and
-are segmented on load.
+are segmented on load; ``spans`` (offsets of the sentences in ``text``) comes from a lossless export.
 """
 
 from __future__ import annotations
@@ -29,6 +29,23 @@ MAX_TASK_CHARS = 128
 """Longest task name."""
 MAX_META_DEPTH = 32
 """Deepest nesting of lists and objects inside ``meta`` (and any JSON value in a file)."""
+MAX_FIELD_CHARS = 1_000_000
+"""Longest text in one field, in every format (JSONL value, CSV cell, Parquet cell): the context, the text, one
+sentence, all sentences together, or ``meta`` written as JSON."""
+
+FIELDS: tuple[str, ...] = (
+    "id",
+    "context",
+    "sentences",
+    "text",
+    "spans",
+    "sentence_labels",
+    "response_label",
+    "aggregation",
+    "task",
+    "meta",
+)
+"""Every field a row may have; any other is refused (free-form extras go in ``meta``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +107,10 @@ def parse_label_kind(spec: str) -> tuple[str, float | None]:
     return kind, float(int(levels) - 1)
 
 
+def _a(label_kind: str) -> str:
+    return f"an {label_kind}" if label_kind[:1] in "aeiou" else f"a {label_kind}"
+
+
 def top_level(label_kind: str, max_label: float) -> int:
     """The highest sentence label a dataset of this kind allows: its top level if ordinal, else 1."""
     return int(max_label) if label_kind == "ordinal" else 1
@@ -103,8 +124,33 @@ def sentence_label_problem(label: object, label_kind: str, max_label: float) -> 
         return f"sentence label must be an integer or None, got {label!r}"
     top = top_level(label_kind, max_label)
     if not 0 <= int(label) <= top:
-        return f"sentence label {label} is outside 0..{top} for a {label_kind} dataset"
+        return f"sentence label {label} is outside 0..{top} for {_a(label_kind)} dataset"
     return None
+
+
+def response_label_problem(label: float, label_kind: str, max_label: float) -> str | None:
+    """Why ``label`` cannot be a response label of such a dataset (a proportion in [0, 1] for proportion data,
+    else an integer level up to its top); None if it can."""
+    if label_kind == "proportion":
+        return (
+            None
+            if 0.0 <= label <= 1.0
+            else f"response label {label:g} is outside [0, 1] for a proportion dataset"
+        )
+    top = top_level(label_kind, max_label)
+    if not float(label).is_integer() or not 0 <= label <= top:
+        return f"response label {label:g} is not an integer in 0..{top} for {_a(label_kind)} dataset"
+    return None
+
+
+def kind_of_aggregation(aggregation: str) -> tuple[str, float]:
+    """``(kind, max_label)`` a bag of this aggregation may hold before a dataset narrows it: mean bags are
+    proportions, min bags binary, max bags ordinal up to ``MAX_LABEL``."""
+    if aggregation == "mean":
+        return "proportion", 1.0
+    if aggregation == "min":
+        return "binary", 1.0
+    return "ordinal", float(MAX_LABEL)
 
 
 def kind_mismatch(record: ResponseRecord, label_kind: str, max_label: float) -> tuple[str, str] | None:

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import Encoder
 from fractal_core.embedding.features import embed_records
+from fractal_core.evaluation.metrics import first_error_f1, tune_first_error_threshold
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.estimator import FractalModel, resolve_device, task_of
+from fractal_core.fitting.first_error import choose_first_error_rule, rule_top1
+from fractal_core.fitting.methods import first_error_annotated
 from fractal_core.mil.reductions import segment_count, segment_mean
+from fractal_core.mil.reviewer import FIRST_ERROR_RULES
 
 LabelView = Literal["native", "binary", "mean"]
 LABEL_VIEWS: tuple[str, ...] = ("native", "binary", "mean")
@@ -29,7 +34,9 @@ USES_GOLD_FRACTION = {"hybrid", "fractal", "auto"}
 
 @dataclass
 class PreparedSplits:
-    """Embedded train/valid/test bags and the task they share."""
+    """Embedded train/valid/test bags and the task they share; test_groups: name -> the group of each test bag
+    (B,) for figures reported per group (the records' ``task``, and ``meta["subset"]`` where records carry one,
+    as ProcessBench's four sources do)."""
 
     train: BagSet
     valid: BagSet | None
@@ -37,6 +44,7 @@ class PreparedSplits:
     aggregation: str
     n_classes: int
     encoder_id: str
+    test_groups: dict[str, list[str | None]] = field(default_factory=dict)
 
 
 def binarise(bags: BagSet) -> BagSet:
@@ -93,7 +101,66 @@ def prepare_splits(
         aggregation=aggregation,
         n_classes=n_classes,
         encoder_id=encoder.encoder_id,
+        test_groups=_groups(splits["test"]),
     )
+
+
+def _groups(records: Sequence[ResponseRecord]) -> dict[str, list[str | None]]:
+    """The per-record groups the first-error figures are broken down by: ``task`` and ``meta["subset"]``,
+    each only when some record carries it."""
+    out: dict[str, list[str | None]] = {}
+    tasks = [r.task for r in records]
+    if any(t is not None for t in tasks):
+        out["task"] = tasks
+    subsets = [r.meta.get("subset") if isinstance(r.meta.get("subset"), str) else None for r in records]
+    if any(v is not None for v in subsets):
+        out["subset"] = subsets
+    return out
+
+
+def first_error_report(model: FractalModel, prepared: PreparedSplits) -> dict[str, Any]:
+    """First-error figures on test for ``max`` data with a validation split, everything tuned on valid's gold
+    labels (the evaluation protocol: whatever gold the method itself saw) and applied once to test:
+
+    - ``fkey_top1_<rule>``: first-error top-1 of each F-key rule (``calibrated_mode`` with the Platt map fitted
+      on valid), ``fkey_rule`` the rule chosen on valid and ``fkey_top1`` its top-1; ``fkey_rule_model`` the
+      rule the model chose on the gold it saw (what the app's F key uses);
+    - for first-error data (``methods.first_error_annotated``: nothing labelled after a first error),
+      ProcessBench's official F1 (``first_error_f1``, with ``_error_acc`` / ``_correct_acc``, the threshold
+      tuned on valid and ``_by_task`` / ``_by_subset`` where records carry them).
+    """
+    valid, test = prepared.valid, prepared.test
+    if prepared.aggregation != "max" or valid is None or not bool((valid.gold >= 1).any()):
+        return {}
+    arrays = {}
+    for name, bags in (("valid", valid), ("test", test)):
+        arrays[name] = (
+            model.predict_bags(bags).double().cpu().numpy(),
+            bags.gold.cpu().numpy(),
+            bags.bag_index.cpu().numpy(),
+            bags.labels.double().cpu().numpy(),
+        )
+    choice = choose_first_error_rule(*arrays["valid"], aggregation="max")
+    out: dict[str, Any] = {
+        f"fkey_top1_{rule}": rule_top1(
+            *arrays["test"], aggregation="max", rule=rule, calibration=choice.calibration
+        )
+        for rule in FIRST_ERROR_RULES
+    }
+    out["fkey_rule"] = choice.rule
+    out["fkey_top1"] = out[f"fkey_top1_{choice.rule}"]
+    out["fkey_rule_model"] = getattr(model, "first_error_rule_", choice).rule
+    if first_error_annotated(test):
+        score, gold, index, _ = arrays["test"]
+        v_score, v_gold, v_index, _ = arrays["valid"]
+        threshold = tune_first_error_threshold(v_gold, v_score, v_index, valid.n_bags)
+        if np.isfinite(threshold):
+            f1 = first_error_f1(
+                gold, score, index, test.n_bags, threshold=threshold, groups=prepared.test_groups
+            )
+            out.update({("first_error_f1" if k == "f1" else f"first_error_f1_{k}"): v for k, v in f1.items()})
+            out["first_error_f1_threshold"] = threshold
+    return out
 
 
 def choose_gold_bags(bags: BagSet, fraction: float, seed: int) -> torch.Tensor:
@@ -147,6 +214,7 @@ def run_one(
     )
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     metrics = model.evaluate_bags(prepared.test)
+    metrics.update(first_error_report(model, prepared))
     return {
         "method": method,
         "resolved_method": model.resolved_method_,

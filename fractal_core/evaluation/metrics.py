@@ -6,7 +6,7 @@ Inputs are flat numpy arrays; sentences whose gold label is missing (-1 / None) 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -111,6 +111,135 @@ def first_error_accuracy(gold: np.ndarray, score: np.ndarray, bag_index: np.ndar
     if not has_error.any():
         return float("nan")
     return float(np.mean(argmax[has_error] == first_pos[has_error]))
+
+
+def _step_positions(bag_index: np.ndarray, n_bags: int) -> np.ndarray:
+    """Position of each sentence inside its bag (N,), the flat order of a bag's sentences kept."""
+    index = np.asarray(bag_index, dtype=np.int64)
+    order = np.argsort(index, kind="stable")
+    sizes = np.bincount(index, minlength=n_bags)
+    pos = np.empty(len(index), dtype=np.int64)
+    pos[order] = np.arange(len(index)) - (np.cumsum(sizes) - sizes)[index[order]]
+    return pos
+
+
+def _first_gold_positive(gold: np.ndarray, bag_index: np.ndarray, n_bags: int) -> np.ndarray:
+    """Position of each bag's first gold positive (B,), -1 when it has none."""
+    g = np.asarray(gold)
+    index = np.asarray(bag_index, dtype=np.int64)
+    pos = _step_positions(index, n_bags)
+    big = len(index) + 1
+    first = np.full(n_bags, big, dtype=np.int64)
+    np.minimum.at(first, index[g >= 1], pos[g >= 1])
+    return np.where(first < big, first, -1)
+
+
+def first_over_threshold(
+    score: np.ndarray, bag_index: np.ndarray, n_bags: int, thresholds: np.ndarray
+) -> np.ndarray:
+    """Per threshold and bag (T, B): the position of the bag's first sentence scoring >= the threshold, -1 when
+    none does (the bag is predicted correct). One scatter-min over (T, N); no loop over bags or thresholds."""
+    s = np.asarray(score, dtype=np.float64)
+    index = np.asarray(bag_index, dtype=np.int64)
+    t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    big = len(s) + 1
+    pos = _step_positions(index, n_bags)
+    candidate = np.where(s[None, :] >= t[:, None], pos[None, :], big)  # (T, N)
+    flat = np.full(len(t) * n_bags, big, dtype=np.int64)
+    np.minimum.at(flat, (np.arange(len(t))[:, None] * n_bags + index[None, :]).ravel(), candidate.ravel())
+    out = flat.reshape(len(t), n_bags)
+    return np.where(out < big, out, -1)
+
+
+def _f1_parts(
+    gold: np.ndarray, score: np.ndarray, bag_index: np.ndarray, n_bags: int, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hit (T, B) bool, erroneous (B,) bool, correct (B,) bool): a bag is erroneous when it has a gold positive,
+    correct when it has gold labels and none is positive; a hit names its first gold positive (erroneous) or
+    predicts no error (correct)."""
+    g = np.asarray(gold)
+    index = np.asarray(bag_index, dtype=np.int64)
+    first = _first_gold_positive(g, index, n_bags)
+    labelled = np.bincount(index[g >= 0], minlength=n_bags) > 0
+    erroneous, correct = first >= 0, labelled & (first < 0)
+    predicted = first_over_threshold(score, index, n_bags, thresholds)
+    return predicted == first[None, :], erroneous, correct
+
+
+def _harmonic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Harmonic mean, 0 when both are 0, NaN when either is (a side without bags)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.isnan(a) | np.isnan(b), np.nan, np.where(a + b > 0, 2 * a * b / (a + b), 0.0))
+
+
+def first_error_f1(
+    gold: np.ndarray,
+    score: np.ndarray,
+    bag_index: np.ndarray,
+    n_bags: int,
+    *,
+    threshold: float,
+    groups: Mapping[str, Sequence[str | None]] | None = None,
+) -> dict[str, Any]:
+    """ProcessBench's official F1 for first-error data: the harmonic mean of the exact first-error accuracy on
+    erroneous bags and the "no error" accuracy on correct ones, a bag being predicted erroneous at its first
+    sentence scoring >= ``threshold`` (tune it on valid: :func:`tune_first_error_threshold`).
+
+    gold, score, bag_index (N,), sentences of a bag in step order; groups: name -> per-bag group (B,) (e.g. the
+    records' ``task``), each reported as ``{group: f1}`` under ``by_<name>`` (None entries skipped). Returns
+    ``f1``, ``error_acc``, ``correct_acc`` (NaN where a side has no bag).
+    """
+    hit, erroneous, correct = _f1_parts(gold, score, bag_index, n_bags, np.array([threshold]))
+
+    def figures(mask: np.ndarray) -> tuple[float, float, float]:
+        e, c = erroneous & mask, correct & mask
+        a = float(hit[0][e].mean()) if e.any() else float("nan")
+        b = float(hit[0][c].mean()) if c.any() else float("nan")
+        return a, b, float(_harmonic(np.array(a), np.array(b)))
+
+    a, b, f1 = figures(np.ones(n_bags, dtype=bool))
+    out: dict[str, Any] = {"f1": f1, "error_acc": a, "correct_acc": b}
+    for name, values in (groups or {}).items():
+        labels = np.array([v if v is not None else "" for v in values], dtype=object)
+        out[f"by_{name}"] = {
+            str(v): figures(labels == v)[2] for v in sorted(set(labels.tolist())) if v != ""
+        }  # a handful of groups
+    return out
+
+
+def tune_first_error_threshold(
+    gold: np.ndarray, score: np.ndarray, bag_index: np.ndarray, n_bags: int, *, levels: int = 512
+) -> float:
+    """The threshold maximising :func:`first_error_f1` on these (validation) bags, among ``levels`` quantiles
+    of their scores (F1 only changes at a score); the lowest on ties. NaN when there is nothing to tune on."""
+    s = np.asarray(score, dtype=np.float64)
+    if not len(s):
+        return float("nan")
+    grid = np.unique(np.quantile(s, np.linspace(0.0, 1.0, levels + 1)))
+    hit, erroneous, correct = _f1_parts(gold, s, bag_index, n_bags, grid)
+    if not erroneous.any() or not correct.any():
+        return float("nan")
+    f1 = _harmonic(hit[:, erroneous].mean(1), hit[:, correct].mean(1))
+    return float(grid[int(np.argmax(f1))])
+
+
+def first_error_hits(gold: np.ndarray, picks: np.ndarray, bag_index: np.ndarray, n_bags: int) -> np.ndarray:
+    """Per bag with a gold positive, in bag order (E,) bool: whether its picked step ``picks`` (B,) (position
+    inside the bag, -1 for none: a miss) is its first gold positive. gold, bag_index (N,), sentences of a bag in
+    step order."""
+    first = _first_gold_positive(gold, bag_index, n_bags)
+    has_error = first >= 0
+    return np.asarray(picks, dtype=np.int64)[has_error] == first[has_error]
+
+
+def first_error_pick_accuracy(
+    gold: np.ndarray, picks: np.ndarray, bag_index: np.ndarray, n_bags: int
+) -> float:
+    """Share of bags with a gold positive whose picked step is the first gold positive (:func:`first_error_hits`):
+    the top-1 of a rule that names one step per response, such as the F key's
+    (``fractal_core.mil.reviewer.pick_first_error_flat``). NaN when no bag qualifies."""
+    hits = first_error_hits(gold, picks, bag_index, n_bags)
+    return float(hits.mean()) if hits.size else float("nan")
 
 
 def first_error_top_k(

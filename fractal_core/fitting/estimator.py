@@ -27,6 +27,7 @@ from fractal_core.fitting.bags import CHUNK_BAGS, BagSet
 from fractal_core.fitting.calibration import calibrated_log_proba, fit_calibration
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.context import FitContext
+from fractal_core.fitting.first_error import FirstErrorChoice, choose_first_error_rule
 from fractal_core.fitting.fit import fit_method
 from fractal_core.fitting.methods import METHODS
 from fractal_core.fitting.model import build_scorer
@@ -185,9 +186,25 @@ class FractalModel:
         if self.calibration_ is None:
             self.calibration_ = self._bag_calibration(valid if valid is not None and valid.n_bags else train)
         self.metrics_: dict[str, Any] = {}
+        self.first_error_rule_ = FirstErrorChoice()
         if valid is not None and valid.n_bags:
             self.metrics_ = {f"valid_{k}": v for k, v in self.evaluate_bags(valid).items()}
+            self.first_error_rule_ = self.choose_first_error_rule(valid)
         return self
+
+    def choose_first_error_rule(self, bags: BagSet) -> FirstErrorChoice:
+        """The F key's rule measured on ``bags``' gold first errors (``fitting.first_error``): the held-out
+        bags at fit time, so the choice is made on responses the model did not train on."""
+        labelled = bags.gold >= 0
+        if not bool(labelled.any()):
+            return FirstErrorChoice()
+        return choose_first_error_rule(
+            self.predict_bags(bags).double().cpu().numpy(),
+            bags.gold.cpu().numpy(),
+            bags.bag_index.cpu().numpy(),
+            bags.labels.double().cpu().numpy(),
+            aggregation=self.aggregation_,
+        )
 
     def _bag_calibration(self, bags: BagSet) -> dict[str, Any] | None:
         """Platt scaling of a binary max/min scorer's logit to ``bags``' response labels (``TrainConfig.calibrate``).
@@ -253,6 +270,7 @@ class FractalModel:
         self.encoder_id_ = encoder.encoder_id
         self.history_ = result.history()
         self.metrics_ = {}
+        self.first_error_rule_ = FirstErrorChoice(reason="default rule: trained from preferences")
         return self
 
     # ----------------------------------------------------------------------------------------------- scoring
@@ -350,6 +368,7 @@ class FractalModel:
             "history": self.history_,
             "calibration": getattr(self, "calibration_", None),
             "selection": getattr(self, "selection_", None),
+            "first_error_rule": getattr(self, "first_error_rule_", FirstErrorChoice()).to_dict(),
         }
         states = {}
         if self.scorer_ is not None:
@@ -374,6 +393,7 @@ class FractalModel:
         model.history_ = meta.get("history", [])
         model.calibration_ = meta.get("calibration")
         model.selection_ = meta.get("selection")
+        model.first_error_rule_ = FirstErrorChoice.from_dict(meta.get("first_error_rule"))
         model.scorer_ = None
         if "dim" in meta:
             spec = meta.get("scorer", {"kind": "mlp"})  # files written before the contextual scorer: the MLP

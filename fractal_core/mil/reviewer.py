@@ -57,7 +57,7 @@ FIRST_ERROR_RULES: Final = ("top_given_label", "first_error_mode", "calibrated_m
 """
 DEFAULT_FIRST_ERROR_RULE: Final = "top_given_label"
 
-Calibration = tuple[float, float]
+PlattMap = tuple[float, float]
 """(scale, bias) of the Platt map sigmoid(scale * logit(p) + bias)."""
 
 
@@ -68,7 +68,11 @@ def problem_is_positive(aggregation: str) -> bool:
     return aggregation != "min"
 
 
-def calibrate(scores: np.ndarray, calibration: Calibration | None) -> np.ndarray:
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))  # no overflow for large |z|
+
+
+def calibrate(scores: np.ndarray, calibration: PlattMap | None) -> np.ndarray:
     """Scores (N,) through the Platt map sigmoid(scale * logit(p) + bias); unchanged when ``calibration`` is
     None."""
     p = np.asarray(scores, dtype=np.float64)
@@ -77,12 +81,10 @@ def calibrate(scores: np.ndarray, calibration: Calibration | None) -> np.ndarray
     scale, bias = calibration
     q = np.clip(p, _EPS, 1.0 - _EPS)
     z = float(scale) * (np.log(q) - np.log1p(-q)) + float(bias)
-    return 1.0 / (1.0 + np.exp(-z))
+    return _sigmoid(z)
 
 
-def fit_calibration(
-    scores: np.ndarray, gold: np.ndarray, *, l2: float = 1e-3, steps: int = 50
-) -> Calibration:
+def fit_platt(scores: np.ndarray, gold: np.ndarray, *, l2: float = 1e-3, steps: int = 50) -> PlattMap:
     """Fit the Platt map of :func:`calibrate` to gold sentence labels: logistic regression of gold (N,) (1[level
     >= 1], -1 = no label, skipped) on logit(score) (N,), by Newton's method with a small ridge toward the
     identity (scale 1, bias 0). Returns the identity when the labels hold a single class."""
@@ -96,7 +98,7 @@ def fit_calibration(
     w = np.array([1.0, 0.0])
     prior = w.copy()
     for _ in range(steps):  # two parameters: a handful of Newton steps, each vectorised over the labels
-        mu = 1.0 / (1.0 + np.exp(-(x @ w)))
+        mu = _sigmoid(x @ w)
         grad = x.T @ (mu - y) + l2 * y.size * (w - prior)
         hess = (x * (mu * (1 - mu))[:, None]).T @ x + l2 * y.size * np.eye(2)
         step = np.linalg.solve(hess, grad)
@@ -433,7 +435,7 @@ def pick_first_error_flat(
     *,
     aggregation: str,
     rule: str = DEFAULT_FIRST_ERROR_RULE,
-    calibration: Calibration | None = None,
+    calibration: PlattMap | None = None,
     n_levels: int = 2,
 ) -> np.ndarray:
     """The step the F key jumps to, per response (B,): its position inside the response, -1 for none.
@@ -482,7 +484,7 @@ def pick_first_error(
     *,
     aggregation: str,
     rule: str = DEFAULT_FIRST_ERROR_RULE,
-    calibration: Calibration | None = None,
+    calibration: PlattMap | None = None,
     n_levels: int = 2,
 ) -> int | None:
     """Index of the step the F key jumps to in one response (:func:`pick_first_error_flat`), None for none."""
@@ -558,12 +560,12 @@ def accept_rest(
 __all__ = [
     "DEFAULT_FIRST_ERROR_RULE",
     "FIRST_ERROR_RULES",
-    "Calibration",
+    "PlattMap",
     "accept_rest",
     "calibrate",
     "first_error_distribution",
     "first_error_distribution_flat",
-    "fit_calibration",
+    "fit_platt",
     "label_conditioned",
     "label_conditioned_flat",
     "pick_first_error",

@@ -270,10 +270,25 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
         yield made
 
 
+def _created_as_serve_does() -> None:
+    """Create the store named by ``FRACTAL_DB_URL`` when it does not exist yet, as ``fractal serve`` does before
+    it starts the app: pages never create one (a store at an older revision is left for the page to refuse)."""
+    from db.engine import get_engine
+    from db.schema import current_revision, upgrade
+
+    engine = get_engine(os.environ["FRACTAL_DB_URL"], check_schema=False, create=True)
+    try:
+        if current_revision(engine) is None:
+            upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 def app_test(page: str | None = None, timeout: float = 60) -> Any:
     """An AppTest of the entry file, run once and optionally switched to ``page`` (``"views/x.py"``)."""
     from streamlit.testing.v1 import AppTest
 
+    _created_as_serve_does()
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=timeout)
     at.run()
     if page is not None:

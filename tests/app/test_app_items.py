@@ -63,7 +63,7 @@ def test_cancelled_job_says_no_model_when_there_was_none(store) -> None:
 @pytest.mark.slow
 def test_a_killed_job_can_be_retried_from_the_train_page(store) -> None:
     """A job failed because its worker died (the worker marks it on start) gets a Retry button that queues the
-    same job again (issue 10, case 10)."""
+    same job again."""
     ds = store.ingest(tiny_records(6))
     payload = {"dataset_id": ds.dataset_id, "method": "fractal", "config": FAST_TRAIN}
     job = repo.create_job(store.engine, "train", payload, idempotency_key=f"train:{ds.dataset_id}")

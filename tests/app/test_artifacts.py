@@ -1,4 +1,4 @@
-"""Model artifacts live in the store, keyed by its identity and the version id (issue 10, case 6), and a
+"""Model artifacts live in the store, keyed by its identity and the version id, and a
 worker starting up removes what failed or killed runs left behind (case 10). SQLite and PostgreSQL."""
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from tests.app.data import tiny_records
 def test_prepare_store_loads_demo_only_into_an_empty_store(store) -> None:
     settings = load_settings(store.db_url)
     message = setup.prepare_store(settings)
-    assert "demo dataset" in message
+    assert f"created a new store at {store.db_url}" in message and "demo dataset" in message
     [ds] = repo.list_datasets(store.engine)
     assert ds.name == setup.DEMO_DATASET and ds.n_responses > 0
     jobs = repo.list_jobs(store.engine)[::-1]  # oldest first: the order the worker runs them
@@ -200,6 +200,26 @@ def test_serve_refuses_a_public_host_without_sign_in(store) -> None:
     assert "running at" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("sqlite:////dev/null", "not an SQLite file"),
+        ("postgresql+psycopg://mallory:hunter2@127.0.0.1:1/fractal", "Connection refused"),
+        ("file:///etc/passwd", "unknown database kind"),
+        ("sqlite:///{home}/no-such-folder/x.db", "does not exist"),
+    ],
+)
+def test_serve_and_worker_refuse_a_store_they_cannot_open_in_one_line(store, url: str, why: str) -> None:
+    _register_subcommands()
+    url = url.format(home=store.home)
+    for args in (["serve", "--no-auth", "--no-demo", "--db", url], ["worker", "--once", "--db", url]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.startswith("error: ") and why in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "hunter2" not in result.output
+    assert not (store.home / "no-such-folder").exists()
+
+
 def test_serve_refuses_a_header_name_that_is_not_one(store, monkeypatch) -> None:
     def must_not_start(*args: object, **kwargs: object) -> None:
         raise AssertionError("serve started a process despite a bad --trusted-proxy-header")
@@ -284,6 +304,7 @@ def test_users_commands_add_list_set_role_disable(store) -> None:
     _register_subcommands()
     runner = CliRunner()
     db = ["--db", store.db_url]
+    assert store.engine is not None  # the store exists: the users commands never create one
     added = runner.invoke(app, ["users", "add", "ann", "--role", "annotator", *db], input="secret-password\n")
     assert added.exit_code == 0, added.output
     assert "secret-password" not in added.output

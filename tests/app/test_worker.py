@@ -17,6 +17,7 @@ from app import jobs
 from app.settings import load_settings
 from app.worker import Worker, fail_orphaned_jobs
 from db import repository as repo
+from fractal_core.mil.reviewer import FIRST_ERROR_RULES
 from tests.app.conftest import REPO, app_env, make_store
 from tests.app.data import FAST_TRAIN, tiny_records
 from tests.engines import ENGINES
@@ -66,6 +67,11 @@ def test_training_job_publishes_an_active_version_with_gold_metrics(store) -> No
     assert mv.n_scores == ds.n_sentences
     assert mv.metrics["gold_sentences"] == ds.n_sentences and mv.metrics["gold_before"] == {}
     assert 0.0 <= mv.metrics["gold_after"]["instance_auc_roc"] <= 1.0
+    # The F key's rule is stored with the version, with what it was chosen by.
+    assert mv.metrics["first_error_rule"] in FIRST_ERROR_RULES
+    assert {"top1_valid", "n_erroneous_valid", "calibration", "reason"} <= set(
+        mv.metrics["first_error_rule_figures"]
+    )
     scores = _scored_responses(store, ds.dataset_id)
     assert all(s is not None and 0.0 <= s <= 1.0 for s in scores.values())
 

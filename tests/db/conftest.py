@@ -93,6 +93,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def store_url(db_url: str) -> str:
+    """``db_url`` with an empty store created in it: commands other than ``fractal db upgrade`` and ``fractal
+    serve`` refuse a store that does not exist."""
+    get_engine(db_url).dispose()
+    return db_url
+
+
+@pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     eng = get_engine(db_url)
     yield eng

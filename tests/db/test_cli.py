@@ -25,43 +25,43 @@ def run(cli: typer.Typer, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_ingest_export_and_db_commands(cli: typer.Typer, db_url: str, tmp_path: Path) -> None:
-    code, out, _ = run(cli, "ingest", processbench_valid(), "--dataset", "pb", "--db", db_url)
+def test_ingest_export_and_db_commands(cli: typer.Typer, store_url: str, tmp_path: Path) -> None:
+    code, out, _ = run(cli, "ingest", processbench_valid(), "--dataset", "pb", "--db", store_url)
     assert code == 0 and "ingested 352 responses, 2710 sentences" in out
     code, out, _ = run(
-        cli, "export", tmp_path / "pb.jsonl", "--dataset", "pb", "--format", "kto", "--db", db_url
+        cli, "export", tmp_path / "pb.jsonl", "--dataset", "pb", "--format", "kto", "--db", store_url
     )
     assert code == 0 and "wrote 352 rows" in out
     assert len((tmp_path / "pb.jsonl").read_text().splitlines()) == 352
-    code, out, _ = run(cli, "db", "datasets", "--db", db_url)
+    code, out, _ = run(cli, "db", "datasets", "--db", store_url)
     assert code == 0 and out.startswith("pb: 352 responses, 2710 sentences, binary labels (0: 118, 1: 234)")
-    code, out, _ = run(cli, "db", "current", "--db", db_url)
+    code, out, _ = run(cli, "db", "current", "--db", store_url)
     assert code == 0 and "up to date" in out
 
 
-def test_db_url_from_the_environment(
-    cli: typer.Typer, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_store_url_from_the_environment(
+    cli: typer.Typer, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FRACTAL_DB_URL", db_url)
+    monkeypatch.setenv("FRACTAL_DB_URL", store_url)
     code, _, _ = run(cli, "ingest", write_jsonl(tmp_path / "a.jsonl", make_rows(3)), "--dataset", "env")
     assert code == 0
     assert "env: 3 responses" in run(cli, "db", "datasets")[1]
 
 
-def test_bad_input_exits_2_with_one_line(cli: typer.Typer, db_url: str, tmp_path: Path) -> None:
+def test_bad_input_exits_2_with_one_line(cli: typer.Typer, store_url: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(make_rows(1)[0]) + "\n{nope\n")
-    code, out, err = run(cli, "ingest", bad, "--dataset", "x", "--db", db_url)
+    code, out, err = run(cli, "ingest", bad, "--dataset", "x", "--db", store_url)
     assert code == 2 and out == ""
     assert (
         err.strip().splitlines()[-1]
         == f"error: {bad}:2: invalid JSON: Expecting property name enclosed in double quotes at column 2"
     )
     code, _, err = run(
-        cli, "export", tmp_path / "o.jsonl", "--dataset", "missing", "--format", "native", "--db", db_url
+        cli, "export", tmp_path / "o.jsonl", "--dataset", "missing", "--format", "native", "--db", store_url
     )
     assert code == 2 and "no dataset 'missing'" in err
-    code, _, err = run(cli, "ingest", bad, "--dataset", "x", "--format", "xml", "--db", db_url)
+    code, _, err = run(cli, "ingest", bad, "--dataset", "x", "--format", "xml", "--db", store_url)
     assert code == 2 and "unknown format 'xml'" in err
 
 

@@ -72,6 +72,7 @@ def src(engine: Engine, tmp_path: Path) -> int:
 def test_native_round_trip_keeps_responses_sentences_and_labels(
     engine: Engine, src: int, tmp_path: Path
 ) -> None:
+    (tmp_path / "export").mkdir()
     out = tmp_path / "export" / "src.jsonl"
     summary = export_dataset(engine, "src", out, format="native")
     assert (summary.n_rows, summary.model_version) == (9, 1)

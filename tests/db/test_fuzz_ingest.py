@@ -1,4 +1,4 @@
-"""Fuzzing the readers and ingest (issue 10): whatever a file holds, ingest either stores exactly what the
+"""Fuzzing the readers and ingest: whatever a file holds, ingest either stores exactly what the
 reader read (exit 0 with a correct store) or raises InputError (exit 2) with the store unchanged; never another
 exception. Bounded and derandomized so it runs the same, quickly, in CI, on SQLite and PostgreSQL."""
 

@@ -1,9 +1,13 @@
-"""Hostile input against the store (issue 10, cases 1-4 and 8), on SQLite and PostgreSQL: forged provenance is
-data, a dataset's label kind is fixed, ordinal levels are bounded, and strings that one engine would refuse are
-refused by the reader for both, with ``file:line:field`` and the store unchanged."""
+"""Hostile input against the store, on SQLite and PostgreSQL: forged provenance is data, a dataset's label kind is
+fixed, ordinal levels are bounded, strings that one engine would refuse are refused by the reader for both,
+input that would be silently lost (a key written twice, a misspelt field, a blank id, a split that is a path)
+is refused, with ``file:line:field`` and the store unchanged; a store URL that cannot be opened exits 2 in one
+line, no command but ``fractal db upgrade`` creates a store, and an output folder that does not exist is
+refused."""
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 from datetime import UTC, datetime, timedelta
@@ -114,20 +118,20 @@ def test_one_row_cannot_change_a_datasets_label_kind(engine: Engine, tmp_path: P
     ingest_file(engine, write_jsonl(tmp_path / "g.jsonl", [_row(7, 1)]), "derived")
 
 
-def test_cli_declares_the_label_kind_and_refuses_misfits_with_exit_2(db_url: str, tmp_path: Path) -> None:
+def test_cli_declares_the_label_kind_and_refuses_misfits_with_exit_2(store_url: str, tmp_path: Path) -> None:
     app = typer.Typer()
     register(app)
     runner = CliRunner()
     data = write_jsonl(tmp_path / "a.jsonl", [_row(0, 1), _row(1, 0)])
     result = runner.invoke(
-        app, ["ingest", str(data), "--dataset", "d", "--label-kind", "ordinal:4", "--db", db_url]
+        app, ["ingest", str(data), "--dataset", "d", "--label-kind", "ordinal:4", "--db", store_url]
     )
     assert result.exit_code == 0, result.output
     bad = write_jsonl(tmp_path / "b.jsonl", [_row(2, 3.5)])
-    result = runner.invoke(app, ["ingest", str(bad), "--dataset", "d", "--db", db_url])
+    result = runner.invoke(app, ["ingest", str(bad), "--dataset", "d", "--db", store_url])
     assert result.exit_code == 2 and "b.jsonl:1:response_label" in result.stderr
     result = runner.invoke(
-        app, ["ingest", str(data), "--dataset", "e", "--label-kind", "trinary", "--db", db_url]
+        app, ["ingest", str(data), "--dataset", "e", "--label-kind", "trinary", "--db", store_url]
     )
     assert result.exit_code == 2 and "label kind must be" in result.stderr
 
@@ -177,6 +181,20 @@ HOSTILE = {
         "meta",
     ),
     "JSON nested beyond the parser": ('{"id": "a", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", None),
+    "a key written twice": ('{"id": "x107", "id": "x108", "sentences": ["ok"], "response_label": 0}', "id"),
+    "a key written twice in meta": (
+        '{"id": "a", "sentences": ["ok"], "response_label": 0, "meta": {"k": 1, "k": 2}}',
+        "meta",
+    ),
+    "a misspelt field": (
+        '{"id": "a", "sentences": ["ok"], "response_label": 1, "sentencelabels": [1]}',
+        "sentencelabels",
+    ),
+    "an id of only spaces": ('{"id": "   ", "sentences": ["ok"], "response_label": 0}', "id"),
+    "a split that is a path": (
+        '{"id": "a", "sentences": ["ok"], "response_label": 0, "meta": {"fractal": {"split": "../x"}}}',
+        "meta.fractal.split",
+    ),
     "span end past the text": (
         json.dumps(
             {"id": "a", "text": "One.", "sentences": ["One."], "spans": [[0, 40]], "response_label": 0}
@@ -187,24 +205,24 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_strings_exit_2_with_the_store_unchanged(db_url: str, tmp_path: Path, case: str) -> None:
+def test_hostile_strings_exit_2_with_the_store_unchanged(store_url: str, tmp_path: Path, case: str) -> None:
     line, field = HOSTILE[case]
     app = typer.Typer()
     register(app)
     runner = CliRunner()
     ok = write_jsonl(tmp_path / "ok.jsonl", make_rows(3))
-    assert runner.invoke(app, ["ingest", str(ok), "--dataset", "demo", "--db", db_url]).exit_code == 0
+    assert runner.invoke(app, ["ingest", str(ok), "--dataset", "demo", "--db", store_url]).exit_code == 0
     from db.engine import get_engine
 
-    digest = store_digest(get_engine(db_url), logical=True)
+    digest = store_digest(get_engine(store_url), logical=True)
     bad = _raw(tmp_path / "bad.jsonl", [json.dumps(_row(0, 0)), line])
     for dataset in ("demo", "fresh"):
-        result = runner.invoke(app, ["ingest", str(bad), "--dataset", dataset, "--db", db_url])
+        result = runner.invoke(app, ["ingest", str(bad), "--dataset", dataset, "--db", store_url])
         assert result.exit_code == 2, (case, result.output, result.exception)
         where = "bad.jsonl:2" + (f":{field}" if field else "") + ": "
         assert result.stderr.startswith("error: ") and where in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-        assert store_digest(get_engine(db_url), logical=True) == digest
+        assert store_digest(get_engine(store_url), logical=True) == digest
 
 
 # --- case 8: concurrent ingests into one new dataset ---------------------------------------------------------
@@ -256,3 +274,184 @@ def test_concurrent_ordinal_ingests_keep_one_level_count(engine: Engine, tmp_pat
     else:  # high went second and does not fit 0..2
         assert outcome[0] is None and isinstance(outcome[1], InputError)
         assert ds.max_label == 2 and ds.n_responses == 300
+
+
+# --- split names, one field-size limit -------------------------------------------------------------------------
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+@pytest.mark.parametrize("split", ["../../x", "a/b", "", " ", "..", "s" * 33])
+def test_a_split_that_is_not_a_plain_name_is_refused(store_url: str, tmp_path: Path, split: str) -> None:
+    from db.engine import get_engine
+
+    digest = store_digest(get_engine(store_url), logical=True)
+    data = write_jsonl(tmp_path / "a.jsonl", make_rows(2))
+    result = CliRunner().invoke(
+        _cli(), ["ingest", str(data), "--dataset", "d", "--split", split, "--db", store_url]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: split: must be a plain name"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert store_digest(get_engine(store_url), logical=True) == digest
+    ok = CliRunner().invoke(
+        _cli(), ["ingest", str(data), "--dataset", "d", "--split", "dev-2", "--db", store_url]
+    )
+    assert ok.exit_code == 0, ok.output
+
+
+def test_a_cell_over_the_csv_modules_default_limit_is_stored_like_jsonl(
+    store_url: str, tmp_path: Path
+) -> None:
+    """200,000 characters: over the 131,072 the csv module allows by default, within the one limit."""
+    context = "c" * 200_000
+    path = tmp_path / "big.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "context", "text", "response_label"])
+        writer.writerow(["a", context, "Hello there. Bye.", "1"])
+    jsonl = write_jsonl(
+        tmp_path / "big.jsonl", [{"id": "b", "context": context, "text": "Hi.", "response_label": 0}]
+    )
+    for data in (path, jsonl):
+        result = CliRunner().invoke(_cli(), ["ingest", str(data), "--dataset", "big", "--db", store_url])
+        assert result.exit_code == 0, result.output
+    from db.engine import get_engine
+
+    engine = get_engine(store_url)
+    ds = repo.require_dataset(engine, "big")
+    rows = repo.list_responses(engine, ds.id, sort="id", page_size=10).rows
+    assert [len(repo.get_response(engine, r.id).context) for r in rows] == [200_000, 200_000]
+
+
+# --- store URLs: one line, exit 2, never a store created unasked -----------------------------------------------
+
+COMMANDS: list[list[str]] = [
+    ["db", "datasets"],
+    ["db", "current"],
+    ["export", "{tmp}/out.jsonl", "--dataset", "d", "--format", "native"],
+    ["ingest", "{tmp}/a.jsonl", "--dataset", "d"],
+]
+
+
+def _run_all(url: str, tmp_path: Path, commands: list[list[str]]) -> list[Any]:
+    write_jsonl(tmp_path / "a.jsonl", make_rows(2))
+    app = _cli()
+    results = []
+    for command in commands:
+        args = [a.format(tmp=tmp_path) for a in command]
+        results.append(CliRunner().invoke(app, [*args, "--db", url]))
+    return results
+
+
+def _one_line_error(result: Any, *expected: str) -> None:
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.output, result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("sqlite:///{tmp}/passwd", "not an SQLite database file"),
+        ("sqlite:////etc/passwd", "not an SQLite database file"),
+        ("sqlite:////dev/null", "not an SQLite file"),
+        ("sqlite:///{tmp}", "a directory"),
+        ("postgresql+psycopg://mallory:hunter2@127.0.0.1:1/fractal", "Connection refused"),
+        ("file:///etc/passwd", "unknown database kind 'file'"),
+        ("mysql+nosuchdriver://u@h/d", "unknown database kind"),
+        ("not a url at all", "not a database URL"),
+    ],
+)
+def test_a_store_url_that_cannot_be_opened_exits_2_in_one_line(tmp_path: Path, url: str, why: str) -> None:
+    passwd = tmp_path / "passwd"
+    passwd.write_text(Path("/etc/passwd").read_text(encoding="utf-8"), encoding="utf-8")
+    before = passwd.read_bytes()
+    url = url.format(tmp=tmp_path)
+    commands = [*COMMANDS, ["db", "upgrade"], ["users", "list"]]
+    from db.users_cli import register as register_users
+
+    write_jsonl(tmp_path / "a.jsonl", make_rows(2))
+    app = _cli()
+    register_users(app)
+    for command in commands:
+        if url == "sqlite:////etc/passwd" and command[-1] == "upgrade":
+            continue  # the copy above stands in for it: a test never tries to write a system file
+        args = [a.format(tmp=tmp_path) for a in command]
+        result = CliRunner().invoke(app, [*args, "--db", url])
+        _one_line_error(result, why)
+        assert "hunter2" not in result.output
+    assert passwd.read_bytes() == before
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def _absent(db_url: str, tmp_path: Path) -> str:
+    """A store that does not exist on this engine: a new file name, or a database the server does not have."""
+    if db_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'absent.db'}"
+    from sqlalchemy.engine import make_url
+
+    return make_url(db_url).set(database="fractal_absent_db").render_as_string(hide_password=False)
+
+
+def test_commands_refuse_a_store_that_does_not_exist_and_create_nothing(db_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    # An empty database (PostgreSQL) or a new file name (SQLite): told how to create one, nothing written.
+    for result in _run_all(db_url, tmp_path, COMMANDS):
+        if result.stderr.startswith("error: no store at") or db_url.startswith("sqlite"):
+            _one_line_error(result, "no store at", "create one with `fractal db upgrade --db")
+        else:
+            _one_line_error(result, "no store at", "an empty database")
+    if db_url.startswith("sqlite"):
+        assert not (tmp_path / "fractal.db").exists()
+    else:
+        raw = create_engine(db_url)
+        assert inspect(raw).get_table_names() == []
+        raw.dispose()
+    # A database the server does not have: one line, exit 2.
+    for result in _run_all(_absent(db_url, tmp_path), tmp_path, COMMANDS):
+        _one_line_error(result)
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_db_upgrade_creates_a_store_and_says_so(db_url: str, tmp_path: Path) -> None:
+    from db.schema import head_revision
+
+    app = _cli()
+    result = CliRunner().invoke(app, ["db", "upgrade", "--db", db_url])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("created a new store at ") and head_revision() in result.stdout
+    again = CliRunner().invoke(app, ["db", "upgrade", "--db", db_url])
+    assert again.exit_code == 0 and "created" not in again.stdout
+    data = write_jsonl(tmp_path / "a.jsonl", make_rows(2))
+    assert CliRunner().invoke(app, ["ingest", str(data), "--dataset", "d", "--db", db_url]).exit_code == 0
+
+
+def test_a_store_in_a_folder_that_does_not_exist_is_refused_not_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url in ("sqlite:///no-such-folder/x.db", f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}"):
+        for result in _run_all(url, tmp_path, [*COMMANDS, ["db", "upgrade"]]):
+            _one_line_error(result, "no-such-folder", "does not exist")
+        assert not (tmp_path / "no-such-folder").exists()
+
+
+def test_export_into_a_folder_that_does_not_exist_is_refused(store_url: str, tmp_path: Path) -> None:
+    app = _cli()
+    data = write_jsonl(tmp_path / "a.jsonl", make_rows(3))
+    assert CliRunner().invoke(app, ["ingest", str(data), "--dataset", "d", "--db", store_url]).exit_code == 0
+    for fmt in ("native", "kto"):
+        out = tmp_path / "nonexistent" / "dir" / "x.jsonl"
+        result = CliRunner().invoke(
+            app, ["export", str(out), "--dataset", "d", "--format", fmt, "--db", store_url]
+        )
+        _one_line_error(result, "does not exist")
+        assert not (tmp_path / "nonexistent").exists()

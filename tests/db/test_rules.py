@@ -1,4 +1,4 @@
-"""The store enforces its own rules, whoever writes (issue 10, case 7): CHECK constraints and triggers refuse bad
+"""The store enforces its own rules, whoever writes: CHECK constraints and triggers refuse bad
 rows from plain SQL, repository functions refuse unknown kinds and statuses, and the label history is
 append-only (an undo is a new event). Runs on SQLite and PostgreSQL; also the migration of an existing store."""
 

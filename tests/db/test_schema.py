@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from db.engine import get_engine, resolve_url
+from db.engine import StoreError, get_engine, resolve_url
 from db.models import Base
 from db.schema import SchemaOutdatedError, current_revision, head_revision, upgrade
 
@@ -64,7 +64,7 @@ def test_unknown_revision_and_foreign_tables_are_refused(tmp_path: Path) -> None
     other = f"sqlite:///{tmp_path / 'other.db'}"
     with get_engine(other, check_schema=False).begin() as conn:
         conn.execute(text("CREATE TABLE notes (id INTEGER)"))
-    with pytest.raises(SchemaOutdatedError, match="no FRACTAL schema version"):
+    with pytest.raises(StoreError, match="is not a FRACTAL store: it has tables"):
         get_engine(other)
 
 

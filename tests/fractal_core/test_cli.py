@@ -82,6 +82,11 @@ def test_evaluate_on_a_processbench_slice(cli: typer.Typer, tmp_path: Path) -> N
         ):
             assert key in r
         assert 0.0 <= r["instance_auc_roc"] <= 1.0
+    # First-error data: the official F1 (threshold tuned on valid) per subset, and the F key's rules.
+    for r in records:
+        assert 0.0 <= r["first_error_f1"] <= 1.0 and 0.0 <= r["fkey_top1"] <= 1.0
+        assert set(r["first_error_f1_by_subset"]) <= {"gsm8k", "math", "olympiadbench", "omnimath"}
+    assert "first_error_f1" in result.output and "fkey_top1" in result.output
     assert {r["gold_fraction"] for r in records if r["method"] == "hybrid"} == {0.25}
     assert {r["gold_fraction"] for r in records if r["method"] == "supervised"} == {1.0}
     assert "pslab" in result.output and "instance_auc_roc" in result.output
@@ -179,6 +184,42 @@ def test_bad_input_exits_2_with_location_and_writes_nothing(
     trained = CliRunner().invoke(cli, ["train", str(data / "train.jsonl"), "--out", str(model_dir)])
     assert trained.exit_code == 2 and expected in trained.output
     assert not model_dir.exists()
+
+
+def test_an_output_path_in_a_missing_folder_is_refused_before_any_work(
+    cli: typer.Typer, tmp_path: Path
+) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "train.jsonl").write_text(
+        '{"id": "a", "sentences": ["x"], "response_label": 0}\n', encoding="utf-8"
+    )
+    (data / "test.jsonl").write_text(
+        '{"id": "t", "sentences": ["x"], "response_label": 0}\n', encoding="utf-8"
+    )
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{}", encoding="utf-8")  # never loaded: the output is checked first
+    missing = tmp_path / "no-such-folder"
+    commands = {
+        "train": ["train", str(data / "train.jsonl"), "--out", str(missing / "m")],
+        "score": [
+            "score",
+            str(data / "test.jsonl"),
+            "--model",
+            str(model),
+            "--out",
+            str(missing / "s.jsonl"),
+        ],
+        "evaluate": ["evaluate", "--data", str(data), "--json", str(missing / "e.json")],
+        "finetune": ["finetune", str(data / "train.jsonl"), "--out", str(missing / "f")],
+    }
+    for name, args in commands.items():
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, (name, result.output)
+        assert f"the folder {missing} does not exist" in result.output, (name, result.output)
+        assert len(result.output.strip().splitlines()) == 1, (name, result.output)
+    assert not missing.exists()
 
 
 def test_bad_options_exit_2(cli: typer.Typer, tmp_path: Path) -> None:

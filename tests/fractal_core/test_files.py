@@ -1,4 +1,4 @@
-"""Output paths and formats (issue 10, cases 4 and 5): one suffix map, one atomic writer that refuses
+"""Output paths and formats: one suffix map, one atomic writer that refuses
 devices, directories and special files before writing, honours the umask and leaves the old file on error;
 commands check their output path before the work and exit 2."""
 

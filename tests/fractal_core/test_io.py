@@ -272,7 +272,7 @@ BAD_JSONL_CASES: list[tuple[str, Any, str | None, str]] = [
         "max_negative",
         {**GOOD, "response_label": -1, "sentence_labels": None},
         "response_label",
-        "non-negative",
+        "not an integer in 0..100",
     ),
     (
         "min_ordinal",
@@ -284,7 +284,7 @@ BAD_JSONL_CASES: list[tuple[str, Any, str | None, str]] = [
         "min_sentence_ordinal",
         {**GOOD, "aggregation": "min", "response_label": 0, "sentence_labels": [0, 2]},
         "sentence_labels",
-        "0 or 1",
+        "outside 0..1",
     ),
     (
         "mean_out_of_range",
@@ -296,7 +296,7 @@ BAD_JSONL_CASES: list[tuple[str, Any, str | None, str]] = [
         "mean_sentence_ordinal",
         {**GOOD, "aggregation": "mean", "response_label": 0.5, "sentence_labels": [0, 2]},
         "sentence_labels",
-        "0 or 1",
+        "outside 0..1",
     ),
     ("max_inconsistent", {**GOOD, "response_label": 0}, "response_label", "a known sentence label is 1"),
     ("max_partial_inconsistent", {**GOOD, "sentence_labels": [2, None]}, "response_label", "known"),
@@ -483,3 +483,78 @@ def test_errors_name_the_column_of_the_offending_value(tmp_path: Path) -> None:
     # A missing field has no column.
     jsonl.write_text('{"id": "a", "sentences": ["x."]}\n', encoding="utf-8")
     assert error_of(jsonl).column is None
+
+
+# --- input that must never be silently lost or accepted ------------------------------------------------------
+
+
+def test_a_key_written_twice_is_refused_where_it_repeats(tmp_path: Path) -> None:
+    line = '{"id": "x107", "id": "x108", "sentences": ["x."], "response_label": 0}'
+    path = write_jsonl(tmp_path / "in.jsonl", [GOOD, line])
+    err = error_of(path)
+    assert (err.line, err.field, err.column) == (2, "id", line.index('"id"', 5) + 1)
+    assert "'id' is written twice" in err.reason
+    # Inside a nested object: the top-level field that holds it.
+    line = '{"id": "b", "sentences": ["x."], "response_label": 0, "meta": {"k": 1, "k": 2}}'
+    err = error_of(write_jsonl(tmp_path / "in.jsonl", [line]))
+    assert (err.line, err.field, err.column) == (1, "meta", line.index('{"k"') + 1)
+    # JSON inside a CSV cell.
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text('id,text,response_label,meta\na,Hi.,1,"{""k"": 1, ""k"": 2}"\n', encoding="utf-8")
+    err = error_of(csv_path)
+    assert (err.line, err.field) == (2, "meta") and "'k' is written twice" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("sentencelabels", "did you mean `sentence_labels`?"),
+        ("Response_Label", "`response_label`"),
+        ("notes", "meta"),
+    ],
+)
+def test_an_unknown_field_is_refused_with_the_closest_name(tmp_path: Path, name: str, hint: str) -> None:
+    row = {"id": "b", "sentences": ["x.", "y."], "response_label": 1, name: [0, 1]}
+    line = json.dumps(row)
+    err = error_of(write_jsonl(tmp_path / "in.jsonl", [GOOD, line]))
+    assert (err.line, err.field) == (2, name) and hint in err.reason and "unknown field" in err.reason
+    assert err.column == line.index(f'"{name}"') + len(name) + 5  # the value after `"name": `
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text(f'id,text,response_label,{name}\na,Hi.,1,"[0]"\n', encoding="utf-8")
+    err = error_of(csv_path)
+    assert (err.line, err.field) == (2, name) and hint in err.reason
+    # Extras kept in meta are fine.
+    assert read_records(write_jsonl(tmp_path / "ok.jsonl", [{**GOOD, "meta": {name: 1}}]))[0].meta == {
+        name: 1
+    }
+
+
+@pytest.mark.parametrize("blank", ["   ", "\t", " \n "])
+def test_an_id_of_only_whitespace_is_refused(tmp_path: Path, blank: str) -> None:
+    err = error_of(write_jsonl(tmp_path / "in.jsonl", [GOOD, {**GOOD, "id": blank}]))
+    assert (err.line, err.field) == (2, "id") and "empty or only spaces" in err.reason
+
+
+def test_one_cell_size_limit_for_every_format(tmp_path: Path) -> None:
+    """A 200,000-character context (over the CSV module's default 131,072) reads alike in every format, and
+    one character over the limit is refused alike."""
+    from fractal_core.data.records import MAX_FIELD_CHARS
+
+    big = {"id": "a", "context": "c" * 200_000, "text": "Hi.", "response_label": 1}
+    too_big = {**big, "id": "b", "context": "c" * (MAX_FIELD_CHARS + 1)}
+    for rows, ok in (([big], True), ([big, too_big], False)):
+        jsonl = write_jsonl(tmp_path / "in.jsonl", rows)
+        csv_path = tmp_path / "in.csv"
+        with csv_path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(big))
+            writer.writeheader()
+            writer.writerows(rows)
+        parquet = tmp_path / "in.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), parquet)
+        for path, line in ((jsonl, 2), (csv_path, 3), (parquet, 2)):
+            if ok:
+                assert len(read_records(path)[0].context) == 200_000
+            else:
+                err = error_of(path)
+                assert (err.line, err.field) == (line, "context"), path
+                assert f"limit is {MAX_FIELD_CHARS}" in err.reason

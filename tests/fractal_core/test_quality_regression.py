@@ -1,4 +1,4 @@
-"""Quality regression on a fixed slice of real data: a change that breaks learning fails CI (issue 3, item 6).
+"""Quality regression on a fixed slice of real data: a change that breaks learning fails CI.
 
 The slice is the first 150 train / 40 valid / 80 test responses of DelucionQA (binary view: label >= 1), embedded
 into a temporary FRACTAL_HOME (CI starts with an empty cache, so only the slice is embedded), then run through

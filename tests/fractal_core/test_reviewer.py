@@ -16,7 +16,7 @@ from fractal_core.mil.reviewer import (
     calibrate,
     first_error_distribution,
     first_error_distribution_flat,
-    fit_calibration,
+    fit_platt,
     label_conditioned,
     label_conditioned_flat,
     pick_first_error,
@@ -192,10 +192,10 @@ def test_calibration_fit_recovers_a_distorted_logit() -> None:
     true_z = rng.normal(-1.0, 1.5, 20000)
     gold = (rng.random(true_z.size) < 1 / (1 + np.exp(-true_z))).astype(np.int64)
     distorted = 1 / (1 + np.exp(-(true_z - 1.0) / 2.0))  # logit = (z - 1) / 2
-    scale, bias = fit_calibration(distorted, gold)
+    scale, bias = fit_platt(distorted, gold)
     assert abs(scale - 2.0) < 0.15 and abs(bias - 1.0) < 0.15
     np.testing.assert_allclose(calibrate(distorted, (scale, bias)), 1 / (1 + np.exp(-true_z)), atol=0.05)
-    assert fit_calibration(distorted, np.zeros(true_z.size, dtype=np.int64)) == (1.0, 0.0)
+    assert fit_platt(distorted, np.zeros(true_z.size, dtype=np.int64)) == (1.0, 0.0)
 
 
 def _consistent(labels: np.ndarray, label: float, aggregation: str) -> bool:

@@ -1,0 +1,315 @@
+"""One row of a file -> a validated :class:`~fractal_core.data.records.ResponseRecord`, or the reason it is refused.
+
+Rules (why: a wrong label silently poisons training, so it is refused with a precise message):
+
+- Fields: only those in :data:`~fractal_core.data.records.FIELDS`; any other is refused with the closest known
+  name suggested (a misspelt ``sentencelabels`` would otherwise drop the labels). Free-form extras go in ``meta``.
+- ``id`` (string or integer, not blank, unique within the file), ``response_label`` (a number; booleans are
+  refused) and either ``sentences`` (non-empty list of non-empty strings) or ``text`` (segmented with
+  :func:`fractal_core.data.segment.segment`) are required. ``context`` defaults to ``""``, ``aggregation`` to
+  ``"max"``, ``meta`` to ``{}``.
+- Labels: what a bag's aggregation allows (:func:`fractal_core.data.records.kind_of_aggregation`, checked by
+  the same rule as a dataset's label kind): ``max`` ->
+  integer levels 0..``MAX_LABEL`` (levels above 1 make the data ordinal); ``min`` -> binary; ``mean`` -> a
+  response label in [0, 1] over binary sentence labels.
+- Text: no NUL character and no lone surrogate in any string (ids, text, sentences, context, task, ``meta``
+  keys and values); every field at most ``max_chars`` characters (default
+  :data:`~fractal_core.data.records.MAX_FIELD_CHARS`, the same in every format), ids at most ``MAX_ID_CHARS``,
+  tasks at most ``MAX_TASK_CHARS``; JSON values nested at most ``MAX_META_DEPTH`` deep and without a key
+  written twice. So every store engine accepts exactly what the reader accepts.
+- Consistency: with every sentence labelled, ``aggregation(sentence_labels)`` must equal ``response_label``
+  (``mean``: within 1e-6). With some labels missing, the known ones must not already contradict it.
+- A record written by :func:`fractal_core.data.io.write_records_jsonl` also carries ``text`` and ``spans``
+  (``[[start, end], ...]``) so that offsets into the original text survive a round trip; they are checked
+  against ``sentences``.
+
+Tabular formats (CSV, Parquet) carry lists and objects as JSON text in a cell; such a cell's JSON errors raise
+:class:`CellJSONError`, whose ``offset`` lets :mod:`fractal_core.data.locate` point at the bad character.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from fractal_core.data.records import (
+    AGGREGATIONS,
+    FIELDS,
+    MAX_ID_CHARS,
+    MAX_META_DEPTH,
+    MAX_TASK_CHARS,
+    ResponseRecord,
+    Span,
+    kind_of_aggregation,
+    response_label_problem,
+    sentence_label_problem,
+)
+from fractal_core.data.rows import DuplicateKeyError, duplicate_key_message, loads_strict
+from fractal_core.data.segment import segment, spans_from_sentences
+from fractal_core.errors import InputError
+from fractal_core.mil.semantics import check_consistency
+
+SegmentMode = Literal["sentences", "steps"]
+
+_INT_RE = re.compile(r"[+-]?\d+")
+# NUL and lone surrogates cannot be stored as text by every database (nor encoded as UTF-8).
+_BAD_CHAR_RE = re.compile("[\x00\ud800-\udfff]")
+# fail(message, field) -> the InputError to raise for the current file and line.
+_Fail = Callable[..., InputError]
+
+
+class CellJSONError(InputError):
+    """Invalid JSON inside a tabular cell; ``offset`` is the 0-based position of the error in the cell."""
+
+    offset: int = 0
+
+
+def unknown_field_message(name: str) -> str:
+    """Why ``name`` is refused, with the closest schema field when one is close."""
+    close = difflib.get_close_matches(name, FIELDS, n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`?" if close else f"the fields are {', '.join(FIELDS)}"
+    return f"unknown field ({hint} free-form extras go in `meta`)"
+
+
+def record_from_row(
+    row: Mapping[str, Any],
+    file: str | None,
+    line: int | None,
+    *,
+    tabular: bool,
+    segment_mode: SegmentMode,
+    max_chars: int,
+) -> ResponseRecord:
+    """Validate one row (field names already renamed to the schema's) into a record; InputError otherwise.
+
+    ``tabular``: the row comes from CSV or Parquet (lists and objects as JSON text, strings stripped).
+    """
+
+    def fail(message: str, field: str | None = None) -> InputError:
+        return InputError(message, file=file, line=line, field=field)
+
+    def check_size(value: str, field: str, limit: int = max_chars) -> None:
+        if len(value) > limit:
+            raise fail(f"field is {len(value)} characters long; the limit is {limit}", field)
+        _check_chars(value, fail, field)
+
+    for name in row:
+        if name not in FIELDS:
+            raise fail(unknown_field_message(str(name)), str(name))
+
+    raw_id = row.get("id")
+    if raw_id is None:
+        raise fail("missing required field", "id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+        raise fail(f"must be a string or an integer, got {type(raw_id).__name__}", "id")
+    record_id = str(raw_id).strip() if tabular else str(raw_id)
+    if not record_id.strip():
+        raise fail("must not be empty or only spaces", "id")
+    check_size(record_id, "id", min(max_chars, MAX_ID_CHARS))
+
+    context = row.get("context", "")
+    if not isinstance(context, str):
+        raise fail(f"must be a string, got {type(context).__name__}", "context")
+    check_size(context, "context")
+
+    aggregation = row.get("aggregation", "max")
+    if tabular and isinstance(aggregation, str):
+        aggregation = aggregation.strip()
+    if aggregation not in AGGREGATIONS:
+        raise fail(
+            f"unknown aggregation {short(aggregation)}; expected one of {', '.join(AGGREGATIONS)}",
+            "aggregation",
+        )
+    kind, top = kind_of_aggregation(aggregation)
+
+    text, spans = _spans_from_row(row, tabular, segment_mode, fail, check_size)
+
+    raw_labels = row.get("sentence_labels")
+    if tabular and isinstance(raw_labels, str):
+        raw_labels = json_cell(raw_labels, fail, "sentence_labels")
+    sentence_labels = _sentence_labels(raw_labels, len(spans), aggregation, fail)
+
+    if "response_label" not in row:
+        raise fail("missing required field", "response_label")
+    response_label = _number(row["response_label"], tabular, fail)
+    problem = response_label_problem(response_label, kind, top)
+    if problem is not None:
+        raise fail(f"{problem} ({aggregation} bags)", "response_label")
+    if sentence_labels is not None:
+        # The strict reader: a proportion must match its labels exactly (up to float noise), no rounding slack.
+        problem = check_consistency(aggregation, response_label, sentence_labels, mean_slack=0.0)
+        if problem is not None:
+            raise fail(problem, "response_label")
+
+    task = row.get("task")
+    if task is not None and not isinstance(task, str):
+        raise fail(f"must be a string, got {type(task).__name__}", "task")
+    if task:
+        check_size(task, "task", MAX_TASK_CHARS)
+
+    meta = row.get("meta", {})
+    if tabular and isinstance(meta, str):
+        meta = json_cell(meta, fail, "meta")
+    if not isinstance(meta, dict):
+        raise fail(f"must be an object, got {type(meta).__name__}", "meta")
+    if meta:
+        _check_json_value(meta, fail, "meta")
+        check_size(json.dumps(meta, ensure_ascii=False, default=str), "meta")
+
+    return ResponseRecord(
+        id=record_id,
+        context=context,
+        text=text,
+        spans=spans,
+        response_label=response_label,
+        aggregation=aggregation,
+        sentence_labels=sentence_labels,
+        task=task or None,
+        meta=meta,
+    )
+
+
+def _spans_from_row(
+    row: Mapping[str, Any],
+    tabular: bool,
+    segment_mode: SegmentMode,
+    fail: _Fail,
+    check_size: Callable[[str, str], None],
+) -> tuple[str, list[Span]]:
+    sentences = row.get("sentences")
+    if sentences is None:
+        text = row.get("text")
+        if text is None:
+            raise fail("missing required field: give either sentences (a list) or text", "sentences")
+        if not isinstance(text, str):
+            raise fail(f"must be a string, got {type(text).__name__}", "text")
+        check_size(text, "text")
+        spans = segment(text, mode=segment_mode)
+        if not spans:
+            raise fail("text is empty (no sentence to score)", "text")
+        return text, spans
+
+    if tabular and isinstance(sentences, str):
+        sentences = json_cell(sentences, fail, "sentences")
+    if not isinstance(sentences, list):
+        raise fail(f"must be a list of strings, got {type(sentences).__name__}", "sentences")
+    if not sentences:
+        raise fail("must not be empty", "sentences")
+    total = 0
+    for i, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise fail(f"item {i} must be a string, got {type(sentence).__name__}", "sentences")
+        if not sentence.strip():
+            raise fail(f"item {i} is empty", "sentences")
+        check_size(sentence, "sentences")
+        total += len(sentence)
+    if total > 0:
+        check_size(" " * total, "sentences")  # the joined text must fit too
+
+    raw_spans = row.get("spans")
+    if raw_spans is None:
+        return spans_from_sentences(sentences)
+    # Round trip of write_records_jsonl: offsets into the original text.
+    text = row.get("text")
+    if not isinstance(text, str):
+        raise fail("spans need the text they index into", "text")
+    check_size(text, "text")
+    if tabular and isinstance(raw_spans, str):
+        raw_spans = json_cell(raw_spans, fail, "spans")
+    if not isinstance(raw_spans, list) or len(raw_spans) != len(sentences):
+        raise fail("must be a list of [start, end] pairs, one per sentence", "spans")
+    spans = []
+    for i, (pair, sentence) in enumerate(zip(raw_spans, sentences, strict=True)):
+        ok = (
+            isinstance(pair, list | tuple)
+            and len(pair) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+        )
+        if not ok or not 0 <= pair[0] <= pair[1] <= len(text) or text[pair[0] : pair[1]] != sentence:
+            raise fail(f"item {i} does not locate sentence {i} in text", "spans")
+        spans.append(Span(pair[0], pair[1], sentence))
+    return text, spans
+
+
+def json_cell(value: str, fail: _Fail, field: str) -> Any:
+    """The JSON value in a tabular cell (a key written twice in one object is refused)."""
+    try:
+        return loads_strict(value)
+    except DuplicateKeyError as err:
+        raise fail(duplicate_key_message(err.key), field) from err
+    except json.JSONDecodeError as err:
+        base = fail(f"invalid JSON: {err.msg}", field)
+        located = CellJSONError(base.reason, file=base.file, line=base.line, field=field)
+        located.offset = err.pos
+        raise located from err
+    except RecursionError as err:
+        raise fail(f"JSON nested too deeply (at most {MAX_META_DEPTH} levels)", field) from err
+
+
+def _check_chars(value: str, fail: _Fail, field: str) -> None:
+    bad = _BAD_CHAR_RE.search(value)
+    if bad is not None:
+        what = "a NUL character" if bad.group() == "\x00" else "a lone surrogate (not valid Unicode)"
+        raise fail(f"contains {what} at character {bad.start() + 1}", field)
+
+
+def _check_json_value(value: Any, fail: _Fail, field: str, depth: int = 0) -> None:
+    """Strings (keys too) without NUL or lone surrogates, nesting at most MAX_META_DEPTH deep."""
+    if depth > MAX_META_DEPTH:
+        raise fail(f"nested too deeply (at most {MAX_META_DEPTH} levels)", field)
+    if isinstance(value, str):
+        _check_chars(value, fail, field)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise fail(f"holds {value}, which is not valid JSON", field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise fail(f"keys must be strings, got {type(key).__name__}", field)
+            _check_chars(key, fail, field)
+            _check_json_value(item, fail, field, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_json_value(item, fail, field, depth + 1)
+
+
+def _number(value: Any, tabular: bool, fail: _Fail) -> float:
+    if tabular and isinstance(value, str):
+        stripped = value.strip()
+        try:
+            value = int(stripped) if _INT_RE.fullmatch(stripped) else float(stripped)
+        except ValueError as err:
+            raise fail(f"must be a number, got {short(value)}", "response_label") from err
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(f"must be a number, got {type(value).__name__} {short(value)}", "response_label")
+    if not math.isfinite(value):
+        raise fail(f"must be a finite number, got {value}", "response_label")
+    return float(value)
+
+
+def _sentence_labels(raw: Any, n_spans: int, aggregation: str, fail: _Fail) -> list[int | None] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise fail(f"must be a list of integers or nulls, got {type(raw).__name__}", "sentence_labels")
+    if len(raw) != n_spans:
+        raise fail(f"has {len(raw)} labels for {n_spans} sentences", "sentence_labels")
+    kind, top = kind_of_aggregation(aggregation)
+    labels: list[int | None] = []
+    for i, value in enumerate(raw):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # Parquet/pandas exports write 1.0 for 1
+        problem = sentence_label_problem(value, kind, top)
+        if problem is not None:
+            raise fail(f"item {i}: {problem} ({aggregation} bags)", "sentence_labels")
+        labels.append(value)
+    return labels if any(v is not None for v in labels) else None
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for a message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

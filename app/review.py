@@ -70,31 +70,11 @@ def entered_labels(detail: ResponseDetail) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in gold_labels(detail)], dtype=np.float64)
 
 
-def n_levels(label_kind: str, max_label: float) -> int:
-    """How many sentence levels a dataset has (2 for binary)."""
-    return len(label_levels(label_kind, max_label))
-
-
 def _scored(detail: ResponseDetail) -> np.ndarray | None:
     scores = [s.score for s in detail.sentences]
     if not scores or any(v is None for v in scores):
         return None
     return np.asarray(scores, dtype=np.float64)
-
-
-def problem_scores(detail: ResponseDetail, *, levels: int = 2) -> list[float | None]:
-    """What Review colours each sentence by: P(problem | response label, scores, entered labels) (N,), the
-    reviewer view (``fractal_core.mil.reviewer.label_conditioned``) read in the dataset's direction (a positive
-    sentence is a problem for ``max`` and ``mean`` responses, fine for ``min``); None for every sentence of an
-    unscored response."""
-    scores = _scored(detail)
-    if scores is None:
-        return [None] * len(detail.sentences)
-    view = reviewer.label_conditioned(
-        scores, entered_labels(detail), detail.response_label, aggregation=detail.aggregation, n_levels=levels
-    )
-    problem = view if reviewer.problem_is_positive(detail.aggregation) else 1.0 - view
-    return [float(v) for v in problem]
 
 
 def fine_level(aggregation: str, levels: list[int]) -> int:
@@ -113,11 +93,11 @@ class FirstErrorRule:
 
 
 def first_error_rule(model: ModelVersionRow | None) -> FirstErrorRule:
-    """The F key's rule from the model version's metrics (``first_error_rule``, ``first_error_calibration``);
-    the library's default when the version stores none."""
+    """The F key's rule from the model version's metrics (``first_error_rule``, and the Platt map in
+    ``first_error_rule_figures``); the library's default when the version stores none."""
     metrics = {} if model is None else model.metrics
     rule = metrics.get("first_error_rule") or reviewer.DEFAULT_FIRST_ERROR_RULE
-    calibration = metrics.get("first_error_calibration")
+    calibration = (metrics.get("first_error_rule_figures") or {}).get("calibration")
     pair = (float(calibration[0]), float(calibration[1])) if calibration else None
     return FirstErrorRule(str(rule), pair)
 
@@ -178,13 +158,6 @@ def as_seen(proposal: Proposal, seen: Mapping[int, int | None] | None) -> Propos
     if seen is None or proposal.expected is None:
         return proposal
     return replace(proposal, expected={sid: seen.get(sid, v) for sid, v in proposal.expected.items()})
-
-
-def replace_theirs(proposal: Proposal, conflicts: list[LabelConflict]) -> Proposal:
-    """The same proposal, made knowingly over the labels in ``conflicts`` (their current versions)."""
-    expected = dict(proposal.expected or {})
-    expected.update({c.sentence_id: c.version for c in conflicts})
-    return replace(proposal, expected=expected)
 
 
 def next_position(index: int, total: int, *, still_listed: bool) -> int:

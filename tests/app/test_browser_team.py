@@ -49,6 +49,9 @@ def _sign_in(browser: Browser, url: str, name: str) -> Page:
 
 def _label_first_sentence(page: Page, key: str) -> None:
     _press(page, key, lambda t: expect(page.locator("#fs-sent-0 .fs-gold")).to_have_count(1, timeout=t))
+    expect(page.locator(".fs-status")).to_have_text(
+        "All changes saved", timeout=LONG
+    )  # stored, not just drawn
 
 
 def _store(db_url: str) -> Any:
@@ -67,6 +70,7 @@ def test_stale_save_is_refused_and_replaced_knowingly(app_server_factory, browse
         _press(page, "s", lambda t, p=page: expect(p.get_by_text("2 / 4").first).to_be_visible(timeout=t))
         _settle(page)
     _label_first_sentence(bob, "1")
+    expect(ann.locator(".fs-status")).to_have_text("All changes saved", timeout=LONG)
     ann.locator("body").press("0")  # ann's page still shows the sentence unlabelled
     modal = ann.locator(".fs-modal")
     expect(modal).to_contain_text("Not saved: someone changed these labels", timeout=LONG)
@@ -101,10 +105,13 @@ def test_overlap_labels_apart_then_reviewer_adjudicates(app_server_factory, brow
     bob = _sign_in(browser, f"{srv.url}/?dataset=2", "bob")
     expect(ann.get_by_text(re.compile("Overlap response"))).to_be_visible(timeout=LONG)
     _label_first_sentence(ann, "0")  # r000 is labelled 0: "fine" is consistent
+    # The keys are the component's: pressed once its script runs (it writes the status line).
+    expect(bob.locator(".fs-status")).to_have_text("All changes saved", timeout=LONG)
     bob.locator("body").press("1")  # "problem" contradicts the response label: the page asks first
     expect(bob.locator(".fs-modal")).to_contain_text("Store it anyway?", timeout=LONG)
     bob.locator("body").press("y")
     expect(bob.locator("#fs-sent-0 .fs-gold-1")).to_have_count(1, timeout=LONG)
+    expect(bob.locator(".fs-status")).to_have_text("All changes saved", timeout=LONG)
     _settle(ann)
     expect(ann.locator("#fs-sent-0 .fs-gold-0")).to_have_count(1)  # each sees their own label
     engine = _store(srv.db_url)

@@ -416,6 +416,7 @@ def test_sign_in_hands_the_page_a_one_shot_grant_not_the_session_token(team) -> 
 def _post(path: str, body: bytes, headers: dict[str, str], *, scheme: str = "http") -> tuple[int, list[str]]:
     """POST to the session-cookie routes as Streamlit's server would serve them; (status, Set-Cookie values)."""
     import asyncio
+    import concurrent.futures
 
     from starlette.applications import Starlette
 
@@ -443,7 +444,11 @@ def _post(path: str, body: bytes, headers: dict[str, str], *, scheme: str = "htt
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(Starlette(routes=session_cookie.routes())(scope, receive, send))
+    # In a thread of its own: after a Playwright test the main thread may hold a running event loop, where
+    # asyncio.run() refuses to start.
+    call = Starlette(routes=session_cookie.routes())(scope, receive, send)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, call).result()
     start = next(m for m in sent if m["type"] == "http.response.start")
     cookies = [v.decode() for k, v in start["headers"] if k == b"set-cookie"]
     return start["status"], cookies

@@ -1,4 +1,4 @@
-"""The ``embed`` job and what embedding in a job needs: the encoder settings, Ray, and the scratch directory."""
+"""The ``embed`` job and what embedding in any job needs: the encoder settings, Ray, the scratch directory."""
 
 from __future__ import annotations
 

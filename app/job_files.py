@@ -1,4 +1,4 @@
-"""The ``import`` and ``export`` jobs: a file into a dataset (then the follow-up jobs), a dataset into a file."""
+"""The ``import`` and ``export`` jobs: a file into a dataset (then follow-up jobs), a dataset into a file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Typed job payloads, checked when a job is queued: the ``train`` payload and the training settings it holds."""
+"""Typed job payloads, checked when a job is queued: the ``train`` payload and its training settings."""
 
 from __future__ import annotations
 

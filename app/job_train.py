@@ -1,5 +1,4 @@
-"""The ``train`` and ``score`` jobs: the library's work on a dataset stored as a new model version, activated when
-the evidence allows."""
+"""The ``train`` and ``score`` jobs: their results stored as a new model version, activated on evidence."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Requests that arrive together scored in one forward pass (:class:`ScoreBatcher`), for ``fractal serve-scores``."""
+"""``fractal serve-scores``' batching: the requests that arrive together scored in one forward pass."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The HTTP side of ``fractal serve-scores``: the bearer token, what a request may hold, reading and checking a
-request, JSON answers and errors (the API is described in ``app.score_server``)."""
+"""``fractal serve-scores`` over HTTP: bearer token, request limits and checks, JSON answers and errors.
+
+The API is described in ``app.score_server``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The model ``fractal serve-scores`` serves: a saved directory or a store's active version, loaded once at start.
+"""The model ``fractal serve-scores`` serves: a saved directory or a store's active version, loaded at start.
 
 Its ``info`` (id: a digest of its files; version and dataset from a store; method, aggregation, encoder and
 segment mode) goes into every answer of the server.

@@ -17,411 +17,29 @@ API (JSON both ways):
 Requests that arrive together are scored in one forward pass (:class:`ScoreBatcher`: up to ``--max-batch``
 responses, waiting at most ``--max-wait-ms`` for company). It listens on 127.0.0.1 unless ``--host`` says
 otherwise, and always wants a token: one is generated and printed once at start, or read from ``--token-file``.
+
+This module is the command; the model it serves is loaded by ``app.score_model``, requests are batched by
+``app.score_batcher`` and answered by ``app.score_http``.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
-import logging
-import queue
 import secrets
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
+from app.score_batcher import ScoreBatcher
+from app.score_http import HEALTH_PATH, MIN_TOKEN_CHARS, SCORES_PATH, Limits, ScoreServer
+from app.score_model import ServedModel, ServeError, load_active_model, load_model_dir
 from app.settings import LOOPBACK, is_loopback
-
-if TYPE_CHECKING:
-    from fractal_core.data.records import ResponseRecord
-    from fractal_core.fitting.estimator import FractalModel
-    from fractal_core.fitting.step_scores import ScoredResponse
-
-log = logging.getLogger("fractal.serve_scores")
 
 DEFAULT_PORT = 8502
 """Port of ``fractal serve-scores`` unless ``--port`` says otherwise (the web app has 8501)."""
-SCORES_PATH = "/v1/step-scores"
-HEALTH_PATH = "/health"
-MIN_TOKEN_CHARS = 16
-
-
-class ServeError(ValueError):
-    """A model or option that cannot be served: the command prints it on one line and exits 2."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may hold."""
-
-    max_body_bytes: int = 8 * 1024 * 1024  # a larger body is refused (413) before it is read
-    max_responses: int = 1024  # responses in one request
-    max_field_chars: int = 200_000  # characters of one context, text or sentence (and all sentences together)
-    timeout_s: float = 120.0  # a request whose batch has not been scored by then gets 503
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """A loaded model and what every answer says about it (``info``: id, version, dataset, method, ...)."""
-
-    model: FractalModel
-    segment_mode: str
-    info: dict[str, Any]
-
-
-# ------------------------------------------------------------------------------------------ loading a model
-
-
-def _served(model: FractalModel, directory: Path, segment_mode: str, **where: Any) -> ServedModel:
-    from fractal_core.fitting.step_scores import model_digest
-
-    info = {
-        "id": model_digest(directory, model.FILES),
-        **where,
-        "method": model.resolved_method_,
-        "aggregation": model.aggregation_,
-        "encoder_id": model.encoder_id_,
-        "segment_mode": segment_mode,
-    }
-    return ServedModel(model=model, segment_mode=segment_mode, info=info)
-
-
-def _check_mode(segment_mode: str) -> str:
-    if segment_mode not in ("sentences", "steps"):
-        raise ServeError(f"--segment-mode: expected sentences or steps, got {segment_mode!r}")
-    return segment_mode
-
-
-def _load(directory: Path) -> FractalModel:
-    from fractal_core.fitting.estimator import FractalModel
-
-    try:
-        return FractalModel.load(directory)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:  # unreadable, newer format, bad weights
-        raise ServeError(f"{directory}: cannot load the model: {err}") from None
-
-
-def load_model_dir(directory: Path, *, segment_mode: str | None = None) -> ServedModel:
-    """A directory written by ``fractal train`` (raw text split into sentences unless ``segment_mode``)."""
-    if (directory / "finetune.json").is_file():
-        raise ServeError(f"{directory}: a fine-tuned scorer; serve-scores serves `fractal train` models")
-    if not (directory / "model.json").is_file():
-        raise ServeError(f"{directory}: no model.json (train one with `fractal train`)")
-    model = _load(directory)
-    return _served(model, directory, _check_mode(segment_mode or "sentences"), version=None, dataset=None)
-
-
-def load_active_model(db_url: str | None, dataset: str, *, segment_mode: str | None = None) -> ServedModel:
-    """The active model version of ``dataset`` in the store at ``db_url`` (its files unpacked into the local
-    model cache as a worker does); raw text is segmented as the dataset's files were."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from app.settings import load_settings
-    from db import artifacts
-    from db import repository as repo
-    from db.engine import get_engine
-    from db.schema import SchemaOutdatedError
-
-    settings = load_settings(db_url)
-    try:
-        engine = get_engine(settings.db_url, create=False)  # serving never creates a store
-        row = repo.require_dataset(engine, dataset)
-        version = repo.active_model_version(engine, row.id)
-        if version is None:
-            raise ServeError(f"--dataset: {dataset!r} has no active model yet; train one first")
-        directory = artifacts.model_dir(engine, version, settings.models_dir)
-        modes = repo.segment_modes(engine, row.id)
-    except (SchemaOutdatedError, ValueError) as err:  # no such dataset, a foreign or missing model
-        raise ServeError(str(err)) from None
-    except SQLAlchemyError as err:
-        raise ServeError(f"--db: cannot read the store: {' '.join(str(err).split())[:300]}") from None
-    if segment_mode is None:
-        if len(modes) > 1:
-            raise ServeError(
-                f"--segment-mode: the files of {dataset!r} were segmented as {' and '.join(modes)}; "
-                "say which one new responses get"
-            )
-        segment_mode = modes[0] if modes else "sentences"
-    model = _load(directory)
-    return _served(
-        model, directory, _check_mode(segment_mode), version=version.version, model_version_id=version.id,
-        dataset=row.name,
-    )  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------------ batching
-
-
-@dataclass(eq=False)
-class _Pending:
-    records: list[ResponseRecord]
-    done: threading.Event = field(default_factory=threading.Event)
-    results: list[ScoredResponse] | None = None
-    error: BaseException | None = None
-
-
-class ScoreBatcher:
-    """Scores the requests that arrive together in one call of ``score``.
-
-    One thread takes the oldest waiting request, then keeps taking requests for up to ``max_wait_s`` or until
-    ``max_batch`` responses are gathered (a request is never split: one larger than ``max_batch`` is a batch of
-    its own), scores them all at once and hands each request its own results.
-    """
-
-    def __init__(
-        self,
-        score: Callable[[list[ResponseRecord]], list[ScoredResponse]],
-        *,
-        max_batch: int = 64,
-        max_wait_s: float = 0.005,
-    ) -> None:
-        if max_batch < 1 or max_wait_s < 0:
-            raise ValueError("max_batch must be >= 1 and max_wait_s >= 0")
-        self._score = score
-        self.max_batch = max_batch
-        self.max_wait_s = max_wait_s
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._held: _Pending | None = None  # taken from the queue but left for the next batch (too big)
-        self._thread = threading.Thread(target=self._loop, name="score-batcher", daemon=True)
-        self._thread.start()
-
-    def submit(self, records: list[ResponseRecord], *, timeout_s: float = 120.0) -> list[ScoredResponse]:
-        """Score ``records`` in the next batch; raises what scoring raised, or TimeoutError."""
-        pending = _Pending(records)
-        self._queue.put(pending)
-        if not pending.done.wait(timeout_s):
-            raise TimeoutError(f"not scored within {timeout_s:g}s")
-        if pending.error is not None:
-            raise pending.error
-        assert pending.results is not None
-        return pending.results
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    def _next(self, timeout: float | None) -> _Pending | None:
-        if self._held is not None:
-            held, self._held = self._held, None
-            return held
-        return self._queue.get(timeout=timeout)
-
-    def _loop(self) -> None:
-        while True:
-            first = self._next(None)
-            if first is None:
-                return
-            batch, size = [first], len(first.records)
-            deadline = time.monotonic() + self.max_wait_s
-            stop = False
-            while size < self.max_batch:
-                remaining = deadline - time.monotonic()
-                try:
-                    item = self._next(remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                if size + len(item.records) > self.max_batch:
-                    self._held = item
-                    break
-                batch.append(item)
-                size += len(item.records)
-            self._run(batch)
-            if stop:
-                return
-
-    def _run(self, batch: list[_Pending]) -> None:
-        records = [r for pending in batch for r in pending.records]
-        try:
-            results = self._score(records)
-        except Exception as exc:  # every waiting request gets the failure; the thread lives on
-            log.exception("scoring a batch of %d responses failed", len(records))
-            for pending in batch:
-                pending.error = exc
-                pending.done.set()
-            return
-        start = 0
-        for pending in batch:
-            pending.results = results[start : start + len(pending.records)]
-            start += len(pending.records)
-            pending.done.set()
-
-
-# -------------------------------------------------------------------------------------------------- server
-
-
-class ScoreServer(ThreadingHTTPServer):
-    """The HTTP server: a thread per connection, one :class:`ScoreBatcher` behind them all."""
-
-    daemon_threads = True
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        served: ServedModel,
-        *,
-        token: str,
-        limits: Limits | None = None,
-        max_batch: int = 64,
-        max_wait_s: float = 0.005,
-    ) -> None:
-        from fractal_core.fitting.step_scores import score_responses
-
-        if len(token) < MIN_TOKEN_CHARS:
-            raise ValueError(f"the token must have at least {MIN_TOKEN_CHARS} characters")
-        self.served = served
-        self.token = token.encode()
-        self.limits = limits or Limits()
-        super().__init__(address, _Handler)  # binds first: a busy port leaves no batcher thread behind
-        model = served.model
-        self.batcher = ScoreBatcher(
-            lambda records: score_responses(model, records), max_batch=max_batch, max_wait_s=max_wait_s
-        )
-
-    def authorised(self, header: str | None) -> bool:
-        """Whether an ``Authorization`` header carries this server's bearer token (constant-time compare)."""
-        scheme, _, given = (header or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token)
-
-    def server_close(self) -> None:
-        super().server_close()
-        self.batcher.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: ScoreServer
-    protocol_version = "HTTP/1.1"  # keep-alive: a training loop reuses its connection
-    timeout = 60  # seconds a connection may sit idle or trickle a request before it is dropped
-    server_version = "fractal-serve-scores"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def _send(self, status: int, body: dict[str, Any], *, close: bool = False) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        if status == HTTPStatus.UNAUTHORIZED:
-            self.send_header("WWW-Authenticate", 'Bearer realm="fractal serve-scores"')
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, status: int, message: str, field: str | None = None, *, close: bool = False) -> None:
-        model = self.server.served.info if status != HTTPStatus.UNAUTHORIZED else self._model_id()
-        self._send(status, {"error": message, "field": field, "model": model}, close=close)
-
-    def _model_id(self) -> dict[str, Any]:
-        return {"id": self.server.served.info["id"]}
-
-    def do_GET(self) -> None:
-        if self.path == HEALTH_PATH:
-            self._send(HTTPStatus.OK, {"status": "ok", "model": self._model_id()})
-        elif not self.server.authorised(self.headers.get("Authorization")):
-            self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
-        else:
-            self._error(HTTPStatus.NOT_FOUND, f"no such page; POST {SCORES_PATH} or GET {HEALTH_PATH}")
-
-    def do_POST(self) -> None:
-        # The token is checked before the body is read: a caller without it costs nothing but the headers.
-        if not self.server.authorised(self.headers.get("Authorization")):
-            self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token", close=True)
-            return
-        if self.path != SCORES_PATH:
-            self._error(HTTPStatus.NOT_FOUND, f"no such page; POST {SCORES_PATH}", close=True)
-            return
-        body = self._body()
-        if body is None:
-            return
-        self._score(body)
-
-    def _body(self) -> bytes | None:
-        limits = self.server.limits
-        length = self.headers.get("Content-Length")
-        if length is None:
-            self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required", close=True)
-            return None
-        if not length.strip().isdigit():
-            self._error(
-                HTTPStatus.BAD_REQUEST, "Content-Length must be a number", "Content-Length", close=True
-            )
-            return None
-        size = int(length)
-        if size > limits.max_body_bytes:
-            self._error(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"the body is {size} bytes; the limit is {limits.max_body_bytes}",
-                "body",
-                close=True,
-            )
-            return None
-        return self.rfile.read(size)
-
-    def _score(self, body: bytes) -> None:
-        from fractal_core.errors import InputError
-        from fractal_core.fitting.step_scores import responses_from_request
-
-        served, limits = self.server.served, self.server.limits
-        try:
-            request = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            self._error(HTTPStatus.BAD_REQUEST, f"not UTF-8 (byte {err.start + 1})", "body")
-            return
-        except json.JSONDecodeError as err:
-            self._error(HTTPStatus.BAD_REQUEST, f"invalid JSON: {err.msg} at character {err.pos + 1}", "body")
-            return
-        except RecursionError:
-            self._error(HTTPStatus.BAD_REQUEST, "JSON nested too deeply", "body")
-            return
-        if not isinstance(request, dict):
-            self._error(HTTPStatus.BAD_REQUEST, 'must be an object {"responses": [...]}', "body")
-            return
-        unknown = sorted(set(request) - {"responses"})
-        if unknown:
-            self._error(HTTPStatus.BAD_REQUEST, "unknown field; the body has only responses", unknown[0])
-            return
-        if "responses" not in request:
-            self._error(HTTPStatus.BAD_REQUEST, "missing required field", "responses")
-            return
-        try:
-            records = responses_from_request(
-                request["responses"],
-                segment_mode=served.segment_mode,  # type: ignore[arg-type]
-                aggregation=served.model.aggregation_,
-                max_responses=limits.max_responses,
-                max_field_chars=limits.max_field_chars,
-            )
-        except InputError as err:
-            self._error(HTTPStatus.BAD_REQUEST, err.reason, err.field)
-            return
-        try:
-            results = self.server.batcher.submit(records, timeout_s=limits.timeout_s)
-        except TimeoutError as err:
-            self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"busy: {err}")
-            return
-        except Exception as exc:  # the traceback is in the server's log; the caller gets one line
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"scoring failed: {type(exc).__name__}: {exc}")
-            return
-        self._send(HTTPStatus.OK, {"model": served.info, "results": [r.to_dict() for r in results]})
-
-
-# ---------------------------------------------------------------------------------------------- command
 
 
 def read_token_file(path: Path) -> str:
@@ -564,6 +182,9 @@ def register(app: typer.Typer) -> None:
 
 __all__ = [
     "DEFAULT_PORT",
+    "HEALTH_PATH",
+    "MIN_TOKEN_CHARS",
+    "SCORES_PATH",
     "Limits",
     "ScoreBatcher",
     "ScoreServer",
@@ -571,6 +192,7 @@ __all__ = [
     "ServedModel",
     "load_active_model",
     "load_model_dir",
+    "read_token_file",
     "register",
     "serve_scores_cmd",
 ]

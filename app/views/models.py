@@ -6,11 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import actions, analysis, page, render, state
+from app import analysis, page, render, state
+from app.views.models_compare import cached_auc, show_comparison
+from app.views.models_versions import metric, show_activate_and_rollback, show_versions, show_waiting
 from db import repository as repo
 from db.repository import model_versions
-from fractal_core.evaluation import versions as compare
-from fractal_core.evaluation.metrics import auc_interval
 
 METRICS = ("instance_auc_roc", "instance_auprc", "instance_accuracy")
 
@@ -23,186 +23,19 @@ if not versions:
     st.page_link("views/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
-
-def _metric(mv: repo.ModelVersionRow, which: str, key: str) -> float | None:
-    value = (mv.metrics.get(which) or {}).get(key)
-    return None if value is None else float(value)
-
-
-def _auc_with_interval(mv: repo.ModelVersionRow, which: str) -> str:
-    """``0.812 [0.70, 0.92]`` (95% Hanley-McNeil interval) or ``–``; a gold AUC from a handful of sentences
-    is noise, and the width of the interval says how much."""
-    auc = _metric(mv, which, "instance_auc_roc")
-    if auc is None:
-        return "–"
-    n = _metric(mv, which, "instance_count")
-    positives = _metric(mv, which, "instance_positives")
-    if n is None or positives is None:
-        return f"{auc:.3f} (interval not recorded)"
-    lo, hi = auc_interval(auc, int(positives), int(n - positives))
-    return f"{auc:.3f} [{lo:.2f}, {hi:.2f}]"
-
-
-def _sample(mv: repo.ModelVersionRow, which: str) -> str:
-    """``n (positives / negatives)`` of the sentences a gold metric was computed on."""
-    n = _metric(mv, which, "instance_count")
-    positives = _metric(mv, which, "instance_positives")
-    if n is None:
-        return "–"
-    if positives is None:
-        return f"{int(n)}"
-    return f"{int(n)} ({int(positives)} / {int(n - positives)})"
-
-
-def _state(mv: repo.ModelVersionRow) -> str:
-    """active / waiting / ready / training / failed: a held-back version says it waits."""
-    if mv.is_active:
-        return "● active"
-    if model_versions.waiting_reason(mv) is not None:
-        return "waiting"
-    return mv.status
-
-
-st.subheader("Versions", anchor=False)
-st.caption(
-    "Gold metrics compare the previously active version (before) with this one (after) on the gold sentences "
-    "that existed when it was trained. Those gold labels were also used for training (hybrid prior). "
-    "AUCs come with their 95% interval (Hanley-McNeil) and the number of sentences they are computed on "
-    "(problem / fine): with few gold sentences the interval is wide. "
-    "'AUC on file labels' uses the sentence labels that came with the uploaded file (not used for training)."
-)
-st.dataframe(
-    [
-        {
-            "version": mv.version,
-            "state": _state(mv),
-            "method": mv.method,
-            "gold n (problem / fine)": _sample(mv, "gold_after"),
-            "AUC before [95% CI]": _auc_with_interval(mv, "gold_before"),
-            "AUC after [95% CI]": _auc_with_interval(mv, "gold_after"),
-            "AUPRC after": _metric(mv, "gold_after", "instance_auprc"),
-            "accuracy after": _metric(mv, "gold_after", "instance_accuracy"),
-            "file labels n": _sample(mv, "file_labels_after"),
-            "AUC on file labels [95% CI]": _auc_with_interval(mv, "file_labels_after"),
-            "scores": mv.n_scores,
-            "created": mv.created_at.strftime("%Y-%m-%d %H:%M"),
-            "error": mv.error or "",
-        }
-        for mv in versions
-    ],
-    hide_index=True,
-    column_config={
-        k: st.column_config.NumberColumn(format="%.3f") for k in ("AUPRC after", "accuracy after")
-    },
-)
+show_versions(versions)
 
 ready = [mv for mv in versions if mv.status == "ready"]
 active = next((mv for mv in versions if mv.is_active), None)
 
 # ------------------------------------------------------------------------------------------- waiting
-for mv in ready:
-    reason = model_versions.waiting_reason(mv)
-    if reason is None:
-        continue
-    with st.container(border=True):
-        st.markdown(
-            f"**Version {mv.version} is waiting.** A new version becomes active only when it is not worse than "
-            "the active one on the current gold set beyond noise. "
-            + render.md_escape(reason[0].upper() + reason[1:])
-            + "."
-        )
-        # The role is checked again on the server (actions.activate_model), whatever this button shows.
-        if st.button(
-            f"Activate version {mv.version}", key=f"models_activate_waiting_{mv.id}", type="primary"
-        ):
-            row = actions.activate_model(engine, user, mv.id)
-            state.flash(f"Version {row.version} is now active.")
-            st.rerun()
-
-
-# The bootstraps are cached on their inputs: a rerun of the page (any widget) with the same gold labels and
-# scores does not draw them again; a new gold label changes the inputs and so the figures.
-@st.cache_data(show_spinner=False, max_entries=64)
-def _compare(
-    a: np.ndarray, b: np.ndarray, labels: np.ndarray, responses: np.ndarray
-) -> compare.VersionComparison:
-    return compare.compare_versions(a, b, labels, responses, seed=0)
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def _auc(scores: np.ndarray, labels: np.ndarray, responses: np.ndarray) -> compare.Estimate:
-    return compare.auc_estimate(scores, labels, responses, seed=0)
-
+show_waiting(engine, user, ready)
 
 # Every ready version's scores on today's gold sentences (one read for the comparison and the chart).
 gold_now = model_versions.current_gold_scores(engine, dataset.id, [mv.id for mv in ready])
 
-
-def _fmt(e: compare.Estimate, signed: bool = False) -> str:
-    if not np.isfinite(e.value):
-        return "–"
-    value = f"{e.value:+.3f}" if signed else f"{e.value:.3f}"
-    if not np.isfinite(e.low):
-        return value
-    return f"{value} [{e.low:+.3f}, {e.high:+.3f}]" if signed else f"{value} [{e.low:.2f}, {e.high:.2f}]"
-
-
 # ------------------------------------------------------------------------------------------- compare
-if len(ready) >= 2:
-    st.subheader("Compare two versions on the current gold set", anchor=False)
-    ids = [mv.id for mv in ready]
-    label_of = {mv.id: f"v{mv.version}" + (" (active)" if mv.is_active else "") for mv in ready}
-    ca, cb = st.columns(2)
-    a_id = ca.selectbox(
-        "Version A",
-        ids,
-        index=next((i for i, mv in enumerate(ready) if mv.is_active), 1),
-        format_func=lambda i: label_of[i],
-        key="models_cmp_a",
-    )
-    b_id = cb.selectbox(
-        "Version B",
-        ids,
-        index=next(i for i, v in enumerate(ids) if v != a_id),
-        format_func=lambda i: label_of[i],
-        key="models_cmp_b",
-    )
-    if a_id == b_id:
-        st.caption("Pick two different versions.")
-    else:
-        result = _compare(*gold_now.scored_by(a_id, b_id))
-        name_a, name_b = label_of[a_id], label_of[b_id]
-        st.dataframe(
-            [
-                {
-                    "on the gold set": what,
-                    name_a: _fmt(t[0]),
-                    name_b: _fmt(t[1]),
-                    "difference B - A [95% CI]": _fmt(t[2], signed=True),
-                }
-                for what, t in (
-                    ("AUC-ROC (higher is better)", result.auc),
-                    ("Brier score (lower is better)", result.brier),
-                    ("accuracy at 0.5 (higher is better)", result.accuracy),
-                )
-            ],
-            hide_index=True,
-            key="models_cmp_table",
-        )
-        verdict = (
-            f"{name_b} is not worse than {name_a} beyond noise"
-            if result.not_worse
-            else f"{name_b} is not shown to be as good as {name_a}"
-        )
-        st.caption(
-            render.md_escape(
-                f"{verdict}: {result.reason}. Both versions on the same {result.n_sentences} gold sentences "
-                f"({result.n_positives} problem) of {result.n_responses} responses, labelled now (including "
-                f"labels added after either was trained). Intervals: {result.resamples} bootstrap draws of whole "
-                f"responses, the same draws for both versions (paired). Gold labels also train the hybrid prior, "
-                "so a version trained on more of them is measured partly on what it saw."
-            )
-        )
+show_comparison(ready, gold_now)
 
 # ------------------------------------------------------------------------------------------- method choice
 chosen_by = [mv for mv in versions if mv.metrics.get("method_choice")]
@@ -263,28 +96,7 @@ if chosen_by:
             )
         },
     )
-c1, c2 = st.columns(2)
-with c1:
-    if ready:
-        pick = st.selectbox(
-            "Version",
-            [mv.id for mv in ready],
-            format_func=lambda i: f"v{next(m.version for m in ready if m.id == i)}",
-            key="models_pick",
-        )
-        if st.button("Activate", key="models_activate", disabled=active is not None and pick == active.id):
-            row = actions.activate_model(engine, user, pick)
-            state.flash(f"Version {row.version} is now active.")
-            st.rerun()
-with c2:
-    if (
-        active is not None
-        and active.replaced_id is not None
-        and st.button("Roll back", key="models_rollback")
-    ):
-        back = actions.rollback_model(engine, user, dataset.id)
-        state.flash(f"Rolled back to version {back.version if back else '?'}.")
-        st.rerun()
+show_activate_and_rollback(engine, user, dataset.id, ready, active)
 
 # ------------------------------------------------------------------------------------------- charts
 st.subheader("Charts", anchor=False)
@@ -342,7 +154,7 @@ with right:
 
 curve = sorted(
     (
-        (mv.metrics.get("gold_responses"), _metric(mv, "gold_after", "instance_auc_roc"), mv.version)
+        (mv.metrics.get("gold_responses"), metric(mv, "gold_after", "instance_auc_roc"), mv.version)
         for mv in ready
     ),
     key=lambda t: (t[0] or 0, t[2]),
@@ -373,7 +185,7 @@ with right:
     points = []
     for mv in ready:  # one bootstrap per version (a handful of versions)
         scores, labels, responses = gold_now.scored_by(mv.id)
-        est = _auc(scores, labels, responses)
+        est = cached_auc(scores, labels, responses)
         if np.isfinite(est.value):
             points.append((mv, est, len(scores)))
     if points:

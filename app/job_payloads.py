@@ -1,0 +1,65 @@
+"""Typed job payloads, checked when a job is queued: the ``train`` payload and its training settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fractal_core.errors import InputError
+from fractal_core.fitting import registry
+from fractal_core.fitting.config import TrainConfig
+
+
+def train_config(overrides: dict[str, Any] | None) -> TrainConfig:
+    """A ``TrainConfig`` from the library defaults plus the user's overrides; an unknown key or a bad value
+    raises ``InputError`` naming it (``config.<field>``)."""
+    from fractal_core.fitting.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict({**TrainConfig().to_dict(), **(overrides or {})})
+    except InputError as err:
+        raise InputError(err.reason, field=f"config.{err.field}" if err.field else "config") from None
+
+
+@dataclass(frozen=True)
+class TrainPayload:
+    """A ``train`` job's payload, parsed and checked when the job is queued (and again when it runs, since a
+    stored payload may predate a check): a bad value is refused with its field named, before any work."""
+
+    dataset_id: int
+    method: str
+    overrides: dict[str, Any]
+    seed: int
+    config: TrainConfig
+
+    @classmethod
+    def parse(cls, payload: dict[str, Any]) -> TrainPayload:
+        """``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}`` -> a checked payload;
+        ``InputError`` naming the field otherwise (``method``, ``seed``, ``config.learning_rate``, ...)."""
+        unknown = set(payload) - {"dataset_id", "method", "config", "seed"}
+        if unknown:
+            raise InputError("unknown payload key", field=sorted(unknown)[0])
+        dataset_id = payload.get("dataset_id")
+        if isinstance(dataset_id, bool) or not isinstance(dataset_id, int):
+            raise InputError(f"expected a dataset id, got {dataset_id!r}", field="dataset_id")
+        method = payload.get("method", "fractal")
+        if not isinstance(method, str) or method not in registry.METHOD_NAMES:
+            raise InputError(
+                f"unknown method {method!r}; choose one of {', '.join(registry.METHOD_NAMES)}", field="method"
+            )
+        seed = payload.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InputError(f"expected a whole number >= 0, got {seed!r}", field="seed")
+        overrides = payload.get("config") or {}
+        if not isinstance(overrides, dict):
+            raise InputError(f"expected a mapping of training settings, got {overrides!r}", field="config")
+        return cls(dataset_id, method, dict(overrides), seed, train_config(overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The payload as stored with the job."""
+        return {
+            "dataset_id": self.dataset_id,
+            "method": self.method,
+            "config": self.overrides,
+            "seed": self.seed,
+        }

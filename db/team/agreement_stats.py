@@ -10,6 +10,7 @@ from db.engine import run_read
 from db.models import Annotation
 from db.rows import AgreementReport, PairAgreementRow
 from db.team.settings import load_dataset
+from fractal_core.data.records import top_level
 from fractal_core.evaluation import agreement as stats
 
 
@@ -45,7 +46,7 @@ def agreement(engine: Engine, dataset_id: int) -> AgreementReport:
     def work(session: Session) -> AgreementReport:
         d = load_dataset(session, dataset_id)
         units, coders, values, responses, names = _annotation_arrays(session, dataset_id)
-        n_values = int(d.max_label) + 1 if d.label_kind == "ordinal" else 2
+        n_values = top_level(d.label_kind, d.max_label) + 1
         metric: stats.Metric = "interval" if d.label_kind == "ordinal" else "nominal"
         found = stats.summarise(units, coders, values, n_values=n_values, metric=metric)
         return AgreementReport(

@@ -17,6 +17,7 @@ from db import repository as repo
 from db.models import GOLD_SOURCES
 from db.rows import LabelConflict, ModelVersionRow, ResponseDetail, SaveResult
 from db.sources import HUMAN, MODEL
+from fractal_core.data.records import top_level
 from fractal_core.mil import reviewer
 from fractal_core.mil.semantics import check_consistency
 
@@ -62,7 +63,7 @@ def propose(
 
 def label_levels(label_kind: str, max_label: float) -> list[int]:
     """The sentence labels an annotator can set: 0/1, or 0..top for ordinal datasets."""
-    return list(range(int(max_label) + 1)) if label_kind == "ordinal" else [0, 1]
+    return list(range(top_level(label_kind, max_label) + 1))
 
 
 def entered_labels(detail: ResponseDetail) -> np.ndarray:

@@ -87,7 +87,7 @@ from db.repository import require_dataset
 from db.sources import HUMAN_SOURCES, NONE
 from fractal_core.data.files import atomic_write, check_output_file
 from fractal_core.data.io import record_to_dict
-from fractal_core.data.records import ResponseRecord, Span
+from fractal_core.data.records import ResponseRecord, Span, top_level
 from fractal_core.data.segment import SEGMENTER_VERSION
 from fractal_core.errors import InputError
 from fractal_core.mil.reviewer import label_conditioned_flat
@@ -238,7 +238,7 @@ def _given_label(items: Sequence[_Item], max_label: float, label_kind: str) -> N
     """Fill ``given_label`` of a batch: the reviewer view (scores given the response label and the exported
     labels) for every response whose unlabelled sentences are all scored, one vectorised call per
     aggregation."""
-    n_levels = int(max_label) + 1 if label_kind == "ordinal" else 2
+    n_levels = top_level(label_kind, max_label) + 1
     for item in items:
         item.given_label = [None] * len(item.spans)
     for aggregation in sorted({it.aggregation for it in items}):

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from data_option import DATA
 
 from fractal_core.data.io import read_split_dir
 from fractal_core.evaluation import comparison as evaluation
@@ -31,7 +32,6 @@ from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.estimator import FractalModel
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 DATASETS = {"delucionqa": DATA / "delucionqa", "processbench": DATA / "processbench"}
 

@@ -84,7 +84,7 @@ def by_sentences(train, score, *, budget: float, strategy: str, seed: int, aggre
 def cmd_run(args: argparse.Namespace) -> None:
     setup()
     started = time.perf_counter()
-    prepared = load(args.dataset, args.view)
+    prepared = load(args.dataset, args.view, args.data)
     if args.split == "valid":  # tuning: gold is still bought from train, the models are scored on valid
         prepared = valid_as_test(prepared)
     seeds = tuple(range(args.seeds)) if args.seeds else SEEDS

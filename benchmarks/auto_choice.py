@@ -113,7 +113,7 @@ def candidate_figures(scored: BagSet) -> Any:
 def cmd_run(args: argparse.Namespace) -> None:
     setup()
     started = time.perf_counter()
-    prepared = load(args.dataset, args.view)
+    prepared = load(args.dataset, args.view, args.data)
     if args.split == "valid":
         prepared = valid_as_test(prepared)
     out = f"auto_{args.dataset}_{args.view}_{args.split}.json"

@@ -37,7 +37,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "processbench" / "train.jsonl"  # the shared data beside the clone
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from data_option import DATA as SHARED_DATA  # noqa: E402
+
+DATA = SHARED_DATA / "processbench" / "train.jsonl"  # the shared data beside the clone
 
 
 def load_sentences(n: int, path: Path = DATA) -> list[str]:

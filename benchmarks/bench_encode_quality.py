@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from data_option import add_data_option  # noqa: E402
 from quality_common import DATASETS, machine, setup  # noqa: E402
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--gold-fraction", type=float, default=0.1)
     parser.add_argument("--datasets", default=",".join(DATASETS))
+    add_data_option(parser)
     parser.add_argument("--cache-dir", default=None, help="embedding cache (default: the usual one)")
     parser.add_argument("--json", type=Path, default=None, help="write every record here")
     args = parser.parse_args()
@@ -53,7 +55,7 @@ def main() -> None:
         tuple[str, str], np.ndarray
     ] = {}  # (dataset, precision) -> per-sentence cosine to the first
     for dataset in args.datasets.split(","):
-        splits = read_split_dir(DATASETS[dataset])
+        splits = read_split_dir(args.data / dataset)
         splits = {
             "train": splits["train"],
             "valid": splits["valid"],

@@ -28,7 +28,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "processbench"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from data_option import DATA as SHARED_DATA  # noqa: E402
+
+DATA = SHARED_DATA / "processbench"
 
 
 def main() -> None:

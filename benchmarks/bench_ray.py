@@ -4,12 +4,13 @@ Usage (what BENCHMARKS.md records):
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_ray.py --n 1000 --workers 2
 
-Embeds the first ``--n`` sentences of ../shared/data/processbench/train.jsonl with the default encoder, cache
-disabled: once in this process (torch on ``--workers`` threads) and once through ``fractal_core.experimental.distributed``
-on a local Ray instance with ``--workers`` actors of one thread each. Prints sentences/s of both (Ray's
-includes starting the actors and loading one encoder in each, as every ``--ray`` run does; the start of the
-local Ray instance itself is reported apart), their ratio, the minimum cosine between the two results and the
-share of vectors that are bit-identical.
+Embeds the first ``--n`` sentences of processbench/train.jsonl in the ``--data`` folder (default: the shared
+datasets folder beside the clone) with the default encoder, cache disabled: once in this process (torch on
+``--workers`` threads) and once through ``fractal_core.experimental.distributed`` on a local Ray instance with
+``--workers`` actors of one thread each. Prints sentences/s of both (Ray's includes starting the actors and
+loading one encoder in each, as every ``--ray`` run does; the start of the local Ray instance itself is
+reported apart), their ratio, the minimum cosine between the two results and the share of vectors that are
+bit-identical.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_encode import load_sentences  # noqa: E402
+from data_option import add_data_option  # noqa: E402
 
 
 def main() -> None:
@@ -34,6 +36,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=1000)
+    add_data_option(parser)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--batch-size", type=int, default=1, help="encoder batches (token budget each) per Ray Data batch"
@@ -52,7 +55,7 @@ def main() -> None:
     from fractal_core.embedding.encoder import Encoder, EncoderConfig
     from fractal_core.experimental.distributed import ray_embed
 
-    texts = load_sentences(args.n)
+    texts = load_sentences(args.n, args.data / "processbench" / "train.jsonl")
     config = EncoderConfig(cache_dir="", precision=args.precision)
     torch.set_num_threads(args.workers)
     single = Encoder(config)

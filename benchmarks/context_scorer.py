@@ -67,7 +67,7 @@ KEYS = (
 def cmd_run(args: argparse.Namespace) -> None:
     setup()
     started = time.perf_counter()
-    prepared = load(args.dataset, args.view)
+    prepared = load(args.dataset, args.view, args.data)
     if args.split == "valid":
         prepared = valid_as_test(prepared)
     seeds = [int(s) for s in args.seeds.split(",")]

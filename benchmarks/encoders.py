@@ -2,9 +2,9 @@
 
 Rows: the bundled all-MiniLM-L6-v2 frozen (MLP scorer), all-mpnet-base-v2 frozen (MLP scorer), and MiniLM
 fine-tuned end to end with the bag loss over [context; earlier steps; step] (``fractal_core.experimental.finetune``). All
-three see the same ProcessBench slice (``--train/--valid/--test`` responses of each split, a fixed random subset;
-``--pick first`` takes the first ones, from the easier sources only), hybrid
-with 10% random gold bags (the same bags per seed for every row), early stopping and Platt calibration on the
+three see the same ProcessBench slice (``processbench`` in the ``--data`` folder: ``--train/--valid/--test``
+responses of each split, a fixed random subset; ``--pick first`` takes the first ones, from the easier sources
+only), hybrid with 10% random gold bags (the same bags per seed for every row), early stopping and Platt calibration on the
 valid slice only; test is scored once per row and seed. Columns: encode rate (the same test-slice sentences,
 cache off, same run; for the fine-tuned row its scoring rate over the token-level sequences of the same
 sentences), sentence AUC, AUC given Y, first-error accuracy given Y, fit seconds. Mean ± std over seeds.
@@ -31,7 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_common import DATASETS, fmt, machine, stats  # noqa: E402
+from data_option import add_data_option  # noqa: E402
+from quality_common import fmt, machine, stats  # noqa: E402
 
 from fractal_core.data.io import read_split_dir  # noqa: E402
 from fractal_core.embedding.encoder import Encoder, EncoderConfig, get_encoder, resolve_device  # noqa: E402
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     if device.type == "cpu":
         print("no GPU found: running on the CPU (the script runs unchanged on CUDA)", flush=True)
-    splits = read_split_dir(DATASETS["processbench"])
+    splits = read_split_dir(args.data / "processbench")
     sizes = {"train": args.train, "valid": args.valid, "test": args.test}
     if args.pick == "random":  # a fixed random subset of each split: the files are ordered by source
         rng = np.random.default_rng(1234)
@@ -91,7 +92,12 @@ def run(args: argparse.Namespace) -> None:
     aggregation, n_classes = task_of([r for part in splits.values() for r in part])
     seeds = [int(s) for s in args.seeds.split(",")]
     speed_texts = [s.text for r in splits["test"] for s in r.spans][: args.speed_n]
-    out: dict[str, Any] = {"machine": machine(), "args": vars(args), "device": str(device), "runs": []}
+    out: dict[str, Any] = {
+        "machine": machine(),
+        "args": {**vars(args), "data": str(args.data)},
+        "device": str(device),
+        "runs": [],
+    }
     # The trivial pointer, for scale: how often the first error of an erroneous test response is its first step.
     firsts = [
         next(i for i, v in enumerate(r.sentence_labels or []) if v is not None and v >= 1)
@@ -198,6 +204,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", default="minilm,mpnet,finetune")
+    add_data_option(parser)
     parser.add_argument("--train", type=int, default=240)
     parser.add_argument("--valid", type=int, default=100)
     parser.add_argument("--test", type=int, default=200)

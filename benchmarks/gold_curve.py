@@ -32,7 +32,7 @@ FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2)
 def cmd_run(args: argparse.Namespace) -> None:
     setup()
     started = time.perf_counter()
-    prepared = load(args.dataset, args.view)
+    prepared = load(args.dataset, args.view, args.data)
     out = f"gold_curve_{args.dataset}_{args.view}.json"
     meta = run_meta(
         args, prepared, config=TrainConfig(device="cpu").to_dict(), seeds=SEEDS, split_scored="test"

@@ -1,6 +1,6 @@
 """Rebuild fractal_core/data/demo/processbench_demo.jsonl: a deterministic sample of ProcessBench train bags.
 
-    .venv/bin/python benchmarks/make_demo.py [SOURCE]   # default: ../shared/data/processbench/train.jsonl
+    .venv/bin/python benchmarks/make_demo.py [--data DIR] [SOURCE]   # default: DIR/processbench/train.jsonl
 
 Bags are ordered by SHA-256 of their id and the first 200 whose JSON line is at most 2,000 bytes are kept,
 verbatim, in that order (the size cap keeps the bundled file under 400 KB; it favours shorter solutions).
@@ -8,19 +8,24 @@ verbatim, in that order (the size cap keeps the bundled file under 400 KB; it fa
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT.parent / "shared" / "data" / "processbench" / "train.jsonl"  # the shared data beside the clone
-TARGET = ROOT / "fractal_core" / "demo" / "processbench_demo.jsonl"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from data_option import DATA, add_data_option  # noqa: E402
+
+SOURCE = DATA / "processbench" / "train.jsonl"  # the shared data beside the clone
+TARGET = ROOT / "fractal_core" / "data" / "demo" / "processbench_demo.jsonl"
 N_BAGS = 200
 MAX_LINE_BYTES = 2000
 
 
-def main(source: Path = SOURCE) -> None:
+def build(source: Path = SOURCE) -> None:
     lines = [line for line in source.read_bytes().splitlines() if line.strip()]
     keyed = sorted(lines, key=lambda line: hashlib.sha256(json.loads(line)["id"].encode()).hexdigest())
     chosen = [line for line in keyed if len(line) <= MAX_LINE_BYTES][:N_BAGS]
@@ -29,5 +34,17 @@ def main(source: Path = SOURCE) -> None:
     print(f"{len(chosen)} bags, {TARGET.stat().st_size / 1024:.0f} KB, response_label=1: {sum(labels)}")
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_data_option(parser)
+    parser.add_argument(
+        "source", nargs="?", type=Path, help="a JSONL file to sample instead of DIR/processbench/train.jsonl"
+    )
+    args = parser.parse_args()
+    build(args.source or args.data / "processbench" / "train.jsonl")
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else SOURCE)
+    main()

@@ -61,7 +61,7 @@ def runs_for(n_classes: int) -> list[tuple[str, str, TrainConfig]]:
 def cmd_run(args: argparse.Namespace) -> None:
     setup()
     started = time.perf_counter()
-    prepared = load(args.dataset, args.view)
+    prepared = load(args.dataset, args.view, args.data)
     out = f"paper_{args.dataset}_{args.view}.json"
     meta = run_meta(
         args,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from data_option import DATA, add_data_option
 
 from fractal_core.data.io import read_split_dir
 from fractal_core.evaluation import comparison as evaluation
@@ -31,9 +32,8 @@ from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.estimator import FractalModel
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-DATASETS = {"delucionqa": DATA / "delucionqa", "processbench": DATA / "processbench"}
+DATASETS = ("delucionqa", "processbench")  # sub-folders of the --data folder
 
 
 def setup() -> None:
@@ -43,11 +43,11 @@ def setup() -> None:
     install_probe()
 
 
-def load(dataset: str, label_view: str = "native") -> PreparedSplits:
+def load(dataset: str, label_view: str = "native", data: Path = DATA) -> PreparedSplits:
     """Embedded train/valid/test of a shared dataset (cached embeddings; nothing is embedded twice)."""
     from fractal_core.embedding.encoder import get_encoder
 
-    splits = read_split_dir(DATASETS[dataset])
+    splits = read_split_dir(data / dataset)
     return prepare_splits(splits, get_encoder(None), label_view=label_view, device="cpu")  # type: ignore[arg-type]
 
 
@@ -142,12 +142,13 @@ def run_cli(
     run_options: dict[str, dict[str, Any]] | None = None,
     **commands: Command,
 ) -> None:
-    """The experiments' command line: ``run --dataset D [--view V] [options]`` plus named extra commands."""
+    """The experiments' command line: ``run --dataset D [--view V] [--data DIR] [options]`` plus named extra commands."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(required=True)
     run_parser = sub.add_parser("run")
     run_parser.add_argument("--dataset", required=True, choices=tuple(DATASETS))
     run_parser.add_argument("--view", default="native", choices=("native", "binary", "mean"))
+    add_data_option(run_parser)
     for flag, options in (run_options or {}).items():
         run_parser.add_argument(flag, **options)
     run_parser.set_defaults(func=run)

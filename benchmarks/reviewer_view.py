@@ -1,7 +1,7 @@
 """What Review colours against what the model knows, and the F key's rules, on held-out test splits.
 
 Usage (DIR holds one folder per dataset with train/valid/test.jsonl):
-    nice .venv/bin/python benchmarks/reviewer_view.py --data DIR [--datasets processbench,delucionqa]
+    nice .venv/bin/python benchmarks/reviewer_view.py [--data DIR] [--datasets processbench,delucionqa]
         [--seeds 0,1,2] [--gold 0.1]
 
 Each (dataset, seed) trains hybrid with 10% random gold responses through ``comparison.run_one`` (what
@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data_option import add_data_option  # noqa: E402
 from quality_common import fmt, machine, stats  # noqa: E402
 
 from app.scores_view import review_colours  # noqa: E402
@@ -128,7 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per dataset")
+    add_data_option(parser)
     parser.add_argument("--datasets", default="processbench,delucionqa")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--gold", type=float, default=0.1)

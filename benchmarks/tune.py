@@ -100,7 +100,7 @@ def summarise(records: list[dict[str, Any]], method: str) -> list[tuple[str, flo
 def cmd_run(args: argparse.Namespace) -> None:
     setup()
     started = time.perf_counter()
-    prepared = load(args.dataset, args.view)
+    prepared = load(args.dataset, args.view, args.data)
     out = f"tune_{args.dataset}_{args.view}.json"
     meta = run_meta(args, prepared, seeds=SEEDS, split_scored="valid")
     records: list[dict[str, Any]] = []

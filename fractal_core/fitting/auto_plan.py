@@ -1,0 +1,58 @@
+"""``auto``'s settings and candidates: the fits it makes, in the order they run, and their stage names."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.method_plan import Candidate, MethodPlan, single_plan
+
+AUTO_PRIOR_WEIGHTS: tuple[float, ...] = (0.1,)
+"""Cosine-prior weights ``auto`` tries (BagLoss weight 1 - w, correlation prior off); the config's own cosine
+weight (the tuned default) is tried first. 0.3 was a candidate too, but on the validation splits the
+one-standard-error rule never chose it (BENCHMARKS.md), so it no longer costs a fit."""
+AUTO_WARM_PATIENCE = 2
+"""Early-stopping patience (epochs) of ``auto``'s priors candidates, which start from its BagLoss scorer rather
+than from scratch (the config's patience applies to every other fit)."""
+AUTO_CROSS_FIT_FOLDS = 2
+"""Gold responses are cut into this many folds to judge hybrid on gold it did not train on."""
+AUTO_SE_MULTIPLE = 1.0
+"""``auto`` without gold keeps the simplest candidate whose held-out log-likelihood lies within this many paired
+standard errors of the best (the one-standard-error rule, ``fractal_core.fitting.auto_choice.choose``)."""
+AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "priors", "hybrid")
+"""``auto``'s candidates from simplest to most elaborate (priors: smaller cosine weight first)."""
+
+
+def auto_stage(candidate: str, stage: str) -> str:
+    """The progress / history name of a training stage of one of ``auto``'s candidates."""
+    return f"auto:{candidate}/{stage}"
+
+
+def auto_prior_weights(config: TrainConfig | None = None) -> tuple[float, ...]:
+    """The cosine weights ``auto`` tries, the config's own first."""
+    weights = (config or TrainConfig()).weights
+    first = weights.cosine if weights.cosine > 0 else AUTO_PRIOR_WEIGHTS[0]
+    return (first, *[w for w in AUTO_PRIOR_WEIGHTS if abs(w - first) > 1e-9])
+
+
+def auto_candidates(*, has_gold: bool, aggregation: str, config: TrainConfig) -> tuple[Candidate, ...]:
+    """``auto``'s fits in the order they run: the calibrated prior (no training stage), BagLoss, BagLoss +
+    cosine prior at each weight (warm-started from BagLoss, shorter patience) and, with gold, hybrid on each
+    cross-fitting fold's complement and then on all the gold."""
+
+    def plan(name: str, cfg: TrainConfig = config) -> MethodPlan:
+        return single_plan(name, asked=name, aggregation=aggregation, config=cfg)
+
+    out = [Candidate("prior_only(calibrated)", plan("prior_only")), Candidate("bagloss", plan("bagloss"))]
+    for w in auto_prior_weights(config):
+        cfg = replace(
+            config,
+            weights=replace(config.weights, bag=1.0 - w, cosine=w, correlation=0.0),
+            patience=min(config.patience, AUTO_WARM_PATIENCE),
+        )
+        out.append(Candidate(f"priors(cosine={w:g})", plan("priors", cfg), warm_start=True, cosine=w))
+    if has_gold:
+        hybrid = plan("hybrid")
+        out += [Candidate(f"hybrid(fold {f + 1})", hybrid, fold=f) for f in range(AUTO_CROSS_FIT_FOLDS)]
+        out.append(Candidate("hybrid", hybrid))
+    return tuple(out)

@@ -29,202 +29,79 @@ stored with source ``imported`` (or ``imported_gold`` when whoever ingests says 
 ``imported_by`` (default ``import:<file name>``) and the time of the ingest. The ``meta.fractal`` block of a
 native export (:mod:`db.export`: per-label source, annotator and time, scores, provenance) is never restored:
 only its ``split`` is kept, and the block is dropped from ``meta`` (every export writes it afresh).
+
+This module runs an ingest; its parts live next to it: :mod:`db.ingest_checks` (what is read and checked
+before anything is written), :mod:`db.ingest_staging` (the staging dataset: created, published, removed) and
+:mod:`db.ingest_write` (one chunk's inserts). Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Literal
 
-from sqlalchemy import CursorResult, Engine, Table, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from db.engine import run_read, run_write
-from db.jobs import owner_gone, process_owner
-from db.models import (
-    GOLD_SOURCES,
-    CurrentLabel,
-    Dataset,
-    IngestedFile,
-    LabelEvent,
-    Response,
-    Sentence,
-    utcnow,
+from db.ingest_checks import (
+    NATIVE_KEY,
+    SPLIT_CHARS,
+    _check_fits,
+    _chunks,
+    _combine_kind,
+    _expected_records,
+    _prepare_chunk,
+    _Prepared,
+    _refuse_other_declared_kind,
+    _refuse_same_file,
+    _split_of,
+    check_split_name,
+    file_sha256,
 )
-from db.repository import parse_label_kind, staging_dataset_ids, validate_dataset_name
+from db.ingest_staging import (
+    CHUNK_RESPONSES,
+    IMPORT_STALE_S,
+    STAGING_PREFIX,
+    _publish,
+    _stage,
+    _Staging,
+    discard_staged,
+    purge_abandoned_imports,
+)
+from db.ingest_write import _write_chunk
+from db.jobs import process_owner
+from db.models import Dataset
+from db.repository import parse_label_kind, validate_dataset_name
 from db.rows import IngestSummary
 from db.sources import IMPORTED, IMPORTED_GOLD
 from fractal_core.data import io
 from fractal_core.data.files import require_format
-from fractal_core.data.records import MAX_LABEL, ResponseRecord, kind_mismatch
+from fractal_core.data.records import MAX_LABEL
 from fractal_core.data.segment import SEGMENTER_VERSION
 from fractal_core.errors import InputError
 
+__all__ = [
+    "ANNOTATOR_CHARS",
+    "CHUNK_RESPONSES",
+    "IMPORT_STALE_S",
+    "NATIVE_KEY",
+    "SPLIT_CHARS",
+    "STAGING_PREFIX",
+    "IngestSummary",
+    "ProgressCallback",
+    "check_split_name",
+    "discard_staged",
+    "file_sha256",
+    "ingest_file",
+    "purge_abandoned_imports",
+]
+
 ProgressCallback = Callable[[int, int | None], None]  # (records done, records expected or None)
-NATIVE_KEY = "fractal"  # meta key of the provenance block written by the native export
-_SPLIT_STEMS = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
-_KIND_ORDER = {"binary": 0, "ordinal": 1}
-SPLIT_CHARS = 32  # responses.split
-_SPLIT_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{SPLIT_CHARS - 1}}}")
 ANNOTATOR_CHARS = 128  # label_events.annotator
-CHUNK_RESPONSES = 500
-"""Records per write transaction: the longest another writer waits for an ingest (benchmarks/bench_ingest_lock.py)."""
-STAGING_PREFIX = "~import-"  # staging datasets' names: no dataset name may start with "~"
-IMPORT_STALE_S = 300.0
-"""A staged import with no heartbeat (one per chunk) for this long is abandoned, whatever host it ran on."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _expected_records(path: Path, fmt: str) -> int | None:
-    """Record count for the progress bar: Parquet metadata, else line count (JSONL exact, CSV approximate)."""
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return int(pq.ParquetFile(path).metadata.num_rows)
-        with path.open("rb") as handle:
-            lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-        return max(0, lines - 1) if fmt == "csv" else lines
-    except Exception:  # only a progress estimate: a broken file is reported by the reader
-        return None
-
-
-def _split_of(path: Path) -> str | None:
-    return _SPLIT_STEMS.get(path.stem.lower())
-
-
-def _combine_kind(current: str | None, new: str, file: str, line: int, dataset: str) -> str:
-    if current is None or current == new:
-        return new
-    if current in _KIND_ORDER and new in _KIND_ORDER:
-        return max(current, new, key=_KIND_ORDER.__getitem__)
-    raise InputError(
-        f"dataset {dataset!r} holds {current} labels but this record has {new} labels; "
-        "use another dataset for it",
-        file=file,
-        line=line,
-        field="aggregation",
-    )
-
-
-def check_split_name(split: object, **where: Any) -> str:
-    """``split`` when it is a plain name (1 to ``SPLIT_CHARS`` letters, digits, ``.``, ``_``, ``-``, not first):
-    never a path such as ``../x`` or ``a/b``, nor blank. InputError at ``where`` (file, line, field) otherwise."""
-    if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split):
-        raise InputError(
-            f"must be a plain name of 1 to {SPLIT_CHARS} letters, digits, '.', '_' or '-' "
-            f"(starting with a letter or digit), got {split!r:.80}",
-            **where,
-        )
-    return split
-
-
-def _native_split(record: ResponseRecord, file: str, line: int) -> str | None:
-    """The split recorded by a native export (``meta.fractal.split``), or None."""
-    block = record.meta.get(NATIVE_KEY)
-    if not isinstance(block, Mapping) or block.get("split") is None:
-        return None
-    return check_split_name(block["split"], file=file, line=line, field=f"meta.{NATIVE_KEY}.split")
-
-
-def _kind_error(
-    what: str, field: str, kind: str, top: float, dataset: str, file: str, line: int
-) -> InputError:
-    levels = {
-        "binary": "binary (labels 0 and 1)",
-        "proportion": "a proportion dataset (mean bags)",
-        "ordinal": f"ordinal with levels 0..{top:g}",
-    }[kind]
-    return InputError(
-        f"{what} but dataset {dataset!r} is {levels}; a dataset's label kind is fixed when it is created "
-        "(ingest into a new dataset, declared with --label-kind, instead)",
-        file=file,
-        line=line,
-        field=field,
-    )
-
-
-def _check_fits(record: ResponseRecord, kind: str, top: float, dataset: str, file: str, line: int) -> None:
-    """Refuse a record that does not fit a dataset's fixed label kind (``top``: its highest level)."""
-    found = kind_mismatch(record, kind, top)
-    if found is not None:
-        raise _kind_error(found[0], found[1], kind, top, dataset, file, line)
-
-
-@dataclass
-class _Staging:
-    """An import being staged: its hidden dataset and ``ingested_files`` row (None until the first chunk)."""
-
-    dataset: str
-    file: str
-    dataset_id: int | None = None
-    file_id: int | None = None
-    kind: str | None = None  # derived from the records so far
-    max_label: float = 0.0
-    first_line: int = 0  # the file's first record
-    first_aggregation: str = ""
-    max_line: int = 0  # the first record with the highest level so far
-    counts: dict[str, int] = field(default_factory=lambda: {"responses": 0, "sentences": 0, "labels": 0})
-
-
-def _refuse_same_file(session: Session, dataset_id: int, sha: str, dataset: str, file: str) -> None:
-    seen = session.scalars(
-        select(IngestedFile).where(
-            IngestedFile.dataset_id == dataset_id,
-            IngestedFile.sha256 == sha,
-            IngestedFile.state == "published",
-        )
-    ).first()
-    if seen is not None:
-        raise InputError(
-            f"this file (sha256 {sha[:12]}) was already ingested into dataset {dataset!r} "
-            f"on {seen.ingested_at:%Y-%m-%d %H:%M} UTC as {seen.filename}",
-            file=file,
-        )
-
-
-def _refuse_other_declared_kind(
-    ds: Dataset, declared: tuple[str, float | None] | None, label_kind: str | None, dataset: str
-) -> None:
-    if declared is not None and (declared[0] != ds.label_kind or declared[1] not in (None, ds.max_label)):
-        raise InputError(
-            f"dataset {dataset!r} is already {ds.label_kind}"
-            + (f" with levels 0..{ds.max_label:g}" if ds.label_kind == "ordinal" else "")
-            + f"; it cannot be ingested as {label_kind}",
-            field="label_kind",
-        )
-
-
-def _refuse_other_staged_kind(ds: Dataset, staging: _Staging) -> None:
-    """At publish, into a dataset another ingest created while this file was being staged: the file's labels
-    (their kind and highest level) must fit the kind that ingest fixed."""
-    kind, top, args = (
-        staging.kind,
-        staging.max_label,
-        (ds.label_kind, ds.max_label, staging.dataset, staging.file),
-    )
-    if (ds.label_kind == "proportion") != (kind == "proportion"):
-        raise _kind_error(
-            f"aggregation is {staging.first_aggregation}", "aggregation", *args, staging.first_line
-        )
-    if kind != "proportion" and top > ds.max_label:
-        raise _kind_error(f"a label is {top:g}", "response_label", *args, staging.max_line)
 
 
 def ingest_file(
@@ -392,353 +269,3 @@ def ingest_file(
         labels_source=source,
         seconds=time.perf_counter() - started,
     )
-
-
-def _stage(
-    session: Session, staging: _Staging, kind: tuple[str, float], file_row: dict[str, Any]
-) -> tuple[int, int]:
-    """The staging dataset and file row: created with the first chunk; later chunks renew the heartbeat and
-    make sure nobody removed them meanwhile (an import judged abandoned)."""
-    now = utcnow()
-    if staging.dataset_id is None or staging.file_id is None:
-        ds_id = session.execute(
-            insert(Dataset)
-            .values(
-                name=f"{STAGING_PREFIX}{uuid.uuid4().hex}",
-                label_kind=kind[0],
-                max_label=kind[1],
-                description="",
-                gold_target=0.1,
-                created_at=now,
-            )
-            .returning(Dataset.id)
-        ).scalar_one()
-        file_id = session.execute(
-            insert(IngestedFile)
-            .values(dataset_id=ds_id, heartbeat_at=now, ingested_at=now, **file_row)
-            .returning(IngestedFile.id)
-        ).scalar_one()
-        return ds_id, file_id
-    _renew(session, staging)
-    return staging.dataset_id, staging.file_id
-
-
-def _renew(session: Session, staging: _Staging) -> None:
-    alive = session.execute(
-        update(IngestedFile)
-        .where(IngestedFile.id == staging.file_id, IngestedFile.state == "staging")
-        .values(heartbeat_at=utcnow())
-    )
-    if not (isinstance(alive, CursorResult) and alive.rowcount == 1):
-        raise InputError(
-            f"the rows staged for dataset {staging.dataset!r} were removed while this file was read (the "
-            f"import was judged abandoned: no sign of life for {IMPORT_STALE_S:g} s); nothing was stored",
-            file=staging.file,
-        )
-
-
-def _publish(
-    session: Session,
-    staging: _Staging,
-    sha: str,
-    kind: str,
-    top: float,
-    target_id: int | None,
-    declared: tuple[str, float | None] | None,
-    label_kind: str | None,
-) -> int:
-    """Make the staged file visible in one transaction; returns the dataset id it now belongs to.
-
-    A new dataset is the staging dataset renamed (O(1)); into an existing one the staged responses move with one
-    UPDATE. On PostgreSQL the target row is locked (``FOR UPDATE``), and two ingests publishing into one new
-    name are serialised by its unique index: the second finds the first's dataset and joins it if it fits."""
-    assert staging.dataset_id is not None and staging.file_id is not None
-    _renew(session, staging)
-    name = staging.dataset
-
-    def locked_target() -> Dataset | None:
-        return session.scalars(select(Dataset).where(Dataset.name == name).with_for_update()).first()
-
-    target = locked_target()
-    if target is None:
-        try:
-            with session.begin_nested():
-                session.execute(
-                    update(Dataset)
-                    .where(Dataset.id == staging.dataset_id)
-                    .values(name=name, label_kind=kind, max_label=top, created_at=utcnow())
-                )
-        except IntegrityError:  # another ingest published this name first
-            target = locked_target()
-            if target is None:
-                raise
-    if target is None:
-        dataset_id = staging.dataset_id
-    else:
-        session.refresh(target)
-        if target.id != target_id:  # not the dataset the chunks were checked against
-            _refuse_other_declared_kind(target, declared, label_kind, name)
-            _refuse_other_staged_kind(target, staging)
-        _refuse_same_file(session, target.id, sha, name, staging.file)
-        responses = cast(Table, Response.__table__)
-        try:
-            with session.begin_nested():
-                session.execute(
-                    update(responses)
-                    .where(responses.c.dataset_id == staging.dataset_id)
-                    .values(dataset_id=target.id)
-                )
-        except IntegrityError as err:
-            clash = _clashing_id(session, staging.dataset_id, target.id)
-            if clash is None:
-                raise
-            raise InputError(
-                f"id {clash!r} is already stored in dataset {name!r} (another ingest stored it while this file "
-                "was read; ids must be unique within a dataset)",
-                file=staging.file,
-                field="id",
-            ) from err
-        session.execute(
-            update(IngestedFile).where(IngestedFile.id == staging.file_id).values(dataset_id=target.id)
-        )
-        dataset_id = target.id
-    session.execute(
-        update(IngestedFile)
-        .where(IngestedFile.id == staging.file_id)
-        .values(
-            state="published",
-            owner=None,
-            heartbeat_at=None,
-            ingested_at=utcnow(),
-            n_responses=staging.counts["responses"],
-            n_sentences=staging.counts["sentences"],
-        )
-    )
-    if dataset_id != staging.dataset_id:
-        session.execute(delete(Dataset).where(Dataset.id == staging.dataset_id))
-    return dataset_id
-
-
-def _clashing_id(session: Session, staged_id: int, target_id: int) -> str | None:
-    held = aliased(Response)
-    return session.scalar(
-        select(Response.external_id)
-        .join(held, (held.dataset_id == target_id) & (held.external_id == Response.external_id))
-        .where(Response.dataset_id == staged_id)
-        .limit(1)
-    )
-
-
-def discard_staged(engine: Engine, dataset_id: int, *, chunk_size: int = CHUNK_RESPONSES) -> int:
-    """Remove a staging dataset and its rows, ``chunk_size`` responses per short transaction (their sentences
-    and labels go with them); returns the responses removed. Does nothing to a published dataset."""
-    staged = staging_dataset_ids().where(IngestedFile.dataset_id == dataset_id)
-    responses = cast(Table, Response.__table__)
-
-    def work(session: Session) -> int:
-        ids = list(
-            session.scalars(
-                select(responses.c.id)
-                .where(responses.c.dataset_id == dataset_id, responses.c.dataset_id.in_(staged))
-                .limit(chunk_size)
-            )
-        )
-        if ids:
-            session.execute(delete(responses).where(responses.c.id.in_(ids)))
-        else:
-            session.execute(delete(Dataset).where(Dataset.id == dataset_id, Dataset.id.in_(staged)))
-        return len(ids)
-
-    removed = 0
-    while n := run_write(engine, work):
-        removed += n
-    return removed
-
-
-def purge_abandoned_imports(engine: Engine, *, stale_after_s: float = IMPORT_STALE_S) -> int:
-    """Remove the staged rows of ingests whose process died before publishing: its process is gone (same
-    host) or it showed no sign of life for ``stale_after_s`` seconds (any host). Workers run this when they
-    start, and so does ``fractal ingest``. Returns how many imports were removed."""
-    cutoff = utcnow() - timedelta(seconds=stale_after_s)
-    staged = run_read(
-        engine,
-        lambda s: s.execute(
-            select(IngestedFile.dataset_id, IngestedFile.owner, IngestedFile.heartbeat_at).where(
-                IngestedFile.state == "staging"
-            )
-        ).all(),
-    )
-    abandoned = [ds for ds, owner, beat in staged if owner_gone(owner) or beat is None or beat < cutoff]
-    for dataset_id in abandoned:
-        discard_staged(engine, dataset_id)
-    return len(abandoned)
-
-
-def _insert_returning_ids(session: Session, table: Any, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert ``rows`` into ``table`` in one executemany and return their new ids, in order.
-
-    SQLite cannot return ids of a multi-row INSERT in parameter order, so SQLAlchemy would fall back to one
-    statement per row (10x slower). We hold SQLite's write lock for the chunk's transaction (BEGIN IMMEDIATE),
-    so nobody else can take ids meanwhile: assign them ourselves. Other backends use ordered RETURNING.
-    """
-    if not rows:
-        return []
-    if session.get_bind().dialect.name == "sqlite":
-        start = (session.scalar(select(func.max(table.c.id))) or 0) + 1
-        ids = list(range(start, start + len(rows)))
-        for row, new_id in zip(rows, ids, strict=True):
-            row["id"] = new_id
-        session.execute(insert(table), rows)
-        return ids
-    return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
-
-
-def _chunks(
-    records: Iterator[tuple[int, ResponseRecord]], size: int
-) -> Iterator[list[tuple[int, ResponseRecord]]]:
-    chunk: list[tuple[int, ResponseRecord]] = []
-    for item in records:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-# (line, record, stored meta, labels as (value, source, annotator, time) or None, gold labels, split)
-_Prepared = tuple[
-    int, ResponseRecord, dict[str, Any], list[tuple[int, str, str, datetime] | None], int, str | None
-]
-
-
-def _prepare_chunk(
-    chunk: Sequence[tuple[int, ResponseRecord]],
-    file: str,
-    default_split: str | None,
-    source: str,
-    annotator: str,
-) -> list[_Prepared]:
-    """Each record's stored meta, labels (value, source, annotator, time), gold count and split; no database."""
-    prepared = []
-    now = utcnow()
-    for line, record in chunk:
-        native_split = _native_split(record, file, line)
-        labels: list[tuple[int, str, str, datetime] | None] = (
-            [None if y is None else (int(y), source, annotator, now) for y in record.sentence_labels]
-            if record.sentence_labels is not None
-            else [None] * len(record.spans)
-        )
-        # The native block (labels, scores, provenance of another store) is regenerated by every export.
-        meta = {k: v for k, v in record.meta.items() if k != NATIVE_KEY}
-        n_gold = sum(1 for lab in labels if lab is not None and lab[1] in GOLD_SOURCES)
-        prepared.append((line, record, meta, labels, n_gold, native_split or default_split))
-    return prepared
-
-
-def _write_chunk(
-    session: Session,
-    staging: _Staging,
-    dataset_id: int,
-    file_id: int,
-    chunk: Sequence[_Prepared],
-) -> dict[str, int]:
-    """Insert one chunk into the staging dataset; returns how many responses, sentences and labels it wrote.
-
-    Ids are checked against the target dataset as it is now (one created meanwhile included); a clash with a
-    file published later is caught at publish."""
-    ids = [record.id for _, record, *_ in chunk]
-    taken = set(
-        session.scalars(
-            select(Response.external_id)
-            .join(Dataset, Dataset.id == Response.dataset_id)
-            .where(Dataset.name == staging.dataset, Response.external_id.in_(ids))
-        )
-    )
-    if taken:
-        line, clash = next((ln, r) for ln, r, *_ in chunk if r.id in taken)
-        raise InputError(
-            f"id {clash.id!r} is already stored in this dataset (ids must be unique within a dataset)",
-            file=staging.file,
-            line=line,
-            field="id",
-        )
-    prepared = chunk
-    response_ids = _insert_returning_ids(
-        session,
-        Response.__table__,
-        [
-            {
-                "dataset_id": dataset_id,
-                "file_id": file_id,
-                "external_id": record.id,
-                "context": record.context,
-                "text": record.text,
-                "response_label": float(record.response_label),
-                "aggregation": record.aggregation,
-                "label_kind": "proportion"
-                if record.aggregation == "mean"
-                else ("ordinal" if record.response_label > 1 else "binary"),
-                "split": split,
-                "task": record.task,
-                "meta": meta,
-                "n_sentences": len(record.spans),
-                "n_gold": n_gold,
-            }
-            for _, record, meta, _, n_gold, split in prepared
-        ],
-    )
-    sentence_rows: list[dict[str, Any]] = []
-    for rid, (_, record, _, _, _, _) in zip(response_ids, prepared, strict=True):
-        sentence_rows.extend(
-            {
-                "response_id": rid,
-                "position": i,
-                "start": span.start,
-                "end": span.end,
-                "text": span.text,
-                "segmenter_version": SEGMENTER_VERSION,
-            }
-            for i, span in enumerate(record.spans)
-        )
-    sentence_ids = _insert_returning_ids(session, Sentence.__table__, sentence_rows)
-    event_rows: list[dict[str, Any]] = []
-    at = 0
-    for rid, (_, record, _, labels, _, _) in zip(response_ids, prepared, strict=True):
-        for i, lab in enumerate(labels):
-            if lab is not None:
-                label, source, who, when = lab
-                event_rows.append(
-                    {
-                        "action_id": f"ingest-{file_id}",
-                        "sentence_id": sentence_ids[at + i],
-                        "response_id": rid,
-                        "annotator": who,
-                        "source": source,
-                        "old_label": None,
-                        "old_source": None,
-                        "old_annotator": None,
-                        "new_label": label,
-                        "new_annotator": who,
-                        "created_at": when,
-                    }
-                )
-        at += len(record.spans)
-    if event_rows:
-        event_ids = _insert_returning_ids(session, LabelEvent.__table__, event_rows)
-        session.execute(
-            insert(cast(Table, CurrentLabel.__table__)),
-            [
-                {
-                    "sentence_id": ev["sentence_id"],
-                    "response_id": ev["response_id"],
-                    "label": ev["new_label"],
-                    "source": ev["source"],
-                    "annotator": ev["annotator"],
-                    "event_id": eid,
-                    "updated_at": ev["created_at"],
-                }
-                for ev, eid in zip(event_rows, event_ids, strict=True)
-            ],
-        )
-    return {"responses": len(prepared), "sentences": len(sentence_rows), "labels": len(event_rows)}

@@ -325,7 +325,7 @@ def test_staged_rows_are_removed_a_few_responses_per_transaction(
 ) -> None:
     """Removing a staged import never holds the write lock for the whole file: one short transaction per
     ``chunk_size`` responses (their sentences and labels go with them), then the staging dataset itself."""
-    import db.ingest
+    import db.ingest_staging
 
     before = store_digest(engine, logical=True)
     transactions: list[int] = []
@@ -338,9 +338,9 @@ def test_staged_rows_are_removed_a_few_responses_per_transaction(
     def between_chunks(done: int, _total: int | None) -> None:
         if done == 3 * CHUNK:
             staged = run_read(engine, lambda s: s.scalars(repo.staging_dataset_ids()).one())
-            monkeypatch.setattr(db.ingest, "run_write", counting)
-            removed.append(db.ingest.discard_staged(engine, staged, chunk_size=5))
-            monkeypatch.setattr(db.ingest, "run_write", run_write)
+            monkeypatch.setattr(db.ingest_staging, "run_write", counting)
+            removed.append(db.ingest_staging.discard_staged(engine, staged, chunk_size=5))
+            monkeypatch.setattr(db.ingest_staging, "run_write", run_write)
 
     big = write_jsonl(tmp_path / "big.jsonl", make_rows(ROWS, prefix="big"))
     with pytest.raises(InputError, match="were removed while this file was read"):

@@ -1,4 +1,4 @@
-"""Activation by evidence: a new version replaces the active one only when not worse on the current gold set."""
+"""Activation by evidence: a new version replaces the active one only if not worse on the current gold set."""
 
 from __future__ import annotations
 

@@ -142,7 +142,8 @@ def finish_model_version(
     error: str | None = None,
 ) -> ModelVersionRow:
     """Close a training run. ``ready`` keeps the per-response figures stored with
-    :func:`~db.repository.model_scores.store_response_summaries`, or computes them from the stored sentence scores when there are none
+    :func:`~db.repository.model_scores.store_response_summaries`, or computes them from the stored sentence
+    scores when there are none
     (``fractal_core.mil.semantics``: aggregate score, uncertainty, disagreement, consistency of the gold labels)."""
     if status not in ("ready", "failed"):
         raise InputError(f"a training run finishes as ready or failed, not {status!r}", field="status")

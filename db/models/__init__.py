@@ -9,10 +9,10 @@ Tables and why they exist, by module (every name is re-exported here: ``from db.
   ingested twice, and the import's state while it is being staged (see :mod:`db.ingest`); ``responses`` (bags)
   and ``sentences`` (instances, with character offsets into ``responses.text``).
 - :mod:`db.models.model_versions`: ``model_versions``, one training run each (method, config, metrics,
-  artifact, status, parent); ``sentence_scores``, one score per (model version, sentence); ``response_scores``,
-  the per-response summary of those scores (aggregate score, uncertainty, disagreement with the bag label),
-  written once when a version finishes, so that list pages sort on an index instead of aggregating 100k rows
-  per request; ``model_files``, a trained model's files kept in the store.
+  artifact, status, parent); ``sentence_scores``, one score per (model version, sentence);
+  ``response_scores``, the per-response summary of those scores (aggregate score, uncertainty, disagreement
+  with the bag label), written once when a version finishes, so that list pages sort on an index instead of
+  aggregating 100k rows per request; ``model_files``, a trained model's files kept in the store.
 - :mod:`db.models.labels`: ``label_events``, the append-only label history (who, when, old, new, source, to
   whom the new label is attributed; triggers refuse UPDATE and DELETE) of the shared view and of each overlap
   annotator's own labels; ``current_labels`` (shared view) and ``annotations`` (own labels, in

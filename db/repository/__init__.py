@@ -8,8 +8,13 @@ One module per concern, every public name re-exported here (``from db import rep
 
 - :mod:`db.repository.datasets`: create, look up and list datasets, their gold target;
 - :mod:`db.repository.responses`: the response list (filters, sorting, pages) and one response in full;
-- :mod:`db.repository.labels`: sentence labels, undo, history and the gold budget;
-- :mod:`db.repository.model_versions`: training runs, their scores, activation and rollback;
+- :mod:`db.repository.labels`: sentence labels, undo, history and the gold budget, gathered from
+  :mod:`~db.repository.label_events` (the one write path), :mod:`~db.repository.label_undo` and
+  :mod:`~db.repository.label_views` (history, gold budget);
+- :mod:`db.repository.model_versions`: training runs, their scores, activation and rollback, gathered from
+  :mod:`~db.repository.model_registry` (register, read, finish, activate, roll back),
+  :mod:`~db.repository.model_scores` (sentence scores, per-response summaries) and
+  :mod:`~db.repository.model_activation` (activation only on evidence from the current gold set);
 - :mod:`db.repository.records`: a dataset as ``fractal_core`` training records;
 - the job queue, re-exported from :mod:`db.jobs`.
 """

@@ -32,13 +32,13 @@ def _progress(at) -> dict[str, dict[str, object]]:
 
 
 def test_rates_need_a_sample_and_time(store, monkeypatch) -> None:
-    from db.repository import labels
+    from db.repository import label_events
 
     ds = store.ingest(tiny_records(16), name="work")
     # bob started half an hour ago (the label history is append-only: its clock is set while he labels)
     half_an_hour_ago = utcnow() - timedelta(minutes=30)
     with monkeypatch.context() as clock:
-        clock.setattr(labels, "utcnow", lambda: half_an_hour_ago)
+        clock.setattr(label_events, "utcnow", lambda: half_an_hour_ago)
         _label(store, ds.dataset_id, "bob", 1)
     _label(store, ds.dataset_id, "bob", 30)  # the first sentence again, unchanged: 29 more changes
     _label(store, ds.dataset_id, "ann", 3, value=1)

@@ -1,0 +1,131 @@
+"""Datasets and what an ingest puts in them: ingested files, responses (bags) and sentences (instances)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy import (
+    text as sql_text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.models.base import Base, one_of, utcnow
+from fractal_core.data.records import AGGREGATIONS, LABEL_KINDS, MAX_ID_CHARS, MAX_LABEL, MAX_TASK_CHARS
+
+FILE_FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
+SEGMENT_MODES: tuple[str, ...] = ("sentences", "steps")
+# An import is staged (written chunk by chunk into a hidden dataset of its own) until it is published.
+IMPORT_STATES: tuple[str, ...] = ("staging", "published")
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (
+        CheckConstraint(one_of("label_kind", LABEL_KINDS), name="label_kind"),
+        CheckConstraint(f"max_label >= 0 AND max_label <= {MAX_LABEL}", name="max_label"),
+        CheckConstraint("gold_target >= 0 AND gold_target <= 1", name="gold_target"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # "binary" | "ordinal" | "proportion": fixed when the dataset is created (declared, or derived from its first
+    # file); later files must fit it.
+    label_kind: Mapped[str] = mapped_column(String(16))
+    # Highest level (ordinal: C - 1, fixed with the kind; else 1): labels are divided by it to compare with scores.
+    max_label: Mapped[float] = mapped_column(Float, default=1.0)
+    gold_target: Mapped[float] = mapped_column(Float, default=0.1)
+    # Team work: a share ``overlap_fraction`` of responses goes to ``overlap_k`` annotators each (agreement).
+    overlap_k: Mapped[int] = mapped_column(Integer, default=1, server_default=sql_text("1"))
+    overlap_fraction: Mapped[float] = mapped_column(Float, default=0.0, server_default=sql_text("0"))
+    guidelines: Mapped[str] = mapped_column(Text, default="", server_default="")  # Markdown, by an admin
+    active_model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", use_alter=True, ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IngestedFile(Base):
+    __tablename__ = "ingested_files"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "sha256"),
+        CheckConstraint(one_of("format", FILE_FORMATS), name="format"),
+        CheckConstraint(one_of("segment_mode", SEGMENT_MODES), name="segment_mode"),
+        CheckConstraint(one_of("state", IMPORT_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # While ``state`` is "staging" this is the import's own hidden dataset (readers never list it); publishing
+    # renames that dataset to the target name, or moves its responses into the existing target.
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default="published", server_default="published")
+    # The staging process ("host:pid") and its last sign of life (each chunk): a crashed import's staged rows
+    # are removed by the next worker or ingest that finds it dead.
+    owner: Mapped[str | None] = mapped_column(String(128))
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    filename: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    segment_mode: Mapped[str] = mapped_column(String(32))
+    segmenter_version: Mapped[str] = mapped_column(String(64))
+    n_responses: Mapped[int] = mapped_column(Integer)
+    n_sentences: Mapped[int] = mapped_column(Integer)
+    ingested_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Response(Base):
+    __tablename__ = "responses"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "external_id"),
+        Index("ix_responses_dataset_id_id", "dataset_id", "id"),
+        CheckConstraint(one_of("aggregation", AGGREGATIONS), name="aggregation"),
+        CheckConstraint(one_of("label_kind", LABEL_KINDS), name="label_kind"),
+        CheckConstraint(
+            f"response_label >= 0 AND response_label <= CASE WHEN aggregation = 'mean' THEN 1 ELSE {MAX_LABEL} END",
+            name="response_label",
+        ),
+        CheckConstraint("n_sentences >= 1 AND n_gold >= 0 AND n_gold <= n_sentences", name="counts"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    file_id: Mapped[int | None] = mapped_column(ForeignKey("ingested_files.id", ondelete="SET NULL"))
+    external_id: Mapped[str] = mapped_column(String(MAX_ID_CHARS))
+    context: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    response_label: Mapped[float] = mapped_column(Float)
+    aggregation: Mapped[str] = mapped_column(String(8))
+    label_kind: Mapped[str] = mapped_column(String(16))
+    split: Mapped[str | None] = mapped_column(String(32))
+    task: Mapped[str | None] = mapped_column(String(MAX_TASK_CHARS))
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    n_sentences: Mapped[int] = mapped_column(Integer)
+    # Current gold-source labels in this response; kept in step with current_labels by every label write.
+    n_gold: Mapped[int] = mapped_column(Integer, default=0, server_default=sql_text("0"))
+
+
+class Sentence(Base):
+    __tablename__ = "sentences"
+    __table_args__ = (
+        UniqueConstraint("response_id", "position"),
+        CheckConstraint('position >= 0 AND start >= 0 AND "end" >= start', name="offsets"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    start: Mapped[int] = mapped_column(Integer)  # character offset into responses.text
+    end: Mapped[int] = mapped_column(Integer)  # exclusive
+    text: Mapped[str] = mapped_column(Text)
+    segmenter_version: Mapped[str] = mapped_column(String(64))

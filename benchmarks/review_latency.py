@@ -210,6 +210,12 @@ def main() -> None:
     )
     parser.add_argument("--peer-commit", default=PEER_COMMIT, help="earlier commit to measure as the peer")
     parser.add_argument("--presses", type=int, default=8, help="J presses per response (each app)")
+    parser.add_argument(
+        "--label-rounds",
+        type=int,
+        default=4,
+        help="rounds of n timed label presses after the reload check (each round also clears them, untimed)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--base-store",
@@ -245,11 +251,16 @@ def main() -> None:
                     page.wait_for_timeout(1000)
                     results[name] = {"response_sentences": n}
                     if name == "component":
-                        results[name]["label"] = _summary(_label_times(page, n))
+                        label_times = _label_times(page, n)
                         results[name]["reload"] = _reload_check(page, srv, rid, n)
                         page.wait_for_function(f"() => ({_FIND})('fs-sent-0') !== null", timeout=120_000)
                         _settle(page)
                         page.wait_for_timeout(1000)
+                        # More rounds of the same 2n changes after the reload, for a steadier tail.
+                        for _ in range(args.label_rounds):
+                            label_times += _label_times(page, n)
+                            _settle(page)
+                        results[name]["label"] = _summary(label_times)
                     results[name]["cursor"] = _summary(_cursor_times(page, min(args.presses, n - 1)))
                     page.close()
                 finally:

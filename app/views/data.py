@@ -42,8 +42,8 @@ else:
 st.subheader("Upload responses", anchor=False)
 st.caption(
     "One response per row: `id`, `context` (optional), `text` or `sentences`, `response_label`, "
-    "`aggregation` (max / min / mean), optional `sentence_labels`. Bad rows are reported with their line and "
-    "field, and nothing is stored."
+    "`aggregation` (max / min / mean), optional `sentence_labels`. Other columns are listed below, to keep in "
+    "meta or leave out. Bad rows are reported with their line and field, and nothing is stored."
 )
 upload = st.file_uploader("File", type=["jsonl", "json", "csv", "parquet"], key="data_upload")
 if upload is None:

@@ -147,7 +147,11 @@ def label_words(path: Path, column: str | None) -> list[str] | None:
     if column is None:
         return None
     try:
-        values = pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False)[column]
+        # Header cells are matched stripped, as the reader (and csv_header) names them.
+        frame = pd.read_csv(
+            path, usecols=lambda c: str(c).strip() == column, dtype=str, keep_default_na=False
+        )
+        values = frame.iloc[:, 0]
     except Exception:
         return None
     distinct = [str(v).strip() for v in pd.unique(values)]

@@ -126,3 +126,11 @@ def test_the_choice_reaches_the_import_job(store) -> None:
     assert "extra columns kept in meta: <b>notes</b>, model" in ctx.lines[-1]
     assert _stored_meta(store)["u0"]["model"] == "gpt-0"
     assert uploads.extra_columns(path, "csv", options["column_map"]) == ["model", "<b>notes</b>"]
+
+
+def test_header_cells_are_named_as_the_reader_names_them(tmp_path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text(" uid , verdict ,model\na,correct,m\nb,wrong,m\n", encoding="utf-8")
+    assert uploads.csv_header(path) == ["uid", "verdict", "model"]
+    assert uploads.label_words(path, "verdict") == ["correct", "wrong"]
+    assert uploads.extra_columns(path, "csv", {"uid": "id", "verdict": "response_label"}) == ["model"]

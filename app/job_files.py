@@ -20,7 +20,16 @@ def run_import(
     from db.ingest import ingest_file
 
     ctx.set(0.05, f"reading {Path(payload['path']).name}", force=True)
-    keys = ("format", "column_map", "label_map", "segment_mode", "labels_as", "label_kind", "imported_by")
+    keys = (
+        "format",
+        "column_map",
+        "label_map",
+        "extra_columns",
+        "segment_mode",
+        "labels_as",
+        "label_kind",
+        "imported_by",
+    )
     options = {k: payload[k] for k in keys if payload.get(k)}
     try:
         summary = ingest_file(engine, payload["path"], payload["dataset"], **options)
@@ -31,12 +40,15 @@ def run_import(
         raise
     ctx.log(
         f"ingested {summary.n_responses} responses, {summary.n_sentences} sentences into {summary.dataset!r}"
+        + (f"; extra columns {summary.extras_note()}" if summary.extra_columns else "")
     )
     queue_after_import(engine, summary.dataset_id)
     return {
         "dataset_id": summary.dataset_id,
         "n_responses": summary.n_responses,
         "n_sentences": summary.n_sentences,
+        "extra_columns": list(summary.extra_columns),
+        "extras_mode": summary.extras_mode,
     }
 
 

@@ -15,7 +15,8 @@ Job kinds and payloads (every id is a database id):
   activated the same way.
 - ``embed``: ``{"dataset_id"}``. Embeds every sentence and context window into the on-disk cache (queued after
   an import) so the next training job starts from cached embeddings.
-- ``import``: ``{"path", "dataset", "format", "column_map", "label_map", "segment_mode", "labels_as"}``: ingests a file,
+- ``import``: ``{"path", "dataset", "format", "column_map", "label_map", "extra_columns", "segment_mode",
+  "labels_as"}``: ingests a file (the log and result name the extra columns kept in meta or left out),
   then queues ``embed`` and ``score`` when the dataset already has an active model, else ``train``.
 - ``export``: ``{"dataset_id", "format", "model_version", "human_only", "soft_labels"}``: writes an export file under FRACTAL_HOME/exports.
 

@@ -21,8 +21,10 @@ from app.settings import AppSettings
 from db import repository as repo
 from db.ingest import ingest_file
 from db.rows import IngestSummary, JobRow
-from fractal_core.data import files, io
-from fractal_core.data.records import ResponseRecord
+from fractal_core.data import extras, files, io, rows
+from fractal_core.data.extras import ExtraColumns
+from fractal_core.data.records import FIELDS, ResponseRecord
+from fractal_core.data.validate import closest_field
 from fractal_core.errors import InputError
 
 INLINE_MAX_BYTES = 5_000_000
@@ -79,12 +81,49 @@ def discard(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def csv_header(path: Path) -> list[str]:
-    """Column names of a CSV file (empty list when unreadable: the preview then reports the real error)."""
+def file_columns(path: Path, fmt: str) -> list[str]:
+    """Column names as the reader sees them (a CSV header, a Parquet schema, the keys of a JSONL file's first
+    rows); empty when unreadable: the preview then reports the real error."""
     try:
-        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
-    except Exception:
+        return rows.column_names(path, str(path), fmt)
+    except InputError:
         return []
+
+
+def csv_header(path: Path) -> list[str]:
+    """Column names of a CSV file, stripped as the reader strips them (empty when unreadable)."""
+    return file_columns(path, "csv")
+
+
+EXTRA_CHOICES: dict[str, ExtraColumns] = {
+    "keep them in each response's meta": "meta",
+    "leave them out": "drop",
+}
+"""The upload form's choice for columns outside the schema (the first is the default)."""
+
+
+def extra_columns(path: Path, fmt: str, column_map: dict[str, str] | None) -> list[str]:
+    """The file's columns the reader treats as extra (not a field, or displaced by the column map)."""
+    return extras.extra_columns(file_columns(path, fmt), column_map)
+
+
+def extra_notes(names: list[str], fmt: str) -> list[str]:
+    """Markdown-safe warnings about extra columns that probably should not be extra: a reserved meta key, a
+    column displaced by the mapping, a near-miss of a field's name."""
+    notes = []
+    for name in names:
+        shown = md_escape(name)
+        if name in extras.RESERVED_META_KEYS:
+            notes.append(
+                f"'{shown}' cannot be kept in meta: meta.{shown} is reserved for "
+                f"{extras.RESERVED_META_KEYS[name]}. Rename the column or leave extra columns out."
+            )
+        elif name in FIELDS:
+            notes.append(f"'{shown}' is not read as the field {shown}: another column is mapped to it.")
+        elif (close := closest_field(name)) is not None:
+            fix = "map it above" if fmt == "csv" else "fix the name in the file"
+            notes.append(f"'{shown}' looks like a misspelt '{close}': if it holds that field, {fix}.")
+    return notes
 
 
 def guess_column(field: str, header: list[str]) -> str | None:
@@ -108,7 +147,11 @@ def label_words(path: Path, column: str | None) -> list[str] | None:
     if column is None:
         return None
     try:
-        values = pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False)[column]
+        # Header cells are matched stripped, as the reader (and csv_header) names them.
+        frame = pd.read_csv(
+            path, usecols=lambda c: str(c).strip() == column, dtype=str, keep_default_na=False
+        )
+        values = frame.iloc[:, 0]
     except Exception:
         return None
     distinct = [str(v).strip() for v in pd.unique(values)]
@@ -133,17 +176,19 @@ def preview(
     segment_mode: str,
     column_map: dict[str, str] | None,
     label_map: dict[str, float] | None = None,
+    extra_columns: ExtraColumns = "refuse",
     limit: int = 5,
 ) -> list[ResponseRecord]:
     """The first ``limit`` records, validated and segmented exactly as ingest will (raises InputError)."""
-    rows = io.iter_records(
+    records = io.iter_records(
         path,
         format=fmt,  # type: ignore[arg-type]
         segment_mode=segment_mode,  # type: ignore[arg-type]
         column_map=column_map or None,
         label_map=label_map,
+        extra_columns=extra_columns,
     )
-    return [rec for _, rec in itertools.islice(rows, limit)]
+    return [rec for _, rec in itertools.islice(records, limit)]
 
 
 def describe_error(exc: InputError) -> str:

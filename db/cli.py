@@ -25,6 +25,7 @@ from db.ingest import ingest_file, purge_abandoned_imports
 from db.integrity import check_store
 from db.repository import list_datasets, list_model_versions, require_dataset
 from db.schema import SchemaOutdatedError, current_revision, head_revision, require_store, upgrade
+from fractal_core.data.extras import check_mode
 from fractal_core.errors import InputError
 
 DbOption = Annotated[
@@ -77,6 +78,15 @@ def ingest(
     split: Annotated[
         str | None, typer.Option("--split", help="Split name (default: file stem if train/valid/test).")
     ] = None,
+    extra_columns: Annotated[
+        str,
+        typer.Option(
+            "--extra-columns",
+            help="refuse | meta | drop: what happens to columns (or JSON fields) outside the schema: refuse "
+            "the file (default: a misspelt field is an error), keep them in each response's meta, or leave "
+            "them out.",
+        ),
+    ] = "refuse",
     db: DbOption = None,
 ) -> None:
     """Store a file's responses in a dataset: all rows or none. The file's sentence labels are recorded as
@@ -88,6 +98,7 @@ def ingest(
             raise InputError(
                 f"unknown segment mode {segment_mode!r}; use sentences or steps", field="--segment-mode"
             )
+        check_mode(extra_columns, field="--extra-columns")
         engine = get_engine(db, create=False)
         purge_abandoned_imports(engine)  # staged rows of ingests whose process died before publishing
         with tqdm(desc=f"ingest {file.name}", unit=" responses", disable=None) as bar:
@@ -106,6 +117,7 @@ def ingest(
                 label_kind=label_kind,
                 imported_by=importing_user(),
                 split=split,
+                extra_columns=extra_columns,  # type: ignore[arg-type]
                 progress=progress,
             )
     except InputError as err:
@@ -115,6 +127,7 @@ def ingest(
     typer.echo(
         f"ingested {summary.n_responses} responses, {summary.n_sentences} sentences, {summary.n_labels} "
         f"sentence labels ({summary.labels_source}) into dataset {summary.dataset!r} in {summary.seconds:.1f} s"
+        + (f"; extra columns {summary.extras_note()}" if summary.extra_columns else "")
     )
 
 

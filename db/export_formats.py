@@ -9,6 +9,7 @@ from typing import Any
 from db.export_read import _Item
 from db.models import ModelVersion
 from db.sources import NONE
+from fractal_core.data.extras import PROVENANCE_META_KEY
 from fractal_core.data.io import record_to_dict
 from fractal_core.data.records import ResponseRecord
 from fractal_core.data.segment import SEGMENTER_VERSION
@@ -132,7 +133,7 @@ def _native_row(
         aggregation=item.aggregation,  # type: ignore[arg-type]
         sentence_labels=current if consistent and any(v is not None for v in current) else None,
         task=item.task,
-        meta={**item.meta, "fractal": fractal},
+        meta={**item.meta, PROVENANCE_META_KEY: fractal},
     )
     return record_to_dict(record)
 

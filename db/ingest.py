@@ -28,7 +28,9 @@ stored with source ``imported`` (or ``imported_gold`` when whoever ingests says 
 ``labels_as="gold"``; see :mod:`db.sources`), annotator
 ``imported_by`` (default ``import:<file name>``) and the time of the ingest. The ``meta.fractal`` block of a
 native export (:mod:`db.export`: per-label source, annotator and time, scores, provenance) is never restored:
-only its ``split`` is kept, and the block is dropped from ``meta`` (every export writes it afresh).
+only its ``split`` is kept, and the block is dropped from ``meta`` (every export writes it afresh). Columns
+outside the schema are refused unless the caller keeps them in ``meta`` or leaves them out
+(``extra_columns``); a column can never write that block (:mod:`fractal_core.data.extras`).
 
 This module runs an ingest; its parts live next to it: :mod:`db.ingest_checks` (what is read and checked
 before anything is written), :mod:`db.ingest_staging` (the staging dataset: created, published, removed) and
@@ -79,6 +81,7 @@ from db.repository import parse_label_kind, validate_dataset_name
 from db.rows import IngestSummary
 from db.sources import IMPORTED, IMPORTED_GOLD
 from fractal_core.data import io
+from fractal_core.data.extras import ExtraColumns, check_mode
 from fractal_core.data.files import require_format
 from fractal_core.data.records import MAX_LABEL
 from fractal_core.data.segment import SEGMENTER_VERSION
@@ -113,6 +116,7 @@ def ingest_file(
     segment_mode: Literal["sentences", "steps"] = "sentences",
     column_map: Mapping[str, str] | None = None,
     label_map: Mapping[str, float] | None = None,
+    extra_columns: ExtraColumns = "refuse",
     labels_as: Literal["imported", "gold"] = "imported",
     label_kind: str | None = None,
     imported_by: str | None = None,
@@ -134,6 +138,8 @@ def ingest_file(
         column_map: ``{your column: schema field}`` renames.
         label_map: ``{value as written: response label}`` for response labels written as words (e.g.
             ``{"correct": 0, "wrong": 1}``); a value it does not list is refused with its line.
+        extra_columns: columns outside the schema: ``refuse`` the file (default), keep them in each
+            response's ``meta``, or ``drop`` them (:mod:`fractal_core.data.extras`); the summary names them.
         labels_as: ``gold`` when whoever ingests vouches for the file's labels: stored as ``imported_gold``
             (gold for training, still told apart from labels set in the tool); else ``imported``.
         label_kind: for a new dataset, its kind (``binary``, ``proportion``, ``ordinal`` or ``ordinal:C``);
@@ -150,6 +156,7 @@ def ingest_file(
     path = Path(path)
     file = str(path)
     validate_dataset_name(dataset)
+    check_mode(extra_columns)
     if labels_as not in ("imported", "gold"):
         raise InputError(f"labels_as must be 'imported' or 'gold', got {labels_as!r}", field="labels_as")
     source = IMPORTED_GOLD if labels_as == "gold" else IMPORTED
@@ -197,6 +204,7 @@ def ingest_file(
         "state": "staging",
         "owner": process_owner(),
     }
+    seen_extras: set[str] = set()
     records = io.iter_records(
         path,
         format=format,
@@ -204,6 +212,8 @@ def ingest_file(
         column_map=column_map,
         label_map=label_map,
         max_field_chars=max_field_chars,
+        extra_columns=extra_columns,
+        seen_extras=seen_extras,
     )
     try:
         for chunk in _chunks(records, chunk_size):
@@ -268,4 +278,6 @@ def ingest_file(
         n_labels=staging.counts["labels"],
         labels_source=source,
         seconds=time.perf_counter() - started,
+        extra_columns=tuple(sorted(seen_extras)),
+        extras_mode=extra_columns,
     )

@@ -14,10 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import GOLD_SOURCES, Dataset, IngestedFile, utcnow
+from fractal_core.data.extras import PROVENANCE_META_KEY
 from fractal_core.data.records import ResponseRecord, kind_mismatch
 from fractal_core.errors import InputError
 
-NATIVE_KEY = "fractal"  # meta key of the provenance block written by the native export
+NATIVE_KEY = PROVENANCE_META_KEY  # meta key of the provenance block written by the native export
 _SPLIT_STEMS = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
 _KIND_ORDER = {"binary": 0, "ordinal": 1}
 SPLIT_CHARS = 32  # responses.split

@@ -192,6 +192,15 @@ class IngestSummary:
     n_labels: int  # sentence labels stored
     labels_source: str  # the source the file's sentence labels were stored with
     seconds: float
+    extra_columns: tuple[str, ...] = ()  # columns outside the schema met in the file, sorted
+    extras_mode: str = "refuse"  # what happened to them: kept in meta, or left out (drop)
+
+    def extras_note(self) -> str:
+        """What happened to the extra columns, in a sentence (empty when the file had none)."""
+        if not self.extra_columns:
+            return ""
+        names = ", ".join(self.extra_columns)
+        return f"kept in meta: {names}" if self.extras_mode == "meta" else f"left out: {names}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 
 from app import actions, page, render, state, uploads
 from db import repository as repo
+from fractal_core.data.extras import ExtraColumns
 from fractal_core.errors import InputError
 
 ctx = page.page("Data", "admin")
@@ -39,8 +42,8 @@ else:
 st.subheader("Upload responses", anchor=False)
 st.caption(
     "One response per row: `id`, `context` (optional), `text` or `sentences`, `response_label`, "
-    "`aggregation` (max / min / mean), optional `sentence_labels`. Bad rows are reported with their line and "
-    "field, and nothing is stored."
+    "`aggregation` (max / min / mean), optional `sentence_labels`. Other columns are listed below, to keep in "
+    "meta or leave out. Bad rows are reported with their line and field, and nothing is stored."
 )
 upload = st.file_uploader("File", type=["jsonl", "json", "csv", "parquet"], key="data_upload")
 if upload is None:
@@ -85,6 +88,26 @@ if fmt == "csv":
         if choice != "(none)" and choice != field:
             column_map[choice] = field
 
+# Columns outside the schema (model name, timestamp, notes...): listed, then kept in each response's meta
+# (default) or left out, as chosen; the library applies the choice (and refuses reserved meta keys).
+extra_columns: ExtraColumns = "refuse"
+extra_names = uploads.extra_columns(saved, fmt, column_map)
+if extra_names:
+    where = " (found in the first rows)" if fmt == "jsonl" else ""
+    st.markdown(f"**Columns not in the schema**{where}")
+    st.text(", ".join(extra_names))  # a file's text: shown as plain text, never Markdown or HTML
+    for note in uploads.extra_notes(extra_names, fmt):
+        st.warning(note, icon=":material/warning:")
+    choice = st.radio(
+        "Extra columns",
+        list(uploads.EXTRA_CHOICES),
+        key="data_extra_columns",
+        horizontal=True,
+        help="Kept in meta: each value is stored in the response's meta under the column's name (exports carry "
+        "it). Left out: not stored. The import summary names them either way.",
+    )
+    extra_columns = uploads.EXTRA_CHOICES[choice]
+
 # Response labels written as words (a verdict column of correct / wrong): each word gets a label value here;
 # the library applies the mapping before validation and refuses any value left out, with its line.
 label_map: dict[str, float] | None = None
@@ -120,7 +143,13 @@ if fmt == "csv":
 # Preview: parse the first rows exactly as ingest will (errors here already name line and field).
 try:
     preview = uploads.preview(
-        saved, fmt=fmt, segment_mode=segment_mode, column_map=column_map, label_map=label_map, limit=5
+        saved,
+        fmt=fmt,
+        segment_mode=segment_mode,
+        column_map=column_map,
+        label_map=label_map,
+        extra_columns=extra_columns,
+        limit=5,
     )
 except InputError as exc:
     uploads.discard(saved)
@@ -132,6 +161,9 @@ for rec in preview:
     with st.container(border=True):
         st.html(render.render_title("Response", rec.id))
         st.text(f"label {rec.response_label:g} · aggregation {rec.aggregation} · {len(rec.spans)} sentences")
+        if rec.meta:
+            shown = json.dumps(rec.meta, ensure_ascii=False)
+            st.text("meta: " + (shown if len(shown) <= 300 else shown[:297] + "..."))
         labels = rec.sentence_labels if labels_as == "gold" else None
         state.show_html(render.render_response(rec.text, [(s.start, s.end) for s in rec.spans], None, labels))
 
@@ -143,6 +175,7 @@ if st.button(action, key="data_import", type="primary", disabled=not name.strip(
         "segment_mode": segment_mode,
         "column_map": column_map,
         "label_map": label_map,
+        "extra_columns": extra_columns,
         "labels_as": labels_as,
         "imported_by": state.annotator(),
     }
@@ -160,7 +193,10 @@ if st.button(action, key="data_import", type="primary", disabled=not name.strip(
         ss[state.DATASET_KEY] = summary.dataset_id
         state.flash(
             f"Imported {summary.n_responses} responses ({summary.n_sentences} sentences) into "
-            f"{summary.dataset!r}" + ("" if name.strip() in existing else " (new dataset)") + "."
+            f"{summary.dataset!r}"
+            + ("" if name.strip() in existing else " (new dataset)")
+            + "."
+            + (f" Extra columns {render.md_escape(summary.extras_note())}." if summary.extra_columns else "")
         )
         st.rerun()
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from fractal_core.data.extras import ExtraColumns, check_column_map, check_mode, split_row
 from fractal_core.data.files import FileFormat, atomic_write_lines, require_format
 from fractal_core.data.locate import located
 from fractal_core.data.records import MAX_FIELD_CHARS, ResponseRecord
@@ -28,6 +29,7 @@ from fractal_core.data.validate import SegmentMode, record_from_row, short
 from fractal_core.errors import InputError
 
 __all__ = [
+    "ExtraColumns",
     "LabelKind",
     "SegmentMode",
     "iter_records",
@@ -54,6 +56,8 @@ def iter_records(
     column_map: Mapping[str, str] | None = None,
     label_map: Mapping[str, float] | None = None,
     max_field_chars: int = MAX_FIELD_CHARS,
+    extra_columns: ExtraColumns = "refuse",
+    seen_extras: set[str] | None = None,
 ) -> Iterator[tuple[int, ResponseRecord]]:
     """Stream validated records from a JSONL, CSV or Parquet file.
 
@@ -67,6 +71,10 @@ def iter_records(
             refused (file, line, field) rather than guessed.
         max_field_chars: longest accepted field (context, text, one sentence, all sentences, meta as JSON), the
             same for every format.
+        extra_columns: what happens to columns that are not schema fields (:mod:`fractal_core.data.extras`):
+            ``refuse`` the row (default), keep them in ``meta``, or ``drop`` them.
+        seen_extras: when given, the names of the extra columns met are added to it (kept or left out), so a
+            caller can say which; filled as the rows stream.
 
     Yields:
         ``(line, record)``, line numbered as described in the module docstring.
@@ -86,17 +94,27 @@ def iter_records(
     else:
         rows = parquet_rows(path, file)
     rename = dict(column_map or {})
+    check_column_map(rename)
+    check_mode(extra_columns)
     seen_ids: dict[str, int] = {}
     any_row = False
     for line, row in rows:
         any_row = True
-        if rename:
-            row = {rename.get(key, key): value for key, value in row.items()}
+        row, extras = split_row(row, rename)
+        if extras and seen_extras is not None:
+            seen_extras.update(extras)
         try:
             if label_map is not None:
                 row = _mapped_label(row, label_map, file, line)
             record = record_from_row(
-                row, file, line, tabular=fmt != "jsonl", segment_mode=segment_mode, max_chars=max_field_chars
+                row,
+                file,
+                line,
+                tabular=fmt != "jsonl",
+                segment_mode=segment_mode,
+                max_chars=max_field_chars,
+                extras=extras,
+                extra_columns=extra_columns,
             )
         except InputError as err:
             raise located(err, path, fmt, line, rename) from err.__cause__
@@ -140,6 +158,7 @@ def read_records(
     column_map: Mapping[str, str] | None = None,
     label_map: Mapping[str, float] | None = None,
     max_field_chars: int = MAX_FIELD_CHARS,
+    extra_columns: ExtraColumns = "refuse",
 ) -> list[ResponseRecord]:
     """Read and validate a whole file (same options as :func:`iter_records`); nothing is returned on error."""
     return [
@@ -151,6 +170,7 @@ def read_records(
             column_map=column_map,
             label_map=label_map,
             max_field_chars=max_field_chars,
+            extra_columns=extra_columns,
         )
     ]
 
@@ -160,15 +180,22 @@ def record_from_mapping(
     *,
     segment_mode: SegmentMode = "sentences",
     max_field_chars: int = MAX_FIELD_CHARS,
+    extra_columns: ExtraColumns = "refuse",
 ) -> ResponseRecord:
     """One record from a mapping in the schema (e.g. an item of an API request), checked and segmented by the
-    same rules as a row of a JSONL file.
+    same rules as a row of a JSONL file (keys outside the schema as ``extra_columns`` says).
 
     Raises:
         InputError: naming the bad ``field`` (no file or line: the caller knows where the mapping came from).
     """
     return record_from_row(
-        row, None, None, tabular=False, segment_mode=segment_mode, max_chars=max_field_chars
+        row,
+        None,
+        None,
+        tabular=False,
+        segment_mode=segment_mode,
+        max_chars=max_field_chars,
+        extra_columns=extra_columns,
     )
 
 

@@ -9,11 +9,11 @@ written). Locating is a courtesy: when the value cannot be found the error is re
 from __future__ import annotations
 
 import contextlib
-import csv
 from collections.abc import Mapping
 from pathlib import Path
 
-from fractal_core.data.rows import decoded_lines, object_members
+from fractal_core.data.extras import ColumnError
+from fractal_core.data.rows import csv_header, decoded_lines, object_members
 from fractal_core.data.validate import CellJSONError
 from fractal_core.errors import InputError
 
@@ -24,13 +24,15 @@ def located(err: InputError, path: Path, fmt: str, line: int, rename: Mapping[st
     offset = err.offset if isinstance(err, CellJSONError) else 0
     column = None
     if err.field is not None and fmt in ("jsonl", "csv"):
-        source = {field: user for user, field in rename.items()}.get(err.field, err.field)
+        # A schema field was written under the user's column name; an extra column's error names the column.
+        mapped = {} if isinstance(err, ColumnError) else {field: user for user, field in rename.items()}
+        source = mapped.get(err.field, err.field)
         with contextlib.suppress(Exception):  # never hide the real error behind a locating failure
             text = _physical_line(path, line)
             if fmt == "jsonl":
                 column = jsonl_value_column(text, source, offset)
             else:
-                header = _csv_header(path)
+                header = csv_header(path, str(path))
                 column = csv_cell_column(text, header.index(source), offset) if source in header else None
     if column is None:
         if isinstance(err, CellJSONError):
@@ -62,13 +64,6 @@ def jsonl_value_column(text: str, key: str, offset: int = 0) -> int | None:
         if member.key == key:
             return member.value_start + offset + 1
     return None
-
-
-def _csv_header(path: Path) -> list[str]:
-    for cells in csv.reader(text for _, text in decoded_lines(path, str(path))):
-        if any(cell.strip() for cell in cells):
-            return [cell.strip() for cell in cells]
-    return []
 
 
 def csv_cell_column(text: str, header_cell: int, offset: int) -> int | None:

@@ -232,6 +232,40 @@ def csv_rows(path: Path, file: str, max_chars: int = MAX_FIELD_CHARS) -> Iterato
         raise InputError(f"malformed CSV: {err}", file=file, line=reader.line_num) from err
 
 
+def csv_header(path: Path, file: str) -> list[str]:
+    """The column names of a CSV file as :func:`csv_rows` reads them (the first non-blank line, stripped);
+    empty for a file without one."""
+    _allow_cells(MAX_FIELD_CHARS)
+    try:
+        for cells in csv.reader(text for _, text in decoded_lines(path, file)):
+            if any(cell.strip() for cell in cells):
+                return [cell.strip() for cell in cells]
+    except csv.Error as err:
+        raise InputError(f"malformed CSV header: {err}", file=file, line=1) from err
+    return []
+
+
+def column_names(path: Path, file: str, fmt: str, max_rows: int = 1000) -> list[str]:
+    """The columns of a file, in order: a CSV header, a Parquet schema, or for JSONL the keys of the objects
+    on its first ``max_rows`` rows (in order of first appearance; a later row may add more)."""
+    if fmt == "csv":
+        return csv_header(path, file)
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return [str(name) for name in pq.ParquetFile(path).schema_arrow.names]
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"not a readable Parquet file: {err}", file=file) from err
+    names: dict[str, None] = {}
+    for n, (_, row) in enumerate(jsonl_rows(path, file)):
+        if n >= max_rows:
+            break
+        names.update(dict.fromkeys(row))
+    return list(names)
+
+
 def parquet_rows(path: Path, file: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows of a Parquet file; null cells are left out (a missing field)."""
     import pyarrow as pa

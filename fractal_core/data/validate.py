@@ -2,8 +2,9 @@
 
 Rules (why: a wrong label silently poisons training, so it is refused with a precise message):
 
-- Fields: only those in :data:`~fractal_core.data.records.FIELDS`; any other is refused with the closest known
-  name suggested (a misspelt ``sentencelabels`` would otherwise drop the labels). Free-form extras go in ``meta``.
+- Fields: only those in :data:`~fractal_core.data.records.FIELDS`; any other (an *extra column*) is refused with
+  the closest known name suggested (a misspelt ``sentencelabels`` would otherwise drop the labels), unless the
+  reader asks to keep extra columns in ``meta`` or leave them out (:mod:`fractal_core.data.extras`, the rule).
 - ``id`` (string or integer, not blank, unique within the file), ``response_label`` (a number; booleans are
   refused) and either ``sentences`` (non-empty list of non-empty strings) or ``text`` (segmented with
   :func:`fractal_core.data.segment.segment`) are required. ``context`` defaults to ``""``, ``aggregation`` to
@@ -36,6 +37,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from fractal_core.data.extras import (
+    ColumnError,
+    ExtraColumns,
+    check_mode,
+    displaced_message,
+    meta_with_extras,
+    split_row,
+)
 from fractal_core.data.records import (
     AGGREGATIONS,
     FIELDS,
@@ -68,11 +77,17 @@ class CellJSONError(InputError):
     offset: int = 0
 
 
+def closest_field(name: str) -> str | None:
+    """The schema field ``name`` is most likely a misspelling of, or None when none is close."""
+    close = difflib.get_close_matches(name, FIELDS, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def unknown_field_message(name: str) -> str:
     """Why ``name`` is refused, with the closest schema field when one is close."""
-    close = difflib.get_close_matches(name, FIELDS, n=1, cutoff=0.6)
-    hint = f"did you mean `{close[0]}`?" if close else f"the fields are {', '.join(FIELDS)}"
-    return f"unknown field ({hint} free-form extras go in `meta`)"
+    close = closest_field(name)
+    hint = f"did you mean `{close}`?" if close else f"the fields are {', '.join(FIELDS)};"
+    return f"unknown field ({hint} free-form extras go in `meta`, or read extra columns into meta or leave them out)"
 
 
 def record_from_row(
@@ -83,23 +98,33 @@ def record_from_row(
     tabular: bool,
     segment_mode: SegmentMode,
     max_chars: int,
+    extras: Mapping[str, Any] | None = None,
+    extra_columns: ExtraColumns = "refuse",
 ) -> ResponseRecord:
     """Validate one row (field names already renamed to the schema's) into a record; InputError otherwise.
 
     ``tabular``: the row comes from CSV or Parquet (lists and objects as JSON text, strings stripped).
+    ``extras``: extra columns already split off the row (:func:`fractal_core.data.extras.split_row`); any other
+    name of ``row`` outside the schema is one too. ``extra_columns``: what happens to them (refuse, meta, drop).
     """
 
     def fail(message: str, field: str | None = None) -> InputError:
         return InputError(message, file=file, line=line, field=field)
+
+    def column_fail(message: str, column: str) -> InputError:
+        return ColumnError(message, file=file, line=line, field=column)
 
     def check_size(value: str, field: str, limit: int = max_chars) -> None:
         if len(value) > limit:
             raise fail(f"field is {len(value)} characters long; the limit is {limit}", field)
         _check_chars(value, fail, field)
 
-    for name in row:
-        if name not in FIELDS:
-            raise fail(unknown_field_message(str(name)), str(name))
+    check_mode(extra_columns)
+    row, own_extras = split_row(row)
+    extras = {**(extras or {}), **own_extras}
+    if extras and extra_columns == "refuse":
+        name = str(next(iter(extras)))
+        raise column_fail(displaced_message(name) if name in FIELDS else unknown_field_message(name), name)
 
     raw_id = row.get("id")
     if raw_id is None:
@@ -156,6 +181,10 @@ def record_from_row(
         meta = json_cell(meta, fail, "meta")
     if not isinstance(meta, dict):
         raise fail(f"must be an object, got {type(meta).__name__}", "meta")
+    if extras and extra_columns == "meta":
+        meta = meta_with_extras(meta, extras, column_fail)
+        for name in extras:  # checked under the column's name, so the error points at it
+            _check_json_value({name: meta[name]}, column_fail, name)
     if meta:
         _check_json_value(meta, fail, "meta")
         check_size(json.dumps(meta, ensure_ascii=False, default=str), "meta")

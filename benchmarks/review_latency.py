@@ -1,8 +1,9 @@
 """Review at keyboard speed, in Chromium: key press to recoloured page, and fast labels then an immediate reload.
 
-On the bundled demo dataset (scored by a quick model trained once at the start), against a peer measured in the
+On the bundled demo dataset (scored by a quick model trained at the start), against a peer measured in the
 same run: the same app at an earlier commit (``--peer-commit``, default the last one before the browser
-component), where every key reran the page on the server. Both serve a copy of the same store.
+component), where every key reran the page on the server. Each serves a store its own code made from the same
+demo file (an earlier commit cannot open a store migrated past its own schema).
 
 - **Key to recoloured page**: a trusted key press (Playwright), timed inside the page from the keydown event to
   the first animation frame in which the sentence shows its new state (the cursor outline for J, the label badge
@@ -83,23 +84,32 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _prepare_store(home: Path) -> str:
-    """The demo dataset, ingested and scored by a quick model (once; both apps serve copies)."""
-    url = f"sqlite:///{home / 'base.sqlite'}"
-    os.environ["FRACTAL_HOME"] = str(home)
-    from app.settings import load_settings
-    from app.worker import Worker
-    from db import repository as repo
-    from db.engine import get_engine
-    from db.ingest import ingest_file
-    from fractal_core.data.demo import demo_path
+# The demo dataset, ingested and scored by a quick model, by the code found on PYTHONPATH: each app serves a store
+# its own code made, since an earlier commit cannot open a store migrated past its own schema.
+_PREPARE = """
+import sys
+from app.settings import load_settings
+from app.worker import Worker
+from db import repository as repo
+from db.engine import get_engine
+from db.ingest import ingest_file
+from fractal_core.data.demo import demo_path
 
-    engine = get_engine(url)
-    summary = ingest_file(engine, demo_path(), "demo")
-    quick = {"max_epochs": 3, "patience": 1, "hidden": 32}
-    repo.create_job(engine, "train", {"dataset_id": summary.dataset_id, "method": "fractal", "config": quick})
-    Worker(load_settings(url)).run(once=True)
-    return str(home / "base.sqlite")
+url = sys.argv[1]
+engine = get_engine(url)
+summary = ingest_file(engine, demo_path(), "demo")
+quick = {"max_epochs": 3, "patience": 1, "hidden": 32}
+repo.create_job(engine, "train", {"dataset_id": summary.dataset_id, "method": "fractal", "config": quick})
+Worker(load_settings(url)).run(once=True)
+"""
+
+
+def _prepare_store(home: Path, code: Path, name: str) -> Path:
+    """A store with the demo scored by a quick model, made by the code in ``code``."""
+    store = home / f"{name}-base.sqlite"
+    env = dict(os.environ, FRACTAL_HOME=str(home), PYTHONPATH=str(code), PYTHONDONTWRITEBYTECODE="1")
+    subprocess.run([sys.executable, "-c", _PREPARE, f"sqlite:///{store}"], cwd=code, env=env, check=True)
+    return store
 
 
 class Server:
@@ -179,16 +189,14 @@ def _label_times(page: Any, n: int) -> list[float]:
     return times
 
 
-def _pick_response(url: str) -> tuple[int, int]:
-    """The demo response labelled 0 with the most sentences (every label 0 is then consistent)."""
-    from db import repository as repo
-    from db.engine import get_engine
-
-    engine = get_engine(url)
-    ds = repo.list_datasets(engine)[0]
-    rows = repo.list_responses(engine, ds.id, sort="id", page_size=500).rows
-    best = max((r for r in rows if r.response_label == 0), key=lambda r: r.n_sentences)
-    return best.id, best.n_sentences
+def _pick_response(store: Path) -> tuple[int, int]:
+    """The demo response labelled 0 with the most sentences (every label 0 is then consistent); plain SQL, so it
+    reads the peer's store (an older schema) too."""
+    with sqlite3.connect(store) as db:
+        row = db.execute(
+            "SELECT id, n_sentences FROM responses WHERE response_label = 0 ORDER BY n_sentences DESC, id LIMIT 1"
+        ).fetchone()
+    return int(row[0]), int(row[1])
 
 
 def _p(values: list[float], q: float) -> float:
@@ -233,15 +241,16 @@ def main() -> None:
         ["git", "-C", str(REPO), "archive", args.peer_commit], check=True, capture_output=True
     )
     subprocess.run(["tar", "-x", "-C", str(peer_code)], input=archive.stdout, check=True)
-    base = args.base_store or Path(_prepare_store(work))
+    bases = {"component": args.base_store or _prepare_store(work, REPO, "component")}
+    bases["peer"] = _prepare_store(work, peer_code, "peer")
     results: dict[str, Any] = {"peer_commit": args.peer_commit}
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless"])
             for name, code in (("component", REPO), ("peer", peer_code)):
                 store = work / f"{name}.sqlite"
-                _copy_store(base, store)
-                rid, n = _pick_response(f"sqlite:///{store}")
+                _copy_store(bases[name], store)
+                rid, n = _pick_response(store)
                 srv = Server(code, store, work)
                 try:
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -168,6 +168,8 @@ def record_labels(
         if found is None:
             raise InputError(f"no response with id {response_id}", field="response_id")
         dataset_id, kind, top = found
+        # Locked before the sentences are read: a split fix (db.repository.segment_edits) may replace them.
+        lock_response(session, response_id)
         sentences = set(session.scalars(select(Sentence.id).where(Sentence.response_id == response_id)))
         foreign = sorted(set(labels) - sentences)
         if foreign:
@@ -176,7 +178,6 @@ def record_labels(
             )
         for label in labels.values():
             _check_label(label, kind, top)
-        lock_response(session, response_id)
         if expected is not None and layer is None:
             _check_versions(session, labels, expected)
         action_id = str(uuid.uuid4())

@@ -16,6 +16,7 @@ from db.models import (
     ModelVersion,
     Response,
     ResponseScore,
+    SegmentEdit,
     Sentence,
     SentenceScore,
 )
@@ -232,6 +233,13 @@ def get_response(engine: Engine, response_id: int, model_version_id: int | None 
         if mv is not None:
             summary = session.get(ResponseScore, (mv, response_id))
         gold = [s.label if s.label_source in GOLD_SOURCES else None for s in sentences]
+        # A sentence a person made by merging or splitting has no score in any version until the next scoring.
+        stale = (
+            mv is not None
+            and any(s.score is None for s in sentences)
+            and session.scalar(select(SegmentEdit.id).where(SegmentEdit.response_id == response_id).limit(1))
+            is not None
+        )
         return ResponseDetail(
             id=r.id,
             dataset_id=r.dataset_id,
@@ -250,6 +258,7 @@ def get_response(engine: Engine, response_id: int, model_version_id: int | None 
             uncertainty=summary.uncertainty if summary else None,
             disagreement=summary.disagreement if summary else None,
             consistency_warning=check_consistency(r.aggregation, r.response_label, gold),
+            scores_stale=stale,
         )
 
     return run_read(engine, work)

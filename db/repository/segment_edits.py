@@ -1,0 +1,376 @@
+"""Fixing a response's split in the store: merge two neighbouring sentences, split one, undo the last fix.
+
+The span arithmetic and its checks are the library's (:mod:`fractal_core.data.segment_edit`); this module
+applies an edit to the sentence rows in one write transaction, with the response row locked like a label save:
+
+- sentences the edit does not touch keep their rows (and so their labels, keyed by sentence id, and their
+  scores); the rows after the edit move to their new positions; ``responses.n_sentences`` follows;
+- the sentences it replaces end: their labels in the shared view and in every annotator's own labels are
+  cleared through the one label write path (:func:`~db.repository.label_events.apply_label`, which keeps the
+  gold counter), their adjudications are taken along, and the rows are deleted (their label history, scores
+  and adjudication rows go with them, as when a response is deleted). What ended is kept, with source,
+  author and time, in the edit's ``segment_edits`` row;
+- the new sentences get new rows (segmenter version ``manual``), without labels or scores.
+
+**Undo** reverts the response's last edit not yet undone (whoever made it: a response has one split, and the
+person undoing saw it), walking further back on each call: the spans come back as new rows and the labels the
+edit ended come back through the label path with their original source and author (the event is by the person
+undoing, like any undo); labels set on the edit's own sentences since end in turn and are kept in the undo's row.
+
+**Stale scores**: the new rows have no score under any model version, so a response whose split was changed
+has current sentences without a score in the active version until the next scoring (a ``score`` or ``train``
+job, which scores every current sentence, embedding the new texts first):
+:func:`~db.repository.responses.get_response` reports ``scores_stale`` from exactly that.
+
+``expected`` (the spans the caller's view showed, ``[(start, end), ...]``) refuses an edit made from a stale
+view with :class:`StaleSplitError`: someone changed the split meanwhile, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.orm import Session
+
+from db.engine import run_write
+from db.models import Adjudication, Annotation, CurrentLabel, Response, SegmentEdit, Sentence, utcnow
+from db.repository.label_events import apply_label, lock_response
+from db.rows import SegmentEditResult
+from db.sources import HUMAN
+from fractal_core.data.records import Span
+from fractal_core.data.segment_edit import SpanEdit, check_spans, merge_edit, revert_edit, split_edit
+from fractal_core.errors import InputError
+
+MANUAL_SEGMENTER = "manual"
+"""``sentences.segmenter_version`` of a sentence a person made by merging or splitting."""
+_PARK = 1_000_000
+"""Positions are moved through ``[_PARK, 2 * _PARK)`` when sentences shift, and new rows wait above ``2 * _PARK``,
+so no two rows of a response ever share a position (PostgreSQL checks the unique index row by row). More than
+any response's sentence count (a field holds at most 1,000,000 characters)."""
+
+
+class StaleSplitError(InputError):
+    """An edit from a stale view: the response's sentences changed since the caller read them."""
+
+    def __init__(self, n_now: int) -> None:
+        super().__init__(
+            "someone changed the split of this response after you opened it (it now has "
+            f"{n_now} sentences); nothing was changed: look at it again and retry",
+            field="sentence",
+        )
+
+
+Spans = Sequence[tuple[int, int]]
+Make = Callable[[Session, str, list[Span]], tuple[SpanEdit, SegmentEdit | None]]
+
+
+def merge_sentences(
+    engine: Engine, response_id: int, position: int, editor: str, *, expected: Spans | None = None
+) -> SegmentEditResult:
+    """Merge sentence ``position`` (0-based) of a response with the next one."""
+    return _run(
+        engine,
+        response_id,
+        editor,
+        expected,
+        lambda s, text, spans: (merge_edit(text, spans, position), None),
+    )
+
+
+def split_sentence(
+    engine: Engine,
+    response_id: int,
+    position: int,
+    offset: int,
+    editor: str,
+    *,
+    expected: Spans | None = None,
+) -> SegmentEditResult:
+    """Split sentence ``position`` (0-based) at ``offset`` characters from its start."""
+    return _run(
+        engine,
+        response_id,
+        editor,
+        expected,
+        lambda s, text, spans: (split_edit(text, spans, position, offset), None),
+    )
+
+
+def undo_segment_edit(
+    engine: Engine, response_id: int, editor: str, *, expected: Spans | None = None
+) -> SegmentEditResult | None:
+    """Undo the response's last split fix not yet undone; None when there is none."""
+
+    def make(session: Session, text: str, spans: list[Span]) -> tuple[SpanEdit, SegmentEdit | None]:
+        edit = _last_undoable(session, response_id)
+        assert edit is not None  # checked below before the write
+        return revert_edit(spans, _as_span_edit(edit, text)), edit
+
+    def nothing(session: Session) -> bool:
+        return _last_undoable(session, response_id) is None
+
+    return _run(engine, response_id, editor, expected, make, skip_if=nothing)
+
+
+def _last_undoable(session: Session, response_id: int) -> SegmentEdit | None:
+    undone = select(SegmentEdit.undoes_id).where(
+        SegmentEdit.response_id == response_id, SegmentEdit.undoes_id.is_not(None)
+    )
+    return session.scalars(
+        select(SegmentEdit)
+        .where(
+            SegmentEdit.response_id == response_id, SegmentEdit.kind != "undo", SegmentEdit.id.not_in(undone)
+        )
+        .order_by(SegmentEdit.id.desc())
+        .limit(1)
+    ).first()
+
+
+def _spans(text: str, pairs: Sequence[Sequence[int]]) -> tuple[Span, ...]:
+    return tuple(Span(int(a), int(b), text[int(a) : int(b)]) for a, b in pairs)
+
+
+def _as_span_edit(edit: SegmentEdit, text: str) -> SpanEdit:
+    """The library's view of a stored merge or split (which spans it removed and added)."""
+    n_removed, n_added = (2, 1) if edit.kind == "merge" else (1, 2)
+    before, after = _spans(text, edit.spans_before), _spans(text, edit.spans_after)
+    p = edit.position
+    return SpanEdit(edit.kind, p, before[p : p + n_removed], after[p : p + n_added], edit.offset)
+
+
+def _check_editor(editor: str) -> None:
+    if not isinstance(editor, str) or not editor.strip():
+        raise InputError("the editor must be a non-empty name", field="user")
+
+
+def _run(
+    engine: Engine,
+    response_id: int,
+    editor: str,
+    expected: Spans | None,
+    make: Make,
+    *,
+    skip_if: Callable[[Session], bool] | None = None,
+) -> Any:
+    _check_editor(editor)
+
+    def work(session: Session) -> SegmentEditResult | None:
+        lock_response(session, response_id)
+        response = session.get(Response, response_id)
+        if response is None:
+            raise InputError(f"no response with id {response_id}", field="response")
+        rows = list(
+            session.scalars(
+                select(Sentence).where(Sentence.response_id == response_id).order_by(Sentence.position)
+            )
+        )
+        spans = [Span(r.start, r.end, r.text) for r in rows]
+        if expected is not None and [(s.start, s.end) for s in spans] != [tuple(p) for p in expected]:
+            raise StaleSplitError(len(spans))
+        if skip_if is not None and skip_if(session):
+            return None
+        edit, undone = make(session, response.text, spans)
+        after = edit.apply(spans)
+        check_spans(response.text, after)
+        return _write(session, response, rows, spans, after, edit, undone, editor)
+
+    result: SegmentEditResult | None = run_write(engine, work)
+    return result
+
+
+def _write(
+    session: Session,
+    response: Response,
+    rows: list[Sentence],
+    before: list[Span],
+    after: list[Span],
+    edit: SpanEdit,
+    undone: SegmentEdit | None,
+    editor: str,
+) -> SegmentEditResult:
+    p, n_removed = edit.position, len(edit.removed)
+    action_id = str(uuid.uuid4())
+    gone = rows[p : p + n_removed]
+    ended = [_end_labels(session, response, row, editor, action_id) for row in gone]
+    # The new rows are written before the old ones are deleted, so their ids are higher than any deleted id:
+    # SQLite hands out max(id) + 1, and a deleted id must never come back as another sentence (a page still
+    # showing the old sentence would label the new one).
+    new_rows = [
+        Sentence(
+            response_id=response.id,
+            position=2 * _PARK + k,
+            start=s.start,
+            end=s.end,
+            text=s.text,
+            segmenter_version=MANUAL_SEGMENTER,
+        )
+        for k, s in enumerate(edit.added)
+    ]
+    session.add_all(new_rows)
+    session.flush()
+    for row in gone:
+        session.expunge(row)
+    session.execute(
+        delete(Sentence)
+        .where(Sentence.id.in_([r.id for r in gone]))
+        .execution_options(synchronize_session=False)
+    )
+    here = Sentence.response_id == response.id
+    delta = len(edit.added) - n_removed
+    if delta:
+        session.execute(
+            update(Sentence)
+            .where(here, Sentence.position >= p + n_removed, Sentence.position < _PARK)
+            .values(position=Sentence.position + _PARK)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(Sentence)
+            .where(here, Sentence.position >= _PARK, Sentence.position < 2 * _PARK)
+            .values(position=Sentence.position - _PARK + delta)
+            .execution_options(synchronize_session=False)
+        )
+    session.execute(
+        update(Sentence)
+        .where(here, Sentence.position >= 2 * _PARK)
+        .values(position=Sentence.position - 2 * _PARK + p)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Response)
+        .where(Response.id == response.id)
+        .values(n_sentences=len(after))
+        .execution_options(synchronize_session=False)
+    )
+    restored = 0
+    if undone is not None:
+        for item in undone.ended:
+            target = new_rows[int(item["position"]) - p]
+            restored += _restore_labels(session, response, target.id, item, editor, action_id)
+    record = SegmentEdit(
+        response_id=response.id,
+        editor=editor,
+        created_at=utcnow(),
+        kind=edit.kind,
+        position=p,
+        offset=edit.offset,
+        spans_before=[[s.start, s.end] for s in before],
+        spans_after=[[s.start, s.end] for s in after],
+        ended=ended,
+        undoes_id=undone.id if undone is not None else None,
+    )
+    session.add(record)
+    session.flush()
+    n_ended = sum(_count(item) for item in ended)
+    return SegmentEditResult(
+        edit_id=record.id,
+        kind=edit.kind,
+        response_id=response.id,
+        position=p,
+        n_sentences=len(after),
+        sentence_ids=[r.id for r in new_rows],
+        ended_labels=n_ended,
+        restored_labels=restored,
+        undone_edit_id=undone.id if undone is not None else None,
+    )
+
+
+def _count(item: dict[str, Any]) -> int:
+    return int(item["shared"] is not None) + len(item["own"]) + len(item["adjudications"])
+
+
+def _end_labels(
+    session: Session, response: Response, row: Sentence, editor: str, action_id: str
+) -> dict[str, Any]:
+    """Clear a replaced sentence's labels through the label path and say what they were."""
+    shared = None
+    current = session.get(CurrentLabel, row.id)
+    if current is not None:
+        shared = {"label": current.label, "source": current.source, "annotator": current.annotator}
+        apply_label(
+            session,
+            sentence_id=row.id,
+            response_id=response.id,
+            dataset_id=response.dataset_id,
+            layer=None,
+            label=None,
+            annotator=editor,
+            source=current.source,
+            action_id=action_id,
+        )
+    own: dict[str, int] = {}
+    for annotation in session.scalars(select(Annotation).where(Annotation.sentence_id == row.id)).all():
+        own[annotation.annotator] = annotation.label
+    for annotator in sorted(own):
+        apply_label(
+            session,
+            sentence_id=row.id,
+            response_id=response.id,
+            dataset_id=response.dataset_id,
+            layer=annotator,
+            label=None,
+            annotator=editor,
+            source=HUMAN,
+            action_id=action_id,
+        )
+    adjudications = [
+        {"reviewer": a.reviewer, "label": a.label, "at": a.created_at.isoformat()}
+        for a in session.scalars(
+            select(Adjudication).where(Adjudication.sentence_id == row.id).order_by(Adjudication.id)
+        )
+    ]
+    return {"position": row.position, "shared": shared, "own": own, "adjudications": adjudications}
+
+
+def _restore_labels(
+    session: Session, response: Response, sentence_id: int, item: dict[str, Any], editor: str, action_id: str
+) -> int:
+    """Give a sentence back the labels an edit ended: each with its source and author, as an event by
+    ``editor`` (like an undo); adjudication records with their reviewer and time."""
+    n = 0
+    shared = item["shared"]
+    if shared is not None:
+        apply_label(
+            session,
+            sentence_id=sentence_id,
+            response_id=response.id,
+            dataset_id=response.dataset_id,
+            layer=None,
+            label=int(shared["label"]),
+            annotator=editor,
+            source=str(shared["source"]),
+            action_id=action_id,
+            restore_annotator=str(shared["annotator"]),
+        )
+        n += 1
+    for annotator, label in sorted(item["own"].items()):
+        apply_label(
+            session,
+            sentence_id=sentence_id,
+            response_id=response.id,
+            dataset_id=response.dataset_id,
+            layer=annotator,
+            label=int(label),
+            annotator=editor,
+            source=HUMAN,
+            action_id=action_id,
+            restore_annotator=annotator,
+        )
+        n += 1
+    for adj in item["adjudications"]:
+        session.add(
+            Adjudication(
+                response_id=response.id,
+                sentence_id=sentence_id,
+                label=adj["label"],
+                reviewer=adj["reviewer"],
+                created_at=datetime.fromisoformat(adj["at"]),
+            )
+        )
+        n += 1
+    session.flush()
+    return n

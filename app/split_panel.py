@@ -1,0 +1,121 @@
+"""Review's "Fix the split" panel: merge a sentence with the next one, split one at a character offset, undo the
+last split change (``app.actions`` checks the role and writes through ``db.repository.segment_edits``).
+
+Every edit carries the sentences this page showed; when someone changed the split since, the store refuses it
+and the panel says so. Sentence text is shown with ``st.text`` / ``st.code`` (never markup). While a changed
+split has no scores yet, the response is shown uncoloured (:func:`unscored_if_stale`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import streamlit as st
+from sqlalchemy import Engine
+
+from app import actions, state
+from db.accounts import PermissionDenied
+from db.rows import ResponseDetail, SegmentEditResult, UserRow
+from fractal_core.data.segment_edit import split_parts
+from fractal_core.errors import InputError
+
+SEEN_KEY = "_split_seen"
+"""The spans the panel showed in the previous run: a click is checked against what the person saw then."""
+STALE_NOTE = "Split changed: scores are stale until the next scoring, so the response is shown uncoloured."
+
+
+def unscored_if_stale(detail: ResponseDetail) -> ResponseDetail:
+    """The response without scores while its split has none for every sentence (the raw-less, uncoloured view):
+    old scores must not colour a split they were not computed for."""
+    if not detail.scores_stale:
+        return detail
+    sentences = [dataclasses.replace(s, score=None, uncertainty=None) for s in detail.sentences]
+    return dataclasses.replace(detail, sentences=sentences, score=None, uncertainty=None, disagreement=None)
+
+
+def _spans(detail: ResponseDetail) -> list[tuple[int, int]]:
+    return [(s.start, s.end) for s in detail.sentences]
+
+
+def _done(result: SegmentEditResult | None, what: str) -> None:
+    if result is None:
+        state.flash("Nothing to undo: this response has no split change left to undo.", "info")
+        return
+    extra = []
+    if result.ended_labels:
+        extra.append(f"{result.ended_labels} label(s) on the replaced sentences ended (kept in the history)")
+    if result.restored_labels:
+        extra.append(f"{result.restored_labels} label(s) restored")
+    state.flash(" · ".join([what, *extra, "scores are stale until the next scoring"]) + ".", "success")
+
+
+def show(engine: Engine, user: UserRow, detail: ResponseDetail) -> None:
+    """The panel under the response (call it after the response is drawn)."""
+    if detail.scores_stale:
+        st.info(STALE_NOTE, icon=":material/info:")
+    shown = _spans(detail)
+    seen_id, seen = st.session_state.get(SEEN_KEY, (None, None))
+    expected = seen if seen_id == detail.id and seen is not None else shown
+    st.session_state[SEEN_KEY] = (detail.id, shown)
+    with st.expander("Fix the split"):
+        n = len(detail.sentences)
+        number = int(
+            st.number_input(
+                "Sentence", min_value=1, max_value=n, value=1, step=1, key=f"split_pick_{detail.id}"
+            )
+        )
+        sentence = detail.sentences[number - 1]
+        st.code(sentence.text, language=None, wrap_lines=True)
+        c1, c2 = st.columns(2)
+        if c1.button("Merge with next", key="split_merge", disabled=number >= n):
+            _act(
+                lambda: actions.merge_sentences(engine, user, detail.id, number - 1, expected=expected),
+                f"Merged sentences {number} and {number + 1}",
+            )
+        if c2.button("Undo last split change", key="split_undo"):
+            _act(
+                lambda: actions.undo_split(engine, user, detail.id, expected=expected),
+                "Undid the last split change",
+            )
+        if len(sentence.text) < 2:
+            st.caption("This sentence is too short to split.")
+            return
+        offset = int(
+            st.number_input(
+                "Split at (characters from the sentence's start)",
+                min_value=1,
+                max_value=len(sentence.text) - 1,
+                value=max(1, min(len(sentence.text) - 1, len(sentence.text) // 2)),
+                step=1,
+                key=f"split_at_{detail.id}_{number}",
+            )
+        )
+        try:
+            left, right = split_parts(sentence.text, offset)
+        except InputError as exc:
+            st.caption(f"No split here: {exc.reason}")
+            return
+        st.caption("The two parts:")
+        st.text(left)
+        st.text(right)
+        if st.button(f"Split at {offset}", key="split_split"):
+            _act(
+                lambda: actions.split_sentence(
+                    engine, user, detail.id, number - 1, offset, expected=expected
+                ),
+                f"Split sentence {number} at {offset}",
+            )
+
+
+def _act(edit: Callable[[], SegmentEditResult | None], what: str) -> None:
+    try:
+        result = edit()
+    except PermissionDenied as exc:
+        st.error(f"Not changed: {exc}")
+        return
+    except InputError as exc:  # a stale view, or an edit the library refuses
+        st.error(f"Not changed: {exc.reason}")
+        return
+    _done(result, what)
+    st.rerun()

@@ -20,6 +20,7 @@ from sqlalchemy import (
     text as sql_text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from db.models.base import Base, one_of, utcnow
 from fractal_core.data.records import AGGREGATIONS, LABEL_KINDS, MAX_ID_CHARS, MAX_LABEL, MAX_TASK_CHARS
@@ -131,6 +132,18 @@ class Sentence(Base):
     end: Mapped[int] = mapped_column(Integer)  # exclusive
     text: Mapped[str] = mapped_column(Text)
     segmenter_version: Mapped[str] = mapped_column(String(64))
+    # Set when a split fix replaced this sentence (the segment_edits row that did): the row, its label history
+    # and scores stay, outside the response (position RETIRED_POSITION + id); an undo brings it back.
+    retired_by: Mapped[int | None] = mapped_column(Integer)
+
+
+RETIRED_POSITION = 1_000_000_000
+"""Retired sentences sit at ``RETIRED_POSITION + id``: out of every live range, unique per response."""
+
+
+def live_sentence() -> ColumnElement[bool]:
+    """The one condition every reader of a response's current sentences applies: not replaced by a split fix."""
+    return Sentence.retired_by.is_(None)
 
 
 SEGMENT_EDIT_KINDS: tuple[str, ...] = EDIT_KINDS

@@ -19,6 +19,7 @@ from db.models import (
     ResponseScore,
     Sentence,
     SentenceScore,
+    live_sentence,
 )
 from db.rows import LabelledScores
 from fractal_core.errors import InputError
@@ -39,8 +40,7 @@ def store_scores(
     Shapes: ``sentence_ids``, ``scores`` and ``uncertainties`` are (n,); scores and uncertainties in [0, 1]
     (default uncertainty: ``fractal_core.mil.semantics.uncertainty``). Rows go in chunks, each its own short transaction, so
     annotators saving corrections meanwhile wait at most one chunk; the version's scores are only used once
-    :func:`~db.repository.model_registry.finish_model_version` marks it ready. Ids of sentences that no
-    longer exist (replaced by a split fix meanwhile) are skipped.
+    :func:`~db.repository.model_registry.finish_model_version` marks it ready.
     """
     ids = np.asarray(sentence_ids, dtype=np.int64)
     values = np.asarray(scores, dtype=np.float64)
@@ -64,30 +64,14 @@ def store_scores(
             f"model version {model_version_id} is {status or 'missing'}; scores go to a training version"
         )
     table = cast(Table, SentenceScore.__table__)
-    written = 0
     for lo in range(0, len(ids), chunk_size):
         hi = lo + chunk_size
-
-        def write(session: Session, lo: int = lo, hi: int = hi) -> int:
-            # A sentence replaced by a split fix while the job ran (db.repository.segment_edits) is gone: its
-            # score is dropped, and the response stays stale until the next scoring.
-            chunk = ids[lo:hi]
-            alive = np.fromiter(
-                session.scalars(select(Sentence.id).where(Sentence.id.in_(chunk.tolist()))), dtype=np.int64
-            )
-            keep = np.isin(chunk, alive)
-            rows = [
-                {"model_version_id": model_version_id, "sentence_id": i, "score": s, "uncertainty": u}
-                for i, s, u in zip(
-                    chunk[keep].tolist(), values[lo:hi][keep].tolist(), unc[lo:hi][keep].tolist(), strict=True
-                )
-            ]
-            if rows:
-                session.execute(insert(table), rows)
-            return len(rows)
-
-        written += run_write(engine, write)
-    return written
+        rows = [
+            {"model_version_id": model_version_id, "sentence_id": i, "score": s, "uncertainty": u}
+            for i, s, u in zip(ids[lo:hi].tolist(), values[lo:hi].tolist(), unc[lo:hi].tolist(), strict=True)
+        ]
+        _insert_rows(engine, table, rows)
+    return len(ids)
 
 
 def _insert_rows(engine: Engine, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -198,7 +182,7 @@ def summarise_scores(session: Session, mv: ModelVersion) -> None:
         .join(Sentence, Sentence.id == SentenceScore.sentence_id)
         .join(Response, Response.id == Sentence.response_id)
         .outerjoin(CurrentLabel, CurrentLabel.sentence_id == Sentence.id)
-        .where(SentenceScore.model_version_id == mv.id)
+        .where(SentenceScore.model_version_id == mv.id, live_sentence())
         .order_by(Sentence.response_id)
     ).all()
     if not rows:

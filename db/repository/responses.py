@@ -19,6 +19,7 @@ from db.models import (
     SegmentEdit,
     Sentence,
     SentenceScore,
+    live_sentence,
 )
 from db.rows import ResponseDetail, ResponseListRow, ResponsePage, SentenceRow
 from fractal_core.errors import InputError
@@ -225,7 +226,7 @@ def get_response(engine: Engine, response_id: int, model_version_id: int | None 
                 SentenceScore,
                 and_(SentenceScore.sentence_id == Sentence.id, SentenceScore.model_version_id == (mv or -1)),
             )
-            .where(Sentence.response_id == response_id)
+            .where(Sentence.response_id == response_id, live_sentence())
             .order_by(Sentence.position)
         )
         sentences = [SentenceRow(*row) for row in session.execute(q)]

@@ -7,20 +7,23 @@ applies an edit to the sentence rows in one write transaction, with the response
   scores); the rows after the edit move to their new positions; ``responses.n_sentences`` follows;
 - the sentences it replaces end: their labels in the shared view and in every annotator's own labels are
   cleared through the one label write path (:func:`~db.repository.label_events.apply_label`, which keeps the
-  gold counter), their adjudications are taken along, and the rows are deleted (their label history, scores
-  and adjudication rows go with them, as when a response is deleted). What ended is kept, with source,
-  author and time, in the edit's ``segment_edits`` row;
+  gold counter), and their adjudication rows are removed. What ended is kept, with source, author and time, in
+  the edit's ``segment_edits`` row. The rows themselves are *retired*, not deleted: ``retired_by`` names the
+  edit and the position moves to ``RETIRED_POSITION + id``, so their label history (who labelled what, when)
+  and scores stay, and every reader of current sentences leaves them out (``live_sentence()``);
 - the new sentences get new rows (segmenter version ``manual``), without labels or scores.
 
 **Undo** reverts the response's last edit not yet undone (whoever made it: a response has one split, and the
-person undoing saw it), walking further back on each call: the spans come back as new rows and the labels the
-edit ended come back through the label path with their original source and author (the event is by the person
-undoing, like any undo); labels set on the edit's own sentences since end in turn and are kept in the undo's row.
+person undoing saw it), walking further back on each call: the rows the edit retired come back (the same ids,
+with their history and scores) and the labels the edit ended come back through the label path with their
+original source and author (the event is by the person undoing, like any undo); the edit's own rows are
+retired in turn, and labels set on them since end and are kept in the undo's row.
 
 **Stale scores**: the new rows have no score under any model version, so a response whose split was changed
 has current sentences without a score in the active version until the next scoring (a ``score`` or ``train``
 job, which scores every current sentence, embedding the new texts first):
-:func:`~db.repository.responses.get_response` reports ``scores_stale`` from exactly that.
+:func:`~db.repository.responses.get_response` reports ``scores_stale`` from exactly that. (After an undo the
+old rows have their old scores again, so the response is stale only if the active version never scored them.)
 
 ``expected`` (the spans the caller's view showed, ``[(start, end), ...]``) refuses an edit made from a stale
 view with :class:`StaleSplitError`: someone changed the split meanwhile, and nothing is written.
@@ -30,17 +33,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from db.engine import run_write
-from db.models import Adjudication, Annotation, CurrentLabel, Response, SegmentEdit, Sentence, utcnow
-from db.repository.label_events import apply_label, lock_response
+from db.models import (
+    RETIRED_POSITION,
+    Response,
+    SegmentEdit,
+    Sentence,
+    live_sentence,
+    utcnow,
+)
+from db.repository.label_events import lock_response
+from db.repository.segment_labels import count_ended, end_labels, restore_labels
 from db.rows import SegmentEditResult
-from db.sources import HUMAN
 from fractal_core.data.records import Span
 from fractal_core.data.segment_edit import SpanEdit, check_spans, merge_edit, revert_edit, split_edit
 from fractal_core.errors import InputError
@@ -48,9 +57,9 @@ from fractal_core.errors import InputError
 MANUAL_SEGMENTER = "manual"
 """``sentences.segmenter_version`` of a sentence a person made by merging or splitting."""
 _PARK = 1_000_000
-"""Positions are moved through ``[_PARK, 2 * _PARK)`` when sentences shift, and new rows wait above ``2 * _PARK``,
-so no two rows of a response ever share a position (PostgreSQL checks the unique index row by row). More than
-any response's sentence count (a field holds at most 1,000,000 characters)."""
+"""Live positions move through ``[_PARK, 2 * _PARK)`` when sentences shift, so no two rows of a response ever
+share a position (PostgreSQL checks the unique index row by row). More than any response's sentence count (a
+field holds at most 1,000,000 characters), far below ``RETIRED_POSITION``."""
 
 
 class StaleSplitError(InputError):
@@ -165,7 +174,9 @@ def _run(
             raise InputError(f"no response with id {response_id}", field="response")
         rows = list(
             session.scalars(
-                select(Sentence).where(Sentence.response_id == response_id).order_by(Sentence.position)
+                select(Sentence)
+                .where(Sentence.response_id == response_id, live_sentence())
+                .order_by(Sentence.position)
             )
         )
         spans = [Span(r.start, r.end, r.text) for r in rows]
@@ -195,62 +206,7 @@ def _write(
     p, n_removed = edit.position, len(edit.removed)
     action_id = str(uuid.uuid4())
     gone = rows[p : p + n_removed]
-    ended = [_end_labels(session, response, row, editor, action_id) for row in gone]
-    # The new rows are written before the old ones are deleted, so their ids are higher than any deleted id:
-    # SQLite hands out max(id) + 1, and a deleted id must never come back as another sentence (a page still
-    # showing the old sentence would label the new one).
-    new_rows = [
-        Sentence(
-            response_id=response.id,
-            position=2 * _PARK + k,
-            start=s.start,
-            end=s.end,
-            text=s.text,
-            segmenter_version=MANUAL_SEGMENTER,
-        )
-        for k, s in enumerate(edit.added)
-    ]
-    session.add_all(new_rows)
-    session.flush()
-    for row in gone:
-        session.expunge(row)
-    session.execute(
-        delete(Sentence)
-        .where(Sentence.id.in_([r.id for r in gone]))
-        .execution_options(synchronize_session=False)
-    )
-    here = Sentence.response_id == response.id
-    delta = len(edit.added) - n_removed
-    if delta:
-        session.execute(
-            update(Sentence)
-            .where(here, Sentence.position >= p + n_removed, Sentence.position < _PARK)
-            .values(position=Sentence.position + _PARK)
-            .execution_options(synchronize_session=False)
-        )
-        session.execute(
-            update(Sentence)
-            .where(here, Sentence.position >= _PARK, Sentence.position < 2 * _PARK)
-            .values(position=Sentence.position - _PARK + delta)
-            .execution_options(synchronize_session=False)
-        )
-    session.execute(
-        update(Sentence)
-        .where(here, Sentence.position >= 2 * _PARK)
-        .values(position=Sentence.position - 2 * _PARK + p)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(Response)
-        .where(Response.id == response.id)
-        .values(n_sentences=len(after))
-        .execution_options(synchronize_session=False)
-    )
-    restored = 0
-    if undone is not None:
-        for item in undone.ended:
-            target = new_rows[int(item["position"]) - p]
-            restored += _restore_labels(session, response, target.id, item, editor, action_id)
+    ended = [end_labels(session, response, row, editor, action_id) for row in gone]
     record = SegmentEdit(
         response_id=response.id,
         editor=editor,
@@ -265,112 +221,83 @@ def _write(
     )
     session.add(record)
     session.flush()
-    n_ended = sum(_count(item) for item in ended)
+    here = Sentence.response_id == response.id
+    session.execute(
+        update(Sentence)
+        .where(Sentence.id.in_([r.id for r in gone]))
+        .values(retired_by=record.id, position=RETIRED_POSITION + Sentence.id)
+        .execution_options(synchronize_session=False)
+    )
+    delta = len(edit.added) - n_removed
+    if delta:
+        live_after = (here, live_sentence(), Sentence.position >= p + n_removed, Sentence.position < _PARK)
+        session.execute(
+            update(Sentence)
+            .where(*live_after)
+            .values(position=Sentence.position + _PARK)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(Sentence)
+            .where(here, live_sentence(), Sentence.position >= _PARK)
+            .values(position=Sentence.position - _PARK + delta)
+            .execution_options(synchronize_session=False)
+        )
+    if undone is None:
+        session.add_all(
+            Sentence(
+                response_id=response.id,
+                position=p + k,
+                start=s.start,
+                end=s.end,
+                text=s.text,
+                segmenter_version=MANUAL_SEGMENTER,
+            )
+            for k, s in enumerate(edit.added)
+        )
+        session.flush()
+    else:  # the sentences the undone edit replaced come back: the same rows, with their history and scores
+        back = sorted(
+            session.scalars(select(Sentence).where(here, Sentence.retired_by == undone.id)).all(),
+            key=lambda r: r.start,
+        )
+        if [(r.start, r.end) for r in back] != [(s.start, s.end) for s in edit.added]:
+            raise InputError(
+                "the sentences this edit replaced are not in the store any more", field="sentence"
+            )
+        for k, r in enumerate(back):
+            session.execute(
+                update(Sentence)
+                .where(Sentence.id == r.id)
+                .values(retired_by=None, position=p + k)
+                .execution_options(synchronize_session=False)
+            )
+    new_ids = list(
+        session.scalars(
+            select(Sentence.id)
+            .where(here, live_sentence(), Sentence.position >= p, Sentence.position < p + len(edit.added))
+            .order_by(Sentence.position)
+        )
+    )
+    session.execute(
+        update(Response)
+        .where(Response.id == response.id)
+        .values(n_sentences=len(after))
+        .execution_options(synchronize_session=False)
+    )
+    restored = 0
+    if undone is not None:
+        for item in undone.ended:
+            sentence_id = new_ids[int(item["position"]) - p]
+            restored += restore_labels(session, response, sentence_id, item, editor, action_id)
     return SegmentEditResult(
         edit_id=record.id,
         kind=edit.kind,
         response_id=response.id,
         position=p,
         n_sentences=len(after),
-        sentence_ids=[r.id for r in new_rows],
-        ended_labels=n_ended,
+        sentence_ids=new_ids,
+        ended_labels=sum(count_ended(item) for item in ended),
         restored_labels=restored,
         undone_edit_id=undone.id if undone is not None else None,
     )
-
-
-def _count(item: dict[str, Any]) -> int:
-    return int(item["shared"] is not None) + len(item["own"]) + len(item["adjudications"])
-
-
-def _end_labels(
-    session: Session, response: Response, row: Sentence, editor: str, action_id: str
-) -> dict[str, Any]:
-    """Clear a replaced sentence's labels through the label path and say what they were."""
-    shared = None
-    current = session.get(CurrentLabel, row.id)
-    if current is not None:
-        shared = {"label": current.label, "source": current.source, "annotator": current.annotator}
-        apply_label(
-            session,
-            sentence_id=row.id,
-            response_id=response.id,
-            dataset_id=response.dataset_id,
-            layer=None,
-            label=None,
-            annotator=editor,
-            source=current.source,
-            action_id=action_id,
-        )
-    own: dict[str, int] = {}
-    for annotation in session.scalars(select(Annotation).where(Annotation.sentence_id == row.id)).all():
-        own[annotation.annotator] = annotation.label
-    for annotator in sorted(own):
-        apply_label(
-            session,
-            sentence_id=row.id,
-            response_id=response.id,
-            dataset_id=response.dataset_id,
-            layer=annotator,
-            label=None,
-            annotator=editor,
-            source=HUMAN,
-            action_id=action_id,
-        )
-    adjudications = [
-        {"reviewer": a.reviewer, "label": a.label, "at": a.created_at.isoformat()}
-        for a in session.scalars(
-            select(Adjudication).where(Adjudication.sentence_id == row.id).order_by(Adjudication.id)
-        )
-    ]
-    return {"position": row.position, "shared": shared, "own": own, "adjudications": adjudications}
-
-
-def _restore_labels(
-    session: Session, response: Response, sentence_id: int, item: dict[str, Any], editor: str, action_id: str
-) -> int:
-    """Give a sentence back the labels an edit ended: each with its source and author, as an event by
-    ``editor`` (like an undo); adjudication records with their reviewer and time."""
-    n = 0
-    shared = item["shared"]
-    if shared is not None:
-        apply_label(
-            session,
-            sentence_id=sentence_id,
-            response_id=response.id,
-            dataset_id=response.dataset_id,
-            layer=None,
-            label=int(shared["label"]),
-            annotator=editor,
-            source=str(shared["source"]),
-            action_id=action_id,
-            restore_annotator=str(shared["annotator"]),
-        )
-        n += 1
-    for annotator, label in sorted(item["own"].items()):
-        apply_label(
-            session,
-            sentence_id=sentence_id,
-            response_id=response.id,
-            dataset_id=response.dataset_id,
-            layer=annotator,
-            label=int(label),
-            annotator=editor,
-            source=HUMAN,
-            action_id=action_id,
-            restore_annotator=annotator,
-        )
-        n += 1
-    for adj in item["adjudications"]:
-        session.add(
-            Adjudication(
-                response_id=response.id,
-                sentence_id=sentence_id,
-                label=adj["label"],
-                reviewer=adj["reviewer"],
-                created_at=datetime.fromisoformat(adj["at"]),
-            )
-        )
-        n += 1
-    session.flush()
-    return n

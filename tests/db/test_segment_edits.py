@@ -107,6 +107,14 @@ def test_merge_keeps_untouched_labels_ends_the_merged_ones_and_undo_gives_them_b
     assert edit.ended[0]["shared"] == {"label": 1, "source": "adjudicated", "annotator": "rita"}
     assert edit.ended[0]["own"] == {"carl": 1} and edit.ended[0]["adjudications"][0]["reviewer"] == "rita"
     assert edit.ended[1]["shared"] == {"label": 0, "source": "human", "annotator": "ann"}
+    # The replaced sentences keep their label history (who set what, and that the merge ended it).
+    history = [(h.sentence_id, h.new_label, h.annotator) for h in repo.label_history(engine, response_id=rid)]
+    assert (ids[2], 0, "ann") in history and (ids[2], None, "ann") in history
+    with pytest.raises(InputError, match="split fix replaced them"):
+        repo.record_labels(engine, rid, {ids[2]: 1}, "ann")
+    assert (
+        repo.undo_last(engine, "ann", response_id=rid) is None
+    )  # no label goes back onto a replaced sentence
 
     undo = repo.undo_segment_edit(engine, rid, "bob", expected=[(s.start, s.end) for s in after.sentences])
     assert undo is not None and undo.kind == "undo" and undo.undone_edit_id == edit.id
@@ -116,6 +124,7 @@ def test_merge_keeps_untouched_labels_ends_the_merged_ones_and_undo_gives_them_b
     assert [(s.start, s.end, s.text) for s in back.sentences] == [
         (s.start, s.end, s.text) for s in before.sentences
     ]
+    assert [s.id for s in back.sentences] == ids  # the same rows come back, with their history
     assert _labels(back) == labels_before  # each with its original source and author
     assert run_read(engine, lambda s: _n_gold(s, rid)) == gold_before
     assert team.annotations_by_annotator(engine, rid) == {"carl": {back.sentences[1].id: 1, ids[3]: 0}}
@@ -215,10 +224,10 @@ def test_scores_are_stale_after_an_edit_until_the_next_scoring(engine: Engine, t
     assert detail.scores_stale and detail.sentences[0].score is None and detail.sentences[1].score == 0.25
     other = repo.response_id_by_external(engine, ds, "x2") or -1
     assert not repo.get_response(engine, other).scores_stale
-    # A job that loaded the sentences before the edit skips the rows the edit replaced, and the response stays
-    # stale; the next scoring (every current sentence) clears it.
+    # A job that loaded the sentences before the edit scores the rows the edit replaced (they are kept, retired),
+    # not the new one: the response stays stale; the next scoring (every current sentence) clears it.
     mv = repo.create_model_version(engine, ds, method="fractal")
-    assert repo.store_scores(engine, mv.id, stale_ids, np.full(len(stale_ids), 0.5)) == len(stale_ids) - 2
+    assert repo.store_scores(engine, mv.id, stale_ids, np.full(len(stale_ids), 0.5)) == len(stale_ids)
     repo.activate_model_version(engine, repo.finish_model_version(engine, mv.id).id)
     assert repo.get_response(engine, rid).scores_stale
     _score_all(engine, ds)

@@ -1,5 +1,6 @@
 """segment_edits: a person's fixes of a response's split (merge two sentences, split one, undo), with the
-sentences before and after and the labels each fix ended, so that an undo gives both back.
+sentences before and after and the labels each fix ended, so that an undo gives both back; sentences.retired_by:
+the fix that replaced a sentence (its row, label history and scores stay, outside the response).
 
 Frozen: literal values only, no imports from the live code.
 
@@ -54,8 +55,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_segment_edits")),
     )
     op.create_index("ix_segment_edits_response_id", "segment_edits", ["response_id", "id"], unique=False)
+    op.add_column("sentences", sa.Column("retired_by", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("sentences") as batch:
+        batch.drop_column("retired_by")
     op.drop_index("ix_segment_edits_response_id", table_name="segment_edits")
     op.drop_table("segment_edits")

@@ -60,11 +60,9 @@ def show(engine: Engine, user: UserRow, detail: ResponseDetail) -> None:
     st.session_state[SEEN_KEY] = (detail.id, shown)
     with st.expander("Fix the split"):
         n = len(detail.sentences)
-        number = int(
-            st.number_input(
-                "Sentence", min_value=1, max_value=n, value=1, step=1, key=f"split_pick_{detail.id}"
-            )
-        )
+        pick = f"split_pick_{detail.id}"
+        _clamp(pick, 1, n)  # a change (here or elsewhere) may have left fewer sentences than the number kept
+        number = int(st.number_input("Sentence", min_value=1, max_value=n, value=1, step=1, key=pick))
         sentence = detail.sentences[number - 1]
         st.code(sentence.text, language=None, wrap_lines=True)
         c1, c2 = st.columns(2)
@@ -81,14 +79,16 @@ def show(engine: Engine, user: UserRow, detail: ResponseDetail) -> None:
         if len(sentence.text) < 2:
             st.caption("This sentence is too short to split.")
             return
+        at_key = f"split_at_{detail.id}_{number}"
+        _clamp(at_key, 1, len(sentence.text) - 1)
         offset = int(
             st.number_input(
                 "Split at (characters from the sentence's start)",
                 min_value=1,
                 max_value=len(sentence.text) - 1,
-                value=max(1, min(len(sentence.text) - 1, len(sentence.text) // 2)),
+                value=len(sentence.text) // 2,
                 step=1,
-                key=f"split_at_{detail.id}_{number}",
+                key=at_key,
             )
         )
         try:
@@ -106,6 +106,12 @@ def show(engine: Engine, user: UserRow, detail: ResponseDetail) -> None:
                 ),
                 f"Split sentence {number} at {offset}",
             )
+
+
+def _clamp(key: str, lo: int, hi: int) -> None:
+    value = st.session_state.get(key)
+    if value is not None and not lo <= value <= hi:
+        st.session_state[key] = min(max(int(value), lo), hi)
 
 
 def _act(edit: Callable[[], SegmentEditResult | None], what: str) -> None:

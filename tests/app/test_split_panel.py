@@ -69,6 +69,23 @@ def test_merge_split_and_undo_from_the_review_page(store) -> None:
     assert split_panel.STALE_NOTE not in [i.value for i in at.info]
 
 
+def test_the_last_sentence_split_and_undone_keeps_the_page_working(store) -> None:
+    store.ingest(tiny_records(2))
+    at = app_test("views/review.py")
+    rid = drive.nav(at).response_id
+    original = _texts(store.engine, rid)
+    n = len(original)
+    at.number_input(key=f"split_pick_{rid}").set_value(n).run()
+    assert at.button(key="split_merge").disabled  # the last sentence has no next one
+    at.button(key="split_split").click().run()
+    assert len(_texts(store.engine, rid)) == n + 1
+    at.number_input(key=f"split_pick_{rid}").set_value(n + 1).run()  # the new last sentence
+    at.button(key="split_undo").click().run()
+    assert not at.exception and not _errors(at), at.exception or _errors(at)
+    assert _texts(store.engine, rid) == original
+    assert at.number_input(key=f"split_pick_{rid}").value == n
+
+
 def test_an_edit_from_a_stale_view_is_refused(store) -> None:
     store.ingest(tiny_records(2))
     at = app_test("views/review.py")

@@ -247,3 +247,22 @@ def test_exports_carry_the_new_sentences(engine: Engine, tmp_path: Path) -> None
     # Re-importable: the new offsets locate their sentences in the text.
     again = ingest_file(engine, Path(out), "again", labels_as="gold", imported_by="me")
     assert again.n_sentences == 6
+
+
+def test_migration_0013_upgrades_a_store_with_data_and_refuses_to_downgrade_past_a_fix(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from alembic import command
+
+    from db.schema import alembic_config, current_revision, migrating, upgrade
+
+    _, rid = _ingest(engine, tmp_path, labels=[0, 1, 0, 0])
+    with migrating(engine) as conn:
+        command.downgrade(alembic_config(conn), "0012")
+    upgrade(engine)
+    assert current_revision(engine) == "0013"
+    repo.merge_sentences(engine, rid, 0, "ann")
+    _consistent(engine, repo.get_response(engine, rid))
+    with pytest.raises(RuntimeError, match="cannot be downgraded"), migrating(engine) as conn:
+        command.downgrade(alembic_config(conn), "0012")
+    assert current_revision(engine) == "0013"

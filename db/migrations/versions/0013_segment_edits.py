@@ -59,7 +59,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sentences") as batch:
-        batch.drop_column("retired_by")
+    conn = op.get_bind()
+    edited = conn.execute(sa.text("SELECT count(*) FROM segment_edits")).scalar()
+    if edited:
+        raise RuntimeError(
+            f"{edited} split fix(es) are recorded; the older schema cannot tell replaced sentences from current "
+            "ones, so this store cannot be downgraded"
+        )
+    # A plain DROP COLUMN (SQLite 3.35+): a table rebuild would trip over the triggers that name sentences.
+    conn.execute(sa.text("ALTER TABLE sentences DROP COLUMN retired_by"))
     op.drop_index("ix_segment_edits_response_id", table_name="segment_edits")
     op.drop_table("segment_edits")

@@ -15,8 +15,9 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from app import actions, state
+from db import repository as repo
 from db.accounts import PermissionDenied
-from db.rows import ResponseDetail, SegmentEditResult, UserRow
+from db.rows import ResponseDetail, SegmentEditResult, SegmentEditRow, UserRow
 from fractal_core.data.segment_edit import split_parts
 from fractal_core.errors import InputError
 
@@ -61,8 +62,8 @@ def show(engine: Engine, user: UserRow, detail: ResponseDetail) -> None:
     with st.expander("Fix the split"):
         n = len(detail.sentences)
         pick = f"split_pick_{detail.id}"
-        _clamp(pick, 1, n)  # a change (here or elsewhere) may have left fewer sentences than the number kept
-        number = int(st.number_input("Sentence", min_value=1, max_value=n, value=1, step=1, key=pick))
+        _keep_in_range(pick, 1, n, 1)  # a change may have left fewer sentences than the number kept
+        number = int(st.number_input("Sentence", min_value=1, max_value=n, step=1, key=pick))
         sentence = detail.sentences[number - 1]
         st.code(sentence.text, language=None, wrap_lines=True)
         c1, c2 = st.columns(2)
@@ -76,17 +77,17 @@ def show(engine: Engine, user: UserRow, detail: ResponseDetail) -> None:
                 lambda: actions.undo_split(engine, user, detail.id, expected=expected),
                 "Undid the last split change",
             )
+        _history(engine, detail.id)
         if len(sentence.text) < 2:
             st.caption("This sentence is too short to split.")
             return
         at_key = f"split_at_{detail.id}_{number}"
-        _clamp(at_key, 1, len(sentence.text) - 1)
+        _keep_in_range(at_key, 1, len(sentence.text) - 1, len(sentence.text) // 2)
         offset = int(
             st.number_input(
                 "Split at (characters from the sentence's start)",
                 min_value=1,
                 max_value=len(sentence.text) - 1,
-                value=len(sentence.text) // 2,
                 step=1,
                 key=at_key,
             )
@@ -108,10 +109,38 @@ def show(engine: Engine, user: UserRow, detail: ResponseDetail) -> None:
             )
 
 
-def _clamp(key: str, lo: int, hi: int) -> None:
+def _history(engine: Engine, response_id: int) -> None:
+    """The response's split changes, newest first, as plain text (names are user text)."""
+    changes = repo.segment_history(engine, response_id)
+    if not changes:
+        return
+    by_id = {c.id: c for c in changes}
+    st.caption("Split changes (newest first)")
+    for c in reversed(changes):
+        st.text(f"{c.at:%Y-%m-%d %H:%M} {c.editor}: {describe(c, by_id)}")
+
+
+def describe(c: SegmentEditRow, by_id: dict[int, SegmentEditRow]) -> str:
+    """One split change in words (sentences counted from 1); ``by_id``: the response's changes, for undos."""
+
+    def action(e: SegmentEditRow) -> str:
+        if e.kind == "merge":
+            return f"merged sentences {e.position + 1} and {e.position + 2}"
+        return f"split sentence {e.position + 1} at {e.offset}"
+
+    undone = by_id.get(c.undoes_id) if c.undoes_id is not None else None
+    what = action(c) if c.kind != "undo" else f"undid: {action(undone)}" if undone else "undid a change"
+    if c.ended_labels:
+        what += f" ({c.ended_labels} label(s) ended)"
+    return what + (" · undone" if c.undone else "")
+
+
+def _keep_in_range(key: str, lo: int, hi: int, default: int) -> None:
+    """A number input's kept value (or ``default`` the first time) brought into ``[lo, hi]``: the widget is
+    created without a value of its own, its state is the one place the number lives."""
     value = st.session_state.get(key)
-    if value is not None and not lo <= value <= hi:
-        st.session_state[key] = min(max(int(value), lo), hi)
+    if value is None or not lo <= value <= hi:
+        st.session_state[key] = min(max(int(default if value is None else value), lo), hi)
 
 
 def _act(edit: Callable[[], SegmentEditResult | None], what: str) -> None:

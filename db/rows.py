@@ -113,6 +113,21 @@ class SegmentEditResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentEditRow:
+    """One recorded split fix of a response (``segment_edits``), for its history."""
+
+    id: int
+    kind: str  # merge | split | undo
+    position: int  # 0-based
+    offset: int | None
+    editor: str
+    at: datetime
+    ended_labels: int
+    undoes_id: int | None  # an undo: the change it reverted
+    undone: bool  # a later undo reverted this change
+
+
+@dataclass(frozen=True, slots=True)
 class LabelChange:
     event_id: int
     sentence_id: int

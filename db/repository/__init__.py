@@ -79,6 +79,7 @@ from db.repository.responses import (
 from db.repository.segment_edits import (
     StaleSplitError,
     merge_sentences,
+    segment_history,
     split_sentence,
     undo_segment_edit,
 )
@@ -95,6 +96,7 @@ from db.rows import (
     ResponsePage,
     SaveResult,
     SegmentEditResult,
+    SegmentEditRow,
     SentenceRow,
     TrainingSet,
     UndoResult,
@@ -116,6 +118,7 @@ __all__ = [
     "ResponsePage",
     "SaveResult",
     "SegmentEditResult",
+    "SegmentEditRow",
     "SentenceRow",
     "SortKey",
     "TrainingSet",
@@ -159,6 +162,7 @@ __all__ = [
     "StaleLabelError",
     "StaleSplitError",
     "merge_sentences",
+    "segment_history",
     "split_sentence",
     "undo_segment_edit",
     "store_scores",

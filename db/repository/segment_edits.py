@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from db.engine import run_write
+from db.engine import run_read, run_write
 from db.models import (
     RETIRED_POSITION,
     Response,
@@ -49,7 +49,7 @@ from db.models import (
 )
 from db.repository.label_events import lock_response
 from db.repository.segment_labels import count_ended, end_labels, restore_labels
-from db.rows import SegmentEditResult
+from db.rows import SegmentEditResult, SegmentEditRow
 from fractal_core.data.records import Span
 from fractal_core.data.segment_edit import SpanEdit, check_spans, merge_edit, revert_edit, split_edit
 from fractal_core.errors import InputError
@@ -123,6 +123,32 @@ def undo_segment_edit(
         return _last_undoable(session, response_id) is None
 
     return _run(engine, response_id, editor, expected, make, skip_if=nothing)
+
+
+def segment_history(engine: Engine, response_id: int) -> list[SegmentEditRow]:
+    """A response's split fixes, oldest first."""
+
+    def work(session: Session) -> list[SegmentEditRow]:
+        edits = session.scalars(
+            select(SegmentEdit).where(SegmentEdit.response_id == response_id).order_by(SegmentEdit.id)
+        ).all()
+        undone = {e.undoes_id for e in edits if e.undoes_id is not None}
+        return [
+            SegmentEditRow(
+                id=e.id,
+                kind=e.kind,
+                position=e.position,
+                offset=e.offset,
+                editor=e.editor,
+                at=e.created_at,
+                ended_labels=sum(count_ended(item) for item in e.ended),
+                undoes_id=e.undoes_id,
+                undone=e.id in undone,
+            )
+            for e in edits
+        ]
+
+    return run_read(engine, work)
 
 
 def _last_undoable(session: Session, response_id: int) -> SegmentEdit | None:

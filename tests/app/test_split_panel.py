@@ -64,6 +64,13 @@ def test_merge_split_and_undo_from_the_review_page(store) -> None:
     assert _texts(store.engine, rid) == original
     at.button(key="split_undo").click().run()
     assert "Nothing to undo" in " ".join(t.value for t in at.toast)
+    changes = [t.value.split(": ", 1)[1] for t in at.text if ": " in t.value and " tester: " in t.value]
+    assert changes == [
+        "undid: merged sentences 1 and 2",
+        f"undid: split sentence 1 at {len(original[0]) + 1}",
+        f"split sentence 1 at {len(original[0]) + 1} · undone",
+        "merged sentences 1 and 2 (2 label(s) ended) · undone",  # both had imported labels
+    ], changes
     _score_everything(store.engine, dataset_id)
     at.run()
     assert split_panel.STALE_NOTE not in [i.value for i in at.info]

@@ -159,6 +159,14 @@ def test_split_shifts_later_sentences_and_undo_walks_back(engine: Engine, tmp_pa
     _consistent(engine, back)
     assert [s.text for s in back.sentences] == SENTENCES
     assert [k.kind for k in _edits(engine, rid)] == ["split", "merge", "undo", "undo"]
+    history = repo.segment_history(engine, rid)
+    assert [(h.kind, h.editor, h.undone, h.ended_labels) for h in history] == [
+        ("split", "ann", True, 0),
+        ("merge", "bob", True, 1),  # bob's merge ended ann's label on sentence 5
+        ("undo", "bob", False, 0),
+        ("undo", "ann", False, 0),
+    ]
+    assert [h.undoes_id for h in history[2:]] == [history[1].id, history[0].id]
 
 
 def test_labels_set_on_new_sentences_end_with_the_undo_and_are_kept_in_its_row(

@@ -365,7 +365,7 @@ with right:
                     {
                         "when": h.at.strftime("%Y-%m-%d %H:%M:%S"),
                         "who": h.annotator,
-                        "sentence": sentence_no.get(h.sentence_id),
+                        "sentence": str(sentence_no.get(h.sentence_id, "replaced by a split fix")),
                         "old": h.old_label,
                         "new": h.new_label,
                         "kind": h.source,

@@ -51,6 +51,9 @@ def test_merge_split_and_undo_from_the_review_page(store) -> None:
     # The changed split has no scores yet: a note, and no sentence coloured with the old ones.
     assert split_panel.STALE_NOTE in [i.value for i in at.info]
     assert all(s["score"] is None for s in drive.data(at)["response"]["sentences"])
+    # The merged sentences' labels keep their history, shown as on a replaced sentence.
+    [history] = [d.value for d in at.dataframe if "sentence" in d.value.columns]
+    assert "replaced by a split fix" in set(history["sentence"])
 
     # Split the merged sentence again where the two met.
     at.number_input(key=f"split_at_{rid}_1").set_value(len(original[0]) + 1).run()

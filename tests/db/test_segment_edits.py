@@ -274,3 +274,50 @@ def test_migration_0013_upgrades_a_store_with_data_and_refuses_to_downgrade_past
     with pytest.raises(RuntimeError, match="cannot be downgraded"), migrating(engine) as conn:
         command.downgrade(alembic_config(conn), "0012")
     assert current_revision(engine) == "0013"
+
+
+def test_concurrent_edits_and_saves_of_one_response_stay_consistent(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """Threads (own engines) race the same edit from the same view and label saves: exactly one edit wins, the
+    others are refused as stale, and the store stays consistent."""
+    import threading
+
+    from db.engine import get_engine
+
+    _, rid = _ingest(engine, tmp_path)
+    seen = [(s.start, s.end) for s in repo.get_response(engine, rid).sentences]
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def edit() -> None:
+        own = get_engine(db_url)
+        try:
+            repo.merge_sentences(own, rid, 0, "ann", expected=seen)
+            result = "merged"
+        except repo.StaleSplitError:
+            result = "stale"
+        finally:
+            own.dispose()
+        with lock:
+            outcomes.append(result)
+
+    def save() -> None:
+        own = get_engine(db_url)
+        try:
+            live = repo.get_response(own, rid).sentences[-1].id  # the last sentence is never replaced
+            repo.record_labels(own, rid, {live: 1}, "bob")
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=edit) for _ in range(4)] + [
+        threading.Thread(target=save) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcomes) == ["merged", "stale", "stale", "stale"]
+    after = repo.get_response(engine, rid)
+    _consistent(engine, after)
+    assert len(after.sentences) == len(SENTENCES) - 1 and after.sentences[-1].label == 1

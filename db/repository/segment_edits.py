@@ -177,9 +177,17 @@ def _as_span_edit(edit: SegmentEdit, text: str) -> SpanEdit:
     return SpanEdit(edit.kind, p, before[p : p + n_removed], after[p : p + n_added], edit.offset)
 
 
+MAX_EDITOR_CHARS = 128
+"""Longest editor name (``segment_edits.editor``; the label history's name columns have the same width)."""
+
+
 def _check_editor(editor: str) -> None:
     if not isinstance(editor, str) or not editor.strip():
         raise InputError("the editor must be a non-empty name", field="user")
+    if len(editor) > MAX_EDITOR_CHARS or "\x00" in editor:
+        raise InputError(
+            f"the editor's name must be at most {MAX_EDITOR_CHARS} characters, without NUL", field="user"
+        )
 
 
 def _run(

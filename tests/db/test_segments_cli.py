@@ -78,6 +78,10 @@ def test_split_merge_undo_from_the_command_line(engine: Engine, rid: int) -> Non
         (["merge", "--dataset", "d", "--response", "nope", "--sentence", "1"], "no response 'nope'"),
         (["merge", "--dataset", "nope", "--response", "x1", "--sentence", "1"], "nope"),
         (["merge", "--dataset", "d", "--response", "x1", "--sentence", "1", "--user", " "], "non-empty name"),
+        (
+            ["merge", "--dataset", "d", "--response", "x1", "--sentence", "1", "--user", "u" * 129],
+            "at most 128",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(

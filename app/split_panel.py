@@ -77,36 +77,42 @@ def show(engine: Engine, user: UserRow, detail: ResponseDetail) -> None:
                 lambda: actions.undo_split(engine, user, detail.id, expected=expected),
                 "Undid the last split change",
             )
+        _split_controls(engine, user, detail, number, expected)
         _history(engine, detail.id)
-        if len(sentence.text) < 2:
-            st.caption("This sentence is too short to split.")
-            return
-        at_key = f"split_at_{detail.id}_{number}"
-        _keep_in_range(at_key, 1, len(sentence.text) - 1, len(sentence.text) // 2)
-        offset = int(
-            st.number_input(
-                "Split at (characters from the sentence's start)",
-                min_value=1,
-                max_value=len(sentence.text) - 1,
-                step=1,
-                key=at_key,
-            )
+
+
+def _split_controls(
+    engine: Engine, user: UserRow, detail: ResponseDetail, number: int, expected: list[tuple[int, int]]
+) -> None:
+    """The offset, the preview of the two parts (plain text) and the split button."""
+    sentence = detail.sentences[number - 1]
+    if len(sentence.text) < 2:
+        st.caption("This sentence is too short to split.")
+        return
+    at_key = f"split_at_{detail.id}_{number}"
+    _keep_in_range(at_key, 1, len(sentence.text) - 1, len(sentence.text) // 2)
+    offset = int(
+        st.number_input(
+            "Split at (characters from the sentence's start)",
+            min_value=1,
+            max_value=len(sentence.text) - 1,
+            step=1,
+            key=at_key,
         )
-        try:
-            left, right = split_parts(sentence.text, offset)
-        except InputError as exc:
-            st.caption(f"No split here: {exc.reason}")
-            return
-        st.caption("The two parts:")
-        st.text(left)
-        st.text(right)
-        if st.button(f"Split at {offset}", key="split_split"):
-            _act(
-                lambda: actions.split_sentence(
-                    engine, user, detail.id, number - 1, offset, expected=expected
-                ),
-                f"Split sentence {number} at {offset}",
-            )
+    )
+    try:
+        left, right = split_parts(sentence.text, offset)
+    except InputError as exc:
+        st.caption(f"No split here: {exc.reason}")
+        return
+    st.caption("The two parts:")
+    st.text(left)
+    st.text(right)
+    if st.button(f"Split at {offset}", key="split_split"):
+        _act(
+            lambda: actions.split_sentence(engine, user, detail.id, number - 1, offset, expected=expected),
+            f"Split sentence {number} at {offset}",
+        )
 
 
 def _history(engine: Engine, response_id: int) -> None:

@@ -8,7 +8,8 @@ label recorded is always the acting user's name, never a name the user typed.
 Who may do what:
 
 - annotator: label sentences (only their own queue's responses once work is assigned), undo their own
-  changes, comment and flag;
+  changes, fix a response's split (merge, split, undo the last split change) where they may label, comment
+  and flag;
 - reviewer: also adjudicate and see agreement;
 - admin: also upload, train, cancel jobs, activate or roll back models, export, set the gold target and
   manage users.
@@ -27,6 +28,7 @@ from db import accounts, team
 from db import repository as repo
 from db.accounts import PermissionDenied, require_role
 from db.export import ExportSummary, export_dataset
+from db.repository.segment_edits import Spans
 from db.rows import (
     AgreementReport,
     AssignSummary,
@@ -35,6 +37,7 @@ from db.rows import (
     ModelVersionRow,
     NoteRow,
     SaveResult,
+    SegmentEditResult,
     UndoResult,
     UserRow,
 )
@@ -78,6 +81,37 @@ def undo(engine: Engine, actor: UserRow, response_id: int) -> UndoResult | None:
     if label_layer(engine, actor, response_id) == "own":
         return team.undo_annotation(engine, actor.name, response_id)
     return repo.undo_last(engine, actor.name, response_id=response_id)
+
+
+def _may_edit_split(engine: Engine, actor: UserRow, response_id: int) -> None:
+    """A split is fixed by whoever may label the response (it changes the sentences everyone labels)."""
+    require_role(actor, "annotator", "fixing a split")
+    if label_layer(engine, actor, response_id) == "refused":
+        raise PermissionDenied("this response is assigned to other annotators")
+
+
+def merge_sentences(
+    engine: Engine, actor: UserRow, response_id: int, position: int, *, expected: Spans
+) -> SegmentEditResult:
+    """Merge sentence ``position`` with the next one; ``expected``: the spans the actor's page showed."""
+    _may_edit_split(engine, actor, response_id)
+    return repo.merge_sentences(engine, response_id, position, actor.name, expected=expected)
+
+
+def split_sentence(
+    engine: Engine, actor: UserRow, response_id: int, position: int, offset: int, *, expected: Spans
+) -> SegmentEditResult:
+    """Split sentence ``position`` at ``offset`` characters from its start."""
+    _may_edit_split(engine, actor, response_id)
+    return repo.split_sentence(engine, response_id, position, offset, actor.name, expected=expected)
+
+
+def undo_split(
+    engine: Engine, actor: UserRow, response_id: int, *, expected: Spans
+) -> SegmentEditResult | None:
+    """Undo the response's last split change not yet undone (whoever made it), None when there is none."""
+    _may_edit_split(engine, actor, response_id)
+    return repo.undo_segment_edit(engine, response_id, actor.name, expected=expected)
 
 
 def add_note(engine: Engine, actor: UserRow, response_id: int, text: str, flag: str | None) -> NoteRow:

@@ -33,6 +33,7 @@ from app.settings import (
 from db.cli import register as register_db
 from db.connect import shown_url
 from db.schema import SchemaOutdatedError
+from db.segments_cli import register as register_segments
 from db.users_cli import register as register_users
 from fractal_core.cli import PRECISIONS, EncoderOpt, checked_encoder
 from fractal_core.cli import register as register_core
@@ -62,6 +63,7 @@ def _register_subcommands() -> None:
     register_core(app)
     register_db(app)
     register_users(app)
+    register_segments(app)
     register_score_server(app)
     app._fractal_registered = True  # type: ignore[attr-defined]
 

@@ -15,14 +15,16 @@ Public API (stable; the app, the worker and the CLI use only these):
   ``gold_budget``), model versions (``create_model_version``, ``store_scores``, ``store_response_summaries``,
   ``finish_model_version``, ``activate_model_version``, ``rollback_model_version``, ``active_model_version``,
   ``get_model_version``, ``find_model_version``, ``list_model_versions``, ``labelled_scores``), training
-  records (``load_training_set``, ``load_records``) and the job queue re-exported from :mod:`db.jobs`
+  records (``load_training_set``, ``load_records``), split fixes (``merge_sentences``, ``split_sentence``,
+  ``undo_segment_edit``) and the job queue re-exported from :mod:`db.jobs`
   (``create_job``, ``get_job``, ``list_jobs``, ``claim_next_job``, ``heartbeat``, ``update_progress``,
   ``append_log``, ``finish_job``, ``request_cancel``, ``is_cancel_requested``, ``mark_stale_jobs_failed``).
 - response semantics (aggregate score, uncertainty, disagreement, the consistency check) come from
   :mod:`fractal_core.mil.semantics`; the store keeps what it computed per model version.
 - :mod:`db.ingest`: ``ingest_file(engine, path, dataset, ...) -> IngestSummary``.
 - :mod:`db.export`: ``export_dataset(engine, dataset, out, *, format, model_version=None) -> ExportSummary``.
-- :mod:`db.cli`: ``register(app: typer.Typer)`` adds ``ingest``, ``export`` and ``db upgrade|current|datasets``.
+- :mod:`db.cli`: ``register(app: typer.Typer)`` adds ``ingest``, ``export`` and ``db upgrade|current|datasets``;
+  :mod:`db.segments_cli` adds ``segments merge|split|undo``.
 
 Returned rows are frozen dataclasses from :mod:`db.rows`, never ORM objects. See ``db/README.md``.
 """

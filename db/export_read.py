@@ -11,7 +11,16 @@ import numpy as np
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from db.models import Adjudication, Annotation, CurrentLabel, IngestedFile, Response, Sentence, SentenceScore
+from db.models import (
+    Adjudication,
+    Annotation,
+    CurrentLabel,
+    IngestedFile,
+    Response,
+    Sentence,
+    SentenceScore,
+    live_sentence,
+)
 from db.sources import HUMAN_SOURCES
 from fractal_core.data.records import Span, top_level
 from fractal_core.mil.reviewer import label_conditioned_flat
@@ -79,7 +88,7 @@ def _read_batch(
                 SentenceScore.model_version_id == (model_version_id or -1),
             ),
         )
-        .where(Sentence.response_id.in_(ids))
+        .where(Sentence.response_id.in_(ids), live_sentence())
         .order_by(Sentence.response_id, Sentence.position)
     ).all()
     by_response: dict[int, list[Any]] = {rid: [] for rid in ids}

@@ -90,6 +90,41 @@ class ResponseDetail:
     uncertainty: float | None
     disagreement: float | None
     consistency_warning: str | None  # check_consistency over the current labels
+    # The split was changed by hand since the model version scored it: some sentences have no score in it
+    # (db.repository.segment_edits); its scores must not be shown as if they described this split.
+    scores_stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentEditResult:
+    """What a merge, split or undo of a response's split did (``db.repository.segment_edits``)."""
+
+    edit_id: int
+    kind: str  # merge | split | undo
+    response_id: int
+    position: int  # first sentence (0-based) replaced
+    n_sentences: int  # the response's sentences after it
+    sentence_ids: list[int]  # the new rows, in order
+    ended_labels: (
+        int  # labels (shared, own, adjudications) on the replaced sentences, ended and kept in its row
+    )
+    restored_labels: int  # an undo: labels given back
+    undone_edit_id: int | None  # an undo: the edit it reverted
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentEditRow:
+    """One recorded split fix of a response (``segment_edits``), for its history."""
+
+    id: int
+    kind: str  # merge | split | undo
+    position: int  # 0-based
+    offset: int | None
+    editor: str
+    at: datetime
+    ended_labels: int
+    undoes_id: int | None  # an undo: the change it reverted
+    undone: bool  # a later undo reverted this change
 
 
 @dataclass(frozen=True, slots=True)

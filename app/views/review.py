@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import actions, page, render, review, review_events, safe_markdown, state
+from app import actions, page, render, review, review_events, safe_markdown, split_panel, state
 from app.components import response_view
 from db import repository as repo
 from db import team
@@ -221,7 +221,7 @@ rule = review.first_error_rule(repo.active_model_version(engine, dataset.id))
 
 def view(response_id: int) -> ResponseDetail:
     """A response as this user's labels go: the shared view, or their own labels on an overlap response."""
-    detail = repo.get_response(engine, response_id)
+    detail = split_panel.unscored_if_stale(repo.get_response(engine, response_id))
     if actions.label_layer(engine, user, detail.id) == "own":
         detail = review.own_view(detail, team.own_labels(engine, detail.id, user.name), user.name)
     return detail
@@ -326,6 +326,7 @@ with right:
         st.caption("Context")
         state.show_html(render.render_context(detail.context))
     response_panel()
+    split_panel.show(engine, user, detail)
 
 # ------------------------------------------------------------------------------------------- team work
 with right:
@@ -364,7 +365,7 @@ with right:
                     {
                         "when": h.at.strftime("%Y-%m-%d %H:%M:%S"),
                         "who": h.annotator,
-                        "sentence": sentence_no.get(h.sentence_id),
+                        "sentence": str(sentence_no.get(h.sentence_id, "replaced by a split fix")),
                         "old": h.old_label,
                         "new": h.new_label,
                         "kind": h.source,

@@ -7,7 +7,9 @@ Tables and why they exist, by module (every name is re-exported here: ``from db.
 - :mod:`db.models.datasets`: ``datasets``, a named collection of responses that remembers its label kind and
   the active model version; ``ingested_files``, one row per file ingested (sha256), so the same file is never
   ingested twice, and the import's state while it is being staged (see :mod:`db.ingest`); ``responses`` (bags)
-  and ``sentences`` (instances, with character offsets into ``responses.text``).
+  and ``sentences`` (instances, with character offsets into ``responses.text``); ``segment_edits``, the
+  history of a person's fixes of a response's split (merge, split, undo) with the labels each ended; a sentence
+  a fix replaced stays as a retired row (``retired_by``), which every reader leaves out with ``live_sentence()``.
 - :mod:`db.models.model_versions`: ``model_versions``, one training run each (method, config, metrics,
   artifact, status, parent); ``sentence_scores``, one score per (model version, sentence);
   ``response_scores``, the per-response summary of those scores (aggregate score, uncertainty, disagreement
@@ -34,11 +36,15 @@ from db.models.base import NAMING, Base, UTCDateTime, label_in_range, one_of, ut
 from db.models.datasets import (
     FILE_FORMATS,
     IMPORT_STATES,
+    RETIRED_POSITION,
+    SEGMENT_EDIT_KINDS,
     SEGMENT_MODES,
     Dataset,
     IngestedFile,
     Response,
+    SegmentEdit,
     Sentence,
+    live_sentence,
 )
 from db.models.labels import CurrentLabel, LabelEvent
 from db.models.model_versions import MODEL_STATUSES, ModelFile, ModelVersion, ResponseScore, SentenceScore
@@ -58,7 +64,9 @@ __all__ = [
     "MODEL_STATUSES",
     "NAMING",
     "NOTE_FLAGS",
+    "RETIRED_POSITION",
     "ROLES",
+    "SEGMENT_EDIT_KINDS",
     "SEGMENT_MODES",
     "Adjudication",
     "Annotation",
@@ -74,6 +82,7 @@ __all__ = [
     "Response",
     "ResponseNote",
     "ResponseScore",
+    "SegmentEdit",
     "Sentence",
     "SentenceScore",
     "SignInFailure",
@@ -82,6 +91,7 @@ __all__ = [
     "User",
     "UserSession",
     "label_in_range",
+    "live_sentence",
     "one_of",
     "utcnow",
 ]

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -19,9 +20,11 @@ from sqlalchemy import (
     text as sql_text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from db.models.base import Base, one_of, utcnow
 from fractal_core.data.records import AGGREGATIONS, LABEL_KINDS, MAX_ID_CHARS, MAX_LABEL, MAX_TASK_CHARS
+from fractal_core.data.segment_edit import EDIT_KINDS
 
 FILE_FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 SEGMENT_MODES: tuple[str, ...] = ("sentences", "steps")
@@ -129,3 +132,46 @@ class Sentence(Base):
     end: Mapped[int] = mapped_column(Integer)  # exclusive
     text: Mapped[str] = mapped_column(Text)
     segmenter_version: Mapped[str] = mapped_column(String(64))
+    # Set when a split fix replaced this sentence (the segment_edits row that did): the row, its label history
+    # and scores stay, outside the response (position RETIRED_POSITION + id); an undo brings it back.
+    retired_by: Mapped[int | None] = mapped_column(Integer)
+
+
+RETIRED_POSITION = 1_000_000_000
+"""Retired sentences sit at ``RETIRED_POSITION + id``: out of every live range, unique per response."""
+
+
+def live_sentence() -> ColumnElement[bool]:
+    """The one condition every reader of a response's current sentences applies: not replaced by a split fix."""
+    return Sentence.retired_by.is_(None)
+
+
+SEGMENT_EDIT_KINDS: tuple[str, ...] = EDIT_KINDS
+
+
+class SegmentEdit(Base):
+    """A person's fix of a response's split (``db.repository.segment_edits``): what the sentences were and
+    became, and the labels it ended, so that an undo gives both back. Rows are never changed; an undo is a
+    row of kind ``undo`` pointing at the edit it reverts."""
+
+    __tablename__ = "segment_edits"
+    __table_args__ = (
+        Index("ix_segment_edits_response_id", "response_id", "id"),
+        CheckConstraint(one_of("kind", SEGMENT_EDIT_KINDS), name="kind"),
+        CheckConstraint('position >= 0 AND ("offset" IS NULL OR "offset" > 0)', name="position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
+    editor: Mapped[str] = mapped_column(String(128))  # who made it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(8))
+    position: Mapped[int] = mapped_column(Integer)  # first sentence (0-based) it replaced
+    offset: Mapped[int | None] = mapped_column(Integer)  # a split's offset inside the sentence
+    # Every sentence of the response before and after, as [[start, end], ...] into responses.text.
+    spans_before: Mapped[list[Any]] = mapped_column(JSON)
+    spans_after: Mapped[list[Any]] = mapped_column(JSON)
+    # The labels it ended on the sentences it replaced: [{"position", "shared": {"label", "source",
+    # "annotator"} | null, "own": {annotator: label}, "adjudications": [{"reviewer", "label", "at"}]}].
+    ended: Mapped[list[Any]] = mapped_column(JSON)
+    undoes_id: Mapped[int | None] = mapped_column(ForeignKey("segment_edits.id", ondelete="CASCADE"))

@@ -16,6 +16,7 @@ One module per concern, every public name re-exported here (``from db import rep
   :mod:`~db.repository.model_scores` (sentence scores, per-response summaries) and
   :mod:`~db.repository.model_activation` (activation only on evidence from the current gold set);
 - :mod:`db.repository.records`: a dataset as ``fractal_core`` training records;
+- :mod:`db.repository.segment_edits`: fixing a response's split by hand (merge, split, undo);
 - the job queue, re-exported from :mod:`db.jobs`.
 """
 
@@ -75,6 +76,13 @@ from db.repository.responses import (
     list_responses,
     response_id_by_external,
 )
+from db.repository.segment_edits import (
+    StaleSplitError,
+    merge_sentences,
+    segment_history,
+    split_sentence,
+    undo_segment_edit,
+)
 from db.rows import (
     DatasetRow,
     GoldBudget,
@@ -87,6 +95,8 @@ from db.rows import (
     ResponseListRow,
     ResponsePage,
     SaveResult,
+    SegmentEditResult,
+    SegmentEditRow,
     SentenceRow,
     TrainingSet,
     UndoResult,
@@ -107,6 +117,8 @@ __all__ = [
     "ResponseListRow",
     "ResponsePage",
     "SaveResult",
+    "SegmentEditResult",
+    "SegmentEditRow",
     "SentenceRow",
     "SortKey",
     "TrainingSet",
@@ -148,6 +160,11 @@ __all__ = [
     "staging_dataset_ids",
     "store_response_summaries",
     "StaleLabelError",
+    "StaleSplitError",
+    "merge_sentences",
+    "segment_history",
+    "split_sentence",
+    "undo_segment_edit",
     "store_scores",
     "undo_last",
     "update_progress",

@@ -12,7 +12,16 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db.models import GOLD_SOURCES, Annotation, CurrentLabel, LabelEvent, Response, Sentence, utcnow
+from db.models import (
+    GOLD_SOURCES,
+    Annotation,
+    CurrentLabel,
+    LabelEvent,
+    Response,
+    Sentence,
+    live_sentence,
+    utcnow,
+)
 from db.rows import LabelChange
 from db.sources import HUMAN
 from fractal_core.mil.semantics import check_consistency
@@ -169,7 +178,7 @@ def response_warning(session: Session, response_id: int, layer: str | None) -> s
         select(CurrentLabel.label, CurrentLabel.source)
         .select_from(Sentence)
         .outerjoin(CurrentLabel, CurrentLabel.sentence_id == Sentence.id)
-        .where(Sentence.response_id == response_id)
+        .where(Sentence.response_id == response_id, live_sentence())
         .order_by(Sentence.position)
     ).all()
     gold = [label if source in GOLD_SOURCES else None for label, source in labels]

@@ -9,13 +9,19 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from db.engine import run_write
-from db.models import LabelEvent, Response, utcnow
+from db.models import LabelEvent, Response, Sentence, live_sentence, utcnow
 from db.repository.label_events import apply_label, label_state, lock_response, response_warning
 from db.rows import LabelChange, UndoResult
 
 
 def _layer_is(layer: str | None) -> ColumnElement[bool]:
     return LabelEvent.layer.is_(None) if layer is None else LabelEvent.layer == layer
+
+
+def _on_live_sentence() -> ColumnElement[bool]:
+    """Events of sentences still in their response: a sentence a split fix replaced keeps its history, but an
+    undo never brings a label back onto it (the split fix's own undo restores those labels)."""
+    return exists().where(Sentence.id == LabelEvent.sentence_id, live_sentence())
 
 
 def _not_undone() -> ColumnElement[bool]:
@@ -38,7 +44,11 @@ def undo_last(
 
     def work(session: Session) -> UndoResult | None:
         latest = select(LabelEvent.action_id, LabelEvent.response_id).where(
-            LabelEvent.annotator == annotator, _layer_is(layer), LabelEvent.undoes_id.is_(None), _not_undone()
+            LabelEvent.annotator == annotator,
+            _layer_is(layer),
+            LabelEvent.undoes_id.is_(None),
+            _not_undone(),
+            _on_live_sentence(),
         )
         if response_id is not None:
             latest = latest.where(LabelEvent.response_id == response_id)
@@ -51,7 +61,7 @@ def undo_last(
         assert dataset_id is not None
         events = session.scalars(
             select(LabelEvent)
-            .where(LabelEvent.action_id == action_id, _layer_is(layer), _not_undone())
+            .where(LabelEvent.action_id == action_id, _layer_is(layer), _not_undone(), _on_live_sentence())
             .order_by(LabelEvent.id.desc())
         ).all()
         undo_action = str(uuid.uuid4())

@@ -34,7 +34,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from db.engine import run_read, run_write
-from db.models import LABEL_SOURCES, CurrentLabel, Dataset, Response, Sentence
+from db.models import LABEL_SOURCES, CurrentLabel, Dataset, Response, Sentence, live_sentence
 from db.repository.label_events import OWN_LABEL, apply_label, lock_response, response_warning
 from db.repository.label_undo import undo_last
 from db.repository.label_views import gold_budget, label_history
@@ -168,15 +168,19 @@ def record_labels(
         if found is None:
             raise InputError(f"no response with id {response_id}", field="response_id")
         dataset_id, kind, top = found
-        sentences = set(session.scalars(select(Sentence.id).where(Sentence.response_id == response_id)))
+        # Locked before the sentences are read: a split fix (db.repository.segment_edits) may replace them.
+        lock_response(session, response_id)
+        sentences = set(
+            session.scalars(select(Sentence.id).where(Sentence.response_id == response_id, live_sentence()))
+        )
         foreign = sorted(set(labels) - sentences)
         if foreign:
             raise InputError(
-                f"sentences {foreign[:5]} do not belong to response {response_id}", field="sentence_id"
+                f"sentences {foreign[:5]} do not belong to response {response_id} (or a split fix replaced them)",
+                field="sentence_id",
             )
         for label in labels.values():
             _check_label(label, kind, top)
-        lock_response(session, response_id)
         if expected is not None and layer is None:
             _check_versions(session, labels, expected)
         action_id = str(uuid.uuid4())

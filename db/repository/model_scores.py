@@ -19,6 +19,7 @@ from db.models import (
     ResponseScore,
     Sentence,
     SentenceScore,
+    live_sentence,
 )
 from db.rows import LabelledScores
 from fractal_core.errors import InputError
@@ -181,7 +182,7 @@ def summarise_scores(session: Session, mv: ModelVersion) -> None:
         .join(Sentence, Sentence.id == SentenceScore.sentence_id)
         .join(Response, Response.id == Sentence.response_id)
         .outerjoin(CurrentLabel, CurrentLabel.sentence_id == Sentence.id)
-        .where(SentenceScore.model_version_id == mv.id)
+        .where(SentenceScore.model_version_id == mv.id, live_sentence())
         .order_by(Sentence.response_id)
     ).all()
     if not rows:

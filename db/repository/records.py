@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from db.engine import run_read
-from db.models import GOLD_SOURCES, CurrentLabel, Response, Sentence
+from db.models import GOLD_SOURCES, CurrentLabel, Response, Sentence, live_sentence
 from db.rows import TrainingSet
 from db.sources import IMPORTED
 from fractal_core.data.records import ResponseRecord, Span
@@ -74,7 +74,7 @@ def load_training_set(
                 )
                 .join(Response, Response.id == Sentence.response_id)
                 .outerjoin(CurrentLabel, CurrentLabel.sentence_id == Sentence.id)
-                .where(*conds)
+                .where(*conds, live_sentence())
                 .order_by(Sentence.response_id, Sentence.position)
                 .execution_options(yield_per=STREAM_ROWS)
             )

@@ -16,8 +16,10 @@ from db.models import (
     ModelVersion,
     Response,
     ResponseScore,
+    SegmentEdit,
     Sentence,
     SentenceScore,
+    live_sentence,
 )
 from db.rows import ResponseDetail, ResponseListRow, ResponsePage, SentenceRow
 from fractal_core.errors import InputError
@@ -224,7 +226,7 @@ def get_response(engine: Engine, response_id: int, model_version_id: int | None 
                 SentenceScore,
                 and_(SentenceScore.sentence_id == Sentence.id, SentenceScore.model_version_id == (mv or -1)),
             )
-            .where(Sentence.response_id == response_id)
+            .where(Sentence.response_id == response_id, live_sentence())
             .order_by(Sentence.position)
         )
         sentences = [SentenceRow(*row) for row in session.execute(q)]
@@ -232,6 +234,13 @@ def get_response(engine: Engine, response_id: int, model_version_id: int | None 
         if mv is not None:
             summary = session.get(ResponseScore, (mv, response_id))
         gold = [s.label if s.label_source in GOLD_SOURCES else None for s in sentences]
+        # A sentence a person made by merging or splitting has no score in any version until the next scoring.
+        stale = (
+            mv is not None
+            and any(s.score is None for s in sentences)
+            and session.scalar(select(SegmentEdit.id).where(SegmentEdit.response_id == response_id).limit(1))
+            is not None
+        )
         return ResponseDetail(
             id=r.id,
             dataset_id=r.dataset_id,
@@ -250,6 +259,7 @@ def get_response(engine: Engine, response_id: int, model_version_id: int | None 
             uncertainty=summary.uncertainty if summary else None,
             disagreement=summary.disagreement if summary else None,
             consistency_warning=check_consistency(r.aggregation, r.response_label, gold),
+            scores_stale=stale,
         )
 
     return run_read(engine, work)

@@ -41,6 +41,15 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -49,13 +58,18 @@ def local_ray() -> Iterator[None]:
     finally:
         started = _descendants(os.getpid())
         ray.shutdown()
-        # Actor processes can outlive shutdown for a while (re-parented to init): wait, then stop them.
-        deadline = time.monotonic() + 20
-        while (alive := {p for p in started if Path(f"/proc/{p}").exists()}) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        # Actor processes can outlive shutdown for a while (re-parented to init): wait a little, ask them to stop,
+        # then kill what is left. A zombie (an exited child not yet reaped) counts as gone.
+        deadline = time.monotonic() + 5
+        while (alive := {p for p in started if _running(p)}) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 3
+            while (alive := {p for p in alive if _running(p)}) and time.monotonic() < deadline:
+                time.sleep(0.1)
 
 
 @pytest.mark.slow

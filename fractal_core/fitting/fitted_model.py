@@ -152,12 +152,12 @@ class FittedModel:
         step ECE and given-label figures of its step-calibrated ones (``*_calibrated``)."""
         proba = self.predict_proba_bags(bags)
         out = evaluation_metrics(proba, bags, aggregation=self.aggregation_, n_classes=self.n_classes_)
-        calibrated = evaluation_metrics(
-            self._step_calibration().apply_proba(proba),
-            bags,
-            aggregation=self.aggregation_,
-            n_classes=self.n_classes_,
-        )
+        step = self._step_calibration()
+        calibrated = out  # the identity map changes nothing: no second pass
+        if step.fitted_on != "none":
+            calibrated = evaluation_metrics(
+                step.apply_proba(proba), bags, aggregation=self.aggregation_, n_classes=self.n_classes_
+            )
         for key in CALIBRATED_KEYS:
             if key in calibrated:
                 out[f"{key}_calibrated"] = calibrated[key]

@@ -133,6 +133,7 @@ def _calibration_figures(model: FractalModel, prepared: PreparedSplits) -> dict[
         "calibration_fitted_on": step.fitted_on,
         "calibration_n_fitted": step.n_fitted,
         "calibration_given_label": float(step.given_label),
+        "calibration_kept": float(not step.identity),
         **{f"calibration_valid_{k}": v for k, v in step.figures.items()},
         "auc_given_label_chosen": _auc(gold, given.double().cpu().numpy()),
     }
@@ -173,6 +174,9 @@ ROWS = [
     ("calibration_scale", "calibration temperature a"),
     ("calibration_bias", "calibration bias b"),
     ("calibration_n_fitted", "calibration fitted on (gold steps or responses)"),
+    ("calibration_valid_ece_raw", "step ECE on valid gold seen, raw"),
+    ("calibration_valid_ece_calibrated", "step ECE on valid gold seen, calibrated (cross-fitted)"),
+    ("calibration_kept", "map kept (lowered the valid ECE; share of seeds)"),
     ("calibration_valid_auc_given_label_raw", "given-label AUC on valid gold seen, raw"),
     (
         "calibration_valid_auc_given_label_calibrated",

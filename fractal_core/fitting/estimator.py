@@ -204,7 +204,10 @@ class FractalModel(FittedModel):
             bags.bag_index.cpu().numpy(),
             bags.labels.double().cpu().numpy(),
             aggregation=self.aggregation_,
-            calibration=step.map if step is not None and step.fitted_on == "response_labels" else None,
+            # None: fitted here on these gold steps, the same fit as the step calibration's (measured cross-fitted)
+            calibration=None
+            if step is None or (step.fitted_on == "gold_steps" and not step.identity)
+            else step.map,
         )
 
     def _bag_calibration(self, bags: BagSet) -> dict[str, Any] | None:

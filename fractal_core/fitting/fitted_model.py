@@ -154,7 +154,7 @@ class FittedModel:
         out = evaluation_metrics(proba, bags, aggregation=self.aggregation_, n_classes=self.n_classes_)
         step = self._step_calibration()
         calibrated = out  # the identity map changes nothing: no second pass
-        if step.fitted_on != "none":
+        if not step.identity:
             calibrated = evaluation_metrics(
                 step.apply_proba(proba), bags, aggregation=self.aggregation_, n_classes=self.n_classes_
             )

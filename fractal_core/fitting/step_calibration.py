@@ -17,7 +17,9 @@ and raw scores stay the default everywhere a score is stored, ranked or threshol
 Given the response label the map does change the ranking across responses (a response's posterior divides by
 its own normaliser), so whether the given-label view uses the calibrated probabilities is CHOSEN ON VALID
 (:func:`choose_given_label`): only when it does not lower the given-label AUC on the validation gold steps by
-more than one paired (DeLong) standard error. The first-error rules choose between the raw and the calibrated
+more than one paired (DeLong) standard error. A map fitted on a few gold steps can also be worse than none: one
+that does not lower the step ECE on those steps (cross-fitted over two halves of the responses) is dropped for
+the identity, its fit kept in the figures. The first-error rules choose between the raw and the calibrated
 first-error mode with their own rule (``fitting.first_error``), using this map. A fitted a <= 0 would reverse the
 ranking and is refused (identity).
 """
@@ -30,7 +32,7 @@ from typing import Any, Final
 import numpy as np
 import torch
 
-from fractal_core.evaluation.metrics import auc_roc, paired_auc_se
+from fractal_core.evaluation.metrics import auc_roc, expected_calibration_error, paired_auc_se
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.calibration import Calibration, fit_calibration
 from fractal_core.mil.aggregate import positive_score
@@ -62,6 +64,11 @@ class StepCalibration:
     def map(self) -> PlattMap:
         return (self.scale, self.bias)
 
+    @property
+    def identity(self) -> bool:
+        """The map changes nothing (not fitted, or dropped on valid)."""
+        return self.fitted_on == "none" or (self.scale, self.bias) == (1.0, 0.0)
+
     def apply(self, scores: np.ndarray) -> np.ndarray:
         """Calibrated P(level >= 1) (N,) of raw scores (N,) (``reviewer.calibrate``)."""
         return calibrate(np.asarray(scores, dtype=np.float64), self.map)
@@ -70,7 +77,7 @@ class StepCalibration:
         """Calibrated probabilities (N, C) of raw ones (N, C): P(level >= 1) through the map, the scorer's split of
         it over the levels kept (``Calibration(kind="logit")``; equal to :meth:`apply` on P(level >= 1) up to the
         1e-9 clip of the probabilities there)."""
-        if self.fitted_on == "none":
+        if self.identity:
             return proba
         n_classes = int(proba.shape[1])
         mapping = Calibration.from_dict(
@@ -178,7 +185,8 @@ def choose_given_label(
     """``calibration`` with ``given_label`` chosen on held-out ``bags`` from the raw probabilities ``proba``
     (N, C): the calibrated given-label view is kept when its AUC on the gold steps is at least the raw one's
     minus one paired standard error (``metrics.paired_auc_se``). A map fitted on those gold steps is measured
-    cross-fitted over two halves of the responses. Too little gold (``min_gold``) keeps the raw view."""
+    cross-fitted over two halves of the responses, and dropped for the identity when it does not lower their
+    step ECE. Too little gold (``min_gold``) keeps the raw view."""
     gold = bags.gold.cpu().numpy()
     if calibration.fitted_on == "none":
         return calibration
@@ -190,6 +198,23 @@ def choose_given_label(
         calibrated = calibration.apply_proba(proba)
     labelled = gold >= 0
     positive = gold[labelled] >= 1
+    ece = {
+        "ece_raw": expected_calibration_error(
+            gold, positive_score(proba.clamp_min(1e-12).log()).cpu().numpy()
+        ),
+        "ece_calibrated": expected_calibration_error(
+            gold, positive_score(calibrated.clamp_min(1e-12).log()).cpu().numpy()
+        ),
+    }
+    if calibration.fitted_on == "gold_steps" and not ece["ece_calibrated"] < ece["ece_raw"]:
+        return replace(
+            calibration,
+            scale=1.0,
+            bias=0.0,
+            figures={**ece, "dropped_scale": calibration.scale, "dropped_bias": calibration.bias},
+            reason=f"identity: the map fitted on {calibration.n_fitted} held-out gold steps did not lower their "
+            f"step ECE (cross-fitted {ece['ece_calibrated']:.3f} vs {ece['ece_raw']:.3f} raw)",
+        )
     raw_view = _given_label(proba, bags, aggregation)[labelled]
     cal_view = _given_label(calibrated, bags, aggregation)[labelled]
     raw_auc, cal_auc = auc_roc(positive, raw_view), auc_roc(positive, cal_view)
@@ -200,6 +225,7 @@ def choose_given_label(
         calibration,
         given_label=keep,
         figures={
+            **ece,
             "auc_given_label_raw": raw_auc,
             "auc_given_label_calibrated": cal_auc,
             "auc_difference_se": se,

@@ -141,7 +141,14 @@ def test_given_label_choice_follows_the_one_standard_error_rule() -> None:
     fitted = fit_step_calibration(raw.log(), bags, aggregation="max", n_classes=2, min_gold=20)
     chosen = choose_given_label(fitted, raw, bags, aggregation="max", min_gold=20)
     f = chosen.figures
-    assert set(f) == {"auc_given_label_raw", "auc_given_label_calibrated", "auc_difference_se"}
+    assert set(f) == {
+        "ece_raw",
+        "ece_calibrated",
+        "auc_given_label_raw",
+        "auc_given_label_calibrated",
+        "auc_difference_se",
+    }
+    assert f["ece_calibrated"] < f["ece_raw"]
     assert chosen.given_label == (
         f["auc_given_label_calibrated"] >= f["auc_given_label_raw"] - f["auc_difference_se"]
     )
@@ -222,3 +229,30 @@ def _records(bags: BagSet) -> list[object]:
             self.spans = [None] * n
 
     return [_Record(int(n)) for n in torch.bincount(bags.bag_index, minlength=bags.n_bags)]
+
+
+def test_a_map_that_does_not_lower_the_valid_ece_is_dropped() -> None:
+    # 40 responses of two steps scored 0.2 and 0.8; the gold agrees with the scores in the responses of one
+    # half (alternating) and is reversed in the other, so each half's map is wrong for the other half.
+    n_bags = 40
+    bag_index = torch.arange(n_bags).repeat_interleave(2)
+    raw_p = torch.tensor([0.2, 0.8]).repeat(n_bags)
+    agree = (torch.arange(n_bags) % 2 == 0).repeat_interleave(2)
+    gold = torch.where(agree, (raw_p > 0.5).long(), (raw_p < 0.5).long())
+    bags = BagSet(
+        sent_emb=torch.zeros(2 * n_bags, 2),
+        bag_index=bag_index,
+        ctx_emb=torch.zeros(n_bags, 2),
+        win_bag=torch.arange(n_bags),
+        labels=torch.ones(n_bags),
+        gold=gold,
+    )
+    raw = torch.stack([1 - raw_p, raw_p], 1)
+    fitted = StepCalibration(scale=2.0, bias=0.1, fitted_on="gold_steps", n_fitted=80)
+    chosen = choose_given_label(fitted, raw, bags, aggregation="max", min_gold=20)
+    f = chosen.figures
+    assert f["ece_raw"] == pytest.approx(0.3) and f["ece_calibrated"] > 0.5
+    assert chosen.identity and not chosen.given_label and chosen.map == (1.0, 0.0)
+    assert (f["dropped_scale"], f["dropped_bias"]) == (2.0, 0.1) and "did not lower" in chosen.reason
+    assert chosen.fitted_on == "gold_steps" and chosen.n_fitted == 80
+    assert torch.equal(chosen.apply_proba(raw), raw)

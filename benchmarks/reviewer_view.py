@@ -13,7 +13,11 @@ Each (dataset, seed) trains hybrid with 10% random gold responses through ``comp
 - first-error top-1 of each F-key rule on valid (all its gold; ``calibrated_mode`` cross-fitted, as the choice
   sees it) and on test, the rule chosen on valid and its
   test top-1 (``fkey_*`` of ``comparison.first_error_report``), the rule the model chose on the gold it saw, and
-  ProcessBench's official F1.
+  ProcessBench's official F1;
+- the step calibration the model fitted on the held-out gold it saw (``fitting.step_calibration``): step ECE on
+  test raw and calibrated, the given-label AUC on test raw, calibrated and as chosen on valid, and the F key's
+  top-1 on test of ``first_error_mode`` on the model's calibrated probabilities beside ``top_given_label`` and
+  the rule the model stored.
 
 Writes ``benchmarks/results/reviewer_view.json`` and prints a markdown table (mean ± sd over seeds).
 """
@@ -44,7 +48,7 @@ from fractal_core.evaluation.comparison import PreparedSplits, prepare_splits, r
 from fractal_core.evaluation.metrics import auc_roc  # noqa: E402
 from fractal_core.fitting.config import TrainConfig  # noqa: E402
 from fractal_core.fitting.estimator import FractalModel  # noqa: E402
-from fractal_core.fitting.first_error import choose_first_error_rule  # noqa: E402
+from fractal_core.fitting.first_error import choose_first_error_rule, rule_top1  # noqa: E402
 from fractal_core.mil.posterior import posterior_scores  # noqa: E402
 from fractal_core.mil.reviewer import FIRST_ERROR_RULES  # noqa: E402
 
@@ -95,6 +99,7 @@ def inspect(prepared: PreparedSplits):
             "app_view_seconds": app_seconds,
             "fkey_rule_model": model.first_error_rule_.rule,
         }
+        out.update(_calibration_figures(model, prepared))
         valid = prepared.valid
         if prepared.aggregation == "max" and valid is not None:
             arrays = (
@@ -112,6 +117,48 @@ def inspect(prepared: PreparedSplits):
     return measure
 
 
+def _calibration_figures(model: FractalModel, prepared: PreparedSplits) -> dict[str, Any]:
+    """The model's step calibration and what it does on test (the choice was made on valid at fit time)."""
+    test = prepared.test
+    step = model.step_calibration_
+    gold = test.gold.cpu().numpy()
+    raw = model.predict_proba_bags(test)
+    chosen = model.predict_proba_bags(test, calibrated=step.given_label)
+    given = posterior_scores(
+        chosen.clamp_min(1e-12).log(), test.bag_index, test.labels, aggregation=prepared.aggregation
+    )
+    out: dict[str, Any] = {
+        "calibration_scale": step.scale,
+        "calibration_bias": step.bias,
+        "calibration_fitted_on": step.fitted_on,
+        "calibration_n_fitted": step.n_fitted,
+        "calibration_given_label": float(step.given_label),
+        "calibration_kept": float(not step.identity),
+        **{f"calibration_valid_{k}": v for k, v in step.figures.items()},
+        "auc_given_label_chosen": _auc(gold, given.double().cpu().numpy()),
+    }
+    if prepared.aggregation != "max":
+        return out
+    arrays = (
+        gold,
+        test.bag_index.cpu().numpy(),
+        test.labels.double().cpu().numpy(),
+    )
+    raw_scores = (1 - raw[:, 0]).double().cpu().numpy()
+    cal_scores = step.apply(raw_scores)
+    out["fkey_test_mode_calibrated"] = rule_top1(
+        cal_scores, *arrays, aggregation="max", rule="first_error_mode"
+    )
+    out["fkey_test_top_given_label_calibrated"] = rule_top1(
+        cal_scores, *arrays, aggregation="max", rule="top_given_label"
+    )
+    stored = model.first_error_rule_
+    out["fkey_test_model_rule"] = rule_top1(
+        raw_scores, *arrays, aggregation="max", rule=stored.rule, calibration=stored.calibration
+    )
+    return out
+
+
 ROWS = [
     ("auc_marginal", "sentence AUC, marginal scores"),
     ("auc_app_view", "sentence AUC, what Review colours (app.scores_view)"),
@@ -122,6 +169,28 @@ ROWS = [
     ("fkey_top1", "F key top-1 on test, rule chosen on valid"),
     ("first_error_f1", "official F1 on test (threshold tuned on valid)"),
     ("app_view_seconds", "app view over every test response (s)"),
+    ("step_ece", "step ECE on test, raw"),
+    ("step_ece_calibrated", "step ECE on test, calibrated"),
+    ("calibration_scale", "calibration temperature a"),
+    ("calibration_bias", "calibration bias b"),
+    ("calibration_n_fitted", "calibration fitted on (gold steps or responses)"),
+    ("calibration_valid_ece_raw", "step ECE on valid gold seen, raw"),
+    ("calibration_valid_ece_calibrated", "step ECE on valid gold seen, calibrated (cross-fitted)"),
+    ("calibration_kept", "map kept (lowered the valid ECE; share of seeds)"),
+    ("calibration_valid_auc_given_label_raw", "given-label AUC on valid gold seen, raw"),
+    (
+        "calibration_valid_auc_given_label_calibrated",
+        "given-label AUC on valid gold seen, calibrated (cross-fitted)",
+    ),
+    ("calibration_valid_auc_difference_se", "paired SE of that difference"),
+    ("calibration_given_label", "given-label view uses calibrated (share of seeds)"),
+    ("posterior_auc_roc", "given-label AUC on test, raw"),
+    ("posterior_auc_roc_calibrated", "given-label AUC on test, calibrated"),
+    ("auc_given_label_chosen", "given-label AUC on test, as chosen on valid"),
+    ("fkey_top1_top_given_label", "F key top-1 on test, top_given_label (raw)"),
+    ("fkey_test_top_given_label_calibrated", "F key top-1 on test, top_given_label (calibrated)"),
+    ("fkey_test_mode_calibrated", "F key top-1 on test, first_error_mode on calibrated"),
+    ("fkey_test_model_rule", "F key top-1 on test, rule the model stored"),
 ]
 
 
@@ -175,6 +244,10 @@ def main() -> None:
     for n in names:
         chosen = [r.get("fkey_rule") for r in payload["datasets"][n]]
         model_rule = [r.get("fkey_rule_model") for r in payload["datasets"][n]]
+        fitted = [
+            (r.get("calibration_fitted_on"), r.get("calibration_given_label")) for r in payload["datasets"][n]
+        ]
+        print(f"{n}: step calibration fitted on / given-label view calibrated, per seed {fitted}")
         print(
             f"{n}: rule chosen on valid per seed {chosen}; chosen by the model on its own gold {model_rule}"
         )

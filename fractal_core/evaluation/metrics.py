@@ -1,4 +1,5 @@
-"""Evaluation metrics: exact AUC-ROC, AUC-PR, accuracy, ordinal MAE, bag metrics, first-error accuracy.
+"""Evaluation metrics: exact AUC-ROC (and the paired standard error of a difference), AUC-PR, accuracy, ordinal
+MAE, step calibration (ECE), bag metrics, first-error accuracy.
 
 Inputs are flat numpy arrays; sentences whose gold label is missing (-1 / None) are left out.
 """
@@ -36,6 +37,61 @@ def auc_roc(y_true: np.ndarray, score: np.ndarray) -> float:
         return float("nan")
     ranks = _ranks(s)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def paired_auc_se(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> float:
+    """DeLong's standard error of AUC(a) - AUC(b), two scores of the same items (ties count 1/2); NaN with fewer
+    than two items of a class. Items are treated as independent (steps of one response are not)."""
+    y = np.asarray(y_true).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos < 2 or n_neg < 2:
+        return float("nan")
+
+    def components(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = np.asarray(score, dtype=np.float64)
+        every = _ranks(s)
+        # per positive: share of negatives below it; per negative: share of positives above it
+        below = (every[y] - _ranks(s[y])) / n_neg
+        above = 1.0 - (every[~y] - _ranks(s[~y])) / n_pos
+        return below, above
+
+    a_pos, a_neg = components(score_a)
+    b_pos, b_neg = components(score_b)
+    var = np.var(a_pos - b_pos, ddof=1) / n_pos + np.var(a_neg - b_neg, ddof=1) / n_neg
+    return float(math.sqrt(max(float(var), 0.0)))
+
+
+def reliability_bins(scores: np.ndarray, positive: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """Calibration table of probabilities ``scores`` (M,) against outcomes ``positive`` (M,): per equal-width
+    bin of [0, 1] (n_bins,), its centre, mean score, observed positive rate and count (empty bins: NaN means,
+    count 0). Vectorised with ``np.bincount``."""
+    s = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    bins = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_score = np.bincount(bins, weights=s, minlength=n_bins) / count
+        rate = np.bincount(bins, weights=np.asarray(positive, dtype=np.float64), minlength=n_bins) / count
+    centre = (np.arange(n_bins) + 0.5) / n_bins
+    return {"centre": centre, "mean_score": mean_score, "positive_rate": rate, "count": count}
+
+
+def calibration_error_of_bins(table: dict[str, np.ndarray]) -> float:
+    """Count-weighted mean |positive rate - mean score| over the non-empty bins of a :func:`reliability_bins`
+    table (NaN when it counts nothing)."""
+    count = table["count"]
+    if count.sum() == 0:
+        return float("nan")
+    ok = count > 0
+    gap = np.abs(table["positive_rate"][ok] - table["mean_score"][ok])
+    return float((gap * count[ok]).sum() / count.sum())
+
+
+def expected_calibration_error(gold: np.ndarray, score: np.ndarray, *, n_bins: int = 10) -> float:
+    """Step ECE: of P(level >= 1) ``score`` (N,) against the labelled steps' ``gold`` (N,) levels (-1: none;
+    positive: level >= 1), over ``n_bins`` equal-width bins. NaN when no step is labelled."""
+    g = np.asarray(gold)
+    mask = g >= 0
+    return calibration_error_of_bins(reliability_bins(np.asarray(score)[mask], g[mask] >= 1, n_bins))
 
 
 def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:

@@ -8,6 +8,7 @@ import torch
 
 from fractal_core.evaluation.metrics import (
     bag_metrics,
+    expected_calibration_error,
     first_error_accuracy,
     first_error_top_k,
     sentence_metrics,
@@ -38,8 +39,10 @@ def first_error_metrics(gold: np.ndarray, logp: torch.Tensor, bags: BagSet) -> d
 def evaluation_metrics(
     proba: torch.Tensor, bags: BagSet, *, aggregation: str, n_classes: int
 ) -> dict[str, float]:
-    """Sentence and bag metrics of sentence probabilities ``proba`` (N, C) on bags with gold labels: bag-blind sentence metrics, bag metrics, the AUC given each response's label and, for max bags, the
-    first-error figures. Any scorer is measured by this one rule."""
+    """Sentence and bag metrics of sentence probabilities ``proba`` (N, C) on bags with gold labels: bag-blind
+    sentence metrics, bag metrics, the AUC given each response's label, the step ECE (``step_ece``: of
+    P(level >= 1) on the labelled steps, 10 bins) and, for max bags, the first-error figures. Any scorer is
+    measured by this one rule."""
     logp = proba.clamp_min(1e-12).log()
     score = positive_score(logp)
     levels = torch.arange(n_classes, dtype=proba.dtype, device=proba.device)
@@ -50,6 +53,7 @@ def evaluation_metrics(
         expected_level=(proba * levels).sum(1).cpu().numpy(),
         n_classes=n_classes,
     )
+    out["step_ece"] = expected_calibration_error(gold, score.cpu().numpy())
     bag_out = aggregate(logp, bags.bag_index, bags.n_bags, aggregation=aggregation, variant="prob")
     out.update(
         bag_metrics(

@@ -30,6 +30,7 @@ from fractal_core.fitting.fit import fit_method
 from fractal_core.fitting.fitted_model import FittedModel
 from fractal_core.fitting.methods import METHODS
 from fractal_core.fitting.preference import fit_preference, preference_bags
+from fractal_core.fitting.step_calibration import StepCalibration, choose_given_label, fit_step_calibration
 from fractal_core.fitting.train import ProgressFn
 
 
@@ -166,23 +167,47 @@ class FractalModel(FittedModel):
             self.calibration_ = self._bag_calibration(valid if valid is not None and valid.n_bags else train)
         self.metrics_ = {}
         self.first_error_rule_ = FirstErrorChoice()
+        self.step_calibration_ = StepCalibration(reason="identity: no held-out responses")
         if valid is not None and valid.n_bags:
+            self.step_calibration_ = self.fit_step_calibration(valid)
             self.metrics_ = {f"valid_{k}": v for k, v in self.evaluate_bags(valid).items()}
             self.first_error_rule_ = self.choose_first_error_rule(valid)
         return self
 
+    def fit_step_calibration(self, bags: BagSet) -> StepCalibration:
+        """The step calibration fitted on held-out ``bags`` and whether the given-label view uses it, chosen on
+        their gold (``fitting.step_calibration``); the identity for methods without a trained scorer."""
+        if self.scorer_ is None:
+            return StepCalibration(reason="identity: no trained scorer")
+        proba = self.predict_proba_bags(bags)
+        min_gold = self._config().min_gold_for_valid
+        fitted = fit_step_calibration(
+            proba.clamp_min(1e-12).log(),
+            bags,
+            aggregation=self.aggregation_,
+            n_classes=self.n_classes_,
+            min_gold=min_gold,
+        )
+        return choose_given_label(fitted, proba, bags, aggregation=self.aggregation_, min_gold=min_gold)
+
     def choose_first_error_rule(self, bags: BagSet) -> FirstErrorChoice:
         """The F key's rule measured on ``bags``' gold first errors (``fitting.first_error``): the held-out
-        bags at fit time, so the choice is made on responses the model did not train on."""
+        bags at fit time, so the choice is made on responses the model did not train on. ``calibrated_mode``
+        uses the model's step calibration (fitted on these gold steps, or on their response labels)."""
         labelled = bags.gold >= 0
         if not bool(labelled.any()):
             return FirstErrorChoice()
+        step = getattr(self, "step_calibration_", None)
         return choose_first_error_rule(
             self.predict_bags(bags).double().cpu().numpy(),
             bags.gold.cpu().numpy(),
             bags.bag_index.cpu().numpy(),
             bags.labels.double().cpu().numpy(),
             aggregation=self.aggregation_,
+            # None: fitted here on these gold steps, the same fit as the step calibration's (measured cross-fitted)
+            calibration=None
+            if step is None or (step.fitted_on == "gold_steps" and not step.identity)
+            else step.map,
         )
 
     def _bag_calibration(self, bags: BagSet) -> dict[str, Any] | None:
@@ -250,6 +275,7 @@ class FractalModel(FittedModel):
         self.history_ = result.history()
         self.metrics_ = {}
         self.first_error_rule_ = FirstErrorChoice(reason="default rule: trained from preferences")
+        self.step_calibration_ = StepCalibration(reason="identity: trained from preferences")
         return self
 
 

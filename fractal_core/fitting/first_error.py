@@ -149,9 +149,13 @@ def choose_first_error_rule(
     labels: np.ndarray,
     *,
     aggregation: str,
+    calibration: PlattMap | None = None,
 ) -> FirstErrorChoice:
     """The F key's rule chosen on validation responses: scores (N,) P(level >= 1), gold (N,) sentence labels
-    (-1 none), bag_index (N,) with steps in order, labels (B,) response labels.
+    (-1 none), bag_index (N,) with steps in order, labels (B,) response labels. ``calibration``: the map
+    ``calibrated_mode`` uses when it was fitted on something other than these gold steps (the model's step
+    calibration fitted on response labels, ``fitting.step_calibration``), measured as it is; None fits it on these
+    gold steps (the same fit as the step calibration's on gold) and measures it cross-fitted.
 
     Only ``max`` responses have first errors to point at (step data); others, and validation sets with fewer
     than :data:`MIN_ERRONEOUS` responses with a gold first error, keep the default rule (the figures are still
@@ -172,9 +176,14 @@ def choose_first_error_rule(
         for rule in FIRST_ERROR_RULES
         if rule != "calibrated_mode"
     }
-    hits["calibrated_mode"] = _cross_fitted_calibrated_hits(s, g, index, y, aggregation)
+    if calibration is None:
+        hits["calibrated_mode"] = _cross_fitted_calibrated_hits(s, g, index, y, aggregation)
+        calibration = fit_platt(s, g)
+    else:
+        hits["calibrated_mode"] = _rule_hits(
+            s, g, index, y, aggregation=aggregation, rule="calibrated_mode", calibration=calibration
+        )
     top1 = {rule: float(hits[rule].mean()) for rule in FIRST_ERROR_RULES}
-    calibration = fit_platt(s, g)
     if n_erroneous < MIN_ERRONEOUS:
         return FirstErrorChoice(
             calibration=calibration,

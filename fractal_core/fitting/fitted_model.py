@@ -23,9 +23,12 @@ from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.first_error import FirstErrorChoice
 from fractal_core.fitting.model import SentenceScorer, build_scorer
 from fractal_core.fitting.persistence import load_meta, load_state, save_model_dir
+from fractal_core.fitting.step_calibration import StepCalibration
 from fractal_core.mil.posterior import posterior_scores
 
 FORMAT_VERSION = 1
+CALIBRATED_KEYS = ("step_ece", "posterior_auc_roc", "first_error_acc_given_y")
+"""Figures :meth:`FittedModel.evaluate_bags` also reports of the step-calibrated probabilities."""
 
 
 class FittedModel:
@@ -41,6 +44,7 @@ class FittedModel:
     metrics_: dict[str, Any]
     history_: list[dict[str, Any]]
     first_error_rule_: FirstErrorChoice
+    step_calibration_: StepCalibration
 
     def __init__(
         self,
@@ -58,9 +62,22 @@ class FittedModel:
     def _config(self) -> TrainConfig:
         return self.config or TrainConfig()
 
+    def _step_calibration(self) -> StepCalibration:
+        return getattr(self, "step_calibration_", None) or StepCalibration()
+
     # ----------------------------------------------------------------------------------------------- scoring
-    def predict_proba_bags(self, bags: BagSet, *, chunk_bags: int = CHUNK_BAGS) -> torch.Tensor:
-        """Sentence probabilities over the label levels (N, C) for prepared bags.
+    def predict_proba_bags(
+        self, bags: BagSet, *, chunk_bags: int = CHUNK_BAGS, calibrated: bool = False
+    ) -> torch.Tensor:
+        """Sentence probabilities over the label levels (N, C) for prepared bags: the model's raw ones, or with
+        ``calibrated`` its step calibration applied (``step_calibration_``, the identity when none was fitted).
+        Raw is the default: the calibration is increasing, so marginal rankings are the same either way.
+        """
+        proba = self._raw_proba_bags(bags, chunk_bags=chunk_bags)
+        return self._step_calibration().apply_proba(proba) if calibrated else proba
+
+    def _raw_proba_bags(self, bags: BagSet, *, chunk_bags: int) -> torch.Tensor:
+        """:meth:`predict_proba_bags` without the step calibration.
 
         The scorer runs on ``chunk_bags`` bags at a time, so its activations stay bounded however many
         sentences there are (and float16 embeddings are upcast one chunk at a time). At 16,384 bags a chunk
@@ -92,30 +109,38 @@ class FittedModel:
                 return scorer(bags).exp()
             return bags.per_sentence(lambda chunk: scorer(chunk).exp(), chunk_bags)
 
-    def predict_bags(self, bags: BagSet) -> torch.Tensor:
-        """Sentence scores P(label >= 1) (N,) for prepared bags."""
-        proba = self.predict_proba_bags(bags)
+    def predict_bags(self, bags: BagSet, *, calibrated: bool = False) -> torch.Tensor:
+        """Sentence scores P(label >= 1) (N,) for prepared bags, raw or step-calibrated."""
+        proba = self.predict_proba_bags(bags, calibrated=calibrated)
         return 1 - proba[:, 0]
 
     def _embed(self, records: Sequence[ResponseRecord]) -> BagSet:
         return embed_records(records, get_encoder(self.encoder), device=resolve_device(self._config().device))
 
-    def predict_proba(self, records: Sequence[ResponseRecord]) -> list[np.ndarray]:
-        """Per response, the (n_sentences, C) probabilities over label levels."""
-        proba = self.predict_proba_bags(self._embed(records)).cpu().numpy()
+    def predict_proba(
+        self, records: Sequence[ResponseRecord], *, calibrated: bool = False
+    ) -> list[np.ndarray]:
+        """Per response, the (n_sentences, C) probabilities over label levels (raw, or step-calibrated)."""
+        proba = self.predict_proba_bags(self._embed(records), calibrated=calibrated).cpu().numpy()
         return np.split(proba, np.cumsum([len(r.spans) for r in records])[:-1])
 
-    def predict(self, records: Sequence[ResponseRecord], *, given_labels: bool = False) -> list[np.ndarray]:
+    def predict(
+        self, records: Sequence[ResponseRecord], *, given_labels: bool = False, calibrated: bool | None = None
+    ) -> list[np.ndarray]:
         """Per response, the (n_sentences,) scores P(label >= 1) in [0, 1].
 
         ``given_labels=True`` conditions on each response's own label (fractal_core.mil.posterior): e.g. every
         sentence of a max response labelled 0 scores 0. The default is the model's marginal, which is what
-        disagreement with the response label and active selection need.
+        disagreement with the response label and active selection need. ``calibrated``: through the step
+        calibration or not; None is the model's choice: raw marginals, and for the given-label view what was
+        chosen on valid (``step_calibration_.given_label``).
         """
+        if calibrated is None:
+            calibrated = given_labels and self._step_calibration().given_label
         if not given_labels:
-            return [1 - p[:, 0] for p in self.predict_proba(records)]
+            return [1 - p[:, 0] for p in self.predict_proba(records, calibrated=calibrated)]
         bags = self._embed(records)
-        logp = self.predict_proba_bags(bags).clamp_min(1e-12).log()
+        logp = self.predict_proba_bags(bags, calibrated=calibrated).clamp_min(1e-12).log()
         scores = (
             posterior_scores(logp, bags.bag_index, bags.labels, aggregation=self.aggregation_).cpu().numpy()
         )
@@ -123,10 +148,20 @@ class FittedModel:
 
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate_bags(self, bags: BagSet) -> dict[str, float]:
-        """Sentence and bag metrics of this model on prepared bags with gold labels."""
-        return evaluation_metrics(
-            self.predict_proba_bags(bags), bags, aggregation=self.aggregation_, n_classes=self.n_classes_
-        )
+        """Sentence and bag metrics of this model's raw probabilities on prepared bags with gold labels, and the
+        step ECE and given-label figures of its step-calibrated ones (``*_calibrated``)."""
+        proba = self.predict_proba_bags(bags)
+        out = evaluation_metrics(proba, bags, aggregation=self.aggregation_, n_classes=self.n_classes_)
+        step = self._step_calibration()
+        calibrated = out  # the identity map changes nothing: no second pass
+        if not step.identity:
+            calibrated = evaluation_metrics(
+                step.apply_proba(proba), bags, aggregation=self.aggregation_, n_classes=self.n_classes_
+            )
+        for key in CALIBRATED_KEYS:
+            if key in calibrated:
+                out[f"{key}_calibrated"] = calibrated[key]
+        return out
 
     def evaluate(self, records: Sequence[ResponseRecord]) -> dict[str, float]:
         """Metrics on records that carry gold sentence labels."""
@@ -154,6 +189,7 @@ class FittedModel:
             "calibration": getattr(self, "calibration_", None),
             "selection": getattr(self, "selection_", None),
             "first_error_rule": getattr(self, "first_error_rule_", FirstErrorChoice()).to_dict(),
+            "step_calibration": self._step_calibration().to_dict(),
         }
         states = {}
         if self.scorer_ is not None:
@@ -179,6 +215,7 @@ class FittedModel:
         model.calibration_ = meta.get("calibration")
         model.selection_ = meta.get("selection")
         model.first_error_rule_ = FirstErrorChoice.from_dict(meta.get("first_error_rule"))
+        model.step_calibration_ = StepCalibration.from_dict(meta.get("step_calibration"))
         model.scorer_ = None
         if "dim" in meta:
             spec = meta.get("scorer", {"kind": "mlp"})  # files written before the contextual scorer: the MLP

@@ -39,12 +39,28 @@ def fit_platt(scores: np.ndarray, gold: np.ndarray, *, l2: float = 1e-3, steps: 
     x = np.stack([np.log(q) - np.log1p(-q), np.ones_like(q)], 1)  # (M, 2)
     w = np.array([1.0, 0.0])
     prior = w.copy()
+
+    def loss(v: np.ndarray) -> float:  # the penalised negative log-likelihood Newton minimises
+        z = x @ v
+        nll = np.logaddexp(0.0, z) - y * z
+        return float(nll.sum() + 0.5 * l2 * y.size * ((v - prior) ** 2).sum())
+
+    current = loss(w)
     for _ in range(steps):  # two parameters: a handful of Newton steps, each vectorised over the labels
         mu = _sigmoid(x @ w)
         grad = x.T @ (mu - y) + l2 * y.size * (w - prior)
         hess = (x * (mu * (1 - mu))[:, None]).T @ x + l2 * y.size * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        w = w - step
+        # Halve a step that does not lower the loss: a full Newton step from the identity can overshoot and
+        # diverge when the scores are far off (e.g. reversed).
+        for _ in range(30):
+            candidate = loss(w - step)
+            if candidate <= current:
+                break
+            step = step / 2
+        else:
+            break
+        w, current = w - step, candidate
         if np.abs(step).max() < 1e-10:
             break
     return (float(w[0]), float(w[1]))

@@ -204,8 +204,8 @@ def choose(
 def weak_evidence(records: list[dict[str, Any]], gold: GoldScores | None = None) -> tuple[bool, str]:
     """Whether the evidence for the choice :func:`choose` annotated ``records`` with is weak, and why.
 
-    Weak when the runner-up (the candidate with the smallest gap to the best) lies inside the band, i.e. the
-    held-out figures do not tell the two best apart and the choice rests on the simplicity order; and, judged
+    Weak when another candidate than the best lies inside the band (the held-out figures do not tell it from
+    the best, so the choice rests on the simplicity order, and the chosen one may not be the best); and, judged
     by ``gold`` (the judged gold sentences), when there are fewer than ``registry.AUTO_WEAK_GOLD_RESPONSES``
     gold responses or fewer than ``registry.AUTO_WEAK_GOLD_SENTENCES`` sentences in the rarer class, too few
     for the standard errors behind the rule.
@@ -224,15 +224,15 @@ def weak_evidence(records: list[dict[str, Any]], gold: GoldScores | None = None)
             reasons.append(
                 f"only {rare} gold sentences are {name} (fewer than {registry.AUTO_WEAK_GOLD_SENTENCES})"
             )
-    scored = [r for r in records if r.get("gap_to_best") is not None]
-    if len(scored) > 1:
-        best, runner_up = sorted(scored, key=lambda r: r["gap_to_best"])[:2]
-        if runner_up["within_band"]:
-            reasons.append(
-                f"the runner-up {runner_up['name']} is within {registry.AUTO_SE_MULTIPLE:g} paired standard "
-                f"error(s) of the best, {best['name']} (gap {runner_up['gap_to_best']:.4f}, SE "
-                f"{runner_up['paired_se']:.4f}): the held-out figures do not tell them apart"
-            )
+    scored = sorted((r for r in records if r.get("gap_to_best") is not None), key=lambda r: r["gap_to_best"])
+    tied = [r for r in scored[1:] if r["within_band"]]
+    if tied:
+        close = tied[0]
+        reasons.append(
+            f"{len(tied)} other candidate(s) within {registry.AUTO_SE_MULTIPLE:g} paired standard error(s) of "
+            f"the best, {scored[0]['name']} (closest: {close['name']}, gap {close['gap_to_best']:.4f}, SE "
+            f"{close['paired_se']:.4f}): the held-out figures do not tell them apart"
+        )
     return bool(reasons), "; ".join(reasons)
 
 

@@ -107,7 +107,7 @@ def test_method_choice_shows_weak_evidence_and_points_to_the_gold_queue(store) -
     assert not clear.metrics["method_choice"]["weak_evidence"]
     stored = thin.metrics["method_choice"]
     assert stored["weak_evidence"] and "only 12 gold responses" in stored["weak_reason"]
-    assert "runner-up priors(cosine=0.1)" in stored["weak_reason"]
+    assert "closest: priors(cosine=0.1)" in stored["weak_reason"]
 
     at = app_test("views/models.py")
     at.selectbox(key="models_choice_version").set_value(thin.id).run()

@@ -224,10 +224,9 @@ def test_auto_records_the_rule_and_its_figures() -> None:
     band = [r for r in rows if r["within_band"]]
     chosen = _chosen(selection)
     assert chosen in band and chosen["name"] == min(band, key=simplicity)["name"]
-    # Without gold the evidence is weak exactly when the runner-up lies in the band.
-    runner_up = sorted(rows, key=lambda r: r["gap_to_best"])[1]
-    assert selection["weak_evidence"] is runner_up["within_band"]
-    assert ("runner-up " + runner_up["name"] in selection["weak_reason"]) is runner_up["within_band"]
+    # Without gold the evidence is weak exactly when another candidate than the best lies in the band.
+    assert selection["weak_evidence"] is (len(band) > 1)
+    assert (f"{len(band) - 1} other candidate(s)" in selection["weak_reason"]) is (len(band) > 1)
     # The per-bag figures behind the choice travel with the fit (not with the stored selection).
     assert [c.name for c in result.candidates] == [r["name"] for r in rows]
     for c, r in zip(result.candidates, rows, strict=True):

@@ -25,7 +25,7 @@ best held-out figure:
   flipped between candidates across seeds on the same data (BENCHMARKS.md).
 
 Either way the record says whether the evidence for the choice was weak (``auto_choice.weak_evidence``: the
-runner-up within the band, or too few gold responses or sentences of one class), and why.
+another candidate within the band, or too few gold responses or sentences of one class), and why.
 
 The result records the choice, the criterion and every candidate's figures (``auto_choice.Selection``). This
 module sits above the single-method fit (``fractal_core.fitting.methods``), which knows nothing of it.

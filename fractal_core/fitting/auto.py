@@ -24,7 +24,7 @@ best held-out figure:
   responses, every candidate scored on the same draws (``auto_choice.gold_replicates``). The plain best AUC
   flipped between candidates across seeds on the same data (BENCHMARKS.md).
 
-Either way the record says whether the evidence for the choice was weak (``auto_choice.weak_evidence``: the
+Either way the record says whether the evidence for the choice was weak (``auto_choice.weak_evidence``:
 another candidate within the band, or too few gold responses or sentences of one class), and why.
 
 The result records the choice, the criterion and every candidate's figures (``auto_choice.Selection``). This

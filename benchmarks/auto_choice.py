@@ -4,12 +4,17 @@ Usage:
     .venv/bin/python benchmarks/auto_choice.py run --dataset processbench --split valid   # tuning view
     .venv/bin/python benchmarks/auto_choice.py run --dataset delucionqa --view mean --split test
     .venv/bin/python benchmarks/auto_choice.py table
+    .venv/bin/python benchmarks/auto_choice.py run --dataset processbench --split test --gold 0.1 \
+        --rows bagloss,hybrid@0.1,auto@0.1   # writes auto_processbench_native_test_gold0.1.json
+    .venv/bin/python benchmarks/auto_choice.py gold
 
 Per seed (0, 1, 2), without gold (every gold label hidden, train and valid): naive, prior-only (the cosine target
 calibrated to the response labels), BagLoss, BagLoss + cosine prior (the tuned default, = the former `fractal`
 without gold), and `auto`, which fits its candidates and keeps the best by the validation responses' exact bag
 likelihood. With `--gold 0.1`, also hybrid and `auto` with 10% random gold bags (auto then chooses by cross-fitted
-gold AUC). On the `mean` view (the share of a response's sentences at level >= 1 as its label), BagLoss and
+gold AUC given the label, with the same one-standard-error rule), written to a file of their own (`..._gold0.1`);
+`gold` tabulates those files: auto under the rule against the plain best gold AUC (the rule used with gold
+before, replayed on the same fits from the stored figures), hybrid and BagLoss. On the `mean` view (the share of a response's sentences at level >= 1 as its label), BagLoss and
 priors also run with the other proportion loss (squared error of the proportion vs exact Poisson-binomial count NLL).
 `--split valid` scores the VALID split (for choosing defaults); `--split test` is the report.
 
@@ -116,7 +121,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     prepared = load(args.dataset, args.view, args.data)
     if args.split == "valid":
         prepared = valid_as_test(prepared)
-    out = f"auto_{args.dataset}_{args.view}_{args.split}.json"
+    out = (
+        f"auto_{args.dataset}_{args.view}_{args.split}"
+        + (f"_gold{args.gold:g}" if args.gold else "")
+        + ".json"
+    )
     runs = runs_for(args.view, args.gold)
     if args.rows:
         runs = [r for r in runs if r[0] in args.rows.split(",")]
@@ -193,6 +202,37 @@ def replay(record: dict[str, Any], se: float, order: str, drop: tuple[str, ...])
     return {**figures[pick["name"]], "seconds": sum(kept.values())}
 
 
+def cmd_gold(_: argparse.Namespace) -> None:
+    """auto with gold under the one-standard-error rule and under the plain best gold AUC, per result file."""
+    for path in sorted(RESULTS.glob("auto_*_gold*.json")):
+        data = json.loads(path.read_text())
+        recs = data["records"]
+        print(f"\n### {path.stem} ({data['split_scored']} split, seeds {data['seeds']})\n")
+        print("| row | AUC given Y | chosen per seed | weak evidence per seed |")
+        print("|---|---|---|---|")
+        for row in dict.fromkeys(r["row"] for r in recs):
+            runs = sorted((r for r in recs if r["row"] == row), key=lambda r: r["seed"])
+            if not row.startswith("auto"):
+                print(f"| {row} | {fmt(stats([r['posterior_auc_roc'] for r in runs]), 4)} | | |")
+                continue
+            for label, se in (("one-standard-error rule", None), ("plain best (before)", 0.0)):
+                picks = []
+                for r in runs:
+                    name = r["selection"]["chosen"]  # the run's own choice, made by the rule
+                    if se is not None:  # the plain best on the same fits: the stored scores' argmax
+                        rows = [dict(c) for c in r["selection"]["candidates"]]
+                        name = rows[choose(rows, None, se_multiple=se)]["name"]
+                    picks.append(next(c for c in r["candidates"] if c["name"] == name) | {"name": name})
+                given = stats([p["posterior_auc_roc"] for p in picks])
+                chose = ", ".join(f"{r['seed']}: {p['name']}" for r, p in zip(runs, picks, strict=True))
+                weak = ", ".join(
+                    f"{r['seed']}: {'yes' if r['selection'].get('weak_evidence') else 'no'}" for r in runs
+                )
+                print(f"| {row}, {label} | {fmt(given, 4)} | {chose} | {weak if se is None else ''} |")
+        for r in (r for r in recs if r["row"].startswith("auto")):
+            print(f"- seed {r['seed']} weak evidence: {r['selection'].get('weak_reason') or 'no'}")
+
+
 def cmd_rules(_: argparse.Namespace) -> None:
     for path in sorted(RESULTS.glob("auto_*.json")):
         data = json.loads(path.read_text())
@@ -226,6 +266,7 @@ def main() -> None:
         cmd_run,
         table=cmd_table,
         rules=cmd_rules,
+        gold=cmd_gold,
         run_options={
             "--split": {"choices": ("valid", "test"), "default": "valid"},
             "--rows": {"default": "", "help": "comma-separated rows to run (default: all)"},

@@ -52,9 +52,10 @@ def load(dataset: str, label_view: str = "native", data: Path = DATA) -> Prepare
 
 
 def valid_as_test(prepared: PreparedSplits) -> PreparedSplits:
-    """The tuning view: models early-stop as usual and are scored on the VALID split (test is never looked at)."""
+    """The tuning view: models early-stop as usual and are scored on the VALID split (test is never looked at).
+    The per-group breakdown is dropped: its groups are the test records'."""
     assert prepared.valid is not None
-    return replace(prepared, test=prepared.valid)
+    return replace(prepared, test=prepared.valid, test_groups={})
 
 
 def machine() -> dict[str, Any]:

@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import analysis, page, render, state
+from app.views.models_choice import show_method_choice
 from app.views.models_compare import cached_auc, show_comparison
 from app.views.models_versions import metric, show_activate_and_rollback, show_versions, show_waiting
 from db import repository as repo
@@ -38,64 +39,7 @@ gold_now = model_versions.current_gold_scores(engine, dataset.id, [mv.id for mv 
 show_comparison(ready, gold_now)
 
 # ------------------------------------------------------------------------------------------- method choice
-chosen_by = [mv for mv in versions if mv.metrics.get("method_choice")]
-if chosen_by:
-    st.subheader("Method choice", anchor=False)
-    choice_id = st.selectbox(
-        "Version",
-        [mv.id for mv in chosen_by],
-        index=next((i for i, mv in enumerate(chosen_by) if mv.is_active), 0),
-        format_func=lambda i: f"v{next(m.version for m in chosen_by if m.id == i)}",
-        key="models_choice_version",
-    )
-    picked = next(mv for mv in chosen_by if mv.id == choice_id)
-    choice = picked.metrics["method_choice"]
-    by_gold = str(choice.get("criterion", "")).startswith("gold")
-    st.caption(
-        f"`{picked.method}` fitted every candidate below on the same embeddings and kept "
-        f"**{choice.get('chosen')}**, judged by "
-        + (
-            "the AUC given the response label of gold sentences in held-out gold responses (hybrid was "
-            "trained on one half of the gold responses and scored on the other)."
-            if by_gold
-            else "the exact likelihood of the held-out responses' labels under each candidate's calibrated scores "
-            "(higher is better; no gold labels needed). Candidates whose gap to the best is within the band "
-            "(a multiple of the paired standard error of that gap) are tied within noise; the simplest of them "
-            "is kept."
-        )
-        + f" Criterion: {choice.get('criterion')}; "
-        + (f"rule: {choice['rule']}; " if choice.get("rule") else "")
-        + f"{choice.get('seconds', 0):.0f} s in all."
-    )
-    st.dataframe(
-        [
-            {
-                "candidate": c.get("name"),
-                "chosen": "●" if c.get("chosen") else "",
-                "score": c.get("score"),
-                "held-out bag log-likelihood": c.get("bag_log_likelihood"),
-                "gap to best": c.get("gap_to_best"),
-                "paired SE": c.get("paired_se"),
-                "within band": {True: "yes", False: "no"}.get(c.get("within_band"), ""),
-                "gold AUC given label": c.get("gold_auc_given_y"),
-                "gold AUC": c.get("gold_auc"),
-                "fit seconds": c.get("seconds"),
-            }
-            for c in choice.get("candidates", [])
-        ],
-        hide_index=True,
-        column_config={
-            k: st.column_config.NumberColumn(format="%.4f")
-            for k in (
-                "score",
-                "held-out bag log-likelihood",
-                "gap to best",
-                "paired SE",
-                "gold AUC given label",
-                "gold AUC",
-            )
-        },
-    )
+show_method_choice(versions)
 show_activate_and_rollback(engine, user, dataset.id, ready, active)
 
 # ------------------------------------------------------------------------------------------- charts

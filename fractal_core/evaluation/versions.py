@@ -224,6 +224,39 @@ def _bootstrap(
     return [np.concatenate(part, axis=1) for part in parts]
 
 
+def paired_auc_replicates(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    response_index: np.ndarray,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> np.ndarray:
+    """AUC-ROC of several scorers of the same gold sentences on the same bootstrap replicates (C, resamples).
+
+    ``scores`` (C, N) one row per scorer; ``labels`` (N,) gold levels (>= 1 is a problem); ``response_index``
+    (N,) any integer id of each sentence's response (the unit drawn, as in :func:`compare_versions`). Every
+    row is computed on the same seeded draws, so the spread of a difference of two rows is the paired
+    bootstrap spread of the difference of their AUCs. A replicate that drew no problem or no fine sentence is
+    NaN in every row; with fewer than two responses there are no replicates (C, 0).
+    """
+    s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    positive = np.asarray(labels) >= 1
+    if s.shape[1:] != positive.shape or positive.shape != np.shape(response_index) or positive.ndim != 1:
+        raise ValueError(
+            f"scores must be (C, N), labels and response_index (N,): "
+            f"{s.shape} {positive.shape} {np.shape(response_index)}"
+        )
+    if resamples < 1:
+        raise ValueError("resamples must be >= 1")
+    _, responses = np.unique(np.asarray(response_index), return_inverse=True)
+    n_responses = int(responses.max()) + 1 if len(responses) else 0
+    if n_responses < 2:
+        return np.empty((len(s), 0))
+    figures = [_Figures(row, positive, responses, n_responses) for row in s]
+    return np.stack([boot[0] for boot in _bootstrap(figures, n_responses, s.shape[1], resamples, seed)])
+
+
 def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if len(finite) == 0:

@@ -19,7 +19,13 @@ best held-out figure:
 - with gold (enough labelled sentences of both classes): the AUC given the response label of the gold sentences
   in held-out gold responses. The gold responses are cut into two folds; ``hybrid`` is trained with one fold's
   gold and scored on the other (cross-fitting), then refitted on all the gold when it wins. The no-gold
-  candidates never see gold labels, so every gold response is held out for them.
+  candidates never see gold labels, so every gold response is held out for them. The same one-standard-error
+  rule picks: the paired standard error of an AUC difference comes from a seeded bootstrap over the gold
+  responses, every candidate scored on the same draws (``auto_choice.gold_replicates``). The plain best AUC
+  flipped between candidates across seeds on the same data (BENCHMARKS.md).
+
+Either way the record says whether the evidence for the choice was weak (``auto_choice.weak_evidence``:
+another candidate within the band, or too few gold responses or sentences of one class), and why.
 
 The result records the choice, the criterion and every candidate's figures (``auto_choice.Selection``). This
 module sits above the single-method fit (``fractal_core.fitting.methods``), which knows nothing of it.
@@ -37,14 +43,18 @@ import torch
 from fractal_core.evaluation.metrics import auc_roc
 from fractal_core.fitting import registry
 from fractal_core.fitting.auto_choice import (
+    GoldScores,
     Selection,
     bag_log_likelihoods,
     choose,
     enough_gold,
+    gold_replicates,
     gold_scores,
     hide_gold,
     mean_bag_log_likelihood,
+    pooled,
     rule_text,
+    weak_evidence,
 )
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.calibration import Calibrated, Calibration, fit_calibration, fit_prior_calibration
@@ -52,8 +62,6 @@ from fractal_core.fitting.context import CandidateFit, FitContext, FitResult
 from fractal_core.fitting.methods import fit_pipeline
 from fractal_core.fitting.model import SentenceScorer
 from fractal_core.fitting.train import ProgressFn, StageResult
-
-GoldScores = tuple[np.ndarray, np.ndarray, np.ndarray]  # (binary gold, score given Y, marginal score)
 
 
 def _prefixed(progress: ProgressFn | None, candidate: str) -> ProgressFn | None:
@@ -75,6 +83,7 @@ class _Fitted:
     method: str
     candidate: Calibration | SentenceScorer
     judged: np.ndarray
+    gold: GoldScores | None = None
 
 
 def _gold_folds(context: FitContext) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
@@ -171,15 +180,18 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
         row["seconds"] = round(seconds, 3)
         judged = bag_log_likelihoods(scored, judge, aggregation)
         row["bag_log_likelihood"] = float(judged.mean())
+        gold = None
         if held_out is not None:
-            gold, given, marginal = (
-                cross_fit if cross_fit is not None else gold_scores(judged_by, held_out, aggregation)
+            gold = (
+                cross_fit
+                if cross_fit is not None
+                else gold_scores(judged_by, held_out, aggregation, gold_ids)
             )
-            row["gold_auc_given_y"] = auc_roc(gold, given)
-            row["gold_auc"] = auc_roc(gold, marginal)
+            row["gold_auc_given_y"] = auc_roc(gold.gold, gold.given)
+            row["gold_auc"] = auc_roc(gold.gold, gold.marginal)
         row["score"] = row["gold_auc_given_y"] if held_out is not None else row["bag_log_likelihood"]
         records.append(row)
-        fitted[candidate.name] = _Fitted(method, judged_by, judged)
+        fitted[candidate.name] = _Fitted(method, judged_by, judged, gold)
 
     base: SentenceScorer | None = None
     cross_fit: list[GoldScores] = []
@@ -197,20 +209,27 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
                 continue  # a single gold response: this fold's complement has no gold to train hybrid on
             part = fit(candidate, hide_gold(train, keep))
             if held_out is not None:
-                cross_fit.append(gold_scores(part, train.select(folds[candidate.fold]), aggregation))
+                fold = folds[candidate.fold]
+                cross_fit.append(gold_scores(part, train.select(fold), aggregation, fold))
         elif candidate.plan.needs_gold:  # hybrid on all the gold, judged by its cross-fitted scores
             hybrid_started = hybrid_started or t0
-            pooled = tuple(np.concatenate([p[i] for p in cross_fit]) for i in range(3)) if cross_fit else None
             full = fit(candidate, train)
-            record(candidate, full, time.perf_counter() - hybrid_started, cross_fit=pooled)  # type: ignore[arg-type]
+            both = pooled(cross_fit) if cross_fit else None
+            record(candidate, full, time.perf_counter() - hybrid_started, cross_fit=both)
         else:  # BagLoss, then BagLoss + cosine prior warm-started from it (the prior only moves a fitted scorer)
             init = base if candidate.warm_start else None
             model = fit(candidate, weak, init=init)
             base = base or model
             record(candidate, model, time.perf_counter() - t0)
 
-    judged = [fitted[r["name"]].judged for r in records]
-    best = records[choose(records, None if held_out is not None else np.stack(judged))]
+    judged = [fitted[r["name"]] for r in records]
+    if held_out is not None:
+        golds = [f.gold for f in judged if f.gold is not None]
+        best = records[choose(records, replicates=gold_replicates(golds, context.seed))]
+        thin, why = weak_evidence(records, golds[0])
+    else:
+        best = records[choose(records, np.stack([f.judged for f in judged]))]
+        thin, why = weak_evidence(records)
     chosen = fitted[best["name"]]
     selection = Selection(
         chosen=best["name"],
@@ -219,6 +238,8 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
         candidates=records,
         seconds=round(time.perf_counter() - started, 3),
         rule=rule_text(held_out is not None),
+        weak_evidence=thin,
+        weak_reason=why,
     )
     if isinstance(chosen.candidate, Calibration):
         out = FitResult(

@@ -17,10 +17,20 @@ than from scratch (the config's patience applies to every other fit)."""
 AUTO_CROSS_FIT_FOLDS = 2
 """Gold responses are cut into this many folds to judge hybrid on gold it did not train on."""
 AUTO_SE_MULTIPLE = 1.0
-"""``auto`` without gold keeps the simplest candidate whose held-out log-likelihood lies within this many paired
-standard errors of the best (the one-standard-error rule, ``fractal_core.fitting.auto_choice.choose``)."""
+"""``auto`` keeps the simplest candidate whose held-out figure (log-likelihood without gold, gold AUC given the
+label with it) lies within this many paired standard errors of the best (the one-standard-error rule,
+``fractal_core.fitting.auto_choice.choose``)."""
 AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "priors", "hybrid")
 """``auto``'s candidates from simplest to most elaborate (priors: smaller cosine weight first)."""
+AUTO_GOLD_RESAMPLES = 1000
+"""Bootstrap replicates (gold responses drawn with replacement) behind the paired standard error of a gold AUC
+difference when ``auto`` judges by gold (more move the standard error by well under a tenth of itself)."""
+AUTO_WEAK_GOLD_RESPONSES = 30
+"""Judged by gold, fewer held-out gold responses than this make the evidence for ``auto``'s choice weak: a
+bootstrap over so few responses understates the spread of the AUC, so the standard errors are not trusted."""
+AUTO_WEAK_GOLD_SENTENCES = 10
+"""Judged by gold, fewer gold sentences than this in the rarer class (problem or fine) make the evidence weak:
+the AUC then rests on a handful of sentences."""
 
 
 def auto_stage(candidate: str, stage: str) -> str:

@@ -28,8 +28,8 @@ METHOD_LIST: tuple[Method, ...] = (
         "auto",
         "Fits prior-only, BagLoss, BagLoss + cosine prior (warm-started from BagLoss) and, with gold, hybrid; "
         "keeps the "
-        "simplest within {auto_se} paired standard error(s) of the best held-out bag likelihood, or the best held-out gold "
-        "AUC when there is gold.",
+        "simplest within {auto_se} paired standard error(s) of the best held-out figure: the bag likelihood, or "
+        "the gold AUC given the label when there is gold.",
     ),
     Method("naive", "Baseline: every sentence inherits its response's label.", trained=False, baseline=True),
     Method(

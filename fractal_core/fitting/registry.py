@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from fractal_core.fitting.auto_plan import (
     AUTO_CROSS_FIT_FOLDS,
+    AUTO_GOLD_RESAMPLES,
     AUTO_PRIOR_WEIGHTS,
     AUTO_SE_MULTIPLE,
     AUTO_SIMPLICITY,
     AUTO_WARM_PATIENCE,
+    AUTO_WEAK_GOLD_RESPONSES,
+    AUTO_WEAK_GOLD_SENTENCES,
     auto_candidates,
     auto_prior_weights,
     auto_stage,
@@ -111,10 +114,13 @@ def method_descriptions(config: TrainConfig | None = None) -> dict[str, str]:
 
 __all__ = [
     "AUTO_CROSS_FIT_FOLDS",
+    "AUTO_GOLD_RESAMPLES",
     "AUTO_PRIOR_WEIGHTS",
     "AUTO_SE_MULTIPLE",
     "AUTO_SIMPLICITY",
     "AUTO_WARM_PATIENCE",
+    "AUTO_WEAK_GOLD_RESPONSES",
+    "AUTO_WEAK_GOLD_SENTENCES",
     "LOSS_TERMS",
     "METHOD_LIST",
     "METHOD_NAMES",

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from app import render
 from db import jobs as db_jobs
 from db import repository as repo
 from db.repository import model_versions
+from fractal_core.fitting.auto_choice import GoldScores, Selection, choose, rule_text, weak_evidence
 from tests.app.conftest import app_test
 from tests.app.data import tiny_records
 from tests.app.test_activation import _hand_made
@@ -76,3 +78,47 @@ def test_train_page_reports_what_the_version_is_now(store) -> None:
     at = app_test("views/train.py")
     assert not [s for s in at.success if "version 2 is active" in s.value]
     assert any("model version 2 was trained. Version 1 is active." in i.value for i in at.info)
+
+
+def _chosen_version(store, dataset_id: int, gaps: list[float], n_responses: int) -> repo.ModelVersionRow:
+    """A ready version whose stored method choice is what ``auto`` records for candidates scoring ``0.8 + gaps``
+    on ``n_responses`` gold responses (hand-made bootstrap replicates, paired SE ~0.01), without training."""
+    names = ["bagloss", "priors(cosine=0.1)", "hybrid"]
+    rows = [
+        {"name": n, "method": n.split("(")[0], "score": 0.8 + g} | ({"cosine": 0.1} if "(" in n else {})
+        for n, g in zip(names, gaps, strict=True)
+    ]
+    noise = np.random.default_rng(0).normal(0, 0.007, (3, 400))
+    picked = rows[choose(rows, replicates=np.array([r["score"] for r in rows])[:, None] + noise)]
+    positive = np.arange(4 * n_responses) % 4 == 0
+    gold = GoldScores(positive, positive * 1.0, positive * 1.0, np.arange(4 * n_responses) // 4)
+    weak, why = weak_evidence(rows, gold)
+    selection = Selection(
+        picked["name"], picked["method"], "gold_auc_given_y", rows, 3.0, rule_text(True), weak, why
+    )
+    mv = repo.create_model_version(store.engine, dataset_id, method="fractal")
+    return repo.finish_model_version(store.engine, mv.id, metrics={"method_choice": selection.to_dict()})
+
+
+def test_method_choice_shows_weak_evidence_and_points_to_the_gold_queue(store) -> None:
+    ds = store.ingest(tiny_records(6, with_labels=True), labels_as="gold")
+    clear = _chosen_version(store, ds.dataset_id, [-0.1, -0.08, 0.0], n_responses=120)
+    thin = _chosen_version(store, ds.dataset_id, [-0.1, -0.003, 0.0], n_responses=12)
+    assert not clear.metrics["method_choice"]["weak_evidence"]
+    stored = thin.metrics["method_choice"]
+    assert stored["weak_evidence"] and "only 12 gold responses" in stored["weak_reason"]
+    assert "closest: priors(cosine=0.1)" in stored["weak_reason"]
+
+    at = app_test("views/models.py")
+    at.selectbox(key="models_choice_version").set_value(thin.id).run()
+    assert not at.exception, at.exception
+    [note] = [w.value for w in at.warning if "Weak evidence" in w.value]
+    assert render.md_escape(stored["weak_reason"]) in note and "label a few more gold responses" in note
+    links = [e.proto for e in at.get("page_link")]
+    assert any(link.page == "gold" and "Gold queue" in link.label for link in links), links
+    assert any("bootstrap draws of the gold responses" in c.value for c in at.caption)
+
+    # A clear choice on plenty of gold: no note, no link.
+    at.selectbox(key="models_choice_version").set_value(clear.id).run()
+    assert not [w for w in at.warning if "Weak evidence" in w.value]
+    assert not [e for e in at.get("page_link") if e.proto.page == "gold"]

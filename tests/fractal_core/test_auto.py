@@ -203,7 +203,7 @@ def test_choose_orders_prior_weights_and_skips_non_finite_scores() -> None:
     assert rows[2]["within_band"] is False and rows[2]["gap_to_best"] is None
 
 
-def test_choose_by_gold_auc_takes_the_best_and_breaks_ties_by_simplicity() -> None:
+def test_choose_without_paired_figures_takes_the_best_and_breaks_ties_by_simplicity() -> None:
     rows = _rows("bagloss", "priors(cosine=0.1)", "hybrid")
     for row, auc in zip(rows, (0.80, 0.85, 0.85), strict=True):
         row["score"] = auc
@@ -224,6 +224,9 @@ def test_auto_records_the_rule_and_its_figures() -> None:
     band = [r for r in rows if r["within_band"]]
     chosen = _chosen(selection)
     assert chosen in band and chosen["name"] == min(band, key=simplicity)["name"]
+    # Without gold the evidence is weak exactly when another candidate than the best lies in the band.
+    assert selection["weak_evidence"] is (len(band) > 1)
+    assert (f"{len(band) - 1} other candidate(s)" in selection["weak_reason"]) is (len(band) > 1)
     # The per-bag figures behind the choice travel with the fit (not with the stored selection).
     assert [c.name for c in result.candidates] == [r["name"] for r in rows]
     for c, r in zip(result.candidates, rows, strict=True):

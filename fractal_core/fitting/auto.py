@@ -225,7 +225,8 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
     judged = [fitted[r["name"]] for r in records]
     if held_out is not None:
         golds = [f.gold for f in judged if f.gold is not None]
-        best = records[choose(records, replicates=gold_replicates(golds, context.seed))]
+        replicates = gold_replicates(golds, context.seed)
+        best = records[choose(records, replicates=replicates, se_multiple=registry.AUTO_SE_MULTIPLE_GOLD)]
         thin, why = weak_evidence(records, golds[0])
     else:
         best = records[choose(records, np.stack([f.judged for f in judged]))]

@@ -152,6 +152,11 @@ def _replicate_se(replicates: np.ndarray, best: int, finite: np.ndarray) -> np.n
     return np.asarray((usable[best][None, :] - usable).std(1, ddof=1))
 
 
+def in_band(gap: np.ndarray | float, se: np.ndarray | float, k: float) -> np.ndarray:
+    """Whether a candidate's gap to the best lies within ``k`` paired standard errors (the band of the rule)."""
+    return np.asarray(gap) <= k * np.asarray(se) + 1e-12
+
+
 def choose(
     records: list[dict[str, Any]],
     per_bag: np.ndarray | None = None,
@@ -191,7 +196,7 @@ def choose(
     else:
         gap = np.where(finite, scores[best] - scores, np.inf)
         se = np.zeros_like(gap) if replicates is None else _replicate_se(replicates, best, finite)
-    band = finite & (gap <= k * se + 1e-12)
+    band = finite & in_band(gap, se, k)
     picked = min(np.flatnonzero(band), key=lambda i: simplicity(records[i], order))
     for i, r in enumerate(records):
         r["gap_to_best"] = float(gap[i]) if np.isfinite(gap[i]) else None
@@ -224,8 +229,11 @@ def weak_evidence(records: list[dict[str, Any]], gold: GoldScores | None = None)
             reasons.append(
                 f"only {rare} gold sentences are {name} (fewer than {registry.AUTO_WEAK_GOLD_SENTENCES})"
             )
+    k = registry.AUTO_SE_MULTIPLE  # the noise band, whatever multiple the choice itself used
     scored = sorted((r for r in records if r.get("gap_to_best") is not None), key=lambda r: r["gap_to_best"])
-    tied = [r for r in scored[1:] if r["within_band"]]
+    tied = [
+        r for r in scored[1:] if r["paired_se"] is not None and in_band(r["gap_to_best"], r["paired_se"], k)
+    ]
     if tied:
         close = tied[0]
         reasons.append(
@@ -238,14 +246,21 @@ def weak_evidence(records: list[dict[str, Any]], gold: GoldScores | None = None)
 
 def rule_text(by_gold: bool) -> str:
     """The rule in words, as stored with the model."""
+    order = ", ".join(registry.AUTO_SIMPLICITY)
+    if by_gold and registry.AUTO_SE_MULTIPLE_GOLD == 0:
+        return (
+            "plain best held-out gold AUC given the label, ties to the simplest "
+            f"({order}); the one-standard-error rule chose worse on the valid splits with gold, so the paired "
+            "standard errors (bootstrap over gold responses) only flag weak evidence"
+        )
+    k = registry.AUTO_SE_MULTIPLE_GOLD if by_gold else registry.AUTO_SE_MULTIPLE
     figure = (
         "held-out gold AUC given the label (SE: bootstrap over gold responses)"
         if by_gold
         else "held-out log-likelihood"
     )
-    order = ", ".join(registry.AUTO_SIMPLICITY)
     return (
-        f"one-standard-error: among candidates within {registry.AUTO_SE_MULTIPLE:g} paired standard error(s) "
+        f"one-standard-error: among candidates within {k:g} paired standard error(s) "
         f"of the best {figure}, the simplest ({order}; smaller prior weight first)"
     )
 
@@ -256,6 +271,7 @@ __all__ = [
     "Selection",
     "bag_log_likelihoods",
     "choose",
+    "in_band",
     "enough_gold",
     "gold_replicates",
     "gold_scores",

@@ -17,6 +17,7 @@ from fractal_core.fitting.auto_choice import (
     choose,
     gold_replicates,
     gold_scores,
+    in_band,
     pooled,
     simplicity,
     weak_evidence,
@@ -209,16 +210,19 @@ def test_auto_with_gold_applies_the_rule_and_records_the_evidence() -> None:
     result = fit_method("auto", FitContext(train, valid, "max", 2, TrainConfig(max_epochs=3), 0))
     selection = result.selection
     assert selection is not None and selection["criterion"].startswith("gold_auc_given_y")
-    assert selection["rule"].startswith("one-standard-error") and "gold responses" in selection["rule"]
+    # With gold the plain best is kept (the multiple chosen on valid), the standard errors only flag weak evidence.
+    assert registry.AUTO_SE_MULTIPLE_GOLD == 0
+    assert selection["rule"].startswith("plain best") and "gold responses" in selection["rule"]
     rows = selection["candidates"]
     band = [r for r in rows if r["within_band"]]
     chosen = next(r for r in rows if r["chosen"])
-    assert chosen["name"] == min(band, key=simplicity)["name"]
     best = max(rows, key=lambda r: r["score"])
+    assert chosen["name"] == min(band, key=simplicity)["name"] and chosen["score"] == best["score"]
+    noise = [r for r in rows if in_band(r["gap_to_best"], r["paired_se"], registry.AUTO_SE_MULTIPLE)]
     assert all(r["paired_se"] is not None and r["paired_se"] >= 0 for r in rows)
     assert all(r["gap_to_best"] == pytest.approx(best["score"] - r["score"]) for r in rows)
     assert all(r["paired_se"] > 0 for r in rows if r is not best)
     assert isinstance(selection["weak_evidence"], bool)
     assert selection["weak_evidence"] == bool(selection["weak_reason"])
-    assert ("other candidate(s) within" in selection["weak_reason"]) is (len(band) > 1)
+    assert ("other candidate(s) within" in selection["weak_reason"]) is (len(noise) > 1)
     assert "gold responses judged" not in selection["weak_reason"]  # 60 gold responses: enough

@@ -23,8 +23,11 @@ install-encoders: install
 run: install
 	$(VENV)/bin/fractal serve --no-auth
 
+# Two processes (a test file stays on one); the browser tests then run on their own, so a page under test never
+# shares the two cores with another test's training.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --ignore-glob='tests/app/test_browser*.py'
+	$(PY) -m pytest -q tests/app/test_browser*.py
 
 lint: install
 	$(VENV)/bin/ruff check fractal_core db app tests benchmarks

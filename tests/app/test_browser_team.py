@@ -44,6 +44,9 @@ def _sign_in(browser: Browser, url: str, name: str) -> Page:
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text(f"Signed in as {name}")).to_be_visible(timeout=LONG)
     _settle(page)
+    # The page asks the server for the session cookie right after signing in: a test that opens another URL
+    # next must wait for it, as a person clicking on would (a goto before it lands on the sign-in page).
+    _wait_for_cookie(page, True)
     return page
 
 

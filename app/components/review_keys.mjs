@@ -9,7 +9,15 @@
 const OUTBOX = "fractal-review-outbox";
 const COUNTER = "fractal-review-event-id";
 const RESEND_MS = 4000; // no answer by then: send the unconfirmed events again (the server skips stored ones)
+// Each resend without an answer doubles the wait (up to RESEND_MAX_MS): a resend restarts the page's server run,
+// so on a server slower than RESEND_MS per run a fixed interval would interrupt every run before it answers.
+const RESEND_MAX_MS = 60000;
 const MAX_BATCH = 50;
+
+// How long to wait for an answer after `resends` resends without one.
+export function resendWait(resends) {
+  return Math.min(RESEND_MS * 2 ** resends, RESEND_MAX_MS);
+}
 
 function loadOutbox() {
   try {
@@ -41,6 +49,7 @@ class ReviewView {
     this.resp = null; // the response as the server last sent it
     this.queue = loadOutbox(); // events not yet confirmed, oldest first (every response)
     this.inflight = null; // {seq, at, last}: the batch sent and not yet answered
+    this.resends = 0; // resends since the last answer (the wait before the next one doubles with each)
     this.seq = 0;
     this.answered = 0;
     this.cursor = 0;
@@ -57,6 +66,7 @@ class ReviewView {
     this.bins = data.bins;
     this.uncertain = data.uncertain;
     if (data.batch >= (this.inflight ? this.inflight.seq : Infinity)) this.inflight = null;
+    if ((data.batch || 0) > this.answered) this.resends = 0;
     this.answered = Math.max(this.answered, data.batch || 0);
     this.drop((e) => e.id <= data.acked);
     this.message = data.refused ? `Not saved: ${data.refused}` : "";
@@ -131,8 +141,9 @@ class ReviewView {
   }
 
   retry() {
-    if (this.inflight && Date.now() - this.inflight.at > RESEND_MS) {
+    if (this.inflight && Date.now() - this.inflight.at > resendWait(this.resends)) {
       this.inflight = null;
+      this.resends += 1;
       this.flush();
     }
   }

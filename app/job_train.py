@@ -158,6 +158,8 @@ def run_train(
         # The F key's rule and what it was chosen by (fractal_core.fitting.first_error), read by Review.
         "first_error_rule": result.model.first_error_rule_.rule,
         "first_error_rule_figures": result.model.first_error_rule_.figures(),
+        # The step calibration, applied by the given-label view (Review, Gold queue, exports) when chosen on valid.
+        "step_calibration": result.model.step_calibration_.to_dict(),
         **_finite(dict(result.model.metrics_ or {})),
     }
     return _publish(

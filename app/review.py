@@ -71,8 +71,10 @@ def entered_labels(detail: ResponseDetail) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in gold_labels(detail)], dtype=np.float64)
 
 
-def _scored(detail: ResponseDetail) -> np.ndarray | None:
-    scores = [s.score for s in detail.sentences]
+def _scored(detail: ResponseDetail, *, view: bool = False) -> np.ndarray | None:
+    """The stored scores (N,), or with ``view`` what the given-label view reads (``SentenceRow.view_score``);
+    None when a sentence is unscored."""
+    scores = [s.view_score if view else s.score for s in detail.sentences]
     if not scores or any(v is None for v in scores):
         return None
     return np.asarray(scores, dtype=np.float64)
@@ -124,7 +126,7 @@ def propose_accept_rest(detail: ResponseDetail, *, levels: int = 2) -> Proposal:
     """N: every sentence without a label takes the label ``reviewer.accept_rest`` gives it from the reviewer
     view (given the response label and the labels entered), stored with source ``model``. Nothing for an
     unscored response."""
-    scores = _scored(detail)
+    scores = _scored(detail, view=True)
     if scores is None:
         return Proposal(detail.id, {}, None, MODEL_SOURCE)
     filled = reviewer.accept_rest(

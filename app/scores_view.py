@@ -2,7 +2,9 @@
 
 Review colours, the sentence list and the Gold queue read the model through these functions, so they rank
 sentences as well as the model can given what is already known (``fractal_core.mil.reviewer`` owns the rules);
-the raw model score stays in ``SentenceRow.score`` for whoever shows it on demand. Thin adapters from the store's
+they read ``SentenceRow.view_score`` (the stored score through the model version's step calibration where that
+was chosen on valid for this view); the raw model score stays in ``SentenceRow.score`` for whoever shows it on
+demand. Thin adapters from the store's
 rows to the library's arrays: no rule of their own. numpy only (no torch), so a page run stays fast.
 """
 
@@ -60,7 +62,7 @@ def n_levels_of(label_kind: str, max_label: float) -> int:
 def detail_view(detail: ResponseDetail, max_label: float) -> list[float | None]:
     """:func:`review_colours` of a stored response, with its current gold labels as the labels entered."""
     return review_colours(
-        [s.score for s in detail.sentences],
+        [s.view_score for s in detail.sentences],
         review.gold_labels(detail),
         detail.response_label,
         aggregation=detail.aggregation,

@@ -16,6 +16,7 @@ from db.models import (
     Annotation,
     CurrentLabel,
     IngestedFile,
+    ModelVersion,
     Response,
     Sentence,
     SentenceScore,
@@ -23,7 +24,7 @@ from db.models import (
 )
 from db.sources import HUMAN_SOURCES
 from fractal_core.data.records import Span, top_level
-from fractal_core.mil.reviewer import label_conditioned_flat
+from fractal_core.mil.reviewer import calibrate, label_conditioned_flat, view_map
 
 _BATCH = 2000
 
@@ -140,10 +141,13 @@ def _read_batch(
     ]
 
 
-def _given_label(items: Sequence[_Item], max_label: float, label_kind: str) -> None:
+def _given_label(
+    items: Sequence[_Item], max_label: float, label_kind: str, calibration: dict[str, Any] | None = None
+) -> None:
     """Fill ``given_label`` of a batch: the reviewer view (scores given the response label and the exported
     labels) for every response whose unlabelled sentences are all scored, one vectorised call per
-    aggregation."""
+    aggregation; the scores go through the version's step calibration where the view uses it
+    (``reviewer.view_map``)."""
     n_levels = top_level(label_kind, max_label) + 1
     for item in items:
         item.given_label = [None] * len(item.spans)
@@ -161,6 +165,7 @@ def _given_label(items: Sequence[_Item], max_label: float, label_kind: str) -> N
         entered = np.array(
             [np.nan if lab is None else float(lab["label"]) for it in group for lab in it.labels]
         )  # (N,)
+        scores = calibrate(scores, view_map(calibration))  # NaN stays NaN
         view = label_conditioned_flat(
             np.where(np.isnan(scores), 0.5, scores),  # scored wherever unlabelled (above)
             entered,
@@ -187,13 +192,15 @@ def _iter_items(
 ) -> Iterator[_Item]:
     """Responses in id order, read in batches inside one read transaction (a consistent snapshot)."""
     last = 0
+    version = session.get(ModelVersion, model_version_id) if model_version_id is not None else None
+    calibration = (version.metrics or {}).get("step_calibration") if version is not None else None
     while True:
         batch = _read_batch(session, dataset_id, model_version_id, last, human_only)
         if not batch:
             return
         last = batch[-1].id
         if model_version_id is not None:
-            _given_label(batch, max_label, label_kind)
+            _given_label(batch, max_label, label_kind, calibration)
         else:
             for item in batch:
                 item.given_label = [None] * len(item.spans)

@@ -69,6 +69,9 @@ class SentenceRow:
     label_version: int | None = (
         None  # the label's version (its event id): a save from this view sends it back
     )
+    # What the given-label view reads: ``score`` through the model version's step calibration when it was chosen
+    # on valid for that view (``fractal_core.mil.reviewer.view_scores``), else ``score`` itself.
+    view_score: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

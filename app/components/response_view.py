@@ -117,6 +117,7 @@ def payload(
                 {
                     "id": s.id,
                     "score": s.score,
+                    "basis": s.view_score,  # what the view given the label is computed from
                     "label": label,
                     "source": s.label_source if label is not None else None,
                     "annotator": s.annotator if label is not None else None,

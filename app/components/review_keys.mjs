@@ -189,7 +189,7 @@ class ReviewView {
     if (r.sentences.some((s) => s.score === null)) return r.sentences.map(() => null);
     const entered = r.sentences.map((s) => labels.get(String(s.id)));
     const view = labelConditioned(
-      r.sentences.map((s) => s.score),
+      r.sentences.map((s) => s.basis ?? s.score), // the score through the model's step calibration, if chosen
       entered,
       r.label,
       r.aggregation,

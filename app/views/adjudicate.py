@@ -49,7 +49,7 @@ levels = review.label_levels(dataset.label_kind, dataset.max_label)
 def given_label_scores(d: ResponseDetail) -> list[float | None]:
     """The model's P(label >= 1) of each sentence given the response label and nothing else (no annotator's
     labels: they are what is being decided), or all None when the response is not (fully) scored."""
-    scores = [s.score for s in d.sentences]
+    scores = [s.view_score for s in d.sentences]
     if not scores or any(v is None for v in scores):
         return [None] * len(scores)
     view = label_conditioned(

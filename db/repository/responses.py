@@ -23,6 +23,7 @@ from db.models import (
 )
 from db.rows import ResponseDetail, ResponseListRow, ResponsePage, SentenceRow
 from fractal_core.errors import InputError
+from fractal_core.mil.reviewer import view_scores
 from fractal_core.mil.semantics import check_consistency
 
 SortKey = Literal["uncertainty", "disagreement", "score", "id"]
@@ -229,10 +230,15 @@ def get_response(engine: Engine, response_id: int, model_version_id: int | None 
             .where(Sentence.response_id == response_id, live_sentence())
             .order_by(Sentence.position)
         )
-        sentences = [SentenceRow(*row) for row in session.execute(q)]
+        rows = session.execute(q).all()
         summary = None
+        calibration = None
         if mv is not None:
             summary = session.get(ResponseScore, (mv, response_id))
+            version = session.get(ModelVersion, mv)
+            calibration = (version.metrics or {}).get("step_calibration") if version is not None else None
+        view = view_scores([row[9] for row in rows], calibration)
+        sentences = [SentenceRow(*row, view_score=v) for row, v in zip(rows, view, strict=True)]
         gold = [s.label if s.label_source in GOLD_SOURCES else None for s in sentences]
         # A sentence a person made by merging or splitting has no score in any version until the next scoring.
         stale = (

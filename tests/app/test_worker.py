@@ -72,6 +72,11 @@ def test_training_job_publishes_an_active_version_with_gold_metrics(store) -> No
     assert {"top1_valid", "n_erroneous_valid", "calibration", "reason"} <= set(
         mv.metrics["first_error_rule_figures"]
     )
+    # So is the step calibration the given-label view reads the stored scores through (when chosen for it).
+    step = mv.metrics["step_calibration"]
+    assert {"scale", "bias", "given_label", "fitted_on"} <= set(step) and isinstance(
+        step["given_label"], bool
+    )
     scores = _scored_responses(store, ds.dataset_id)
     assert all(s is not None and 0.0 <= s <= 1.0 for s in scores.values())
 

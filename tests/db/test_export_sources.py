@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import typer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,7 +34,13 @@ response_st = st.tuples(
 )
 
 
-def _build(engine: Engine, tmp_path: Path, responses: list[Any], scores: list[float] | None) -> str:
+def _build(
+    engine: Engine,
+    tmp_path: Path,
+    responses: list[Any],
+    scores: list[float] | None,
+    metrics: dict[str, Any] | None = None,
+) -> str:
     """A max-bag dataset whose sentences carry the drawn labels from the drawn sources (imported ones only
     where a file may hold them: consistent with the response label), and optionally a model's scores."""
     name = f"p{next(_names)}"
@@ -70,7 +77,7 @@ def _build(engine: Engine, tmp_path: Path, responses: list[Any], scores: list[fl
         ids = repo.load_training_set(engine, ds).sentence_ids
         mv = repo.create_model_version(engine, ds, method="fractal")
         repo.store_scores(engine, mv.id, ids, np.resize(np.asarray(scores), len(ids)))
-        repo.activate_model_version(engine, repo.finish_model_version(engine, mv.id).id)
+        repo.activate_model_version(engine, repo.finish_model_version(engine, mv.id, metrics=metrics).id)
     return name
 
 
@@ -216,6 +223,27 @@ def test_soft_labels_are_the_score_given_the_response_label(engine: Engine, tmp_
     assert summary.n_skipped == 0 and steps["x1"]["labels"] == [None, None]  # no score became a label
     assert np.allclose(steps["x1"]["soft_labels"], [1 - v for v in soft])  # P(step is good)
     assert steps["x1"]["sources"] == ["none", "none"]
+
+
+@pytest.mark.parametrize("chosen", [True, False])
+def test_the_view_reads_scores_through_the_step_calibration_chosen_for_it(
+    engine: Engine, tmp_path: Path, chosen: bool
+) -> None:
+    # A version whose step calibration was chosen on valid for the given-label view: Review (view_score) and the
+    # soft labels of every export read the stored scores through it; the raw score stays as it was.
+    step = {"scale": 0.5, "bias": -1.0, "given_label": chosen, "fitted_on": "gold_steps", "n_fitted": 40}
+    name = _build(engine, tmp_path, [(1, [("none", 0), ("none", 0)])], [0.3, 0.6], {"step_calibration": step})
+    ds = repo.get_dataset(engine, name)
+    assert ds is not None
+    detail = repo.get_response(engine, repo.response_id_by_external(engine, ds.id, "x0") or -1)
+    raw = np.array([s.score for s in detail.sentences], dtype=np.float64)
+    basis = 1 / (1 + np.exp(-(0.5 * np.log(raw / (1 - raw)) - 1.0))) if chosen else raw
+    assert np.allclose([s.view_score for s in detail.sentences], basis)
+    export_dataset(engine, name, tmp_path / "n.jsonl", format="native", soft_labels=True)
+    fractal = _lines(tmp_path / "n.jsonl")["x0"]["meta"]["fractal"]
+    assert np.allclose(fractal["scores"], raw)  # the raw score is exported unchanged
+    either = 1 - (1 - basis[0]) * (1 - basis[1])
+    assert np.allclose(fractal["soft_labels"], basis / either)
 
 
 def test_first_error_data_ends_each_erroneous_solution_at_its_first_error(

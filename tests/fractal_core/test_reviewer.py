@@ -272,3 +272,18 @@ def test_edge_cases() -> None:
         label_conditioned(p, np.full(3, NAN), 1.0, aggregation="median")
     with pytest.raises(ValueError):
         label_conditioned(np.array([NAN]), np.array([NAN]), 1.0, aggregation="max")
+
+
+def test_view_scores_apply_a_step_calibration_only_where_it_was_chosen_for_the_view() -> None:
+    from fractal_core.mil.reviewer import calibrate, view_map, view_scores
+
+    step = {"scale": 0.5, "bias": -1.0, "given_label": True}
+    stored = [0.3, None, 0.9]
+    got = view_scores(stored, step)
+    assert got[1] is None
+    assert np.allclose([got[0], got[2]], calibrate(np.array([0.3, 0.9]), (0.5, -1.0)))
+    assert view_map(step) == (0.5, -1.0)
+    # Not chosen for the view, absent (a version trained before), or a map that would reverse the ranking: raw.
+    for off in ({**step, "given_label": False}, None, {}, {**step, "scale": -0.2}, {**step, "scale": 0.0}):
+        assert view_map(off) is None
+        assert view_scores(stored, off) == stored

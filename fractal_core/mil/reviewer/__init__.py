@@ -5,7 +5,8 @@ first problem of a step response, "accept the rest", and the Platt map of the sc
   per aggregation;
 - :mod:`~fractal_core.mil.reviewer.first_error`: the first-error distribution and the F key's rules;
 - :mod:`~fractal_core.mil.reviewer.accept`: the labels "accept the model's labels for the rest" stores;
-- :mod:`~fractal_core.mil.reviewer.platt`: the Platt map (``calibrated_mode``);
+- :mod:`~fractal_core.mil.reviewer.platt`: the Platt map (``calibrated_mode``, and a model's step calibration
+  where its given-label view uses one);
 - :mod:`~fractal_core.mil.reviewer.evidence`: the checked inputs they share and which direction is a problem.
 """
 
@@ -22,7 +23,7 @@ from fractal_core.mil.reviewer.first_error import (
     pick_first_error_flat,
 )
 from fractal_core.mil.reviewer.given_label import label_conditioned, label_conditioned_flat
-from fractal_core.mil.reviewer.platt import PlattMap, calibrate, fit_platt
+from fractal_core.mil.reviewer.platt import PlattMap, calibrate, fit_platt, view_map, view_scores
 
 __all__ = [
     "DEFAULT_FIRST_ERROR_RULE",
@@ -38,4 +39,6 @@ __all__ = [
     "pick_first_error",
     "pick_first_error_flat",
     "problem_is_positive",
+    "view_map",
+    "view_scores",
 ]

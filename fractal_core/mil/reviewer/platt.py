@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
 from fractal_core.mil.reviewer.evidence import EPS
@@ -24,6 +27,27 @@ def calibrate(scores: np.ndarray, calibration: PlattMap | None) -> np.ndarray:
     q = np.clip(p, EPS, 1.0 - EPS)
     z = float(scale) * (np.log(q) - np.log1p(-q)) + float(bias)
     return _sigmoid(z)
+
+
+def view_map(step_calibration: Mapping[str, Any] | None) -> PlattMap | None:
+    """The map the given-label view applies to a model's stored P(level >= 1) scores: its step calibration (the
+    ``step_calibration`` of ``model.json``, kept in a model version's metrics) when that was chosen on valid for
+    the view (``given_label``), else None (the raw scores). A map that would reverse the ranking never applies."""
+    if not step_calibration or not step_calibration.get("given_label"):
+        return None
+    scale, bias = float(step_calibration["scale"]), float(step_calibration["bias"])
+    return (scale, bias) if scale > 0 and np.isfinite(scale) and np.isfinite(bias) else None
+
+
+def view_scores(
+    scores: Sequence[float | None], step_calibration: Mapping[str, Any] | None
+) -> list[float | None]:
+    """Stored scores (None where unscored) as the given-label view reads them: through :func:`view_map`."""
+    mapping = view_map(step_calibration)
+    if mapping is None:
+        return list(scores)
+    raw = np.array([np.nan if v is None else float(v) for v in scores], dtype=np.float64)
+    return [None if v != v else float(v) for v in calibrate(raw, mapping).tolist()]
 
 
 def fit_platt(scores: np.ndarray, gold: np.ndarray, *, l2: float = 1e-3, steps: int = 50) -> PlattMap:

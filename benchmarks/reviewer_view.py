@@ -50,7 +50,7 @@ from fractal_core.fitting.config import TrainConfig  # noqa: E402
 from fractal_core.fitting.estimator import FractalModel  # noqa: E402
 from fractal_core.fitting.first_error import choose_first_error_rule, rule_top1  # noqa: E402
 from fractal_core.mil.posterior import posterior_scores  # noqa: E402
-from fractal_core.mil.reviewer import FIRST_ERROR_RULES  # noqa: E402
+from fractal_core.mil.reviewer import FIRST_ERROR_RULES, view_scores  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -71,31 +71,41 @@ def inspect(prepared: PreparedSplits):
         labels = test.labels.double().cpu().numpy()
         sizes = np.bincount(test.bag_index.cpu().numpy(), minlength=test.n_bags)
         pieces = np.split(marginal, np.cumsum(sizes)[:-1])
+
+        def app_view(step: dict[str, Any] | None) -> np.ndarray:
+            """``app.scores_view.review_colours`` one response at a time, as the page calls it, on the stored
+            scores as the app reads them (``view_scores``: through the step calibration where it was chosen)."""
+            return np.concatenate(
+                [
+                    np.asarray(
+                        review_colours(
+                            view_scores(list(p), step),
+                            [None] * len(p),
+                            float(y),
+                            aggregation=prepared.aggregation,
+                            n_levels=prepared.n_classes,
+                        ),
+                        dtype=np.float64,
+                    )
+                    for p, y in zip(pieces, labels, strict=True)
+                ]
+            )
+
         started = time.perf_counter()
-        app_view = np.concatenate(
-            [
-                np.asarray(
-                    review_colours(
-                        list(p),
-                        [None] * len(p),
-                        float(y),
-                        aggregation=prepared.aggregation,
-                        n_levels=prepared.n_classes,
-                    ),
-                    dtype=np.float64,
-                )
-                for p, y in zip(pieces, labels, strict=True)
-            ]
-        )
+        raw_view = app_view(None)
         app_seconds = time.perf_counter() - started
+        # What the app colours since it reads stored scores through the version's step calibration (the training
+        # job keeps model.step_calibration_ in the version's metrics; SentenceRow.view_score).
+        mapped_view = app_view(model.step_calibration_.to_dict())
         logp = proba.clamp_min(1e-12).log()
         given = posterior_scores(logp, test.bag_index, test.labels, aggregation=prepared.aggregation)
         given_np = given.double().cpu().numpy()
         out: dict[str, Any] = {
             "auc_marginal": _auc(gold, marginal),
-            "auc_app_view": _auc(gold, app_view),
+            "auc_app_view": _auc(gold, raw_view),
+            "auc_app_view_with_step_calibration": _auc(gold, mapped_view),
             "auc_given_label": _auc(gold, given_np),
-            "max_abs_view_minus_given": float(np.max(np.abs(app_view - given_np))) if len(given_np) else 0.0,
+            "max_abs_view_minus_given": float(np.max(np.abs(raw_view - given_np))) if len(given_np) else 0.0,
             "app_view_seconds": app_seconds,
             "fkey_rule_model": model.first_error_rule_.rule,
         }
@@ -161,7 +171,11 @@ def _calibration_figures(model: FractalModel, prepared: PreparedSplits) -> dict[
 
 ROWS = [
     ("auc_marginal", "sentence AUC, marginal scores"),
-    ("auc_app_view", "sentence AUC, what Review colours (app.scores_view)"),
+    ("auc_app_view", "sentence AUC, what Review colours (app.scores_view) from raw scores"),
+    (
+        "auc_app_view_with_step_calibration",
+        "sentence AUC, what Review colours now (stored scores through the step calibration where chosen)",
+    ),
     ("auc_given_label", "sentence AUC, library given-label posterior"),
     ("max_abs_view_minus_given", "max |app view - given-label posterior|"),
     *[(f"fkey_valid_{r}", f"F key top-1 on valid, {r}") for r in FIRST_ERROR_RULES],

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import streamlit as st
 from sqlalchemy import Engine
 
-from app import actions, state
+from app import actions, render, state
 from db import repository as repo
 from db.accounts import PermissionDenied
 from db.rows import ResponseDetail, SegmentEditResult, SegmentEditRow, UserRow
@@ -103,7 +103,7 @@ def _split_controls(
     try:
         left, right = split_parts(sentence.text, offset)
     except InputError as exc:
-        st.caption(f"No split here: {exc.reason}")
+        st.caption(f"No split here: {render.md_escape(exc.reason)}")
         return
     st.caption("The two parts:")
     st.text(left)
@@ -153,10 +153,10 @@ def _act(edit: Callable[[], SegmentEditResult | None], what: str) -> None:
     try:
         result = edit()
     except PermissionDenied as exc:
-        st.error(f"Not changed: {exc}")
+        st.error(f"Not changed: {render.md_escape(exc)}")
         return
     except InputError as exc:  # a stale view, or an edit the library refuses
-        st.error(f"Not changed: {exc.reason}")
+        st.error(f"Not changed: {render.md_escape(exc.reason)}")
         return
     _done(result, what)
     st.rerun()

@@ -29,34 +29,28 @@ def end_labels(
     session: Session, response: Response, row: Sentence, editor: str, action_id: str
 ) -> dict[str, Any]:
     """Clear a replaced sentence's labels through the label path and say what they were."""
-    shared = None
     current = session.get(CurrentLabel, row.id)
-    if current is not None:
-        shared = {"label": current.label, "source": current.source, "annotator": current.annotator}
+    shared = (
+        None
+        if current is None
+        else {"label": current.label, "source": current.source, "annotator": current.annotator}
+    )
+    own: dict[str, int] = {
+        a.annotator: a.label
+        for a in session.scalars(select(Annotation).where(Annotation.sentence_id == row.id)).all()
+    }
+    # (layer, source) of every label the replaced sentence carries: the shared one, then each annotator's own.
+    layers = ([(None, current.source)] if current is not None else []) + [(a, HUMAN) for a in sorted(own)]
+    for layer, source in layers:
         apply_label(
             session,
             sentence_id=row.id,
             response_id=response.id,
             dataset_id=response.dataset_id,
-            layer=None,
+            layer=layer,
             label=None,
             annotator=editor,
-            source=current.source,
-            action_id=action_id,
-        )
-    own: dict[str, int] = {}
-    for annotation in session.scalars(select(Annotation).where(Annotation.sentence_id == row.id)).all():
-        own[annotation.annotator] = annotation.label
-    for annotator in sorted(own):
-        apply_label(
-            session,
-            sentence_id=row.id,
-            response_id=response.id,
-            dataset_id=response.dataset_id,
-            layer=annotator,
-            label=None,
-            annotator=editor,
-            source=HUMAN,
+            source=source,
             action_id=action_id,
         )
     decided = session.scalars(
@@ -65,9 +59,8 @@ def end_labels(
     adjudications = [
         {"reviewer": a.reviewer, "label": a.label, "at": a.created_at.isoformat()} for a in decided
     ]
-    for (
-        a
-    ) in decided:  # an adjudication of a sentence that no longer exists would still mark the response decided
+    # An adjudication of a sentence that no longer exists would still mark the response decided.
+    for a in decided:
         session.delete(a)
     return {"position": row.position, "shared": shared, "own": own, "adjudications": adjudications}
 
@@ -79,34 +72,27 @@ def restore_labels(
     ``editor`` (like an undo); adjudication records with their reviewer and time."""
     n = 0
     shared = item["shared"]
-    if shared is not None:
+    # (layer, label, source, who set it) of every label to bring back: the shared one, then each annotator's own.
+    layers = (
+        []
+        if shared is None
+        else [(None, int(shared["label"]), str(shared["source"]), str(shared["annotator"]))]
+    )
+    layers += [(a, int(label), HUMAN, a) for a, label in sorted(item["own"].items())]
+    for layer, label, source, who in layers:
         apply_label(
             session,
             sentence_id=sentence_id,
             response_id=response.id,
             dataset_id=response.dataset_id,
-            layer=None,
-            label=int(shared["label"]),
+            layer=layer,
+            label=label,
             annotator=editor,
-            source=str(shared["source"]),
+            source=source,
             action_id=action_id,
-            restore_annotator=str(shared["annotator"]),
+            restore_annotator=who,
         )
-        n += 1
-    for annotator, label in sorted(item["own"].items()):
-        apply_label(
-            session,
-            sentence_id=sentence_id,
-            response_id=response.id,
-            dataset_id=response.dataset_id,
-            layer=annotator,
-            label=int(label),
-            annotator=editor,
-            source=HUMAN,
-            action_id=action_id,
-            restore_annotator=annotator,
-        )
-        n += 1
+    n += len(layers)
     for adj in item["adjudications"]:
         session.add(
             Adjudication(

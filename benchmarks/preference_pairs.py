@@ -19,7 +19,9 @@ positive):
 - ``auc_marginal``: the model's scores without the preference;
 - ``auc_cosine_prior``: the cosine prior alone, t_i = (1 + cos(context, sentence)) / 2, and
   ``auc_cosine_given_preference``: the same posterior with t_i as the sentence probabilities;
-- ``auc_broadcast``: the preference broadcast to every sentence (rejected 1, chosen 0).
+- ``auc_broadcast``: the preference broadcast to every sentence (rejected 1, chosen 0);
+- ``auc_constant_given_preference``: the same posterior with one constant sentence probability (the model's
+  mean score): what the conditioning alone gives (shorter losing responses concentrate the blame).
 
 Writes ``benchmarks/results/preference_pairs.json`` and prints a markdown table (mean ± sd over seeds).
 """
@@ -98,6 +100,8 @@ def measure(test: BagSet, logp: torch.Tensor) -> dict[str, float]:
     cos_logp = torch.stack([torch.log1p(-cosine.double().clamp(max=1 - 1e-9)), cosine.double().log()], 1)
     strength = torch.ones(test.n_bags // 2, dtype=torch.float64)
     rejected = (test.bag_index % 2 == 1).double().numpy()
+    mean = float(logp.exp()[:, 1:].sum(1).mean())
+    constant = torch.tensor([[1.0 - mean, mean]], dtype=torch.float64).expand(test.n_sentences, 2)
     return {
         "auc_given_preference": _auc(gold, colour_pairs(logp, test).numpy()),
         "auc_marginal": _auc(gold, logp.exp()[:, 1:].sum(1).double().numpy()),
@@ -106,6 +110,11 @@ def measure(test: BagSet, logp: torch.Tensor) -> dict[str, float]:
             gold, preference_posterior(cos_logp, test.bag_index, strength).numpy()
         ),
         "auc_broadcast": _auc(gold, rejected),
+        # How much of the colouring is the conditioning alone: one constant score (the model's mean) given the
+        # preference ranks sentences only by the size of their response and which side lost.
+        "auc_constant_given_preference": _auc(
+            gold, preference_posterior(constant.log(), test.bag_index, strength).numpy()
+        ),
     }
 
 
@@ -149,6 +158,7 @@ ROWS = [
     ("auc_cosine_prior", "sentence AUC, cosine prior alone"),
     ("auc_cosine_given_preference", "sentence AUC, cosine prior given the preference"),
     ("auc_broadcast", "sentence AUC, preference broadcast to every sentence"),
+    ("auc_constant_given_preference", "sentence AUC, one constant score given the preference (no model)"),
     ("valid_auc_given_preference", "valid: colouring given the preference"),
     ("valid_auc_broadcast", "valid: broadcast"),
     ("train_seconds", "training wall seconds"),

@@ -221,9 +221,11 @@ def read_split_dir(directory: str | Path) -> dict[str, list[ResponseRecord]]:
 
 def record_to_dict(record: ResponseRecord) -> dict[str, Any]:
     """The JSON object :func:`write_records_jsonl` writes for one record (lossless: text and offsets kept)."""
-    label: float | int = record.response_label
-    if record.aggregation != "mean" and float(label).is_integer():
-        label = int(label)
+    label: float | int | None = record.response_label
+    if label != label:  # NaN: no label of its own (a response of a preference pair) is written as null
+        label = None
+    elif record.aggregation != "mean" and float(record.response_label).is_integer():
+        label = int(record.response_label)
     return {
         "id": record.id,
         "context": record.context,

@@ -1,0 +1,82 @@
+"""``fractal pairs ingest``: store a preference pairs file in a dataset (:mod:`db.pairs_ingest`). Like the
+other store commands: ``--db URL``, a store that does not exist is refused, bad input is one line naming file,
+line and field with exit code 2 and nothing written, an outdated schema exit code 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from db.cli import DbOption, importing_user
+from db.engine import get_engine
+from db.pairs_ingest import ingest_pairs
+from db.schema import SchemaOutdatedError
+from fractal_core.errors import InputError
+
+pairs_app = typer.Typer(help="Preference pairs: ingest a pairs file.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@pairs_app.command("ingest")
+def ingest(
+    file: Annotated[Path, typer.Argument(help="JSONL, CSV or Parquet file of preference pairs.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name (created if missing).")],
+    format: Annotated[
+        str | None, typer.Option("--format", help="jsonl | csv | parquet (default: from the suffix).")
+    ] = None,
+    segment_mode: Annotated[
+        str, typer.Option("--segment-mode", help="sentences | steps, for raw text.")
+    ] = "sentences",
+    label_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--label-kind",
+            help="For a new dataset: binary | ordinal:C | proportion (default: from "
+            "the responses' own labels, else binary).",
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split name (default: file stem if train/valid/test).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Store a file's preference pairs and their responses in a dataset: all pairs or none. Each pair is
+    recorded as imported by you ($FRACTAL_ANNOTATOR, else your login name), now."""
+    try:
+        if format not in (None, "jsonl", "csv", "parquet"):
+            raise InputError(f"unknown format {format!r}; use jsonl, csv or parquet", field="--format")
+        if segment_mode not in ("sentences", "steps"):
+            raise InputError(
+                f"unknown segment mode {segment_mode!r}; use sentences or steps", field="--segment-mode"
+            )
+        engine = get_engine(db, create=False)
+        summary = ingest_pairs(
+            engine,
+            file,
+            dataset,
+            format=format,  # type: ignore[arg-type]
+            segment_mode=segment_mode,  # type: ignore[arg-type]
+            label_kind=label_kind,
+            imported_by=importing_user(),
+            split=split,
+        )
+    except InputError as err:
+        raise _fail(str(err), 2) from None
+    except SchemaOutdatedError as err:
+        raise _fail(str(err), 1) from None
+    linked = f" (and {summary.n_linked} already stored)" if summary.n_linked else ""
+    typer.echo(
+        f"ingested {summary.n_pairs} preference pairs, {summary.n_responses} responses{linked}, "
+        f"{summary.n_sentences} sentences into dataset {summary.dataset!r} in {summary.seconds:.1f} s"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``pairs`` group to the ``fractal`` Typer app."""
+    app.add_typer(pairs_app, name="pairs")

@@ -1,4 +1,5 @@
-"""``fractal pairs ingest``: store a preference pairs file in a dataset (:mod:`db.pairs_ingest`). Like the
+"""``fractal pairs ingest``: store a preference pairs file in a dataset (:mod:`db.pairs_ingest`); ``fractal pairs
+train``: train a model from a pairs file, as ``fractal train`` does from responses. Like the
 other store commands: ``--db URL``, a store that does not exist is refused, bad input is one line naming file,
 line and field with exit code 2 and nothing written, an outdated schema exit code 1."""
 
@@ -13,9 +14,18 @@ from db.cli import DbOption, importing_user
 from db.engine import get_engine
 from db.pairs_ingest import ingest_pairs
 from db.schema import SchemaOutdatedError
+from fractal_core.cli_options import (
+    DeviceOpt,
+    EncoderOpt,
+    PrecisionOpt,
+    checked_encoder,
+    fail,
+    train_config,
+)
+from fractal_core.data.files import check_output_dir
 from fractal_core.errors import InputError
 
-pairs_app = typer.Typer(help="Preference pairs: ingest a pairs file.", no_args_is_help=True)
+pairs_app = typer.Typer(help="Preference pairs: ingest a pairs file, train from one.", no_args_is_help=True)
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -74,6 +84,49 @@ def ingest(
     typer.echo(
         f"ingested {summary.n_pairs} preference pairs, {summary.n_responses} responses{linked}, "
         f"{summary.n_sentences} sentences into dataset {summary.dataset!r} in {summary.seconds:.1f} s"
+    )
+
+
+@pairs_app.command("train")
+def train(
+    file: Annotated[Path, typer.Argument(help="JSONL, CSV or Parquet file of preference pairs.")],
+    out: Annotated[Path, typer.Option(help="Directory to save the model in")],
+    seed: int = 0,
+    max_epochs: Annotated[int | None, typer.Option(help="Override the default epoch bound")] = None,
+    segment_mode: Annotated[
+        str, typer.Option("--segment-mode", help="sentences | steps, for raw text.")
+    ] = "sentences",
+    encoder: EncoderOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+) -> None:
+    """Train a sentence scorer from preference pairs (PrefBagLoss): the rejected response's sentences are the
+    ones that should explain the preference. A seeded share of the pairs is held out for early stopping."""
+    from fractal_core.data.pairs import pair_table, read_pairs
+    from fractal_core.fitting.estimator import FractalModel
+    from fractal_core.fitting.pairs import preference_triples
+
+    if segment_mode not in ("sentences", "steps"):
+        raise fail(f"--segment-mode: unknown segment mode {segment_mode!r}; use sentences or steps")
+    try:
+        check_output_dir(out, FractalModel.FILES)
+        records, pairs = pair_table(read_pairs(file, segment_mode=segment_mode))
+    except InputError as err:
+        raise fail(str(err)) from None
+    config = train_config(device, max_epochs, "default")
+    aggregations = {r.aggregation for r in records}
+    model = FractalModel(config=config, encoder=checked_encoder(encoder, device, precision), seed=seed)
+    try:
+        model.fit_preferences(
+            records,
+            preference_triples(pairs),
+            aggregation=aggregations.pop() if len(aggregations) == 1 else "mean",
+        )
+        model.save(out)
+    except (InputError, ValueError) as err:
+        raise fail(str(err)) from None
+    typer.echo(
+        f"saved a model trained from {len(pairs)} preference pairs ({len(records)} responses) to {out}"
     )
 
 

@@ -270,12 +270,14 @@ def num_classes(records: Sequence[ResponseRecord]) -> int:
 
 
 def max_level(records: Sequence[ResponseRecord]) -> int:
-    """Highest level among max bags' response and sentence labels (0 when there is none)."""
+    """Highest level among max bags' response and sentence labels (0 when there is none; a response without a
+    label of its own, NaN, adds none)."""
     level = 0
     for record in records:
         if record.aggregation != "max":
             continue
-        level = max(level, int(record.response_label))
+        if record.response_label == record.response_label:
+            level = max(level, int(record.response_label))
         if record.sentence_labels:
             level = max(level, max((v for v in record.sentence_labels if v is not None), default=0))
     return level

@@ -8,6 +8,8 @@ preference, 0 none. The colouring given the preference is ``mil.preference_poste
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from fractal_core.fitting.bags import BagSet
@@ -18,6 +20,13 @@ from fractal_core.mil.preference_posterior import preference_posterior
 def rejected_worse(strength: torch.Tensor) -> torch.Tensor:
     """P(the rejected response has the higher error score) (K,) from each pair's strength (K,) in [0, 1]."""
     return (1.0 + strength.float().clamp(0.0, 1.0)) / 2.0
+
+
+def preference_triples(pairs: Sequence[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """``(chosen, rejected, strength)`` pairs as the ``(i, j, p)`` triples of ``FractalModel.fit_preferences``:
+    j is the rejected response, p = P(it has the higher error score) (:func:`rejected_worse`)."""
+    p = rejected_worse(torch.tensor([float(s) for _, _, s in pairs], dtype=torch.float64)).tolist()
+    return [(int(c), int(r), q) for (c, r, _), q in zip(pairs, p, strict=True)]
 
 
 def pair_bags(bags: BagSet, chosen: torch.Tensor, rejected: torch.Tensor, strength: torch.Tensor) -> BagSet:
@@ -39,4 +48,4 @@ def colour_pairs(logp: torch.Tensor, paired: BagSet) -> torch.Tensor:
     return preference_posterior(logp, paired.bag_index, pair_strength(paired))
 
 
-__all__ = ["colour_pairs", "pair_bags", "pair_strength", "rejected_worse"]
+__all__ = ["colour_pairs", "pair_bags", "pair_strength", "preference_triples", "rejected_worse"]

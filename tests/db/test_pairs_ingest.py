@@ -219,3 +219,22 @@ def test_existing_exports_of_a_pairs_dataset(engine: Engine, tmp_path: Path, fmt
         assert [r["id"] for r in lines] == ["p1:a"]
     else:  # step formats write responses with step labels; these have none yet
         assert lines == []
+
+
+def test_cli_trains_a_model_from_a_pairs_file(tmp_path: Path) -> None:
+    from fractal_core.fitting.estimator import FractalModel
+
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)
+    path = write_jsonl(tmp_path / "p.jsonl", PAIRS)
+    out = tmp_path / "model"
+    result = CliRunner().invoke(app, ["pairs", "train", str(path), "--out", str(out), "--max-epochs", "2"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "trained from 2 preference pairs (3 responses)" in result.stdout
+    model = FractalModel.load(out)
+    assert model.resolved_method_ == "preference" and model.aggregation_ == "max"
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{**PAIRS[0], "strength": -1}])
+    result = CliRunner().invoke(app, ["pairs", "train", str(bad), "--out", str(tmp_path / "m2")])
+    assert result.exit_code == 2 and f"{bad}:1:strength" in result.stderr
+    assert not (tmp_path / "m2").exists()

@@ -119,3 +119,39 @@ def test_trained_pairs_colour_errors_above_broadcast() -> None:
     colour = colour_pairs(logp, test).numpy()
     broadcast = (test.bag_index % 2 == 1).double().numpy()
     assert auc_roc(gold, colour) > auc_roc(gold, broadcast) + 0.05
+
+
+def test_train_pairs_and_score_scores_every_response_and_saves(tmp_path) -> None:
+    import math
+    from dataclasses import replace
+
+    import numpy as np
+
+    from fractal_core.data.demo import demo_path
+    from fractal_core.data.io import read_records
+    from fractal_core.fitting.config import TrainConfig
+    from fractal_core.fitting.estimator import FractalModel
+    from fractal_core.fitting.pairs_pipeline import train_pairs_and_score
+
+    records = read_records(demo_path())[:24]
+    # Half the responses keep no label of their own (as a pairs file's), which must not stop anything.
+    records = [r if i % 2 else replace(r, response_label=math.nan) for i, r in enumerate(records)]
+    pairs = [(i, i + 1, 1.0) for i in range(0, 22, 2)]
+    n = sum(len(r.spans) for r in records)
+    stages: list[str] = []
+    result = train_pairs_and_score(
+        records,
+        pairs,
+        sentence_ids=np.arange(n),
+        response_ids=np.arange(len(records)) + 100,
+        config=TrainConfig(max_epochs=2),
+        progress=lambda stage, fraction, message: stages.append(stage),
+    )
+    assert result.model.resolved_method_ == "preference" and result.stages == ("preference",)
+    assert "preference" in stages
+    scores = result.scored.scores
+    assert scores.shape == (n,) and bool(np.all((scores >= 0) & (scores <= 1)))
+    assert result.scored.response_ids.tolist() == list(range(100, 124))
+    result.model.save(tmp_path / "m")
+    again = FractalModel.load(tmp_path / "m")
+    np.testing.assert_allclose(np.concatenate(again.predict(records)), scores, rtol=1e-5, atol=1e-6)

@@ -1,5 +1,6 @@
 """``fractal pairs ingest``: store a preference pairs file in a dataset (:mod:`db.pairs_ingest`); ``fractal pairs
-train``: train a model from a pairs file, as ``fractal train`` does from responses. Like the
+train``: train a model from a pairs file, as ``fractal train`` does from responses; ``fractal pairs export``:
+a dataset's pairs in the pairwise layout trainers take (:mod:`db.pairs_export`). Like the
 other store commands: ``--db URL``, a store that does not exist is refused, bad input is one line naming file,
 line and field with exit code 2 and nothing written, an outdated schema exit code 1."""
 
@@ -25,7 +26,10 @@ from fractal_core.cli_options import (
 from fractal_core.data.files import check_output_dir
 from fractal_core.errors import InputError
 
-pairs_app = typer.Typer(help="Preference pairs: ingest a pairs file, train from one.", no_args_is_help=True)
+pairs_app = typer.Typer(
+    help="Preference pairs: ingest a pairs file, train from one, export a dataset's pairs.",
+    no_args_is_help=True,
+)
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -128,6 +132,34 @@ def train(
     typer.echo(
         f"saved a model trained from {len(pairs)} preference pairs ({len(records)} responses) to {out}"
     )
+
+
+@pairs_app.command("export")
+def export(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name.")],
+    out: Annotated[Path, typer.Option("--out", help="Output file: .jsonl or .parquet.")],
+    model: Annotated[
+        int | None, typer.Option("--model", help="Model version for scores and colours (default: active).")
+    ] = None,
+    human_only: Annotated[
+        bool, typer.Option("--human-only", help="Only step labels a person set in the tool.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Write a dataset's pairs as {prompt, chosen, rejected} rows with each response's steps, step labels and
+    their sources, step scores and the colouring given the preference."""
+    from db.pairs_export import export_pairs
+
+    try:
+        summary = export_pairs(
+            get_engine(db, create=False), dataset, out, model_version=model, human_only=human_only
+        )
+    except InputError as err:
+        raise _fail(str(err), 2) from None
+    except SchemaOutdatedError as err:
+        raise _fail(str(err), 1) from None
+    version = f" with scores of model version {summary.model_version}" if summary.model_version else ""
+    typer.echo(f"wrote {summary.n_pairs} preference pairs{version} to {summary.path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -52,3 +52,46 @@ def test_training_job_on_pairs_publishes_a_version_trained_from_them(store, tmp_
     assert mv.metrics["pair_sources"] == {"imported": 12}
     page = repo.list_responses(engine, summary.dataset_id, sort="id", page=0, page_size=100)
     assert len(page.rows) == 24 and all(r.score is not None for r in page.rows)
+
+
+@pytest.mark.slow
+def test_pairs_export_after_training_keeps_sources_scores_and_colours(store, tmp_path) -> None:
+    import pandas as pd
+
+    from db.pairs_export import export_pairs
+    from db.repository import response_id_by_external
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _pairs(10)))
+    engine = store.engine
+    summary = ingest_pairs(engine, path, "prefs", imported_by="tester")
+    rejected = response_id_by_external(engine, summary.dataset_id, "p0:a")
+    assert rejected is not None
+    wrong_step = repo.get_response(engine, rejected).sentences[1].id
+    repo.record_label(engine, wrong_step, 1, "alice")  # a person marks the wrong step
+    repo.create_job(
+        engine,
+        "train",
+        {"dataset_id": summary.dataset_id, "method": "fractal", "config": FAST_TRAIN, "seed": 0},
+    )
+    store.run_jobs()
+    out = tmp_path / "out.jsonl"
+    result = export_pairs(engine, "prefs", out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert result.n_pairs == 10 and result.model_version == 1 and len(rows) == 10
+    first = rows[0]
+    assert (
+        first["prompt"] == "What is 0 + 2?"
+        and first["chosen_id"] == "p0:b"
+        and first["rejected_id"] == "p0:a"
+    )
+    assert first["preference_source"] == "imported" and first["preference_annotator"] == "tester"
+    assert len(first["chosen_steps"]) == len(first["chosen_scores"]) == len(first["chosen_colours"]) == 3
+    assert first["rejected_labels"] == [None, 1, None] and first["model_version"] == 1
+    assert first["rejected_label_sources"] == ["none", "human", "none"]
+    assert first["rejected_label_annotators"] == [None, "alice", None]
+    assert first["chosen_label_sources"] == ["none"] * 3
+    assert all(0.0 <= c <= 1.0 for c in first["chosen_colours"] + first["rejected_colours"])
+    parquet = tmp_path / "out.parquet"
+    export_pairs(engine, "prefs", parquet)
+    assert pd.read_parquet(parquet)["id"].tolist() == [r["id"] for r in rows]

@@ -66,3 +66,21 @@ def test_data_page_uploads_pairs_and_refuses_a_bad_row(store) -> None:
         and {p.annotator for p in pairs} == {"tester"}
         and {p.source for p in pairs} == {"imported"}
     )
+
+
+def test_export_page_writes_the_pairs(store, tmp_path) -> None:
+    from app.settings import load_settings
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    app_test()
+    ingest_pairs(store.engine, path, "prefs", imported_by="tester")
+    at = app_test("views/export.py")
+    assert not at.exception, at.exception
+    at.button(key="export_pairs_prepare").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    out = load_settings(store.db_url).exports_dir / "prefs-pairs.jsonl"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p3"]
+    assert rows[0]["chosen"] == "It is 2. Done." and rows[0]["rejected_scores"] is None  # no model yet
+    assert rows[0]["preference_annotator"] == "tester"

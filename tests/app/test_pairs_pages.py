@@ -84,3 +84,42 @@ def test_export_page_writes_the_pairs(store, tmp_path) -> None:
     assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p3"]
     assert rows[0]["chosen"] == "It is 2. Done." and rows[0]["rejected_scores"] is None  # no model yet
     assert rows[0]["preference_annotator"] == "tester"
+
+
+def test_pairs_page_shows_a_pair_side_by_side_and_opens_review(store, tmp_path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    app_test()
+    ingest_pairs(store.engine, path, "prefs", imported_by="tester")
+    at = app_test("views/pairs.py")
+    assert not at.exception, at.exception
+    titles = "\n".join(h.proto.body for h in at.html)
+    assert "Chosen <code>p0:b</code>" in titles and "Rejected <code>p0:a</code>" in titles
+    shown = "\n".join(m.value for m in at.markdown)
+    assert "It is 5." in shown and "It is 2." in shown
+    assert sum("Not scored yet" in c.value for c in at.caption) == 2
+    at.number_input(key="pairs_index").set_value(2).run()
+    assert "p1:a" in "\n".join(h.proto.body for h in at.html)
+    at.button(key="pairs_open_rejected").click().run()
+    assert not at.exception, at.exception
+    assert any(m.value == "none" for m in at.metric)  # Review shows the pair's unlabelled response
+
+
+@pytest.mark.slow
+def test_pairs_page_colours_a_trained_pair(store, tmp_path) -> None:
+    from db import repository as repo
+    from tests.app.data import FAST_TRAIN
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    app_test()
+    summary = ingest_pairs(store.engine, path, "prefs", imported_by="tester")
+    repo.create_job(
+        store.engine,
+        "train",
+        {"dataset_id": summary.dataset_id, "method": "fractal", "config": FAST_TRAIN, "seed": 0},
+    )
+    store.run_jobs()
+    at = app_test("views/pairs.py")
+    assert not at.exception, at.exception
+    assert not any("Not scored yet" in c.value for c in at.caption)

@@ -118,10 +118,11 @@ def run_train(
         raise ValueError("the dataset has no responses to train on")
     if count_pairs(engine, dataset_id):  # a dataset of preference pairs trains from its pairs
         trained, pair_metrics = run_train_pairs(engine, settings, parsed, data, ctx)
+        pair_metrics["gold_after"] = _finite(trained.gold_metrics)
         return _publish(
             engine, settings, ctx, dataset_id=dataset_id, model=trained.model, scored=trained.scored,
-            method="preference", config={"train": config.to_dict(), "seed": seed}, parent=repo.active_model_version(
-                engine, dataset_id), metrics=pair_metrics, lo=0.8,
+            method="preference", config={"train": config.to_dict(), "seed": seed},
+            parent=repo.active_model_version(engine, dataset_id), metrics=pair_metrics, lo=0.8,
         )  # fmt: skip
     has_gold = any(r.sentence_labels is not None for r in data.records)
     stages = registry.training_stages(

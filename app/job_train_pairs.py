@@ -25,7 +25,8 @@ def pair_indices(data: TrainingSet, pairs: list[Any]) -> list[tuple[int, int, fl
 def run_train_pairs(
     engine: Engine, settings: AppSettings, parsed: TrainPayload, data: TrainingSet, ctx: JobContext
 ) -> tuple[Any, dict[str, Any]]:
-    """Train on the dataset's pairs; returns the library's result and the version's metrics."""
+    """Train on the dataset's pairs; returns the library's result and the version's metrics (the caller adds
+    ``gold_after``, the result's gold metrics made JSON-safe as for every version)."""
     from fractal_core.fitting.pairs_pipeline import STAGE_PREFERENCE, train_pairs_and_score
     from fractal_core.fitting.train import TrainingCancelled
 
@@ -54,7 +55,6 @@ def run_train_pairs(
         "resolved_method": result.model.resolved_method_,
         "gold_responses": result.n_gold_responses,
         "gold_sentences": result.n_gold_sentences,
-        "gold_after": result.gold_metrics,
         "first_error_rule": result.model.first_error_rule_.rule,
         "step_calibration": result.model.step_calibration_.to_dict(),
     }

@@ -32,6 +32,7 @@ from app.settings import (
 )
 from db.cli import register as register_db
 from db.connect import shown_url
+from db.pairs_cli import register as register_pairs
 from db.schema import SchemaOutdatedError
 from db.segments_cli import register as register_segments
 from db.users_cli import register as register_users
@@ -64,6 +65,7 @@ def _register_subcommands() -> None:
     register_db(app)
     register_users(app)
     register_segments(app)
+    register_pairs(app)
     register_score_server(app)
     app._fractal_registered = True  # type: ignore[attr-defined]
 

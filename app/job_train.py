@@ -13,9 +13,11 @@ from sqlalchemy import Engine
 from app.job_context import JobCancelled, JobContext
 from app.job_embed import embed_on_ray, encoder_config, scratch_dir
 from app.job_payloads import TrainPayload
+from app.job_train_pairs import run_train_pairs
 from app.settings import AppSettings
 from db import artifacts
 from db import repository as repo
+from db.pairs_read import count_pairs
 from db.repository import model_versions
 from fractal_core.fitting import registry
 
@@ -114,6 +116,14 @@ def run_train(
     data = repo.load_training_set(engine, dataset_id)
     if not data.records:
         raise ValueError("the dataset has no responses to train on")
+    if count_pairs(engine, dataset_id):  # a dataset of preference pairs trains from its pairs
+        trained, pair_metrics = run_train_pairs(engine, settings, parsed, data, ctx)
+        pair_metrics["gold_after"] = _finite(trained.gold_metrics)
+        return _publish(
+            engine, settings, ctx, dataset_id=dataset_id, model=trained.model, scored=trained.scored,
+            method="preference", config={"train": config.to_dict(), "seed": seed},
+            parent=repo.active_model_version(engine, dataset_id), metrics=pair_metrics, lo=0.8,
+        )  # fmt: skip
     has_gold = any(r.sentence_labels is not None for r in data.records)
     stages = registry.training_stages(
         method, has_gold=has_gold, aggregation=data.records[0].aggregation, config=config

@@ -26,6 +26,7 @@ st.html(render.CSS)
 PAGES = [
     ("views/review.py", "Review", ":material/rate_review:", "annotator"),
     ("views/gold.py", "Gold queue", ":material/workspace_premium:", "annotator"),
+    ("views/pairs.py", "Pairs", ":material/compare:", "annotator"),
     ("views/agreement.py", "Agreement", ":material/groups:", "reviewer"),
     ("views/adjudicate.py", "Adjudicate", ":material/gavel:", "reviewer"),
     ("views/data.py", "Data", ":material/upload_file:", "admin"),

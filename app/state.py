@@ -181,3 +181,8 @@ def show_html(fragment: str) -> None:
 
 def fmt_score(value: Any) -> str:
     return "–" if value is None else f"{float(value):.2f}"
+
+
+def fmt_label(value: float | None) -> str:
+    """A response label as shown: ``none`` for a response without one (it came in a preference pair)."""
+    return "none" if value is None else f"{value:g}"

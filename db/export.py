@@ -191,7 +191,9 @@ def export_dataset(
         elif format == "prm800k":
             writer = _jsonl_writer(stepped(_prm800k_row), counts)
         else:
-            writer = _jsonl_writer((_kto_row(it, opts) for it in items), counts)
+            # KTO needs a response label: responses of preference pairs without one are left out.
+            labelled = (it for it in items if it.response_label is not None)
+            writer = _jsonl_writer((_kto_row(it, opts) for it in labelled), counts)
         atomic_write(out_path, writer)
     return ExportSummary(
         str(out_path), format, counts["rows"], counts["skipped"], mv.version if mv else None, dict(reasons)

@@ -3,6 +3,7 @@ in :mod:`db.export`'s docstring)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +130,7 @@ def _native_row(
         context=item.context,
         text=item.text,
         spans=item.spans,
-        response_label=item.response_label,
+        response_label=math.nan if item.response_label is None else item.response_label,
         aggregation=item.aggregation,  # type: ignore[arg-type]
         sentence_labels=current if consistent and any(v is not None for v in current) else None,
         task=item.task,
@@ -181,6 +182,8 @@ def _prm800k_row(item: _Item, steps: list[_Step], opts: _Options) -> dict[str, A
 
 
 def _kto_row(item: _Item, opts: _Options) -> dict[str, Any]:
+    """One KTO row; ``item`` has a response label (the export leaves out responses without one)."""
+    assert item.response_label is not None
     level = item.response_label / max(float(opts.max_label), 1.0)
     bad = _positive_is_bad(item.aggregation, opts.positive_is)
     return {

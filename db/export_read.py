@@ -37,7 +37,7 @@ class _Item:
     external_id: str
     context: str
     text: str
-    response_label: float
+    response_label: float | None  # None: no label of its own (a response of a preference pair)
     aggregation: str
     split: str | None
     task: str | None

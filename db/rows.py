@@ -34,7 +34,7 @@ class ResponseListRow:
     id: int
     external_id: str
     preview: str
-    response_label: float
+    response_label: float | None  # None: no label of its own (a response of a preference pair)
     aggregation: str
     split: str | None
     n_sentences: int
@@ -81,7 +81,7 @@ class ResponseDetail:
     external_id: str
     context: str
     text: str
-    response_label: float
+    response_label: float | None  # None: no label of its own (a response of a preference pair)
     aggregation: str
     label_kind: str
     split: str | None

@@ -77,7 +77,7 @@ given = given_label_scores(detail)
 gold_now = review.gold_labels(detail)
 st.html(render.render_title("Response", detail.external_id))
 st.caption(
-    f"Response label {detail.response_label:g} · aggregation {detail.aggregation} · colours: the model's score "
+    f"Response label {state.fmt_label(detail.response_label)} · aggregation {detail.aggregation} · colours: the model's score "
     "of each sentence given the response label"
 )
 if detail.context:

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app import actions, page, render, state, uploads
+from app.pairs_upload import pairs_section
 from db import repository as repo
 from fractal_core.data.extras import ExtraColumns
 from fractal_core.errors import InputError
@@ -37,6 +38,10 @@ else:
         ],
         hide_index=True,
     )
+
+if st.toggle("Upload preference pairs (A better than B) instead", key="pairs_mode"):
+    pairs_section(engine, user)  # their own upload form
+    st.stop()
 
 # ------------------------------------------------------------------------------------------- upload
 st.subheader("Upload responses", anchor=False)

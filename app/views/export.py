@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import actions, jobs, page, render, state
+from app.pairs_export_view import pairs_export_section
 from db import repository as repo
 from db.export import FORMATS
 
@@ -65,6 +66,8 @@ else:
         job = actions.queue_export(engine, user, dataset.id, format=fmt, model_version=version, **options)
         state.flash(f"Export job {job.id} queued.", "info")
         st.rerun()
+
+pairs_export_section(engine, user, dataset, model_version=version, human_only=human_only)
 
 
 def download(path_text: str, label: str, key: str) -> None:

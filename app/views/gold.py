@@ -155,7 +155,7 @@ for rid, external_id, label, score, uncertainty, disagreement, preview, reason, 
             a.text(f"Why: {reason}")
         # st.text: ids and text are user data and must not be read as Markdown.
         a.text(
-            f"{external_id} · label {label:g} · score {state.fmt_score(score)} · "
+            f"{external_id} · label {state.fmt_label(label)} · score {state.fmt_score(score)} · "
             f"uncertainty {state.fmt_score(uncertainty)} · disagreement {state.fmt_score(disagreement)}"
         )
         a.text(preview[:160] + ("…" if len(preview) > 160 else ""))

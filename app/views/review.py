@@ -311,7 +311,16 @@ with right:
     elif layer == "refused":
         st.caption("This response is in other annotators' queues; you can read it but not label it.")
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Response label", f"{detail.response_label:g}", help=f"aggregation: {detail.aggregation}")
+    m1.metric(
+        "Response label",
+        state.fmt_label(detail.response_label),
+        help=f"aggregation: {detail.aggregation}"
+        + (
+            "; this response came in a preference pair without a label of its own"
+            if detail.response_label is None
+            else ""
+        ),
+    )
     m2.metric("Model score", state.fmt_score(detail.score))
     m3.metric("Disagreement", state.fmt_score(detail.disagreement))
     position, followed = nav.position(listing.total)

@@ -25,6 +25,9 @@ Tables and why they exist, by module (every name is re-exported here: ``from db.
 - :mod:`db.models.accounts`: ``users`` (names, roles, argon2 password hashes), ``user_sessions`` (signed-in
   browsers, token hashes, expiry) and ``sign_in_failures`` (wrong passwords per user name and client, for the
   sign-in slowdown).
+- :mod:`db.models.pairs`: ``preference_pairs``, two responses of a dataset and which one is preferred (strength,
+  source, who ingested it); a response that came in a pair without a label of its own has ``response_label``
+  NULL.
 - :mod:`db.models.store`: ``jobs``, the background work queue, and ``store_info`` (the store's id).
 
 Times are timezone-aware UTC. Labels are integers (0/1 binary, 0..C-1 ordinal); a cleared label is a
@@ -48,6 +51,7 @@ from db.models.datasets import (
 )
 from db.models.labels import CurrentLabel, LabelEvent
 from db.models.model_versions import MODEL_STATUSES, ModelFile, ModelVersion, ResponseScore, SentenceScore
+from db.models.pairs import PAIR_SOURCES, PreferencePair
 from db.models.store import JOB_STATES, Job, StoreInfo
 from db.models.team import NOTE_FLAGS, Adjudication, Annotation, Assignment, ResponseNote
 
@@ -64,6 +68,7 @@ __all__ = [
     "MODEL_STATUSES",
     "NAMING",
     "NOTE_FLAGS",
+    "PAIR_SOURCES",
     "RETIRED_POSITION",
     "ROLES",
     "SEGMENT_EDIT_KINDS",
@@ -79,6 +84,7 @@ __all__ = [
     "LabelEvent",
     "ModelFile",
     "ModelVersion",
+    "PreferencePair",
     "Response",
     "ResponseNote",
     "ResponseScore",

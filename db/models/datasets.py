@@ -107,7 +107,8 @@ class Response(Base):
     external_id: Mapped[str] = mapped_column(String(MAX_ID_CHARS))
     context: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
-    response_label: Mapped[float] = mapped_column(Float)
+    # NULL: no label of its own (a response that came in a preference pair without one, db.models.pairs).
+    response_label: Mapped[float | None] = mapped_column(Float)
     aggregation: Mapped[str] = mapped_column(String(8))
     label_kind: Mapped[str] = mapped_column(String(16))
     split: Mapped[str | None] = mapped_column(String(32))

@@ -85,7 +85,9 @@ def _dataset_rows(session: Session, where: object | None = None) -> list[Dataset
     ]
 
 
-def _label_text(label: float) -> str:
+def _label_text(label: float | None) -> str:
+    if label is None:  # responses of preference pairs without a label of their own
+        return "none"
     return str(int(label)) if float(label).is_integer() else f"{label:g}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from array import array
 
 import numpy as np
@@ -102,7 +103,8 @@ def load_training_set(
                     context=context,
                     text=text,
                     spans=spans,
-                    response_label=label,
+                    # NaN: no label of its own (a response of a preference pair), as the library reads it.
+                    response_label=math.nan if label is None else label,
                     aggregation=aggregation,
                     sentence_labels=labels if any(v is not None for v in labels) else None,
                     task=task,

@@ -221,9 +221,11 @@ def read_split_dir(directory: str | Path) -> dict[str, list[ResponseRecord]]:
 
 def record_to_dict(record: ResponseRecord) -> dict[str, Any]:
     """The JSON object :func:`write_records_jsonl` writes for one record (lossless: text and offsets kept)."""
-    label: float | int = record.response_label
-    if record.aggregation != "mean" and float(label).is_integer():
-        label = int(label)
+    label: float | int | None = record.response_label
+    if label != label:  # NaN: no label of its own (a response of a preference pair) is written as null
+        label = None
+    elif record.aggregation != "mean" and float(record.response_label).is_integer():
+        label = int(record.response_label)
     return {
         "id": record.id,
         "context": record.context,
@@ -268,12 +270,14 @@ def num_classes(records: Sequence[ResponseRecord]) -> int:
 
 
 def max_level(records: Sequence[ResponseRecord]) -> int:
-    """Highest level among max bags' response and sentence labels (0 when there is none)."""
+    """Highest level among max bags' response and sentence labels (0 when there is none; a response without a
+    label of its own, NaN, adds none)."""
     level = 0
     for record in records:
         if record.aggregation != "max":
             continue
-        level = max(level, int(record.response_label))
+        if record.response_label == record.response_label:
+            level = max(level, int(record.response_label))
         if record.sentence_labels:
             level = max(level, max((v for v in record.sentence_labels if v is not None), default=0))
     return level

@@ -234,13 +234,16 @@ class FractalModel(FittedModel):
         records: Sequence[ResponseRecord],
         pairs: Sequence[tuple[int, int, float]],
         *,
+        aggregation: str = "mean",
         progress: ProgressFn | None = None,
     ) -> Self:
         """Learn sentence scores from preference pairs (PrefBagLoss) instead of response labels.
 
         ``pairs`` holds ``(i, j, p)``: responses ``records[i]`` and ``records[j]`` with p = 1 when j is the
         better one (higher score), 0 when i is, or a soft preference. ``response_label`` is not used. A seeded
-        ``valid_fraction`` of the pairs is held out for early stopping.
+        ``valid_fraction`` of the pairs is held out for early stopping. ``aggregation``: what the responses'
+        own labels mean where they have one (the given-label view and the response figures read it); the loss
+        compares mean sentence scores whatever it is.
         """
         if not pairs:
             raise ValueError("no preference pairs to train on")
@@ -269,7 +272,7 @@ class FractalModel(FittedModel):
         self.scorer_ = result.model
         self.calibration_ = None
         self.selection_ = None
-        self.aggregation_ = "mean"
+        self.aggregation_ = aggregation
         self.n_classes_ = 2
         self.encoder_id_ = encoder.encoder_id
         self.history_ = result.history()

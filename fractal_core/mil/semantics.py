@@ -173,10 +173,18 @@ def inconsistent(
 
 
 def check_consistency(
-    aggregation: str, response_label: float, sentence_labels: Sequence[int | None], *, mean_slack: float = 0.5
+    aggregation: str,
+    response_label: float | None,
+    sentence_labels: Sequence[int | None],
+    *,
+    mean_slack: float = 0.5,
 ) -> str | None:
     """One line saying why ``sentence_labels`` (``None`` = not labelled) contradict ``response_label``, or None
-    when some completion of the unlabelled sentences gives it (:func:`inconsistent` on one response)."""
+    when some completion of the unlabelled sentences gives it (:func:`inconsistent` on one response). A
+    response without a label of its own (``None`` or NaN: one that came in a preference pair) has nothing to
+    contradict."""
+    if response_label is None or response_label != response_label:
+        return None
     gold = np.asarray([-1 if v is None else int(v) for v in sentence_labels], dtype=np.int64)
     s = consistency_stats(gold, np.zeros(len(gold), dtype=np.int64), 1)
     if not inconsistent(s, np.asarray([response_label]), aggregation, mean_slack=mean_slack)[0]:

@@ -1,0 +1,38 @@
+"""What the Pairs page colours: each sentence of a pair by how much it explains the preference, from the stored
+scores (``fractal_core.mil.preference_posterior``: P(wrong | the rejected response has more wrong sentences));
+a sentence a person labelled shows its label instead."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from db.rows import ResponseDetail, SentenceRow
+
+
+def _scores(sentences: Sequence[SentenceRow]) -> list[float] | None:
+    """The scores the given-label view reads (``view_score``), or None when a sentence is not scored."""
+    values = [s.view_score if s.view_score is not None else s.score for s in sentences]
+    return None if any(v is None for v in values) else [float(v) for v in values if v is not None]
+
+
+def pair_colours(
+    chosen: ResponseDetail, rejected: ResponseDetail, strength: float
+) -> tuple[list[float | None], list[float | None]]:
+    """Colours (chosen, rejected), one per sentence in [0, 1]; ``None`` everywhere while either response is
+    unscored. Entered labels are shown by the page beside the colour, not folded into it."""
+    a, b = _scores(chosen.sentences), _scores(rejected.sentences)
+    if a is None or b is None:
+        return [None] * len(chosen.sentences), [None] * len(rejected.sentences)
+    import torch
+
+    from fractal_core.mil.preference_posterior import preference_posterior
+
+    p = torch.tensor([*a, *b], dtype=torch.float64).clamp(1e-9, 1 - 1e-9)  # (n_chosen + n_rejected,)
+    bag_index = torch.cat([torch.zeros(len(a), dtype=torch.long), torch.ones(len(b), dtype=torch.long)])
+    colour = preference_posterior(
+        torch.stack([torch.log1p(-p), p.log()], 1), bag_index, torch.tensor([strength], dtype=torch.float64)
+    ).tolist()
+    return list(colour[: len(a)]), list(colour[len(a) :])
+
+
+__all__ = ["pair_colours"]

@@ -51,17 +51,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def train_demo_model(out: Path) -> Path:
-    """bagloss on the bundled demo, its embeddings loaded from the shipped pack into this run's cache."""
+def train_demo_model(out: Path, precision: str = "auto") -> Path:
+    """bagloss on the bundled demo. With the default encoder its embeddings come from the shipped pack; another
+    ``precision`` (e.g. ``onnx-int8``) is another encoder id, so the demo is embedded with it first and the model
+    is trained, saved and then served with that encoder, as ``fractal train --precision`` does."""
     from fractal_core import FractalModel
     from fractal_core.data.demo import demo_embeddings_path, demo_path
     from fractal_core.data.io import read_records
-    from fractal_core.embedding.encoder import get_encoder
+    from fractal_core.embedding.encoder import EncoderConfig, get_encoder
 
-    encoder = get_encoder(None)
+    config = EncoderConfig(precision=precision)  # type: ignore[arg-type]
+    encoder = get_encoder(config)
     assert encoder.cache is not None
-    encoder.cache.import_pack(demo_embeddings_path(), encoder.encoder_id)
-    return FractalModel("bagloss", seed=0).fit(read_records(demo_path())).save(out)
+    if precision == "auto":
+        encoder.cache.import_pack(demo_embeddings_path(), encoder.encoder_id)
+    model = FractalModel("bagloss", seed=0, encoder=config)
+    return model.fit(read_records(demo_path())).save(out)
 
 
 class Responses:
@@ -114,6 +119,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--per-request", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=4, help="requests per client in the throughput run")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="encoder precision of the demo model (auto | float32 | bfloat16 | int8 | onnx-int8); the server "
+        "and the peer both run the model with it",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -122,7 +133,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     load_start = os.getloadavg()
-    model_dir = args.model or train_demo_model(home / "model")
+    model_dir = args.model or train_demo_model(home / "model", args.precision)
     token = secrets.token_urlsafe(32)
     (home / "token").write_text(token)
     port = free_port()
@@ -246,6 +257,7 @@ def main() -> None:
     )
     results["load_average"] = [load_start[0], os.getloadavg()[0]]
     results["nproc"] = os.cpu_count()
+    results["precision"] = None if args.model else args.precision
 
     lat = results["latency_ms"]
     print(f"load average {load_start[0]:.1f} -> {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores")

@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--auc-epochs", type=int, default=3)
     parser.add_argument("--seeds", default="0", help="comma-separated seeds of the quality comparison")
     parser.add_argument("--no-timing", action="store_true", help="skip the per-step / one-pass epoch timing")
+    parser.add_argument("--state-cache", type=Path, help="keep the frozen states here (default: a temporary dir)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train = read_records(args.data / "train.jsonl")
@@ -115,7 +116,8 @@ def main() -> None:
     print(
         f"# {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.1f}, {args.threads} threads"
     )
-    with tempfile.TemporaryDirectory() as cache_dir:
+    with tempfile.TemporaryDirectory() as temporary:
+        cache_dir = str(args.state_cache or temporary)
         one = replace(base, route="one_pass", train_layers=args.train_layers, state_cache=cache_dir)
         if not args.no_timing:
             print(f"# {len(records)} responses, {sum(len(r.spans) for r in records)} steps")

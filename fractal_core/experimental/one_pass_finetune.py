@@ -231,7 +231,7 @@ def choose_train_layers(
             best = OnePassFit(model, replace(config, train_layers=k), calibration, stage, causal, None)
     assert best is not None
     best = replace(best, cache_seconds=cache_seconds, epochs_run=epochs_run)
-    if config.train_layers:
+    if config.train_layers or not valid:
         return best
     choice = {"mode": mode, "valid_score": scores, "chosen": best.config.train_layers}
     return replace(best, choice=choice)

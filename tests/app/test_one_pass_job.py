@@ -40,7 +40,9 @@ def _train_one_pass(store, dataset_id: int, *, train_layers: int = 0, method: st
 def test_payload_checks_the_scorer_and_its_settings() -> None:
     frozen = TrainPayload.parse({"dataset_id": 1, "method": "fractal", "config": {}, "seed": 0})
     assert frozen.scorer == "frozen" and "scorer" not in frozen.to_dict()  # a frozen payload is unchanged
-    parsed = TrainPayload.parse({"dataset_id": 1, "method": "bagloss", "scorer": "one_pass", "train_layers": 1})
+    parsed = TrainPayload.parse(
+        {"dataset_id": 1, "method": "bagloss", "scorer": "one_pass", "train_layers": 1}
+    )
     assert parsed.to_dict()["scorer"] == "one_pass" and parsed.train_layers == 1
     for bad, field in (
         ({"scorer": "gpt"}, "scorer"),
@@ -60,7 +62,9 @@ def test_one_pass_job_publishes_a_version_that_a_score_job_uses(store) -> None:
     store.run_jobs()
     done = repo.get_job(store.engine, job.id)
     assert done.state == "succeeded", done.error
-    assert done.progress == 1.0 and "[cache, top 1 layer]" in done.log and "[finetune, top 2 layers]" in done.log
+    assert (
+        done.progress == 1.0 and "[cache, top 1 layer]" in done.log and "[finetune, top 2 layers]" in done.log
+    )
     mv = repo.active_model_version(store.engine, ds.dataset_id)
     assert mv is not None and mv.method == "one_pass:hybrid" and mv.n_scores == ds.n_sentences
     run = mv.metrics[job_one_pass.RUN_KEY]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def run_score(
             progress=ctx.training_callback((), 0.05, 0.6),
             scratch=scratch_dir(settings),
         )
-        save = model.save
+        save: Callable[[Path], object] = model.save
     else:  # the token-level scorer reads the text itself: no embeddings
         scored = score_records_one_pass(
             model, data.records, sentence_ids=data.sentence_ids, response_ids=data.response_ids,
@@ -127,8 +128,10 @@ def run_score(
         )  # fmt: skip
         one_pass = model
 
-        def save(directory: Path) -> object:
+        def save_compact(directory: Path) -> object:
             return one_pass.save(directory, encoder_files=False)
+
+        save = save_compact
 
     metrics = {**parent.metrics, "rescored_from_version": parent.version}
     return publish(

@@ -107,7 +107,9 @@ def main() -> None:
     parser.add_argument("--auc-epochs", type=int, default=3)
     parser.add_argument("--seeds", default="0", help="comma-separated seeds of the quality comparison")
     parser.add_argument("--no-timing", action="store_true", help="skip the per-step / one-pass epoch timing")
-    parser.add_argument("--state-cache", type=Path, help="keep the frozen states here (default: a temporary dir)")
+    parser.add_argument(
+        "--state-cache", type=Path, help="keep the frozen states here (default: a temporary dir)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train = read_records(args.data / "train.jsonl")

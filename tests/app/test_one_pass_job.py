@@ -16,7 +16,7 @@ from app.worker import HEARTBEAT_S, Worker
 from db import artifacts
 from db import repository as repo
 from fractal_core.errors import InputError
-from tests.app.conftest import make_store
+from tests.app.conftest import app_test, make_store
 from tests.app.data import tiny_records
 from tests.engines import ENGINES
 
@@ -80,6 +80,9 @@ def test_one_pass_job_publishes_a_version_that_a_score_job_uses(store) -> None:
     ]  # fmt: skip
     model = job_one_pass.load_version_model(store.engine, settings, mv)
     assert model.config.route == "one_pass" and model.config.train_layers == run["train_layers"]
+    for page in ("views/models.py", "views/review.py", "views/gold.py", "views/train.py"):
+        at = app_test(page)  # the pages read a one-pass version's metrics like any other's
+        assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
 
     # New responses: the score job after the upload re-scores every response with the one-pass model.
     more = tiny_records(20, with_labels=True)[16:]
@@ -136,8 +139,6 @@ def test_cancel_stops_a_one_pass_job_and_publishes_nothing(store, monkeypatch) -
 
 
 def test_train_page_offers_the_one_pass_scorer_with_its_cost_before_the_job(store) -> None:
-    from tests.app.conftest import app_test
-
     ds = store.ingest(tiny_records(8, with_labels=True), labels_as="gold")
     at = app_test("views/train.py")
     assert at.radio(key="train_scorer").value == "frozen"  # the default stays the frozen scorer

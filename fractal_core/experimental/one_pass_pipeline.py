@@ -20,11 +20,10 @@ import torch
 
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import resolve_model_path
-from fractal_core.embedding.features import gold_array, sentence_bag_index
 from fractal_core.evaluation.scorer_metrics import evaluation_metrics
 from fractal_core.experimental.finetune import FinetuneConfig, FinetuneResult, finetune
 from fractal_core.experimental.finetune_config import TRAIN_LAYER_GRID
-from fractal_core.experimental.one_pass_windows import build_pass_windows, causal_mode
+from fractal_core.experimental.one_pass_windows import build_pass_windows, causal_mode, record_bags
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.estimator import holdout_split, task_of
 from fractal_core.fitting.pipeline import QUEUE_SIZE, ScoredResponses, scored_responses
@@ -109,19 +108,6 @@ class OnePassTrainResult:
     previous_gold_metrics: dict[str, float]
     file_label_metrics: dict[str, float]
     run: dict[str, Any]
-
-
-def record_bags(records: Sequence[ResponseRecord], gold: np.ndarray | None = None) -> BagSet:
-    """The records' bags without embeddings (labels, gold or ``gold`` (N,) instead): what the bag rules and
-    the metrics read."""
-    return BagSet(
-        sent_emb=torch.zeros(sum(len(r.spans) for r in records), 0),
-        bag_index=torch.from_numpy(sentence_bag_index(records)),
-        ctx_emb=torch.zeros(len(records), 0),
-        win_bag=torch.arange(len(records)),
-        labels=torch.tensor([float(r.response_label) for r in records]),
-        gold=torch.from_numpy(gold_array(records) if gold is None else np.asarray(gold, dtype=np.int64)),
-    )
 
 
 def _metrics(score: torch.Tensor, bags: BagSet, aggregation: str, n_classes: int) -> dict[str, float]:
@@ -253,7 +239,6 @@ __all__ = [
     "PassRate",
     "estimate_cost",
     "measured_rate",
-    "record_bags",
     "score_records_one_pass",
     "train_and_score_one_pass",
 ]

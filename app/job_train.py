@@ -16,6 +16,7 @@ from app.job_one_pass import load_version_model, run_train_one_pass, stage_progr
 from app.job_payloads import TrainPayload
 from app.job_publish import GOLD_QUEUE_SIZE, finite, publish
 from app.settings import AppSettings
+from db import artifacts
 from db import repository as repo
 from fractal_core.fitting import registry
 
@@ -44,9 +45,10 @@ def run_train(
     previous = None
     if parent is not None and parent.artifact_path:
         with contextlib.suppress(FileNotFoundError):  # a pre-store local model that is gone: no comparison
-            loaded = load_version_model(engine, settings, parent)
-            # A one-pass scorer reads tokens, not these embeddings: the gold comparison is left to activation.
-            previous = loaded if isinstance(loaded, FractalModel) else None
+            directory = artifacts.model_dir(engine, parent, settings.models_dir)
+            # A one-pass scorer reads tokens, not these embeddings: its gold comparison is left to activation.
+            if not (directory / "finetune.json").is_file():
+                previous = FractalModel.load(directory)
     try:
         result = train_and_score(
             data.records,

@@ -17,7 +17,7 @@ from db import artifacts
 from db import repository as repo
 from fractal_core.errors import InputError
 from tests.app.conftest import app_test, make_store
-from tests.app.data import tiny_records
+from tests.app.data import FAST_TRAIN, tiny_records
 from tests.engines import ENGINES
 
 
@@ -103,6 +103,17 @@ def test_one_pass_job_publishes_a_version_that_a_score_job_uses(store) -> None:
     cost = job_one_pass.estimate(store.engine, records, config, [ds.dataset_id])
     assert cost.responses == len(records) and cost.windows >= len(records) and cost.candidates == 2
     assert "measured by model version 1" in cost.rate.source and cost.seconds > 0
+
+    # A frozen training after it: no gold comparison with a model that reads tokens (activation decides).
+    frozen = repo.create_job(
+        store.engine,
+        "train",
+        {"dataset_id": ds.dataset_id, "method": "hybrid", "config": FAST_TRAIN, "seed": 0},
+    )
+    store.run_jobs()
+    assert repo.get_job(store.engine, frozen.id).state == "succeeded"
+    mv3 = max(repo.list_model_versions(store.engine, ds.dataset_id), key=lambda v: v.version)
+    assert mv3.version == 3 and mv3.method == "hybrid" and mv3.metrics["gold_before"] == {}
 
 
 @pytest.mark.slow

@@ -175,12 +175,22 @@ def queue_import(engine: Engine, actor: UserRow, path: Path, dataset: str, optio
 
 
 def start_training(
-    engine: Engine, actor: UserRow, dataset_id: int, method: str, config: dict[str, Any], seed: int
+    engine: Engine,
+    actor: UserRow,
+    dataset_id: int,
+    method: str,
+    config: dict[str, Any],
+    seed: int,
+    *,
+    scorer: str = "frozen",
+    train_layers: int = 0,
 ) -> JobRow:
     """Queue a training job (one live job per dataset: a second click returns the same job); ``InputError``
-    naming the field when the method, the seed or a setting is bad."""
+    naming the field when the method, the seed, the scorer or a setting is bad."""
     require_role(actor, "admin", "training")
-    payload = {"dataset_id": dataset_id, "method": method, "config": config, "seed": seed}
+    payload: dict[str, Any] = {"dataset_id": dataset_id, "method": method, "config": config, "seed": seed}
+    if scorer != "frozen":
+        payload.update(scorer=scorer, train_layers=train_layers)
     checked = TrainPayload.parse(payload)  # a bad setting is refused now, with its field named
     return repo.create_job(engine, "train", checked.to_dict(), idempotency_key=f"train:{dataset_id}")
 

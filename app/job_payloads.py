@@ -21,6 +21,17 @@ def train_config(overrides: dict[str, Any] | None) -> TrainConfig:
         raise InputError(err.reason, field=f"config.{err.field}" if err.field else "config") from None
 
 
+SCORERS: dict[str, str] = {
+    "frozen": "Frozen sentence vectors (default): the encoder embeds once, a small scorer trains on top",
+    "one_pass": "Token-level, one pass per response: the encoder's top layers fine-tuned (slower, costed below)",
+}
+"""The scorers a training job can fit, the default first."""
+ONE_PASS_METHODS: dict[str, float] = {"bagloss": 0.0, "hybrid": 1.0}
+"""The methods the one-pass scorer trains, with the weight of the gold sentence labels' loss (``gold_weight``)."""
+MAX_TRAIN_LAYERS = 6
+"""Largest ``train_layers`` a job may ask for (0: chosen on the validation responses)."""
+
+
 @dataclass(frozen=True)
 class TrainPayload:
     """A ``train`` job's payload, parsed and checked when the job is queued (and again when it runs, since a
@@ -31,12 +42,15 @@ class TrainPayload:
     overrides: dict[str, Any]
     seed: int
     config: TrainConfig
+    scorer: str = "frozen"
+    train_layers: int = 0  # one_pass: top encoder layers trained (0: chosen on the validation responses)
 
     @classmethod
     def parse(cls, payload: dict[str, Any]) -> TrainPayload:
-        """``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}`` -> a checked payload;
-        ``InputError`` naming the field otherwise (``method``, ``seed``, ``config.learning_rate``, ...)."""
-        unknown = set(payload) - {"dataset_id", "method", "config", "seed"}
+        """``{"dataset_id", "method", "config": TrainConfig overrides, "seed"[, "scorer", "train_layers"]}`` ->
+        a checked payload; ``InputError`` naming the field otherwise (``method``, ``seed``, ``scorer``,
+        ``config.learning_rate``, ...)."""
+        unknown = set(payload) - {"dataset_id", "method", "config", "seed", "scorer", "train_layers"}
         if unknown:
             raise InputError("unknown payload key", field=sorted(unknown)[0])
         dataset_id = payload.get("dataset_id")
@@ -53,13 +67,29 @@ class TrainPayload:
         overrides = payload.get("config") or {}
         if not isinstance(overrides, dict):
             raise InputError(f"expected a mapping of training settings, got {overrides!r}", field="config")
-        return cls(dataset_id, method, dict(overrides), seed, train_config(overrides))
+        scorer = payload.get("scorer", "frozen")
+        if scorer not in SCORERS:
+            raise InputError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}", field="scorer")
+        if scorer == "one_pass" and method not in ONE_PASS_METHODS:
+            raise InputError(
+                f"the one-pass scorer trains {' or '.join(ONE_PASS_METHODS)}, not {method!r}", field="method"
+            )
+        layers = payload.get("train_layers", 0)
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 0 <= layers <= MAX_TRAIN_LAYERS:
+            raise InputError(
+                f"expected a whole number 0-{MAX_TRAIN_LAYERS}, got {layers!r}", field="train_layers"
+            )
+        return cls(dataset_id, method, dict(overrides), seed, train_config(overrides), scorer, layers)
 
     def to_dict(self) -> dict[str, Any]:
-        """The payload as stored with the job."""
-        return {
+        """The payload as stored with the job (the scorer keys only for the one-pass scorer: a frozen job's
+        payload is what it always was)."""
+        out: dict[str, Any] = {
             "dataset_id": self.dataset_id,
             "method": self.method,
             "config": self.overrides,
             "seed": self.seed,
         }
+        if self.scorer != "frozen":
+            out.update(scorer=self.scorer, train_layers=self.train_layers)
+        return out

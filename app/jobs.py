@@ -3,7 +3,8 @@
 Job kinds and payloads (every id is a database id):
 
 - ``train``: ``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}`` (:class:`TrainPayload`,
-  checked when the job is queued). Loads the dataset once
+  checked when the job is queued); with ``"scorer": "one_pass"`` and ``"train_layers"``, the token-level
+  scorer is trained instead (``app.job_one_pass``), stored and activated the same way. Loads the dataset once
   (records, gold labels and ids), hands it to the library's one entry point
   (``fractal_core.fitting.pipeline.train_and_score``: embed once, train, score, summarise each response, measure the
   previous and the new model on the gold set, propose gold), stores what it returns under a new model version
@@ -22,7 +23,8 @@ Job kinds and payloads (every id is a database id):
 
 The job functions take an engine and plain values so they can run from the worker, the CLI or a test. Where they
 live: progress and cancel plumbing in ``app.job_context``, payload checks in ``app.job_payloads``, the jobs
-queued after an import in ``app.job_queue``, and the runners by kind in ``app.job_train`` (train, score),
+queued after an import in ``app.job_queue``, and the runners by kind in ``app.job_train`` (train, score; the
+one-pass scorer's training in ``app.job_one_pass``, publishing a version in ``app.job_publish``),
 ``app.job_embed`` (embed) and ``app.job_files`` (import, export). This module dispatches a claimed job to its
 runner and re-exports their names.
 """

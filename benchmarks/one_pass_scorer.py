@@ -10,7 +10,8 @@ On the first ``--responses`` ProcessBench train responses, in the same run and u
 It prints both epochs, their ratio and the one-pass epoch projected linearly to the full train split. With
 ``--auc-train N``, it also trains the one-pass scorer for ``--auc-epochs`` epochs on N train responses (10% of
 them keep their gold step labels, hybrid-style) and the frozen MLP (``hybrid``) on the same responses, and
-prints the AUC given the label on ``--auc-valid`` valid responses (one seed).
+prints the AUC given the label on ``--auc-valid`` valid responses and, once, on ``--auc-test`` test responses,
+for each of ``--seeds`` (mean +- sd at the end; ``--no-timing`` skips the epoch timing).
 
     nice .venv/bin/python benchmarks/one_pass_scorer.py --data /path/to/processbench [--responses 60]
 """
@@ -100,7 +101,15 @@ def main() -> None:
     parser.add_argument("--train-layers", type=int, default=2)
     parser.add_argument("--auc-train", type=int, default=0, help="0: timing only")
     parser.add_argument("--auc-valid", type=int, default=150)
+    parser.add_argument(
+        "--auc-test", type=int, default=0, help="test responses scored once per seed (0: none)"
+    )
     parser.add_argument("--auc-epochs", type=int, default=3)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds of the quality comparison")
+    parser.add_argument("--no-timing", action="store_true", help="skip the per-step / one-pass epoch timing")
+    parser.add_argument(
+        "--state-cache", type=Path, help="keep the frozen states here (default: a temporary dir)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train = read_records(args.data / "train.jsonl")
@@ -109,44 +118,89 @@ def main() -> None:
     print(
         f"# {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.1f}, {args.threads} threads"
     )
-    print(f"# {len(records)} responses, {sum(len(r.spans) for r in records)} steps")
-    with tempfile.TemporaryDirectory() as cache_dir:
+    with tempfile.TemporaryDirectory() as temporary:
+        cache_dir = str(args.state_cache or temporary)
         one = replace(base, route="one_pass", train_layers=args.train_layers, state_cache=cache_dir)
-        cached, one_epoch, windows = one_pass_epoch(records, one)
-        built, step_epoch, sequences = per_step_epoch(records, base)
-        print(
-            f"per_step: {sequences} sequences built in {built[0]:.1f}s; epoch {step_epoch[0]:.1f}s wall, {step_epoch[1]:.1f}s CPU"
-        )
-        print(
-            f"one_pass: {windows} windows, lower states cached in {cached[0]:.1f}s wall, {cached[1]:.1f}s CPU; epoch {one_epoch[0]:.1f}s wall, {one_epoch[1]:.1f}s CPU"
-        )
-        ratio = step_epoch / one_epoch
-        print(f"epoch ratio per_step / one_pass: {ratio[0]:.1f}x wall, {ratio[1]:.1f}x CPU")
-        scale = FULL_TRAIN / len(records) / 60
-        for name, k in (("wall", 0), ("CPU", 1)):
-            print(
-                f"projected over {FULL_TRAIN} responses ({name}): one_pass epoch {one_epoch[k] * scale:.1f} min "
-                f"(+ cache once {cached[k] * scale:.1f} min), per_step epoch {step_epoch[k] * scale:.1f} min"
-            )
+        if not args.no_timing:
+            print(f"# {len(records)} responses, {sum(len(r.spans) for r in records)} steps")
+            timing(records, base, one)
         if args.auc_train:
-            from fractal_core.fitting.config import TrainConfig
-            from fractal_core.fitting.estimator import FractalModel
+            seeds = [int(s) for s in args.seeds.split(",")]
+            quality(
+                args.data, train[: args.auc_train], one, seeds, args.auc_valid, args.auc_test, args.auc_epochs
+            )
 
-            fit_on = with_gold_share(train[: args.auc_train], 0.1, seed=0)
-            valid = read_records(args.data / "valid.jsonl")[: args.auc_valid]
-            config = replace(
-                one, epochs=args.auc_epochs, patience=args.auc_epochs, gold_weight=1.0, calibrate=True
-            )
-            started = time.perf_counter()
-            tuned = finetune(fit_on, valid, aggregation="max", n_classes=2, config=config, seed=0)
-            tuned_seconds = time.perf_counter() - started
-            frozen = FractalModel("hybrid", config=TrainConfig(device="cpu"), seed=0).fit(fit_on, valid=valid)
+
+def timing(records: list[ResponseRecord], base: FinetuneConfig, one: FinetuneConfig) -> None:
+    """One epoch of each route on ``records``, their ratio and the projection to the full train split."""
+    cached, one_epoch, windows = one_pass_epoch(records, one)
+    built, step_epoch, sequences = per_step_epoch(records, base)
+    print(
+        f"per_step: {sequences} sequences built in {built[0]:.1f}s; epoch {step_epoch[0]:.1f}s wall, {step_epoch[1]:.1f}s CPU"
+    )
+    print(
+        f"one_pass: {windows} windows, lower states cached in {cached[0]:.1f}s wall, {cached[1]:.1f}s CPU; epoch {one_epoch[0]:.1f}s wall, {one_epoch[1]:.1f}s CPU"
+    )
+    ratio = step_epoch / one_epoch
+    print(f"epoch ratio per_step / one_pass: {ratio[0]:.1f}x wall, {ratio[1]:.1f}x CPU")
+    scale = FULL_TRAIN / len(records) / 60
+    for name, k in (("wall", 0), ("CPU", 1)):
+        print(
+            f"projected over {FULL_TRAIN} responses ({name}): one_pass epoch {one_epoch[k] * scale:.1f} min "
+            f"(+ cache once {cached[k] * scale:.1f} min), per_step epoch {step_epoch[k] * scale:.1f} min"
+        )
+
+
+def quality(
+    data: Path,
+    train: list[ResponseRecord],
+    one: FinetuneConfig,
+    seeds: list[int],
+    n_valid: int,
+    n_test: int,
+    epochs: int,
+) -> None:
+    """Per seed: the one-pass scorer and the frozen MLP (``hybrid``) trained on ``train`` with a seeded 10% of
+    its gold step labels, their AUC given the label on valid and (once, the configuration fixed beforehand) on
+    test, and each fit's (wall, CPU) seconds; then mean +- sd over the seeds."""
+    from fractal_core.fitting.config import TrainConfig
+    from fractal_core.fitting.estimator import FractalModel
+
+    valid = read_records(data / "valid.jsonl")[:n_valid]
+    test = read_records(data / "test.jsonl")[:n_test] if n_test else []
+    config = replace(one, epochs=epochs, patience=epochs, gold_weight=1.0, calibrate=True)
+    print(
+        f"# quality: {len(train)} train responses (10% gold, hybrid-style), {len(valid)} valid, {len(test)} test, "
+        f"one_pass {epochs} epochs, top {config.train_layers} layers trained"
+    )
+    rows: dict[str, list[list[float]]] = {"one_pass": [], "frozen MLP hybrid": []}
+    for seed in seeds:
+        fit_on = with_gold_share(train, 0.1, seed=seed)
+        started = clocks()
+        tuned = finetune(fit_on, valid, aggregation="max", n_classes=2, config=config, seed=seed)
+        tuned_clock = clocks() - started
+        started = clocks()
+        frozen = FractalModel("hybrid", config=TrainConfig(device="cpu"), seed=seed).fit(fit_on, valid=valid)
+        frozen_clock = clocks() - started
+        for name, model, clock in (
+            ("one_pass", tuned, tuned_clock),
+            ("frozen MLP hybrid", frozen, frozen_clock),
+        ):
+            row = [given_label_auc(valid, model.predict(valid), one)]
+            row.append(given_label_auc(test, model.predict(test), one) if test else float("nan"))
+            rows[name].append([*row, *clock])
             print(
-                f"AUC given the label on {len(valid)} valid responses (trained on {len(fit_on)}, 10% gold, seed 0): "
-                f"one_pass {given_label_auc(valid, tuned.predict(valid), one):.3f} "
-                f"({tuned_seconds / 60:.1f} min, best epoch {tuned.best_epoch + 1}), "
-                f"frozen MLP hybrid {given_label_auc(valid, frozen.predict(valid), one):.3f}"
+                f"seed {seed} {name}: valid AUC given the label {row[0]:.3f}, test {row[1]:.3f}; "
+                f"fit {clock[0]:.0f}s wall, {clock[1]:.0f}s CPU",
+                flush=True,
             )
+    for name, values in rows.items():
+        a = np.array(values)
+        mean, sd = a.mean(axis=0), a.std(axis=0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
+        print(
+            f"{name} over {len(a)} seeds: valid {mean[0]:.3f} +- {sd[0]:.3f}, test {mean[1]:.3f} +- {sd[1]:.3f}, "
+            f"fit {mean[2]:.0f}s wall, {mean[3]:.0f}s CPU"
+        )
 
 
 if __name__ == "__main__":

@@ -222,7 +222,10 @@ def finetune_cmd(
             "(block-causal for step data), lower layers frozen and cached, the top --train-layers trained"
         ),
     ] = "per_step",
-    train_layers: Annotated[int, typer.Option(help="one_pass: top encoder layers trained")] = 2,
+    train_layers: Annotated[
+        int,
+        typer.Option(help="one_pass: top encoder layers trained (0: 1 and 2 tried, the best on valid kept)"),
+    ] = 0,
     attention: Annotated[
         str, typer.Option(help="one_pass: auto (block-causal for first-error step data) | causal | full")
     ] = "auto",
@@ -241,8 +244,8 @@ def finetune_cmd(
         raise fail(f"--route: expected one of {', '.join(ROUTES)}, got {route!r}")
     if attention not in ("auto", "causal", "full"):
         raise fail(f"--attention: expected auto, causal or full, got {attention!r}")
-    if train_layers < 1 or window_tokens < 16:
-        raise fail("--train-layers must be >= 1 and --window-tokens >= 16")
+    if train_layers < 0 or window_tokens < 16:
+        raise fail("--train-layers must be >= 0 and --window-tokens >= 16")
     try:
         check_output_dir(out, FinetuneResult.FILES)
         if out.is_dir():  # a new OUT gets its encoder folder when saved
@@ -276,9 +279,14 @@ def finetune_cmd(
     finally:
         bar.close()
     result.save(out)
+    chosen = ""
+    if result.layer_choice is not None:
+        tried = ", ".join(f"{k}: {v:.4f}" for k, v in result.layer_choice["valid_score"].items())
+        chosen = f"; top {result.config.train_layers} layers trained, chosen on valid ({tried})"
+    valid = f"valid {result.valid_score[result.best_epoch]:.4f}, " if result.valid_score else ""
     typer.echo(
         f"saved fine-tuned scorer to {out} (best epoch {result.best_epoch + 1}, "
-        f"valid {result.valid_score[result.best_epoch]:.4f}, {result.seconds:.0f}s on {result.device})"
+        f"{valid}{result.seconds:.0f}s on {result.device}{chosen})"
     )
 
 

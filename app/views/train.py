@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import streamlit as st
 
 from app import actions, page, render, state
+from app.job_payloads import ONE_PASS_METHODS, SCORERS
 from db import repository as repo
 from db.repository import model_versions
 from fractal_core.fitting import registry
@@ -17,6 +18,34 @@ PRESETS = {
 }
 NO_WORKER_AFTER_S = 15
 
+
+@st.cache_data(show_spinner="Counting the dataset's tokens and windows...", max_entries=16)
+def one_pass_cost_line(store: str, dataset_id: int, n_responses: int, method: str, train_layers: int) -> str:
+    """What a one-pass job on the dataset will cost, said before it starts (cached per store, dataset size and
+    newest model version: a finished one-pass job brings its own measured rate)."""
+    from app import job_one_pass
+
+    assert engine is not None
+    settings = state.settings()
+    records = repo.load_training_set(engine, dataset_id).records
+    config = job_one_pass.one_pass_config(settings.encoder, method, train_layers)
+    cost = job_one_pass.estimate(engine, records, config, [dataset_id])
+    runs = f"{cost.candidates} trainings (top 1 and 2 layers) x " if cost.candidates > 1 else ""
+    return (
+        f"Estimated cost: about {max(cost.seconds / 60, 0.1):.1f} min. {cost.responses} responses make "
+        f"{cost.windows} windows ({cost.tokens:,} tokens); {runs}every window once through the frozen layers "
+        f"plus up to {cost.epochs} epochs, at {cost.rate.cache_s:.2f} s + {cost.rate.epoch_s:.2f} s per window "
+        f"({render.md_escape(cost.rate.source)}). An estimate: the machine's load and early stopping change it."
+    )
+
+
+def _store_key() -> str:
+    """The store and its newest model version of the dataset: what the cost line's cache entry depends on."""
+    assert engine is not None and dataset is not None
+    versions = repo.list_model_versions(engine, dataset.id)
+    return f"{engine.url.render_as_string(hide_password=True)}|{versions[0].id if versions else 0}"
+
+
 ctx = page.dataset_page("Train", "admin", fresh=True)
 user, engine, dataset = ctx.user, ctx.engine, ctx.dataset
 
@@ -25,19 +54,45 @@ st.caption(
     f"Dataset {dataset.name}: {dataset.n_responses} responses, {budget.gold_responses} with gold labels. "
     "With gold labels the recommended method uses them through the hybrid prior."
 )
+scorer = st.radio(
+    "Scorer", list(SCORERS), format_func=SCORERS.__getitem__, key="train_scorer", horizontal=False
+)  # the frozen scorer first: the default
 c1, c2, c3 = st.columns([2, 2, 1])
 methods = registry.method_descriptions()  # torch-free: listing methods does not load the library
+if scorer == "one_pass":
+    methods = {m: methods[m] for m in ONE_PASS_METHODS}
 method = c1.selectbox("Method", list(methods), format_func=lambda m: f"{m}: {methods[m]}", key="train_method")
-preset = c2.selectbox("Settings", list(PRESETS), format_func=lambda p: PRESETS[p][0], key="train_preset")
+train_layers = 0
+if scorer == "one_pass":
+    train_layers = c2.selectbox(
+        "Top layers trained",
+        [0, 1, 2],
+        format_func=lambda k: "chosen on held-out responses (1 or 2)" if k == 0 else str(k),
+        key="train_layers",
+    )
+    preset = "default"
+else:
+    preset = c2.selectbox("Settings", list(PRESETS), format_func=lambda p: PRESETS[p][0], key="train_preset")
 seed = c3.number_input("Seed", 0, 10_000, 0, key="train_seed")
 refusal = registry.training_refusal(method, has_gold=budget.gold_responses > 0)
 if refusal:
     st.warning(render.md_escape(refusal), icon=":material/block:")
+if scorer == "one_pass" and not refusal:
+    try:
+        st.info(
+            one_pass_cost_line(_store_key(), dataset.id, dataset.n_responses, method, int(train_layers)),
+            icon=":material/timer:",
+        )
+    except (OSError, ValueError) as err:  # no encoder files here, or a dataset it cannot read
+        st.warning("Cannot estimate the cost of the one-pass scorer: " + render.md_escape(str(err)))
 if st.button(
     "Start training", key="train_start", type="primary", icon=":material/play_arrow:", disabled=bool(refusal)
 ):
     # One live training job per dataset: a second click returns the job already queued or running.
-    job = actions.start_training(engine, user, dataset.id, method, PRESETS[preset][1], int(seed))
+    job = actions.start_training(
+        engine, user, dataset.id, method, PRESETS[preset][1], int(seed), scorer=scorer,
+        train_layers=int(train_layers),
+    )  # fmt: skip
     st.session_state["train_job_id"] = job.id
     state.flash(f"Training job {job.id} is {job.state}.", "info")
     st.rerun()

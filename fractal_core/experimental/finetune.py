@@ -35,6 +35,7 @@ from torch import nn
 from fractal_core.data.files import check_output_dir
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import load_model_quietly, resolve_device, resolve_model_path
+from fractal_core.embedding.model_files import compute_encoder_id
 from fractal_core.experimental.finetune_config import FinetuneConfig, Precision, training_precision
 from fractal_core.experimental.one_pass_scorer import OnePassScorer
 from fractal_core.experimental.token_bags import TokenBags, build_token_bags
@@ -64,9 +65,16 @@ class FinetuneResult:
     seconds: float
     device: torch.device
     causal: bool = False  # one_pass route: windows read block-causally
+    # one_pass route, --train-layers chosen on valid: {"mode", "valid_score": {layers: best valid score},
+    # "chosen"} (``one_pass_finetune.choose_train_layers``)
+    layer_choice: dict[str, Any] | None = None
+    cache_seconds: float = 0.0  # one_pass route: seconds spent on the frozen states (every candidate)
+    epochs_run: int = 0  # one_pass route: training epochs run (every candidate)
 
     FILES: ClassVar[tuple[str, ...]] = ("finetune.json", "head.pt")
     """What :meth:`save` writes beside the ``encoder`` directory."""
+    COMPACT_FILES: ClassVar[tuple[str, ...]] = ("finetune.json", "head.pt", "top_layers.pt")
+    """What :meth:`save` writes with ``encoder_files=False`` (one flat directory, no encoder copy)."""
 
     def predict_logp_tokens(self, data: TokenBags) -> torch.Tensor:
         """Calibrated log-probabilities (N, C) of prepared sequences (the per-step route)."""
@@ -81,14 +89,18 @@ class FinetuneResult:
         with torch.inference_mode():
             return Calibration.from_dict(self.calibration)(logp)
 
-    def predict(self, records: Sequence[ResponseRecord]) -> list[np.ndarray]:
-        """Per response: (n_sentences,) P(level >= 1), like ``FractalModel.predict``."""
+    def predict(
+        self, records: Sequence[ResponseRecord], *, progress: ProgressFn | None = None
+    ) -> list[np.ndarray]:
+        """Per response: (n_sentences,) P(level >= 1), like ``FractalModel.predict`` (``progress``: the one-pass
+        route's cache and scoring stages; it may raise to cancel)."""
         if isinstance(self.model, OnePassScorer):
             from fractal_core.experimental.one_pass_finetune import predict_logp
 
             logp = predict_logp(
-                self.model, records, self.tokenizer, self.config, causal=self.causal, device=self.device
-            )
+                self.model, records, self.tokenizer, self.config, causal=self.causal, device=self.device,
+                progress=progress,
+            )  # fmt: skip
             if self.calibration is not None:
                 with torch.inference_mode():
                     logp = Calibration.from_dict(self.calibration)(logp)
@@ -98,11 +110,27 @@ class FinetuneResult:
         sizes = np.array([len(r.spans) for r in records])
         return np.split(score, np.cumsum(sizes)[:-1])
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, *, encoder_files: bool = True) -> Path:
         """``finetune.json`` (config, task, calibration, history), ``head.pt`` and the encoder + tokenizer in
-        ``encoder/``; the description is written last, atomically, like ``FractalModel.save``."""
+        ``encoder/``; the description is written last, atomically, like ``FractalModel.save``.
+
+        ``encoder_files=False`` (one-pass route only): instead of the whole encoder, only the trained top layers
+        (``top_layers.pt``) and the id of the encoder they were trained from; :meth:`load` rebuilds the rest from
+        that encoder (the app's model store keeps a few MB per version this way, not the encoder)."""
         directory = Path(directory)
-        meta = {
+        if not encoder_files:
+            return self._save_compact(directory)
+        meta = self._meta()
+        states = {"head.pt": self.model.head.state_dict()}
+        check_output_dir(directory, self.FILES).mkdir(parents=True, exist_ok=True)
+        self.model.encoder.save_pretrained(directory / "encoder")  # type: ignore[operator]
+        self.tokenizer.save_pretrained(directory / "encoder")
+        return save_model_dir(
+            directory, meta_file="finetune.json", meta=meta, states=states, files=self.FILES
+        )
+
+    def _meta(self) -> dict[str, Any]:
+        return {
             "format_version": FORMAT_VERSION,
             "kind": "finetune",
             "config": self.config.to_dict(),
@@ -114,13 +142,26 @@ class FinetuneResult:
             "best_epoch": self.best_epoch,
             "seconds": self.seconds,
             "causal": self.causal,
+            "layer_choice": self.layer_choice,
+            "cache_seconds": self.cache_seconds,
+            "epochs_run": self.epochs_run,
         }
-        states = {"head.pt": self.model.head.state_dict()}
-        check_output_dir(directory, self.FILES).mkdir(parents=True, exist_ok=True)
-        self.model.encoder.save_pretrained(directory / "encoder")  # type: ignore[operator]
-        self.tokenizer.save_pretrained(directory / "encoder")
+
+    def _save_compact(self, directory: Path) -> Path:
+        if not isinstance(self.model, OnePassScorer):
+            raise ValueError(
+                "only a one-pass scorer is saved without its encoder (its lower layers are frozen)"
+            )
+        model = self.model
+        top = {
+            name: value.detach().cpu()
+            for name, value in model.encoder.state_dict().items()
+            if model.trains(name)
+        }
+        meta = {**self._meta(), "encoder_id": base_encoder_id(self.config), "encoder_files": False}
+        states = {"head.pt": model.head.state_dict(), "top_layers.pt": top}
         return save_model_dir(
-            directory, meta_file="finetune.json", meta=meta, states=states, files=self.FILES
+            directory, meta_file="finetune.json", meta=meta, states=states, files=self.COMPACT_FILES
         )
 
     @classmethod
@@ -132,11 +173,25 @@ class FinetuneResult:
         meta = load_meta(directory, "finetune.json", format_version=FORMAT_VERSION)
         config = FinetuneConfig.from_dict(meta["config"])
         torch_device = resolve_device(device or config.device)
-        tokenizer = AutoTokenizer.from_pretrained(directory / "encoder", local_files_only=True)
-        encoder = AutoModel.from_pretrained(directory / "encoder", local_files_only=True)
+        compact = meta.get("encoder_files") is False
+        if compact:  # the trained top layers over the encoder they were trained from
+            if base_encoder_id(config) != meta.get("encoder_id"):
+                raise ValueError(
+                    f"{directory}: this scorer was trained from encoder {meta.get('encoder_id')}, which is not "
+                    f"the one installed here ({base_encoder_id(config)})"
+                )
+            encoder, tokenizer = load_encoder(config)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(directory / "encoder", local_files_only=True)
+            encoder = AutoModel.from_pretrained(directory / "encoder", local_files_only=True)
         model: TokenScorer | OnePassScorer
         if config.route == "one_pass":
             model = OnePassScorer(encoder, int(meta["n_classes"]), train_layers=config.train_layers)
+            if compact:
+                top = load_state(directory / "top_layers.pt")
+                if set(top) != {n for n in encoder.state_dict() if model.trains(n)}:
+                    raise ValueError(f"{directory}: top_layers.pt does not match the encoder's top layers")
+                encoder.load_state_dict(top, strict=False)
         else:
             model = TokenScorer(encoder, int(meta["n_classes"]))
         model.head.load_state_dict(load_state(directory / "head.pt"))
@@ -153,7 +208,15 @@ class FinetuneResult:
             seconds=float(meta.get("seconds", 0.0)),
             device=torch_device,
             causal=bool(meta.get("causal", False)),
+            layer_choice=meta.get("layer_choice"),
+            cache_seconds=float(meta.get("cache_seconds", 0.0)),
+            epochs_run=int(meta.get("epochs_run", 0)),
         )
+
+
+def base_encoder_id(config: FinetuneConfig) -> str:
+    """The id of the encoder ``config`` names (its files' hash), as the one-pass state cache keys it."""
+    return compute_encoder_id(resolve_model_path(config.encoder), max_length=config.window_tokens)
 
 
 def load_encoder(config: FinetuneConfig) -> tuple[nn.Module, Any]:
@@ -267,20 +330,21 @@ def _finetune_one_pass(
     started: float,
 ) -> FinetuneResult:
     """``finetune`` on the one-pass route (``one_pass_finetune``); records only (windows are built there)."""
-    from fractal_core.experimental.one_pass_finetune import finetune_one_pass
+    from fractal_core.experimental.one_pass_finetune import choose_train_layers
 
     if isinstance(train, TokenBags) or isinstance(valid, TokenBags):
         raise ValueError("the one_pass route takes records, not per-step sequences")
     module, tokenizer = encoder if encoder is not None else load_encoder(config)
-    model, calibration, stage, causal, _ = finetune_one_pass(
+    fit = choose_train_layers(
         train, valid, aggregation=aggregation, n_classes=n_classes, config=config, seed=seed,
         encoder=(module, tokenizer), progress=progress,
     )  # fmt: skip
     return FinetuneResult(
-        model=model, tokenizer=tokenizer, config=config, aggregation=aggregation, n_classes=n_classes,
-        calibration=calibration, train_loss=stage.train_loss, valid_score=stage.valid_score,
-        best_epoch=stage.best_epoch, seconds=time.perf_counter() - started, device=model.head.weight.device,
-        causal=causal,
+        model=fit.model, tokenizer=tokenizer, config=fit.config, aggregation=aggregation, n_classes=n_classes,
+        calibration=fit.calibration, train_loss=fit.stage.train_loss, valid_score=fit.stage.valid_score,
+        best_epoch=fit.stage.best_epoch, seconds=time.perf_counter() - started,
+        device=fit.model.head.weight.device, causal=fit.causal, layer_choice=fit.choice,
+        cache_seconds=fit.cache_seconds, epochs_run=fit.epochs_run,
     )  # fmt: skip
 
 

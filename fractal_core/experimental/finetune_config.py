@@ -14,6 +14,10 @@ Precision = Literal["auto", "float32", "bfloat16", "float16"]
 Route = Literal["per_step", "one_pass"]
 Attention = Literal["auto", "causal", "full"]
 ROUTES: tuple[str, ...] = ("per_step", "one_pass")
+TRAIN_LAYER_GRID: tuple[int, ...] = (1, 2)
+"""``train_layers=0``: the top-layer counts tried, the best by the validation rule kept."""
+DEFAULT_TRAIN_LAYERS = 2
+"""``train_layers=0`` without validation responses (nothing to choose on): the top layers trained."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,9 @@ class FinetuneConfig:
     # "per_step": one sequence per sentence with the earlier ones in front (every layer trains);
     # "one_pass": one block-masked pass per response window, lower layers frozen and their states cached
     route: Route = "per_step"
-    train_layers: int = 2  # one_pass: top encoder layers trained (the rest, embeddings included, frozen)
+    # one_pass: top encoder layers trained (the rest, embeddings included, frozen); 0: each of
+    # TRAIN_LAYER_GRID trained and the best on the validation responses kept
+    train_layers: int = 2
     attention: Attention = "auto"  # one_pass: block-causal for first-error step data ("auto"), or as set
     window_tokens: int = 384  # one_pass: tokens per window, specials included
     state_cache: str | None = None  # one_pass: cache directory (None: the embedding cache's; "": memory only)
@@ -70,4 +76,13 @@ def training_precision(device: torch.device, precision: str) -> tuple[torch.dtyp
     return dtype, False
 
 
-__all__ = ["ROUTES", "Attention", "FinetuneConfig", "Precision", "Route", "training_precision"]
+__all__ = [
+    "DEFAULT_TRAIN_LAYERS",
+    "ROUTES",
+    "TRAIN_LAYER_GRID",
+    "Attention",
+    "FinetuneConfig",
+    "Precision",
+    "Route",
+    "training_precision",
+]

@@ -9,8 +9,11 @@ route's: ``fitting.train.run_epochs``, ``objectives.logp_validator``, ``calibrat
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,12 @@ from torch import nn
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import resolve_device, resolve_model_path
 from fractal_core.embedding.model_files import compute_encoder_id, default_cache_dir
-from fractal_core.experimental.finetune_config import FinetuneConfig, training_precision
+from fractal_core.experimental.finetune_config import (
+    DEFAULT_TRAIN_LAYERS,
+    TRAIN_LAYER_GRID,
+    FinetuneConfig,
+    training_precision,
+)
 from fractal_core.experimental.one_pass_scorer import (
     OnePassScorer,
     PackedStates,
@@ -33,6 +41,11 @@ from fractal_core.experimental.one_pass_windows import PassWindows, build_pass_w
 from fractal_core.fitting.calibration import fit_calibration
 from fractal_core.fitting.objectives import logp_validator
 from fractal_core.fitting.train import ProgressFn, Schedule, run_epochs, seeded_dropout
+
+STAGE_CACHE = "cache"
+"""The progress stage of computing (or reading) the frozen layers' token states."""
+STAGE_SCORE = "score"
+"""The progress stage of scoring responses with a trained one-pass scorer."""
 
 
 def state_cache(config: FinetuneConfig) -> tuple[TokenStateCache | None, str | None]:
@@ -54,13 +67,23 @@ def prepare(
     *,
     causal: bool,
     device: torch.device,
+    progress: ProgressFn | None = None,
 ) -> tuple[PassWindows, PackedStates]:
-    """Windows of ``records`` and their lower states (from the disk cache when there)."""
+    """Windows of ``records`` and their lower states (from the disk cache when there); ``progress`` gets stage
+    ``STAGE_CACHE`` after each chunk of windows computed."""
     data = build_pass_windows(records, tokenizer, config, causal=causal)
     cache, encoder_id = state_cache(config)
+    on_chunk = None
+    if progress is not None:
+        report = progress
+
+        def on_chunk(done: int, total: int) -> None:
+            report(STAGE_CACHE, done / max(total, 1), f"{done}/{total} windows through the frozen layers")
+
     states = lower_states(
-        model, data, device=device, batch=config.score_batch, cache=cache, encoder_id=encoder_id
-    )
+        model, data, device=device, batch=config.score_batch, cache=cache, encoder_id=encoder_id,
+        progress=on_chunk,
+    )  # fmt: skip
     return data, states
 
 
@@ -74,8 +97,9 @@ def finetune_one_pass(
     seed: int,
     encoder: tuple[nn.Module, Any],
     progress: ProgressFn | None = None,
-) -> tuple[OnePassScorer, dict[str, Any] | None, Any, bool, float]:
-    """Train the top layers and the head; returns (model, calibration, stage result, causal, cache seconds)."""
+) -> tuple[OnePassScorer, dict[str, Any] | None, Any, bool, float, str]:
+    """Train the top layers and the head; returns (model, calibration, stage result, causal, cache seconds,
+    validation mode: ``objectives.logp_validator``'s "sentence" / "bag", or "train_loss" without valid)."""
     device = resolve_device(config.device)
     dtype, needs_scaler = training_precision(device, config.precision)
     generator = torch.Generator().manual_seed(seed)
@@ -83,8 +107,14 @@ def finetune_one_pass(
     model = OnePassScorer(module, n_classes, train_layers=config.train_layers, generator=generator).to(device)
     causal = causal_mode(config, list(train) + list(valid or []))
     started = time.perf_counter()
-    train_data, train_states = prepare(model, train, tokenizer, config, causal=causal, device=device)
-    valid_set = prepare(model, valid, tokenizer, config, causal=causal, device=device) if valid else None
+    train_data, train_states = prepare(
+        model, train, tokenizer, config, causal=causal, device=device, progress=progress
+    )
+    valid_set = (
+        prepare(model, valid, tokenizer, config, causal=causal, device=device, progress=progress)
+        if valid
+        else None
+    )
     cache_seconds = time.perf_counter() - started
     optimiser = torch.optim.AdamW(
         [
@@ -93,7 +123,7 @@ def finetune_one_pass(
         ],
         weight_decay=config.weight_decay,
     )
-    rule, _ = logp_validator(
+    rule, mode = logp_validator(
         valid_set[0].bagset() if valid_set else None, aggregation=aggregation, config=config.bag
     )
 
@@ -130,7 +160,81 @@ def finetune_one_pass(
         calibration = fit_calibration(
             scores(target), target[0].bagset(), aggregation=aggregation, n_classes=2, kind="logit"
         ).to_dict()
-    return model, calibration, stage, causal, cache_seconds
+    return model, calibration, stage, causal, cache_seconds, mode
+
+
+@dataclass(frozen=True)
+class OnePassFit:
+    """What :func:`choose_train_layers` kept: the model, its config (``train_layers`` as trained), calibration,
+    epoch history, mask mode, and the choice (``None`` when ``train_layers`` was given)."""
+
+    model: OnePassScorer
+    config: FinetuneConfig
+    calibration: dict[str, Any] | None
+    stage: Any
+    causal: bool
+    choice: dict[str, Any] | None
+    cache_seconds: float = 0.0  # computing (or reading) the frozen states, over every candidate
+    epochs_run: int = 0  # training epochs run, over every candidate
+
+
+def _staged(progress: ProgressFn, k: int) -> ProgressFn:
+    """``progress`` with each stage named after the candidate ``train_layers`` it belongs to."""
+
+    def report(stage: str, fraction: float, message: str) -> None:
+        progress(f"{stage}, top {k} layer{'s' if k > 1 else ''}", fraction, message)
+
+    return report
+
+
+def choose_train_layers(
+    train: Sequence[ResponseRecord],
+    valid: Sequence[ResponseRecord] | None,
+    *,
+    aggregation: str,
+    n_classes: int,
+    config: FinetuneConfig,
+    seed: int,
+    encoder: tuple[nn.Module, Any],
+    progress: ProgressFn | None = None,
+) -> OnePassFit:
+    """:func:`finetune_one_pass` with ``config.train_layers``; with 0, once per count of ``TRAIN_LAYER_GRID``
+    the encoder has (each from a fresh copy of it), keeping the best by the validation rule (sentence AUC on
+    valid gold, else the likelihood of the valid response labels: the early-stopping rule, so every candidate is
+    measured the same way). Without validation responses nothing is chosen: ``DEFAULT_TRAIN_LAYERS``."""
+    module, tokenizer = encoder
+    n_layers = len(getattr(getattr(module, "encoder", None), "layer", []))
+    if config.train_layers:
+        candidates = [config.train_layers]
+    elif not valid:
+        candidates = [min(DEFAULT_TRAIN_LAYERS, max(n_layers, 1))]
+    else:
+        candidates = [k for k in TRAIN_LAYER_GRID if k <= n_layers] or [max(n_layers, 1)]
+    scores: dict[str, float] = {}
+    best: OnePassFit | None = None
+    best_score = -math.inf
+    mode = "train_loss"
+    cache_seconds, epochs_run = 0.0, 0
+    for k in candidates:  # a handful of whole trainings, not a hot path
+        own = module if len(candidates) == 1 else copy.deepcopy(module)
+        staged = _staged(progress, k) if progress is not None and len(candidates) > 1 else progress
+        model, calibration, stage, causal, cached, mode = finetune_one_pass(
+            train, valid, aggregation=aggregation, n_classes=n_classes,
+            config=replace(config, train_layers=k), seed=seed, encoder=(own, tokenizer),
+            progress=staged,
+        )  # fmt: skip
+        score = stage.valid_score[stage.best_epoch] if stage.valid_score else -math.inf
+        cache_seconds, epochs_run = cache_seconds + cached, epochs_run + len(stage.train_loss)
+        scores[str(k)] = float(score)
+        if best is None or score > best_score:
+            best_score = score
+            best = OnePassFit(model, replace(config, train_layers=k), calibration, stage, causal, None)
+    assert best is not None
+    best = replace(best, cache_seconds=cache_seconds, epochs_run=epochs_run)
+    if config.train_layers or not valid:
+        return best
+    choice = {"mode": mode, "valid_score": scores, "chosen": best.config.train_layers}
+    return replace(best, choice=choice)
 
 
 def predict_logp(
@@ -141,11 +245,31 @@ def predict_logp(
     *,
     causal: bool,
     device: torch.device,
+    progress: ProgressFn | None = None,
 ) -> torch.Tensor:
-    """Uncalibrated log-probabilities (N, C) of every step of ``records``."""
+    """Uncalibrated log-probabilities (N, C) of every step of ``records`` (``progress``: the cache stage, then
+    ``STAGE_SCORE`` after each chunk of responses; it may raise to cancel)."""
     dtype, _ = training_precision(device, config.precision)
-    data, states = prepare(model, records, tokenizer, config, causal=causal, device=device)
-    return score_windows(model, data, states, device=device, batch_bags=config.batch_bags, autocast=dtype)
+    data, states = prepare(model, records, tokenizer, config, causal=causal, device=device, progress=progress)
+    on_chunk = None
+    if progress is not None:
+        report = progress
+
+        def on_chunk(done: int, total: int) -> None:
+            report(STAGE_SCORE, done / max(total, 1), f"{done}/{total} responses scored")
+
+    return score_windows(
+        model, data, states, device=device, batch_bags=config.batch_bags, autocast=dtype, progress=on_chunk
+    )
 
 
-__all__ = ["finetune_one_pass", "predict_logp", "prepare", "state_cache"]
+__all__ = [
+    "STAGE_CACHE",
+    "STAGE_SCORE",
+    "OnePassFit",
+    "choose_train_layers",
+    "finetune_one_pass",
+    "predict_logp",
+    "prepare",
+    "state_cache",
+]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +60,10 @@ class OnePassScorer(nn.Module):
         nn.init.normal_(self.head.weight, std=0.02, generator=generator)
         nn.init.zeros_(self.head.bias)
         for name, p in encoder.named_parameters():  # embeddings and the lower layers stay as loaded
-            p.requires_grad_(self._trained(name))
+            p.requires_grad_(self.trains(name))
 
-    def _trained(self, name: str) -> bool:
+    def trains(self, name: str) -> bool:
+        """Whether the encoder's parameter (or buffer) ``name`` belongs to a trained top layer."""
         parts = name.split(".")
         return parts[:2] == ["encoder", "layer"] and int(parts[2]) >= self.n_lower
 
@@ -174,10 +176,12 @@ def lower_states(
     batch: int = 32,
     cache: TokenStateCache | None = None,
     encoder_id: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PackedStates:
     """The lower states of every window of ``data``, from ``cache`` when there, computed (and stored) otherwise.
 
     Responses are the cache's unit; windows run in length-sorted chunks of ``batch`` (a loop over chunks).
+    ``progress(done, total)`` is called after each chunk of windows computed (it may raise to cancel).
     """
     lengths = data.lengths
     width = int(lengths.max())
@@ -210,6 +214,8 @@ def lower_states(
         ).cpu()
         keep = valid[rows, :w]
         out[token_index[rows, :w][keep]] = states[keep]
+        if progress is not None:
+            progress(start + len(rows), len(pending))
     if keys and cache is not None and bool(todo.any()):
         bag_tokens = torch.zeros(data.n_bags, dtype=torch.long).index_add_(0, data.window_bag, lengths)
         bag_start = (torch.cumsum(bag_tokens, 0) - bag_tokens).tolist()
@@ -282,15 +288,20 @@ def score_windows(
     device: torch.device,
     batch_bags: int = 16,
     autocast: torch.dtype | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Log-probabilities (N, C) of every step, ``batch_bags`` responses per pass (a loop over chunks)."""
+    """Log-probabilities (N, C) of every step, ``batch_bags`` responses per pass (a loop over chunks);
+    ``progress(done, total)`` responses after each chunk (it may raise to cancel)."""
     model.eval()
     out = torch.empty(data.n_sentences, model.n_classes)
     for start in range(0, data.n_bags, batch_bags):
-        windows, rows, _ = data.select(torch.arange(start, min(start + batch_bags, data.n_bags)))
+        end = min(start + batch_bags, data.n_bags)
+        windows, rows, _ = data.select(torch.arange(start, end))
         out[rows] = (
             one_pass_logp(model, data, states, windows, rows, device=device, autocast=autocast).float().cpu()
         )
+        if progress is not None:
+            progress(end, data.n_bags)
     return out
 
 

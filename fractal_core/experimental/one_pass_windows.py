@@ -92,18 +92,26 @@ class PassWindows:
         )
 
 
+def record_bags(records: Sequence[ResponseRecord], gold: np.ndarray | None = None) -> BagSet:
+    """The records' bags without embeddings (response labels; their gold labels, or ``gold`` (N,) instead):
+    what the bag rules and the metrics read."""
+    return BagSet(
+        sent_emb=torch.zeros(sum(len(r.spans) for r in records), 0),
+        bag_index=torch.from_numpy(sentence_bag_index(records)),
+        ctx_emb=torch.zeros(len(records), 0),
+        win_bag=torch.arange(len(records)),
+        labels=torch.tensor([float(r.response_label) for r in records]),
+        gold=torch.from_numpy(gold_array(records) if gold is None else np.asarray(gold, dtype=np.int64)),
+    )
+
+
 def causal_mode(config: FinetuneConfig, records: Sequence[ResponseRecord]) -> bool:
     """Whether windows are read block-causally: ``attention="auto"`` follows the context scorer's rule (gold
     labels that stop after the first positive, i.e. step data, -> causal), else the setting."""
     if config.attention != "auto":
         return config.attention == "causal"
-    bag = torch.from_numpy(sentence_bag_index(records))
-    gold = torch.from_numpy(gold_array(records))
-    view = BagSet(
-        sent_emb=torch.zeros(len(bag), 0), bag_index=bag, ctx_emb=torch.zeros(len(records), 0),
-        win_bag=torch.arange(len(records)), labels=torch.zeros(len(records)), gold=gold,
-    )  # fmt: skip
-    return bool(len(bag)) and first_error_annotated(view)
+    view = record_bags(records)
+    return bool(view.n_sentences) and first_error_annotated(view)
 
 
 def build_pass_windows(
@@ -201,4 +209,4 @@ def attention_bias(block: torch.Tensor, *, causal: bool, dtype: torch.dtype = to
     return bias.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
 
 
-__all__ = ["PassWindows", "attention_bias", "build_pass_windows", "causal_mode"]
+__all__ = ["PassWindows", "attention_bias", "build_pass_windows", "causal_mode", "record_bags"]

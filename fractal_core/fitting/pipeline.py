@@ -129,10 +129,27 @@ def _score(
     queue_size: int,
 ) -> ScoredResponses:
     proba = model.predict_proba_bags(bags)
-    score = (1 - proba[:, 0]).clamp(0.0, 1.0)
+    return scored_responses(
+        (1 - proba[:, 0]).clamp(0.0, 1.0), bags, aggregation=model.aggregation_,
+        config=model.config or TrainConfig(), sentence_ids=sentence_ids, response_ids=response_ids,
+        queue_size=queue_size,
+    )  # fmt: skip
+
+
+def scored_responses(
+    score: torch.Tensor,
+    bags: BagSet,
+    *,
+    aggregation: str,
+    config: TrainConfig,
+    sentence_ids: np.ndarray,
+    response_ids: np.ndarray,
+    queue_size: int,
+) -> ScoredResponses:
+    """Response figures and gold proposals from any scorer's sentence scores ``score`` (N,) P(level >= 1) on
+    ``bags`` (the bag variant and temperature from ``config``). Strategies that spread picks over the
+    embeddings are left out when ``bags`` carry none (a token-level scorer's bags)."""
     flat = score.double().cpu().numpy()
-    config = model.config or TrainConfig()
-    aggregation = model.aggregation_
     index = bags.bag_index.cpu().numpy()
     summaries = semantics.summarise(
         flat,
@@ -147,6 +164,8 @@ def _score(
     proposals: dict[str, np.ndarray] = {}
     reasons: dict[str, list[str]] = {}
     for name in registry.QUEUE_STRATEGIES:  # a handful of strategies, each vectorised over bags
+        if registry.strategy(name).needs_embeddings and bags.sent_emb.shape[1] == 0:
+            continue
         picks = select_gold_bags(
             bags,
             score.cpu(),
@@ -348,4 +367,11 @@ def score_records(
         return _score(model, bags, sentence_ids=sids, response_ids=rids, queue_size=queue_size)
 
 
-__all__ = ["QUEUE_SIZE", "ScoredResponses", "TrainResult", "score_records", "train_and_score"]
+__all__ = [
+    "QUEUE_SIZE",
+    "ScoredResponses",
+    "TrainResult",
+    "score_records",
+    "scored_responses",
+    "train_and_score",
+]

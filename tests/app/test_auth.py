@@ -238,6 +238,9 @@ def test_every_admin_action_refuses_an_annotator_and_changes_nothing(team, tmp_p
         "import_file": lambda: actions.import_file(engine, ann, upload, "other", {}),
         "queue_import": lambda: actions.queue_import(engine, ann, upload, "other", {}),
         "start_training": lambda: actions.start_training(engine, ann, dataset.id, "naive", {}, 0),
+        "start_one_pass_training": lambda: actions.start_training(
+            engine, ann, dataset.id, "hybrid", {}, 0, scorer="one_pass", train_layers=1
+        ),
         "cancel_job": lambda: actions.cancel_job(engine, ann, job.id),
         "activate_model": lambda: actions.activate_model(engine, ann, mv.id),
         "rollback_model": lambda: actions.rollback_model(engine, ann, dataset.id),

@@ -4,6 +4,7 @@ and the ``route="one_pass"`` fine-tuning, on a tiny random BERT on CPU."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,47 @@ def test_one_pass_route_trains_only_the_top_layers_and_reloads(
     loaded = FinetuneResult.load(tmp_path / "m", device="cpu")
     for a, b in zip(result.predict(valid), loaded.predict(valid), strict=True):
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-6)
+
+
+def test_train_layers_chosen_on_valid_and_the_compact_save(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    """``train_layers=0``: 1 and 2 top layers each trained from the same start, the better by the validation
+    rule kept and recorded; the compact save holds the top layers and the head, and reloads the same scores."""
+    encoder, tokenizer = _tiny(tiny_encoder_dir)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    config = _config(tiny_encoder_dir, train_layers=0, epochs=2, patience=2, calibrate=True)
+    train, valid = planted(24, seed=5), planted(8, seed=6)
+    stages: list[str] = []
+    result = finetune(
+        train, valid, aggregation="max", n_classes=2, config=config, seed=0, encoder=(encoder, tokenizer),
+        progress=lambda stage, fraction, message: stages.append(stage),
+    )  # fmt: skip
+    choice = result.layer_choice
+    assert (
+        choice is not None
+        and set(choice["valid_score"]) == {"1", "2"}
+        and choice["mode"] in ("sentence", "bag")
+    )
+    best = max(choice["valid_score"], key=lambda k: choice["valid_score"][k])
+    assert choice["chosen"] == int(best) == result.config.train_layers
+    assert result.valid_score[result.best_epoch] == choice["valid_score"][best]
+    assert {"cache, top 1 layer", "finetune, top 1 layer", "finetune, top 2 layers"} <= set(stages)
+    assert result.epochs_run == 4 and result.cache_seconds > 0
+    # The caller's encoder is left as it was: each candidate trained a copy of it.
+    assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
+    result.save(tmp_path / "compact", encoder_files=False)
+    assert sorted(p.name for p in (tmp_path / "compact").iterdir()) == [
+        "finetune.json",
+        "head.pt",
+        "top_layers.pt",
+    ]
+    loaded = FinetuneResult.load(tmp_path / "compact", device="cpu")
+    assert loaded.layer_choice == choice and loaded.config.train_layers == result.config.train_layers
+    for a, b in zip(result.predict(valid), loaded.predict(valid), strict=True):
+        assert np.allclose(a, b, atol=1e-6)
+    # Without validation responses nothing is chosen: the default count trains, and no choice is recorded.
+    alone = finetune(train, None, aggregation="max", n_classes=2, config=replace(config, epochs=1), seed=0,
+                     encoder=_tiny(tiny_encoder_dir))  # fmt: skip
+    assert alone.layer_choice is None and alone.config.train_layers == 2
 
 
 def test_cli_finetune_one_pass_then_score(tiny_encoder_dir: Path, tmp_path: Path, monkeypatch) -> None:

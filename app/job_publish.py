@@ -1,0 +1,102 @@
+"""Publishing a job's results: a new model version with its scores and files, activated on evidence."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import Engine
+
+from app.job_context import JobCancelled, JobContext
+from app.settings import AppSettings
+from db import artifacts
+from db import repository as repo
+from db.repository import model_versions
+
+if TYPE_CHECKING:  # the library's models load torch: only the job functions import them
+    from fractal_core.fitting.pipeline import ScoredResponses
+
+
+def finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    # JSON has no NaN: keep the key (the chart shows a gap) with a null value.
+    return {k: (v if np.isfinite(v) else None) for k, v in metrics.items()}
+
+
+GOLD_QUEUE_SIZE = 200
+"""Responses proposed per selection strategy and stored with each model version (the Gold queue page)."""
+
+
+def publish(
+    engine: Engine,
+    settings: AppSettings,
+    ctx: JobContext,
+    *,
+    dataset_id: int,
+    save: Callable[[Path], object],
+    scored: ScoredResponses,
+    method: str,
+    config: dict[str, Any],
+    parent: repo.ModelVersionRow | None,
+    metrics: dict[str, Any],
+    lo: float,
+    same_model: bool = False,
+) -> dict[str, Any]:
+    """Store what the library computed as a new model version and activate it when the evidence allows.
+
+    The version is created in status ``training``; sentence scores and response figures are written in
+    chunks; the version is marked ``ready`` and considered for activation only after everything is stored. A new
+    model becomes active only when it is not worse than the active one on the current gold set beyond noise
+    (``db.repository.model_versions.activate_if_not_worse``), else it waits for a person; ``same_model`` (the
+    active model re-scoring new responses) is activated directly. Any failure marks it ``failed`` and leaves
+    the previously active version in place. ``save(directory)`` writes the model's files (``FractalModel.save``,
+    or a one-pass scorer's compact ``save``).
+    """
+    mv = repo.create_model_version(
+        engine, dataset_id, method=method, config=config, parent_id=parent.id if parent else None
+    )
+    queue = {name: [int(i) for i in ids] for name, ids in scored.gold_proposals.items()}
+    if queue:
+        metrics = {**metrics, "gold_queue": queue, "gold_queue_reasons": scored.gold_reasons}
+    try:
+        ctx.set(lo, f"storing {len(scored.scores)} sentence scores", force=True)
+        repo.store_scores(engine, mv.id, scored.sentence_ids, scored.scores, scored.uncertainty)
+        repo.store_response_summaries(engine, mv.id, scored.response_ids, scored.summaries)
+        # The model's files go into the store (keyed by store id and version id), not a local directory.
+        with tempfile.TemporaryDirectory(prefix="fractal-model-") as tmp:
+            save(Path(tmp))
+            artifact = artifacts.save_model_files(engine, mv.id, Path(tmp))
+        ctx.set(lo + (1 - lo) * 0.8, "publishing the new version", force=True)
+        row = repo.finish_model_version(
+            engine, mv.id, status="ready", metrics=metrics, artifact_path=artifact
+        )
+        if same_model:
+            repo.activate_model_version(engine, mv.id)
+            activated, why = True, f"the model of version {parent.version if parent else '?'}, re-scored"
+        else:  # a new model replaces the active one only on evidence from the gold labels
+            decision = model_versions.activate_if_not_worse(engine, mv.id)
+            activated, why = decision.activated, decision.reason
+    except BaseException as exc:
+        reason = "cancelled" if isinstance(exc, JobCancelled) else f"{type(exc).__name__}: {exc}"
+        # The version may already be closed; the job's own error still says what happened.
+        with contextlib.suppress(Exception):
+            repo.finish_model_version(engine, mv.id, status="failed", error=reason)
+        raise
+    ctx.log(
+        f"model version {row.version} is {'active' if activated else 'waiting'} ({len(scored.scores)} sentence "
+        f"scores): {why}"
+    )
+    return {
+        "model_version_id": mv.id,
+        "version": row.version,
+        "activated": activated,
+        "activation_reason": why,
+        "n_scores": len(scored.scores),
+        "metrics": metrics,
+    }
+
+
+__all__ = ["GOLD_QUEUE_SIZE", "finite", "publish"]

@@ -178,3 +178,14 @@ def test_save_and_load_keep_every_criterions_scores(tmp_path: Path) -> None:
         assert torch.allclose(a, b)
     metrics = loaded.evaluate_bags(test)
     assert metrics["level"]["instance_auc_roc"] == model.evaluate_bags(test)["level"]["instance_auc_roc"]
+
+
+def test_the_contextual_trunk_takes_heads_too(tmp_path: Path) -> None:
+    train = joint_bags(60)
+    config = TrainConfig(max_epochs=2, scorer="context", context_direction="causal")
+    model = CriteriaModel("bagloss", config=config).fit_bags(train, criteria=CRITERIA)
+    assert model.scorer_.spec()["kind"] == "context" and model.scorer_.spec()["causal"] is True
+    model.save(tmp_path / "c")
+    loaded = CriteriaModel.load(tmp_path / "c")
+    for a, b in zip(model.predict_proba_bags(train), loaded.predict_proba_bags(train), strict=True):
+        assert torch.allclose(a, b)

@@ -218,6 +218,14 @@ def ingest_file(
     try:
         for chunk in _chunks(records, chunk_size):
             first_line = chunk[0][0]
+            if chunk[0][1].criteria is not None:  # rows share their criteria (io.iter_records checks it)
+                raise InputError(
+                    "the store keeps one label per response; a file with several criteria is trained and "
+                    "scored with the `fractal train` / `fractal score` commands",
+                    file=file,
+                    line=first_line,
+                    field="criteria",
+                )
             if fixed is not None:
                 for line, record in chunk:
                     _check_fits(record, *fixed, dataset, file, line)

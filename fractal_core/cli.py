@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fractal_core.cli_criteria import CriterionOpt, criterion_splits, score_criteria, train_criteria
 from fractal_core.cli_evaluate import evaluate_cmd
 from fractal_core.cli_options import (
     PRECISIONS,
@@ -96,20 +97,34 @@ def train_cmd(
     encoder: EncoderOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    criterion: CriterionOpt = None,
 ) -> None:
-    """Train a sentence scorer from response labels (sentence labels in the file are used as gold)."""
+    """Train a sentence scorer from response labels (sentence labels in the file are used as gold). Data with
+    several criteria train one model for all of them (methods bagloss, priors, pslab), or one with --criterion."""
     from tqdm.auto import tqdm
 
     from fractal_core.fitting.estimator import FractalModel
 
     [method] = method_names(method)
     try:
-        # The output is checked before training, not after it.
-        check_output_dir(out, FractalModel.FILES)
         splits = read_input(data)
     except InputError as err:
         raise fail(str(err)) from None
+    splits = criterion_splits(splits, criterion, joint=True)
     config = train_config(device, max_epochs, scorer)
+    if splits["train"][0].criteria is not None:
+        return train_criteria(
+            splits,
+            out,
+            method=method,
+            config=config,
+            encoder=checked_encoder(encoder, device, precision),
+            seed=seed,
+        )
+    try:
+        check_output_dir(out, FractalModel.FILES)  # the output is checked before training, not after it
+    except InputError as err:
+        raise fail(str(err)) from None
     bar = tqdm(total=100, desc="training", unit="%")
 
     def progress(stage: str, fraction: float, message: str) -> None:
@@ -143,19 +158,30 @@ def score_cmd(
     device: Annotated[
         str | None, typer.Option(help="Run the encoder and scorer here (default: the model's own setting)")
     ] = None,
+    criterion: Annotated[
+        str | None, typer.Option(help="A model of several criteria: write this criterion's scores only")
+    ] = None,
 ) -> None:
-    """Score every sentence of every response with a trained model."""
+    """Score every sentence of every response with a trained model (every criterion of a multi-criterion one)."""
     from fractal_core.data.io import read_records
+    from fractal_core.fitting.criteria_model import META_FILE
     from fractal_core.fitting.estimator import FractalModel
 
     finetuned = (model_dir / "finetune.json").is_file()
-    if not finetuned and not (model_dir / "model.json").is_file():
+    several = (model_dir / META_FILE).is_file()
+    if several and (ray or device is not None):
+        raise fail("--ray / --device: a model of several criteria runs where it was trained; leave them out")
+    if criterion is not None and not several:
+        raise fail(f"--criterion: {model_dir} scores one label (it is not a model of several criteria)")
+    if not finetuned and not several and not (model_dir / "model.json").is_file():
         raise fail(f"{model_dir}: no model.json (train one with `fractal train` or `fractal finetune`)")
     try:
         check_output_file(out)
         records = read_records(data, segment_mode=segment_mode)  # type: ignore[arg-type]
     except InputError as err:
         raise fail(str(err)) from None
+    if several:
+        return score_criteria(model_dir, records, out, criterion)
     if finetuned:
         from fractal_core.experimental.finetune import FinetuneResult
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fractal_core.cli_criteria import CriterionOpt, criterion_splits
 from fractal_core.cli_options import (
     DeviceOpt,
     EncoderOpt,
@@ -87,8 +88,10 @@ def evaluate_cmd(
     encoder: EncoderOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    criterion: CriterionOpt = None,
 ) -> None:
-    """Compare methods on a dataset in the shared schema: sentence AUC-ROC/PR, MAE, bag AUC, first-error acc."""
+    """Compare methods on a dataset in the shared schema: sentence AUC-ROC/PR, MAE, bag AUC, first-error acc
+    (on data with several criteria, of the one named by --criterion)."""
     from tqdm.auto import tqdm
 
     from fractal_core.embedding.encoder import get_encoder
@@ -114,6 +117,7 @@ def evaluate_cmd(
         splits = read_split_dir(data)
     except InputError as err:
         raise fail(str(err)) from None
+    splits = criterion_splits(splits, criterion, joint=False)
     if limit is not None:
         splits = {k: v[:limit] for k, v in splits.items()}
     config = train_config(device, max_epochs, scorer)
@@ -149,6 +153,8 @@ def evaluate_cmd(
         bar.close()
     for record in results:
         record.update(dataset=str(data), label_view=label_view, encoder_id=prepared.encoder_id)
+        if criterion is not None:
+            record["criterion"] = criterion
     print_table(results)
     typer.echo(f"total {time.perf_counter() - started:.1f}s", err=True)
     if json_out is not None:

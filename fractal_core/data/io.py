@@ -20,12 +20,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from fractal_core.data.criteria import criteria_signature, criteria_to_dict, short, signature_text
 from fractal_core.data.extras import ExtraColumns, check_column_map, check_mode, split_row
 from fractal_core.data.files import FileFormat, atomic_write_lines, require_format
 from fractal_core.data.locate import located
 from fractal_core.data.records import MAX_FIELD_CHARS, ResponseRecord
 from fractal_core.data.rows import csv_rows, jsonl_rows, parquet_rows
-from fractal_core.data.validate import SegmentMode, record_from_row, short
+from fractal_core.data.validate import SegmentMode, record_from_row
 from fractal_core.errors import InputError
 
 __all__ = [
@@ -97,6 +98,7 @@ def iter_records(
     check_column_map(rename)
     check_mode(extra_columns)
     seen_ids: dict[str, int] = {}
+    signature: tuple[tuple[str, str], ...] | None = None
     any_row = False
     for line, row in rows:
         any_row = True
@@ -124,6 +126,17 @@ def iter_records(
                 file=file,
                 line=line,
                 field="id",
+            )
+        own = criteria_signature(record)
+        if not seen_ids:
+            signature = own
+        elif own != signature:
+            raise InputError(
+                f"declares {signature_text(own)}, the first row {signature_text(signature)}: "
+                "every row must declare the same criteria with the same aggregations",
+                file=file,
+                line=line,
+                field="criteria",
             )
         seen_ids[record.id] = line
         yield line, record
@@ -226,7 +239,7 @@ def record_to_dict(record: ResponseRecord) -> dict[str, Any]:
         label = None
     elif record.aggregation != "mean" and float(record.response_label).is_integer():
         label = int(record.response_label)
-    return {
+    row: dict[str, Any] = {
         "id": record.id,
         "context": record.context,
         "sentences": [s.text for s in record.spans],
@@ -238,6 +251,13 @@ def record_to_dict(record: ResponseRecord) -> dict[str, Any]:
         "text": record.text,
         "spans": [[s.start, s.end] for s in record.spans],
     }
+    if (
+        record.criteria is not None
+    ):  # the criteria carry every label; the top-level ones only repeat the first
+        for name in ("sentence_labels", "response_label", "aggregation"):
+            del row[name]
+        row["criteria"] = criteria_to_dict(record.criteria)
+    return row
 
 
 def write_records_jsonl(records: Iterable[ResponseRecord], path: str | Path) -> None:

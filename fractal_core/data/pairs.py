@@ -24,11 +24,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fractal_core.data.criteria import short
 from fractal_core.data.files import FileFormat, require_format
 from fractal_core.data.locate import located
 from fractal_core.data.records import MAX_FIELD_CHARS, ResponseRecord
 from fractal_core.data.rows import csv_rows, jsonl_rows, parquet_rows
-from fractal_core.data.validate import SegmentMode, record_from_row, short
+from fractal_core.data.validate import SegmentMode, record_from_row
 from fractal_core.errors import InputError
 
 SIDES: tuple[str, ...] = ("a", "b", "chosen", "rejected")

@@ -5,12 +5,16 @@ Schema (one JSON object per line; :data:`FIELDS` lists every field, any other is
 (list[int | None], optional), ``response_label`` (int or float), ``aggregation`` ("max" | "min" | "mean"),
 ``task`` (optional), ``meta`` (optional object). Raw responses give ``text`` instead of ``sentences`` and
 are segmented on load; ``spans`` (offsets of the sentences in ``text``) comes from a lossless export.
+
+Several criteria per response: ``criteria`` (an object ``{name: {"response_label", "aggregation",
+"sentence_labels"}}``) replaces the three top-level label fields; every row of a file declares the same criteria
+with the same aggregations (:mod:`fractal_core.data.criteria`).
 """
 
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from fractal_core.errors import InputError
@@ -44,6 +48,7 @@ FIELDS: tuple[str, ...] = (
     "aggregation",
     "task",
     "meta",
+    "criteria",
 )
 """Every field a row may have; any other is refused (free-form extras go in ``meta``)."""
 
@@ -55,6 +60,16 @@ class Span:
     start: int
     end: int
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionLabels:
+    """One criterion's labels of a response: its aggregate label, how it aggregates, its gold sentence labels
+    (``None`` as a whole when none is annotated, ``None`` items for unlabelled sentences)."""
+
+    response_label: float
+    aggregation: Aggregation = "max"
+    sentence_labels: list[int | None] | None = None
 
 
 @dataclass(slots=True)
@@ -75,10 +90,25 @@ class ResponseRecord:
     sentence_labels: list[int | None] | None = None
     task: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    criteria: dict[str, CriterionLabels] | None = None
 
     @property
     def sentences(self) -> list[str]:
         return [s.text for s in self.spans]
+
+
+def criterion_view(record: ResponseRecord, name: str) -> ResponseRecord:
+    """``record`` as a single-label response judged on criterion ``name`` (KeyError when it has no such one)."""
+    if record.criteria is None:
+        raise KeyError(f"response {record.id!r} declares no criteria")
+    labels = record.criteria[name]
+    return replace(
+        record,
+        response_label=labels.response_label,
+        aggregation=labels.aggregation,
+        sentence_labels=labels.sentence_labels,
+        criteria=None,
+    )
 
 
 # --- label kinds: the one rule of which labels a dataset's kind allows --------------------------------------

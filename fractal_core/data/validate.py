@@ -18,6 +18,8 @@ Rules (why: a wrong label silently poisons training, so it is refused with a pre
   :data:`~fractal_core.data.records.MAX_FIELD_CHARS`, the same in every format), ids at most ``MAX_ID_CHARS``,
   tasks at most ``MAX_TASK_CHARS``; JSON values nested at most ``MAX_META_DEPTH`` deep and without a key
   written twice. So every store engine accepts exactly what the reader accepts.
+- Several criteria: ``criteria`` replaces the three label fields (:mod:`fractal_core.data.criteria`); giving
+  both is refused.
 - Consistency: with every sentence labelled, ``aggregation(sentence_labels)`` must equal ``response_label``
   (``mean``: within 1e-6). With some labels missing, the known ones must not already contradict it.
 - A record written by :func:`fractal_core.data.io.write_records_jsonl` also carries ``text`` and ``spans``
@@ -33,10 +35,16 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from fractal_core.data.criteria import (
+    MISSING,
+    check_chars,
+    checked_labels,
+    parse_aggregation,
+    parse_criteria,
+)
 from fractal_core.data.extras import (
     ColumnError,
     ExtraColumns,
@@ -46,27 +54,19 @@ from fractal_core.data.extras import (
     split_row,
 )
 from fractal_core.data.records import (
-    AGGREGATIONS,
     FIELDS,
     MAX_ID_CHARS,
     MAX_META_DEPTH,
     MAX_TASK_CHARS,
     ResponseRecord,
     Span,
-    kind_of_aggregation,
-    response_label_problem,
-    sentence_label_problem,
 )
 from fractal_core.data.rows import DuplicateKeyError, duplicate_key_message, loads_strict
 from fractal_core.data.segment import segment, spans_from_sentences
 from fractal_core.errors import InputError
-from fractal_core.mil.semantics import check_consistency
 
 SegmentMode = Literal["sentences", "steps"]
 
-_INT_RE = re.compile(r"[+-]?\d+")
-# NUL and lone surrogates cannot be stored as text by every database (nor encoded as UTF-8).
-_BAD_CHAR_RE = re.compile("[\x00\ud800-\udfff]")
 # fail(message, field) -> the InputError to raise for the current file and line.
 _Fail = Callable[..., InputError]
 
@@ -117,7 +117,7 @@ def record_from_row(
     def check_size(value: str, field: str, limit: int = max_chars) -> None:
         if len(value) > limit:
             raise fail(f"field is {len(value)} characters long; the limit is {limit}", field)
-        _check_chars(value, fail, field)
+        check_chars(value, fail, field)
 
     check_mode(extra_columns)
     row, own_extras = split_row(row)
@@ -141,34 +141,32 @@ def record_from_row(
         raise fail(f"must be a string, got {type(context).__name__}", "context")
     check_size(context, "context")
 
-    aggregation = row.get("aggregation", "max")
-    if tabular and isinstance(aggregation, str):
-        aggregation = aggregation.strip()
-    if aggregation not in AGGREGATIONS:
-        raise fail(
-            f"unknown aggregation {short(aggregation)}; expected one of {', '.join(AGGREGATIONS)}",
-            "aggregation",
-        )
-    kind, top = kind_of_aggregation(aggregation)
-
+    if "criteria" not in row:
+        aggregation = parse_aggregation(row.get("aggregation", "max"), tabular, fail)
     text, spans = _spans_from_row(row, tabular, segment_mode, fail, check_size)
 
-    raw_labels = row.get("sentence_labels")
-    if tabular and isinstance(raw_labels, str):
-        raw_labels = json_cell(raw_labels, fail, "sentence_labels")
-    sentence_labels = _sentence_labels(raw_labels, len(spans), aggregation, fail)
-
-    if "response_label" not in row:
-        raise fail("missing required field", "response_label")
-    response_label = _number(row["response_label"], tabular, fail)
-    problem = response_label_problem(response_label, kind, top)
-    if problem is not None:
-        raise fail(f"{problem} ({aggregation} bags)", "response_label")
-    if sentence_labels is not None:
-        # The strict reader: a proportion must match its labels exactly (up to float noise), no rounding slack.
-        problem = check_consistency(aggregation, response_label, sentence_labels, mean_slack=0.0)
-        if problem is not None:
-            raise fail(problem, "response_label")
+    criteria = None
+    if "criteria" in row:
+        given = [f for f in ("response_label", "aggregation", "sentence_labels") if f in row]
+        if given:
+            raise fail("is given per criterion in `criteria`; leave it out of the row", given[0])
+        raw_criteria = row["criteria"]
+        if tabular and isinstance(raw_criteria, str):
+            raw_criteria = json_cell(raw_criteria, fail, "criteria")
+        criteria = parse_criteria(raw_criteria, len(spans), tabular=tabular, fail=fail)
+        first = next(iter(criteria.values()))
+    else:
+        raw_labels = row.get("sentence_labels")
+        if tabular and isinstance(raw_labels, str):
+            raw_labels = json_cell(raw_labels, fail, "sentence_labels")
+        first = checked_labels(
+            row.get("response_label", MISSING),
+            aggregation,
+            raw_labels,
+            len(spans),
+            tabular=tabular,
+            fail=fail,
+        )
 
     task = row.get("task")
     if task is not None and not isinstance(task, str):
@@ -194,11 +192,12 @@ def record_from_row(
         context=context,
         text=text,
         spans=spans,
-        response_label=response_label,
-        aggregation=aggregation,
-        sentence_labels=sentence_labels,
+        response_label=first.response_label,
+        aggregation=first.aggregation,
+        sentence_labels=first.sentence_labels,
         task=task or None,
         meta=meta,
+        criteria=criteria,
     )
 
 
@@ -279,66 +278,20 @@ def json_cell(value: str, fail: _Fail, field: str) -> Any:
         raise fail(f"JSON nested too deeply (at most {MAX_META_DEPTH} levels)", field) from err
 
 
-def _check_chars(value: str, fail: _Fail, field: str) -> None:
-    bad = _BAD_CHAR_RE.search(value)
-    if bad is not None:
-        what = "a NUL character" if bad.group() == "\x00" else "a lone surrogate (not valid Unicode)"
-        raise fail(f"contains {what} at character {bad.start() + 1}", field)
-
-
 def _check_json_value(value: Any, fail: _Fail, field: str, depth: int = 0) -> None:
     """Strings (keys too) without NUL or lone surrogates, nesting at most MAX_META_DEPTH deep."""
     if depth > MAX_META_DEPTH:
         raise fail(f"nested too deeply (at most {MAX_META_DEPTH} levels)", field)
     if isinstance(value, str):
-        _check_chars(value, fail, field)
+        check_chars(value, fail, field)
     elif isinstance(value, float) and not math.isfinite(value):
         raise fail(f"holds {value}, which is not valid JSON", field)
     elif isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise fail(f"keys must be strings, got {type(key).__name__}", field)
-            _check_chars(key, fail, field)
+            check_chars(key, fail, field)
             _check_json_value(item, fail, field, depth + 1)
     elif isinstance(value, list | tuple):
         for item in value:
             _check_json_value(item, fail, field, depth + 1)
-
-
-def _number(value: Any, tabular: bool, fail: _Fail) -> float:
-    if tabular and isinstance(value, str):
-        stripped = value.strip()
-        try:
-            value = int(stripped) if _INT_RE.fullmatch(stripped) else float(stripped)
-        except ValueError as err:
-            raise fail(f"must be a number, got {short(value)}", "response_label") from err
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise fail(f"must be a number, got {type(value).__name__} {short(value)}", "response_label")
-    if not math.isfinite(value):
-        raise fail(f"must be a finite number, got {value}", "response_label")
-    return float(value)
-
-
-def _sentence_labels(raw: Any, n_spans: int, aggregation: str, fail: _Fail) -> list[int | None] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list):
-        raise fail(f"must be a list of integers or nulls, got {type(raw).__name__}", "sentence_labels")
-    if len(raw) != n_spans:
-        raise fail(f"has {len(raw)} labels for {n_spans} sentences", "sentence_labels")
-    kind, top = kind_of_aggregation(aggregation)
-    labels: list[int | None] = []
-    for i, value in enumerate(raw):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # Parquet/pandas exports write 1.0 for 1
-        problem = sentence_label_problem(value, kind, top)
-        if problem is not None:
-            raise fail(f"item {i}: {problem} ({aggregation} bags)", "sentence_labels")
-        labels.append(value)
-    return labels if any(v is not None for v in labels) else None
-
-
-def short(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters for a message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

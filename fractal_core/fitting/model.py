@@ -15,6 +15,14 @@ from fractal_core.mil.aggregate import log_positive
 from fractal_core.mil.reductions import segment_argmax, segment_count
 
 
+def init_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
+    """Seeded init without touching the global RNG (same scheme as nn.Linear's default)."""
+    nn.init.kaiming_uniform_(layer.weight, a=5**0.5, generator=generator)
+    if layer.bias is not None:
+        bound = 1.0 / layer.weight.shape[1] ** 0.5
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
 class SentenceScorer(nn.Module):
     """Scores sentences given their context; outputs log-probabilities over ``n_classes`` levels."""
 
@@ -39,15 +47,15 @@ class SentenceScorer(nn.Module):
         self._init(generator)
 
     def _init(self, generator: torch.Generator | None) -> None:
-        # Seeded init without touching the global RNG (same scheme as nn.Linear's default).
         for layer in (self.context_proj, self.sentence_proj, self.mid, self.out):
-            nn.init.kaiming_uniform_(layer.weight, a=5**0.5, generator=generator)
-            if layer.bias is not None:
-                bound = 1.0 / layer.weight.shape[1] ** 0.5
-                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+            init_linear(layer, generator)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output layer's logits (Q, outputs) of first-layer activations (Q, h)."""
+        return self.out(self.act(self.mid(self.act(hidden))))
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
-        z = self.out(self.act(self.mid(self.act(hidden))))  # (Q, 1) or (Q, C)
+        z = self._logits(hidden)  # (Q, 1) or (Q, C)
         if self.n_classes == 2:
             z = z.squeeze(1)
             return torch.stack([nn.functional.logsigmoid(-z), nn.functional.logsigmoid(z)], dim=1)

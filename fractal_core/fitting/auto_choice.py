@@ -246,22 +246,18 @@ def weak_evidence(records: list[dict[str, Any]], gold: GoldScores | None = None)
 
 def rule_text(by_gold: bool) -> str:
     """The rule in words, as stored with the model."""
-    order = ", ".join(registry.AUTO_SIMPLICITY)
-    if by_gold and registry.AUTO_SE_MULTIPLE_GOLD == 0:
-        return (
-            "plain best held-out gold AUC given the label, ties to the simplest "
-            f"({order}); the one-standard-error rule chose worse on the valid splits with gold, so the paired "
-            "standard errors (bootstrap over gold responses) only flag weak evidence"
-        )
+    order = ", ".join(registry.AUTO_SIMPLICITY_GOLD if by_gold else registry.AUTO_SIMPLICITY)
     k = registry.AUTO_SE_MULTIPLE_GOLD if by_gold else registry.AUTO_SE_MULTIPLE
     figure = (
         "held-out gold AUC given the label (SE: bootstrap over gold responses)"
         if by_gold
         else "held-out log-likelihood"
     )
+    if k == 0:
+        return f"plain best {figure}, ties to the first of {order}"
     return (
         f"one-standard-error: among candidates within {k:g} paired standard error(s) "
-        f"of the best {figure}, the simplest ({order}; smaller prior weight first)"
+        f"of the best {figure}, the first of {order} (smaller prior weight first)"
     )
 
 

@@ -18,15 +18,18 @@ This module resolves names and describes methods; it re-exports the rest, which 
 from __future__ import annotations
 
 from fractal_core.fitting.auto_plan import (
+    AUTO_BLEND,
     AUTO_CROSS_FIT_FOLDS,
     AUTO_GOLD_RESAMPLES,
     AUTO_PRIOR_WEIGHTS,
     AUTO_SE_MULTIPLE,
     AUTO_SE_MULTIPLE_GOLD,
     AUTO_SIMPLICITY,
+    AUTO_SIMPLICITY_GOLD,
     AUTO_WARM_PATIENCE,
     AUTO_WEAK_GOLD_RESPONSES,
     AUTO_WEAK_GOLD_SENTENCES,
+    BLEND,
     auto_candidates,
     auto_prior_weights,
     auto_stage,
@@ -114,15 +117,18 @@ def method_descriptions(config: TrainConfig | None = None) -> dict[str, str]:
 
 
 __all__ = [
+    "AUTO_BLEND",
     "AUTO_CROSS_FIT_FOLDS",
     "AUTO_GOLD_RESAMPLES",
     "AUTO_PRIOR_WEIGHTS",
     "AUTO_SE_MULTIPLE",
     "AUTO_SE_MULTIPLE_GOLD",
     "AUTO_SIMPLICITY",
+    "AUTO_SIMPLICITY_GOLD",
     "AUTO_WARM_PATIENCE",
     "AUTO_WEAK_GOLD_RESPONSES",
     "AUTO_WEAK_GOLD_SENTENCES",
+    "BLEND",
     "LOSS_TERMS",
     "METHOD_LIST",
     "METHOD_NAMES",

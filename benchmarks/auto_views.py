@@ -213,25 +213,25 @@ def replay(
     return figures[pick["name"]] | {"name": pick["name"]}
 
 
-_HYBRID_FIRST = ("hybrid", "bagloss", "prior_only", "blend", "priors")
-GOLD_RULES: list[tuple[str, float, tuple[str, ...], tuple[str, ...]]] = [
-    ("before: plain best, no blend", 0.0, _PLAIN, ("blend",)),
-    ("plain best with blend", 0.0, registry.AUTO_SIMPLICITY, ()),
-    ("1 SE, BagLoss first, no blend", 1.0, _PLAIN, ("blend",)),
-    *[(f"{k:g} SE, hybrid first", k, _HYBRID_FIRST, ()) for k in (0.5, 1.0, 2.0)],
-    ("hybrid always", 0.0, _HYBRID_FIRST, ("bagloss", "prior_only", "blend", "priors")),
+GOLD_RULES: list[tuple[str, float, str | None, tuple[str, ...]]] = [
+    ("before: plain best", 0.0, None, ()),
+    ("1 SE, BagLoss first", 1.0, None, ()),
+    *[(f"hybrid unless beaten by > {k:g} SE, then the best", k, "hybrid", ()) for k in (0.5, 1.0, 2.0)],
+    ("hybrid always", 0.0, "hybrid", ("bagloss", "prior_only", "blend", "priors")),
 ]
 
 
 def replay_gold(
-    record: dict[str, Any], se: float, order: tuple[str, ...], drop: tuple[str, ...]
+    record: dict[str, Any], se: float, default: str | None, drop: tuple[str, ...]
 ) -> dict[str, Any]:
     """The same for a choice by gold, from the stored gaps to the best and their bootstrap SEs (the band of
     ``auto_choice.choose``: gap <= k SE; the best itself is always in it)."""
     rows = [r for r in record["selection"]["candidates"] if r["method"] not in drop]
-    best = max(r["score"] for r in rows)
-    band = [r for r in rows if best - r["score"] <= se * (r["paired_se"] or 0.0) + 1e-12]
-    pick = min(band, key=lambda r: (order.index(r["method"]), r.get("cosine", 0.0)))
+    best = max(rows, key=lambda r: r["score"])
+    band = [r for r in rows if best["score"] - r["score"] <= se * (r["paired_se"] or 0.0) + 1e-12]
+    pick = min(band, key=lambda r: (_PLAIN.index(r["method"]), r.get("cosine", 0.0)))
+    if default is not None:
+        pick = next((r for r in band if r["method"] == default), best)
     return next(c for c in record["candidates"] if c["name"] == pick["name"]) | {"name": pick["name"]}
 
 
@@ -249,8 +249,10 @@ def cmd_rules(_: argparse.Namespace) -> None:
         else:
             floor, _parts = floor_of(data["records"])
         for label, se, order, drop in GOLD_RULES if gold else RULES:
-            again = replay_gold if gold else replay
-            picks = [again(r, se, order, drop) for r in autos]
+            picks = [
+                replay_gold(r, se, order, drop) if gold else replay(r, se, order, drop)  # type: ignore[arg-type]
+                for r in autos
+            ]
             given = stats([p["posterior_auc_roc"] for p in picks])
             names = "/".join(p["name"].split("(")[0] for p in picks)
             mark = "" if given["mean"] >= floor else " MISSED"

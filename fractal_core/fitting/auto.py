@@ -24,9 +24,9 @@ best held-out figure:
   in held-out gold responses. The gold responses are cut into two folds; ``hybrid`` is trained with one fold's
   gold and scored on the other (cross-fitting), then refitted on all the gold when it wins. The no-gold
   candidates never see gold labels, so every gold response is held out for them. The same one-standard-error
-  rule picks, in its own order (``registry.AUTO_SIMPLICITY_GOLD``): hybrid, the one candidate that learns
+  rule picks, with its own default (``registry.AUTO_GOLD_DEFAULT``): hybrid, the one candidate that learns
   from the gold, is kept unless another beats its gold AUC by more than ``registry.AUTO_SE_MULTIPLE_GOLD``
-  paired standard errors, which come from a seeded bootstrap over the gold responses, every candidate scored
+  paired standard errors (then the best is kept); the standard errors come from a seeded bootstrap over the gold responses, every candidate scored
   on the same draws (``auto_choice.gold_replicates``). The plain best AUC flipped between candidates across
   seeds on the same data and landed below plain hybrid (BENCHMARKS.md).
 
@@ -261,7 +261,7 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
                 records,
                 replicates=replicates,
                 se_multiple=registry.AUTO_SE_MULTIPLE_GOLD,
-                order=registry.AUTO_SIMPLICITY_GOLD,
+                default=registry.AUTO_GOLD_DEFAULT,
             )
         ]
         thin, why = weak_evidence(records, golds[0])

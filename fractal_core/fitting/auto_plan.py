@@ -22,17 +22,17 @@ label with it) lies within this many paired standard errors of the best (the one
 ``fractal_core.fitting.auto_choice.choose``)."""
 AUTO_SE_MULTIPLE_GOLD = 0.5
 """The band of the rule when ``auto`` judges by gold, in paired standard errors of the gold AUC given the label:
-hybrid (first in ``AUTO_SIMPLICITY_GOLD``) is kept unless another candidate beats it by more than half a paired
-SE. Chosen on the valid splits (10% gold, seeds 0-2; BENCHMARKS.md, "With gold: hybrid first"): never below
+hybrid (``AUTO_GOLD_DEFAULT``) is kept unless another candidate beats it by more than half a paired SE, and
+then the best is. Chosen on the valid splits (10% gold, seeds 0-2; BENCHMARKS.md, "With gold: hybrid first"): never below
 plain hybrid and level with the plain best (ProcessBench 0.8232 / hybrid 0.8232 / plain best 0.8241;
 DelucionQA 0.8555 / 0.8357 / 0.8555), where 1 SE kept hybrid on every seed (DelucionQA 0.8357) and the plain
 best fell below hybrid on other data."""
 AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "blend", "priors", "hybrid")
 """``auto``'s candidates from simplest to most elaborate (priors: smaller cosine weight first): without gold,
 the one kept among those tied within the band is the first in this order."""
-AUTO_SIMPLICITY_GOLD: tuple[str, ...] = ("hybrid", "bagloss", "prior_only", "blend", "priors")
-"""The order judged by gold: hybrid, the one candidate that trains on the gold, is the default and another is
-kept only when its gold AUC given the label beats hybrid's by more than the band."""
+AUTO_GOLD_DEFAULT = "hybrid"
+"""Judged by gold, the candidate kept unless another beats its gold AUC given the label by more than the band
+(``AUTO_SE_MULTIPLE_GOLD``), and then the best is kept: hybrid, the one candidate that learns from the gold."""
 AUTO_GOLD_RESAMPLES = 1000
 """Bootstrap replicates (gold responses drawn with replacement) behind the paired standard error of a gold AUC
 difference when ``auto`` judges by gold (more move the standard error by well under a tenth of itself)."""

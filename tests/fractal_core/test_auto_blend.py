@@ -107,20 +107,21 @@ def _reps(scores: list[float], noise: float, n: int = 600) -> np.ndarray:
 
 
 def test_with_gold_hybrid_is_kept_unless_another_candidate_is_clearly_better() -> None:
-    order, k = registry.AUTO_SIMPLICITY_GOLD, registry.AUTO_SE_MULTIPLE_GOLD
-    assert order[0] == "hybrid" and k > 0
+    default, k = registry.AUTO_GOLD_DEFAULT, registry.AUTO_SE_MULTIPLE_GOLD
+    assert default == "hybrid" and k > 0
     # priors leads by 0.004 AUC with a paired SE of ~0.014: noise, so hybrid (the default with gold) is kept,
     # where the plain best (the rule before) followed the noise to priors.
     scores = {"bagloss": 0.80, "priors(cosine=0.1)": 0.814, "hybrid": 0.81}
     reps = _reps(list(scores.values()), noise=0.01)
     rows = _gold_rows(scores)
-    assert rows[choose(rows, replicates=reps, se_multiple=k, order=order)]["name"] == "hybrid"
+    assert rows[choose(rows, replicates=reps, se_multiple=k, default=default)]["name"] == "hybrid"
     assert rows[choose(_gold_rows(scores), replicates=reps, se_multiple=0.0)]["name"] == "priors(cosine=0.1)"
-    # A lead far outside the band wins over hybrid.
-    clear = {"bagloss": 0.80, "priors(cosine=0.1)": 0.88, "hybrid": 0.81}
+    # A lead far outside the band wins over hybrid, and then the best is kept, not the simplest in the band.
+    clear = {"bagloss": 0.872, "priors(cosine=0.1)": 0.88, "hybrid": 0.81}
     rows = _gold_rows(clear)
-    picked = rows[choose(rows, replicates=_reps(list(clear.values()), 0.005), se_multiple=k, order=order)]
-    assert picked["name"] == "priors(cosine=0.1)" and not rows[2]["within_band"]
+    reps = _reps(list(clear.values()), 0.02)
+    picked = rows[choose(rows, replicates=reps, se_multiple=k, default=default)]
+    assert picked["name"] == "priors(cosine=0.1)" and not rows[2]["within_band"] and rows[0]["within_band"]
 
 
 def test_auto_fits_the_blend_on_request_and_ships_it_through_the_stored_map(monkeypatch) -> None:

@@ -284,11 +284,10 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
             method="prior_only", model=None, stages=stages, calibration=chosen.candidate.to_dict()
         )
     elif isinstance(chosen.candidate, Calibrated):  # the blend: BagLoss's scorer read through the fitted mix
-        model = chosen.candidate.scorer
-        assert isinstance(model, SentenceScorer)
+        blended = _scorer_of(chosen.candidate)
         out = FitResult(
             method=chosen.method,
-            model=model,
+            model=blended,
             stages=stages,
             calibration=chosen.candidate.calibration.to_dict(),
         )

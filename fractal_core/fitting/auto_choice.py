@@ -200,9 +200,9 @@ def choose(
         gap = np.where(finite, scores[best] - scores, np.inf)
         se = np.zeros_like(gap) if replicates is None else _replicate_se(replicates, best, finite)
     band = finite & in_band(gap, se, k)
-    picked = min(np.flatnonzero(band), key=lambda i: simplicity(records[i], order))
+    picked = int(min(np.flatnonzero(band), key=lambda i: simplicity(records[i], order)))
     if default is not None:
-        kept = [i for i in np.flatnonzero(band) if records[i]["method"] == default]
+        kept = [int(i) for i in np.flatnonzero(band) if records[i]["method"] == default]
         picked = kept[0] if kept else best
     for i, r in enumerate(records):
         r["gap_to_best"] = float(gap[i]) if np.isfinite(gap[i]) else None

@@ -69,7 +69,8 @@ def show_method_choice(versions: list[repo.ModelVersionRow]) -> None:
         f"`{picked.method}` fitted every candidate below on the same embeddings and kept "
         f"**{choice.get('chosen')}**, judged by {_how_judged(choice)} Candidates whose gap to the best is "
         "within the band (a multiple of the paired standard error of that gap) are tied within noise; the "
-        f"simplest of them is kept. Criterion: {choice.get('criterion')}; "
+        "first of them in the rule's order is kept (without gold the simplest; with gold hybrid, the one "
+        f"candidate that learns from the gold). Criterion: {choice.get('criterion')}; "
         + (f"rule: {choice['rule']}; " if choice.get("rule") else "")
         + f"{choice.get('seconds', 0):.0f} s in all."
     )

@@ -10,7 +10,11 @@ best held-out figure:
   method is the raw target), ``bagloss``, ``priors`` at each cosine weight of ``registry.AUTO_PRIOR_WEIGHTS``
   (warm-started from the BagLoss scorer, early-stopped with ``registry.AUTO_WARM_PATIENCE``) and, when the
   training bags carry gold sentence labels, ``hybrid``. PsLab is not a candidate: on the validation splits the
-  rule below never chose it, and it cost one more training stage.
+  rule below never chose it, and it cost one more training stage. With ``registry.AUTO_BLEND`` (off by
+  default), also ``blend``: the BagLoss scorer's logit and the response-centred cosine prior's logit mixed by a
+  3-parameter map fitted on the judged bags' labels (``calibration.Calibration``, ``kind="blend"``; no
+  training). It is off because on the valid splits of every view built from the shared data the likelihood
+  preferred it where it ranked sentences worse given the label than BagLoss.
 - without gold: the exact log-likelihood of the validation responses' labels (noisy-OR / product / exact ordinal
   max, the Poisson-binomial count for proportions), from each candidate's scores, and the one-standard-error
   rule (:func:`choose`): the candidates differ by a few thousandths of a nat per response on a few hundred
@@ -20,9 +24,11 @@ best held-out figure:
   in held-out gold responses. The gold responses are cut into two folds; ``hybrid`` is trained with one fold's
   gold and scored on the other (cross-fitting), then refitted on all the gold when it wins. The no-gold
   candidates never see gold labels, so every gold response is held out for them. The same one-standard-error
-  rule picks: the paired standard error of an AUC difference comes from a seeded bootstrap over the gold
-  responses, every candidate scored on the same draws (``auto_choice.gold_replicates``). The plain best AUC
-  flipped between candidates across seeds on the same data (BENCHMARKS.md).
+  rule picks, with its own default (``registry.AUTO_GOLD_DEFAULT``): hybrid, the one candidate that learns
+  from the gold, is kept unless another beats its gold AUC by more than ``registry.AUTO_SE_MULTIPLE_GOLD``
+  paired standard errors (then the best is kept); the standard errors come from a seeded bootstrap over the gold responses, every candidate scored
+  on the same draws (``auto_choice.gold_replicates``). The plain best AUC flipped between candidates across
+  seeds on the same data and landed below plain hybrid (BENCHMARKS.md).
 
 Either way the record says whether the evidence for the choice was weak (``auto_choice.weak_evidence``:
 another candidate within the band, or too few gold responses or sentences of one class), and why.
@@ -81,9 +87,23 @@ class _Fitted:
     """A judged candidate: its registry method, what scores bags (the calibrated prior or the scorer)."""
 
     method: str
-    candidate: Calibration | SentenceScorer
+    candidate: Calibration | Calibrated | SentenceScorer
     judged: np.ndarray
     gold: GoldScores | None = None
+
+
+def _scorer_of(candidate: Calibration | Calibrated | SentenceScorer) -> SentenceScorer | None:
+    if isinstance(candidate, Calibration):
+        return None
+    scorer = candidate.scorer if isinstance(candidate, Calibrated) else candidate
+    assert isinstance(scorer, SentenceScorer)
+    return scorer
+
+
+def _calibration_of(candidate: Calibration | Calibrated | SentenceScorer) -> dict[str, Any] | None:
+    if isinstance(candidate, Calibration):
+        return candidate.to_dict()
+    return candidate.calibration.to_dict() if isinstance(candidate, Calibrated) else None
 
 
 def _gold_folds(context: FitContext) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
@@ -156,17 +176,21 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
 
     def record(
         candidate: registry.Candidate,
-        judged_by: Calibration | SentenceScorer,
+        judged_by: Calibration | Calibrated | SentenceScorer,
         seconds: float,
         cross_fit: GoldScores | None = None,
     ) -> None:
         method = candidate.plan.pipeline
-        row: dict[str, Any] = {"name": candidate.name, "method": method}
+        row: dict[str, Any] = {"name": candidate.name, "method": "blend" if candidate.blend else method}
         if candidate.cosine is not None:
             row["cosine"] = candidate.cosine
         scored: Calibration | Calibrated
-        if isinstance(judged_by, Calibration):
+        if isinstance(
+            judged_by, Calibration | Calibrated
+        ):  # the prior, or the blend: fitted to labels already
             scored = judged_by
+            if isinstance(judged_by, Calibrated):
+                row["calibration"] = judged_by.calibration.to_dict()
         else:
             # The likelihood is judged after a 2-parameter logistic map of the scorer's logit, fitted on the
             # judged bags, so that a scorer trained with a hard max (sharp but well ranked) is not penalised
@@ -198,7 +222,13 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
     hybrid_started: float | None = None
     for candidate in plan.candidates:
         t0 = time.perf_counter()
-        if not candidate.plan.trained:  # the calibrated cosine prior: no scorer, a few parameters
+        if candidate.blend:  # BagLoss's scorer and the cosine prior mixed by a map fitted on the judged bags
+            assert base is not None, "the blend follows the BagLoss candidate"
+            with torch.no_grad():
+                logp = base(judge)
+            mix = fit_calibration(logp, judge, aggregation=aggregation, n_classes=n_classes, kind="blend")
+            record(candidate, Calibrated(base, mix), time.perf_counter() - t0)
+        elif not candidate.plan.trained:  # the calibrated cosine prior: no scorer, a few parameters
             calibration = fit_prior_calibration(weak, aggregation=aggregation, n_classes=n_classes)
             record(candidate, calibration, time.perf_counter() - t0)
         elif candidate.fold is not None:  # hybrid on a fold's complement of the gold, scored on the fold
@@ -226,7 +256,14 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
     if held_out is not None:
         golds = [f.gold for f in judged if f.gold is not None]
         replicates = gold_replicates(golds, context.seed)
-        best = records[choose(records, replicates=replicates, se_multiple=registry.AUTO_SE_MULTIPLE_GOLD)]
+        best = records[
+            choose(
+                records,
+                replicates=replicates,
+                se_multiple=registry.AUTO_SE_MULTIPLE_GOLD,
+                default=registry.AUTO_GOLD_DEFAULT,
+            )
+        ]
         thin, why = weak_evidence(records, golds[0])
     else:
         best = records[choose(records, np.stack([f.judged for f in judged]))]
@@ -246,6 +283,14 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
         out = FitResult(
             method="prior_only", model=None, stages=stages, calibration=chosen.candidate.to_dict()
         )
+    elif isinstance(chosen.candidate, Calibrated):  # the blend: BagLoss's scorer read through the fitted mix
+        blended = _scorer_of(chosen.candidate)
+        out = FitResult(
+            method=chosen.method,
+            model=blended,
+            stages=stages,
+            calibration=chosen.candidate.calibration.to_dict(),
+        )
     else:
         out = FitResult(method=chosen.method, model=chosen.candidate, stages=stages)
     out.selection = selection.to_dict()
@@ -253,8 +298,8 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
         CandidateFit(
             name=r["name"],
             method=f.method,
-            scorer=None if isinstance(f.candidate, Calibration) else f.candidate,
-            calibration=f.candidate.to_dict() if isinstance(f.candidate, Calibration) else None,
+            scorer=_scorer_of(f.candidate),
+            calibration=_calibration_of(f.candidate),
             judged=f.judged,
         )
         for r in records

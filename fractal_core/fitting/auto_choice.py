@@ -164,6 +164,7 @@ def choose(
     replicates: np.ndarray | None = None,
     se_multiple: float | None = None,
     order: tuple[str, ...] | None = None,
+    default: str | None = None,
 ) -> int:
     """The one-standard-error rule: the index of the chosen record, and each record annotated with its figures.
 
@@ -180,7 +181,9 @@ def choose(
 
     Rows follow ``records``. Those with gap <= ``se_multiple`` * paired_se are in the band and the simplest of
     them (:func:`simplicity`) is chosen; without either input (or with ``se_multiple`` 0) the best score wins,
-    ties going to the simplest. Non-finite scores are never chosen unless nothing else is left.
+    ties going to the simplest. With ``default`` (a method), a candidate of that method in the band is chosen,
+    and when none is, the best: the default is left only for a candidate that beats it by more than the band.
+    Non-finite scores are never chosen unless nothing else is left.
     """
     k = registry.AUTO_SE_MULTIPLE if se_multiple is None else se_multiple
     scores = np.array([r["score"] if r["score"] is not None else np.nan for r in records], dtype=float)
@@ -197,7 +200,10 @@ def choose(
         gap = np.where(finite, scores[best] - scores, np.inf)
         se = np.zeros_like(gap) if replicates is None else _replicate_se(replicates, best, finite)
     band = finite & in_band(gap, se, k)
-    picked = min(np.flatnonzero(band), key=lambda i: simplicity(records[i], order))
+    picked = int(min(np.flatnonzero(band), key=lambda i: simplicity(records[i], order)))
+    if default is not None:
+        kept = [int(i) for i in np.flatnonzero(band) if records[i]["method"] == default]
+        picked = kept[0] if kept else best
     for i, r in enumerate(records):
         r["gap_to_best"] = float(gap[i]) if np.isfinite(gap[i]) else None
         r["paired_se"] = float(se[i]) if np.isfinite(se[i]) else None
@@ -247,21 +253,22 @@ def weak_evidence(records: list[dict[str, Any]], gold: GoldScores | None = None)
 def rule_text(by_gold: bool) -> str:
     """The rule in words, as stored with the model."""
     order = ", ".join(registry.AUTO_SIMPLICITY)
-    if by_gold and registry.AUTO_SE_MULTIPLE_GOLD == 0:
-        return (
-            "plain best held-out gold AUC given the label, ties to the simplest "
-            f"({order}); the one-standard-error rule chose worse on the valid splits with gold, so the paired "
-            "standard errors (bootstrap over gold responses) only flag weak evidence"
-        )
     k = registry.AUTO_SE_MULTIPLE_GOLD if by_gold else registry.AUTO_SE_MULTIPLE
     figure = (
         "held-out gold AUC given the label (SE: bootstrap over gold responses)"
         if by_gold
         else "held-out log-likelihood"
     )
+    if by_gold:
+        return (
+            f"{registry.AUTO_GOLD_DEFAULT} unless another candidate beats its {figure} by more than {k:g} "
+            "paired standard error(s); then the best"
+        )
+    if k == 0:
+        return f"plain best {figure}, ties to the first of {order}"
     return (
         f"one-standard-error: among candidates within {k:g} paired standard error(s) "
-        f"of the best {figure}, the simplest ({order}; smaller prior weight first)"
+        f"of the best {figure}, the first of {order} (smaller prior weight first)"
     )
 
 

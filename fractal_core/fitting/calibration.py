@@ -1,7 +1,9 @@
-"""Logistic maps of a score fitted to response labels: ``auto``'s calibrated prior, Platt scaling of a scorer.
+"""Logistic maps of a score fitted to response labels: ``auto``'s calibrated prior, Platt scaling of a scorer,
+and the blend of a scorer with the cosine prior.
 
-A map has three to C + 1 parameters and is fitted on every bag at once by the exact bag likelihood of the
-response labels (no sentence label); it never changes how the sentences of a response rank.
+A map has three to C + 2 parameters and is fitted on every bag at once by the exact bag likelihood of the
+response labels (no sentence label); the prior and Platt maps never change how the sentences of a response rank,
+the blend does (its mixing weight of the two logits is what it fits).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 from fractal_core.fitting.bags import BagSet
 from fractal_core.mil.aggregate import log_positive
 from fractal_core.mil.losses import bag_log_likelihood
+from fractal_core.mil.reductions import segment_mean
 
 _CALIBRATION_RIDGE = 1e-3
 _CALIBRATION_STEPS = 40  # L-BFGS iterations (3 to C + 1 parameters)
@@ -26,30 +29,40 @@ class Calibration(nn.Module):
     ``kind="prior"``: z = logit of the cosine target t, and ordinal levels >= 1 share the positive mass by fitted
     proportions (the prior knows no levels). ``kind="logit"``: z = the scorer's logit of P(level >= 1), and the
     scorer's own split of the positive mass over the levels is kept (Platt scaling of a trained scorer).
-    Three to C + 1 parameters, fitted by the exact bag likelihood of the labels (:func:`fit_calibration`).
+    ``kind="blend"``: z = a z_scorer + b z_prior + c, the scorer's logit and the cosine target's logit centred
+    within its response (:func:`blend_prior`) mixed by fitted weights (``b`` is ``prior_scale``), the scorer's
+    split kept: ``auto``'s combination candidate. Centred, the prior only reorders a response's sentences: a
+    prior that tells responses apart (e.g. every sentence of a hallucinated answer is far from its question)
+    would otherwise win weight on the labels without ranking the sentences inside a response.
+    Three to C + 2 parameters, fitted by the exact bag likelihood of the labels (:func:`fit_calibration`).
     """
 
     def __init__(self, n_classes: int, kind: str = "prior") -> None:
         super().__init__()
-        if kind not in ("prior", "logit"):
+        if kind not in KINDS:
             raise ValueError(f"unknown calibration kind {kind!r}")
         self.n_classes = n_classes
         self.kind = kind
         self.scale = nn.Parameter(torch.ones(()))
         self.shift = nn.Parameter(torch.zeros(()))
         self.levels = nn.Parameter(torch.zeros(max(n_classes - 1, 1)))
+        self.prior_scale = nn.Parameter(torch.zeros(()), requires_grad=kind == "blend")
 
-    def forward(self, score: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (N, C) from the cosine target (N,) (prior) or the scorer's log-probabilities (N, C)."""
+    def forward(self, score: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities (N, C) from the cosine target (N,) (prior) or the scorer's log-probabilities (N, C)
+        (logit), or both: the scorer's log-probabilities and ``prior``, :func:`blend_prior` (N,) (blend)."""
         if self.kind == "prior":
-            t = score.clamp(1e-4, 1 - 1e-4)
-            z = torch.log(t / (1 - t))
+            z = _logit(score)
             split = torch.log_softmax(self.levels, 0).view(1, -1).expand(z.shape[0], -1)
         else:
             positive = log_positive(score)
             z = positive - score[:, 0]
             split = score[:, 1:] - positive.view(-1, 1)  # the scorer's split over the levels >= 1
         z = self.scale * z + self.shift
+        if self.kind == "blend":
+            if prior is None:
+                raise ValueError("a blend calibration needs the cosine target beside the scorer's output")
+            z = z + self.prior_scale * prior
         return torch.cat(
             [nn.functional.logsigmoid(-z).view(-1, 1), nn.functional.logsigmoid(z).view(-1, 1) + split], 1
         )
@@ -61,6 +74,7 @@ class Calibration(nn.Module):
             "scale": float(self.scale.detach()),
             "shift": float(self.shift.detach()),
             "levels": [float(v) for v in self.levels.detach()],
+            **({"prior_scale": float(self.prior_scale.detach())} if self.kind == "blend" else {}),
         }
 
     @classmethod
@@ -70,7 +84,16 @@ class Calibration(nn.Module):
             out.scale.fill_(float(data["scale"]))
             out.shift.fill_(float(data["shift"]))
             out.levels.copy_(torch.as_tensor(data["levels"], dtype=torch.float32))
+            out.prior_scale.fill_(float(data.get("prior_scale", 0.0)))
         return out
+
+
+KINDS = ("prior", "logit", "blend")
+
+
+def _logit(target: torch.Tensor) -> torch.Tensor:
+    t = target.clamp(1e-4, 1 - 1e-4)
+    return torch.log(t / (1 - t))
 
 
 def cosine_target(bags: BagSet) -> torch.Tensor:
@@ -82,23 +105,32 @@ def cosine_target(bags: BagSet) -> torch.Tensor:
     return target
 
 
+def blend_prior(bags: BagSet) -> torch.Tensor:
+    """The blend's prior feature (N,): the logit of the cosine target minus its mean over the sentence's response."""
+    z = _logit(cosine_target(bags))
+    return z - segment_mean(z, bags.bag_index, bags.n_bags)[bags.bag_index]
+
+
 def fit_calibration(
     score: torch.Tensor, bags: BagSet, *, aggregation: str, n_classes: int, kind: str
 ) -> Calibration:
     """Fit a :class:`Calibration` of ``score`` (cosine target (N,) or scorer log-probabilities (N, C), detached)
-    on every bag of ``bags`` at once by L-BFGS on the exact bag likelihood."""
+    on every bag of ``bags`` at once by L-BFGS on the exact bag likelihood (a blend also reads ``bags``' cosine
+    target)."""
     calibration = Calibration(n_classes, kind).to(bags.device)
     score = score.detach()
+    prior = blend_prior(bags) if kind == "blend" else None
+    trained = [p for p in calibration.parameters() if p.requires_grad]
     labels = torch.nan_to_num(bags.labels, nan=0.0)
-    optimiser = torch.optim.LBFGS(
-        calibration.parameters(), lr=1.0, max_iter=_CALIBRATION_STEPS, line_search_fn="strong_wolfe"
-    )
+    optimiser = torch.optim.LBFGS(trained, lr=1.0, max_iter=_CALIBRATION_STEPS, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:  # each evaluation is vectorised over every bag
         optimiser.zero_grad(set_to_none=True)
-        loss = -bag_log_likelihood(calibration(score), bags.bag_index, labels, aggregation=aggregation).mean()
+        logp = calibration(score, prior)
+        loss = -bag_log_likelihood(logp, bags.bag_index, labels, aggregation=aggregation).mean()
         # A weak pull towards the identity map keeps separable data from sending the slope to infinity.
-        loss = loss + _CALIBRATION_RIDGE * ((calibration.scale - 1) ** 2 + calibration.shift**2)
+        ridge = (calibration.scale - 1) ** 2 + calibration.shift**2 + calibration.prior_scale**2
+        loss = loss + _CALIBRATION_RIDGE * ridge
         loss.backward()
         return loss
 
@@ -117,13 +149,13 @@ def fit_prior_calibration(train: BagSet, *, aggregation: str, n_classes: int) ->
 
 def calibrated_log_proba(calibration: dict[str, Any], bags: BagSet, scorer: nn.Module | None) -> torch.Tensor:
     """Log-probabilities (N, C) of ``bags`` under a stored calibration: of the cosine target (``kind="prior"``)
-    or of ``scorer``'s log-probabilities (``kind="logit"``)."""
+    or of ``scorer``'s log-probabilities (``kind="logit"``), or both (``kind="blend"``)."""
     calibrate = Calibration.from_dict(calibration).to(bags.device)
     with torch.inference_mode():
         if calibrate.kind == "prior":
             return calibrate(cosine_target(bags))
         assert scorer is not None
-        return calibrate(scorer.to(bags.device)(bags))
+        return Calibrated(scorer.to(bags.device), calibrate)(bags)
 
 
 @dataclass
@@ -134,12 +166,15 @@ class Calibrated:
     calibration: Calibration
 
     def __call__(self, bags: BagSet) -> torch.Tensor:
-        return self.calibration(self.scorer(bags))
+        prior = blend_prior(bags) if self.calibration.kind == "blend" else None
+        return self.calibration(self.scorer(bags), prior)
 
 
 __all__ = [
+    "KINDS",
     "Calibrated",
     "Calibration",
+    "blend_prior",
     "calibrated_log_proba",
     "cosine_target",
     "fit_calibration",

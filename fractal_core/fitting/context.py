@@ -60,7 +60,7 @@ class CandidateFit:
     name: str
     method: str
     scorer: SentenceScorer | None  # None for the calibrated prior
-    calibration: dict[str, Any] | None  # the prior's calibration (prior-only), else None
+    calibration: dict[str, Any] | None  # the prior's map (prior-only) or the blend's, else None
     judged: np.ndarray  # held-out log-likelihood of each judged bag (after the logistic map)
 
 

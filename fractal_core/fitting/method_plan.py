@@ -32,7 +32,8 @@ class Candidate:
 
     ``warm_start``: its bag stage starts from the BagLoss candidate's scorer. ``fold``: hybrid trained without
     the gold of cross-fitting fold ``fold`` (0-based) and scored on it; ``None``: trained on all the gold.
-    ``cosine``: the cosine weight of a priors candidate.
+    ``cosine``: the cosine weight of a priors candidate. ``blend``: no fit of its own; the BagLoss candidate's
+    scorer and the cosine prior mixed by a logistic map of both logits fitted on the judged bags.
     """
 
     name: str
@@ -40,6 +41,7 @@ class Candidate:
     warm_start: bool = False
     fold: int | None = None
     cosine: float | None = None
+    blend: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ This module resolves names and describes methods; it re-exports the rest, which 
 from __future__ import annotations
 
 from fractal_core.fitting.auto_plan import (
+    AUTO_BLEND,
     AUTO_CROSS_FIT_FOLDS,
+    AUTO_GOLD_DEFAULT,
     AUTO_GOLD_RESAMPLES,
     AUTO_PRIOR_WEIGHTS,
     AUTO_SE_MULTIPLE,
@@ -27,6 +29,7 @@ from fractal_core.fitting.auto_plan import (
     AUTO_WARM_PATIENCE,
     AUTO_WEAK_GOLD_RESPONSES,
     AUTO_WEAK_GOLD_SENTENCES,
+    BLEND,
     auto_candidates,
     auto_prior_weights,
     auto_stage,
@@ -114,7 +117,9 @@ def method_descriptions(config: TrainConfig | None = None) -> dict[str, str]:
 
 
 __all__ = [
+    "AUTO_BLEND",
     "AUTO_CROSS_FIT_FOLDS",
+    "AUTO_GOLD_DEFAULT",
     "AUTO_GOLD_RESAMPLES",
     "AUTO_PRIOR_WEIGHTS",
     "AUTO_SE_MULTIPLE",
@@ -123,6 +128,7 @@ __all__ = [
     "AUTO_WARM_PATIENCE",
     "AUTO_WEAK_GOLD_RESPONSES",
     "AUTO_WEAK_GOLD_SENTENCES",
+    "BLEND",
     "LOSS_TERMS",
     "METHOD_LIST",
     "METHOD_NAMES",

@@ -19,7 +19,6 @@ from fractal_core.fitting.auto_choice import (
     gold_scores,
     in_band,
     pooled,
-    simplicity,
     weak_evidence,
 )
 from fractal_core.fitting.calibration import fit_prior_calibration
@@ -210,14 +209,16 @@ def test_auto_with_gold_applies_the_rule_and_records_the_evidence() -> None:
     result = fit_method("auto", FitContext(train, valid, "max", 2, TrainConfig(max_epochs=3), 0))
     selection = result.selection
     assert selection is not None and selection["criterion"].startswith("gold_auc_given_y")
-    # With gold the plain best is kept (the multiple chosen on valid), the standard errors only flag weak evidence.
-    assert registry.AUTO_SE_MULTIPLE_GOLD == 0
-    assert selection["rule"].startswith("plain best") and "gold responses" in selection["rule"]
+    # With gold, hybrid is kept unless another candidate beats it by more than the band (chosen on valid).
+    k = registry.AUTO_SE_MULTIPLE_GOLD
+    assert k > 0 and registry.AUTO_GOLD_DEFAULT == "hybrid"
+    assert selection["rule"].startswith("hybrid unless") and "gold responses" in selection["rule"]
     rows = selection["candidates"]
-    band = [r for r in rows if r["within_band"]]
     chosen = next(r for r in rows if r["chosen"])
     best = max(rows, key=lambda r: r["score"])
-    assert chosen["name"] == min(band, key=simplicity)["name"] and chosen["score"] == best["score"]
+    assert all(r["within_band"] is in_band(r["gap_to_best"], r["paired_se"], k).item() for r in rows)
+    hybrid = next(r for r in rows if r["name"] == "hybrid")
+    assert chosen is (hybrid if hybrid["within_band"] else best)
     noise = [r for r in rows if in_band(r["gap_to_best"], r["paired_se"], registry.AUTO_SE_MULTIPLE)]
     assert all(r["paired_se"] is not None and r["paired_se"] >= 0 for r in rows)
     assert all(r["gap_to_best"] == pytest.approx(best["score"] - r["score"]) for r in rows)

@@ -25,7 +25,7 @@ AUTO_SE_MULTIPLE_GOLD = 0.0
 given the label. Chosen on the valid splits (10% gold, seeds 0-2): the one-standard-error rule with gold chose
 worse than the plain best on both (ProcessBench 0.8176 against 0.8241, DelucionQA 0.8448 against 0.8551;
 BENCHMARKS.md). The paired standard errors are still computed, stored and behind the weak-evidence flag."""
-AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "priors", "hybrid")
+AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "priors", "hybrid", "hazard")
 """``auto``'s candidates from simplest to most elaborate (priors: smaller cosine weight first)."""
 AUTO_GOLD_RESAMPLES = 1000
 """Bootstrap replicates (gold responses drawn with replacement) behind the paired standard error of a gold AUC
@@ -50,10 +50,13 @@ def auto_prior_weights(config: TrainConfig | None = None) -> tuple[float, ...]:
     return (first, *[w for w in AUTO_PRIOR_WEIGHTS if abs(w - first) > 1e-9])
 
 
-def auto_candidates(*, has_gold: bool, aggregation: str, config: TrainConfig) -> tuple[Candidate, ...]:
+def auto_candidates(
+    *, has_gold: bool, aggregation: str, config: TrainConfig, first_error: bool = False
+) -> tuple[Candidate, ...]:
     """``auto``'s fits in the order they run: the calibrated prior (no training stage), BagLoss, BagLoss +
     cosine prior at each weight (warm-started from BagLoss, shorter patience) and, with gold, hybrid on each
-    cross-fitting fold's complement and then on all the gold."""
+    cross-fitting fold's complement and then on all the gold; then, when the gold follows the first-error
+    protocol of step data (``first_error``, read from the data), the hazard method the same way."""
 
     def plan(name: str, cfg: TrainConfig = config) -> MethodPlan:
         return single_plan(name, asked=name, aggregation=aggregation, config=cfg)
@@ -69,5 +72,9 @@ def auto_candidates(*, has_gold: bool, aggregation: str, config: TrainConfig) ->
     if has_gold:
         hybrid = plan("hybrid")
         out += [Candidate(f"hybrid(fold {f + 1})", hybrid, fold=f) for f in range(AUTO_CROSS_FIT_FOLDS)]
-        out.append(Candidate("hybrid", hybrid))
+        out.append(Candidate("hybrid", hybrid, refit=True))
+    if has_gold and first_error and aggregation == "max":
+        hazard = plan("hazard")
+        out += [Candidate(f"hazard(fold {f + 1})", hazard, fold=f) for f in range(AUTO_CROSS_FIT_FOLDS)]
+        out.append(Candidate("hazard", hazard, refit=True))
     return tuple(out)

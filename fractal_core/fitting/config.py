@@ -29,6 +29,9 @@ class LossWeights:
     cosine: float = 0.1  # cosine prior: sentence/context similarity as a soft target
     correlation: float = 0.0  # correlation prior: correlated sentences pulled to the same label
     hybrid: float = 0.1  # hybrid prior: soft targets of an instance model trained on gold labels
+    hazard: float = (
+        0.9  # first-error hazard likelihood of response labels and gold first errors (hazard method)
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -79,6 +82,7 @@ class TrainConfig:
     # "Training"); 0 keeps torch's default
     cpu_threads: int = 1
     min_gold_for_valid: int = 20  # labelled validation sentences needed (both classes) to early-stop on them
+    hazard_rank: float = 1.0  # hazard method: weight of log P(first = gold first error | a problem)
 
     def __post_init__(self) -> None:
         fields.choice("bag_variant", self.bag_variant, BagVariant)
@@ -103,6 +107,7 @@ class TrainConfig:
         fields.text("device", self.device, empty=False)
         fields.integer("cpu_threads", self.cpu_threads, low=0)
         fields.integer("min_gold_for_valid", self.min_gold_for_valid, low=0)
+        fields.number("hazard_rank", self.hazard_rank, low=0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,13 +16,14 @@ STAGE_SUPERVISED = "supervised"  # instance model on gold sentence labels only
 STAGE_EMBED = "embed"  # not a training stage: embedding look-up / computation before training
 
 
-LOSS_TERMS: tuple[str, ...] = ("bag", "cosine", "correlation", "hybrid")
+LOSS_TERMS: tuple[str, ...] = ("bag", "cosine", "correlation", "hybrid", "hazard")
 """The terms of a bag stage's objective, named like the fields of ``LossWeights``."""
 _METHOD_TERMS: dict[str, tuple[str, ...]] = {
     "bagloss": ("bag",),
     "priors": ("bag", "cosine", "correlation"),
     "pslab": ("bag", "cosine", "correlation"),
     "hybrid": ("bag", "cosine", "correlation", "hybrid"),
+    "hazard": ("hazard", "cosine"),
 }
 
 
@@ -32,7 +33,8 @@ class Candidate:
 
     ``warm_start``: its bag stage starts from the BagLoss candidate's scorer. ``fold``: hybrid trained without
     the gold of cross-fitting fold ``fold`` (0-based) and scored on it; ``None``: trained on all the gold.
-    ``cosine``: the cosine weight of a priors candidate.
+    ``cosine``: the cosine weight of a priors candidate. ``refit``: trained on all the gold and judged by the
+    pooled scores of its fold candidates (hybrid, hazard).
     """
 
     name: str
@@ -40,6 +42,7 @@ class Candidate:
     warm_start: bool = False
     fold: int | None = None
     cosine: float | None = None
+    refit: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,12 @@ def _single_stages(name: str, aggregation: str, config: TrainConfig) -> tuple[st
         return ()
     if name == "supervised":
         return (STAGE_SUPERVISED,)
-    if name in ("bagloss", "priors"):
+    if name == "hazard" and aggregation != "max":
+        raise ValueError(
+            "method 'hazard' scores steps by where the first error is: it needs responses labelled by their "
+            f"worst step (max), not {aggregation}"
+        )
+    if name in ("bagloss", "priors", "hazard"):
         return (STAGE_BAG,)
     if name == "pslab":
         return (STAGE_BAG, STAGE_PSLAB) if pslab_ok else (STAGE_BAG,)

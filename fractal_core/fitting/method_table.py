@@ -47,6 +47,11 @@ METHOD_LIST: tuple[Method, ...] = (
         needs_gold=True,
     ),
     Method(
+        "hazard",
+        "First-error hazard (step data): a step's score is P(wrong | earlier steps fine), trained on the exact "
+        "likelihood of the response labels and of the gold first errors{hazard_terms}.",
+    ),
+    Method(
         "supervised",
         "Instance model on gold sentence labels only (the ceiling).",
         needs_gold=True,

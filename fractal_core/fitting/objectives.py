@@ -13,6 +13,7 @@ from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.model import SentenceScorer
 from fractal_core.fitting.train import Objective, Validator
 from fractal_core.mil.aggregate import positive_score
+from fractal_core.mil.hazard import hazard_loss
 from fractal_core.mil.losses import (
     bag_log_likelihood,
     bag_loss,
@@ -27,8 +28,8 @@ LogpRule = Callable[[torch.Tensor], float]  # validation sentences' log-probabil
 
 
 def bag_objective(config: TrainConfig, aggregation: str, weights: Mapping[str, float]) -> Objective:
-    """BagLoss + the priors, each term scaled by ``weights`` (``MethodPlan.loss_weights``; absent terms are
-    neither built nor computed)."""
+    """BagLoss (or the first-error hazard likelihood, ``mil.hazard``) + the priors, each term scaled by
+    ``weights`` (``MethodPlan.loss_weights``; absent terms are neither built nor computed)."""
 
     def objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
         logp = model(batch)  # (N, C)
@@ -43,6 +44,10 @@ def bag_objective(config: TrainConfig, aggregation: str, weights: Mapping[str, f
                 variant=config.bag_variant,
                 temperature=config.lse_temperature,
                 proportion=config.proportion_loss,
+            )
+        if "hazard" in weights:
+            loss = loss + weights["hazard"] * hazard_loss(
+                logp, batch.bag_index, batch.labels, batch.gold, rank=config.hazard_rank
             )
         if "cosine" in weights:
             assert batch.cos_target is not None

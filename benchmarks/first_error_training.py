@@ -1,20 +1,22 @@
 """Training that targets the first error (the ``hazard`` method) against today's hybrid, on first-error data.
 
-Usage (DIR holds ``processbench/`` and ``delucionqa/`` with train/valid/test.jsonl):
-    nice .venv/bin/python benchmarks/first_error_training.py valid --data DIR [--seeds 0,1,2]
-    nice .venv/bin/python benchmarks/first_error_training.py test --data DIR [--seeds 0,1,2] [--variant NAME]
+Usage (DIR holds ``processbench/`` and ``delucionqa/`` with train/valid/test.jsonl; each run command takes
+``--seeds``, ``--out FILE`` and a subset of its work, so it can be split over processes and merged):
+    nice .venv/bin/python benchmarks/first_error_training.py valid --data DIR [--variants A,B] [--out F1]
+    nice .venv/bin/python benchmarks/first_error_training.py choose --files F1[,F2...]
+    nice .venv/bin/python benchmarks/first_error_training.py test --data DIR [--compare A,B] [--out G1]
+    nice .venv/bin/python benchmarks/first_error_training.py report --files G1[,G2...]
 
 ``valid``: every variant of :data:`VARIANTS` (and hybrid, for reference) is trained on ProcessBench train with
 10% random gold responses (train and valid alike, as ``fractal evaluate``) and scored on the VALID split only
 (``quality_common.valid_as_test``): ProcessBench's official F1 (threshold tuned on valid's 10% gold, applied to all
 of valid), the F key's first-error top-1 by the rule the model stored, AUC given the label. The variant with the
-best mean over seeds of (official F1 + F key top-1) / 2 is chosen; its name goes to
+best mean over seeds of (official F1 + F key top-1) / 2 is chosen (``choose``); its name goes to
 ``benchmarks/results/first_error_valid.json``.
 
 ``test``: hybrid and the variant chosen on valid, each with 10% gold and with every gold label, on ProcessBench
 test, and both at 10% on DelucionQA (AUC given the label: nothing may get worse there), seeds as given; test is
-scored once per configuration. Prints markdown tables (mean ± sd over seeds) and writes
-``benchmarks/results/first_error_test.json``.
+scored once per configuration; ``report`` prints markdown tables (mean ± sd over seeds).
 """
 
 from __future__ import annotations
@@ -121,41 +123,57 @@ def _score(records: list[dict[str, Any]]) -> float:
     return (f1 + top1) / 2
 
 
+def _groups(paths: list[Path], dataset: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Records of one or more result files, grouped by configuration (runs split over processes merge here)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        runs = json.loads(path.read_text())["runs"]
+        for name, records in (runs[dataset] if dataset else runs).items():
+            groups.setdefault(name, []).extend(records)
+    return groups
+
+
 def run_valid(args: argparse.Namespace) -> None:
     prepared = valid_as_test(load("processbench", data=args.data))
-    groups: dict[str, list[dict[str, Any]]] = {}
+    payload: dict[str, Any] = {"machine": machine(), "command": _command(args), "runs": {}}
     for variant in args.variants.split(","):
-        groups[variant] = [_run(prepared, variant, seed, args.gold) for seed in args.seeds]
+        payload["runs"][variant] = [_run(prepared, variant, seed, args.gold) for seed in args.seeds]
+        save(args.out, payload)
+
+
+def choose_variant(args: argparse.Namespace) -> None:
+    """Merge valid result files, print the valid table and keep the best variant (module docstring)."""
+    groups = _groups([RESULTS / name for name in args.files.split(",")])
     candidates = {v: _score(rs) for v, rs in groups.items() if VARIANTS[v][0] != "hybrid"}
     chosen = max(candidates, key=lambda v: candidates[v])
-    payload = {
-        "machine": machine(),
-        "command": _command(args),
-        "criterion": "mean over seeds of (official F1 + F key top-1) / 2 on valid",
-        "scores": candidates,
-        "chosen": chosen,
-        "records": groups,
-    }
-    save("first_error_valid.json", payload)
-    print(f"## ProcessBench VALID, {args.gold:.0%} gold, seeds {args.seeds}\n\n{table(groups)}\n")
+    criterion = "mean over seeds of (official F1 + F key top-1) / 2 on valid"
+    save("first_error_valid.json", {"criterion": criterion, "scores": candidates, "chosen": chosen})
+    print(f"## ProcessBench VALID\n\n{table(groups)}\n")
     print(f"chosen on valid: {chosen} (scores {json.dumps(candidates)})")
 
 
 def run_test(args: argparse.Namespace) -> None:
     chosen = args.variant or json.loads((RESULTS / "first_error_valid.json").read_text())["chosen"]
     payload: dict[str, Any] = {"machine": machine(), "command": _command(args), "chosen": chosen, "runs": {}}
-    out = []
-    for dataset, golds in (("processbench", (args.gold, 1.0)), ("delucionqa", (args.gold,))):
+    for dataset in args.datasets.split(","):
+        golds = (args.gold, 1.0) if dataset == "processbench" and args.all_gold else (args.gold,)
         prepared = load(dataset, data=args.data)
-        groups: dict[str, list[dict[str, Any]]] = {}
+        groups: dict[str, list[dict[str, Any]]] = payload["runs"].setdefault(dataset, {})
         for gold in golds:
-            for variant in ("hybrid", chosen):
+            for variant in args.compare.split(",") if args.compare else ("hybrid", chosen):
                 name = f"{variant} @ {'all' if gold >= 1 else f'{gold:.0%}'} gold"
-                groups[name] = [_run(prepared, variant, seed, gold) for seed in args.seeds]
-        payload["runs"][dataset] = groups
-        save("first_error_test.json", payload)
-        out.append(f"## {dataset} TEST, seeds {args.seeds}\n\n{table(groups)}\n")
-    print("\n".join(out))
+                for seed in args.seeds:
+                    groups.setdefault(name, []).append(_run(prepared, variant, seed, gold))
+                    save(args.out, payload)
+
+
+def report(args: argparse.Namespace) -> None:
+    """Merge test result files and print one table per dataset."""
+    paths = [RESULTS / name for name in args.files.split(",")]
+    datasets = dict.fromkeys(d for p in paths for d in json.loads(p.read_text())["runs"])
+    for dataset in datasets:
+        groups = _groups([p for p in paths if dataset in json.loads(p.read_text())["runs"]], dataset)
+        print(f"## {dataset} TEST\n\n{table(groups)}\n")
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -172,6 +190,9 @@ def main() -> None:
         add_data_option(p)
         p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
         p.add_argument("--gold", type=float, default=0.1)
+        p.add_argument(
+            "--out", default=f"first_error_{name}_runs.json", help="file name under benchmarks/results"
+        )
         p.set_defaults(func=func)
         if name == "valid":
             p.add_argument("--variants", default=",".join(VARIANTS))
@@ -179,6 +200,17 @@ def main() -> None:
             p.add_argument(
                 "--variant", choices=list(VARIANTS), default=None, help="default: the valid choice"
             )
+            p.add_argument(
+                "--compare", default="", help="variants to run (default: hybrid and the chosen one)"
+            )
+            p.add_argument("--datasets", default="processbench,delucionqa")
+            p.add_argument("--all-gold", action=argparse.BooleanOptionalAction, default=True)
+    for name, func in (("choose", choose_variant), ("report", report)):
+        p = sub.add_parser(name)
+        p.add_argument(
+            "--files", required=True, help="comma-separated result file names under benchmarks/results"
+        )
+        p.set_defaults(func=func)
     args = parser.parse_args()
     setup()
     started = time.perf_counter()

@@ -46,10 +46,24 @@ VARIANTS: dict[str, tuple[str, TrainConfig]] = {
     "hazard(rank=0)": ("hazard", TrainConfig(device="cpu", hazard_rank=0.0)),
     "hazard(rank=1)": ("hazard", BASE),
     "hazard(rank=3)": ("hazard", TrainConfig(device="cpu", hazard_rank=3.0)),
-    "hazard(rank=1, no cosine)": ("hazard", TrainConfig(device="cpu", weights=LossWeights(cosine=0.0))),
-    "hazard(rank=1, context)": ("hazard", TrainConfig(device="cpu", scorer="context")),
+    "hazard(rank=1; no cosine)": ("hazard", TrainConfig(device="cpu", weights=LossWeights(cosine=0.0))),
+    "hazard(rank=1; context)": ("hazard", TrainConfig(device="cpu", scorer="context")),
+    "hazard(rank=1; stop=first_error)": (
+        "hazard",
+        TrainConfig(device="cpu", valid_metric="first_error"),
+    ),
+    "hazard(rank=0; stop=first_error)": (
+        "hazard",
+        TrainConfig(device="cpu", hazard_rank=0.0, valid_metric="first_error"),
+    ),
+    "hazard(rank=1; context; stop=first_error)": (
+        "hazard",
+        TrainConfig(device="cpu", scorer="context", valid_metric="first_error"),
+    ),
 }
-"""name -> (method, config); ``hybrid`` is today's method (the reference, not a candidate)."""
+"""name -> (method, config); ``hybrid`` is today's method (the reference, not a candidate). Names hold no comma
+(the command line lists them comma-separated); ``stop=first_error``: early stopping on the exact first-error
+likelihood of valid (``valid_metric="first_error"``) instead of the sentence AUC of its gold."""
 
 
 def inspect(prepared: PreparedSplits):
@@ -153,7 +167,10 @@ def choose_variant(args: argparse.Namespace) -> None:
 
 
 def run_test(args: argparse.Namespace) -> None:
-    chosen = args.variant or json.loads((RESULTS / "first_error_valid.json").read_text())["chosen"]
+    if args.compare:
+        chosen = ""
+    else:
+        chosen = args.variant or json.loads((RESULTS / "first_error_valid.json").read_text())["chosen"]
     payload: dict[str, Any] = {"machine": machine(), "command": _command(args), "chosen": chosen, "runs": {}}
     for dataset in args.datasets.split(","):
         golds = (args.gold, 1.0) if dataset == "processbench" and args.all_gold else (args.gold,)

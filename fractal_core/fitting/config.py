@@ -15,7 +15,7 @@ from fractal_core import fields
 from fractal_core.errors import InputError
 from fractal_core.mil.variants import DEFAULT_BAG_VARIANT, BagVariant
 
-ValidMetric = Literal["auto", "sentence", "bag"]
+ValidMetric = Literal["auto", "sentence", "bag", "first_error"]
 ScorerKind = Literal["mlp", "context"]
 ContextDirection = Literal["auto", "causal", "bidirectional"]
 ProportionLoss = Literal["mse", "count"]
@@ -73,7 +73,9 @@ class TrainConfig:
     patience: int = 5  # epochs without validation improvement before stopping
     teacher_implied: bool = False  # hybrid teacher also trains on sentence labels implied by response labels
     pslab: bool = False  # finish weakly supervised methods with maximum-likelihood pseudo-labels
-    valid_metric: ValidMetric = "auto"  # early stopping: sentence AUC when validation has gold, else bag loss
+    # early stopping: sentence AUC when validation has gold, else bag loss; "first_error": the exact first-error
+    # (hazard) log-likelihood of the validation responses' gold first errors and labels
+    valid_metric: ValidMetric = "auto"
     valid_fraction: float = (
         0.1  # share of training bags held out for early stopping when no valid set is given
     )

@@ -15,6 +15,7 @@ from fractal_core.fitting.config import LossWeights, TrainConfig
 from fractal_core.fitting.context import FitContext
 from fractal_core.fitting.estimator import FractalModel
 from fractal_core.fitting.first_error import choose_first_error_rule, default_rule
+from fractal_core.fitting.objectives import logp_validator
 from fractal_core.fitting.fit import fit_method
 from fractal_core.mil.hazard import (
     first_error_protocol,
@@ -192,3 +193,15 @@ def test_auto_offers_hazard_on_first_error_data_only() -> None:
         "fractal", FitContext(planted_bags(160, dim=8, max_size=6, seed=1), valid, "max", 2, config, 0)
     )
     assert full.selection is not None and "hazard" not in {r["name"] for r in full.selection["candidates"]}
+
+
+def test_early_stopping_on_the_first_error_likelihood() -> None:
+    valid = _first_error_gold(planted_bags(40, dim=8, max_size=5, seed=2))
+    config = TrainConfig(valid_metric="first_error")
+    rule, mode = logp_validator(valid, aggregation="max", config=config)
+    assert mode == "first_error" and rule is not None
+    logp = torch.log_softmax(torch.randn(valid.n_sentences, 2, generator=torch.Generator().manual_seed(0)), 1)
+    exact, _, _ = hazard_terms(logp, valid.bag_index, valid.labels, valid.gold)
+    assert rule(logp) == pytest.approx(float(exact.mean()))
+    with pytest.raises(ValueError, match="worst step"):
+        logp_validator(valid, aggregation="mean", config=config)

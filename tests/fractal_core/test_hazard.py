@@ -15,8 +15,8 @@ from fractal_core.fitting.config import LossWeights, TrainConfig
 from fractal_core.fitting.context import FitContext
 from fractal_core.fitting.estimator import FractalModel
 from fractal_core.fitting.first_error import choose_first_error_rule, default_rule
-from fractal_core.fitting.objectives import logp_validator
 from fractal_core.fitting.fit import fit_method
+from fractal_core.fitting.objectives import logp_validator
 from fractal_core.mil.hazard import (
     first_error_protocol,
     first_gold_problem,

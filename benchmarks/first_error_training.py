@@ -43,6 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BASE = TrainConfig(device="cpu")
 VARIANTS: dict[str, tuple[str, TrainConfig]] = {
     "hybrid": ("hybrid", BASE),
+    "hybrid(context)": ("hybrid", TrainConfig(device="cpu", scorer="context")),
+    "supervised": ("supervised", BASE),
     "hazard(rank=0)": ("hazard", TrainConfig(device="cpu", hazard_rank=0.0)),
     "hazard(rank=1)": ("hazard", BASE),
     "hazard(rank=3)": ("hazard", TrainConfig(device="cpu", hazard_rank=3.0)),
@@ -61,7 +63,8 @@ VARIANTS: dict[str, tuple[str, TrainConfig]] = {
         TrainConfig(device="cpu", scorer="context", valid_metric="first_error"),
     ),
 }
-"""name -> (method, config); ``hybrid`` is today's method (the reference, not a candidate). Names hold no comma
+"""name -> (method, config); ``hybrid`` (today's method) and ``supervised`` (gold only) are references, not
+candidates. Names hold no comma
 (the command line lists them comma-separated); ``stop=first_error``: early stopping on the exact first-error
 likelihood of valid (``valid_metric="first_error"``) instead of the sentence AUC of its gold."""
 
@@ -158,7 +161,7 @@ def run_valid(args: argparse.Namespace) -> None:
 def choose_variant(args: argparse.Namespace) -> None:
     """Merge valid result files, print the valid table and keep the best variant (module docstring)."""
     groups = _groups([RESULTS / name for name in args.files.split(",")])
-    candidates = {v: _score(rs) for v, rs in groups.items() if VARIANTS[v][0] != "hybrid"}
+    candidates = {v: _score(rs) for v, rs in groups.items() if VARIANTS[v][0] == "hazard"}
     chosen = max(candidates, key=lambda v: candidates[v])
     criterion = "mean over seeds of (official F1 + F key top-1) / 2 on valid"
     save("first_error_valid.json", {"criterion": criterion, "scores": candidates, "chosen": chosen})
@@ -174,6 +177,7 @@ def run_test(args: argparse.Namespace) -> None:
     payload: dict[str, Any] = {"machine": machine(), "command": _command(args), "chosen": chosen, "runs": {}}
     for dataset in args.datasets.split(","):
         golds = (args.gold, 1.0) if dataset == "processbench" and args.all_gold else (args.gold,)
+        golds = tuple(g for g in golds if args.gold_only is None or g == args.gold_only)
         prepared = load(dataset, data=args.data)
         groups: dict[str, list[dict[str, Any]]] = payload["runs"].setdefault(dataset, {})
         for gold in golds:
@@ -222,6 +226,7 @@ def main() -> None:
             )
             p.add_argument("--datasets", default="processbench,delucionqa")
             p.add_argument("--all-gold", action=argparse.BooleanOptionalAction, default=True)
+            p.add_argument("--gold-only", type=float, default=None, help="run only this gold fraction")
     for name, func in (("choose", choose_variant), ("report", report)):
         p = sub.add_parser(name)
         p.add_argument(

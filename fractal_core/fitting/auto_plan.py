@@ -25,6 +25,10 @@ AUTO_SE_MULTIPLE_GOLD = 0.0
 given the label. Chosen on the valid splits (10% gold, seeds 0-2): the one-standard-error rule with gold chose
 worse than the plain best on both (ProcessBench 0.8176 against 0.8241, DelucionQA 0.8448 against 0.8551;
 BENCHMARKS.md). The paired standard errors are still computed, stored and behind the weak-evidence flag."""
+AUTO_HAZARD_SCORER = "context"
+"""The scorer of ``auto``'s hazard candidate: the contextual scorer (causal on first-error data), chosen on
+ProcessBench valid over the MLP (official F1 0.32 against 0.22, F key top-1 0.27-0.29 against 0.22;
+BENCHMARKS.md, "Training that targets the first error")."""
 AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "priors", "hybrid", "hazard")
 """``auto``'s candidates from simplest to most elaborate (priors: smaller cosine weight first)."""
 AUTO_GOLD_RESAMPLES = 1000
@@ -74,7 +78,7 @@ def auto_candidates(
         out += [Candidate(f"hybrid(fold {f + 1})", hybrid, fold=f) for f in range(AUTO_CROSS_FIT_FOLDS)]
         out.append(Candidate("hybrid", hybrid, refit=True))
     if has_gold and first_error and aggregation == "max":
-        hazard = plan("hazard")
+        hazard = plan("hazard", replace(config, scorer=AUTO_HAZARD_SCORER))
         out += [Candidate(f"hazard(fold {f + 1})", hazard, fold=f) for f in range(AUTO_CROSS_FIT_FOLDS)]
         out.append(Candidate("hazard", hazard, refit=True))
     return tuple(out)

@@ -3,7 +3,7 @@ of its bag objective (:class:`MethodPlan`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.method_table import method
@@ -112,8 +112,12 @@ def _single_stages(name: str, aggregation: str, config: TrainConfig) -> tuple[st
 
 
 def single_plan(name: str, *, asked: str, aggregation: str, config: TrainConfig) -> MethodPlan:
-    """The plan of the single (not ``auto``) method ``name``, asked for as ``asked``."""
+    """The plan of the single (not ``auto``) method ``name``, asked for as ``asked``. ``hazard`` early-stops on
+    its own objective, the exact first-error likelihood of the validation responses, unless the config names
+    another ``valid_metric`` (chosen on ProcessBench valid over the sentence AUC of its gold: BENCHMARKS.md)."""
     entry = method(name)
+    if name == "hazard" and config.valid_metric == "auto":
+        config = replace(config, valid_metric="first_error")
     return MethodPlan(
         name=asked,
         pipeline=name,

@@ -20,6 +20,7 @@ from __future__ import annotations
 from fractal_core.fitting.auto_plan import (
     AUTO_CROSS_FIT_FOLDS,
     AUTO_GOLD_RESAMPLES,
+    AUTO_HAZARD_SCORER,
     AUTO_PRIOR_WEIGHTS,
     AUTO_SE_MULTIPLE,
     AUTO_SE_MULTIPLE_GOLD,
@@ -145,6 +146,7 @@ def method_descriptions(config: TrainConfig | None = None) -> dict[str, str]:
 __all__ = [
     "AUTO_CROSS_FIT_FOLDS",
     "AUTO_GOLD_RESAMPLES",
+    "AUTO_HAZARD_SCORER",
     "AUTO_PRIOR_WEIGHTS",
     "AUTO_SE_MULTIPLE",
     "AUTO_SE_MULTIPLE_GOLD",

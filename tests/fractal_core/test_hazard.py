@@ -116,6 +116,9 @@ def test_hazard_is_a_method_of_the_suite() -> None:
     plan = registry.resolve("hazard", has_gold=True, aggregation="max")
     assert plan.stages == ("bag",) and not plan.needs_gold
     assert plan.loss_weights == pytest.approx({"hazard": 0.9, "cosine": 0.1})
+    assert plan.config.valid_metric == "first_error"  # its own likelihood, unless the config names another
+    bag = TrainConfig(valid_metric="bag")
+    assert registry.resolve("hazard", has_gold=True, aggregation="max", config=bag).config.valid_metric == "bag"
     alone = registry.resolve(
         "hazard", has_gold=False, aggregation="max", config=TrainConfig(weights=LossWeights(cosine=0.0))
     )
@@ -173,6 +176,8 @@ def test_auto_offers_hazard_on_first_error_data_only() -> None:
         for c in registry.resolve("fractal", has_gold=True, aggregation="max", first_error=True).candidates
     ]
     assert names[-3:] == ["hazard(fold 1)", "hazard(fold 2)", "hazard"]
+    hazard = registry.resolve("fractal", has_gold=True, aggregation="max", first_error=True).candidates[-1]
+    assert hazard.refit and hazard.plan.config.scorer == registry.AUTO_HAZARD_SCORER
     assert "hazard" not in [
         c.name for c in registry.resolve("fractal", has_gold=True, aggregation="max").candidates
     ]

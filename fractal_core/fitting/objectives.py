@@ -109,7 +109,9 @@ def logp_validator(
 
     if mode == "first_error":
         if aggregation != "max":
-            raise ValueError("valid_metric='first_error' needs step responses labelled by their worst step (max)")
+            raise ValueError(
+                "valid_metric='first_error' needs step responses labelled by their worst step (max)"
+            )
         return validate_first_error, mode
     return (validate_sentence if mode == "sentence" else validate_bag), mode
 

@@ -118,7 +118,9 @@ def test_hazard_is_a_method_of_the_suite() -> None:
     assert plan.loss_weights == pytest.approx({"hazard": 0.9, "cosine": 0.1})
     assert plan.config.valid_metric == "first_error"  # its own likelihood, unless the config names another
     bag = TrainConfig(valid_metric="bag")
-    assert registry.resolve("hazard", has_gold=True, aggregation="max", config=bag).config.valid_metric == "bag"
+    assert (
+        registry.resolve("hazard", has_gold=True, aggregation="max", config=bag).config.valid_metric == "bag"
+    )
     alone = registry.resolve(
         "hazard", has_gold=False, aggregation="max", config=TrainConfig(weights=LossWeights(cosine=0.0))
     )

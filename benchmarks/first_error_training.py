@@ -45,6 +45,7 @@ VARIANTS: dict[str, tuple[str, TrainConfig]] = {
     "hybrid": ("hybrid", BASE),
     "hybrid(context)": ("hybrid", TrainConfig(device="cpu", scorer="context")),
     "supervised": ("supervised", BASE),
+    "fractal": ("fractal", BASE),
     "hazard(rank=0)": ("hazard", TrainConfig(device="cpu", hazard_rank=0.0)),
     "hazard(rank=1)": ("hazard", BASE),
     "hazard(rank=3)": ("hazard", TrainConfig(device="cpu", hazard_rank=3.0)),
@@ -63,8 +64,8 @@ VARIANTS: dict[str, tuple[str, TrainConfig]] = {
         TrainConfig(device="cpu", scorer="context", valid_metric="first_error"),
     ),
 }
-"""name -> (method, config); ``hybrid`` (today's method) and ``supervised`` (gold only) are references, not
-candidates. Names hold no comma
+"""name -> (method, config); ``hybrid`` (today's method), ``supervised`` (gold only) and ``fractal`` (``auto``,
+which now tries hazard on first-error data) are references, not candidates. Names hold no comma
 (the command line lists them comma-separated); ``stop=first_error``: early stopping on the exact first-error
 likelihood of valid (``valid_metric="first_error"``) instead of the sentence AUC of its gold."""
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Final
 
-from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.config import ScorerKind, TrainConfig
 from fractal_core.fitting.method_plan import Candidate, MethodPlan, single_plan
 
 AUTO_PRIOR_WEIGHTS: tuple[float, ...] = (0.1,)
@@ -25,7 +26,7 @@ AUTO_SE_MULTIPLE_GOLD = 0.0
 given the label. Chosen on the valid splits (10% gold, seeds 0-2): the one-standard-error rule with gold chose
 worse than the plain best on both (ProcessBench 0.8176 against 0.8241, DelucionQA 0.8448 against 0.8551;
 BENCHMARKS.md). The paired standard errors are still computed, stored and behind the weak-evidence flag."""
-AUTO_HAZARD_SCORER = "context"
+AUTO_HAZARD_SCORER: Final[ScorerKind] = "context"
 """The scorer of ``auto``'s hazard candidate: the contextual scorer (causal on first-error data), chosen on
 ProcessBench valid over the MLP (official F1 0.32 against 0.22, F key top-1 0.27-0.29 against 0.22;
 BENCHMARKS.md, "Training that targets the first error")."""

@@ -63,6 +63,22 @@ def print_table(results: list[dict[str, Any]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    for method in methods:
+        _print_groups(method, [r for r in results if r["method"] == method])
+
+
+def _print_groups(method: str, runs: list[dict[str, Any]]) -> None:
+    """First-error data: the official F1 per ``task`` / subset (``first_error_f1_by_<name>``), mean ± std over
+    seeds, one line per grouping."""
+    from fractal_core.evaluation.metrics import summarize
+
+    prefix = "first_error_f1_by_"
+    for key in sorted({k for r in runs for k in r if k.startswith(prefix)}):
+        groups = sorted({g for r in runs for g in r.get(key) or {}})
+        values = [{g: (r.get(key) or {}).get(g) for g in groups} for r in runs]
+        stats = summarize(values, keys=groups)
+        cells = ", ".join(f"{g} {_fmt(stats[g])}" for g in groups)
+        typer.echo(f"{method}: first_error_f1 by {key.removeprefix(prefix)}: {cells}")
 
 
 def evaluate_cmd(

@@ -22,14 +22,14 @@ from fractal_core.evaluation.metrics import first_error_f1, tune_first_error_thr
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.estimator import FractalModel, resolve_device, task_of
-from fractal_core.fitting.first_error import choose_first_error_rule, rule_top1
+from fractal_core.fitting.first_error import choose_first_error_rule, default_rule, rule_top1
 from fractal_core.fitting.methods import first_error_annotated
 from fractal_core.mil.reductions import segment_count, segment_mean
 from fractal_core.mil.reviewer import FIRST_ERROR_RULES
 
 LabelView = Literal["native", "binary", "mean"]
 LABEL_VIEWS: tuple[str, ...] = ("native", "binary", "mean")
-USES_GOLD_FRACTION = {"hybrid", "fractal", "auto"}
+USES_GOLD_FRACTION = {"hybrid", "hazard", "fractal", "auto"}
 
 
 @dataclass
@@ -140,7 +140,9 @@ def first_error_report(model: FractalModel, prepared: PreparedSplits) -> dict[st
             bags.bag_index.cpu().numpy(),
             bags.labels.double().cpu().numpy(),
         )
-    choice = choose_first_error_rule(*arrays["valid"], aggregation="max")
+    choice = choose_first_error_rule(
+        *arrays["valid"], aggregation="max", default=default_rule(getattr(model, "resolved_method_", None))
+    )
     out: dict[str, Any] = {
         f"fkey_top1_{rule}": rule_top1(
             *arrays["test"], aggregation="max", rule=rule, calibration=choice.calibration

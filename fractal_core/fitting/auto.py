@@ -9,12 +9,14 @@ best held-out figure:
   labels: a logistic map fitted by the exact bag likelihood of the training labels; the ``prior_only`` baseline
   method is the raw target), ``bagloss``, ``priors`` at each cosine weight of ``registry.AUTO_PRIOR_WEIGHTS``
   (warm-started from the BagLoss scorer, early-stopped with ``registry.AUTO_WARM_PATIENCE``) and, when the
-  training bags carry gold sentence labels, ``hybrid``. PsLab is not a candidate: on the validation splits the
-  rule below never chose it, and it cost one more training stage. With ``registry.AUTO_BLEND`` (off by
-  default), also ``blend``: the BagLoss scorer's logit and the response-centred cosine prior's logit mixed by a
-  3-parameter map fitted on the judged bags' labels (``calibration.Calibration``, ``kind="blend"``; no
-  training). It is off because on the valid splits of every view built from the shared data the likelihood
-  preferred it where it ranked sentences worse given the label than BagLoss.
+  training bags carry gold sentence labels, ``hybrid`` (and ``hazard`` when that gold follows the first-error
+  protocol of step data, read from the data: ``registry.resolve(first_error=...)``). PsLab is not a candidate:
+  on the validation splits the rule below never chose it, and it cost one more training stage. With
+  ``registry.AUTO_BLEND`` (off by default), also ``blend``: the BagLoss scorer's logit and the response-centred
+  cosine prior's logit mixed by a 3-parameter map fitted on the judged bags' labels
+  (``calibration.Calibration``, ``kind="blend"``; no training). It is off because on the valid splits of every
+  view built from the shared data the likelihood preferred it where it ranked sentences worse given the label
+  than BagLoss.
 - without gold: the exact log-likelihood of the validation responses' labels (noisy-OR / product / exact ordinal
   max, the Poisson-binomial count for proportions), from each candidate's scores, and the one-standard-error
   rule (:func:`choose`): the candidates differ by a few thousandths of a nat per response on a few hundred
@@ -218,10 +220,11 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
         fitted[candidate.name] = _Fitted(method, judged_by, judged, gold)
 
     base: SentenceScorer | None = None
-    cross_fit: list[GoldScores] = []
-    hybrid_started: float | None = None
+    cross_fit: dict[str, list[GoldScores]] = {}  # pipeline -> its fold candidates' held-out gold scores
+    gold_started: dict[str, float] = {}  # pipeline -> when its first fold candidate started
     for candidate in plan.candidates:
         t0 = time.perf_counter()
+        pipeline = candidate.plan.pipeline
         if candidate.blend:  # BagLoss's scorer and the cosine prior mixed by a map fitted on the judged bags
             assert base is not None, "the blend follows the BagLoss candidate"
             with torch.no_grad():
@@ -231,21 +234,25 @@ def fit_auto(plan: registry.MethodPlan, context: FitContext) -> FitResult:
         elif not candidate.plan.trained:  # the calibrated cosine prior: no scorer, a few parameters
             calibration = fit_prior_calibration(weak, aggregation=aggregation, n_classes=n_classes)
             record(candidate, calibration, time.perf_counter() - t0)
-        elif candidate.fold is not None:  # hybrid on a fold's complement of the gold, scored on the fold
-            hybrid_started = hybrid_started or t0
+        elif (
+            candidate.fold is not None
+        ):  # hybrid / hazard on a fold's complement of the gold, scored on the fold
+            gold_started.setdefault(pipeline, t0)
             keep = gold_bag_mask.clone()
             keep[folds[candidate.fold]] = False
             if not bool(keep.any()):
-                continue  # a single gold response: this fold's complement has no gold to train hybrid on
+                continue  # a single gold response: this fold's complement has no gold to train on
             part = fit(candidate, hide_gold(train, keep))
             if held_out is not None:
                 fold = folds[candidate.fold]
-                cross_fit.append(gold_scores(part, train.select(fold), aggregation, fold))
-        elif candidate.plan.needs_gold:  # hybrid on all the gold, judged by its cross-fitted scores
-            hybrid_started = hybrid_started or t0
+                cross_fit.setdefault(pipeline, []).append(
+                    gold_scores(part, train.select(fold), aggregation, fold)
+                )
+        elif candidate.refit:  # on all the gold, judged by its cross-fitted scores
+            gold_started.setdefault(pipeline, t0)
             full = fit(candidate, train)
-            both = pooled(cross_fit) if cross_fit else None
-            record(candidate, full, time.perf_counter() - hybrid_started, cross_fit=both)
+            both = pooled(cross_fit[pipeline]) if cross_fit.get(pipeline) else None
+            record(candidate, full, time.perf_counter() - gold_started[pipeline], cross_fit=both)
         else:  # BagLoss, then BagLoss + cosine prior warm-started from it (the prior only moves a fitted scorer)
             init = base if candidate.warm_start else None
             model = fit(candidate, weak, init=init)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Final
 
-from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.config import ScorerKind, TrainConfig
 from fractal_core.fitting.method_plan import Candidate, MethodPlan, single_plan
 
 AUTO_PRIOR_WEIGHTS: tuple[float, ...] = (0.1,)
@@ -27,12 +28,16 @@ then the best is. Chosen on the valid splits (10% gold, seeds 0-2; BENCHMARKS.md
 plain hybrid and level with the plain best (ProcessBench 0.8232 / hybrid 0.8232 / plain best 0.8241;
 DelucionQA 0.8555 / 0.8357 / 0.8555), where 1 SE kept hybrid on every seed (DelucionQA 0.8357) and the plain
 best fell below hybrid on other data."""
-AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "blend", "priors", "hybrid")
+AUTO_SIMPLICITY: tuple[str, ...] = ("bagloss", "prior_only", "blend", "priors", "hybrid", "hazard")
 """``auto``'s candidates from simplest to most elaborate (priors: smaller cosine weight first): without gold,
 the one kept among those tied within the band is the first in this order."""
 AUTO_GOLD_DEFAULT = "hybrid"
 """Judged by gold, the candidate kept unless another beats its gold AUC given the label by more than the band
 (``AUTO_SE_MULTIPLE_GOLD``), and then the best is kept: hybrid, the one candidate that learns from the gold."""
+AUTO_HAZARD_SCORER: Final[ScorerKind] = "context"
+"""The scorer of ``auto``'s hazard candidate: the contextual scorer (causal on first-error data), chosen on
+ProcessBench valid over the MLP (official F1 0.32 against 0.22, F key top-1 0.27-0.29 against 0.22;
+BENCHMARKS.md, "Training that targets the first error")."""
 AUTO_GOLD_RESAMPLES = 1000
 """Bootstrap replicates (gold responses drawn with replacement) behind the paired standard error of a gold AUC
 difference when ``auto`` judges by gold (more move the standard error by well under a tenth of itself)."""
@@ -66,11 +71,18 @@ def auto_prior_weights(config: TrainConfig | None = None) -> tuple[float, ...]:
 
 
 def auto_candidates(
-    *, has_gold: bool, aggregation: str, config: TrainConfig, blend: bool | None = None
+    *,
+    has_gold: bool,
+    aggregation: str,
+    config: TrainConfig,
+    blend: bool | None = None,
+    first_error: bool = False,
 ) -> tuple[Candidate, ...]:
     """``auto``'s fits in the order they run: the calibrated prior (no training stage), BagLoss, the blend of
-    the two when ``blend`` (default ``AUTO_BLEND``; no training stage), BagLoss + cosine prior at each weight (warm-started from BagLoss, shorter patience) and, with gold, hybrid on each
-    cross-fitting fold's complement and then on all the gold."""
+    the two when ``blend`` (default ``AUTO_BLEND``; no training stage), BagLoss + cosine prior at each weight
+    (warm-started from BagLoss, shorter patience) and, with gold, hybrid on each cross-fitting fold's complement
+    and then on all the gold; then, when the gold follows the first-error protocol of step data
+    (``first_error``, read from the data), the hazard method the same way."""
 
     def plan(name: str, cfg: TrainConfig = config) -> MethodPlan:
         return single_plan(name, asked=name, aggregation=aggregation, config=cfg)
@@ -88,5 +100,9 @@ def auto_candidates(
     if has_gold:
         hybrid = plan("hybrid")
         out += [Candidate(f"hybrid(fold {f + 1})", hybrid, fold=f) for f in range(AUTO_CROSS_FIT_FOLDS)]
-        out.append(Candidate("hybrid", hybrid))
+        out.append(Candidate("hybrid", hybrid, refit=True))
+    if has_gold and first_error and aggregation == "max":
+        hazard = plan("hazard", replace(config, scorer=AUTO_HAZARD_SCORER))
+        out += [Candidate(f"hazard(fold {f + 1})", hazard, fold=f) for f in range(AUTO_CROSS_FIT_FOLDS)]
+        out.append(Candidate("hazard", hazard, refit=True))
     return tuple(out)

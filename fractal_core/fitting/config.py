@@ -15,7 +15,7 @@ from fractal_core import fields
 from fractal_core.errors import InputError
 from fractal_core.mil.variants import DEFAULT_BAG_VARIANT, BagVariant
 
-ValidMetric = Literal["auto", "sentence", "bag"]
+ValidMetric = Literal["auto", "sentence", "bag", "first_error"]
 ScorerKind = Literal["mlp", "context"]
 ContextDirection = Literal["auto", "causal", "bidirectional"]
 ProportionLoss = Literal["mse", "count"]
@@ -29,6 +29,9 @@ class LossWeights:
     cosine: float = 0.1  # cosine prior: sentence/context similarity as a soft target
     correlation: float = 0.0  # correlation prior: correlated sentences pulled to the same label
     hybrid: float = 0.1  # hybrid prior: soft targets of an instance model trained on gold labels
+    hazard: float = (
+        0.9  # first-error hazard likelihood of response labels and gold first errors (hazard method)
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -70,7 +73,9 @@ class TrainConfig:
     patience: int = 5  # epochs without validation improvement before stopping
     teacher_implied: bool = False  # hybrid teacher also trains on sentence labels implied by response labels
     pslab: bool = False  # finish weakly supervised methods with maximum-likelihood pseudo-labels
-    valid_metric: ValidMetric = "auto"  # early stopping: sentence AUC when validation has gold, else bag loss
+    # early stopping: sentence AUC when validation has gold, else bag loss; "first_error": the exact first-error
+    # (hazard) log-likelihood of the validation responses' gold first errors and labels
+    valid_metric: ValidMetric = "auto"
     valid_fraction: float = (
         0.1  # share of training bags held out for early stopping when no valid set is given
     )
@@ -79,6 +84,7 @@ class TrainConfig:
     # "Training"); 0 keeps torch's default
     cpu_threads: int = 1
     min_gold_for_valid: int = 20  # labelled validation sentences needed (both classes) to early-stop on them
+    hazard_rank: float = 1.0  # hazard method: weight of log P(first = gold first error | a problem)
 
     def __post_init__(self) -> None:
         fields.choice("bag_variant", self.bag_variant, BagVariant)
@@ -103,6 +109,7 @@ class TrainConfig:
         fields.text("device", self.device, empty=False)
         fields.integer("cpu_threads", self.cpu_threads, low=0)
         fields.integer("min_gold_for_valid", self.min_gold_for_valid, low=0)
+        fields.number("hazard_rank", self.hazard_rank, low=0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,6 +13,7 @@ from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.model import SentenceScorer
 from fractal_core.fitting.train import ProgressFn, StageResult
+from fractal_core.mil.hazard import first_error_protocol
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,13 @@ class FitContext:
 
     def plan(self, method: str) -> registry.MethodPlan:
         """``method`` resolved against this data and config (:func:`registry.resolve`)."""
+        train = self.train
         return registry.resolve(
-            method, has_gold=self.has_gold, aggregation=self.aggregation, config=self.config
+            method,
+            has_gold=self.has_gold,
+            aggregation=self.aggregation,
+            config=self.config,
+            first_error=first_error_protocol(train.gold, train.bag_index, train.n_bags),
         )
 
     def but(self, **changes: Any) -> FitContext:

@@ -25,7 +25,7 @@ from fractal_core.fitting import registry
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.calibration import fit_calibration
 from fractal_core.fitting.context import FitContext
-from fractal_core.fitting.first_error import FirstErrorChoice, choose_first_error_rule
+from fractal_core.fitting.first_error import FirstErrorChoice, choose_first_error_rule, default_rule
 from fractal_core.fitting.fit import fit_method
 from fractal_core.fitting.fitted_model import FittedModel
 from fractal_core.fitting.methods import METHODS
@@ -166,7 +166,7 @@ class FractalModel(FittedModel):
         if self.calibration_ is None:
             self.calibration_ = self._bag_calibration(valid if valid is not None and valid.n_bags else train)
         self.metrics_ = {}
-        self.first_error_rule_ = FirstErrorChoice()
+        self.first_error_rule_ = FirstErrorChoice(rule=default_rule(self.resolved_method_))
         self.step_calibration_ = StepCalibration(reason="identity: no held-out responses")
         if valid is not None and valid.n_bags:
             self.step_calibration_ = self.fit_step_calibration(valid)
@@ -195,8 +195,9 @@ class FractalModel(FittedModel):
         bags at fit time, so the choice is made on responses the model did not train on. ``calibrated_mode``
         uses the model's step calibration (fitted on these gold steps, or on their response labels)."""
         labelled = bags.gold >= 0
+        default = default_rule(getattr(self, "resolved_method_", None))
         if not bool(labelled.any()):
-            return FirstErrorChoice()
+            return FirstErrorChoice(rule=default)
         step = getattr(self, "step_calibration_", None)
         return choose_first_error_rule(
             self.predict_bags(bags).double().cpu().numpy(),
@@ -204,6 +205,7 @@ class FractalModel(FittedModel):
             bags.bag_index.cpu().numpy(),
             bags.labels.double().cpu().numpy(),
             aggregation=self.aggregation_,
+            default=default,
             # None: fitted here on these gold steps, the same fit as the step calibration's (measured cross-fitted)
             calibration=None
             if step is None or (step.fitted_on == "gold_steps" and not step.identity)

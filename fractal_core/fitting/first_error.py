@@ -28,6 +28,9 @@ from fractal_core.mil.reviewer import (
     pick_first_error_flat,
 )
 
+HAZARD_METHODS: Final = frozenset({"hazard"})
+"""Methods whose step scores are hazards, P(step wrong | earlier steps fine): their own answer to "which step
+is the first error" is the mode of the first-error distribution, so that rule is their default."""
 MIN_ERRONEOUS: Final = 10
 """Validation responses with a gold first error needed before a rule other than the default can be chosen."""
 
@@ -74,6 +77,13 @@ class FirstErrorChoice:
             n_erroneous=int(data.get("n_erroneous_valid", 0)),
             reason=str(data.get("reason", "")),
         )
+
+
+def default_rule(method: str | None) -> str:
+    """The F key's default rule for a model fitted by ``method`` (the rule kept unless valid shows another is
+    better by more than one paired standard error): ``first_error_mode`` for :data:`HAZARD_METHODS`, else
+    ``DEFAULT_FIRST_ERROR_RULE``."""
+    return "first_error_mode" if method in HAZARD_METHODS else DEFAULT_FIRST_ERROR_RULE
 
 
 def _rule_hits(
@@ -150,6 +160,7 @@ def choose_first_error_rule(
     *,
     aggregation: str,
     calibration: PlattMap | None = None,
+    default: str = DEFAULT_FIRST_ERROR_RULE,
 ) -> FirstErrorChoice:
     """The F key's rule chosen on validation responses: scores (N,) P(level >= 1), gold (N,) sentence labels
     (-1 none), bag_index (N,) with steps in order, labels (B,) response labels. ``calibration``: the map
@@ -160,17 +171,23 @@ def choose_first_error_rule(
     Only ``max`` responses have first errors to point at (step data); others, and validation sets with fewer
     than :data:`MIN_ERRONEOUS` responses with a gold first error, keep the default rule (the figures are still
     reported when there are any). Otherwise the one-standard-error rule (module docstring): the first rule of
-    ``FIRST_ERROR_RULES`` whose top-1 is within one paired standard error of the best.
+    ``FIRST_ERROR_RULES`` whose top-1 is within one paired standard error of the best, ``default`` (see
+    :func:`default_rule`) ranked first.
     """
+    if default not in FIRST_ERROR_RULES:
+        raise ValueError(f"unknown first-error rule {default!r}")
+    order = (default, *[r for r in FIRST_ERROR_RULES if r != default])
     s = np.asarray(scores, dtype=np.float64)
     g = np.asarray(gold, dtype=np.int64)
     index = np.asarray(bag_index, dtype=np.int64)
     y = np.asarray(labels, dtype=np.float64)
     if aggregation != "max":
-        return FirstErrorChoice(reason=f"default rule: {aggregation} responses have no first error")
+        return FirstErrorChoice(
+            rule=default, reason=f"default rule: {aggregation} responses have no first error"
+        )
     n_erroneous = int((np.bincount(index[g >= 1], minlength=len(y)) > 0).sum())
     if n_erroneous == 0:
-        return FirstErrorChoice()
+        return FirstErrorChoice(rule=default)
     hits = {
         rule: _rule_hits(s, g, index, y, aggregation=aggregation, rule=rule)
         for rule in FIRST_ERROR_RULES
@@ -186,15 +203,16 @@ def choose_first_error_rule(
     top1 = {rule: float(hits[rule].mean()) for rule in FIRST_ERROR_RULES}
     if n_erroneous < MIN_ERRONEOUS:
         return FirstErrorChoice(
+            rule=default,
             calibration=calibration,
             top1=top1,
             n_erroneous=n_erroneous,
             reason=f"default rule: {n_erroneous} validation responses with a gold first error "
             f"(fewer than {MIN_ERRONEOUS})",
         )
-    rows: list[dict[str, Any]] = [{"method": rule, "score": top1[rule]} for rule in FIRST_ERROR_RULES]
-    per_response = np.stack([hits[rule].astype(np.float64) for rule in FIRST_ERROR_RULES])  # (rules, E)
-    best = FIRST_ERROR_RULES[choose(rows, per_response, order=FIRST_ERROR_RULES)]
+    rows: list[dict[str, Any]] = [{"method": rule, "score": top1[rule]} for rule in order]
+    per_response = np.stack([hits[rule].astype(np.float64) for rule in order])  # (rules, E)
+    best = order[choose(rows, per_response, order=order)]
     return FirstErrorChoice(
         rule=best,
         calibration=calibration,
@@ -205,4 +223,11 @@ def choose_first_error_rule(
     )
 
 
-__all__ = ["MIN_ERRONEOUS", "FirstErrorChoice", "choose_first_error_rule", "rule_top1"]
+__all__ = [
+    "HAZARD_METHODS",
+    "MIN_ERRONEOUS",
+    "FirstErrorChoice",
+    "choose_first_error_rule",
+    "default_rule",
+    "rule_top1",
+]

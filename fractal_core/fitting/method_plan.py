@@ -3,7 +3,7 @@ of its bag objective (:class:`MethodPlan`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.method_table import method
@@ -16,13 +16,14 @@ STAGE_SUPERVISED = "supervised"  # instance model on gold sentence labels only
 STAGE_EMBED = "embed"  # not a training stage: embedding look-up / computation before training
 
 
-LOSS_TERMS: tuple[str, ...] = ("bag", "cosine", "correlation", "hybrid")
+LOSS_TERMS: tuple[str, ...] = ("bag", "cosine", "correlation", "hybrid", "hazard")
 """The terms of a bag stage's objective, named like the fields of ``LossWeights``."""
 _METHOD_TERMS: dict[str, tuple[str, ...]] = {
     "bagloss": ("bag",),
     "priors": ("bag", "cosine", "correlation"),
     "pslab": ("bag", "cosine", "correlation"),
     "hybrid": ("bag", "cosine", "correlation", "hybrid"),
+    "hazard": ("hazard", "cosine"),
 }
 
 
@@ -33,7 +34,8 @@ class Candidate:
     ``warm_start``: its bag stage starts from the BagLoss candidate's scorer. ``fold``: hybrid trained without
     the gold of cross-fitting fold ``fold`` (0-based) and scored on it; ``None``: trained on all the gold.
     ``cosine``: the cosine weight of a priors candidate. ``blend``: no fit of its own; the BagLoss candidate's
-    scorer and the cosine prior mixed by a logistic map of both logits fitted on the judged bags.
+    scorer and the cosine prior mixed by a logistic map of both logits fitted on the judged bags. ``refit``:
+    trained on all the gold and judged by the pooled scores of its fold candidates (hybrid, hazard).
     """
 
     name: str
@@ -42,6 +44,7 @@ class Candidate:
     fold: int | None = None
     cosine: float | None = None
     blend: bool = False
+    refit: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,12 @@ def _single_stages(name: str, aggregation: str, config: TrainConfig) -> tuple[st
         return ()
     if name == "supervised":
         return (STAGE_SUPERVISED,)
-    if name in ("bagloss", "priors"):
+    if name == "hazard" and aggregation != "max":
+        raise ValueError(
+            "method 'hazard' scores steps by where the first error is: it needs responses labelled by their "
+            f"worst step (max), not {aggregation}"
+        )
+    if name in ("bagloss", "priors", "hazard"):
         return (STAGE_BAG,)
     if name == "pslab":
         return (STAGE_BAG, STAGE_PSLAB) if pslab_ok else (STAGE_BAG,)
@@ -106,8 +114,12 @@ def _single_stages(name: str, aggregation: str, config: TrainConfig) -> tuple[st
 
 
 def single_plan(name: str, *, asked: str, aggregation: str, config: TrainConfig) -> MethodPlan:
-    """The plan of the single (not ``auto``) method ``name``, asked for as ``asked``."""
+    """The plan of the single (not ``auto``) method ``name``, asked for as ``asked``. ``hazard`` early-stops on
+    its own objective, the exact first-error likelihood of the validation responses, unless the config names
+    another ``valid_metric`` (chosen on ProcessBench valid over the sentence AUC of its gold: BENCHMARKS.md)."""
     entry = method(name)
+    if name == "hazard" and config.valid_metric == "auto":
+        config = replace(config, valid_metric="first_error")
     return MethodPlan(
         name=asked,
         pipeline=name,

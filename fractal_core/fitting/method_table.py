@@ -22,12 +22,13 @@ METHOD_LIST: tuple[Method, ...] = (
     Method(
         "fractal",
         "Recommended: the same as auto (prior-only, BagLoss, BagLoss + cosine prior and, with gold sentence "
-        "labels, hybrid, chosen on held-out data; the simplest when they tie).",
+        "labels, hybrid, and hazard when the gold stops at each first error, chosen on held-out data; the "
+        "simplest when they tie).",
     ),
     Method(
         "auto",
-        "Fits prior-only, BagLoss, BagLoss + cosine prior (warm-started from BagLoss) and, with gold, hybrid; "
-        "keeps the "
+        "Fits prior-only, BagLoss, BagLoss + cosine prior (warm-started from BagLoss) and, with gold, hybrid "
+        "(and hazard on step data whose gold stops at each first error); keeps the "
         "simplest within {auto_se} paired standard error(s) of the best held-out figure: the bag likelihood, or "
         "the gold AUC given the label when there is gold.",
     ),
@@ -45,6 +46,11 @@ METHOD_LIST: tuple[Method, ...] = (
         "hybrid",
         "Hybrid prior from a model of the gold sentence labels + {priors}{hybrid_tail} (needs some gold).",
         needs_gold=True,
+    ),
+    Method(
+        "hazard",
+        "First-error hazard (step data): a step's score is P(wrong | earlier steps fine), trained on the exact "
+        "likelihood of the response labels and of the gold first errors{hazard_terms}.",
     ),
     Method(
         "supervised",

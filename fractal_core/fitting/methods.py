@@ -10,6 +10,8 @@ Pipelines (stages are fresh models unless said otherwise):
   + hybrid prior; then PsLab with the gold labels kept when ``TrainConfig.pslab`` is on. Needs some gold
   labels. ``TrainConfig.teacher_implied`` adds the sentence labels implied by the response labels to the
   teacher's data (off: no valid gain).
+- hazard: for step data (max): the exact first-error likelihood (``fractal_core.mil.hazard``) of the response
+  labels and of the gold first errors, + its ranking term and the cosine prior (by their weights).
 - supervised: an instance model on all gold sentence labels (the ceiling).
 PsLab is undefined for mean (LLP) bags: there the soft bag model is the output. Which priors run is decided by
 their weights: the tuned defaults use the cosine prior only (correlation weight 0).
@@ -32,6 +34,7 @@ from fractal_core.fitting.context import FitContext, FitResult
 from fractal_core.fitting.model import SentenceScorer, build_scorer
 from fractal_core.fitting.objectives import bag_objective, instance_objective, make_validator
 from fractal_core.fitting.train import Objective, cpu_threads, train_stage
+from fractal_core.mil.hazard import first_error_protocol
 from fractal_core.mil.losses import proportion_target
 from fractal_core.mil.pslab import pseudo_labels
 
@@ -41,17 +44,10 @@ TRAINED = frozenset(m.name for m in registry.METHOD_LIST if m.trained)
 
 
 def first_error_annotated(bags: BagSet) -> bool:
-    """Whether the gold labels follow the first-error protocol of step data: in every bag with a positive,
-    nothing after its first positive is labelled, and some bag has sentences there (steps after the first
-    wrong one are not judged, because they follow from it)."""
-    positive = bags.gold >= 1
-    if not bool(positive.any()):
-        return False
-    flat = torch.arange(bags.n_sentences, device=bags.device)
-    first = torch.full((bags.n_bags,), bags.n_sentences, dtype=torch.long, device=bags.device)
-    first = first.scatter_reduce(0, bags.bag_index[positive], flat[positive], reduce="amin")
-    after = flat > first[bags.bag_index]
-    return bool(after.any()) and not bool((after & (bags.gold >= 0)).any())
+    """Whether the gold labels of ``bags`` follow the first-error protocol of step data
+    (``mil.hazard.first_error_protocol``: nothing labelled after a bag's first positive, and some bag has
+    sentences there)."""
+    return first_error_protocol(bags.gold, bags.bag_index, bags.n_bags)
 
 
 def scorer_spec(config: TrainConfig, *data: BagSet | None) -> dict[str, object]:

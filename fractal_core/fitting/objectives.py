@@ -13,6 +13,7 @@ from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.model import SentenceScorer
 from fractal_core.fitting.train import Objective, Validator
 from fractal_core.mil.aggregate import positive_score
+from fractal_core.mil.hazard import hazard_loss, hazard_terms
 from fractal_core.mil.losses import (
     bag_log_likelihood,
     bag_loss,
@@ -27,8 +28,8 @@ LogpRule = Callable[[torch.Tensor], float]  # validation sentences' log-probabil
 
 
 def bag_objective(config: TrainConfig, aggregation: str, weights: Mapping[str, float]) -> Objective:
-    """BagLoss + the priors, each term scaled by ``weights`` (``MethodPlan.loss_weights``; absent terms are
-    neither built nor computed)."""
+    """BagLoss (or the first-error hazard likelihood, ``mil.hazard``) + the priors, each term scaled by
+    ``weights`` (``MethodPlan.loss_weights``; absent terms are neither built nor computed)."""
 
     def objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
         logp = model(batch)  # (N, C)
@@ -43,6 +44,10 @@ def bag_objective(config: TrainConfig, aggregation: str, weights: Mapping[str, f
                 variant=config.bag_variant,
                 temperature=config.lse_temperature,
                 proportion=config.proportion_loss,
+            )
+        if "hazard" in weights:
+            loss = loss + weights["hazard"] * hazard_loss(
+                logp, batch.bag_index, batch.labels, batch.gold, rank=config.hazard_rank
             )
         if "cosine" in weights:
             assert batch.cos_target is not None
@@ -77,7 +82,8 @@ def logp_validator(
 ) -> tuple[LogpRule | None, str]:
     """The early-stopping rule as a function of the validation sentences' log-probabilities (N, C): sentence AUC
     on validation gold, else the exact bag log-likelihood (mean over bags; for mean bags the Poisson-binomial
-    likelihood of the count). Returns ``(rule or None, mode)``; any scorer (the MLP, a fine-tuned encoder)
+    likelihood of the count); ``valid_metric="first_error"``: the exact first-error log-likelihood of the
+    validation bags (``mil.hazard.hazard_terms``: gold first errors where known, else the response labels). Returns ``(rule or None, mode)``; any scorer (the MLP, a fine-tuned encoder)
     early-stops by it."""
     if valid is None or valid.n_bags == 0:
         return None, "train_loss"
@@ -98,6 +104,15 @@ def logp_validator(
     def validate_bag(logp: torch.Tensor) -> float:
         return float(bag_log_likelihood(logp, valid.bag_index, valid.labels, aggregation=aggregation).mean())
 
+    def validate_first_error(logp: torch.Tensor) -> float:
+        return float(hazard_terms(logp, valid.bag_index, valid.labels, gold)[0].mean())
+
+    if mode == "first_error":
+        if aggregation != "max":
+            raise ValueError(
+                "valid_metric='first_error' needs step responses labelled by their worst step (max)"
+            )
+        return validate_first_error, mode
     return (validate_sentence if mode == "sentence" else validate_bag), mode
 
 

@@ -22,6 +22,7 @@ from fractal_core.fitting.auto_plan import (
     AUTO_CROSS_FIT_FOLDS,
     AUTO_GOLD_DEFAULT,
     AUTO_GOLD_RESAMPLES,
+    AUTO_HAZARD_SCORER,
     AUTO_PRIOR_WEIGHTS,
     AUTO_SE_MULTIPLE,
     AUTO_SE_MULTIPLE_GOLD,
@@ -60,10 +61,18 @@ from fractal_core.fitting.method_table import (
 )
 
 
-def resolve(name: str, *, has_gold: bool, aggregation: str, config: TrainConfig | None = None) -> MethodPlan:
+def resolve(
+    name: str,
+    *,
+    has_gold: bool,
+    aggregation: str,
+    config: TrainConfig | None = None,
+    first_error: bool = False,
+) -> MethodPlan:
     """Resolve ``name`` once into the plan that runs on such data: ``fractal`` is ``auto`` (which picks the
-    concrete pipeline itself, on the data). Unknown names, gold-needing methods without gold and loss weights
-    that sum to 0 raise ValueError."""
+    concrete pipeline itself, on the data). ``first_error``: the gold follows the first-error protocol of step
+    data (``mil.hazard.first_error_protocol``), which adds the hazard method to ``auto``'s candidates. Unknown
+    names, gold-needing methods without gold and loss weights that sum to 0 raise ValueError."""
     config = config or TrainConfig()
     entry = method(name)
     if training_refusal(name, has_gold=has_gold):
@@ -71,7 +80,9 @@ def resolve(name: str, *, has_gold: bool, aggregation: str, config: TrainConfig 
     pipeline = "auto" if name == "fractal" else entry.name
     if pipeline != "auto":
         return single_plan(pipeline, asked=name, aggregation=aggregation, config=config)
-    candidates = auto_candidates(has_gold=has_gold, aggregation=aggregation, config=config)
+    candidates = auto_candidates(
+        has_gold=has_gold, aggregation=aggregation, config=config, first_error=first_error
+    )
     return MethodPlan(
         name=name,
         pipeline="auto",
@@ -84,10 +95,16 @@ def resolve(name: str, *, has_gold: bool, aggregation: str, config: TrainConfig 
 
 
 def training_stages(
-    name: str, *, has_gold: bool, aggregation: str, config: TrainConfig | None = None
+    name: str,
+    *,
+    has_gold: bool,
+    aggregation: str,
+    config: TrainConfig | None = None,
+    first_error: bool = False,
 ) -> tuple[str, ...]:
     """The training stages ``name`` runs on such data, in order (empty for training-free baselines)."""
-    return resolve(name, has_gold=has_gold, aggregation=aggregation, config=config).stages
+    plan = resolve(name, has_gold=has_gold, aggregation=aggregation, config=config, first_error=first_error)
+    return plan.stages
 
 
 def prior_terms(config: TrainConfig | None = None) -> str:
@@ -101,6 +118,18 @@ def prior_terms(config: TrainConfig | None = None) -> str:
     return " + ".join(terms)
 
 
+def hazard_terms(config: TrainConfig | None = None) -> str:
+    """The extra terms of the hazard method's objective under ``config``, e.g. ", + the first error given the
+    label (weight 1) + cosine prior"."""
+    config = config or TrainConfig()
+    terms = ""
+    if config.hazard_rank > 0:
+        terms += f", + the gold first error given the label (weight {config.hazard_rank:g})"
+    if config.weights.cosine > 0:
+        terms += " + cosine prior"
+    return terms
+
+
 def describe_method(name: str, config: TrainConfig | None = None) -> str:
     """One line on what ``name`` does under ``config`` (default: the tuned defaults)."""
     config = config or TrainConfig()
@@ -108,6 +137,7 @@ def describe_method(name: str, config: TrainConfig | None = None) -> str:
         priors=prior_terms(config),
         hybrid_tail=", then PsLab" if config.pslab else "",
         auto_se=f"{AUTO_SE_MULTIPLE:g}",
+        hazard_terms=hazard_terms(config),
     )
 
 
@@ -121,6 +151,7 @@ __all__ = [
     "AUTO_CROSS_FIT_FOLDS",
     "AUTO_GOLD_DEFAULT",
     "AUTO_GOLD_RESAMPLES",
+    "AUTO_HAZARD_SCORER",
     "AUTO_PRIOR_WEIGHTS",
     "AUTO_SE_MULTIPLE",
     "AUTO_SE_MULTIPLE_GOLD",
@@ -147,6 +178,7 @@ __all__ = [
     "auto_prior_weights",
     "auto_stage",
     "describe_method",
+    "hazard_terms",
     "method",
     "method_descriptions",
     "prior_terms",

@@ -87,9 +87,35 @@ def test_evaluate_on_a_processbench_slice(cli: typer.Typer, tmp_path: Path) -> N
         assert 0.0 <= r["first_error_f1"] <= 1.0 and 0.0 <= r["fkey_top1"] <= 1.0
         assert set(r["first_error_f1_by_subset"]) <= {"gsm8k", "math", "olympiadbench", "omnimath"}
     assert "first_error_f1" in result.output and "fkey_top1" in result.output
+    assert "hybrid: first_error_f1 by subset: " in result.output
     assert {r["gold_fraction"] for r in records if r["method"] == "hybrid"} == {0.25}
     assert {r["gold_fraction"] for r in records if r["method"] == "supervised"} == {1.0}
     assert "pslab" in result.output and "instance_auc_roc" in result.output
+
+
+@pytest.mark.slow
+def test_hazard_evaluates_trains_and_scores_on_step_data(cli: typer.Typer, tmp_path: Path) -> None:
+    data = _slice(shared("processbench"), tmp_path / "pb", {"train": 40, "valid": 20, "test": 16})
+    out = tmp_path / "out.json"
+    args = ["--methods", "hazard", "--seeds", "1", "--gold-fraction", "0.5", "--max-epochs", "2"]
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(data), *args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    [record] = json.loads(out.read_text())
+    assert record["method"] == record["resolved_method"] == "hazard" and record["gold_fraction"] == 0.5
+    assert 0.0 <= record["first_error_f1"] <= 1.0 and 0.0 <= record["fkey_top1"] <= 1.0
+    assert "hazard: first_error_f1 by subset: " in result.output
+    model_dir = tmp_path / "model"
+    trained = CliRunner().invoke(
+        cli, ["train", str(data), "--out", str(model_dir), "--method", "hazard", "--max-epochs", "2"]
+    )
+    assert trained.exit_code == 0, trained.output
+    scored_path = tmp_path / "scored.jsonl"
+    scored = CliRunner().invoke(
+        cli, ["score", str(data / "test.jsonl"), "--model", str(model_dir), "--out", str(scored_path)]
+    )
+    assert scored.exit_code == 0, scored.output
+    rows = [json.loads(line) for line in scored_path.read_text().splitlines()]
+    assert len(rows) == 16 and all(0.0 <= s <= 1.0 for r in rows for s in r["sentence_scores"])
 
 
 @pytest.mark.slow

@@ -55,9 +55,12 @@ def test_fractal_chooses_by_gold_when_present_else_by_bag_likelihood(records, tm
     model = FractalModel("fractal", config=TrainConfig(max_epochs=1)).fit(records)
     assert model.selection_ is not None and model.selection_["criterion"].startswith("gold_auc_given_y")
     names = [c["name"] for c in model.selection_["candidates"]]
-    assert {"prior_only(calibrated)", "bagloss", "priors(cosine=0.1)", "hybrid"} == set(names)
+    # The demo is step data whose gold stops at each first error: the hazard method is a candidate too.
+    assert {"prior_only(calibrated)", "bagloss", "priors(cosine=0.1)", "hybrid", "hazard"} == set(names)
     chosen = next(c for c in model.selection_["candidates"] if c["chosen"])
-    assert chosen["score"] == max(c["score"] for c in model.selection_["candidates"])
+    hybrid = next(c for c in model.selection_["candidates"] if c["name"] == "hybrid")
+    # Hybrid is kept unless another candidate beats its gold AUC given the label (by more than the band).
+    assert chosen is hybrid or chosen["score"] > hybrid["score"]
     assert model.resolved_method_ == chosen["method"]
     # ... and by the held-out bag likelihood without them; the record survives save/load.
     for r in records:

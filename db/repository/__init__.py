@@ -35,6 +35,7 @@ from db.jobs import (
 )
 from db.repository.datasets import (
     create_dataset,
+    criteria_siblings,
     get_dataset,
     list_datasets,
     parse_label_kind,
@@ -143,6 +144,7 @@ __all__ = [
     "is_cancel_requested",
     "label_history",
     "labelled_scores",
+    "criteria_siblings",
     "list_datasets",
     "list_jobs",
     "list_model_versions",

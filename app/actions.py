@@ -88,6 +88,13 @@ def _may_edit_split(engine: Engine, actor: UserRow, response_id: int) -> None:
     require_role(actor, "annotator", "fixing a split")
     if label_layer(engine, actor, response_id) == "refused":
         raise PermissionDenied("this response is assigned to other annotators")
+    # In a group of criteria the fix applies to the same response of every criterion: each must be open to you.
+    if any(
+        label_layer(engine, actor, rid) == "refused" for rid in repo.sibling_responses(engine, response_id)
+    ):
+        raise PermissionDenied(
+            "the same response in another criterion of its group is assigned to other annotators"
+        )
 
 
 def merge_sentences(

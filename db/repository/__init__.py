@@ -81,6 +81,7 @@ from db.repository.segment_edits import (
     StaleSplitError,
     merge_sentences,
     segment_history,
+    sibling_responses,
     split_sentence,
     undo_segment_edit,
 )
@@ -165,6 +166,7 @@ __all__ = [
     "StaleSplitError",
     "merge_sentences",
     "segment_history",
+    "sibling_responses",
     "split_sentence",
     "undo_segment_edit",
     "store_scores",

@@ -165,3 +165,23 @@ def test_cli_ingest_of_a_criteria_file_names_its_datasets_and_refuses_with_exit_
     assert "bad.jsonl" in err and ":2" in err and "criteria" in err, err
     code, out, _ = run("db", "datasets", "--db", store_url)
     assert "rated.helpful: 3 responses" in out and "rated.wrong: 3 responses" in out
+
+
+def test_migration_0015_upgrades_a_store_with_data_and_refuses_to_downgrade_past_a_group(
+    db_url: str, tmp_path: Path
+) -> None:
+    from alembic import command
+
+    from db.schema import alembic_config, current_revision, head_revision, migrating, upgrade
+
+    engine = get_engine(db_url)
+    ingest_file(engine, write_jsonl(tmp_path / "plain.jsonl", make_rows(3)), "plain")
+    with migrating(engine) as conn:
+        command.downgrade(alembic_config(conn), "0014")
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert [(d.name, d.criteria_group) for d in repo.list_datasets(engine)] == [("plain", None)]
+    ingest_file(engine, write_jsonl(tmp_path / "c.jsonl", criteria_rows(2)), "rated")
+    with pytest.raises(RuntimeError, match="cannot be downgraded"), migrating(engine) as conn:
+        command.downgrade(alembic_config(conn), "0014")
+    assert current_revision(engine) == head_revision()

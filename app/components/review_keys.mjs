@@ -65,6 +65,7 @@ class ReviewView {
     this.levels = data.levels;
     this.bins = data.bins;
     this.uncertain = data.uncertain;
+    this.criteria = data.criteria || [];
     if (data.batch >= (this.inflight ? this.inflight.seq : Infinity)) this.inflight = null;
     if ((data.batch || 0) > this.answered) this.resends = 0;
     this.answered = Math.max(this.answered, data.batch || 0);
@@ -341,6 +342,7 @@ class ReviewView {
     if (lower === "u") return this.handled(ev, () => this.enqueue("undo", {}));
     if (lower === "r") return this.handled(ev, () => ((this.showRaw = !this.showRaw), this.paint()));
     if (lower === "s" || lower === "p") return this.handled(ev, () => this.navigate(lower === "s" ? 1 : -1));
+    if (lower === "c" && this.criteria.length > 1) return this.handled(ev, () => this.nextCriterion());
   }
 
   handled(ev, fn) {
@@ -386,6 +388,12 @@ class ReviewView {
   navigate(delta) {
     this.seq = Math.max(this.seq, this.answered) + 1;
     this.setTrigger("nav", { seq: this.seq, delta });
+  }
+
+  // The same response judged on the next criterion of its group: the server opens it in that dataset.
+  nextCriterion() {
+    this.seq = Math.max(this.seq, this.answered) + 1;
+    this.setTrigger("nav", { seq: this.seq, criterion: 1 });
   }
 }
 

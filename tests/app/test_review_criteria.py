@@ -1,0 +1,78 @@
+"""Review on a dataset of a group of criteria (AppTest): the C key and the Criterion selector open the same
+response in the sibling criterion's dataset, with its own labels; a label set there is that criterion's only."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from app import state
+from app.components import response_view
+from db import repository as repo
+from tests.app import review_driver as drive
+from tests.app.conftest import app_test
+from tests.app.data import tiny_records
+
+_seq = itertools.count(10_000)
+
+
+def _criteria_records(n: int) -> list[dict[str, Any]]:
+    out = []
+    for i, rec in enumerate(tiny_records(n)):
+        label = rec.pop("response_label")
+        rec.pop("aggregation", None)
+        rec.pop("sentence_labels", None)
+        rec["criteria"] = {"wrong": {"response_label": label}, "helpful": {"response_label": i % 2}}
+        out.append(rec)
+    return out
+
+
+def _shown(at: Any, engine: Any) -> tuple[int, str, str | None]:
+    """(dataset, external id of the open response, criterion the component was told)."""
+    data = drive.data(at)
+    detail = repo.get_response(engine, data["response"]["id"])
+    return detail.dataset_id, detail.external_id, data["criterion"]
+
+
+def test_the_c_key_and_the_selector_switch_criterion_on_the_same_response(store) -> None:
+    summary = store.ingest(_criteria_records(4), name="rated")
+    ids = dict(zip(summary.criteria_datasets, summary.dataset_ids(), strict=True))
+    helpful, wrong = ids["rated.helpful"], ids["rated.wrong"]
+    at = app_test("views/review.py")
+    assert not at.exception, at.exception
+    assert drive.data(at)["criteria"] == ["helpful", "wrong"]
+    assert "C" in dict(response_view.SHORTCUTS)
+    dataset_id, external, criterion = _shown(at, store.engine)
+    assert (dataset_id, criterion) == (helpful, "helpful")
+
+    drive.send(at, "nav", {"seq": next(_seq), "criterion": 1})
+    assert not at.exception, at.exception
+    assert at.session_state[state.DATASET_KEY] == wrong
+    assert _shown(at, store.engine) == (wrong, external, "wrong")
+    assert at.radio(key=f"review_criterion_{wrong}").value == wrong
+
+    # 0 on the first sentence labels criterion "wrong" only.
+    drive.label(at, 0, 0)
+    assert not at.exception, at.exception
+    wrong_rid = repo.response_id_by_external(store.engine, wrong, external)
+    helpful_rid = repo.response_id_by_external(store.engine, helpful, external)
+    assert wrong_rid is not None and helpful_rid is not None
+    assert repo.get_response(store.engine, wrong_rid).sentences[0].label == 0
+    assert repo.get_response(store.engine, helpful_rid).sentences[0].label is None
+
+    # The selector goes back to "helpful", on the same response; C from the last criterion wraps to the first.
+    at.radio(key=f"review_criterion_{wrong}").set_value(helpful).run()
+    assert not at.exception, at.exception
+    assert _shown(at, store.engine) == (helpful, external, "helpful")
+    drive.send(at, "nav", {"seq": next(_seq), "criterion": 1})
+    drive.send(at, "nav", {"seq": next(_seq), "criterion": 1})
+    assert _shown(at, store.engine) == (helpful, external, "helpful")
+
+
+def test_an_ordinary_dataset_has_no_criterion_choice_and_ignores_c(store) -> None:
+    dataset_id = store.ingest(tiny_records(2)).dataset_id
+    at = app_test("views/review.py")
+    assert drive.data(at)["criteria"] == [] and not at.radio
+    before = _shown(at, store.engine)
+    drive.send(at, "nav", {"seq": next(_seq), "criterion": 1})
+    assert not at.exception and _shown(at, store.engine) == before and before[0] == dataset_id

@@ -42,9 +42,15 @@ def open_in(where: tuple[int, int]) -> None:
     """Make the Review page open response ``where[1]`` of dataset ``where[0]`` on its next run: the sidebar's
     dataset follows, and the list finds the response's position as for a link."""
     dataset_id, response_id = where
+    old = st.session_state.get(review.NAV_KEY)
     st.session_state[state.DATASET_KEY] = dataset_id
     st.session_state[review.NAV_KEY] = review.ReviewNav(
-        link_read=True, response_id=response_id, link_response=response_id
+        link_read=True,
+        response_id=response_id,
+        link_response=response_id,
+        # The browser's numbering of events and moves goes on across the switch (it keeps one outbox).
+        acked=old.acked if isinstance(old, review.ReviewNav) else 0,
+        batch=old.batch if isinstance(old, review.ReviewNav) else 0,
     )
 
 

@@ -45,6 +45,7 @@ def _html() -> str:
     return (
         '<div class="fs-rv">'
         '<div class="fs-bar"><span class="fs-status" role="status"></span>'
+        '<span class="fs-criterion" hidden></span>'
         '<button class="fs-help-btn" type="button" title="Keyboard help (?)">? keys</button></div>'
         f'<div class="fs-help" hidden><ul>{keys}</ul></div>'
         f"{render.render_legend(positive_name='problem')}"

@@ -76,3 +76,24 @@ def test_an_ordinary_dataset_has_no_criterion_choice_and_ignores_c(store) -> Non
     before = _shown(at, store.engine)
     drive.send(at, "nav", {"seq": next(_seq), "criterion": 1})
     assert not at.exception and _shown(at, store.engine) == before and before[0] == dataset_id
+
+
+def test_uploading_a_criteria_file_on_the_data_page_makes_one_dataset_per_criterion(store) -> None:
+    import json
+
+    body = "".join(json.dumps(r) + "\n" for r in _criteria_records(4)).encode()
+    at = app_test("views/data.py")
+    at.file_uploader[0].upload("rated.jsonl", body, "application/jsonl")
+    at.run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    assert any("criteria: wrong" in t.value for t in at.text)  # the preview shows each criterion's label
+    at.button(key="data_import").click().run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    assert {d.name: d.n_responses for d in repo.list_datasets(store.engine)} == {
+        "rated.wrong": 4,
+        "rated.helpful": 4,
+    }
+    assert any("one per criterion" in t.value for t in at.toast)
+    # Follow-up work is queued for every criterion's dataset (embedding, then a first training).
+    queued = {j.payload["dataset_id"] for j in repo.list_jobs(store.engine, kind="embed")}
+    assert queued == {d.id for d in repo.list_datasets(store.engine)}

@@ -182,6 +182,16 @@ def ingest_file(
     def plan(session: Session) -> tuple[int | None, tuple[str, float] | None]:
         """The target's id and fixed kind when it exists (else a declared kind with its levels, or None)."""
         ds = session.scalars(select(Dataset).where(Dataset.name == dataset)).first()
+        if (
+            ds is None
+            and session.scalars(select(Dataset.id).where(Dataset.criteria_group == dataset)).first()
+        ):
+            raise InputError(
+                f"{dataset!r} is a group of criteria (one dataset per criterion): a file with one label per "
+                "response goes into a dataset of its own name",
+                file=file,
+                field="dataset",
+            )
         if ds is None:
             if declared is not None and declared[1] is not None:
                 return None, (declared[0], declared[1])

@@ -102,6 +102,20 @@ def _plan(
 ) -> dict[str, tuple[int | None, tuple[str, float] | None]]:
     """For every criterion: its dataset's id and fixed kind when it exists (else the declared kind or None)."""
     _refuse_other_criteria(session, job, names, line)
+    taken = session.scalars(select(Dataset).where(Dataset.name == job.group)).first()
+    if taken is not None:
+        where = (
+            f" (criterion {taken.criterion!r} of group {taken.criteria_group!r})"
+            if taken.criteria_group
+            else ""
+        )
+        raise InputError(
+            f"dataset {job.group!r}{where} exists; a file with several criteria makes a group of datasets "
+            f"{criterion_dataset(job.group, '<criterion>')!r}: ingest it under the group's name or a new one",
+            file=job.file,
+            line=line,
+            field="dataset",
+        )
     plans: dict[str, tuple[int | None, tuple[str, float] | None]] = {}
     for name in names:
         full = criterion_dataset(job.group, name)

@@ -132,6 +132,10 @@ def test_refusals_write_nothing_in_any_sibling(db_url: str, tmp_path: Path) -> N
     # A single-label file into one criterion's dataset, and a criteria file whose dataset exists ungrouped.
     single = write_jsonl(tmp_path / "single.jsonl", make_rows(2, prefix="s"))
     _refused(engine, single, "rated.wrong", None, "dataset", "every criterion of the group")
+    _refused(engine, single, "rated", None, "dataset", "is a group of criteria")
+    path = write_jsonl(tmp_path / "g2.jsonl", criteria_rows(2, prefix="g"))
+    _refused(engine, path, "plain", 1, "dataset", "makes a group")
+    _refused(engine, path, "rated.wrong", 1, "dataset", "of group 'rated'")
     ingest_file(engine, write_jsonl(tmp_path / "p2.jsonl", make_rows(2, prefix="q")), "other.wrong")
     path = write_jsonl(tmp_path / "o.jsonl", criteria_rows(2, prefix="o"))
     _refused(engine, path, "other", None, "dataset", "outside any group")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
+
 from app import state
 from app.components import response_view
 from db import repository as repo
@@ -97,3 +99,28 @@ def test_uploading_a_criteria_file_on_the_data_page_makes_one_dataset_per_criter
     # Follow-up work is queued for every criterion's dataset (embedding, then a first training).
     queued = {j.payload["dataset_id"] for j in repo.list_jobs(store.engine, kind="embed")}
     assert queued == {d.id for d in repo.list_datasets(store.engine)}
+
+
+def test_a_split_fix_needs_the_right_to_label_the_response_in_every_criterion(store) -> None:
+    from app import actions
+    from db import accounts, team
+    from db.accounts import PermissionDenied
+    from tests.app.test_auth import PASSWORD
+
+    summary = store.ingest(_criteria_records(2), name="rated")
+    ids = dict(zip(summary.criteria_datasets, summary.dataset_ids(), strict=True))
+    for name in ("ann", "cy"):
+        accounts.add_user(store.engine, name, "annotator", PASSWORD)
+    team.assign(store.engine, ids["rated.helpful"], ["cy"])  # criterion helpful: cy's alone
+    ann, cy = accounts.get_user(store.engine, "ann"), accounts.get_user(store.engine, "cy")
+    assert ann is not None and cy is not None
+    rid = repo.response_id_by_external(store.engine, ids["rated.wrong"], "r000")
+    assert rid is not None
+    spans = [(s.start, s.end) for s in repo.get_response(store.engine, rid).sentences]
+    with pytest.raises(PermissionDenied, match="another criterion"):
+        actions.merge_sentences(store.engine, ann, rid, 0, expected=spans)
+    assert [(s.start, s.end) for s in repo.get_response(store.engine, rid).sentences] == spans
+    actions.merge_sentences(store.engine, cy, rid, 0, expected=spans)  # cy may label it in both
+    sibling = repo.response_id_by_external(store.engine, ids["rated.helpful"], "r000")
+    assert sibling is not None
+    assert len(repo.get_response(store.engine, sibling).sentences) == len(spans) - 1

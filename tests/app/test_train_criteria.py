@@ -65,3 +65,20 @@ def test_only_an_admin_trains_every_criterion_and_only_on_a_group(store) -> None
         actions.start_training_every_criterion(store.engine, boss, plain, "fractal", {}, 0)
     started = actions.start_training_every_criterion(store.engine, boss, summary.dataset_id, "fractal", {}, 0)
     assert [c for c, _ in started] == ["helpful", "wrong"]
+
+
+@pytest.mark.slow  # the worker embeds both datasets and trains their first models
+def test_a_criteria_file_imported_by_the_worker_fills_and_embeds_every_criterion(store) -> None:
+    from tests.app.data import write_jsonl
+
+    path = write_jsonl(store.home / "rated.jsonl", _criteria_records(4))
+    imp = repo.create_job(store.engine, "import", {"path": str(path), "dataset": "rated"})
+    store.run_jobs()
+    done = repo.get_job(store.engine, imp.id)
+    assert done.state == "succeeded", done.error
+    assert "rated.wrong, rated.helpful" in done.log
+    datasets = {d.id: d for d in repo.list_datasets(store.engine)}
+    assert sorted(d.name for d in datasets.values()) == ["rated.helpful", "rated.wrong"]
+    embeds = repo.list_jobs(store.engine, kind="embed")
+    assert {j.payload["dataset_id"] for j in embeds} == set(datasets)
+    assert all(j.state == "succeeded" for j in embeds)

@@ -8,17 +8,8 @@ from typing import Any
 
 import streamlit as st
 
-from app import (
-    actions,
-    page,
-    render,
-    review,
-    review_criteria,
-    review_events,
-    safe_markdown,
-    split_panel,
-    state,
-)
+from app import actions, page, render, review, review_events, safe_markdown, split_panel, state
+from app import review_criteria as by_criterion
 from app.components import response_view
 from db import repository as repo
 from db import team
@@ -282,7 +273,7 @@ def on_batch() -> None:
     nav.advance = out.advance
 
 
-criteria = review_criteria.siblings(engine, dataset.id)
+criteria = by_criterion.siblings(engine, dataset.id)
 external_id = detail.external_id
 
 
@@ -292,9 +283,7 @@ def on_nav() -> None:
     raw = response_view.event("nav")
     if isinstance(raw, dict) and raw.get("criterion") == 1 and criteria:
         nav.batch = max(nav.batch, int(raw.get("seq", 0)))
-        review_criteria.switch(
-            engine, criteria, review_criteria.next_criterion(criteria, dataset.id), external_id
-        )
+        by_criterion.switch(engine, criteria, by_criterion.next_criterion(criteria, dataset.id), external_id)
     elif isinstance(raw, dict) and raw.get("delta") in (1, -1):
         nav.batch = max(nav.batch, int(raw.get("seq", 0)))
         nav.moving = int(raw["delta"])
@@ -354,7 +343,7 @@ with right:
             nav.go_to(nav.index, listing.total)
             st.rerun()
     if criteria:
-        review_criteria.selector(engine, criteria, dataset, detail.external_id)
+        by_criterion.selector(engine, criteria, dataset, detail.external_id)
     if detail.context:
         st.caption("Context")
         state.show_html(render.render_context(detail.context))

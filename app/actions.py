@@ -41,6 +41,8 @@ from db.rows import (
     UndoResult,
     UserRow,
 )
+from fractal_core.errors import InputError
+from fractal_core.fitting import registry
 
 # ------------------------------------------------------------------------------------------------ labels
 
@@ -88,6 +90,13 @@ def _may_edit_split(engine: Engine, actor: UserRow, response_id: int) -> None:
     require_role(actor, "annotator", "fixing a split")
     if label_layer(engine, actor, response_id) == "refused":
         raise PermissionDenied("this response is assigned to other annotators")
+    # In a group of criteria the fix applies to the same response of every criterion: each must be open to you.
+    if any(
+        label_layer(engine, actor, rid) == "refused" for rid in repo.sibling_responses(engine, response_id)
+    ):
+        raise PermissionDenied(
+            "the same response in another criterion of its group is assigned to other annotators"
+        )
 
 
 def merge_sentences(
@@ -193,6 +202,35 @@ def start_training(
         payload.update(scorer=scorer, train_layers=train_layers)
     checked = TrainPayload.parse(payload)  # a bad setting is refused now, with its field named
     return repo.create_job(engine, "train", checked.to_dict(), idempotency_key=f"train:{dataset_id}")
+
+
+def start_training_every_criterion(
+    engine: Engine,
+    actor: UserRow,
+    dataset_id: int,
+    method: str,
+    config: dict[str, Any],
+    seed: int,
+    *,
+    scorer: str = "frozen",
+    train_layers: int = 0,
+) -> list[tuple[str, JobRow | str]]:
+    """On a dataset of a group of criteria: one training job per criterion's dataset (each as
+    :func:`start_training`), or the reason a criterion's dataset cannot train with ``method`` (its gold labels
+    are its own). Returns ``[(criterion, job or reason)]`` by criterion name."""
+    require_role(actor, "admin", "training")
+    siblings = repo.criteria_siblings(engine, dataset_id)
+    if not siblings:
+        raise InputError("this dataset does not belong to a group of criteria", field="dataset")
+    out: list[tuple[str, JobRow | str]] = []
+    for sibling in siblings:
+        has_gold = repo.gold_budget(engine, sibling.id).gold_responses > 0
+        refusal = registry.training_refusal(method, has_gold=has_gold)
+        job = refusal or start_training(
+            engine, actor, sibling.id, method, config, seed, scorer=scorer, train_layers=train_layers
+        )
+        out.append((str(sibling.criterion), job))
+    return out
 
 
 def cancel_job(engine: Engine, actor: UserRow, job_id: int) -> None:

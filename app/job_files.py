@@ -41,8 +41,14 @@ def run_import(
     ctx.log(
         f"ingested {summary.n_responses} responses, {summary.n_sentences} sentences into {summary.dataset!r}"
         + (f"; extra columns {summary.extras_note()}" if summary.extra_columns else "")
+        + (
+            f"; one dataset per criterion: {', '.join(summary.criteria_datasets)}"
+            if summary.criteria_datasets
+            else ""
+        )
     )
-    queue_after_import(engine, summary.dataset_id)
+    for dataset_id in summary.dataset_ids():  # one dataset per criterion for a file with several
+        queue_after_import(engine, dataset_id)
     return {
         "dataset_id": summary.dataset_id,
         "n_responses": summary.n_responses,

@@ -209,7 +209,8 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
 def import_now(engine: Engine, path: Path, dataset: str, options: dict[str, Any]) -> IngestSummary:
     """Ingest in this process (small files), then queue embedding (and re-scoring when there is a model)."""
     summary = ingest_file(engine, path, dataset, **_options(options))
-    queue_after_import(engine, summary.dataset_id)
+    for dataset_id in summary.dataset_ids():  # one dataset per criterion for a file with several
+        queue_after_import(engine, dataset_id)
     return summary
 
 

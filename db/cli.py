@@ -128,6 +128,11 @@ def ingest(
         f"ingested {summary.n_responses} responses, {summary.n_sentences} sentences, {summary.n_labels} "
         f"sentence labels ({summary.labels_source}) into dataset {summary.dataset!r} in {summary.seconds:.1f} s"
         + (f"; extra columns {summary.extras_note()}" if summary.extra_columns else "")
+        + (
+            f"; one dataset per criterion: {', '.join(summary.criteria_datasets)}"
+            if summary.criteria_datasets
+            else ""
+        )
     )
 
 

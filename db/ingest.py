@@ -40,6 +40,7 @@ before anything is written), :mod:`db.ingest_staging` (the staging dataset: crea
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -52,9 +53,7 @@ from db.engine import run_read, run_write
 from db.ingest_checks import (
     NATIVE_KEY,
     SPLIT_CHARS,
-    _check_fits,
     _chunks,
-    _combine_kind,
     _expected_records,
     _prepare_chunk,
     _Prepared,
@@ -64,11 +63,15 @@ from db.ingest_checks import (
     check_split_name,
     file_sha256,
 )
+from db.ingest_criteria import _CriteriaJob, ingest_criteria
 from db.ingest_staging import (
     CHUNK_RESPONSES,
     IMPORT_STALE_S,
     STAGING_PREFIX,
+    _absorb_chunk,
+    _final_kind,
     _publish,
+    _refuse_other_group,
     _stage,
     _Staging,
     discard_staged,
@@ -179,20 +182,25 @@ def ingest_file(
     def plan(session: Session) -> tuple[int | None, tuple[str, float] | None]:
         """The target's id and fixed kind when it exists (else a declared kind with its levels, or None)."""
         ds = session.scalars(select(Dataset).where(Dataset.name == dataset)).first()
+        if (
+            ds is None
+            and session.scalars(select(Dataset.id).where(Dataset.criteria_group == dataset)).first()
+        ):
+            raise InputError(
+                f"{dataset!r} is a group of criteria (one dataset per criterion): a file with one label per "
+                "response goes into a dataset of its own name",
+                file=file,
+                field="dataset",
+            )
         if ds is None:
             if declared is not None and declared[1] is not None:
                 return None, (declared[0], declared[1])
             return None, None
+        _refuse_other_group(ds, _Staging(dataset=dataset, file=file))
         _refuse_same_file(session, ds.id, sha, dataset, file)
         _refuse_other_declared_kind(ds, declared, label_kind, dataset)
         return ds.id, (ds.label_kind, ds.max_label)
 
-    target_id, fixed = run_read(engine, plan)
-    staging = _Staging(dataset=dataset, file=file)
-    if fixed is not None:
-        staging_kind = fixed
-    else:  # levels unknown until the whole file is read: the staging dataset allows every level meanwhile
-        staging_kind = (declared[0] if declared is not None else "ordinal", float(MAX_LABEL))
     file_row = {
         "filename": path.name,
         "sha256": sha,
@@ -215,38 +223,60 @@ def ingest_file(
         extra_columns=extra_columns,
         seen_extras=seen_extras,
     )
+
+    def finish(
+        dataset_id: int,
+        counts: dict[str, int],
+        datasets: tuple[str, ...] = (),
+        dataset_ids: tuple[int, ...] = (),
+    ) -> IngestSummary:
+        return IngestSummary(
+            dataset_id=dataset_id,
+            dataset=dataset,
+            file=file,
+            sha256=sha,
+            format=fmt,
+            n_responses=counts["responses"],
+            n_sentences=counts["sentences"],
+            n_labels=counts["labels"],
+            labels_source=source,
+            seconds=time.perf_counter() - started,
+            extra_columns=tuple(sorted(seen_extras)),
+            extras_mode=extra_columns,
+            criteria_datasets=datasets,
+            criteria_dataset_ids=dataset_ids,
+        )
+
+    chunks = _chunks(records, chunk_size)
+    first = next(chunks)  # io raises on an empty file
+    if first[0][1].criteria is not None:  # rows share their criteria (io.iter_records checks it)
+        return ingest_criteria(
+            engine,
+            itertools.chain([first], chunks),
+            _CriteriaJob(
+                group=dataset,
+                file=file,
+                sha=sha,
+                file_row=file_row,
+                default_split=default_split,
+                source=source,
+                annotator=annotator,
+                declared=declared,
+                label_kind=label_kind,
+                expected=expected,
+                progress=progress,
+            ),
+            finish,
+        )
+    target_id, fixed = run_read(engine, plan)
+    staging = _Staging(dataset=dataset, file=file)
+    if fixed is not None:
+        staging_kind = fixed
+    else:  # levels unknown until the whole file is read: the staging dataset allows every level meanwhile
+        staging_kind = (declared[0] if declared is not None else "ordinal", float(MAX_LABEL))
     try:
-        for chunk in _chunks(records, chunk_size):
-            first_line = chunk[0][0]
-            if chunk[0][1].criteria is not None:  # rows share their criteria (io.iter_records checks it)
-                raise InputError(
-                    "the store keeps one label per response; a file with several criteria is trained and "
-                    "scored with the `fractal train` / `fractal score` commands",
-                    file=file,
-                    line=first_line,
-                    field="criteria",
-                )
-            if fixed is not None:
-                for line, record in chunk:
-                    _check_fits(record, *fixed, dataset, file, line)
-            try:
-                chunk_kind = io.label_kind([r for _, r in chunk])
-            except ValueError as err:
-                raise InputError(str(err), file=file, line=first_line, field="aggregation") from err
-            if fixed is None and declared is not None and chunk_kind not in (declared[0], "binary"):
-                raise InputError(
-                    f"dataset {dataset!r} is declared {declared[0]} but this file has {chunk_kind} labels",
-                    file=file,
-                    line=first_line,
-                    field="response_label",
-                )
-            staging.kind = _combine_kind(staging.kind, chunk_kind, file, first_line, dataset)
-            if not staging.first_line:
-                staging.first_line, staging.first_aggregation = first_line, chunk[0][1].aggregation
-            chunk_max = float(io.max_level([r for _, r in chunk]))
-            if chunk_max > staging.max_label or not staging.max_line:
-                staging.max_label = chunk_max
-                staging.max_line = next(ln for ln, r in chunk if io.max_level([r]) == chunk_max)
+        for chunk in itertools.chain([first], chunks):
+            _absorb_chunk(staging, chunk, fixed, declared)
             rows = _prepare_chunk(chunk, file, default_split, source, annotator)
 
             def write(session: Session, rows: list[_Prepared] = rows) -> tuple[int, int, dict[str, int]]:
@@ -258,12 +288,7 @@ def ingest_file(
                 staging.counts[key] += value
             if progress is not None:
                 progress(staging.counts["responses"], expected)
-        assert staging.kind is not None  # io raises on an empty file
-        if fixed is not None:
-            kind, top = fixed
-        else:
-            kind = declared[0] if declared is not None else staging.kind
-            top = max(staging.max_label, 1.0) if kind == "ordinal" else 1.0
+        kind, top = _final_kind(staging, fixed, declared)
 
         def publish(session: Session) -> int:
             return _publish(session, staging, sha, kind, top, target_id, declared, label_kind)
@@ -275,17 +300,4 @@ def ingest_file(
             with contextlib.suppress(Exception):
                 discard_staged(engine, staging.dataset_id)
         raise
-    return IngestSummary(
-        dataset_id=dataset_id,
-        dataset=dataset,
-        file=file,
-        sha256=sha,
-        format=fmt,
-        n_responses=staging.counts["responses"],
-        n_sentences=staging.counts["sentences"],
-        n_labels=staging.counts["labels"],
-        labels_source=source,
-        seconds=time.perf_counter() - started,
-        extra_columns=tuple(sorted(seen_extras)),
-        extras_mode=extra_columns,
-    )
+    return finish(dataset_id, staging.counts)

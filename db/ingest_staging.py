@@ -13,10 +13,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from db.engine import run_read, run_write
-from db.ingest_checks import _kind_error, _refuse_other_declared_kind, _refuse_same_file
+from db.ingest_checks import (
+    _check_fits,
+    _combine_kind,
+    _kind_error,
+    _refuse_other_declared_kind,
+    _refuse_same_file,
+)
 from db.jobs import owner_gone
 from db.models import Dataset, IngestedFile, Response, utcnow
 from db.repository import staging_dataset_ids
+from fractal_core.data import io
+from fractal_core.data.records import ResponseRecord
 from fractal_core.errors import InputError
 
 CHUNK_RESPONSES = 500
@@ -40,6 +48,9 @@ class _Staging:
     first_aggregation: str = ""
     max_line: int = 0  # the first record with the highest level so far
     counts: dict[str, int] = field(default_factory=lambda: {"responses": 0, "sentences": 0, "labels": 0})
+    # A criterion's dataset of a group (db.ingest_criteria); both None for an ordinary dataset.
+    group: str | None = None
+    criterion: str | None = None
 
 
 def _refuse_other_staged_kind(ds: Dataset, staging: _Staging) -> None:
@@ -56,6 +67,71 @@ def _refuse_other_staged_kind(ds: Dataset, staging: _Staging) -> None:
         )
     if kind != "proportion" and top > ds.max_label:
         raise _kind_error(f"a label is {top:g}", "response_label", *args, staging.max_line)
+
+
+def _absorb_chunk(
+    staging: _Staging,
+    chunk: list[tuple[int, ResponseRecord]],
+    fixed: tuple[str, float] | None,
+    declared: tuple[str, float | None] | None,
+) -> None:
+    """Check a chunk against the target's fixed kind (or the declared one) and fold its kind and highest level
+    into ``staging``; raises InputError at the first record that does not fit."""
+    dataset, file = staging.dataset, staging.file
+    first_line = chunk[0][0]
+    if fixed is not None:
+        for line, record in chunk:
+            _check_fits(record, *fixed, dataset, file, line)
+    try:
+        chunk_kind = io.label_kind([r for _, r in chunk])
+    except ValueError as err:
+        raise InputError(str(err), file=file, line=first_line, field="aggregation") from err
+    if fixed is None and declared is not None and chunk_kind not in (declared[0], "binary"):
+        raise InputError(
+            f"dataset {dataset!r} is declared {declared[0]} but this file has {chunk_kind} labels",
+            file=file,
+            line=first_line,
+            field="response_label",
+        )
+    staging.kind = _combine_kind(staging.kind, chunk_kind, file, first_line, dataset)
+    if not staging.first_line:
+        staging.first_line, staging.first_aggregation = first_line, chunk[0][1].aggregation
+    chunk_max = float(io.max_level([r for _, r in chunk]))
+    if chunk_max > staging.max_label or not staging.max_line:
+        staging.max_label = chunk_max
+        staging.max_line = next(ln for ln, r in chunk if io.max_level([r]) == chunk_max)
+
+
+def _final_kind(
+    staging: _Staging, fixed: tuple[str, float] | None, declared: tuple[str, float | None] | None
+) -> tuple[str, float]:
+    """The kind and highest level the published dataset has: the target's, else declared or derived."""
+    assert staging.kind is not None  # io raises on an empty file
+    if fixed is not None:
+        return fixed
+    kind = declared[0] if declared is not None else staging.kind
+    return kind, (max(staging.max_label, 1.0) if kind == "ordinal" else 1.0)
+
+
+def _refuse_other_group(ds: Dataset, staging: _Staging) -> None:
+    """A dataset of a group of criteria receives only files with every criterion of the group (so that its
+    siblings keep the same responses), and an ordinary dataset never joins a group."""
+    if (ds.criteria_group, ds.criterion) == (staging.group, staging.criterion):
+        return
+    if ds.criteria_group is not None:
+        raise InputError(
+            f"dataset {ds.name!r} is criterion {ds.criterion!r} of the group {ds.criteria_group!r}: ingest a file "
+            f"with every criterion of the group into {ds.criteria_group!r} instead (its datasets share their "
+            "responses)",
+            file=staging.file,
+            field="dataset",
+        )
+    raise InputError(
+        f"dataset {ds.name!r} already exists outside any group of criteria; ingest this file under another "
+        "name",
+        file=staging.file,
+        field="dataset",
+    )
 
 
 def _stage(
@@ -130,7 +206,14 @@ def _publish(
                 session.execute(
                     update(Dataset)
                     .where(Dataset.id == staging.dataset_id)
-                    .values(name=name, label_kind=kind, max_label=top, created_at=utcnow())
+                    .values(
+                        name=name,
+                        label_kind=kind,
+                        max_label=top,
+                        created_at=utcnow(),
+                        criteria_group=staging.group,
+                        criterion=staging.criterion,
+                    )
                 )
         except IntegrityError:  # another ingest published this name first
             target = locked_target()
@@ -140,6 +223,7 @@ def _publish(
         dataset_id = staging.dataset_id
     else:
         session.refresh(target)
+        _refuse_other_group(target, staging)
         if target.id != target_id:  # not the dataset the chunks were checked against
             _refuse_other_declared_kind(target, declared, label_kind, name)
             _refuse_other_staged_kind(target, staging)

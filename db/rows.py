@@ -25,6 +25,9 @@ class DatasetRow:
     label_balance: dict[str, int]  # response label (as text) -> number of responses
     active_model_version_id: int | None
     created_at: datetime
+    # A dataset of a group of criteria (db.ingest_criteria): the group and the criterion; None otherwise.
+    criteria_group: str | None = None
+    criterion: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,13 @@ class IngestSummary:
     seconds: float
     extra_columns: tuple[str, ...] = ()  # columns outside the schema met in the file, sorted
     extras_mode: str = "refuse"  # what happened to them: kept in meta, or left out (drop)
+    # A file with several criteria: the datasets it filled (one per criterion, of group ``dataset``), in order.
+    criteria_datasets: tuple[str, ...] = ()
+    criteria_dataset_ids: tuple[int, ...] = ()
+
+    def dataset_ids(self) -> tuple[int, ...]:
+        """Every dataset the file went into: one per criterion, else the one dataset."""
+        return self.criteria_dataset_ids or (self.dataset_id,)
 
     def extras_note(self) -> str:
         """What happened to the extra columns, in a sentence (empty when the file had none)."""

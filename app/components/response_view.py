@@ -32,6 +32,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("A", "rest are fine: every unlabelled sentence 0"),
     ("N", "accept the model's labels for the rest (given the response label), next response"),
     ("S / P", "skip to the next / previous response"),
+    ("C", "the same response judged on the next criterion (datasets of a group of criteria)"),
     ("U", "undo your last change in this response"),
     ("R", "show / hide the raw model score"),
     ("Y / Esc", "answer an open question (store anyway / cancel)"),
@@ -44,6 +45,7 @@ def _html() -> str:
     return (
         '<div class="fs-rv">'
         '<div class="fs-bar"><span class="fs-status" role="status"></span>'
+        '<span class="fs-criterion" hidden></span>'
         '<button class="fs-help-btn" type="button" title="Keyboard help (?)">? keys</button></div>'
         f'<div class="fs-help" hidden><ul>{keys}</ul></div>'
         f"{render.render_legend(positive_name='problem')}"
@@ -98,9 +100,12 @@ def payload(
     first_error: int | None,
     batch: int,
     refused: str | None = None,
+    criteria: list[str] | None = None,
+    criterion: str | None = None,
 ) -> dict[str, Any]:
     """The component's data: the response as stored (its HTML from :mod:`app.render`), the last event stored,
-    the question or conflict the open response waits on, and the constants the browser draws with."""
+    the question or conflict the open response waits on, and the constants the browser draws with (and, on a
+    dataset of a group of criteria, the group's criteria)."""
     response = None
     if detail is not None:
         labels = review.gold_labels(detail)
@@ -149,6 +154,9 @@ def payload(
         "levels": levels,
         "bins": render.N_BINS,
         "uncertain": list(render.UNCERTAIN_AT),
+        # A dataset of a group of criteria: the group's criteria (C moves to the next one) and this one's.
+        "criteria": criteria or [],
+        "criterion": criterion,
     }
 
 

@@ -65,6 +65,11 @@ class ReviewView {
     this.levels = data.levels;
     this.bins = data.bins;
     this.uncertain = data.uncertain;
+    this.criteria = data.criteria || [];
+    if (this.switchSeq && (data.batch || 0) >= this.switchSeq) this.switchSeq = 0;
+    const crit = this.el(".fs-criterion");
+    crit.textContent = data.criterion ? `Criterion: ${data.criterion}` : "";
+    crit.hidden = !data.criterion;
     if (data.batch >= (this.inflight ? this.inflight.seq : Infinity)) this.inflight = null;
     if ((data.batch || 0) > this.answered) this.resends = 0;
     this.answered = Math.max(this.answered, data.batch || 0);
@@ -329,6 +334,8 @@ class ReviewView {
       if (k === "Escape") return this.handled(ev, () => this.answer(false));
       return this.handled(ev, () => {});
     }
+    // After C, keys wait for the other criterion's response: a label must not land on the one being left.
+    if (this.switchSeq) return k.length === 1 ? this.handled(ev, () => {}) : undefined;
     const n = this.resp.sentences.length;
     const lower = k.length === 1 ? k.toLowerCase() : k;
     if (lower === "j" || k === "ArrowDown") return this.handled(ev, () => this.move(Math.min(this.cursor + 1, n - 1)));
@@ -341,6 +348,7 @@ class ReviewView {
     if (lower === "u") return this.handled(ev, () => this.enqueue("undo", {}));
     if (lower === "r") return this.handled(ev, () => ((this.showRaw = !this.showRaw), this.paint()));
     if (lower === "s" || lower === "p") return this.handled(ev, () => this.navigate(lower === "s" ? 1 : -1));
+    if (lower === "c" && this.criteria.length > 1) return this.handled(ev, () => this.nextCriterion());
   }
 
   handled(ev, fn) {
@@ -386,6 +394,17 @@ class ReviewView {
   navigate(delta) {
     this.seq = Math.max(this.seq, this.answered) + 1;
     this.setTrigger("nav", { seq: this.seq, delta });
+  }
+
+  // The same response judged on the next criterion of its group: the server opens it in that dataset.
+  nextCriterion() {
+    this.seq = Math.max(this.seq, this.answered) + 1;
+    const seq = (this.switchSeq = this.seq);
+    this.setTrigger("nav", { seq, criterion: 1 });
+    // Never stuck: with no answer in 10 s (the server gone), keys work again on the response shown.
+    setTimeout(() => {
+      if (this.switchSeq === seq) this.switchSeq = 0;
+    }, 10000);
   }
 }
 

@@ -165,7 +165,13 @@ st.markdown("**Preview** (first rows, as they will be segmented)")
 for rec in preview:
     with st.container(border=True):
         st.html(render.render_title("Response", rec.id))
-        st.text(f"label {rec.response_label:g} · aggregation {rec.aggregation} · {len(rec.spans)} sentences")
+        if rec.criteria:  # several criteria: one dataset per criterion, of a group named as the dataset
+            judged = ", ".join(f"{n} {c.response_label:g} ({c.aggregation})" for n, c in rec.criteria.items())
+            st.text(f"criteria: {judged} · {len(rec.spans)} sentences")
+        else:
+            st.text(
+                f"label {rec.response_label:g} · aggregation {rec.aggregation} · {len(rec.spans)} sentences"
+            )
         if rec.meta:
             shown = json.dumps(rec.meta, ensure_ascii=False)
             st.text("meta: " + (shown if len(shown) <= 300 else shown[:297] + "..."))
@@ -196,10 +202,15 @@ if st.button(action, key="data_import", type="primary", disabled=not name.strip(
     else:
         state.datasets_changed()
         ss[state.DATASET_KEY] = summary.dataset_id
+        into = (
+            f"the datasets {', '.join(summary.criteria_datasets)} (one per criterion of the group "
+            f"{summary.dataset!r})"
+            if summary.criteria_datasets
+            else f"{summary.dataset!r}" + ("" if name.strip() in existing else " (new dataset)")
+        )
         state.flash(
             f"Imported {summary.n_responses} responses ({summary.n_sentences} sentences) into "
-            f"{summary.dataset!r}"
-            + ("" if name.strip() in existing else " (new dataset)")
+            + render.md_escape(into)
             + "."
             + (f" Extra columns {render.md_escape(summary.extras_note())}." if summary.extra_columns else "")
         )

@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from app import actions, page, render, review, review_events, safe_markdown, split_panel, state
+from app import review_criteria as by_criterion
 from app.components import response_view
 from db import repository as repo
 from db import team
@@ -272,10 +273,18 @@ def on_batch() -> None:
     nav.advance = out.advance
 
 
+criteria = by_criterion.siblings(engine, dataset.id)
+external_id = detail.external_id
+
+
 def on_nav() -> None:
-    """S / P from the browser: the whole page moves to another response."""
+    """S / P from the browser: the whole page moves to another response; C: to the same response judged on the
+    next criterion of the group."""
     raw = response_view.event("nav")
-    if isinstance(raw, dict) and raw.get("delta") in (1, -1):
+    if isinstance(raw, dict) and raw.get("criterion") == 1 and criteria:
+        nav.batch = max(nav.batch, int(raw.get("seq", 0)))
+        by_criterion.switch(engine, criteria, by_criterion.next_criterion(criteria, dataset.id), external_id)
+    elif isinstance(raw, dict) and raw.get("delta") in (1, -1):
         nav.batch = max(nav.batch, int(raw.get("seq", 0)))
         nav.moving = int(raw["delta"])
 
@@ -283,7 +292,7 @@ def on_nav() -> None:
 @st.fragment
 def response_panel() -> None:
     """The component alone reruns for a batch of labels; a move to another response reruns the page."""
-    if nav.advance or nav.moving:
+    if nav.advance or nav.moving or st.session_state.get(review.NAV_KEY) is not nav:  # moved, or switched
         st.rerun(scope="app")
     shown = view(current_id)
     data = response_view.payload(
@@ -293,6 +302,8 @@ def response_panel() -> None:
         first_error=review.first_error(shown, rule=rule, levels=len(levels)),
         batch=nav.batch,
         refused=nav.refused,
+        criteria=[str(d.criterion) for d in criteria],
+        criterion=dataset.criterion,
     )
     response_view.show(data, on_batch=on_batch, on_nav=on_nav)
     if shown.consistency_warning:
@@ -331,6 +342,8 @@ with right:
         if q2.button("Back to the list", key="review_leave_queue"):
             nav.go_to(nav.index, listing.total)
             st.rerun()
+    if criteria:
+        by_criterion.selector(engine, criteria, dataset, detail.external_id)
     if detail.context:
         st.caption("Context")
         state.show_html(render.render_context(detail.context))

@@ -85,7 +85,29 @@ if scorer == "one_pass" and not refusal:
         )
     except (OSError, ValueError) as err:  # no encoder files here, or a dataset it cannot read
         st.warning("Cannot estimate the cost of the one-pass scorer: " + render.md_escape(str(err)))
-if st.button(
+every = False
+if dataset.criteria_group is not None:
+    every = st.checkbox(
+        f"Every criterion of the group {dataset.criteria_group}",
+        key="train_every_criterion",
+        help="One training job per criterion's dataset, with these settings (each trains on its own labels).",
+    )
+if every and st.button(
+    "Start training", key="train_start_every", type="primary", icon=":material/play_arrow:"
+):
+    started = actions.start_training_every_criterion(
+        engine, user, dataset.id, method, PRESETS[preset][1], int(seed), scorer=scorer,
+        train_layers=int(train_layers),
+    )  # fmt: skip
+    for criterion, job in started:
+        if isinstance(job, str):
+            state.flash(render.md_escape(f"Criterion {criterion}: not trained: {job}"), "warning")
+        else:
+            state.flash(
+                render.md_escape(f"Criterion {criterion}: training job {job.id} is {job.state}."), "info"
+            )
+    st.rerun()
+if not every and st.button(
     "Start training", key="train_start", type="primary", icon=":material/play_arrow:", disabled=bool(refusal)
 ):
     # One live training job per dataset: a second click returns the job already queued or running.

@@ -38,6 +38,7 @@ class Dataset(Base):
         CheckConstraint(one_of("label_kind", LABEL_KINDS), name="label_kind"),
         CheckConstraint(f"max_label >= 0 AND max_label <= {MAX_LABEL}", name="max_label"),
         CheckConstraint("gold_target >= 0 AND gold_target <= 1", name="gold_target"),
+        Index("ix_datasets_criteria_group_criterion", "criteria_group", "criterion", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -57,6 +58,10 @@ class Dataset(Base):
         ForeignKey("model_versions.id", use_alter=True, ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Several criteria per response (db.ingest_criteria): the group this dataset belongs to and the criterion
+    # its labels judge; the datasets of a group hold the same responses and sentences. NULL: an ordinary dataset.
+    criteria_group: Mapped[str | None] = mapped_column(String(64))
+    criterion: Mapped[str | None] = mapped_column(String(64))
 
 
 class IngestedFile(Base):

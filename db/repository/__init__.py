@@ -35,6 +35,7 @@ from db.jobs import (
 )
 from db.repository.datasets import (
     create_dataset,
+    criteria_siblings,
     get_dataset,
     list_datasets,
     parse_label_kind,
@@ -80,6 +81,7 @@ from db.repository.segment_edits import (
     StaleSplitError,
     merge_sentences,
     segment_history,
+    sibling_responses,
     split_sentence,
     undo_segment_edit,
 )
@@ -143,6 +145,7 @@ __all__ = [
     "is_cancel_requested",
     "label_history",
     "labelled_scores",
+    "criteria_siblings",
     "list_datasets",
     "list_jobs",
     "list_model_versions",
@@ -163,6 +166,7 @@ __all__ = [
     "StaleSplitError",
     "merge_sentences",
     "segment_history",
+    "sibling_responses",
     "split_sentence",
     "undo_segment_edit",
     "store_scores",

@@ -80,6 +80,8 @@ def _dataset_rows(session: Session, where: object | None = None) -> list[Dataset
             label_balance=dict(balance[d.id]),
             active_model_version_id=d.active_model_version_id,
             created_at=d.created_at,
+            criteria_group=d.criteria_group,
+            criterion=d.criterion,
         )
         for d, n_resp, n_sent, n_gold in found
     ]
@@ -143,6 +145,20 @@ def require_dataset(engine: Engine, dataset: int | str) -> DatasetRow:
 def list_datasets(engine: Engine) -> list[DatasetRow]:
     """All datasets by name, with response/sentence/gold counts and the response label balance."""
     return run_read(engine, _dataset_rows)
+
+
+def criteria_siblings(engine: Engine, dataset_id: int) -> list[DatasetRow]:
+    """The datasets of the group of criteria ``dataset_id`` belongs to (itself included), by criterion name;
+    [] for an ordinary dataset."""
+
+    def work(session: Session) -> list[DatasetRow]:
+        group = session.scalar(select(Dataset.criteria_group).where(Dataset.id == dataset_id))
+        if group is None:
+            return []
+        rows = _dataset_rows(session, Dataset.criteria_group == group)
+        return sorted(rows, key=lambda r: r.criterion or "")
+
+    return run_read(engine, work)
 
 
 def set_gold_target(engine: Engine, dataset_id: int, fraction: float) -> None:

@@ -25,6 +25,12 @@ job, which scores every current sentence, embedding the new texts first):
 :func:`~db.repository.responses.get_response` reports ``scores_stale`` from exactly that. (After an undo the
 old rows have their old scores again, so the response is stale only if the active version never scored them.)
 
+**Groups of criteria** (:mod:`db.ingest_criteria`): the datasets of a group hold the same responses with the
+same sentences, one dataset per criterion. An edit (or undo) of a response applies, in the same transaction, to
+the response with the same external id in every sibling dataset (each one's own labels ended or restored and
+kept in its own ``segment_edits`` row), so the splits stay identical; a sibling whose split already differs
+refuses the whole edit.
+
 ``expected`` (the spans the caller's view showed, ``[(start, end), ...]``) refuses an edit made from a stale
 view with :class:`StaleSplitError`: someone changed the split meanwhile, and nothing is written.
 """
@@ -41,6 +47,7 @@ from sqlalchemy.orm import Session
 from db.engine import run_read, run_write
 from db.models import (
     RETIRED_POSITION,
+    Dataset,
     Response,
     SegmentEdit,
     Sentence,
@@ -74,7 +81,7 @@ class StaleSplitError(InputError):
 
 
 Spans = Sequence[tuple[int, int]]
-Make = Callable[[Session, str, list[Span]], tuple[SpanEdit, SegmentEdit | None]]
+Make = Callable[[Session, int, str, list[Span]], tuple[SpanEdit, SegmentEdit | None]]
 
 
 def merge_sentences(
@@ -86,7 +93,7 @@ def merge_sentences(
         response_id,
         editor,
         expected,
-        lambda s, text, spans: (merge_edit(text, spans, position), None),
+        lambda s, rid, text, spans: (merge_edit(text, spans, position), None),
     )
 
 
@@ -105,7 +112,7 @@ def split_sentence(
         response_id,
         editor,
         expected,
-        lambda s, text, spans: (split_edit(text, spans, position, offset), None),
+        lambda s, rid, text, spans: (split_edit(text, spans, position, offset), None),
     )
 
 
@@ -114,9 +121,14 @@ def undo_segment_edit(
 ) -> SegmentEditResult | None:
     """Undo the response's last split fix not yet undone; None when there is none."""
 
-    def make(session: Session, text: str, spans: list[Span]) -> tuple[SpanEdit, SegmentEdit | None]:
-        edit = _last_undoable(session, response_id)
-        assert edit is not None  # checked below before the write
+    def make(session: Session, rid: int, text: str, spans: list[Span]) -> tuple[SpanEdit, SegmentEdit | None]:
+        edit = _last_undoable(session, rid)
+        if edit is None:  # checked before the write for the response itself; a sibling may lack it
+            raise InputError(
+                "the same response in another criterion of its group has no split fix to undo; nothing was "
+                "changed",
+                field="sentence",
+            )
         return revert_edit(spans, _as_span_edit(edit, text)), edit
 
     def nothing(session: Session) -> bool:
@@ -202,29 +214,80 @@ def _run(
     _check_editor(editor)
 
     def work(session: Session) -> SegmentEditResult | None:
-        lock_response(session, response_id)
+        siblings = sibling_response_ids(session, response_id)
+        for rid in sorted([response_id, *siblings]):  # one order for every writer: no lock cycle
+            lock_response(session, rid)
         response = session.get(Response, response_id)
         if response is None:
             raise InputError(f"no response with id {response_id}", field="response")
-        rows = list(
-            session.scalars(
-                select(Sentence)
-                .where(Sentence.response_id == response_id, live_sentence())
-                .order_by(Sentence.position)
-            )
-        )
+        rows = _live_rows(session, response_id)
         spans = [Span(r.start, r.end, r.text) for r in rows]
         if expected is not None and [(s.start, s.end) for s in spans] != [tuple(p) for p in expected]:
             raise StaleSplitError(len(spans))
         if skip_if is not None and skip_if(session):
             return None
-        edit, undone = make(session, response.text, spans)
-        after = edit.apply(spans)
-        check_spans(response.text, after)
-        return _write(session, response, rows, spans, after, edit, undone, editor)
+        result = _edit(session, response, rows, make, editor)
+        for rid in siblings:
+            sibling = session.get(Response, rid)
+            assert sibling is not None
+            sibling_rows = _live_rows(session, rid)
+            if [(r.start, r.end) for r in sibling_rows] != [(s.start, s.end) for s in spans]:
+                raise InputError(
+                    f"the same response in another criterion of its group (response {rid}) has another split; "
+                    "nothing was changed",
+                    field="sentence",
+                )
+            _edit(session, sibling, sibling_rows, make, editor)
+        return result
 
     result: SegmentEditResult | None = run_write(engine, work)
     return result
+
+
+def sibling_response_ids(session: Session, response_id: int) -> list[int]:
+    """The same response (same external id) in the other datasets of its group of criteria; [] outside one."""
+    sibling = select(Dataset.id).where(
+        Dataset.criteria_group
+        == select(Dataset.criteria_group)
+        .join(Response, Response.dataset_id == Dataset.id)
+        .where(Response.id == response_id)
+        .scalar_subquery()
+    )
+    external = select(Response.external_id).where(Response.id == response_id).scalar_subquery()
+    return list(
+        session.scalars(
+            select(Response.id)
+            .where(
+                Response.dataset_id.in_(sibling), Response.external_id == external, Response.id != response_id
+            )
+            .order_by(Response.id)
+        )
+    )
+
+
+def sibling_responses(engine: Engine, response_id: int) -> list[int]:
+    """:func:`sibling_response_ids` in its own read."""
+    return run_read(engine, lambda s: sibling_response_ids(s, response_id))
+
+
+def _live_rows(session: Session, response_id: int) -> list[Sentence]:
+    return list(
+        session.scalars(
+            select(Sentence)
+            .where(Sentence.response_id == response_id, live_sentence())
+            .order_by(Sentence.position)
+        )
+    )
+
+
+def _edit(
+    session: Session, response: Response, rows: list[Sentence], make: Make, editor: str
+) -> SegmentEditResult:
+    spans = [Span(r.start, r.end, r.text) for r in rows]
+    edit, undone = make(session, response.id, response.text, spans)
+    after = edit.apply(spans)
+    check_spans(response.text, after)
+    return _write(session, response, rows, spans, after, edit, undone, editor)
 
 
 def _write(

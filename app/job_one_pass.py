@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from app.job_context import JobCancelled, JobContext
 from app.job_payloads import ONE_PASS_METHODS, TrainPayload
-from app.job_publish import finite, publish
+from app.job_publish import evidence_metrics, publish
 from app.settings import AppSettings
 from db import artifacts
 from db import repository as repo
@@ -139,14 +139,8 @@ def run_train_one_pass(
         raise JobCancelled(str(exc)) from exc
     ctx.log(f"{result.n_gold_responses} responses with gold labels ({result.n_gold_sentences} sentences)")
     metrics: dict[str, Any] = {
-        "gold_before": finite(result.previous_gold_metrics),
-        "gold_after": finite(result.gold_metrics),
-        "file_labels_after": finite(result.file_label_metrics),
-        "gold_responses": result.n_gold_responses,
-        "gold_sentences": result.n_gold_sentences,
-        "responses": len(data.records),
+        **evidence_metrics(result, len(data.records), parent),
         "resolved_method": f"one_pass:{parsed.method}",
-        "compared_with_version": parent.version if parent is not None else None,
         RUN_KEY: result.run,
     }
     model = result.model

@@ -26,6 +26,22 @@ def finite(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if np.isfinite(v) else None) for k, v in metrics.items()}
 
 
+def evidence_metrics(result: Any, responses: int, parent: repo.ModelVersionRow | None) -> dict[str, Any]:
+    """What every train job stores about the evidence it was judged by: the gold figures before and after, the
+    figures against the labels that came with the file, the gold counts and the version compared with."""
+    return {
+        "gold_before": finite(result.previous_gold_metrics),
+        "gold_after": finite(result.gold_metrics),
+        # Labels that came with the file (source "imported") are not gold, but they are the best check a user
+        # has before correcting anything: reported separately.
+        "file_labels_after": finite(result.file_label_metrics),
+        "gold_responses": result.n_gold_responses,
+        "gold_sentences": result.n_gold_sentences,
+        "responses": responses,
+        "compared_with_version": parent.version if parent is not None else None,
+    }
+
+
 GOLD_QUEUE_SIZE = 200
 """Responses proposed per selection strategy and stored with each model version (the Gold queue page)."""
 

@@ -14,7 +14,7 @@ from app.job_context import JobCancelled, JobContext
 from app.job_embed import embed_on_ray, encoder_config, scratch_dir
 from app.job_one_pass import load_version_model, run_train_one_pass, stage_progress
 from app.job_payloads import TrainPayload
-from app.job_publish import GOLD_QUEUE_SIZE, finite, publish
+from app.job_publish import GOLD_QUEUE_SIZE, evidence_metrics, finite, publish
 from app.job_train_pairs import run_train_pairs
 from app.settings import AppSettings
 from db import artifacts
@@ -83,18 +83,10 @@ def run_train(
         raise JobCancelled(str(exc)) from exc
     ctx.log(f"{result.n_gold_responses} responses with gold labels ({result.n_gold_sentences} sentences)")
     metrics: dict[str, Any] = {
-        "gold_before": finite(result.previous_gold_metrics),
-        "gold_after": finite(result.gold_metrics),
-        # Labels that came with the file (source "imported") are not gold, but they are the best check a user
-        # has before correcting anything: reported separately.
-        "file_labels_after": finite(result.file_label_metrics),
-        "gold_responses": result.n_gold_responses,
-        "gold_sentences": result.n_gold_sentences,
-        "responses": len(data.records),
+        **evidence_metrics(result, len(data.records), parent),
         "resolved_method": result.model.resolved_method_,
         # auto / fractal: the candidate chosen, the criterion and every candidate's figures (Models page).
         **({"method_choice": result.model.selection_} if getattr(result.model, "selection_", None) else {}),
-        "compared_with_version": parent.version if parent is not None else None,
         # The F key's rule and what it was chosen by (fractal_core.fitting.first_error), read by Review.
         "first_error_rule": result.model.first_error_rule_.rule,
         "first_error_rule_figures": result.model.first_error_rule_.figures(),

@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from db.engine import session_scope
 from db.export_files import _jsonl_writer, _parquet_writer
@@ -84,8 +84,8 @@ from db.export_formats import (
     _steps,
     _stepwise_row,
 )
-from db.export_read import _iter_items
-from db.models import Dataset, ModelVersion, utcnow
+from db.export_read import _iter_items, export_model_version
+from db.models import Dataset, utcnow
 from db.repository import require_dataset
 from fractal_core.data.files import atomic_write, check_output_file
 from fractal_core.errors import InputError
@@ -149,17 +149,7 @@ def export_dataset(
     with session_scope(engine, write=False) as session:
         ds = session.get(Dataset, ds_row.id)
         assert ds is not None
-        mv: ModelVersion | None
-        if model_version is not None:
-            mv = session.scalars(
-                select(ModelVersion).where(
-                    ModelVersion.dataset_id == ds.id, ModelVersion.version == model_version
-                )
-            ).first()
-            if mv is None:
-                raise InputError(f"dataset {ds.name!r} has no model version {model_version}", field="model")
-        else:
-            mv = session.get(ModelVersion, ds.active_model_version_id) if ds.active_model_version_id else None
+        mv = export_model_version(session, ds, model_version)
         items = _iter_items(
             session,
             ds.id,

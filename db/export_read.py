@@ -15,6 +15,7 @@ from db.models import (
     Adjudication,
     Annotation,
     CurrentLabel,
+    Dataset,
     IngestedFile,
     ModelVersion,
     Response,
@@ -24,6 +25,7 @@ from db.models import (
 )
 from db.sources import HUMAN_SOURCES
 from fractal_core.data.records import Span, top_level
+from fractal_core.errors import InputError
 from fractal_core.mil.reviewer import calibrate, label_conditioned_flat, view_map
 
 _BATCH = 2000
@@ -205,3 +207,16 @@ def _iter_items(
             for item in batch:
                 item.given_label = [None] * len(item.spans)
         yield from batch
+
+
+def export_model_version(session: Session, ds: Dataset, model_version: int | None) -> ModelVersion | None:
+    """The model version an export reads scores from: ``model_version`` of ``ds`` (``InputError`` on the
+    ``model`` field when it has none such), else the dataset's active version (None before any training)."""
+    if model_version is None:
+        return session.get(ModelVersion, ds.active_model_version_id) if ds.active_model_version_id else None
+    mv = session.scalars(
+        select(ModelVersion).where(ModelVersion.dataset_id == ds.id, ModelVersion.version == model_version)
+    ).first()
+    if mv is None:
+        raise InputError(f"dataset {ds.name!r} has no model version {model_version}", field="model")
+    return mv

@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from db.engine import session_scope
-from db.export_read import _Item, _iter_items
-from db.models import Dataset, ModelVersion, PreferencePair
+from db.export_read import _Item, _iter_items, export_model_version
+from db.models import Dataset, PreferencePair
 from db.repository import require_dataset
 from db.sources import NONE
 from fractal_core.data.files import atomic_write, check_output_file
@@ -92,16 +92,7 @@ def export_pairs(
     with session_scope(engine, write=False) as session:
         ds = session.get(Dataset, ds_row.id)
         assert ds is not None
-        if model_version is not None:
-            mv = session.scalars(
-                select(ModelVersion).where(
-                    ModelVersion.dataset_id == ds.id, ModelVersion.version == model_version
-                )
-            ).first()
-            if mv is None:
-                raise InputError(f"dataset {ds.name!r} has no model version {model_version}", field="model")
-        else:
-            mv = session.get(ModelVersion, ds.active_model_version_id) if ds.active_model_version_id else None
+        mv = export_model_version(session, ds, model_version)
         pairs = (
             session.execute(
                 select(PreferencePair).where(PreferencePair.dataset_id == ds.id).order_by(PreferencePair.id)

@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 from fractal_core.data.criteria import criteria_signature, criteria_to_dict, short, signature_text
 from fractal_core.data.extras import ExtraColumns, check_column_map, check_mode, split_row
-from fractal_core.data.files import FileFormat, atomic_write_lines, require_format
+from fractal_core.data.files import FileFormat, atomic_write_lines
 from fractal_core.data.locate import located
 from fractal_core.data.records import MAX_FIELD_CHARS, ResponseRecord
-from fractal_core.data.rows import csv_rows, jsonl_rows, parquet_rows
+from fractal_core.data.rows import file_rows
 from fractal_core.data.validate import SegmentMode, record_from_row
 from fractal_core.errors import InputError
 
@@ -84,16 +84,7 @@ def iter_records(
         InputError: on the first unreadable file or invalid row, naming file, line and field.
     """
     path = Path(path)
-    file = str(path)
-    fmt = require_format(path, format)
-    if not path.is_file():
-        raise InputError("no such file" if not path.exists() else "not a regular file", file=file)
-    if fmt == "jsonl":
-        rows = jsonl_rows(path, file)
-    elif fmt == "csv":
-        rows = csv_rows(path, file, max_field_chars)
-    else:
-        rows = parquet_rows(path, file)
+    file, fmt, rows = file_rows(path, format, max_field_chars)
     rename = dict(column_map or {})
     check_column_map(rename)
     check_mode(extra_columns)

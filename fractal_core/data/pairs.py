@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from fractal_core.data.criteria import short
-from fractal_core.data.files import FileFormat, require_format
+from fractal_core.data.files import FileFormat
 from fractal_core.data.locate import located
 from fractal_core.data.records import MAX_FIELD_CHARS, ResponseRecord
-from fractal_core.data.rows import csv_rows, jsonl_rows, parquet_rows
+from fractal_core.data.rows import file_rows
 from fractal_core.data.validate import SegmentMode, record_from_row
 from fractal_core.errors import InputError
 
@@ -178,16 +178,7 @@ def iter_pairs(
     naming file, line and field on the first bad row (duplicate pair ids, a response id reused for another
     response, an empty file)."""
     path = Path(path)
-    file = str(path)
-    fmt = require_format(path, format)
-    if not path.is_file():
-        raise InputError("no such file" if not path.exists() else "not a regular file", file=file)
-    if fmt == "jsonl":
-        rows = jsonl_rows(path, file)
-    elif fmt == "csv":
-        rows = csv_rows(path, file, max_field_chars)
-    else:
-        rows = parquet_rows(path, file)
+    file, fmt, rows = file_rows(path, format, max_field_chars)
     pair_lines: dict[str, int] = {}
     responses: dict[str, tuple[ResponseRecord, int]] = {}
     any_row = False

@@ -280,3 +280,23 @@ def parquet_rows(path: Path, file: str) -> Iterator[tuple[int, dict[str, Any]]]:
         for row in batch.to_pylist():
             number += 1
             yield number, {key: value for key, value in row.items() if value is not None}
+
+
+def file_rows(
+    path: str | Path, format: str | None = None, max_field_chars: int = MAX_FIELD_CHARS
+) -> tuple[str, str, Iterator[tuple[int, dict[str, Any]]]]:
+    """``(file, fmt, rows)`` of a JSONL, CSV or Parquet file (``format`` or its suffix): the name errors cite, the
+    format read and the rows with their line numbers; InputError when the format is unknown or the path is not a
+    regular file."""
+    from fractal_core.data.files import require_format
+
+    path = Path(path)
+    file = str(path)
+    fmt = require_format(path, format)
+    if not path.is_file():
+        raise InputError("no such file" if not path.exists() else "not a regular file", file=file)
+    if fmt == "jsonl":
+        return file, fmt, jsonl_rows(path, file)
+    if fmt == "csv":
+        return file, fmt, csv_rows(path, file, max_field_chars)
+    return file, fmt, parquet_rows(path, file)

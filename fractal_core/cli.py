@@ -30,6 +30,7 @@ from fractal_core.cli_options import (
     method_names,
     ray_embed_records,
     read_input,
+    stage_bar,
     train_config,
 )
 from fractal_core.data.files import atomic_write_text, check_output_dir, check_output_file
@@ -101,7 +102,6 @@ def train_cmd(
 ) -> None:
     """Train a sentence scorer from response labels (sentence labels in the file are used as gold). Data with
     several criteria train one model for all of them (methods bagloss, priors, pslab), or one with --criterion."""
-    from tqdm.auto import tqdm
 
     from fractal_core.fitting.estimator import FractalModel
 
@@ -125,13 +125,7 @@ def train_cmd(
         check_output_dir(out, FractalModel.FILES)  # the output is checked before training, not after it
     except InputError as err:
         raise fail(str(err)) from None
-    bar = tqdm(total=100, desc="training", unit="%")
-
-    def progress(stage: str, fraction: float, message: str) -> None:
-        bar.set_description(stage)
-        bar.n = int(100 * fraction)
-        bar.set_postfix_str(message)
-        bar.refresh()
+    bar, progress = stage_bar()
 
     try:
         model = FractalModel(

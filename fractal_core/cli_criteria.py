@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fractal_core.cli_options import fail
+from fractal_core.cli_options import fail, stage_bar
 from fractal_core.data.records import ResponseRecord
 from fractal_core.errors import InputError
 
@@ -51,7 +51,6 @@ def train_criteria(
     splits: dict[str, list[ResponseRecord]], out: Path, *, method: str, config: Any, encoder: Any, seed: int
 ) -> None:
     """Fit every criterion of ``splits`` together and save the model to ``out`` (checked before training)."""
-    from tqdm.auto import tqdm
 
     from fractal_core.data.files import check_output_dir
     from fractal_core.fitting.criteria_fit import CRITERIA_METHODS
@@ -66,13 +65,7 @@ def train_criteria(
         check_output_dir(out, CriteriaModel.FILES)
     except InputError as err:
         raise fail(str(err)) from None
-    bar = tqdm(total=100, desc="training", unit="%")
-
-    def progress(stage: str, fraction: float, message: str) -> None:
-        bar.set_description(stage)
-        bar.n = int(100 * fraction)
-        bar.set_postfix_str(message)
-        bar.refresh()
+    bar, progress = stage_bar()
 
     try:
         model = CriteriaModel(method, config=config, encoder=encoder, seed=seed).fit(

@@ -128,3 +128,19 @@ def ray_embed_records(records: list[Any], config: Any, address: str) -> None:
         raise fail(str(err)) from None
     finally:
         bar.close()
+
+
+def stage_bar(desc: str = "training") -> tuple[Any, Any]:
+    """A percentage bar on stderr and the ``progress(stage, fraction, message)`` callback that moves it (the
+    caller closes the bar)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=100, desc=desc, unit="%")
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        bar.set_description(stage)
+        bar.n = int(100 * fraction)
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    return bar, progress

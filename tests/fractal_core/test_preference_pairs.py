@@ -51,7 +51,9 @@ def _enumerated(
             if w_lost + w_won == 0:
                 out[i] = given[i] / p_all
                 continue
-            mixed = w_lost * (lost[i] / p_lost if p_lost else 0.0) + w_won * (won[i] / p_won if p_won else 0.0)
+            mixed = w_lost * (lost[i] / p_lost if p_lost else 0.0) + w_won * (
+                won[i] / p_won if p_won else 0.0
+            )
             out[i] = mixed / (w_lost + w_won)
     return out
 

@@ -191,6 +191,32 @@ def test_pair_event_naming_the_other_sides_sentence_is_refused(store, tmp_path) 
     assert not repo.label_history(store.engine, response_id=_sides(at)[1]["id"])
 
 
+def test_pair_labels_go_under_the_signed_in_name_and_respect_assignments(
+    store, tmp_path, monkeypatch
+) -> None:
+    from db import accounts, team
+    from db import repository as repo
+    from tests.app.test_auth import PASSWORD, sign_in
+
+    monkeypatch.setenv("FRACTAL_AUTH", "on")
+    summary = _pairs(store, tmp_path)
+    for name in ("ann", "cy"):
+        accounts.add_user(store.engine, name, "annotator", PASSWORD)
+    at = sign_in(app_test(), "ann")
+    at.switch_page("views/pairs.py").run()
+    assert not at.exception, at.exception
+    at = drive.press(at, _event(at, 1, labels={0: 1}))
+    rejected = _sides(at)[1]
+    stored = repo.get_response(store.engine, rejected["id"]).sentences[0]
+    assert (stored.label, stored.label_source, stored.annotator) == (1, "human", "ann")
+    # Every response is now cy's work: the server refuses ann's label, and nothing is stored.
+    chosen_id = _sides(at)[0]["id"]
+    team.assign(store.engine, summary.dataset_id, ["cy"])
+    at = drive.press(at, _event(at, 0, labels={0: 0}))
+    assert drive.data(at)["refused"], drive.data(at)
+    assert not repo.label_history(store.engine, response_id=chosen_id)
+
+
 def test_colours_follow_the_labels_entered(store, tmp_path) -> None:
     summary = _pairs(store, tmp_path)
     _score_pairs(store, summary.dataset_id)

@@ -1,11 +1,13 @@
 """What the Pairs page colours: each sentence of a pair by how much it explains the preference, from the stored
-scores (``fractal_core.mil.preference_posterior``: P(wrong | the rejected response has more wrong sentences));
-a sentence a person labelled shows its label instead."""
+scores and the labels people entered (``fractal_core.mil.preference_posterior``: P(wrong | the rejected
+response has more wrong sentences, the entered labels)). A labelled sentence is known (its colour is its
+label); the others are re-conditioned on it, so the colours move as labels are entered."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from app.review import entered_labels
 from db.rows import ResponseDetail, SentenceRow
 
 
@@ -18,19 +20,25 @@ def _scores(sentences: Sequence[SentenceRow]) -> list[float] | None:
 def pair_colours(
     chosen: ResponseDetail, rejected: ResponseDetail, strength: float
 ) -> tuple[list[float | None], list[float | None]]:
-    """Colours (chosen, rejected), one per sentence in [0, 1]; ``None`` everywhere while either response is
-    unscored. Entered labels are shown by the page beside the colour, not folded into it."""
+    """Colours (chosen, rejected), one per sentence in [0, 1], given the preference and the gold labels the
+    responses carry (``review.entered_labels``: the labels the user's view shows); ``None`` everywhere while
+    either response is unscored."""
     a, b = _scores(chosen.sentences), _scores(rejected.sentences)
     if a is None or b is None:
         return [None] * len(chosen.sentences), [None] * len(rejected.sentences)
+    import numpy as np
     import torch
 
     from fractal_core.mil.preference_posterior import preference_posterior
 
     p = torch.tensor([*a, *b], dtype=torch.float64).clamp(1e-9, 1 - 1e-9)  # (n_chosen + n_rejected,)
     bag_index = torch.cat([torch.zeros(len(a), dtype=torch.long), torch.ones(len(b), dtype=torch.long)])
+    labels = torch.from_numpy(np.concatenate([entered_labels(chosen), entered_labels(rejected)]))  # NaN: none
     colour = preference_posterior(
-        torch.stack([torch.log1p(-p), p.log()], 1), bag_index, torch.tensor([strength], dtype=torch.float64)
+        torch.stack([torch.log1p(-p), p.log()], 1),
+        bag_index,
+        torch.tensor([strength], dtype=torch.float64),
+        labels=labels,
     ).tolist()
     return list(colour[: len(a)]), list(colour[len(a) :])
 

@@ -173,6 +173,15 @@ def next_position(index: int, total: int, *, still_listed: bool) -> int:
     return max(0, min(nxt, max(total - 1, 0)))
 
 
+def unscored_if_stale(detail: ResponseDetail) -> ResponseDetail:
+    """The response without scores while its split has none for every sentence (the raw-less, uncoloured view):
+    old scores must not colour a split they were not computed for."""
+    if not detail.scores_stale:
+        return detail
+    sentences = [replace(s, score=None, uncertainty=None) for s in detail.sentences]
+    return replace(detail, sentences=sentences, score=None, uncertainty=None, disagreement=None)
+
+
 def own_view(detail: ResponseDetail, own: Mapping[int, int], annotator: str) -> ResponseDetail:
     """The response as an overlap annotator sees it: their own labels (kept apart from everyone else's until a
     reviewer adjudicates) in place of the shared gold view."""

@@ -7,6 +7,9 @@ change that needs the user: a contradiction of the response label (nothing store
 answered for that very change) or someone else's newer label (nothing stored; their label is shown). The
 answer says which event was the last one stored, so the browser shows "saved" only for confirmed changes.
 
+:func:`store_batch` is what a page does with a batch (Review and Pairs alike): the user's view of each response
+(:func:`labelling_view`), every save and undo through ``app.actions`` as that user.
+
 A batch sent twice (the page reloaded before the confirmation arrived, and the browser's outbox sends it
 again) stores nothing twice: events up to the last confirmed one are skipped, and a label that is already
 what the event sets is no conflict and no new change.
@@ -18,10 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from app import review
+from sqlalchemy import Engine
+
+from app import actions, review
 from db import repository as repo
+from db import team
 from db.accounts import PermissionDenied
-from db.rows import ResponseDetail, SaveResult, UndoResult
+from db.rows import ResponseDetail, SaveResult, UndoResult, UserRow
 from fractal_core.errors import InputError
 
 EventKind = Literal["set", "accept_rest", "undo"]
@@ -165,3 +171,40 @@ def apply_batch(
             out.advance = True
             return out
     return out
+
+
+def labelling_view(engine: Engine, user: UserRow, response_id: int) -> ResponseDetail:
+    """A response as ``user``'s labels go: the shared view, or their own labels on an overlap response;
+    uncoloured while a changed split has no scores yet."""
+    detail = review.unscored_if_stale(repo.get_response(engine, response_id))
+    if actions.label_layer(engine, user, detail.id) == "own":
+        detail = review.own_view(detail, team.own_labels(engine, detail.id, user.name), user.name)
+    return detail
+
+
+def store_batch(raw: Any, nav: review.ReviewNav, *, engine: Engine, user: UserRow, levels: int) -> str | None:
+    """Store a batch the browser sent (``raw``, unchecked) as ``user``, in order, and record the answer on
+    ``nav`` (last event stored, the question or conflict waiting, a refusal, whether N asks to move on).
+    Returns what to tell the user about an undo, else None."""
+    nav.clear_prompts()
+    nav.refused = None
+    try:
+        events = parse_batch(raw)
+    except InputError as exc:
+        nav.refused = str(exc)
+        return None
+    seq = raw.get("seq", 0)
+    nav.batch = max(nav.batch, seq if isinstance(seq, int) and not isinstance(seq, bool) else 0)
+    out = apply_batch(
+        events,
+        acked=nav.acked,
+        load=lambda response_id: labelling_view(engine, user, response_id),
+        save=lambda proposal, finished: actions.save_labels(engine, user, proposal, finished=finished),
+        undo=lambda response_id: actions.undo(engine, user, response_id),
+        levels=levels,
+    )
+    nav.acked, nav.question, nav.conflict, nav.refused = out.acked, out.question, out.conflict, out.refused
+    nav.advance = out.advance
+    if out.undone is None:
+        return None
+    return "Nothing to undo." if not out.undone else f"Undid {out.undone} change(s)."

@@ -3,12 +3,11 @@ last split change (``app.actions`` checks the role and writes through ``db.repos
 
 Every edit carries the sentences this page showed; when someone changed the split since, the store refuses it
 and the panel says so. Sentence text is shown with ``st.text`` / ``st.code`` (never markup). While a changed
-split has no scores yet, the response is shown uncoloured (:func:`unscored_if_stale`).
+split has no scores yet, the response is shown uncoloured (``app.review.unscored_if_stale``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import streamlit as st
@@ -24,15 +23,6 @@ from fractal_core.errors import InputError
 SEEN_KEY = "_split_seen"
 """The spans the panel showed in the previous run: a click is checked against what the person saw then."""
 STALE_NOTE = "Split changed: scores are stale until the next scoring, so the response is shown uncoloured."
-
-
-def unscored_if_stale(detail: ResponseDetail) -> ResponseDetail:
-    """The response without scores while its split has none for every sentence (the raw-less, uncoloured view):
-    old scores must not colour a split they were not computed for."""
-    if not detail.scores_stale:
-        return detail
-    sentences = [dataclasses.replace(s, score=None, uncertainty=None) for s in detail.sentences]
-    return dataclasses.replace(detail, sentences=sentences, score=None, uncertainty=None, disagreement=None)
 
 
 def _spans(detail: ResponseDetail) -> list[tuple[int, int]]:

@@ -89,7 +89,10 @@ def _js() -> str:
     return (HERE / "review_math.mjs").read_text() + "\n" + (HERE / "review_keys.mjs").read_text()
 
 
-_component = st.components.v2.component("fractal_review", html=_html(), css=_CSS, js=_js())
+_ENTRY = "\nexport default (component) => mount(component, ReviewView);\n"
+
+
+_component = st.components.v2.component("fractal_review", html=_html(), css=_CSS, js=_js() + _ENTRY)
 
 
 def payload(
@@ -106,32 +109,7 @@ def payload(
     """The component's data: the response as stored (its HTML from :mod:`app.render`), the last event stored,
     the question or conflict the open response waits on, and the constants the browser draws with (and, on a
     dataset of a group of criteria, the group's criteria)."""
-    response = None
-    if detail is not None:
-        labels = review.gold_labels(detail)
-        response = {
-            "id": detail.id,
-            "label": detail.response_label,
-            "aggregation": detail.aggregation,
-            # the view is P(level >= 1); the colours show P(problem) in the dataset's direction
-            "problem_is_positive": reviewer.problem_is_positive(detail.aggregation),
-            "fine_level": review.fine_level(detail.aggregation, levels),
-            "html": render.render_response(detail.text, [(s.start, s.end) for s in detail.sentences]),
-            "first_error": first_error,
-            "sentences": [
-                {
-                    "id": s.id,
-                    "score": s.score,
-                    "basis": s.view_score,  # what the view given the label is computed from
-                    "label": label,
-                    "source": s.label_source if label is not None else None,
-                    "annotator": s.annotator if label is not None else None,
-                    "version": s.label_version,
-                    "html": render.render_rich_text(s.text),
-                }
-                for s, label in zip(detail.sentences, labels, strict=True)
-            ],
-        }
+    response = None if detail is None else response_data(detail, levels=levels, first_error=first_error)
     question = conflict = None
     if nav.question is not None:
         question = {"event_id": nav.question.event_id, "warning": nav.question.warning}
@@ -160,6 +138,39 @@ def payload(
     }
 
 
+def response_data(
+    detail: ResponseDetail, *, levels: list[int], first_error: int | None, prefix: str = "fs-sent"
+) -> dict[str, Any]:
+    """One response as the browser draws and labels it: its HTML from :mod:`app.render` (sentence ``i`` has
+    the id ``{prefix}-{i}``), and per sentence its scores, the label the user's view shows and its version."""
+    labels = review.gold_labels(detail)
+    return {
+        "id": detail.id,
+        "label": detail.response_label,
+        "aggregation": detail.aggregation,
+        # the view is P(level >= 1); the colours show P(problem) in the dataset's direction
+        "problem_is_positive": reviewer.problem_is_positive(detail.aggregation),
+        "fine_level": review.fine_level(detail.aggregation, levels),
+        "html": render.render_response(
+            detail.text, [(s.start, s.end) for s in detail.sentences], prefix=prefix
+        ),
+        "first_error": first_error,
+        "sentences": [
+            {
+                "id": s.id,
+                "score": s.score,
+                "basis": s.view_score,  # what the view given the label is computed from
+                "label": label,
+                "source": s.label_source if label is not None else None,
+                "annotator": s.annotator if label is not None else None,
+                "version": s.label_version,
+                "html": render.render_rich_text(s.text),
+            }
+            for s, label in zip(detail.sentences, labels, strict=True)
+        ],
+    }
+
+
 def conflict_line(c: Any) -> str:
     """One line of a stale-save conflict: who set what (shown as text)."""
     theirs = "cleared it" if c.label is None else f"set {c.label} ({c.source})"
@@ -172,9 +183,10 @@ def show(data: dict[str, Any], *, on_batch: Callable[[], None], on_nav: Callable
     return _component(key=KEY, data=data, on_batch_change=on_batch, on_nav_change=on_nav)
 
 
-def event(name: str) -> Any:
-    """The value the browser sent with event ``name`` (``batch`` or ``nav``) in this run, else None."""
-    value = st.session_state.get(KEY)
+def event(name: str, *, key: str = KEY) -> Any:
+    """The value the browser sent with event ``name`` (``batch`` or ``nav``) in this run to the component
+    mounted with ``key``, else None."""
+    value = st.session_state.get(key)
     if value is None:
         return None
     try:

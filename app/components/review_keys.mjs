@@ -54,6 +54,7 @@ class ReviewView {
     this.answered = 0;
     this.cursor = 0;
     this.showRaw = false;
+    this.scoreName = "P(problem | label)"; // what the colour is, in the sentence's tooltip and row
     this.modal = null; // {type: "question"|"conflict", eventId, ...}
     this.message = "";
     this.timer = setInterval(() => this.retry(), 1000);
@@ -138,10 +139,16 @@ class ReviewView {
     return { ...e, versions };
   }
 
+  // The responses this view shows (the pair view shows two), and the one with `id` among them.
+  shownResponses() {
+    return this.resp ? [this.resp] : [];
+  }
+
   savedVersions(responseId) {
-    if (!this.resp || this.resp.id !== responseId) return null;
+    const r = this.shownResponses().find((x) => x.id === responseId);
+    if (!r) return null;
     const out = {};
-    for (const s of this.resp.sentences) out[String(s.id)] = s.version;
+    for (const s of r.sentences) out[String(s.id)] = s.version;
     return out;
   }
 
@@ -171,8 +178,7 @@ class ReviewView {
   }
 
   // ------------------------------------------------------------------ labels as this tab sees them
-  localLabels() {
-    const r = this.resp;
+  localLabels(r = this.resp) {
     const labels = new Map(r.sentences.map((s) => [String(s.id), s.label]));
     const pending = new Set();
     for (const e of this.queue) {
@@ -189,8 +195,7 @@ class ReviewView {
     return { labels, pending };
   }
 
-  shownScores(labels) {
-    const r = this.resp;
+  shownScores(labels, r = this.resp) {
     if (r.sentences.some((s) => s.score === null)) return r.sentences.map(() => null);
     const entered = r.sentences.map((s) => labels.get(String(s.id)));
     const view = labelConditioned(
@@ -206,8 +211,13 @@ class ReviewView {
   // ------------------------------------------------------------------ drawing
   renderBody() {
     const body = this.el(".fs-body");
-    const list = this.el(".fs-list");
     body.innerHTML = this.resp ? this.resp.html : ""; // app.render output: escaped text, allow-listed MathML
+    this.renderList();
+  }
+
+  // One row per sentence of the open response: its label state ("saved" once the server has it).
+  renderList() {
+    const list = this.el(".fs-list");
     list.textContent = "";
     if (!this.resp) return;
     this.resp.sentences.forEach((s, i) => {
@@ -229,21 +239,33 @@ class ReviewView {
   }
 
   paint() {
-    const r = this.resp;
-    if (!r) return this.paintStatus();
-    const { labels, pending } = this.localLabels();
-    const shown = this.shownScores(labels);
+    if (!this.resp) return this.paintStatus();
+    this.paintResponse(this.resp, "fs-sent", true);
+    const focused = this.el(`#fs-sent-${this.cursor}`);
+    if (focused && this.moved) {
+      focused.scrollIntoView({ block: "nearest" });
+      this.moved = false;
+    }
+    this.paintModal();
+    this.paintStatus();
+  }
+
+  // Colours, label badges and (for the open response, `active`) the cursor and the rows of response `r`,
+  // whose sentence i is the element with id `${prefix}-${i}`.
+  paintResponse(r, prefix, active) {
+    const { labels, pending } = this.localLabels(r);
+    const shown = this.shownScores(labels, r);
     r.sentences.forEach((s, i) => {
       const sid = String(s.id);
       const label = labels.get(sid);
       const isPending = pending.has(sid);
       const v = shown[i];
-      const span = this.el(`#fs-sent-${i}`);
+      const span = this.el(`#${prefix}-${i}`);
       const bin = v === null ? null : Math.min(Math.floor(v * this.bins), this.bins - 1);
       const u = v === null ? 0 : 1 - Math.abs(2 * v - 1);
       const level = u >= this.uncertain[1] ? 2 : u >= this.uncertain[0] ? 1 : 0;
       const cls = ["fs-sent", bin === null ? "fs-none" : `fs-s${bin}`, `fs-u${level}`];
-      if (i === this.cursor) cls.push("fs-focus");
+      if (active && i === this.cursor) cls.push("fs-focus");
       if (isPending) cls.push("fs-pending");
       if (span) {
         span.className = cls.join(" ");
@@ -261,7 +283,7 @@ class ReviewView {
           badge.textContent = `${bad ? "✗" : "✓"}${label}`;
         }
       }
-      const row = this.el(`#fs-row-${i}`);
+      const row = active ? this.el(`#fs-row-${i}`) : null;
       if (row) {
         row.className = `fs-row${i === this.cursor ? " fs-row-focus" : ""}`;
         const state =
@@ -274,18 +296,11 @@ class ReviewView {
         row.dataset.state = isPending ? "pending" : label === null || label === undefined ? "none" : "saved";
       }
     });
-    const focused = this.el(`#fs-sent-${this.cursor}`);
-    if (focused && this.moved) {
-      focused.scrollIntoView({ block: "nearest" });
-      this.moved = false;
-    }
-    this.paintModal();
-    this.paintStatus();
   }
 
   scoreText(s, v) {
     if (v === null) return "not scored";
-    const given = `P(problem | label) ${v.toFixed(2)}`;
+    const given = `${this.scoreName} ${v.toFixed(2)}`;
     return this.showRaw && s.score !== null ? `${given} · model ${Number(s.score).toFixed(2)}` : given;
   }
 
@@ -408,13 +423,14 @@ class ReviewView {
   }
 }
 
-export default function (component) {
+// The component's entry (the Python side appends `export default` with the view class it mounts).
+export function mount(component, View) {
   const { data, parentElement, setTriggerValue } = component;
   // Streamlit calls this again with every new data, and runs the returned cleanup only when the component
   // unmounts: one view (and one key listener) per mounted component.
   let view = parentElement.__fsReview;
   if (!view) {
-    view = parentElement.__fsReview = new ReviewView(parentElement);
+    view = parentElement.__fsReview = new View(parentElement);
     view.onKey = (ev) => view.key(ev);
     document.addEventListener("keydown", view.onKey, true);
   }

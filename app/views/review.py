@@ -222,10 +222,7 @@ rule = review.first_error_rule(repo.active_model_version(engine, dataset.id))
 
 def view(response_id: int) -> ResponseDetail:
     """A response as this user's labels go: the shared view, or their own labels on an overlap response."""
-    detail = split_panel.unscored_if_stale(repo.get_response(engine, response_id))
-    if actions.label_layer(engine, user, detail.id) == "own":
-        detail = review.own_view(detail, team.own_labels(engine, detail.id, user.name), user.name)
-    return detail
+    return review_events.labelling_view(engine, user, response_id)
 
 
 detail: ResponseDetail | None
@@ -250,27 +247,11 @@ layer = actions.label_layer(engine, user, detail.id)
 
 def on_batch() -> None:
     """Label events from the browser: stored in order before the panel redraws with the answer."""
-    raw = response_view.event("batch")
-    nav.clear_prompts()
-    nav.refused = None
-    try:
-        events = review_events.parse_batch(raw)
-    except InputError as exc:
-        nav.refused = str(exc)
-        return
-    nav.batch = max(nav.batch, int(raw.get("seq", 0)))
-    out = review_events.apply_batch(
-        events,
-        acked=nav.acked,
-        load=view,
-        save=lambda proposal, finished: actions.save_labels(engine, user, proposal, finished=finished),
-        undo=lambda response_id: actions.undo(engine, user, response_id),
-        levels=len(levels),
+    said = review_events.store_batch(
+        response_view.event("batch"), nav, engine=engine, user=user, levels=len(levels)
     )
-    nav.acked, nav.question, nav.conflict, nav.refused = out.acked, out.question, out.conflict, out.refused
-    if out.undone is not None:
-        state.flash("Nothing to undo." if not out.undone else f"Undid {out.undone} change(s).", "info")
-    nav.advance = out.advance
+    if said:
+        state.flash(said, "info")
 
 
 criteria = by_criterion.siblings(engine, dataset.id)

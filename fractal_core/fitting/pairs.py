@@ -42,10 +42,11 @@ def pair_strength(paired: BagSet) -> torch.Tensor:
     return (paired.labels[1::2].double() * 2.0 - 1.0).clamp(0.0, 1.0)
 
 
-def colour_pairs(logp: torch.Tensor, paired: BagSet) -> torch.Tensor:
-    """What Review colours on a pair: P(level_i >= 1 | the preference) (N,) float64 for the sentences of bags
-    laid out by :func:`pair_bags`, from the model's log-probabilities ``logp`` (N, C) on them."""
-    return preference_posterior(logp, paired.bag_index, pair_strength(paired))
+def colour_pairs(logp: torch.Tensor, paired: BagSet, *, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """What the Pairs page colours: P(level_i >= 1 | the preference[, the labels]) (N,) float64 for the
+    sentences of bags laid out by :func:`pair_bags`, from the model's log-probabilities ``logp`` (N, C) on them
+    and the levels people entered ``labels`` (N,), NaN where unlabelled."""
+    return preference_posterior(logp, paired.bag_index, pair_strength(paired), labels=labels)
 
 
 __all__ = ["colour_pairs", "pair_bags", "pair_strength", "preference_triples", "rejected_worse"]

@@ -12,6 +12,13 @@ A sentence that explains the loss (likely wrong and in the loser) rises, a likel
 soft preference (strength s in [0, 1], P(chosen better) = (1 + s) / 2) mixes the posteriors given E and given the
 opposite event by that weight (Jeffrey's rule); ties belong to neither event.
 
+Labels a person entered are known: under the same independence, conditioning on them sets each labelled
+sentence's probability to its label (1 for level >= 1, 0 for level 0) and re-conditions the rest, so
+P(y_i = 1 | the preference, the labels) is the same computation on those probabilities. Labels can make one
+event impossible (the chosen response already has more errors than the rejected one has sentences): the
+mixture then keeps the event still possible, and a pair where neither is (a sure tie) keeps the probabilities
+given the labels alone.
+
 Counts are computed once per response (a loop over the positions of the longest response, vectorised over
 responses and counts); a sentence's leave-one-out count distribution is the response's divided by its own
 Bernoulli factor, from the low end when p_i <= 1/2 and from the high end otherwise (stable both ways), a loop
@@ -71,9 +78,9 @@ def leave_one_out(pmf: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 def _given_worse(
     p: torch.Tensor, bag_index: torch.Tensor, pmf: torch.Tensor, worse: torch.Tensor
-) -> torch.Tensor:
-    """P(y_i = 1 | N_worse > N_better) (N,) on bags laid out as pairs (bag 2k, 2k + 1); ``worse`` (B,) bool
-    marks the bag of each pair that lost."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """P(y_i = 1 | N_worse > N_better) (N,) on bags laid out as pairs (bag 2k, 2k + 1), and P(N_worse >
+    N_better) of each sentence's pair (N,); ``worse`` (B,) bool marks the bag of each pair that lost."""
     partner = torch.arange(pmf.shape[0], device=pmf.device) ^ 1
     cdf = pmf.cumsum(1)  # (B, L + 1): P(N <= a)
     tail = pmf.flip(1).cumsum(1).flip(1)  # (B, L + 1): P(N >= t)
@@ -81,7 +88,7 @@ def _given_worse(
     w = torch.where(worse, torch.arange(pmf.shape[0], device=pmf.device), partner)  # (B,) the pair's loser
     b = w ^ 1
     below = torch.nn.functional.pad(cdf[b, :-1], (1, 0))  # (B, L + 1): P(N_better <= a - 1)
-    p_event = (pmf[w] * below).sum(1).clamp_min(1e-300)  # (B,)
+    p_event = (pmf[w] * below).sum(1)  # (B,)
     others = leave_one_out(pmf[bag_index], p)  # (N, L + 1)
     mine = bag_index
     # In the loser: P(N_others + 1 > N_better) = sum_a P(N_others = a) P(N_better <= a).
@@ -90,26 +97,46 @@ def _given_worse(
     shifted_tail = torch.nn.functional.pad(tail[partner[mine], 2:], (0, 2))
     in_better = (others * shifted_tail).sum(1)
     joint = p.double() * torch.where(worse[mine], in_worse, in_better)
-    return (joint / p_event[mine]).clamp(0.0, 1.0)
+    return (joint / p_event[mine].clamp_min(1e-300)).clamp(0.0, 1.0), p_event[mine]
 
 
-def preference_posterior(logp: torch.Tensor, bag_index: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-    """P(level_i >= 1 | the preference) per sentence (N,) float64 on bags laid out as pairs: bag 2k is pair k's
-    chosen (preferred) response, bag 2k + 1 its rejected one.
+def preference_posterior(
+    logp: torch.Tensor,
+    bag_index: torch.Tensor,
+    strength: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """P(level_i >= 1 | the preference[, the labels]) per sentence (N,) float64 on bags laid out as pairs: bag
+    2k is pair k's chosen (preferred) response, bag 2k + 1 its rejected one.
 
     logp (N, C) sentence log-probabilities (level >= 1 counts as positive), bag_index (N,) sorted ascending,
-    strength (K,) in [0, 1] per pair (1: the chosen one is surely better; 0: no preference).
+    strength (K,) in [0, 1] per pair (1: the chosen one is surely better; 0: no preference), labels (N,) the
+    levels people entered, NaN where unlabelled (a labelled sentence comes back as 1.0 or 0.0, the others
+    re-conditioned on it).
     """
     n_bags = 2 * int(strength.shape[0])
     if int(bag_index.shape[0]) and int(bag_index.max()) >= n_bags:
         raise ValueError("bag_index refers to a bag outside the pairs")
     p = positive_score(logp).double()
+    known = torch.zeros_like(p, dtype=torch.bool)
+    if labels is not None:
+        if labels.shape != p.shape:
+            raise ValueError(f"labels has shape {tuple(labels.shape)}, expected {tuple(p.shape)}")
+        known = ~torch.isnan(labels)
+        p = torch.where(known, (labels.double() >= 1.0).double(), p)
     pmf = count_pmf(p, bag_index, n_bags)
     rejected = torch.arange(n_bags, device=p.device) % 2 == 1
-    lost = _given_worse(p, bag_index, pmf, rejected)
-    won = _given_worse(p, bag_index, pmf, ~rejected)
+    lost, p_lost = _given_worse(p, bag_index, pmf, rejected)
+    won, p_won = _given_worse(p, bag_index, pmf, ~rejected)
     weight = ((1.0 + strength.double().clamp(0.0, 1.0)) / 2.0).repeat_interleave(2)[bag_index]  # (N,)
-    return weight * lost + (1.0 - weight) * won
+    # Jeffrey's rule over the events still possible; a sure tie keeps p (given the labels).
+    w_lost = weight * (p_lost > 0)
+    w_won = (1.0 - weight) * (p_won > 0)
+    total = w_lost + w_won
+    mixed = (w_lost * lost + w_won * won) / total.clamp_min(1e-300)
+    # A labelled sentence is its label exactly (the division above leaves rounding).
+    return torch.where(known | (total <= 0), p, mixed)
 
 
 __all__ = ["count_pmf", "leave_one_out", "preference_posterior"]

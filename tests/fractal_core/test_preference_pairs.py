@@ -16,17 +16,27 @@ def _logp(p: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.log1p(-p), torch.log(p)], 1)
 
 
-def _enumerated(p: torch.Tensor, bag_index: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-    """P(y_i = 1 | preference) by summing over every labelling of each pair (the definition)."""
+def _enumerated(
+    p: torch.Tensor, bag_index: torch.Tensor, strength: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """P(y_i = 1 | preference[, labels]) by summing over every labelling of each pair (the definition): a
+    labelling that disagrees with an entered label has no weight; the mixture keeps the events still possible
+    and a sure tie keeps P(y_i = 1 | labels)."""
     out = torch.zeros_like(p)
     for k in range(len(strength)):
         members = [i for i in range(len(p)) if int(bag_index[i]) // 2 == k]
         lost, won = torch.zeros_like(p), torch.zeros_like(p)
-        p_lost = p_won = 0.0
+        p_lost = p_won = p_all = 0.0
+        given = torch.zeros_like(p)
         for ys in itertools.product((0, 1), repeat=len(members)):
             weight = 1.0
             for i, y in zip(members, ys, strict=True):
                 weight *= float(p[i]) if y else 1.0 - float(p[i])
+                if labels is not None and not bool(torch.isnan(labels[i])):
+                    weight *= float(y == int(labels[i] >= 1))
+            p_all += weight
+            for i, y in zip(members, ys, strict=True):
+                given[i] += weight * y
             n_chosen = sum(y for i, y in zip(members, ys, strict=True) if int(bag_index[i]) == 2 * k)
             n_rejected = sum(ys) - n_chosen
             for event, acc in ((n_rejected > n_chosen, lost), (n_chosen > n_rejected, won)):
@@ -36,8 +46,15 @@ def _enumerated(p: torch.Tensor, bag_index: torch.Tensor, strength: torch.Tensor
             p_lost += weight * (n_rejected > n_chosen)
             p_won += weight * (n_chosen > n_rejected)
         w = (1.0 + float(strength[k])) / 2.0
+        w_lost, w_won = (w if p_lost > 0 else 0.0), ((1.0 - w) if p_won > 0 else 0.0)
         for i in members:
-            out[i] = w * lost[i] / p_lost + (1.0 - w) * won[i] / p_won
+            if w_lost + w_won == 0:
+                out[i] = given[i] / p_all
+                continue
+            mixed = w_lost * (lost[i] / p_lost if p_lost else 0.0) + w_won * (
+                won[i] / p_won if p_won else 0.0
+            )
+            out[i] = mixed / (w_lost + w_won)
     return out
 
 
@@ -51,6 +68,47 @@ def test_preference_posterior_matches_enumeration(seed: int) -> None:
     strength = torch.tensor([1.0, 0.3, 0.0], dtype=torch.float64)
     got = preference_posterior(_logp(p), bag_index, strength)
     assert torch.allclose(got, _enumerated(p, bag_index, strength), atol=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_preference_posterior_given_labels_matches_enumeration(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.tensor([3, 2, 1, 4, 5, 2, 2, 3])
+    n = int(sizes.sum())
+    p = torch.rand(n, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    bag_index = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+    strength = torch.tensor([1.0, 0.4, 0.0, 0.8], dtype=torch.float64)
+    # About a third labelled, with ordinal levels (2 counts as wrong like 1).
+    levels = torch.randint(0, 3, (n,), generator=g).double()
+    labels = torch.where(torch.rand(n, generator=g) < 0.35, levels, torch.full((n,), float("nan")))
+    got = preference_posterior(_logp(p), bag_index, strength, labels=labels)
+    assert torch.allclose(got, _enumerated(p, bag_index, strength, labels), atol=1e-10)
+    known = ~torch.isnan(labels)
+    assert torch.equal(got[known], (labels[known] >= 1).double())  # a labelled sentence is known
+
+
+def test_labels_that_rule_out_the_preference_keep_what_is_still_possible() -> None:
+    p = torch.tensor([0.3, 0.6, 0.4, 0.5], dtype=torch.float64)
+    bag_index = torch.tensor([0, 0, 1, 1])
+    # The chosen response has two errors: the rejected one (two sentences) cannot have more.
+    labels = torch.tensor([1.0, 1.0, float("nan"), float("nan")], dtype=torch.float64)
+    for strength in (1.0, 0.6):
+        got = preference_posterior(_logp(p), bag_index, torch.tensor([strength]), labels=labels)
+        assert torch.allclose(got, _enumerated(p, bag_index, torch.tensor([strength]), labels), atol=1e-12)
+    # A sure tie (every sentence labelled alike on both sides): the labels alone.
+    tie = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    assert torch.equal(preference_posterior(_logp(p), bag_index, torch.tensor([1.0]), labels=tie), tie)
+
+
+def test_a_labelled_error_in_the_loser_explains_the_preference_away() -> None:
+    p = torch.tensor([0.3, 0.3, 0.3, 0.3, 0.3], dtype=torch.float64)
+    bag_index = torch.tensor([0, 0, 1, 1, 1])
+    before = preference_posterior(_logp(p), bag_index, torch.tensor([1.0]))
+    nan = float("nan")
+    labels = torch.tensor([nan, nan, 1.0, nan, nan], dtype=torch.float64)
+    after = preference_posterior(_logp(p), bag_index, torch.tensor([1.0]), labels=labels)
+    assert float(after[2]) == 1.0
+    assert bool((after[3:] < before[3:]).all())  # the loss is explained: the loser's other sentences fall
 
 
 def test_leave_one_out_inverts_adding_the_sentence() -> None:

@@ -27,18 +27,12 @@ def pair_colours(
     if a is None or b is None:
         return [None] * len(chosen.sentences), [None] * len(rejected.sentences)
     import numpy as np
-    import torch
 
-    from fractal_core.mil.preference_posterior import preference_posterior
+    from fractal_core.fitting.pairs import colour_scored_pairs
 
-    p = torch.tensor([*a, *b], dtype=torch.float64).clamp(1e-9, 1 - 1e-9)  # (n_chosen + n_rejected,)
-    bag_index = torch.cat([torch.zeros(len(a), dtype=torch.long), torch.ones(len(b), dtype=torch.long)])
-    labels = torch.from_numpy(np.concatenate([entered_labels(chosen), entered_labels(rejected)]))  # NaN: none
-    colour = preference_posterior(
-        torch.stack([torch.log1p(-p), p.log()], 1),
-        bag_index,
-        torch.tensor([strength], dtype=torch.float64),
-        labels=labels,
+    labels = np.concatenate([entered_labels(chosen), entered_labels(rejected)])  # NaN: none
+    colour = colour_scored_pairs(
+        np.array([*a, *b]), np.array([len(a), len(b)]), np.array([strength]), labels
     ).tolist()
     return list(colour[: len(a)]), list(colour[len(a) :])
 

@@ -5,8 +5,9 @@ preference came from (``preference_source``, ``preference_annotator``), and per 
 (``chosen_steps`` / ``rejected_steps``), the current step labels with who or what set each
 (``*_labels``, ``*_label_sources`` with ``none`` for an unlabelled step, ``*_label_annotators``; with
 ``human_only`` only labels a person set in the tool), the model version's raw step scores (``*_scores``) and the
-colouring given the preference (``*_colours``: P(step wrong | the rejected response lost), exact under the
-model's independent step probabilities, :mod:`fractal_core.mil.preference_posterior`); scores and colours are
+colouring given the preference (``*_colours``: P(step wrong | the rejected response lost, the gold labels),
+exact under the model's independent step probabilities, :mod:`fractal_core.mil.preference_posterior`, as the
+Pairs page shows it: a labelled step's colour is its label); scores and colours are
 null without a scored model version. ``model_version``: the version they come from (default: the active one).
 """
 
@@ -25,9 +26,10 @@ from db.engine import session_scope
 from db.export_read import _Item, _iter_items, export_model_version
 from db.models import Dataset, PreferencePair
 from db.repository import require_dataset
-from db.sources import NONE
+from db.sources import NONE, is_gold
 from fractal_core.data.files import atomic_write, check_output_file
 from fractal_core.errors import InputError
+from fractal_core.mil.reviewer import view_scores
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,23 +39,31 @@ class PairsExportSummary:
     model_version: int | None
 
 
-def _colours(items: Sequence[tuple[_Item, _Item, float]]) -> list[tuple[list[float], list[float]] | None]:
-    """The colouring given the preference of every pair whose steps all have a score (else None), at once."""
-    import torch
+def _colours(
+    items: Sequence[tuple[_Item, _Item, float]], calibration: dict[str, Any] | None
+) -> list[tuple[list[float], list[float]] | None]:
+    """The colouring given the preference of every pair whose steps all have a score (else None), at once, as
+    the Pairs page shows it (``app.pair_colours``): the scores the given-label view reads (the version's step
+    calibration where the view uses it) conditioned on the gold labels exported with them."""
+    import numpy as np
 
-    from fractal_core.mil.preference_posterior import preference_posterior
+    from fractal_core.fitting.pairs import colour_scored_pairs
 
     scored = [i for i, (c, r, _) in enumerate(items) if all(s is not None for s in (*c.scores, *r.scores))]
     out: list[tuple[list[float], list[float]] | None] = [None] * len(items)
     if not scored:
         return out
-    p = torch.tensor(
-        [s for i in scored for it in items[i][:2] for s in it.scores], dtype=torch.float64
-    ).clamp(1e-9, 1 - 1e-9)  # (N,)
-    sizes = torch.tensor([len(it.spans) for i in scored for it in items[i][:2]])
-    bag_index = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
-    strength = torch.tensor([items[i][2] for i in scored], dtype=torch.float64)
-    colour = preference_posterior(torch.stack([torch.log1p(-p), p.log()], 1), bag_index, strength).tolist()
+    sides = [it for i in scored for it in items[i][:2]]
+    scores = view_scores([s for it in sides for s in it.scores], calibration)
+    labels = [
+        float(lab["label"]) if lab is not None and is_gold(lab["source"]) else np.nan
+        for it in sides
+        for lab in it.labels
+    ]
+    sizes = np.array([len(it.spans) for it in sides], dtype=np.int64)  # (2K,)
+    colour = colour_scored_pairs(
+        np.array(scores, dtype=np.float64), sizes, np.array([items[i][2] for i in scored]), np.array(labels)
+    ).tolist()
     at = 0
     for k, i in enumerate(scored):
         n_chosen, n_rejected = int(sizes[2 * k]), int(sizes[2 * k + 1])
@@ -110,7 +120,7 @@ def export_pairs(
             )
         }  # fmt: skip
         triples = [(by_id[p.chosen_id], by_id[p.rejected_id], float(p.strength)) for p in pairs]
-        colours = _colours(triples)
+        colours = _colours(triples, (mv.metrics or {}).get("step_calibration") if mv else None)
         rows = [
             {
                 "id": p.external_id,

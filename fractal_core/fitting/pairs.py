@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from fractal_core.fitting.bags import BagSet
@@ -49,4 +50,31 @@ def colour_pairs(logp: torch.Tensor, paired: BagSet, *, labels: torch.Tensor | N
     return preference_posterior(logp, paired.bag_index, pair_strength(paired), labels=labels)
 
 
-__all__ = ["colour_pairs", "pair_bags", "pair_strength", "preference_triples", "rejected_worse"]
+def colour_scored_pairs(
+    scores: np.ndarray, sizes: np.ndarray, strength: np.ndarray, labels: np.ndarray | None = None
+) -> np.ndarray:
+    """The colouring given the preference from stored step probabilities, for every page and export: scores
+    (N,) P(step wrong) of the sentences of K pairs laid out chosen, rejected, chosen, ... (``sizes`` (2K,)
+    sentences per response), each pair's ``strength`` (K,), and the levels people entered ``labels`` (N,), NaN
+    where unlabelled. Returns P(wrong | the rejected response lost, the labels) (N,) float64, at once."""
+    p = torch.from_numpy(np.clip(np.asarray(scores, dtype=np.float64), 1e-9, 1.0 - 1e-9))
+    sizes_t = torch.from_numpy(np.asarray(sizes, dtype=np.int64))
+    bag_index = torch.repeat_interleave(torch.arange(len(sizes_t)), sizes_t)
+    given = None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.float64))
+    colour = preference_posterior(
+        torch.stack([torch.log1p(-p), p.log()], 1),
+        bag_index,
+        torch.from_numpy(np.asarray(strength, dtype=np.float64)),
+        labels=given,
+    )
+    return colour.numpy()
+
+
+__all__ = [
+    "colour_pairs",
+    "colour_scored_pairs",
+    "pair_bags",
+    "pair_strength",
+    "preference_triples",
+    "rejected_worse",
+]

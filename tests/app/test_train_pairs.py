@@ -66,7 +66,8 @@ def test_pairs_export_after_training_keeps_sources_scores_and_colours(store, tmp
     engine = store.engine
     summary = ingest_pairs(engine, path, "prefs", imported_by="tester")
     rejected = response_id_by_external(engine, summary.dataset_id, "p0:a")
-    assert rejected is not None
+    chosen_id = response_id_by_external(engine, summary.dataset_id, "p0:b")
+    assert rejected is not None and chosen_id is not None
     wrong_step = repo.get_response(engine, rejected).sentences[1].id
     repo.record_label(engine, wrong_step, 1, "alice")  # a person marks the wrong step
     repo.create_job(
@@ -92,6 +93,13 @@ def test_pairs_export_after_training_keeps_sources_scores_and_colours(store, tmp
     assert first["rejected_label_annotators"] == [None, "alice", None]
     assert first["chosen_label_sources"] == ["none"] * 3
     assert all(0.0 <= c <= 1.0 for c in first["chosen_colours"] + first["rejected_colours"])
+    # The export's colours are the Pairs page's: conditioned on the label alice set (its colour is her label).
+    from app.pair_colours import pair_colours
+
+    page = pair_colours(repo.get_response(engine, chosen_id), repo.get_response(engine, rejected), 1.0)
+    assert first["rejected_colours"][1] == 1.0
+    assert first["chosen_colours"] == pytest.approx(page[0], abs=1e-12)
+    assert first["rejected_colours"] == pytest.approx(page[1], abs=1e-12)
     parquet = tmp_path / "out.parquet"
     export_pairs(engine, "prefs", parquet)
     assert pd.read_parquet(parquet)["id"].tolist() == [r["id"] for r in rows]

@@ -138,3 +138,46 @@ def test_training_job_on_partly_labelled_pairs_trains_beside_the_labels_unless_t
     assert second.metrics["trained_from"] == "preference_pairs" and second.metrics["response_labels"] == 0
     assert second.metrics["response_labels_mode"] == "alone"
     assert second.metrics["resolved_method"] == "preference"
+
+
+@pytest.mark.slow
+def test_pairs_export_colours_as_the_pairs_page_when_the_view_is_step_calibrated(store, tmp_path) -> None:
+    """A model trained beside response labels may bring a step calibration chosen for the given-label view; the
+    export's colours and the Pairs page's then read the same calibrated scores."""
+    from sqlalchemy import update
+
+    from app.pair_colours import pair_colours
+    from db.engine import session_scope
+    from db.models import ModelVersion
+    from db.pairs_export import export_pairs
+    from db.repository import response_id_by_external
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _pairs(10)))
+    engine = store.engine
+    summary = ingest_pairs(engine, path, "prefs", imported_by="tester")
+    repo.create_job(
+        engine,
+        "train",
+        {"dataset_id": summary.dataset_id, "method": "fractal", "config": FAST_TRAIN, "seed": 0},
+    )
+    store.run_jobs()
+    mv = repo.active_model_version(engine, summary.dataset_id)
+    assert mv is not None
+    calibration = {"scale": 2.0, "bias": -1.0, "given_label": True}
+    with session_scope(engine) as session:
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.id == mv.id)
+            .values(metrics={**mv.metrics, "step_calibration": calibration})
+        )
+    export_pairs(engine, "prefs", tmp_path / "out.jsonl")
+    first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+    ids = [response_id_by_external(engine, summary.dataset_id, side) for side in ("p0:b", "p0:a")]
+    assert ids[0] is not None and ids[1] is not None
+    chosen, rejected = repo.get_response(engine, ids[0]), repo.get_response(engine, ids[1])
+    # The map moves the scores, so raw scores would colour differently from the page.
+    assert [s.view_score for s in chosen.sentences] != [s.score for s in chosen.sentences]
+    page_chosen, page_rejected = pair_colours(chosen, rejected, 1.0)
+    assert first["chosen_colours"] == pytest.approx(page_chosen, abs=1e-9)
+    assert first["rejected_colours"] == pytest.approx(page_rejected, abs=1e-9)

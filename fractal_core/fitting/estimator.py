@@ -244,7 +244,7 @@ class FractalModel(FittedModel):
         records: Sequence[ResponseRecord],
         pairs: Sequence[tuple[int, int, float]],
         *,
-        aggregation: str = "mean",
+        aggregation: str | None = None,
         response_labels: str = DEFAULT_RESPONSE_LABELS,
         progress: ProgressFn | None = None,
     ) -> Self:
@@ -253,8 +253,8 @@ class FractalModel(FittedModel):
         ``pairs`` holds ``(i, j, p)``: responses ``records[i]`` and ``records[j]`` with p = 1 when j is the
         better one (higher score), 0 when i is, or a soft preference. ``response_labels``: ``"beside"`` also
         trains the suite's BagLoss on the responses that carry a label of their own (NaN: none), under
-        ``aggregation`` (``fitting.preference``); ``"alone"`` ignores them. ``aggregation`` is also what the
-        labels mean for the given-label view and the response figures. A seeded ``valid_fraction`` of the pairs
+        ``aggregation`` (``fitting.preference``; None: the records' own, which must be one); ``"alone"`` ignores
+        them. ``aggregation`` is also what the labels mean for the given-label view and the response figures. A seeded ``valid_fraction`` of the pairs
         (and of the labelled responses) is held out for early stopping (:meth:`fit_preference_bags`).
         """
         if not pairs:
@@ -266,6 +266,8 @@ class FractalModel(FittedModel):
             raise ValueError(f"a preference pair refers to a response outside 0..{len(records) - 1}")
         if bool(((prefs < 0) | (prefs > 1)).any()):
             raise ValueError("preferences must lie in [0, 1]")
+        if aggregation is None:
+            aggregation, _ = task_of(records)
         labelled = [r for r in records if r.response_label == r.response_label]
         n_classes = 2
         if response_labels == "beside" and labelled:

@@ -193,13 +193,17 @@ def start_training(
     *,
     scorer: str = "frozen",
     train_layers: int = 0,
+    response_labels: str | None = None,
 ) -> JobRow:
     """Queue a training job (one live job per dataset: a second click returns the same job); ``InputError``
-    naming the field when the method, the seed, the scorer or a setting is bad."""
+    naming the field when the method, the seed, the scorer or a setting is bad. ``response_labels``: on a
+    dataset of preference pairs, train on the responses' own labels beside the pairs or not (None: default)."""
     require_role(actor, "admin", "training")
     payload: dict[str, Any] = {"dataset_id": dataset_id, "method": method, "config": config, "seed": seed}
     if scorer != "frozen":
         payload.update(scorer=scorer, train_layers=train_layers)
+    if response_labels is not None:
+        payload["response_labels"] = response_labels
     checked = TrainPayload.parse(payload)  # a bad setting is refused now, with its field named
     return repo.create_job(engine, "train", checked.to_dict(), idempotency_key=f"train:{dataset_id}")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fractal_core.errors import InputError
 from fractal_core.fitting import registry
-from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.config import TrainConfig, response_labels_mode
 
 
 def train_config(overrides: dict[str, Any] | None) -> TrainConfig:
@@ -28,6 +28,12 @@ SCORERS: dict[str, str] = {
 """The scorers a training job can fit, the default first."""
 ONE_PASS_METHODS: dict[str, float] = {"bagloss": 0.0, "hybrid": 1.0}
 """The methods the one-pass scorer trains, with the weight of the gold sentence labels' loss (``gold_weight``)."""
+RESPONSE_LABEL_CHOICES: dict[str, str] = {
+    "beside": "Pairs beside the responses' own labels: the labelled responses also train the model",
+    "alone": "Pairs alone: the responses' own labels are left out of training",
+}
+"""What a training job on a dataset of preference pairs does with the responses' own labels (the library's
+``config.RESPONSE_LABEL_MODES``), the default first."""
 MAX_TRAIN_LAYERS = 6
 """Largest ``train_layers`` a job may ask for (0: chosen on the validation responses)."""
 
@@ -44,13 +50,18 @@ class TrainPayload:
     config: TrainConfig
     scorer: str = "frozen"
     train_layers: int = 0  # one_pass: top encoder layers trained (0: chosen on the validation responses)
+    # A dataset of preference pairs: "beside" (train on the responses' own labels too) or "alone"; None: the
+    # library's default (``config.DEFAULT_RESPONSE_LABELS``).
+    response_labels: str | None = None
 
     @classmethod
     def parse(cls, payload: dict[str, Any]) -> TrainPayload:
-        """``{"dataset_id", "method", "config": TrainConfig overrides, "seed"[, "scorer", "train_layers"]}`` ->
-        a checked payload; ``InputError`` naming the field otherwise (``method``, ``seed``, ``scorer``,
-        ``config.learning_rate``, ...)."""
-        unknown = set(payload) - {"dataset_id", "method", "config", "seed", "scorer", "train_layers"}
+        """``{"dataset_id", "method", "config": TrainConfig overrides, "seed"[, "scorer", "train_layers",
+        "response_labels"]}`` -> a checked payload; ``InputError`` naming the field otherwise (``method``,
+        ``seed``, ``scorer``, ``response_labels``, ``config.learning_rate``, ...)."""
+        unknown = set(payload) - {
+            "dataset_id", "method", "config", "seed", "scorer", "train_layers", "response_labels",
+        }  # fmt: skip
         if unknown:
             raise InputError("unknown payload key", field=sorted(unknown)[0])
         dataset_id = payload.get("dataset_id")
@@ -79,7 +90,10 @@ class TrainPayload:
             raise InputError(
                 f"expected a whole number 0-{MAX_TRAIN_LAYERS}, got {layers!r}", field="train_layers"
             )
-        return cls(dataset_id, method, dict(overrides), seed, train_config(overrides), scorer, layers)
+        labels = payload.get("response_labels")
+        if labels is not None:
+            labels = response_labels_mode(labels)
+        return cls(dataset_id, method, dict(overrides), seed, train_config(overrides), scorer, layers, labels)
 
     def to_dict(self) -> dict[str, Any]:
         """The payload as stored with the job (the scorer keys only for the one-pass scorer: a frozen job's
@@ -92,4 +106,6 @@ class TrainPayload:
         }
         if self.scorer != "frozen":
             out.update(scorer=self.scorer, train_layers=self.train_layers)
+        if self.response_labels is not None:
+            out["response_labels"] = self.response_labels
         return out

@@ -25,6 +25,7 @@ from fractal_core.cli_options import (
 )
 from fractal_core.data.files import check_output_dir
 from fractal_core.errors import InputError
+from fractal_core.fitting.config import DEFAULT_RESPONSE_LABELS, response_labels_mode
 
 pairs_app = typer.Typer(
     help="Preference pairs: ingest a pairs file, train from one, export a dataset's pairs.",
@@ -103,9 +104,19 @@ def train(
     encoder: EncoderOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    response_labels: Annotated[
+        str,
+        typer.Option(
+            "--response-labels",
+            help="beside: also train on the responses' own labels (the file's <side>_response_label) | "
+            "alone: the pairs only.",
+        ),
+    ] = DEFAULT_RESPONSE_LABELS,
 ) -> None:
     """Train a sentence scorer from preference pairs (PrefBagLoss): the rejected response's sentences are the
-    ones that should explain the preference. A seeded share of the pairs is held out for early stopping."""
+    ones that should explain the preference. By default the responses that carry a label of their own also
+    train it (the suite's BagLoss beside the pairs). A seeded share of the pairs (and of the labelled
+    responses) is held out for early stopping."""
     from fractal_core.data.pairs import pair_table, read_pairs
     from fractal_core.fitting.estimator import FractalModel
     from fractal_core.fitting.pairs import preference_triples
@@ -113,6 +124,7 @@ def train(
     if segment_mode not in ("sentences", "steps"):
         raise fail(f"--segment-mode: unknown segment mode {segment_mode!r}; use sentences or steps")
     try:
+        response_labels_mode(response_labels, field="--response-labels")
         check_output_dir(out, FractalModel.FILES)
         records, pairs = pair_table(read_pairs(file, segment_mode=segment_mode))
     except InputError as err:
@@ -125,12 +137,15 @@ def train(
             records,
             preference_triples(pairs),
             aggregation=aggregations.pop() if len(aggregations) == 1 else "mean",
+            response_labels=response_labels,
         )
         model.save(out)
     except (InputError, ValueError) as err:
         raise fail(str(err)) from None
+    used = model.trained_from_["labelled_responses"]
+    beside = f" beside {used} response labels" if used else ""
     typer.echo(
-        f"saved a model trained from {len(pairs)} preference pairs ({len(records)} responses) to {out}"
+        f"saved a model trained from {len(pairs)} preference pairs{beside} ({len(records)} responses) to {out}"
     )
 
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import streamlit as st
 
 from app import actions, page, render, state
-from app.job_payloads import ONE_PASS_METHODS, SCORERS
+from app.job_payloads import ONE_PASS_METHODS, RESPONSE_LABEL_CHOICES, SCORERS
 from db import repository as repo
+from db.pairs_read import count_pairs
 from db.repository import model_versions
 from fractal_core.fitting import registry
 
@@ -74,6 +75,15 @@ if scorer == "one_pass":
 else:
     preset = c2.selectbox("Settings", list(PRESETS), format_func=lambda p: PRESETS[p][0], key="train_preset")
 seed = c3.number_input("Seed", 0, 10_000, 0, key="train_seed")
+response_labels = None
+if scorer == "frozen" and count_pairs(engine, dataset.id):  # a dataset of preference pairs
+    response_labels = st.radio(
+        "Preference pairs and the responses' own labels",
+        list(RESPONSE_LABEL_CHOICES),
+        format_func=RESPONSE_LABEL_CHOICES.__getitem__,
+        key="train_response_labels",
+        help="Responses without a label of their own train from their pairs only, whichever is chosen.",
+    )
 refusal = registry.training_refusal(method, has_gold=budget.gold_responses > 0)
 if refusal:
     st.warning(render.md_escape(refusal), icon=":material/block:")
@@ -113,7 +123,7 @@ if not every and st.button(
     # One live training job per dataset: a second click returns the job already queued or running.
     job = actions.start_training(
         engine, user, dataset.id, method, PRESETS[preset][1], int(seed), scorer=scorer,
-        train_layers=int(train_layers),
+        train_layers=int(train_layers), response_labels=response_labels,
     )  # fmt: skip
     st.session_state["train_job_id"] = job.id
     state.flash(f"Training job {job.id} is {job.state}.", "info")

@@ -126,6 +126,21 @@ class TrainConfig:
         return cls(weights=weights, **data)
 
 
+RESPONSE_LABEL_MODES: tuple[str, ...] = ("beside", "alone")
+"""What a fit on preference pairs does with the responses' own labels: train on them beside the pairs (the
+suite's BagLoss, ``fitting.preference``), or leave them out (PrefBagLoss alone)."""
+DEFAULT_RESPONSE_LABELS = "beside"
+"""The default of :data:`RESPONSE_LABEL_MODES` (chosen on valid: BENCHMARKS.md, "Preference pairs beside response
+labels")."""
+
+
+def response_labels_mode(value: object, *, field: str = "response_labels") -> str:
+    """``value`` if it is one of :data:`RESPONSE_LABEL_MODES`; ``InputError`` naming ``field`` otherwise."""
+    if not isinstance(value, str) or value not in RESPONSE_LABEL_MODES:
+        raise InputError(f"expected one of {', '.join(RESPONSE_LABEL_MODES)}, got {value!r}", field=field)
+    return value
+
+
 def _known(cls: type, data: dict[str, Any], *, prefix: str = "") -> None:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -133,4 +148,11 @@ def _known(cls: type, data: dict[str, Any], *, prefix: str = "") -> None:
             raise InputError(f"unknown setting; known: {', '.join(sorted(names))}", field=f"{prefix}{key}")
 
 
-__all__ = ["BagVariant", "LossWeights", "TrainConfig"]
+__all__ = [
+    "DEFAULT_RESPONSE_LABELS",
+    "RESPONSE_LABEL_MODES",
+    "BagVariant",
+    "LossWeights",
+    "TrainConfig",
+    "response_labels_mode",
+]

@@ -27,7 +27,8 @@ from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.heads import Criterion, HeadGroup, MultiHeadScorer, group_logp, stacked_index
 from fractal_core.fitting.methods import scorer_spec
-from fractal_core.fitting.objectives import logp_validator
+from fractal_core.fitting.objectives import balance_sample, logp_validator
+from fractal_core.fitting.objectives import balancing_scales as scales_from_start
 from fractal_core.fitting.train import ProgressFn, StageResult, cpu_threads, train_stage
 from fractal_core.mil.losses import (
     bag_loss,
@@ -40,8 +41,6 @@ from fractal_core.mil.pslab import pseudo_labels
 
 CRITERIA_METHODS: tuple[str, ...] = ("bagloss", "priors", "pslab")
 """The methods a joint fit of several criteria runs."""
-BALANCE_BAGS = 2048
-"""Bags on which each head group's starting loss is measured (:func:`balancing_scales`)."""
 
 MultiObjective = Callable[[MultiHeadScorer, BagSet], torch.Tensor]
 
@@ -155,14 +154,10 @@ def bag_objective(
 def balancing_scales(
     model: MultiHeadScorer, data: BagSet, losses: Callable[[MultiHeadScorer, BagSet], list[torch.Tensor]]
 ) -> list[float]:
-    """1 / each group's loss under the fresh ``model`` on (up to) the first ``BALANCE_BAGS`` bags, so every group
-    starts at 1. Why: summed as they are, a proportion group's squared error (~0.01-0.05) is dwarfed by a
-    max group's log-loss (~0.3-0.7) in the shared trunk's gradient, and the proportion criterion then trails
-    its alone fit by far (synthetic planted tasks: sentence AUC 0.72 against 0.99 alone)."""
-    ids = torch.arange(min(data.n_bags, BALANCE_BAGS), device=data.device)
+    """1 / each group's loss under the fresh ``model`` on (up to) the first ``objectives.BALANCE_BAGS`` bags,
+    so every group starts at 1 (``objectives.balancing_scales`` says why)."""
     with torch.no_grad():
-        start = losses(model, data.select(ids))
-    return [1.0 / max(float(loss), 1e-8) for loss in start]
+        return scales_from_start(losses(model, balance_sample(data)))
 
 
 def make_validator(

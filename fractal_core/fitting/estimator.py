@@ -24,6 +24,7 @@ from fractal_core.evaluation.scorer_metrics import evaluation_metrics
 from fractal_core.fitting import registry
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.calibration import fit_calibration
+from fractal_core.fitting.config import DEFAULT_RESPONSE_LABELS, response_labels_mode
 from fractal_core.fitting.context import FitContext
 from fractal_core.fitting.first_error import FirstErrorChoice, choose_first_error_rule, default_rule
 from fractal_core.fitting.fit import fit_method
@@ -56,6 +57,8 @@ def holdout_split(n_bags: int, fraction: float, seed: int) -> tuple[torch.Tensor
 class FractalModel(FittedModel):
     """Learns sentence scores from response labels with one method of the FRACTAL suite (scoring, evaluation
     and persistence: :class:`~fractal_core.fitting.fitted_model.FittedModel`)."""
+
+    trained_from_: dict[str, int]  # a fit on preference pairs: {"pairs", "labelled_responses"} (not saved)
 
     # ----------------------------------------------------------------------------------------------- fitting
     def fit(
@@ -163,6 +166,11 @@ class FractalModel(FittedModel):
         self.n_classes_ = n_classes
         self.encoder_id_ = encoder_id
         self.history_ = result.history()
+        return self._fit_readouts(train, valid)
+
+    def _fit_readouts(self, train: BagSet, valid: BagSet | None) -> Self:
+        """What a fitted scorer is read through, fitted on labelled bags: the bag calibration (when none came with
+        the fit), and on held-out ``valid`` the step calibration, the validation metrics and the F key's rule."""
         if self.calibration_ is None:
             self.calibration_ = self._bag_calibration(valid if valid is not None and valid.n_bags else train)
         self.metrics_ = {}
@@ -236,52 +244,130 @@ class FractalModel(FittedModel):
         records: Sequence[ResponseRecord],
         pairs: Sequence[tuple[int, int, float]],
         *,
-        aggregation: str = "mean",
+        aggregation: str | None = None,
+        response_labels: str = DEFAULT_RESPONSE_LABELS,
         progress: ProgressFn | None = None,
     ) -> Self:
-        """Learn sentence scores from preference pairs (PrefBagLoss) instead of response labels.
+        """Learn sentence scores from preference pairs (PrefBagLoss), alone or beside the responses' own labels.
 
         ``pairs`` holds ``(i, j, p)``: responses ``records[i]`` and ``records[j]`` with p = 1 when j is the
-        better one (higher score), 0 when i is, or a soft preference. ``response_label`` is not used. A seeded
-        ``valid_fraction`` of the pairs is held out for early stopping. ``aggregation``: what the responses'
-        own labels mean where they have one (the given-label view and the response figures read it); the loss
-        compares mean sentence scores whatever it is.
+        better one (higher score), 0 when i is, or a soft preference. ``response_labels``: ``"beside"`` also
+        trains the suite's BagLoss on the responses that carry a label of their own (NaN: none), under
+        ``aggregation`` (``fitting.preference``; None: the records' own, which must be one); ``"alone"`` ignores
+        them. ``aggregation`` is also what the labels mean for the given-label view and the response figures. A seeded ``valid_fraction`` of the pairs
+        (and of the labelled responses) is held out for early stopping (:meth:`fit_preference_bags`).
         """
         if not pairs:
             raise ValueError("no preference pairs to train on")
+        response_labels_mode(response_labels)  # InputError (a ValueError) naming the setting
         index = torch.as_tensor([[p[0], p[1]] for p in pairs], dtype=torch.long)
         prefs = torch.as_tensor([float(p[2]) for p in pairs], dtype=torch.float32)
         if int(index.min()) < 0 or int(index.max()) >= len(records):
             raise ValueError(f"a preference pair refers to a response outside 0..{len(records) - 1}")
         if bool(((prefs < 0) | (prefs > 1)).any()):
             raise ValueError("preferences must lie in [0, 1]")
-        config = self._config()
+        if aggregation is None:
+            aggregation, _ = task_of(records)
+        labelled = [r for r in records if r.response_label == r.response_label]
+        n_classes = 2
+        if response_labels == "beside" and labelled:
+            own, n_classes = task_of(labelled)
+            if own != aggregation:
+                raise ValueError(f"the responses' own labels are {own} labels, not {aggregation}")
         encoder = get_encoder(self.encoder)
-        bags = embed_records(records, encoder, device=resolve_device(config.device))
-        train_ids, valid_ids = holdout_split(len(pairs), config.valid_fraction, self.seed)
+        bags = embed_records(records, encoder, device=resolve_device(self._config().device))
+        return self.fit_preference_bags(
+            bags,
+            index,
+            prefs,
+            aggregation=aggregation,
+            n_classes=n_classes,
+            response_labels=response_labels,
+            encoder_id=encoder.encoder_id,
+            progress=progress,
+        )
 
-        def paired(ids: torch.Tensor) -> BagSet:
-            return preference_bags(bags, index[ids, 0], index[ids, 1], prefs[ids])
+    def fit_preference_bags(
+        self,
+        bags: BagSet,
+        index: torch.Tensor,
+        prefs: torch.Tensor,
+        *,
+        valid: tuple[BagSet, torch.Tensor, torch.Tensor] | None = None,
+        aggregation: str,
+        n_classes: int = 2,
+        response_labels: str = DEFAULT_RESPONSE_LABELS,
+        encoder_id: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Self:
+        """:meth:`fit_preferences` after embedding: ``index`` (K, 2) bag ids of each pair, ``prefs`` (K,)
+        P(the second is the better one). ``valid``: held-out (bags, index, prefs) for early stopping and the
+        read-outs; without it a seeded ``valid_fraction`` of the pairs and of the labelled responses is held out.
 
+        With response labels beside the pairs, the scorer is read as :meth:`fit` reads one, from the labelled
+        responses (held-out ones when there are some): the bag calibration, the step calibration, the F key's
+        rule and the validation metrics. Pairs alone give none of these (no label to fit them on).
+        """
+        response_labels_mode(response_labels)
+        config = self._config()
+        fraction = config.valid_fraction
+        valid_bags: BagSet | None = None
+        if valid is None:
+            train_ids, valid_ids = holdout_split(len(index), fraction, self.seed)
+            train_pairs = preference_bags(bags, index[train_ids, 0], index[train_ids, 1], prefs[train_ids])
+            valid_pairs = (
+                None
+                if valid_ids is None
+                else preference_bags(bags, index[valid_ids, 0], index[valid_ids, 1], prefs[valid_ids])
+            )
+        else:
+            valid_bags, valid_index, valid_prefs = valid
+            train_pairs = preference_bags(bags, index[:, 0], index[:, 1], prefs)
+            valid_pairs = preference_bags(valid_bags, valid_index[:, 0], valid_index[:, 1], valid_prefs)
+        labelled = labelled_valid = None
+        if response_labels == "beside":
+            known = torch.isfinite(bags.labels).nonzero().flatten()
+            if valid_bags is not None and len(known):
+                labelled = bags.select(known)
+                held = torch.isfinite(valid_bags.labels).nonzero().flatten()
+                labelled_valid = valid_bags.select(held) if len(held) else None
+            elif len(known):
+                train_ids, valid_ids = holdout_split(len(known), fraction, self.seed)
+                labelled = bags.select(known[train_ids])
+                labelled_valid = None if valid_ids is None else bags.select(known[valid_ids])
         result = fit_preference(
-            paired(train_ids),
-            None if valid_ids is None else paired(valid_ids),
+            train_pairs,
+            valid_pairs,
             config=config,
             seed=self.seed,
             progress=progress,
+            labelled=labelled,
+            labelled_valid=labelled_valid,
+            aggregation=aggregation,
+            n_classes=n_classes if labelled is not None else 2,
         )
         self.resolved_method_ = result.method
         self.scorer_ = result.model
         self.calibration_ = None
         self.selection_ = None
         self.aggregation_ = aggregation
-        self.n_classes_ = 2
-        self.encoder_id_ = encoder.encoder_id
+        self.n_classes_ = n_classes if labelled is not None else 2
+        self.encoder_id_ = encoder_id
         self.history_ = result.history()
+        n_labelled = sum(0 if b is None else b.n_bags for b in (labelled, labelled_valid))
+        # What the fit learned from (the train job's version metrics; not saved with the model).
+        self.trained_from_ = {"pairs": len(index), "labelled_responses": n_labelled}
+        if labelled is not None:
+            return self._fit_readouts(labelled, labelled_valid)
         self.metrics_ = {}
         self.first_error_rule_ = FirstErrorChoice(reason="default rule: trained from preferences")
         self.step_calibration_ = StepCalibration(reason="identity: trained from preferences")
         return self
 
 
-__all__ = ["FractalModel", "evaluation_metrics", "resolve_device", "task_of"]
+__all__ = [
+    "FractalModel",
+    "evaluation_metrics",
+    "resolve_device",
+    "task_of",
+]

@@ -3,7 +3,7 @@ the validation rules (a score of a scorer, higher is better) every scorer, froze
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -11,7 +11,7 @@ from fractal_core.evaluation.metrics import auc_roc
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.model import SentenceScorer
-from fractal_core.fitting.train import Objective, Validator
+from fractal_core.fitting.train import Data, Objective, Validator
 from fractal_core.mil.aggregate import positive_score
 from fractal_core.mil.hazard import hazard_loss, hazard_terms
 from fractal_core.mil.losses import (
@@ -25,6 +25,23 @@ from fractal_core.mil.losses import (
 )
 
 LogpRule = Callable[[torch.Tensor], float]  # validation sentences' log-probabilities (N, C) -> score
+BALANCE_BAGS = 2048
+"""Bags (or units) on which each term's starting loss is measured (:func:`balance_sample`)."""
+
+
+def balance_sample(data: Data, n: int = BALANCE_BAGS) -> Data:
+    """The first (up to) ``n`` bags of ``data``: where :func:`balancing_scales` measures the starting losses."""
+    return data.select(torch.arange(min(data.n_bags, n), device=data.device))
+
+
+def balancing_scales(start: Sequence[torch.Tensor]) -> list[float]:
+    """1 / each term's loss under the fresh model (``start``, measured on :func:`balance_sample`), so every term
+    of a summed objective starts at 1. Why: summed as they are, a term of small scale (a proportion's squared
+    error, ~0.01-0.05) is dwarfed by one of large scale (a max bag's log-loss, ~0.3-0.7) in the shared
+    scorer's gradient, and its task then trails its alone fit by far (several criteria on synthetic planted
+    tasks: sentence AUC 0.72 against 0.99 alone). The joint fit of several criteria (``criteria_fit``) and the
+    preference loss beside response labels (``preference``) both balance by it."""
+    return [1.0 / max(float(loss), 1e-8) for loss in start]
 
 
 def bag_objective(config: TrainConfig, aggregation: str, weights: Mapping[str, float]) -> Objective:
@@ -133,6 +150,9 @@ def make_validator(
 
 
 __all__ = [
+    "BALANCE_BAGS",
+    "balance_sample",
+    "balancing_scales",
     "bag_objective",
     "instance_objective",
     "logp_validator",

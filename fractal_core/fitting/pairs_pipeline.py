@@ -1,5 +1,6 @@
-"""The train job on preference pairs: learn sentence scores from the pairs (PrefBagLoss), then score every
-response as :func:`~fractal_core.fitting.pipeline.train_and_score` does, with the same figures."""
+"""The train job on preference pairs: learn sentence scores from the pairs (PrefBagLoss), beside the responses'
+own labels by default, then score every response as :func:`~fractal_core.fitting.pipeline.train_and_score`
+does, with the same figures."""
 
 from __future__ import annotations
 
@@ -11,14 +12,12 @@ import numpy as np
 
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import EncoderConfig
-from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.config import DEFAULT_RESPONSE_LABELS, TrainConfig
 from fractal_core.fitting.estimator import FractalModel, task_of
 from fractal_core.fitting.pairs import preference_triples
 from fractal_core.fitting.pipeline import QUEUE_SIZE, TrainResult, score_records
+from fractal_core.fitting.preference import STAGE_PREFERENCE
 from fractal_core.fitting.train import ProgressFn
-
-STAGE_PREFERENCE = "preference"
-"""The one training stage of a fit on pairs (its progress callback's stage name)."""
 
 
 def train_pairs_and_score(
@@ -33,8 +32,10 @@ def train_pairs_and_score(
     progress: ProgressFn | None = None,
     encoder: EncoderConfig | None = None,
     scratch: str | Path | None = None,
+    response_labels: str = DEFAULT_RESPONSE_LABELS,
 ) -> TrainResult:
-    """Fit PrefBagLoss on ``pairs`` of ``records`` and score every sentence of ``records``.
+    """Fit PrefBagLoss on ``pairs`` of ``records`` (``response_labels="beside"``: with BagLoss on the responses
+    that carry a label of their own, ``FractalModel.fit_preferences``) and score every sentence of ``records``.
 
     pairs: ``(chosen index, rejected index, strength)`` into ``records`` (strength in [0, 1]); sentence scores
     are P(level >= 1), so the rejected response is the one whose mean score should be higher. Gold sentence
@@ -45,7 +46,13 @@ def train_pairs_and_score(
         raise ValueError("no preference pairs to train on")
     aggregation, _ = task_of(records)
     model = FractalModel("fractal", config=config or TrainConfig(), encoder=encoder, seed=seed)
-    model.fit_preferences(records, preference_triples(pairs), aggregation=aggregation, progress=progress)
+    model.fit_preferences(
+        records,
+        preference_triples(pairs),
+        aggregation=aggregation,
+        response_labels=response_labels,
+        progress=progress,
+    )
     scored = score_records(
         model, records, sentence_ids=sentence_ids, response_ids=response_ids, queue_size=queue_size,
         scratch=scratch,

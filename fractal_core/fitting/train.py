@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol, Self, TypeVar
 
 import torch
 from torch import nn
@@ -26,6 +27,22 @@ Objective = Callable[[SentenceScorer, BagSet], torch.Tensor]
 Validator = Callable[[SentenceScorer], float]  # higher is better
 ProgressFn = Callable[[str, float, str], None]  # (stage, fraction of the stage done, message)
 BatchLoss = Callable[[torch.Tensor], torch.Tensor]  # bag ids (K,) -> scalar loss
+
+
+class Batches(Protocol):
+    """What :func:`train_stage` walks: ``n_bags`` units (bags of a ``BagSet``, or the pairs and labelled
+    responses of ``fitting.preference.PairsAndLabels``) on ``device``, ``select`` making a minibatch of them."""
+
+    @property
+    def n_bags(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def select(self, bags: torch.Tensor) -> Self: ...
+
+
+Data = TypeVar("Data", bound=Batches)
 
 
 @contextlib.contextmanager
@@ -168,8 +185,8 @@ def run_epochs(
 
 def train_stage(
     model: SentenceScorer,
-    data: BagSet,
-    objective: Objective,
+    data: Data,
+    objective: Callable[[SentenceScorer, Data], torch.Tensor],
     *,
     config: TrainConfig,
     generator: torch.Generator,
@@ -179,7 +196,8 @@ def train_stage(
     group_size: int = 1,
 ) -> StageResult:
     """One stage of a frozen-embedding fit: AdamW on ``objective`` over minibatches of ``data``'s bags
-    (:func:`run_epochs`); small sets get smaller batches (``min_batches_per_epoch``), not fewer steps."""
+    (:func:`run_epochs`); small sets get smaller batches (``min_batches_per_epoch``), not fewer steps. ``data``
+    is a ``BagSet`` or any other :class:`Batches` (``objective`` then reads its minibatches)."""
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -201,6 +219,7 @@ def train_stage(
 
 
 __all__ = [
+    "Batches",
     "Objective",
     "ProgressFn",
     "Schedule",

@@ -291,3 +291,28 @@ def test_pairs_page_colours_a_trained_pair(store, tmp_path) -> None:
     at = app_test("views/pairs.py")
     assert not at.exception, at.exception
     assert not any("Not scored yet" in c.value for c in at.caption)
+
+
+def test_train_page_of_a_pairs_dataset_offers_the_responses_labels_choice(store, tmp_path) -> None:
+    from db import repository as repo
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    app_test()
+    ingest_pairs(store.engine, path, "prefs", imported_by="tester")
+    at = app_test("views/train.py")
+    choice = at.radio(key="train_response_labels")
+    assert choice.value == "beside" and choice.options[1].startswith("Pairs alone")
+    choice.set_value("alone").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [job] = repo.list_jobs(store.engine, kind="train")
+    assert job.payload["response_labels"] == "alone"
+
+
+def test_train_page_of_a_responses_dataset_has_no_pairs_choice(store) -> None:
+    from tests.app.data import tiny_records
+
+    store.ingest(tiny_records(6))
+    at = app_test("views/train.py")
+    assert not [r for r in at.radio if r.key == "train_response_labels"]

@@ -1,5 +1,6 @@
-"""The worker's train job on a dataset of preference pairs (both engines): PrefBagLoss on the stored pairs,
-every response scored, and the version's metrics say what it was trained from."""
+"""The worker's train job on a dataset of preference pairs (both engines): PrefBagLoss on the stored pairs (beside
+the responses' own labels unless the job says alone), every response scored, and the version's metrics say what
+it was trained from."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def test_training_job_on_pairs_publishes_a_version_trained_from_them(store, tmp_
     mv = repo.active_model_version(engine, summary.dataset_id)
     assert mv is not None and mv.method == "preference" and mv.n_scores == summary.n_sentences
     assert mv.metrics["trained_from"] == "preference_pairs" and mv.metrics["pairs"] == 12
+    assert mv.metrics["response_labels"] == 0  # none of these responses carries a label of its own
     assert mv.metrics["pair_sources"] == {"imported": 12}
     page = repo.list_responses(engine, summary.dataset_id, sort="id", page=0, page_size=100)
     assert len(page.rows) == 24 and all(r.score is not None for r in page.rows)
@@ -103,3 +105,79 @@ def test_pairs_export_after_training_keeps_sources_scores_and_colours(store, tmp
     parquet = tmp_path / "out.parquet"
     export_pairs(engine, "prefs", parquet)
     assert pd.read_parquet(parquet)["id"].tolist() == [r["id"] for r in rows]
+
+
+@pytest.mark.slow
+def test_training_job_on_partly_labelled_pairs_trains_beside_the_labels_unless_told_alone(
+    store, tmp_path
+) -> None:
+    rows = _pairs(12)
+    for row in rows[:6]:  # half the pairs' responses carry a label of their own
+        row.update(a_response_label=1, b_response_label=0)
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    engine = store.engine
+    summary = ingest_pairs(engine, path, "prefs", imported_by="tester")
+    payload = {"dataset_id": summary.dataset_id, "method": "fractal", "config": FAST_TRAIN, "seed": 0}
+    beside = repo.create_job(engine, "train", payload)
+    store.run_jobs()
+    done = repo.get_job(engine, beside.id)
+    assert done.state == "succeeded", done.error
+    assert "12 preference pairs over 24 responses, beside 12 response labels" in done.log
+    first = repo.active_model_version(engine, summary.dataset_id)
+    assert first is not None and first.method == "preference"
+    assert first.metrics["trained_from"] == "preference_pairs+response_labels"
+    assert first.metrics["pairs"] == 12 and first.metrics["response_labels"] == 12
+    assert first.metrics["response_labels_mode"] == "beside"
+    assert first.metrics["resolved_method"] == "preference+labels"
+    alone = repo.create_job(engine, "train", {**payload, "response_labels": "alone"}, idempotency_key="alone")
+    store.run_jobs()
+    assert repo.get_job(engine, alone.id).state == "succeeded"
+    versions = repo.list_model_versions(engine, summary.dataset_id)
+    second = max(versions, key=lambda v: v.version)
+    assert second.metrics["trained_from"] == "preference_pairs" and second.metrics["response_labels"] == 0
+    assert second.metrics["response_labels_mode"] == "alone"
+    assert second.metrics["resolved_method"] == "preference"
+
+
+@pytest.mark.slow
+def test_pairs_export_colours_as_the_pairs_page_when_the_view_is_step_calibrated(store, tmp_path) -> None:
+    """A model trained beside response labels may bring a step calibration chosen for the given-label view; the
+    export's colours and the Pairs page's then read the same calibrated scores."""
+    from sqlalchemy import update
+
+    from app.pair_colours import pair_colours
+    from db.engine import session_scope
+    from db.models import ModelVersion
+    from db.pairs_export import export_pairs
+    from db.repository import response_id_by_external
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _pairs(10)))
+    engine = store.engine
+    summary = ingest_pairs(engine, path, "prefs", imported_by="tester")
+    repo.create_job(
+        engine,
+        "train",
+        {"dataset_id": summary.dataset_id, "method": "fractal", "config": FAST_TRAIN, "seed": 0},
+    )
+    store.run_jobs()
+    mv = repo.active_model_version(engine, summary.dataset_id)
+    assert mv is not None
+    calibration = {"scale": 2.0, "bias": -1.0, "given_label": True}
+    with session_scope(engine) as session:
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.id == mv.id)
+            .values(metrics={**mv.metrics, "step_calibration": calibration})
+        )
+    export_pairs(engine, "prefs", tmp_path / "out.jsonl")
+    first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+    ids = [response_id_by_external(engine, summary.dataset_id, side) for side in ("p0:b", "p0:a")]
+    assert ids[0] is not None and ids[1] is not None
+    chosen, rejected = repo.get_response(engine, ids[0]), repo.get_response(engine, ids[1])
+    # The map moves the scores, so raw scores would colour differently from the page.
+    assert [s.view_score for s in chosen.sentences] != [s.score for s in chosen.sentences]
+    page_chosen, page_rejected = pair_colours(chosen, rejected, 1.0)
+    assert first["chosen_colours"] == pytest.approx(page_chosen, abs=1e-9)
+    assert first["rejected_colours"] == pytest.approx(page_rejected, abs=1e-9)

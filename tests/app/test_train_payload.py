@@ -18,6 +18,10 @@ def test_a_good_payload_round_trips() -> None:
     assert parsed.config.max_epochs == 2 and parsed.config.learning_rate == 1e-3
     assert parsed.to_dict() == payload
     assert TrainPayload.parse({"dataset_id": 3}).method == "fractal"
+    # A pairs dataset's choice of the responses' own labels is kept; absent, the library's default applies.
+    alone = {**payload, "response_labels": "alone"}
+    assert TrainPayload.parse(alone).to_dict() == alone
+    assert TrainPayload.parse(payload).response_labels is None
 
 
 @pytest.mark.parametrize(
@@ -32,6 +36,8 @@ def test_a_good_payload_round_trips() -> None:
         ({"dataset_id": 1, "method": "magic"}, "method"),
         ({"dataset_id": 1, "seed": "0"}, "seed"),
         ({"dataset_id": "1"}, "dataset_id"),
+        ({"dataset_id": 1, "response_labels": "both"}, "response_labels"),
+        ({"dataset_id": 1, "response_labels": 1}, "response_labels"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_field(payload: dict, field: str) -> None:

@@ -238,3 +238,28 @@ def test_cli_trains_a_model_from_a_pairs_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["pairs", "train", str(bad), "--out", str(tmp_path / "m2")])
     assert result.exit_code == 2 and f"{bad}:1:strength" in result.stderr
     assert not (tmp_path / "m2").exists()
+
+
+def test_cli_trains_pairs_beside_their_responses_labels_unless_told_not_to(tmp_path: Path) -> None:
+    from fractal_core.fitting.estimator import FractalModel
+
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)
+    labelled = [
+        {**PAIRS[0], "a_response_label": 1, "b_response_label": 0},
+        {**PAIRS[1], "chosen_response_label": 0, "rejected_response_label": 1},
+    ]
+    path = write_jsonl(tmp_path / "p.jsonl", labelled)
+    args = ["pairs", "train", str(path), "--max-epochs", "2"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "beside")])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "trained from 2 preference pairs beside 3 response labels (3 responses)" in result.stdout
+    assert FractalModel.load(tmp_path / "beside").resolved_method_ == "preference+labels"
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "alone"), "--response-labels", "alone"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "trained from 2 preference pairs (3 responses)" in result.stdout
+    assert FractalModel.load(tmp_path / "alone").resolved_method_ == "preference"
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "bad"), "--response-labels", "both"])
+    assert result.exit_code == 2 and "--response-labels: expected one of beside, alone" in result.stderr
+    assert not (tmp_path / "bad").exists()

@@ -81,7 +81,10 @@ def test_fit_preferences(records) -> None:
         for i in range(len(records) - 1)
     ]
     model = FractalModel(config=TrainConfig(max_epochs=2)).fit_preferences(records, pairs)
-    assert model.resolved_method_ == "preference"
+    # The records carry labels of their own: by default they train beside the pairs, under their aggregation.
+    assert model.resolved_method_ == "preference+labels" and model.aggregation_ == records[0].aggregation
+    alone = FractalModel(config=TrainConfig(max_epochs=2))
+    assert alone.fit_preferences(records, pairs, response_labels="alone").resolved_method_ == "preference"
     assert len(model.predict(records[:3])) == 3
     with pytest.raises(ValueError, match="outside"):
         FractalModel().fit_preferences(records, [(0, len(records), 1.0)])

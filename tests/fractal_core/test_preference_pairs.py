@@ -205,7 +205,9 @@ def test_train_pairs_and_score_scores_every_response_and_saves(tmp_path) -> None
         config=TrainConfig(max_epochs=2),
         progress=lambda stage, fraction, message: stages.append(stage),
     )
-    assert result.model.resolved_method_ == "preference" and result.stages == ("preference",)
+    # By default the 12 responses that carry a label train beside the 11 pairs; the others through their pairs.
+    assert result.model.resolved_method_ == "preference+labels" and result.stages == ("preference",)
+    assert result.model.trained_from_ == {"pairs": 11, "labelled_responses": 12}
     assert "preference" in stages
     scores = result.scored.scores
     assert scores.shape == (n,) and bool(np.all((scores >= 0) & (scores <= 1)))
@@ -213,3 +215,13 @@ def test_train_pairs_and_score_scores_every_response_and_saves(tmp_path) -> None
     result.model.save(tmp_path / "m")
     again = FractalModel.load(tmp_path / "m")
     np.testing.assert_allclose(np.concatenate(again.predict(records)), scores, rtol=1e-5, atol=1e-6)
+    alone = train_pairs_and_score(
+        records,
+        pairs,
+        sentence_ids=np.arange(n),
+        response_ids=np.arange(len(records)),
+        config=TrainConfig(max_epochs=2),
+        response_labels="alone",
+    )
+    assert alone.model.resolved_method_ == "preference"
+    assert alone.model.trained_from_ == {"pairs": 11, "labelled_responses": 0}

@@ -196,7 +196,8 @@ def test_a_criterions_part_scores_as_the_joint_model_and_saves_as_a_single_model
 
     train = joint_bags(60)
     g = torch.Generator().manual_seed(5)
-    windows = torch.randint(1, 3, (train.n_bags,), generator=g)  # several context windows: each head's own best
+    # Several context windows per response: the single scorer must take the window its head takes.
+    windows = torch.randint(1, 3, (train.n_bags,), generator=g)
     ctx = torch.nn.functional.normalize(torch.randn(int(windows.sum()), 32, generator=g), dim=1)
     test = replace(train, ctx_emb=ctx, win_bag=torch.repeat_interleave(torch.arange(train.n_bags), windows))
     for spec in ({}, {"scorer": "context", "context_direction": "causal"}):

@@ -44,13 +44,15 @@ class TrainPayload:
     config: TrainConfig
     scorer: str = "frozen"
     train_layers: int = 0  # one_pass: top encoder layers trained (0: chosen on the validation responses)
+    joint: bool = False  # every criterion of the dataset's group in one model (``app.job_train_joint``)
 
     @classmethod
     def parse(cls, payload: dict[str, Any]) -> TrainPayload:
-        """``{"dataset_id", "method", "config": TrainConfig overrides, "seed"[, "scorer", "train_layers"]}`` ->
-        a checked payload; ``InputError`` naming the field otherwise (``method``, ``seed``, ``scorer``,
-        ``config.learning_rate``, ...)."""
-        unknown = set(payload) - {"dataset_id", "method", "config", "seed", "scorer", "train_layers"}
+        """``{"dataset_id", "method", "config": TrainConfig overrides, "seed"[, "scorer", "train_layers",
+        "joint"]}`` -> a checked payload; ``InputError`` naming the field otherwise (``method``, ``seed``,
+        ``scorer``, ``joint``, ``config.learning_rate``, ...). A joint fit trains the frozen scorer with one of
+        ``registry.CRITERIA_METHODS``."""
+        unknown = set(payload) - {"dataset_id", "method", "config", "seed", "scorer", "train_layers", "joint"}
         if unknown:
             raise InputError("unknown payload key", field=sorted(unknown)[0])
         dataset_id = payload.get("dataset_id")
@@ -79,11 +81,21 @@ class TrainPayload:
             raise InputError(
                 f"expected a whole number 0-{MAX_TRAIN_LAYERS}, got {layers!r}", field="train_layers"
             )
-        return cls(dataset_id, method, dict(overrides), seed, train_config(overrides), scorer, layers)
+        joint = payload.get("joint", False)
+        if not isinstance(joint, bool):
+            raise InputError(f"expected true or false, got {joint!r}", field="joint")
+        if joint and method not in registry.CRITERIA_METHODS:
+            raise InputError(
+                f"a joint fit of several criteria trains {', '.join(registry.CRITERIA_METHODS)}, not {method!r}",
+                field="method",
+            )
+        if joint and scorer != "frozen":
+            raise InputError("a joint fit of several criteria trains the frozen scorer", field="scorer")
+        return cls(dataset_id, method, dict(overrides), seed, train_config(overrides), scorer, layers, joint)
 
     def to_dict(self) -> dict[str, Any]:
-        """The payload as stored with the job (the scorer keys only for the one-pass scorer: a frozen job's
-        payload is what it always was)."""
+        """The payload as stored with the job (the scorer keys only for the one-pass scorer, ``joint`` only for
+        a joint fit: a frozen job's payload is what it always was)."""
         out: dict[str, Any] = {
             "dataset_id": self.dataset_id,
             "method": self.method,
@@ -92,4 +104,6 @@ class TrainPayload:
         }
         if self.scorer != "frozen":
             out.update(scorer=self.scorer, train_layers=self.train_layers)
+        if self.joint:
+            out["joint"] = True
         return out

@@ -1,5 +1,6 @@
 """The ``train`` and ``score`` jobs: their results stored as a new model version, activated on evidence
-(``app.job_publish``); the token-level scorer's training in ``app.job_one_pass``."""
+(``app.job_publish``); the token-level scorer's training in ``app.job_one_pass``, the joint fit of a group of
+criteria in ``app.job_train_joint``."""
 
 from __future__ import annotations
 

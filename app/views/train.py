@@ -123,14 +123,17 @@ if joint and st.button(
     "Start training", key="train_start_joint", type="primary", icon=":material/play_arrow:"
 ):
     try:  # the server checks the role, the group and the method again (a crafted request is refused there)
-        job = actions.start_joint_training(engine, user, dataset.id, method, PRESETS[preset][1], int(seed))
+        joint_job = actions.start_joint_training(
+            engine, user, dataset.id, method, PRESETS[preset][1], int(seed)
+        )
     except InputError as err:
         st.error(render.md_escape(f"Not started: {err.field}: {err.reason}"))
     else:
-        st.session_state["train_job_id"] = job.id
+        st.session_state["train_job_id"] = joint_job.id
         state.flash(
             render.md_escape(
-                f"Joint training job {job.id} is {job.state}: one model for {len(siblings)} criteria."
+                f"Joint training job {joint_job.id} is {joint_job.state}: one model for {len(siblings)} "
+                "criteria."
             ),
             "info",
         )

@@ -22,9 +22,10 @@ from db import repository as repo
 from db.accounts import PermissionDenied
 from fractal_core.errors import InputError
 from fractal_core.fitting import registry
-from tests.app.conftest import app_test
+from tests.app.conftest import app_test, make_store
 from tests.app.data import BAD, FAST_TRAIN, tiny_records
 from tests.app.test_auth import PASSWORD
+from tests.engines import ENGINES
 
 
 def _criteria_records(n: int, *, start: int = 0) -> list[dict[str, Any]]:
@@ -126,9 +127,18 @@ def test_the_train_page_offers_the_joint_fit_and_says_what_it_does_not_offer(sto
     assert job.payload["method"] == at.selectbox(key="train_method").value
 
 
+@pytest.fixture(params=ENGINES)
+def any_store(request, tmp_path, monkeypatch):
+    """The joint job on both engines: SQLite and PostgreSQL."""
+    with make_store(request.param, tmp_path, monkeypatch) as made:
+        yield made
+
+
 @pytest.mark.slow  # embeds and trains with the bundled encoder
-def test_a_joint_job_publishes_a_version_per_criterion_that_scores_rescores_and_exports(store) -> None:
+def test_a_joint_job_publishes_a_version_per_criterion_that_scores_rescores_and_exports(any_store) -> None:
     from fractal_core import FractalModel
+
+    store = any_store
 
     summary = store.ingest(_criteria_records(16), name="rated", labels_as="gold")
     group = _group(store, summary)
@@ -199,6 +209,26 @@ def test_a_joint_job_publishes_a_version_per_criterion_that_scores_rescores_and_
     for ds in group.values():
         newest = max(repo.list_model_versions(store.engine, ds.id), key=lambda v: v.version)
         assert newest.version == 3 and newest.metrics["activation"]["compared_with_version"] == 2
+
+
+def test_a_running_joint_jobs_staged_versions_survive_the_sweep_of_dead_jobs(store) -> None:
+    """The worker's sweep fails the versions dead jobs left in status training, but not those a live joint job
+    is staging in the other criteria's datasets of its group."""
+    from app.worker import fail_orphaned_jobs
+
+    summary = store.ingest(_criteria_records(4), name="rated")
+    plain = store.ingest(tiny_records(2), name="plain").dataset_id
+    dead = repo.create_job(store.engine, "train", {"dataset_id": plain, "method": "priors"})
+    assert repo.claim_next_job(store.engine, "other-host:1").id == dead.id
+    orphan = repo.create_model_version(store.engine, plain, method="priors")
+    time.sleep(1.1)
+    live = _joint_job(store, summary.dataset_id)
+    assert repo.claim_next_job(store.engine, "other-host:2").id == live.id  # a fresh heartbeat
+    sibling = next(d for d in summary.dataset_ids() if d != summary.dataset_id)
+    staged = repo.create_model_version(store.engine, sibling, method="joint:priors")
+    assert fail_orphaned_jobs(store.engine, stale_after_s=1) == [dead.id]
+    assert repo.get_model_version(store.engine, orphan.id).status == "failed"  # type: ignore[union-attr]
+    assert repo.get_model_version(store.engine, staged.id).status == "training"  # type: ignore[union-attr]
 
 
 def _run_in_thread(store) -> None:

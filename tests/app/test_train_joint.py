@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app import actions, job_train_joint
+from app import actions, job_train_joint, state
 from app.job_payloads import TrainPayload
 from app.settings import load_settings
 from app.worker import HEARTBEAT_S, Worker
@@ -142,13 +142,19 @@ def test_a_joint_job_publishes_a_version_per_criterion_that_scores_rescores_and_
 
     summary = store.ingest(_criteria_records(16), name="rated", labels_as="gold")
     group = _group(store, summary)
-    job = _joint_job(store, group["helpful"].id)
+    job = _joint_job(store, group["wrong"].id)
     store.run_jobs()
     done = repo.get_job(store.engine, job.id)
     assert done.state == "succeeded", done.error
     assert done.progress == 1.0 and "[embed]" in done.log and "[bag]" in done.log
     assert set(done.result["versions"]) == {"helpful", "wrong"}
-    assert done.result["model_version_id"] == done.result["versions"]["helpful"]["model_version_id"]
+    assert done.result["model_version_id"] == done.result["versions"]["wrong"]["model_version_id"]
+    # The Train page of the other criterion (the first one shown) follows the joint job and its own version.
+    at = app_test("views/train.py")
+    assert not at.exception, at.exception
+    assert at.session_state[state.DATASET_KEY] == group["helpful"].id
+    assert f"Job {job.id}: train" in at.subheader[0].value
+    assert any("model version 1 is active" in s.value for s in at.success)
     settings = load_settings(store.db_url)
     stored: dict[str, np.ndarray] = {}
     for name, ds in group.items():

@@ -237,6 +237,24 @@ def start_training_every_criterion(
     return out
 
 
+def start_joint_training(
+    engine: Engine, actor: UserRow, dataset_id: int, method: str, config: dict[str, Any], seed: int
+) -> JobRow:
+    """On a dataset of a group of criteria: one training job that fits every criterion of the group in one model
+    (shared encoder, one head per criterion; ``app.job_train_joint``) and publishes a version per criterion's
+    dataset. One live joint job per group: a second click, from any criterion's page, returns the same job.
+    ``InputError`` naming the field for a dataset outside a group, a method the joint fit does not train, or a
+    bad setting."""
+    require_role(actor, "admin", "training")
+    siblings = repo.criteria_siblings(engine, dataset_id)
+    if not siblings:
+        raise InputError("this dataset does not belong to a group of criteria", field="dataset")
+    payload = {"dataset_id": dataset_id, "method": method, "config": config, "seed": seed, "joint": True}
+    checked = TrainPayload.parse(payload)  # a bad setting or method is refused now, with its field named
+    key = f"train-joint:{siblings[0].criteria_group}"
+    return repo.create_job(engine, "train", checked.to_dict(), idempotency_key=key)
+
+
 def cancel_job(engine: Engine, actor: UserRow, job_id: int) -> None:
     require_role(actor, "admin", "cancelling a job")
     repo.request_cancel(engine, job_id)

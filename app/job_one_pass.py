@@ -3,6 +3,7 @@ training job that stores it as a model version, and loading any version's model 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,23 @@ def load_version_model(
     from fractal_core import FractalModel
 
     return FractalModel.load(directory)
+
+
+def previous_frozen_model(
+    engine: Engine, settings: AppSettings, parent: repo.ModelVersionRow | None
+) -> FractalModel | None:
+    """The active version's model to compare a new one with on the same gold embeddings: None when there is
+    none, its files are gone (a pre-store local model), or it is a one-pass scorer (it reads tokens, not these
+    embeddings: its gold comparison is left to activation)."""
+    from fractal_core import FractalModel
+
+    if parent is None or not parent.artifact_path:
+        return None
+    with contextlib.suppress(FileNotFoundError):
+        directory = artifacts.model_dir(engine, parent, settings.models_dir)
+        if not (directory / "finetune.json").is_file():
+            return FractalModel.load(directory)
+    return None
 
 
 def stage_progress(ctx: JobContext, lo: float, hi: float) -> Callable[[str, float, str], None]:
@@ -162,6 +180,7 @@ __all__ = [
     "estimate",
     "last_measured_run",
     "load_version_model",
+    "previous_frozen_model",
     "one_pass_config",
     "run_train_one_pass",
     "stage_progress",

@@ -53,14 +53,16 @@ class TrainPayload:
     # A dataset of preference pairs: "beside" (train on the responses' own labels too) or "alone"; None: the
     # library's default (``config.DEFAULT_RESPONSE_LABELS``).
     response_labels: str | None = None
+    joint: bool = False  # every criterion of the dataset's group in one model (``app.job_train_joint``)
 
     @classmethod
     def parse(cls, payload: dict[str, Any]) -> TrainPayload:
         """``{"dataset_id", "method", "config": TrainConfig overrides, "seed"[, "scorer", "train_layers",
-        "response_labels"]}`` -> a checked payload; ``InputError`` naming the field otherwise (``method``,
-        ``seed``, ``scorer``, ``response_labels``, ``config.learning_rate``, ...)."""
+        "response_labels", "joint"]}`` -> a checked payload; ``InputError`` naming the field otherwise
+        (``method``, ``seed``, ``scorer``, ``response_labels``, ``joint``, ``config.learning_rate``, ...). A joint
+        fit trains the frozen scorer with one of ``registry.CRITERIA_METHODS``."""
         unknown = set(payload) - {
-            "dataset_id", "method", "config", "seed", "scorer", "train_layers", "response_labels",
+            "dataset_id", "method", "config", "seed", "scorer", "train_layers", "response_labels", "joint",
         }  # fmt: skip
         if unknown:
             raise InputError("unknown payload key", field=sorted(unknown)[0])
@@ -93,11 +95,23 @@ class TrainPayload:
         labels = payload.get("response_labels")
         if labels is not None:
             labels = response_labels_mode(labels)
-        return cls(dataset_id, method, dict(overrides), seed, train_config(overrides), scorer, layers, labels)
+        joint = payload.get("joint", False)
+        if not isinstance(joint, bool):
+            raise InputError(f"expected true or false, got {joint!r}", field="joint")
+        if joint and method not in registry.CRITERIA_METHODS:
+            raise InputError(
+                f"a joint fit of several criteria trains {', '.join(registry.CRITERIA_METHODS)}, not {method!r}",
+                field="method",
+            )
+        if joint and scorer != "frozen":
+            raise InputError("a joint fit of several criteria trains the frozen scorer", field="scorer")
+        return cls(
+            dataset_id, method, dict(overrides), seed, train_config(overrides), scorer, layers, labels, joint
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """The payload as stored with the job (the scorer keys only for the one-pass scorer: a frozen job's
-        payload is what it always was)."""
+        """The payload as stored with the job (the scorer keys only for the one-pass scorer, ``joint`` only for
+        a joint fit: a frozen job's payload is what it always was)."""
         out: dict[str, Any] = {
             "dataset_id": self.dataset_id,
             "method": self.method,
@@ -108,4 +122,6 @@ class TrainPayload:
             out.update(scorer=self.scorer, train_layers=self.train_layers)
         if self.response_labels is not None:
             out["response_labels"] = self.response_labels
+        if self.joint:
+            out["joint"] = True
         return out

@@ -46,6 +46,89 @@ GOLD_QUEUE_SIZE = 200
 """Responses proposed per selection strategy and stored with each model version (the Gold queue page)."""
 
 
+def stage_version(
+    engine: Engine,
+    ctx: JobContext,
+    *,
+    dataset_id: int,
+    save: Callable[[Path], object],
+    scored: ScoredResponses,
+    method: str,
+    config: dict[str, Any],
+    parent: repo.ModelVersionRow | None,
+    metrics: dict[str, Any],
+    lo: float,
+) -> tuple[repo.ModelVersionRow, str, dict[str, Any]]:
+    """The first half of :func:`publish`: a new version in status ``training`` holding the scores, response
+    figures and model files (nobody reads it yet). Returns it, its artifact URI and its metrics with the gold
+    queue. Any failure (a cancel included) marks it ``failed`` and re-raises."""
+    mv = repo.create_model_version(
+        engine, dataset_id, method=method, config=config, parent_id=parent.id if parent else None
+    )
+    queue = {name: [int(i) for i in ids] for name, ids in scored.gold_proposals.items()}
+    if queue:
+        metrics = {**metrics, "gold_queue": queue, "gold_queue_reasons": scored.gold_reasons}
+    try:
+        ctx.set(lo, f"storing {len(scored.scores)} sentence scores", force=True)
+        repo.store_scores(engine, mv.id, scored.sentence_ids, scored.scores, scored.uncertainty)
+        repo.store_response_summaries(engine, mv.id, scored.response_ids, scored.summaries)
+        # The model's files go into the store (keyed by store id and version id), not a local directory.
+        with tempfile.TemporaryDirectory(prefix="fractal-model-") as tmp:
+            save(Path(tmp))
+            artifact = artifacts.save_model_files(engine, mv.id, Path(tmp))
+    except BaseException as exc:
+        fail_version(engine, mv.id, exc)
+        raise
+    return mv, artifact, metrics
+
+
+def fail_version(engine: Engine, model_version_id: int, exc: BaseException) -> None:
+    """Close a version its job could not finish as ``failed`` with why (cancelled, or the error)."""
+    reason = "cancelled" if isinstance(exc, JobCancelled) else f"{type(exc).__name__}: {exc}"
+    # The version may already be closed; the job's own error still says what happened.
+    with contextlib.suppress(Exception):
+        repo.finish_model_version(engine, model_version_id, status="failed", error=reason)
+
+
+def open_version(
+    engine: Engine,
+    ctx: JobContext,
+    staged: tuple[repo.ModelVersionRow, str, dict[str, Any]],
+    *,
+    parent: repo.ModelVersionRow | None,
+    n_scores: int,
+    same_model: bool = False,
+) -> dict[str, Any]:
+    """The second half of :func:`publish`: mark a staged version ``ready`` and activate it on evidence (or at
+    once when ``same_model``); no cancel is taken here. A failure marks it ``failed`` and re-raises."""
+    mv, artifact, metrics = staged
+    try:
+        row = repo.finish_model_version(
+            engine, mv.id, status="ready", metrics=metrics, artifact_path=artifact
+        )
+        if same_model:
+            repo.activate_model_version(engine, mv.id)
+            activated, why = True, f"the model of version {parent.version if parent else '?'}, re-scored"
+        else:  # a new model replaces the active one only on evidence from the gold labels
+            decision = model_versions.activate_if_not_worse(engine, mv.id)
+            activated, why = decision.activated, decision.reason
+    except BaseException as exc:
+        fail_version(engine, mv.id, exc)
+        raise
+    ctx.log(
+        f"model version {row.version} is {'active' if activated else 'waiting'} ({n_scores} sentence "
+        f"scores): {why}"
+    )
+    return {
+        "model_version_id": mv.id,
+        "version": row.version,
+        "activated": activated,
+        "activation_reason": why,
+        "n_scores": n_scores,
+        "metrics": metrics,
+    }
+
+
 def publish(
     engine: Engine,
     settings: AppSettings,
@@ -71,48 +154,26 @@ def publish(
     the previously active version in place. ``save(directory)`` writes the model's files (``FractalModel.save``,
     or a one-pass scorer's compact ``save``).
     """
-    mv = repo.create_model_version(
-        engine, dataset_id, method=method, config=config, parent_id=parent.id if parent else None
-    )
-    queue = {name: [int(i) for i in ids] for name, ids in scored.gold_proposals.items()}
-    if queue:
-        metrics = {**metrics, "gold_queue": queue, "gold_queue_reasons": scored.gold_reasons}
+    staged = stage_version(
+        engine, ctx, dataset_id=dataset_id, save=save, scored=scored, method=method, config=config,
+        parent=parent, metrics=metrics, lo=lo,
+    )  # fmt: skip
     try:
-        ctx.set(lo, f"storing {len(scored.scores)} sentence scores", force=True)
-        repo.store_scores(engine, mv.id, scored.sentence_ids, scored.scores, scored.uncertainty)
-        repo.store_response_summaries(engine, mv.id, scored.response_ids, scored.summaries)
-        # The model's files go into the store (keyed by store id and version id), not a local directory.
-        with tempfile.TemporaryDirectory(prefix="fractal-model-") as tmp:
-            save(Path(tmp))
-            artifact = artifacts.save_model_files(engine, mv.id, Path(tmp))
         ctx.set(lo + (1 - lo) * 0.8, "publishing the new version", force=True)
-        row = repo.finish_model_version(
-            engine, mv.id, status="ready", metrics=metrics, artifact_path=artifact
-        )
-        if same_model:
-            repo.activate_model_version(engine, mv.id)
-            activated, why = True, f"the model of version {parent.version if parent else '?'}, re-scored"
-        else:  # a new model replaces the active one only on evidence from the gold labels
-            decision = model_versions.activate_if_not_worse(engine, mv.id)
-            activated, why = decision.activated, decision.reason
     except BaseException as exc:
-        reason = "cancelled" if isinstance(exc, JobCancelled) else f"{type(exc).__name__}: {exc}"
-        # The version may already be closed; the job's own error still says what happened.
-        with contextlib.suppress(Exception):
-            repo.finish_model_version(engine, mv.id, status="failed", error=reason)
+        fail_version(engine, staged[0].id, exc)
         raise
-    ctx.log(
-        f"model version {row.version} is {'active' if activated else 'waiting'} ({len(scored.scores)} sentence "
-        f"scores): {why}"
+    return open_version(
+        engine, ctx, staged, parent=parent, n_scores=len(scored.scores), same_model=same_model
     )
-    return {
-        "model_version_id": mv.id,
-        "version": row.version,
-        "activated": activated,
-        "activation_reason": why,
-        "n_scores": len(scored.scores),
-        "metrics": metrics,
-    }
 
 
-__all__ = ["GOLD_QUEUE_SIZE", "finite", "publish"]
+__all__ = [
+    "GOLD_QUEUE_SIZE",
+    "evidence_metrics",
+    "fail_version",
+    "finite",
+    "open_version",
+    "publish",
+    "stage_version",
+]

@@ -1,9 +1,9 @@
 """The ``train`` and ``score`` jobs: their results stored as a new model version, activated on evidence
-(``app.job_publish``); the token-level scorer's training in ``app.job_one_pass``."""
+(``app.job_publish``); the token-level scorer's training in ``app.job_one_pass``, the joint fit of a group of
+criteria in ``app.job_train_joint``."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,12 +12,12 @@ from sqlalchemy import Engine
 
 from app.job_context import JobCancelled, JobContext
 from app.job_embed import embed_on_ray, encoder_config, scratch_dir
-from app.job_one_pass import load_version_model, run_train_one_pass, stage_progress
+from app.job_one_pass import load_version_model, previous_frozen_model, run_train_one_pass, stage_progress
 from app.job_payloads import TrainPayload
 from app.job_publish import GOLD_QUEUE_SIZE, evidence_metrics, finite, publish
+from app.job_train_joint import run_train_joint
 from app.job_train_pairs import run_train_pairs
 from app.settings import AppSettings
-from db import artifacts
 from db import repository as repo
 from db.pairs_read import count_pairs
 from fractal_core.fitting import registry
@@ -26,11 +26,12 @@ from fractal_core.fitting import registry
 def run_train(
     engine: Engine, settings: AppSettings, payload: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
-    from fractal_core import FractalModel
     from fractal_core.fitting.pipeline import train_and_score
     from fractal_core.fitting.train import TrainingCancelled
 
     parsed = TrainPayload.parse(payload)
+    if parsed.joint:  # every criterion of the dataset's group in one model
+        return run_train_joint(engine, settings, parsed, ctx)
     if parsed.scorer == "one_pass":
         if count_pairs(engine, parsed.dataset_id):
             raise ValueError(
@@ -57,13 +58,7 @@ def run_train(
     )
     ctx.log(f"training {method!r} on {len(data.records)} responses: stages {', '.join(stages) or 'none'}")
     parent = repo.active_model_version(engine, dataset_id)
-    previous = None
-    if parent is not None and parent.artifact_path:
-        with contextlib.suppress(FileNotFoundError):  # a pre-store local model that is gone: no comparison
-            directory = artifacts.model_dir(engine, parent, settings.models_dir)
-            # A one-pass scorer reads tokens, not these embeddings: its gold comparison is left to activation.
-            if not (directory / "finetune.json").is_file():
-                previous = FractalModel.load(directory)
+    previous = previous_frozen_model(engine, settings, parent)
     try:
         result = train_and_score(
             data.records,

@@ -4,7 +4,9 @@ Job kinds and payloads (every id is a database id):
 
 - ``train``: ``{"dataset_id", "method", "config": TrainConfig overrides, "seed"}`` (:class:`TrainPayload`,
   checked when the job is queued); with ``"scorer": "one_pass"`` and ``"train_layers"``, the token-level
-  scorer is trained instead (``app.job_one_pass``), stored and activated the same way. Loads the dataset once
+  scorer is trained instead (``app.job_one_pass``), stored and activated the same way; with ``"joint": true``
+  on a dataset of a group of criteria, one model is fitted for every criterion of the group and a version is
+  published in each criterion's dataset (``app.job_train_joint``). Loads the dataset once
   (records, gold labels and ids), hands it to the library's one entry point
   (``fractal_core.fitting.pipeline.train_and_score``: embed once, train, score, summarise each response, measure the
   previous and the new model on the gold set, propose gold), stores what it returns under a new model version

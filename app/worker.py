@@ -55,11 +55,14 @@ def fail_orphaned_jobs(engine: Engine, *, stale_after_s: float = STALE_AFTER_S) 
 
 
 def _fail_orphaned_versions(engine: Engine) -> None:
-    running = {
-        int(j.payload.get("dataset_id", -1))
-        for j in repo.list_jobs(engine, states=["running"], limit=500)
-        if j.kind in ("train", "score")
-    }
+    running: set[int] = set()
+    for j in repo.list_jobs(engine, states=["running"], limit=500):
+        if j.kind in ("train", "score"):
+            dataset_id = int(j.payload.get("dataset_id", -1))
+            running.add(dataset_id)
+            # A joint fit stages a version in every criterion's dataset of the group.
+            if j.payload.get("joint"):
+                running.update(d.id for d in repo.criteria_siblings(engine, dataset_id))
     for ds in repo.list_datasets(engine):
         if ds.id in running:
             continue

@@ -11,6 +11,7 @@ from app.job_payloads import ONE_PASS_METHODS, RESPONSE_LABEL_CHOICES, SCORERS
 from db import repository as repo
 from db.pairs_read import count_pairs
 from db.repository import model_versions
+from fractal_core.errors import InputError
 from fractal_core.fitting import registry
 
 PRESETS = {
@@ -18,6 +19,18 @@ PRESETS = {
     "quick": ("Quick look (few epochs, a few seconds)", {"max_epochs": 5, "patience": 2}),
 }
 NO_WORKER_AFTER_S = 15
+CRITERIA_MODES = {
+    "each": "One model per criterion: one training job per criterion's dataset (any method)",
+    "joint": "Jointly: one model, shared encoder, one head per criterion (one job)",
+}
+JOINT_LIMITS = (
+    "A joint fit trains one model for every criterion of the group and publishes a model version in each "
+    "criterion's dataset, activated on evidence per criterion. It does not offer: methods other than "
+    f"{', '.join(registry.CRITERIA_METHODS)} (no fractal/auto choice, no gold-label method: gold labels only "
+    "stop training early), the token-level scorer, calibration (no Platt calibration, no step calibration: the "
+    "given-label view reads the raw scores), or a first-error (F key) rule chosen on held-out gold (each "
+    "method's default rule is used). For any of those, train one model per criterion."
+)
 
 
 @st.cache_data(show_spinner="Counting the dataset's tokens and windows...", max_entries=16)
@@ -55,13 +68,34 @@ st.caption(
     f"Dataset {dataset.name}: {dataset.n_responses} responses, {budget.gold_responses} with gold labels. "
     "With gold labels the recommended method uses them through the hybrid prior."
 )
-scorer = st.radio(
-    "Scorer", list(SCORERS), format_func=SCORERS.__getitem__, key="train_scorer", horizontal=False
-)  # the frozen scorer first: the default
+siblings = repo.criteria_siblings(engine, dataset.id) if dataset.criteria_group is not None else []
+every = joint = False
+if siblings:
+    every = st.checkbox(
+        f"Every criterion of the group {dataset.criteria_group}",
+        key="train_every_criterion",
+        help="Train every criterion's dataset of the group, with these settings.",
+    )
+    if every:
+        joint = (
+            st.radio(
+                "How", list(CRITERIA_MODES), format_func=CRITERIA_MODES.__getitem__, key="train_criteria_mode"
+            )
+            == "joint"
+        )
+if joint:
+    scorer = "frozen"  # the joint fit trains the frozen scorer only (refused on the server otherwise)
+    st.info(JOINT_LIMITS, icon=":material/info:")  # fixed text, no user input
+else:
+    scorer = st.radio(
+        "Scorer", list(SCORERS), format_func=SCORERS.__getitem__, key="train_scorer", horizontal=False
+    )  # the frozen scorer first: the default
 c1, c2, c3 = st.columns([2, 2, 1])
 methods = registry.method_descriptions()  # torch-free: listing methods does not load the library
 if scorer == "one_pass":
     methods = {m: methods[m] for m in ONE_PASS_METHODS}
+if joint:
+    methods = {m: methods[m] for m in registry.CRITERIA_METHODS}
 method = c1.selectbox("Method", list(methods), format_func=lambda m: f"{m}: {methods[m]}", key="train_method")
 train_layers = 0
 if scorer == "one_pass":
@@ -95,15 +129,29 @@ if scorer == "one_pass" and not refusal:
         )
     except (OSError, ValueError) as err:  # no encoder files here, or a dataset it cannot read
         st.warning("Cannot estimate the cost of the one-pass scorer: " + render.md_escape(str(err)))
-every = False
-if dataset.criteria_group is not None:
-    every = st.checkbox(
-        f"Every criterion of the group {dataset.criteria_group}",
-        key="train_every_criterion",
-        help="One training job per criterion's dataset, with these settings (each trains on its own labels).",
-    )
-if every and st.button(
-    "Start training", key="train_start_every", type="primary", icon=":material/play_arrow:"
+if joint and st.button(
+    "Start training", key="train_start_joint", type="primary", icon=":material/play_arrow:"
+):
+    try:  # the server checks the role, the group and the method again (a crafted request is refused there)
+        joint_job = actions.start_joint_training(
+            engine, user, dataset.id, method, PRESETS[preset][1], int(seed)
+        )
+    except InputError as err:
+        st.error(render.md_escape(f"Not started: {err.field}: {err.reason}"))
+    else:
+        st.session_state["train_job_id"] = joint_job.id
+        state.flash(
+            render.md_escape(
+                f"Joint training job {joint_job.id} is {joint_job.state}: one model for {len(siblings)} "
+                "criteria."
+            ),
+            "info",
+        )
+        st.rerun()
+if (
+    every
+    and not joint
+    and st.button("Start training", key="train_start_every", type="primary", icon=":material/play_arrow:")
 ):
     started = actions.start_training_every_criterion(
         engine, user, dataset.id, method, PRESETS[preset][1], int(seed), scorer=scorer,
@@ -131,9 +179,14 @@ if not every and st.button(
 
 
 def _dataset_jobs(limit: int = 20) -> list[repo.JobRow]:
+    """This dataset's jobs, and the joint training jobs of its group started from another criterion's page."""
     assert dataset is not None
+    group = {d.id for d in siblings}
     return [
-        j for j in repo.list_jobs(engine, limit=200) if j.payload.get("dataset_id") in (dataset.id, None)
+        j
+        for j in repo.list_jobs(engine, limit=200)
+        if j.payload.get("dataset_id") in (dataset.id, None)
+        or (j.payload.get("joint") and j.payload.get("dataset_id") in group)
     ][:limit]
 
 
@@ -155,7 +208,12 @@ def _finished_version(job: repo.JobRow) -> None:
     """What became of the version a finished job made, read now (it may have been activated, rolled back or
     replaced since the job ended): active, waiting for a person (with the one-click activate), or superseded."""
     assert dataset is not None
-    mv = repo.get_model_version(engine, int(job.result.get("model_version_id") or 0))
+    # A joint job made a version in every criterion's dataset: this page shows this dataset's.
+    own = next(
+        (v for v in (job.result.get("versions") or {}).values() if v.get("dataset_id") == dataset.id),
+        job.result,
+    )
+    mv = repo.get_model_version(engine, int(own.get("model_version_id") or 0))
     if mv is None:
         st.success(f"Done: {job.kind} job finished.")
         return

@@ -39,8 +39,7 @@ from fractal_core.mil.losses import (
 )
 from fractal_core.mil.pslab import pseudo_labels
 
-CRITERIA_METHODS: tuple[str, ...] = ("bagloss", "priors", "pslab")
-"""The methods a joint fit of several criteria runs."""
+CRITERIA_METHODS = registry.CRITERIA_METHODS  # the one home: the torch-free registry
 
 MultiObjective = Callable[[MultiHeadScorer, BagSet], torch.Tensor]
 

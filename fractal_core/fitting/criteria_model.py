@@ -29,14 +29,17 @@ from fractal_core.evaluation.scorer_metrics import evaluation_metrics
 from fractal_core.fitting.bags import CHUNK_BAGS, BagSet
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.criteria_fit import CRITERIA_METHODS, criterion_bags, fit_criteria
-from fractal_core.fitting.estimator import holdout_split
+from fractal_core.fitting.estimator import FractalModel, holdout_split
+from fractal_core.fitting.first_error import FirstErrorChoice, default_rule
 from fractal_core.fitting.heads import Criterion, MultiHeadScorer
 from fractal_core.fitting.persistence import load_meta, load_state, save_model_dir
+from fractal_core.fitting.step_calibration import StepCalibration
 from fractal_core.fitting.train import ProgressFn
 
 FORMAT_VERSION = 1
 META_FILE = "criteria.json"
 """The description a saved multi-criterion model directory holds (a single-criterion one holds model.json)."""
+JOINT_NOTE = "one joint fit of several criteria"
 
 
 def criteria_of(records: Sequence[ResponseRecord]) -> tuple[Criterion, ...]:
@@ -180,6 +183,32 @@ class CriteriaModel:
                 out[name] = np.split((1 - proba[:, 0]).cpu().numpy(), splits)
         return out
 
+    def criterion_model(self, name: str) -> FractalModel:
+        """Criterion ``name``'s part of this model as a single-criterion ``FractalModel`` (the shared trunk and
+        its own head, ``MultiHeadScorer.head_scorer``): it scores that criterion exactly as this model does and
+        saves, loads, re-scores and evaluates as any ``FractalModel``. What a joint fit does not choose is left
+        at the neutral setting and says so: no bag calibration, the identity step calibration (the given-label
+        view reads the raw scores) and the method's default first-error rule (not chosen on valid)."""
+        if name not in self.names:
+            raise ValueError(f"no criterion {name!r}; this model scores {', '.join(self.names)}")
+        j = self.names.index(name)
+        criterion = self.criteria_[j]
+        model = FractalModel(self.method, config=self.config, encoder=self.encoder, seed=self.seed)
+        model.resolved_method_ = self.method
+        model.scorer_ = self.scorer_.head_scorer(j)
+        model.calibration_ = None
+        model.selection_ = None
+        model.aggregation_ = criterion.aggregation
+        model.n_classes_ = criterion.n_classes
+        model.encoder_id_ = self.encoder_id_
+        model.metrics_ = dict(self.metrics_.get(name, {}))
+        model.history_ = list(self.history_)
+        model.first_error_rule_ = FirstErrorChoice(
+            rule=default_rule(self.method), reason=f"default rule: {JOINT_NOTE}, none is chosen on valid"
+        )
+        model.step_calibration_ = StepCalibration(reason=f"identity: {JOINT_NOTE}, none is fitted")
+        return model
+
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate_bags(self, bags: BagSet) -> dict[str, dict[str, float]]:
         """Per criterion, its sentence and bag metrics on prepared multi-criterion bags (labels (B, k))."""
@@ -241,4 +270,4 @@ class CriteriaModel:
         return model
 
 
-__all__ = ["META_FILE", "CriteriaModel", "criteria_bags", "criteria_of"]
+__all__ = ["JOINT_NOTE", "META_FILE", "CriteriaModel", "criteria_bags", "criteria_of"]

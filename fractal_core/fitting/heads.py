@@ -149,6 +149,23 @@ class MultiHeadScorer(nn.Module):
                 out[:, list(group.heads)] = torch.logsumexp(torch.log_softmax(picked, 2)[..., 1:], 2)
         return out
 
+    def head_scorer(self, j: int) -> SentenceScorer:
+        """Criterion ``j``'s scorer on its own: a single-criterion :class:`SentenceScorer` of the trunk's kind
+        holding the shared trunk's weights and head ``j``'s output columns, so it scores that criterion as this
+        model does (a single scorer takes the window where its own positive score is highest, as head ``j``
+        does here) and saves, loads and serves as any single-criterion model's scorer."""
+        criterion = self.criteria[j]
+        start = sum(c.width for c in self.criteria[:j])
+        trunk = self.trunk
+        single = build_scorer(
+            trunk.spec(), trunk.dim, n_classes=criterion.n_classes, hidden=trunk.context_proj.out_features
+        )
+        state = {k: v.detach().clone() for k, v in trunk.state_dict().items()}
+        for name in ("out.weight", "out.bias"):
+            state[name] = state[name][start : start + criterion.width]
+        single.load_state_dict(state)
+        return single.to(trunk.out.weight.device).eval()
+
     def head_logp(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Per criterion, its log-probabilities (N, C) from the logits (N, W)."""
         out: list[torch.Tensor | None] = [None] * len(self.criteria)

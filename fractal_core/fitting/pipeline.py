@@ -31,6 +31,7 @@ from fractal_core.evaluation.selection import select_gold_bags
 from fractal_core.fitting import registry
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.config import TrainConfig
+from fractal_core.fitting.criteria_model import CriteriaModel
 from fractal_core.fitting.estimator import FractalModel, resolve_device, task_of
 from fractal_core.fitting.train import ProgressFn
 from fractal_core.mil import semantics
@@ -77,7 +78,7 @@ class TrainResult:
     file_label_metrics: dict[str, float]
 
 
-def _check_ids(records: Sequence[ResponseRecord], sentence_ids: np.ndarray, response_ids: np.ndarray) -> None:
+def check_ids(records: Sequence[ResponseRecord], sentence_ids: np.ndarray, response_ids: np.ndarray) -> None:
     n = sum(len(r.spans) for r in records)
     if sentence_ids.shape != (n,):
         raise ValueError(f"sentence_ids must be ({n},) for these records, got {sentence_ids.shape}")
@@ -87,11 +88,15 @@ def _check_ids(records: Sequence[ResponseRecord], sentence_ids: np.ndarray, resp
         )
 
 
-def _embed(
-    records: Sequence[ResponseRecord], model: FractalModel, progress: ProgressFn | None, store: str
+def embed_job_records(
+    records: Sequence[ResponseRecord],
+    model: FractalModel | CriteriaModel,
+    progress: ProgressFn | None,
+    store: str,
 ) -> tuple[BagSet, str]:
-    """The records' bags with their sentence embeddings streamed into a float16 memory-mapped matrix under
-    ``store`` (``features.embed_records``): a job's memory does not grow with the embeddings."""
+    """The records' bags (embedded by ``model``'s encoder, on its config's device) with their sentence
+    embeddings streamed into a float16 memory-mapped matrix under ``store`` (``features.embed_records``): a
+    job's memory does not grow with the embeddings. Reports the ``embed`` stage to ``progress``."""
     encoder = get_encoder(model.encoder)
     device = resolve_device((model.config or TrainConfig()).device)
     on_embed = None
@@ -258,7 +263,7 @@ def train_and_score(
     """
     sids = np.asarray(sentence_ids, dtype=np.int64)
     rids = np.asarray(response_ids, dtype=np.int64)
-    _check_ids(records, sids, rids)
+    check_ids(records, sids, rids)
     aggregation, n_classes = task_of(records)
     config = config or TrainConfig()
     model = FractalModel(method, config=config, encoder=encoder, seed=seed)
@@ -303,7 +308,7 @@ def _train_and_score(
     store: str,
 ) -> TrainResult:
     """:func:`train_and_score` on records already in the model's hold-out order."""
-    bags, encoder_id = _embed(records, model, progress, store)
+    bags, encoder_id = embed_job_records(records, model, progress, store)
     model.fit_prepared(
         bags,
         aggregation=aggregation,
@@ -312,6 +317,28 @@ def _train_and_score(
         progress=progress,
         ordered_holdout=True,
     )
+    return measure_and_score(
+        model, bags, records, stages=stages, sentence_ids=sentence_ids, response_ids=response_ids,
+        previous=previous, file_labels=file_labels, queue_size=queue_size,
+    )  # fmt: skip
+
+
+def measure_and_score(
+    model: FractalModel,
+    bags: BagSet,
+    records: Sequence[ResponseRecord],
+    *,
+    stages: tuple[str, ...],
+    sentence_ids: np.ndarray,
+    response_ids: np.ndarray,
+    previous: FractalModel | None,
+    file_labels: np.ndarray | None,
+    queue_size: int,
+) -> TrainResult:
+    """What a training job reports of a fitted ``model`` on the ``bags`` embedded from ``records`` (their gold
+    in ``bags.gold``): the new and the ``previous`` model on the gold sentences, the new one on ``file_labels``
+    (N,) when they add labels, and every sentence's score with the response figures and gold proposals."""
+    encoder_id = model.encoder_id_
     gold = _labelled_bags(bags, bags.gold)
     n_gold_sentences = int((bags.gold >= 0).sum())
     after: dict[str, float] = {}
@@ -358,12 +385,12 @@ def score_records(
     response figures and gold proposals as :func:`train_and_score`, without training (``scratch``: as there)."""
     sids = np.asarray(sentence_ids, dtype=np.int64)
     rids = np.asarray(response_ids, dtype=np.int64)
-    _check_ids(records, sids, rids)
+    check_ids(records, sids, rids)
     aggregation, _ = task_of(records)
     if aggregation != model.aggregation_:
         raise ValueError(f"the model was trained on {model.aggregation_} responses, these are {aggregation}")
     with tempfile.TemporaryDirectory(prefix="fractal-embeddings-", dir=scratch) as store:
-        bags, _ = _embed(records, model, progress, store)
+        bags, _ = embed_job_records(records, model, progress, store)
         return _score(model, bags, sentence_ids=sids, response_ids=rids, queue_size=queue_size)
 
 
@@ -371,6 +398,9 @@ __all__ = [
     "QUEUE_SIZE",
     "ScoredResponses",
     "TrainResult",
+    "check_ids",
+    "embed_job_records",
+    "measure_and_score",
     "score_records",
     "scored_responses",
     "train_and_score",

@@ -60,6 +60,10 @@ from fractal_core.fitting.method_table import (
     training_refusal,
 )
 
+CRITERIA_METHODS: tuple[str, ...] = ("bagloss", "priors", "pslab")
+"""The methods a joint fit of several criteria runs (``fitting.criteria_fit``): no gold-sentence method, no
+``auto`` choice."""
+
 
 def resolve(
     name: str,
@@ -160,6 +164,7 @@ __all__ = [
     "AUTO_WEAK_GOLD_RESPONSES",
     "AUTO_WEAK_GOLD_SENTENCES",
     "BLEND",
+    "CRITERIA_METHODS",
     "LOSS_TERMS",
     "METHOD_LIST",
     "METHOD_NAMES",

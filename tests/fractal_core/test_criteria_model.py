@@ -189,3 +189,29 @@ def test_the_contextual_trunk_takes_heads_too(tmp_path: Path) -> None:
     loaded = CriteriaModel.load(tmp_path / "c")
     for a, b in zip(model.predict_proba_bags(train), loaded.predict_proba_bags(train), strict=True):
         assert torch.allclose(a, b)
+
+
+def test_a_criterions_part_scores_as_the_joint_model_and_saves_as_a_single_model(tmp_path: Path) -> None:
+    from fractal_core.fitting.estimator import FractalModel
+
+    train = joint_bags(60)
+    g = torch.Generator().manual_seed(5)
+    # Several context windows per response: the single scorer must take the window its head takes.
+    windows = torch.randint(1, 3, (train.n_bags,), generator=g)
+    ctx = torch.nn.functional.normalize(torch.randn(int(windows.sum()), 32, generator=g), dim=1)
+    test = replace(train, ctx_emb=ctx, win_bag=torch.repeat_interleave(torch.arange(train.n_bags), windows))
+    for spec in ({}, {"scorer": "context", "context_direction": "causal"}):
+        config = TrainConfig(max_epochs=2, **spec)  # type: ignore[arg-type]
+        model = CriteriaModel("priors", config=config).fit_bags(train, criteria=CRITERIA)
+        joint = model.predict_proba_bags(test)
+        for j, c in enumerate(CRITERIA):
+            single = model.criterion_model(c.name)
+            assert (single.aggregation_, single.n_classes_) == (c.aggregation, c.n_classes)
+            assert single.metrics_ == model.metrics_[c.name] and single.resolved_method_ == "priors"
+            assert single.step_calibration_.identity and "joint" in single.step_calibration_.reason
+            assert torch.allclose(single.predict_proba_bags(criterion_bags(test, j)), joint[j], atol=1e-6)
+            single.save(tmp_path / f"{c.name}-{len(spec)}")
+            loaded = FractalModel.load(tmp_path / f"{c.name}-{len(spec)}")
+            assert torch.allclose(loaded.predict_proba_bags(test), joint[j], atol=1e-6)
+    with pytest.raises(ValueError, match="no criterion 'nope'"):
+        model.criterion_model("nope")

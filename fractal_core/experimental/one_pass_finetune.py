@@ -113,9 +113,9 @@ def finetune_one_pass(
     seed: int,
     encoder: tuple[nn.Module, Any],
     progress: ProgressFn | None = None,
-) -> tuple[OnePassScorer, dict[str, Any] | None, Any, bool, float, str]:
+) -> tuple[OnePassScorer, dict[str, Any] | None, list[Any], bool, float, str]:
     """Train the top layers and the head with ``config.method``'s stages (``one_pass_methods``); returns (model,
-    calibration, the last stage's result, causal, cache seconds, validation mode: ``objectives.logp_validator``'s
+    calibration, each one-pass stage's result in order (the model's the last), causal, cache seconds, validation mode: ``objectives.logp_validator``'s
     "sentence" / "bag" / "first_error", or "train_loss" without valid)."""
     plan = one_pass_plan(config.method, record_bags(train), aggregation=aggregation, config=config.bag)
     device = resolve_device(config.device)
@@ -184,9 +184,9 @@ def finetune_one_pass(
             )
 
     if plan.runs(registry.STAGE_SUPERVISED):
-        stage = fit(registry.STAGE_SUPERVISED, instance_terms, targets, gold_bag_ids(targets))
+        stages = [fit(registry.STAGE_SUPERVISED, instance_terms, targets, gold_bag_ids(targets))]
     else:
-        stage = fit(registry.STAGE_BAG, bag_stage_objective(plan, config.gold_weight), targets)
+        stages = [fit(registry.STAGE_BAG, bag_stage_objective(plan, config.gold_weight), targets)]
     if pristine is not None:
         labels = pseudo_labels(
             scores((train_data, train_states)), targets.bag_index, targets.labels, aggregation=aggregation,
@@ -194,14 +194,14 @@ def finetune_one_pass(
         )  # fmt: skip
         model = OnePassScorer(pristine, n_classes, train_layers=config.train_layers, generator=generator)
         model = model.to(device)
-        stage = fit(registry.STAGE_PSLAB, instance_terms, pseudo_bags(targets, labels))
+        stages.append(fit(registry.STAGE_PSLAB, instance_terms, pseudo_bags(targets, labels)))
     calibration = None
     if config.calibrate and n_classes == 2 and aggregation in ("max", "min"):
         target = valid_set if valid_set is not None and valid_set[0].n_bags else (train_data, train_states)
         calibration = fit_calibration(
             scores(target), target[0].bagset(), aggregation=aggregation, n_classes=2, kind="logit"
         ).to_dict()
-    return model, calibration, stage, causal, cache_seconds, mode
+    return model, calibration, stages, causal, cache_seconds, mode
 
 
 @dataclass(frozen=True)
@@ -259,13 +259,15 @@ def choose_train_layers(
     for k in candidates:  # a handful of whole trainings, not a hot path
         own = module if len(candidates) == 1 else copy.deepcopy(module)
         staged = _staged(progress, k) if progress is not None and len(candidates) > 1 else progress
-        model, calibration, stage, causal, cached, mode = finetune_one_pass(
+        model, calibration, stages, causal, cached, mode = finetune_one_pass(
             train, valid, aggregation=aggregation, n_classes=n_classes,
             config=replace(config, train_layers=k), seed=seed, encoder=(own, tokenizer),
             progress=staged,
         )  # fmt: skip
+        stage = stages[-1]
         score = stage.valid_score[stage.best_epoch] if stage.valid_score else -math.inf
-        cache_seconds, epochs_run = cache_seconds + cached, epochs_run + len(stage.train_loss)
+        cache_seconds = cache_seconds + cached
+        epochs_run = epochs_run + sum(len(s.train_loss) for s in stages)
         scores[str(k)] = float(score)
         if best is None or score > best_score:
             best_score = score

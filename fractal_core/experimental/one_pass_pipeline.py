@@ -24,6 +24,7 @@ from fractal_core.evaluation.scorer_metrics import evaluation_metrics
 from fractal_core.experimental.finetune import FinetuneConfig, FinetuneResult, finetune
 from fractal_core.experimental.finetune_config import TRAIN_LAYER_GRID
 from fractal_core.experimental.one_pass_windows import build_pass_windows, causal_mode, record_bags
+from fractal_core.fitting import registry
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.estimator import holdout_split, task_of
 from fractal_core.fitting.pipeline import QUEUE_SIZE, ScoredResponses, scored_responses
@@ -64,7 +65,7 @@ class OnePassCost:
     tokens: int
     windows: int
     candidates: int  # trainings run (``train_layers`` = 0: one per count of TRAIN_LAYER_GRID)
-    epochs: int  # the upper bound per training (early stopping may stop sooner)
+    epochs: int  # the upper bound per training, over its one-pass stages (early stopping may stop sooner)
     rate: PassRate
 
     @property
@@ -80,7 +81,12 @@ def estimate_cost(records: Sequence[ResponseRecord], config: FinetuneConfig, rat
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.encoder), local_files_only=True)
     data = build_pass_windows(records, tokenizer, config, causal=causal_mode(config, records))
     candidates = 1 if config.train_layers else len(TRAIN_LAYER_GRID)
-    return OnePassCost(len(records), int(data.lengths.sum()), data.n_windows, candidates, config.epochs, rate)
+    aggregation, _ = task_of(records)
+    plan = registry.resolve(config.method, has_gold=True, aggregation=aggregation, config=config.bag)
+    passes = sum(stage != registry.STAGE_TEACHER for stage in plan.stages)  # PsLab trains a second scorer
+    return OnePassCost(
+        len(records), int(data.lengths.sum()), data.n_windows, candidates, config.epochs * passes, rate
+    )
 
 
 def measured_rate(run: dict[str, Any] | None) -> PassRate | None:
@@ -140,8 +146,9 @@ def train_and_score_one_pass(
     queue_size: int = QUEUE_SIZE,
     progress: ProgressFn | None = None,
 ) -> OnePassTrainResult:
-    """Train the one-pass scorer on ``records`` (their ``sentence_labels`` are the gold labels, used with
-    ``config.gold_weight``), score every sentence, summarise every response and propose responses to label:
+    """Train the one-pass scorer with ``config.method`` on ``records`` (their ``sentence_labels`` are the gold
+    labels the method reads, + ``config.gold_weight``), score every sentence, summarise every response and
+    propose responses to label:
     ``pipeline.train_and_score``'s outputs for the token-level scorer. ``previous``: the model it replaces,
     measured on the same gold responses; ``file_labels`` (N,): every current label (-1: none)."""
     sids = np.asarray(sentence_ids, dtype=np.int64)

@@ -116,7 +116,7 @@ class OnePassTrainResult:
     run: dict[str, Any]
 
 
-def _metrics(score: torch.Tensor, bags: BagSet, aggregation: str, n_classes: int) -> dict[str, float]:
+def gold_metrics(score: torch.Tensor, bags: BagSet, aggregation: str, n_classes: int) -> dict[str, float]:
     """``evaluation_metrics`` on the bags with a label in ``bags.gold`` (empty when none has one)."""
     ids = torch.unique(bags.bag_index[bags.gold >= 0])
     if len(ids) == 0:
@@ -170,17 +170,17 @@ def train_and_score_one_pass(
     )
     score = torch.from_numpy(np.concatenate(model.predict(records, progress=progress)))
     bags = record_bags(records)
-    gold = _metrics(score, bags, aggregation, n_classes)
+    gold = gold_metrics(score, bags, aggregation, n_classes)
     before: dict[str, float] = {}
     gold_records = [r for r in records if r.sentence_labels is not None]
     if previous is not None and gold_records:
-        before = _metrics(
+        before = gold_metrics(
             _previous_scores(previous, gold_records), record_bags(gold_records), aggregation, n_classes
         )
     with_file: dict[str, float] = {}
     n_gold_sentences = int((bags.gold >= 0).sum())
     if file_labels is not None and int((np.asarray(file_labels) >= 0).sum()) > n_gold_sentences:
-        with_file = _metrics(score, record_bags(records, file_labels), aggregation, n_classes)
+        with_file = gold_metrics(score, record_bags(records, file_labels), aggregation, n_classes)
     windows = build_pass_windows(records, model.tokenizer, model.config, causal=model.causal).n_windows
     trained_windows = build_pass_windows(train, model.tokenizer, model.config, causal=model.causal).n_windows
     run = {
@@ -245,6 +245,7 @@ __all__ = [
     "OnePassTrainResult",
     "PassRate",
     "estimate_cost",
+    "gold_metrics",
     "measured_rate",
     "score_records_one_pass",
     "train_and_score_one_pass",

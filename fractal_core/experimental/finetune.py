@@ -9,7 +9,8 @@ are mean-pooled and a linear head gives its logit (binary) or level logits (ordi
 
 Training minimises the suite's own losses (``fractal_core.mil.losses``): BagLoss on the response labels, plus,
 with ``gold_weight`` > 0, the instance NLL on the gold sentence labels a user has (hybrid-style use of a small
-gold budget). A minibatch is a set of bags: their sentences' rows are gathered and padded to the batch's longest
+gold budget). The one-pass route trains any trained method of the suite instead (``config.method``,
+``one_pass_methods``); the per-step route trains ``bagloss`` only. A minibatch is a set of bags: their sentences' rows are gathered and padded to the batch's longest
 sequence in one step, one forward pass scores them all, and the bag losses reduce over ``bag_index`` (segment
 reductions): no Python loop over bags or sentences. CUDA when present, with bf16 autocast (fp16 with a gradient
 scaler where bf16 is missing); bf16 autocast on a CPU with native bf16, float32 otherwise.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 
 from app.job_context import JobCancelled, JobContext
-from app.job_payloads import ONE_PASS_METHODS, TrainPayload
+from app.job_payloads import TrainPayload
 from app.job_publish import evidence_metrics, publish
 from app.settings import AppSettings
 from db import artifacts
@@ -33,12 +33,13 @@ def one_pass_config(
     encoder: str | None, method: str, train_layers: int, bag: TrainConfig | None = None
 ) -> FinetuneConfig:
     """The fine-tuning settings of a one-pass job (and of its cost estimate): the route's defaults, the app's
-    encoder, the method's gold weight and the job's training settings (bag variant, validation share)."""
+    encoder, the method (its own objective: no extra gold term) and the job's training settings (loss weights,
+    bag variant, validation share)."""
     from fractal_core.experimental.finetune import FinetuneConfig
     from fractal_core.fitting.config import TrainConfig
 
     return FinetuneConfig(
-        encoder=encoder, route="one_pass", train_layers=train_layers, gold_weight=ONE_PASS_METHODS[method],
+        encoder=encoder, route="one_pass", train_layers=train_layers, method=method, gold_weight=0.0,
         bag=bag or TrainConfig(),
     )  # fmt: skip
 

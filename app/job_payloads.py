@@ -26,8 +26,9 @@ SCORERS: dict[str, str] = {
     "one_pass": "Token-level, one pass per response: the encoder's top layers fine-tuned (slower, costed below)",
 }
 """The scorers a training job can fit, the default first."""
-ONE_PASS_METHODS: dict[str, float] = {"bagloss": 0.0, "hybrid": 1.0}
-"""The methods the one-pass scorer trains, with the weight of the gold sentence labels' loss (``gold_weight``)."""
+ONE_PASS_METHODS: tuple[str, ...] = registry.ONE_PASS_METHODS
+"""The methods the one-pass scorer trains (every trained method of the suite but ``auto``), each with its own
+objective (``fractal_core.experimental.one_pass_methods``)."""
 RESPONSE_LABEL_CHOICES: dict[str, str] = {
     "beside": "Pairs beside the responses' own labels: the labelled responses also train the model",
     "alone": "Pairs alone: the responses' own labels are left out of training",
@@ -83,10 +84,9 @@ class TrainPayload:
         scorer = payload.get("scorer", "frozen")
         if scorer not in SCORERS:
             raise InputError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}", field="scorer")
-        if scorer == "one_pass" and method not in ONE_PASS_METHODS:
-            raise InputError(
-                f"the one-pass scorer trains {' or '.join(ONE_PASS_METHODS)}, not {method!r}", field="method"
-            )
+        refusal = registry.one_pass_refusal(method) if scorer == "one_pass" else None
+        if refusal is not None:
+            raise InputError(refusal, field="method")
         layers = payload.get("train_layers", 0)
         if isinstance(layers, bool) or not isinstance(layers, int) or not 0 <= layers <= MAX_TRAIN_LAYERS:
             raise InputError(

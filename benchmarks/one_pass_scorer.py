@@ -8,10 +8,12 @@ On the first ``--responses`` ProcessBench train responses, in the same run and u
   apart, "cache"), then one epoch over the top ``--train-layers`` layers and the head.
 
 It prints both epochs, their ratio and the one-pass epoch projected linearly to the full train split. With
-``--auc-train N``, it also trains the one-pass scorer for ``--auc-epochs`` epochs on N train responses (10% of
-them keep their gold step labels, hybrid-style) and the frozen MLP (``hybrid``) on the same responses, and
-prints the AUC given the label on ``--auc-valid`` valid responses and, once, on ``--auc-test`` test responses,
-for each of ``--seeds`` (mean +- sd at the end; ``--no-timing`` skips the epoch timing).
+``--auc-train N``, it also trains each of ``--runs`` on N train responses (10% of them keep their gold step
+labels): the one-pass scorer with a method of the suite (``one_pass:hazard``, ``one_pass:hybrid``: its objective
+unchanged, ``--auc-epochs`` epochs) and the frozen MLP (``frozen:hybrid``), and prints the AUC given the label on
+``--auc-valid`` valid responses, then once on ``--auc-test`` test responses with the official F1 (threshold tuned
+on valid) and the F key's top-1 (rule chosen on valid), for each of ``--seeds`` (mean +- sd at the end;
+``--no-timing`` skips the epoch timing).
 
     nice .venv/bin/python benchmarks/one_pass_scorer.py --data /path/to/processbench [--responses 60]
 """
@@ -25,17 +27,17 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from fractal_core.data.io import read_records
 from fractal_core.data.records import ResponseRecord
-from fractal_core.evaluation.scorer_metrics import evaluation_metrics
 from fractal_core.experimental.finetune import FinetuneConfig, finetune, load_encoder
 from fractal_core.experimental.one_pass_finetune import finetune_one_pass, prepare
 from fractal_core.experimental.one_pass_scorer import OnePassScorer
-from fractal_core.experimental.one_pass_windows import build_pass_windows, causal_mode
+from fractal_core.experimental.one_pass_windows import causal_mode
 from fractal_core.experimental.token_bags import build_token_bags
 
 FULL_TRAIN = 2366  # responses in the ProcessBench train split
@@ -84,15 +86,6 @@ def with_gold_share(records: list[ResponseRecord], share: float, seed: int) -> l
     return [r if k else replace(r, sentence_labels=None) for r, k in zip(records, keep, strict=True)]
 
 
-def given_label_auc(records: list[ResponseRecord], scores: list[np.ndarray], config: FinetuneConfig) -> float:
-    """AUC of the step scores given each response's label (``evaluation_metrics``' posterior view)."""
-    _, tokenizer = load_encoder(config)
-    bags = build_pass_windows(records, tokenizer, config, causal=False).bagset()
-    p = torch.from_numpy(np.concatenate(scores)).float().clamp(1e-6, 1 - 1e-6)
-    proba = torch.stack([1 - p, p], dim=1)
-    return evaluation_metrics(proba, bags, aggregation="max", n_classes=2)["posterior_auc_roc"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="ProcessBench directory (train/valid.jsonl)")
@@ -101,10 +94,14 @@ def main() -> None:
     parser.add_argument("--train-layers", type=int, default=2)
     parser.add_argument("--auc-train", type=int, default=0, help="0: timing only")
     parser.add_argument("--auc-valid", type=int, default=150)
-    parser.add_argument(
-        "--auc-test", type=int, default=0, help="test responses scored once per seed (0: none)"
-    )
+    parser.add_argument("--auc-test", type=int, default=150, help="test responses scored once per seed")
     parser.add_argument("--auc-epochs", type=int, default=3)
+    parser.add_argument(
+        "--runs",
+        default="one_pass:hazard,one_pass:hybrid,frozen:hybrid",
+        help="comma-separated scorer:method of the quality comparison (scorer: one_pass or frozen)",
+    )
+    parser.add_argument("--window-tokens", type=int, default=384)
     parser.add_argument("--seeds", default="0", help="comma-separated seeds of the quality comparison")
     parser.add_argument("--no-timing", action="store_true", help="skip the per-step / one-pass epoch timing")
     parser.add_argument(
@@ -120,15 +117,19 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as temporary:
         cache_dir = str(args.state_cache or temporary)
-        one = replace(base, route="one_pass", train_layers=args.train_layers, state_cache=cache_dir)
+        one = replace(
+            base, route="one_pass", train_layers=args.train_layers, state_cache=cache_dir,
+            window_tokens=args.window_tokens,
+        )  # fmt: skip
         if not args.no_timing:
             print(f"# {len(records)} responses, {sum(len(r.spans) for r in records)} steps")
             timing(records, base, one)
         if args.auc_train:
             seeds = [int(s) for s in args.seeds.split(",")]
             quality(
-                args.data, train[: args.auc_train], one, seeds, args.auc_valid, args.auc_test, args.auc_epochs
-            )
+                args.data, train[: args.auc_train], one, seeds, args.auc_valid, args.auc_test, args.auc_epochs,
+                args.runs.split(","),
+            )  # fmt: skip
 
 
 def timing(records: list[ResponseRecord], base: FinetuneConfig, one: FinetuneConfig) -> None:
@@ -151,6 +152,32 @@ def timing(records: list[ResponseRecord], base: FinetuneConfig, one: FinetuneCon
         )
 
 
+def split_figures(
+    valid: list[ResponseRecord],
+    test: list[ResponseRecord],
+    valid_scores: list[np.ndarray],
+    test_scores: list[np.ndarray],
+    method: str,
+) -> list[float]:
+    """[AUC given the label on valid, and on test; on test, the official F1 (threshold tuned on valid) and the
+    F key's top-1 (rule chosen on valid)]: ``fractal evaluate``'s rules on any scorer's step scores."""
+    from fractal_core.evaluation.comparison import first_error_figures
+    from fractal_core.experimental.one_pass_pipeline import gold_metrics
+    from fractal_core.experimental.one_pass_windows import record_bags
+    from fractal_core.fitting.first_error import default_rule
+
+    v_bags, t_bags = record_bags(valid), record_bags(test)
+    v_score = torch.from_numpy(np.concatenate(valid_scores))
+    t_score = torch.from_numpy(np.concatenate(test_scores))
+    first = first_error_figures(v_score, v_bags, t_score, t_bags, default=default_rule(method))
+    return [
+        gold_metrics(v_score, v_bags, "max", 2)["posterior_auc_roc"],
+        gold_metrics(t_score, t_bags, "max", 2)["posterior_auc_roc"],
+        float(first.get("first_error_f1", float("nan"))),
+        float(first.get("fkey_top1", float("nan"))),
+    ]
+
+
 def quality(
     data: Path,
     train: list[ResponseRecord],
@@ -159,48 +186,60 @@ def quality(
     n_valid: int,
     n_test: int,
     epochs: int,
+    runs: list[str],
 ) -> None:
-    """Per seed: the one-pass scorer and the frozen MLP (``hybrid``) trained on ``train`` with a seeded 10% of
-    its gold step labels, their AUC given the label on valid and (once, the configuration fixed beforehand) on
-    test, and each fit's (wall, CPU) seconds; then mean +- sd over the seeds."""
+    """Per seed: each of ``runs`` ("one_pass:<method>" for the one-pass scorer trained with that method, its
+    objective unchanged; "frozen:<method>" for the frozen MLP) trained on ``train`` with a seeded 10% of its gold
+    step labels; the AUC given the label on valid, then (once, the configuration fixed beforehand) on test with
+    the official F1 and the F key's top-1, and each fit's (wall, CPU) seconds; then mean +- sd over the seeds."""
     from fractal_core.fitting.config import TrainConfig
     from fractal_core.fitting.estimator import FractalModel
 
     valid = read_records(data / "valid.jsonl")[:n_valid]
-    test = read_records(data / "test.jsonl")[:n_test] if n_test else []
-    config = replace(one, epochs=epochs, patience=epochs, gold_weight=1.0, calibrate=True)
+    test = read_records(data / "test.jsonl")[:n_test]
+    config = replace(one, epochs=epochs, patience=epochs, gold_weight=0.0, calibrate=True)
     print(
-        f"# quality: {len(train)} train responses (10% gold, hybrid-style), {len(valid)} valid, {len(test)} test, "
-        f"one_pass {epochs} epochs, top {config.train_layers} layers trained"
+        f"# quality: {len(train)} train responses (10% gold), {len(valid)} valid, {len(test)} test, "
+        f"one_pass {epochs} epoch(s), top {config.train_layers} layers trained, window {config.window_tokens}"
     )
-    rows: dict[str, list[list[float]]] = {"one_pass": [], "frozen MLP hybrid": []}
+    rows: dict[str, list[list[float]]] = {run: [] for run in runs}
     for seed in seeds:
         fit_on = with_gold_share(train, 0.1, seed=seed)
-        started = clocks()
-        tuned = finetune(fit_on, valid, aggregation="max", n_classes=2, config=config, seed=seed)
-        tuned_clock = clocks() - started
-        started = clocks()
-        frozen = FractalModel("hybrid", config=TrainConfig(device="cpu"), seed=seed).fit(fit_on, valid=valid)
-        frozen_clock = clocks() - started
-        for name, model, clock in (
-            ("one_pass", tuned, tuned_clock),
-            ("frozen MLP hybrid", frozen, frozen_clock),
-        ):
-            row = [given_label_auc(valid, model.predict(valid), one)]
-            row.append(given_label_auc(test, model.predict(test), one) if test else float("nan"))
-            rows[name].append([*row, *clock])
+        for run in runs:
+            scorer, method = run.split(":")
+            started = clocks()
+            model: Any
+            if scorer == "one_pass":
+                model = finetune(
+                    fit_on,
+                    valid,
+                    aggregation="max",
+                    n_classes=2,
+                    config=replace(config, method=method),
+                    seed=seed,
+                )
+            else:
+                model = FractalModel(method, config=TrainConfig(device="cpu"), seed=seed).fit(
+                    fit_on, valid=valid
+                )
+            clock = clocks() - started
+            row = split_figures(valid, test, model.predict(valid), model.predict(test), method)
+            rows[run].append([*row, *clock])
             print(
-                f"seed {seed} {name}: valid AUC given the label {row[0]:.3f}, test {row[1]:.3f}; "
-                f"fit {clock[0]:.0f}s wall, {clock[1]:.0f}s CPU",
+                f"seed {seed} {run}: valid AUC given the label {row[0]:.3f}; test AUC {row[1]:.3f}, official F1 "
+                f"{row[2]:.3f}, F-key top-1 {row[3]:.3f}; fit {clock[0]:.0f}s wall, {clock[1]:.0f}s CPU",
                 flush=True,
             )
-    for name, values in rows.items():
+    for run, values in rows.items():
         a = np.array(values)
         mean, sd = a.mean(axis=0), a.std(axis=0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
-        print(
-            f"{name} over {len(a)} seeds: valid {mean[0]:.3f} +- {sd[0]:.3f}, test {mean[1]:.3f} +- {sd[1]:.3f}, "
-            f"fit {mean[2]:.0f}s wall, {mean[3]:.0f}s CPU"
+        cells = ", ".join(
+            f"{name} {m:.3f} +- {d:.3f}"
+            for name, m, d in zip(
+                ("valid AUC", "test AUC", "test F1", "test F-key top-1"), mean[:4], sd[:4], strict=True
+            )
         )
+        print(f"{run} over {len(a)} seeds: {cells}; fit {mean[4]:.0f}s wall, {mean[5]:.0f}s CPU")
 
 
 if __name__ == "__main__":

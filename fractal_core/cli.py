@@ -35,6 +35,7 @@ from fractal_core.cli_options import (
 )
 from fractal_core.data.files import atomic_write_text, check_output_dir, check_output_file
 from fractal_core.errors import InputError
+from fractal_core.fitting.method_table import METHOD_NAMES, ONE_PASS_METHODS, one_pass_refusal
 
 
 def segment_cmd(
@@ -231,10 +232,20 @@ def finetune_cmd(
     device: DeviceOpt = "auto",
     epochs: Annotated[int, typer.Option(help="Upper bound on epochs (the best validated one is kept)")] = 3,
     max_length: Annotated[int, typer.Option(help="Tokens per [context; earlier sentences; sentence]")] = 192,
+    method: Annotated[
+        str,
+        typer.Option(
+            help=f"one_pass: the method trained, its objective unchanged ({', '.join(ONE_PASS_METHODS)}); "
+            "per_step: bagloss"
+        ),
+    ] = "bagloss",
     gold_weight: Annotated[
-        float,
-        typer.Option(help="Weight of the loss on gold sentence labels in the file (0: response labels only)"),
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            help="Weight of an extra loss on the gold sentence labels in the file, added to the bag stage "
+            "(default: 1 with bagloss, 0 with any other method, which keeps its own objective)"
+        ),
+    ] = None,
     route: Annotated[
         str,
         typer.Option(
@@ -258,10 +269,19 @@ def finetune_cmd(
     from fractal_core.experimental.finetune_config import ROUTES
     from fractal_core.fitting.estimator import task_of
 
+    if gold_weight is None:
+        gold_weight = 1.0 if method == "bagloss" else 0.0
     if epochs < 1 or max_length < 8 or gold_weight < 0:
         raise fail("--epochs must be >= 1, --max-length >= 8 and --gold-weight >= 0")
     if route not in ROUTES:
         raise fail(f"--route: expected one of {', '.join(ROUTES)}, got {route!r}")
+    if method not in METHOD_NAMES:
+        raise fail(f"--method: unknown method {method!r}; choose one of {', '.join(ONE_PASS_METHODS)}")
+    refusal = one_pass_refusal(method) if route == "one_pass" else None
+    if route != "one_pass" and method != "bagloss":
+        refusal = f"the per-step route trains bagloss only, not {method!r} (--route one_pass trains it)"
+    if refusal is not None:
+        raise fail(f"--method: {refusal}")
     if attention not in ("auto", "causal", "full"):
         raise fail(f"--attention: expected auto, causal or full, got {attention!r}")
     if train_layers < 0 or window_tokens < 16:
@@ -276,7 +296,7 @@ def finetune_cmd(
     encoder_config = checked_encoder(encoder, device)
     config = FinetuneConfig(
         encoder=encoder_config.model_path, device=device, epochs=epochs, max_length=max_length,
-        gold_weight=gold_weight, route=route, train_layers=train_layers,  # type: ignore[arg-type]
+        gold_weight=gold_weight, method=method, route=route, train_layers=train_layers,  # type: ignore[arg-type]
         attention=attention, window_tokens=window_tokens,  # type: ignore[arg-type]
     )  # fmt: skip
     aggregation, n_classes = task_of([r for part in splits.values() for r in part])

@@ -132,17 +132,40 @@ def first_error_report(model: FractalModel, prepared: PreparedSplits) -> dict[st
     valid, test = prepared.valid, prepared.test
     if prepared.aggregation != "max" or valid is None or not bool((valid.gold >= 1).any()):
         return {}
+    out = first_error_figures(
+        model.predict_bags(valid), valid, model.predict_bags(test), test,
+        default=default_rule(getattr(model, "resolved_method_", None)), test_groups=prepared.test_groups,
+    )  # fmt: skip
+    own = getattr(model, "first_error_rule_", None)
+    if "fkey_rule" in out:
+        out["fkey_rule_model"] = own.rule if own is not None else out["fkey_rule"]
+    return out
+
+
+def first_error_figures(
+    valid_scores: torch.Tensor,
+    valid: BagSet,
+    test_scores: torch.Tensor,
+    test: BagSet,
+    *,
+    default: str,
+    test_groups: dict[str, list[str | None]] | None = None,
+) -> dict[str, Any]:
+    """:func:`first_error_report`'s figures from any scorer's P(level >= 1) (N,) of the valid and test steps
+    of ``max`` bags (the frozen models' and the one-pass scorer's alike): the F-key rule chosen on valid
+    (``default`` when valid cannot choose) and each rule's top-1 on test; the official F1 with its threshold
+    tuned on valid, for first-error data."""
+    if not bool((valid.gold >= 1).any()):
+        return {}
     arrays = {}
-    for name, bags in (("valid", valid), ("test", test)):
+    for name, bags, scores in (("valid", valid, valid_scores), ("test", test, test_scores)):
         arrays[name] = (
-            model.predict_bags(bags).double().cpu().numpy(),
+            scores.double().cpu().numpy(),
             bags.gold.cpu().numpy(),
             bags.bag_index.cpu().numpy(),
             bags.labels.double().cpu().numpy(),
         )
-    choice = choose_first_error_rule(
-        *arrays["valid"], aggregation="max", default=default_rule(getattr(model, "resolved_method_", None))
-    )
+    choice = choose_first_error_rule(*arrays["valid"], aggregation="max", default=default)
     out: dict[str, Any] = {
         f"fkey_top1_{rule}": rule_top1(
             *arrays["test"], aggregation="max", rule=rule, calibration=choice.calibration
@@ -151,15 +174,12 @@ def first_error_report(model: FractalModel, prepared: PreparedSplits) -> dict[st
     }
     out["fkey_rule"] = choice.rule
     out["fkey_top1"] = out[f"fkey_top1_{choice.rule}"]
-    out["fkey_rule_model"] = getattr(model, "first_error_rule_", choice).rule
     if first_error_annotated(test):
         score, gold, index, _ = arrays["test"]
         v_score, v_gold, v_index, _ = arrays["valid"]
         threshold = tune_first_error_threshold(v_gold, v_score, v_index, valid.n_bags)
         if np.isfinite(threshold):
-            f1 = first_error_f1(
-                gold, score, index, test.n_bags, threshold=threshold, groups=prepared.test_groups
-            )
+            f1 = first_error_f1(gold, score, index, test.n_bags, threshold=threshold, groups=test_groups)
             out.update({("first_error_f1" if k == "f1" else f"first_error_f1_{k}"): v for k, v in f1.items()})
             out["first_error_f1_threshold"] = threshold
     return out

@@ -9,7 +9,8 @@ are mean-pooled and a linear head gives its logit (binary) or level logits (ordi
 
 Training minimises the suite's own losses (``fractal_core.mil.losses``): BagLoss on the response labels, plus,
 with ``gold_weight`` > 0, the instance NLL on the gold sentence labels a user has (hybrid-style use of a small
-gold budget). A minibatch is a set of bags: their sentences' rows are gathered and padded to the batch's longest
+gold budget). The one-pass route trains any trained method of the suite instead (``config.method``,
+``one_pass_methods``); the per-step route trains ``bagloss`` only. A minibatch is a set of bags: their sentences' rows are gathered and padded to the batch's longest
 sequence in one step, one forward pass scores them all, and the bag losses reduce over ``bag_index`` (segment
 reductions): no Python loop over bags or sentences. CUDA when present, with bf16 autocast (fp16 with a gradient
 scaler where bf16 is missing); bf16 autocast on a CPU with native bf16, float32 otherwise.
@@ -36,6 +37,7 @@ from fractal_core.data.files import check_output_dir
 from fractal_core.data.records import ResponseRecord
 from fractal_core.embedding.encoder import load_model_quietly, resolve_device, resolve_model_path
 from fractal_core.embedding.model_files import compute_encoder_id
+from fractal_core.errors import InputError
 from fractal_core.experimental.finetune_config import FinetuneConfig, Precision, training_precision
 from fractal_core.experimental.one_pass_scorer import OnePassScorer
 from fractal_core.experimental.token_bags import TokenBags, build_token_bags
@@ -252,6 +254,12 @@ def finetune(
         return _finetune_one_pass(
             train, valid, aggregation, n_classes, config, seed, encoder, progress, started
         )
+    if config.method != "bagloss":
+        raise InputError(
+            f"the per-step route trains bagloss only, not {config.method!r} (the one-pass route trains "
+            "every method of the suite)",
+            field="method",
+        )
     device = resolve_device(config.device)
     dtype, needs_scaler = training_precision(device, config.precision)
     generator = torch.Generator().manual_seed(seed)
@@ -331,9 +339,13 @@ def _finetune_one_pass(
 ) -> FinetuneResult:
     """``finetune`` on the one-pass route (``one_pass_finetune``); records only (windows are built there)."""
     from fractal_core.experimental.one_pass_finetune import choose_train_layers
+    from fractal_core.experimental.one_pass_methods import one_pass_plan
+    from fractal_core.experimental.one_pass_windows import record_bags
 
     if isinstance(train, TokenBags) or isinstance(valid, TokenBags):
         raise ValueError("the one_pass route takes records, not per-step sequences")
+    # the method is checked against the data before any encoder is loaded
+    one_pass_plan(config.method, record_bags(train), aggregation=aggregation, config=config.bag)
     module, tokenizer = encoder if encoder is not None else load_encoder(config)
     fit = choose_train_layers(
         train, valid, aggregation=aggregation, n_classes=n_classes, config=config, seed=seed,

@@ -36,6 +36,9 @@ class FinetuneConfig:
     head_learning_rate: float = 1e-3  # AdamW step of the linear head
     weight_decay: float = 0.01
     gold_weight: float = 1.0  # weight of the instance NLL on gold sentence labels (0: response labels only)
+    # one_pass: the method of the suite trained (``one_pass_methods.ONE_PASS_METHODS``), its objective unchanged;
+    # gold_weight adds its instance NLL to the bag stage. per_step: "bagloss" only
+    method: str = "bagloss"
     calibrate: bool = True  # binary max/min: Platt-scale the logit to the validation responses' labels
     device: str = "auto"  # "auto" -> CUDA when present, else CPU
     precision: Precision = "auto"  # autocast: bf16 where native (fp16 + scaler on a GPU without bf16)

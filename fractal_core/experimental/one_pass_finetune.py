@@ -2,8 +2,9 @@
 
 The windows are built once (``one_pass_windows``), the frozen lower layers run once per window and their states
 are cached on disk beside the embedding cache (``one_pass_scorer.TokenStateCache``), so an epoch runs only the
-top ``train_layers`` layers and the head. The epochs, early stopping, calibration and storage are the per-step
-route's: ``fitting.train.run_epochs``, ``objectives.logp_validator``, ``calibration.fit_calibration`` and
+top ``train_layers`` layers and the head, on the stages and objective of ``config.method``
+(``one_pass_methods``: every trained method of the suite, its objective code unchanged). The epochs, early
+stopping, calibration and storage are the per-step route's: ``fitting.train.run_epochs``, ``objectives.logp_validator``, ``calibration.fit_calibration`` and
 ``FinetuneResult``.
 """
 
@@ -21,13 +22,19 @@ import torch
 from torch import nn
 
 from fractal_core.data.records import ResponseRecord
-from fractal_core.embedding.encoder import resolve_device, resolve_model_path
+from fractal_core.embedding.encoder import EncoderConfig, resolve_device, resolve_model_path
 from fractal_core.embedding.model_files import compute_encoder_id, default_cache_dir
 from fractal_core.experimental.finetune_config import (
     DEFAULT_TRAIN_LAYERS,
     TRAIN_LAYER_GRID,
     FinetuneConfig,
     training_precision,
+)
+from fractal_core.experimental.one_pass_methods import (
+    bag_stage_objective,
+    frozen_targets,
+    one_pass_plan,
+    pseudo_bags,
 )
 from fractal_core.experimental.one_pass_scorer import (
     OnePassScorer,
@@ -37,10 +44,19 @@ from fractal_core.experimental.one_pass_scorer import (
     one_pass_loss,
     score_windows,
 )
-from fractal_core.experimental.one_pass_windows import PassWindows, build_pass_windows, causal_mode
+from fractal_core.experimental.one_pass_windows import (
+    PassWindows,
+    build_pass_windows,
+    causal_mode,
+    record_bags,
+)
+from fractal_core.fitting import registry
+from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.calibration import fit_calibration
-from fractal_core.fitting.objectives import logp_validator
+from fractal_core.fitting.methods import gold_bag_ids
+from fractal_core.fitting.objectives import LogpObjective, instance_terms, logp_validator
 from fractal_core.fitting.train import ProgressFn, Schedule, run_epochs, seeded_dropout
+from fractal_core.mil.pslab import pseudo_labels
 
 STAGE_CACHE = "cache"
 """The progress stage of computing (or reading) the frozen layers' token states."""
@@ -97,13 +113,16 @@ def finetune_one_pass(
     seed: int,
     encoder: tuple[nn.Module, Any],
     progress: ProgressFn | None = None,
-) -> tuple[OnePassScorer, dict[str, Any] | None, Any, bool, float, str]:
-    """Train the top layers and the head; returns (model, calibration, stage result, causal, cache seconds,
-    validation mode: ``objectives.logp_validator``'s "sentence" / "bag", or "train_loss" without valid)."""
+) -> tuple[OnePassScorer, dict[str, Any] | None, list[Any], bool, float, str]:
+    """Train the top layers and the head with ``config.method``'s stages (``one_pass_methods``); returns (model,
+    calibration, each one-pass stage's result in order (the model's the last), causal, cache seconds, validation mode: ``objectives.logp_validator``'s
+    "sentence" / "bag" / "first_error", or "train_loss" without valid)."""
+    plan = one_pass_plan(config.method, record_bags(train), aggregation=aggregation, config=config.bag)
     device = resolve_device(config.device)
     dtype, needs_scaler = training_precision(device, config.precision)
     generator = torch.Generator().manual_seed(seed)
     module, tokenizer = encoder
+    pristine = copy.deepcopy(module) if plan.runs(registry.STAGE_PSLAB) else None  # PsLab's fresh scorer
     model = OnePassScorer(module, n_classes, train_layers=config.train_layers, generator=generator).to(device)
     causal = causal_mode(config, list(train) + list(valid or []))
     started = time.perf_counter()
@@ -116,23 +135,16 @@ def finetune_one_pass(
         else None
     )
     cache_seconds = time.perf_counter() - started
-    optimiser = torch.optim.AdamW(
-        [
-            {"params": model.trainable(), "lr": config.learning_rate},
-            {"params": model.head.parameters(), "lr": config.head_learning_rate},
-        ],
-        weight_decay=config.weight_decay,
-    )
+    targets, _ = frozen_targets(
+        plan, train_data.bagset(), train, valid, n_classes=n_classes, seed=seed,
+        encoder=EncoderConfig(
+            model_path=config.encoder, device=config.device, cache_dir="" if config.state_cache == "" else None
+        ),
+        progress=progress,
+    )  # fmt: skip
     rule, mode = logp_validator(
-        valid_set[0].bagset() if valid_set else None, aggregation=aggregation, config=config.bag
+        valid_set[0].bagset() if valid_set else None, aggregation=aggregation, config=plan.config
     )
-
-    def step_loss(bags: torch.Tensor) -> torch.Tensor:
-        return one_pass_loss(
-            model, train_data, train_states, bags, aggregation=aggregation, variant=config.bag.bag_variant,
-            temperature=config.bag.lse_temperature, proportion=config.bag.proportion_loss,
-            gold_weight=config.gold_weight, device=device, autocast=dtype,
-        )  # fmt: skip
 
     def scores(target: tuple[PassWindows, PackedStates]) -> torch.Tensor:
         return score_windows(model, *target, device=device, batch_bags=config.batch_bags, autocast=dtype)
@@ -141,26 +153,55 @@ def finetune_one_pass(
         assert rule is not None and valid_set is not None
         return rule(scores(valid_set))
 
-    with seeded_dropout(seed, device):
-        stage = run_epochs(
-            model,
-            train_data.n_bags,
-            step_loss,
-            optimiser=optimiser,
-            schedule=Schedule(config.batch_bags, config.epochs, config.patience, report_steps=True),
-            generator=generator,
-            validate=validate if rule is not None else None,
-            stage="finetune",
-            progress=progress,
-            scaler=torch.amp.GradScaler("cuda") if needs_scaler else None,
+    def fit(name: str, objective: LogpObjective, data: BagSet, bags: torch.Tensor | None = None) -> Any:
+        """One stage on ``model``: ``objective`` over ``bags`` (default: every training response)."""
+        optimiser = torch.optim.AdamW(
+            [
+                {"params": model.trainable(), "lr": config.learning_rate},
+                {"params": model.head.parameters(), "lr": config.head_learning_rate},
+            ],
+            weight_decay=config.weight_decay,
         )
+
+        def step_loss(batch: torch.Tensor) -> torch.Tensor:
+            ids = batch if bags is None else bags[batch]
+            return one_pass_loss(
+                model, train_data, train_states, ids, objective, data, device=device, autocast=dtype
+            )
+
+        with seeded_dropout(seed, device):
+            return run_epochs(
+                model,
+                train_data.n_bags if bags is None else len(bags),
+                step_loss,
+                optimiser=optimiser,
+                schedule=Schedule(config.batch_bags, config.epochs, config.patience, report_steps=True),
+                generator=generator,
+                validate=validate if rule is not None else None,
+                stage="finetune" if name == registry.STAGE_BAG else f"finetune ({name})",
+                progress=progress,
+                scaler=torch.amp.GradScaler("cuda") if needs_scaler else None,
+            )
+
+    if plan.runs(registry.STAGE_SUPERVISED):
+        stages = [fit(registry.STAGE_SUPERVISED, instance_terms, targets, gold_bag_ids(targets))]
+    else:
+        stages = [fit(registry.STAGE_BAG, bag_stage_objective(plan, config.gold_weight), targets)]
+    if pristine is not None:
+        labels = pseudo_labels(
+            scores((train_data, train_states)), targets.bag_index, targets.labels, aggregation=aggregation,
+            gold=targets.gold,
+        )  # fmt: skip
+        model = OnePassScorer(pristine, n_classes, train_layers=config.train_layers, generator=generator)
+        model = model.to(device)
+        stages.append(fit(registry.STAGE_PSLAB, instance_terms, pseudo_bags(targets, labels)))
     calibration = None
     if config.calibrate and n_classes == 2 and aggregation in ("max", "min"):
         target = valid_set if valid_set is not None and valid_set[0].n_bags else (train_data, train_states)
         calibration = fit_calibration(
             scores(target), target[0].bagset(), aggregation=aggregation, n_classes=2, kind="logit"
         ).to_dict()
-    return model, calibration, stage, causal, cache_seconds, mode
+    return model, calibration, stages, causal, cache_seconds, mode
 
 
 @dataclass(frozen=True)
@@ -218,13 +259,15 @@ def choose_train_layers(
     for k in candidates:  # a handful of whole trainings, not a hot path
         own = module if len(candidates) == 1 else copy.deepcopy(module)
         staged = _staged(progress, k) if progress is not None and len(candidates) > 1 else progress
-        model, calibration, stage, causal, cached, mode = finetune_one_pass(
+        model, calibration, stages, causal, cached, mode = finetune_one_pass(
             train, valid, aggregation=aggregation, n_classes=n_classes,
             config=replace(config, train_layers=k), seed=seed, encoder=(own, tokenizer),
             progress=staged,
         )  # fmt: skip
+        stage = stages[-1]
         score = stage.valid_score[stage.best_epoch] if stage.valid_score else -math.inf
-        cache_seconds, epochs_run = cache_seconds + cached, epochs_run + len(stage.train_loss)
+        cache_seconds = cache_seconds + cached
+        epochs_run = epochs_run + sum(len(s.train_loss) for s in stages)
         scores[str(k)] = float(score)
         if best is None or score > best_score:
             best_score = score

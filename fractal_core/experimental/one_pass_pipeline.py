@@ -24,6 +24,7 @@ from fractal_core.evaluation.scorer_metrics import evaluation_metrics
 from fractal_core.experimental.finetune import FinetuneConfig, FinetuneResult, finetune
 from fractal_core.experimental.finetune_config import TRAIN_LAYER_GRID
 from fractal_core.experimental.one_pass_windows import build_pass_windows, causal_mode, record_bags
+from fractal_core.fitting import registry
 from fractal_core.fitting.bags import BagSet
 from fractal_core.fitting.estimator import holdout_split, task_of
 from fractal_core.fitting.pipeline import QUEUE_SIZE, ScoredResponses, scored_responses
@@ -64,7 +65,7 @@ class OnePassCost:
     tokens: int
     windows: int
     candidates: int  # trainings run (``train_layers`` = 0: one per count of TRAIN_LAYER_GRID)
-    epochs: int  # the upper bound per training (early stopping may stop sooner)
+    epochs: int  # the upper bound per training, over its one-pass stages (early stopping may stop sooner)
     rate: PassRate
 
     @property
@@ -80,7 +81,12 @@ def estimate_cost(records: Sequence[ResponseRecord], config: FinetuneConfig, rat
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.encoder), local_files_only=True)
     data = build_pass_windows(records, tokenizer, config, causal=causal_mode(config, records))
     candidates = 1 if config.train_layers else len(TRAIN_LAYER_GRID)
-    return OnePassCost(len(records), int(data.lengths.sum()), data.n_windows, candidates, config.epochs, rate)
+    aggregation, _ = task_of(records)
+    plan = registry.resolve(config.method, has_gold=True, aggregation=aggregation, config=config.bag)
+    passes = sum(stage != registry.STAGE_TEACHER for stage in plan.stages)  # PsLab trains a second scorer
+    return OnePassCost(
+        len(records), int(data.lengths.sum()), data.n_windows, candidates, config.epochs * passes, rate
+    )
 
 
 def measured_rate(run: dict[str, Any] | None) -> PassRate | None:
@@ -110,7 +116,7 @@ class OnePassTrainResult:
     run: dict[str, Any]
 
 
-def _metrics(score: torch.Tensor, bags: BagSet, aggregation: str, n_classes: int) -> dict[str, float]:
+def gold_metrics(score: torch.Tensor, bags: BagSet, aggregation: str, n_classes: int) -> dict[str, float]:
     """``evaluation_metrics`` on the bags with a label in ``bags.gold`` (empty when none has one)."""
     ids = torch.unique(bags.bag_index[bags.gold >= 0])
     if len(ids) == 0:
@@ -140,8 +146,9 @@ def train_and_score_one_pass(
     queue_size: int = QUEUE_SIZE,
     progress: ProgressFn | None = None,
 ) -> OnePassTrainResult:
-    """Train the one-pass scorer on ``records`` (their ``sentence_labels`` are the gold labels, used with
-    ``config.gold_weight``), score every sentence, summarise every response and propose responses to label:
+    """Train the one-pass scorer with ``config.method`` on ``records`` (their ``sentence_labels`` are the gold
+    labels the method reads, + ``config.gold_weight``), score every sentence, summarise every response and
+    propose responses to label:
     ``pipeline.train_and_score``'s outputs for the token-level scorer. ``previous``: the model it replaces,
     measured on the same gold responses; ``file_labels`` (N,): every current label (-1: none)."""
     sids = np.asarray(sentence_ids, dtype=np.int64)
@@ -163,17 +170,17 @@ def train_and_score_one_pass(
     )
     score = torch.from_numpy(np.concatenate(model.predict(records, progress=progress)))
     bags = record_bags(records)
-    gold = _metrics(score, bags, aggregation, n_classes)
+    gold = gold_metrics(score, bags, aggregation, n_classes)
     before: dict[str, float] = {}
     gold_records = [r for r in records if r.sentence_labels is not None]
     if previous is not None and gold_records:
-        before = _metrics(
+        before = gold_metrics(
             _previous_scores(previous, gold_records), record_bags(gold_records), aggregation, n_classes
         )
     with_file: dict[str, float] = {}
     n_gold_sentences = int((bags.gold >= 0).sum())
     if file_labels is not None and int((np.asarray(file_labels) >= 0).sum()) > n_gold_sentences:
-        with_file = _metrics(score, record_bags(records, file_labels), aggregation, n_classes)
+        with_file = gold_metrics(score, record_bags(records, file_labels), aggregation, n_classes)
     windows = build_pass_windows(records, model.tokenizer, model.config, causal=model.causal).n_windows
     trained_windows = build_pass_windows(train, model.tokenizer, model.config, causal=model.causal).n_windows
     run = {
@@ -238,6 +245,7 @@ __all__ = [
     "OnePassTrainResult",
     "PassRate",
     "estimate_cost",
+    "gold_metrics",
     "measured_rate",
     "score_records_one_pass",
     "train_and_score_one_pass",

@@ -5,7 +5,8 @@ The frozen part (embeddings + lower layers) runs once per window; its token stat
 stored form, used on every path so cached and fresh states are the same numbers) and kept on disk
 (:class:`TokenStateCache`). An epoch then runs only the top layers, with the additive block mask, and pools
 each step's vector as the mean of its own tokens' final states (an ``index_add`` over the windows' pool rows),
-then the head gives log-probabilities (N, C) like every scorer here, so the suite's bag losses apply unchanged.
+then the head gives log-probabilities (N, C) like every scorer here, so the suite's objectives apply unchanged
+(``fitting.objectives.bag_terms`` / ``instance_terms``, fed by :func:`one_pass_loss`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 
 from fractal_core.experimental.one_pass_windows import PassWindows, attention_bias
-from fractal_core.mil.losses import bag_loss, instance_loss
+from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.objectives import LogpObjective
 
 STATE_DTYPE = torch.float16  # lower states as stored; every path rounds to it
 
@@ -258,25 +260,18 @@ def one_pass_loss(
     data: PassWindows,
     states: PackedStates,
     bags: torch.Tensor,
+    objective: LogpObjective,
+    targets: BagSet,
     *,
-    aggregation: str,
-    variant: str,
-    temperature: float,
-    proportion: str,
-    gold_weight: float,
     device: torch.device,
     autocast: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """BagLoss over ``bags`` (K,) from one pass over their windows (+ ``gold_weight`` x the instance NLL)."""
-    windows, rows, bag_index = data.select(bags)
+    """``objective`` (a suite objective over log-probabilities, ``fitting.objectives``) on bags ``bags`` (K,):
+    their steps scored in one pass over their windows, their labels, gold and constant targets taken from
+    ``targets`` (a :class:`BagSet` of the same responses and steps as ``data``, e.g. ``data.bagset()``)."""
+    windows, rows, _ = data.select(bags)
     logp = one_pass_logp(model, data, states, windows, rows, device=device, autocast=autocast)
-    loss = bag_loss(
-        logp, bag_index.to(device), data.labels[bags].to(device), aggregation=aggregation, variant=variant,
-        temperature=temperature, proportion=proportion,
-    )  # fmt: skip
-    if gold_weight > 0:
-        loss = loss + gold_weight * instance_loss(logp, data.gold[rows].to(device))
-    return loss
+    return objective(logp, targets.select(bags).to(device))
 
 
 @torch.inference_mode()

@@ -16,6 +16,9 @@ class Method:
     trained: bool = True  # False: a training-free baseline
     needs_gold: bool = False  # refuses to train without gold sentence labels
     baseline: bool = False  # a reference point, not a method one would deploy
+    one_pass: bool = (
+        True  # a trained method the one-pass token scorer also trains (False: frozen vectors only)
+    )
 
 
 METHOD_LIST: tuple[Method, ...] = (
@@ -24,6 +27,7 @@ METHOD_LIST: tuple[Method, ...] = (
         "Recommended: the same as auto (prior-only, BagLoss, BagLoss + cosine prior and, with gold sentence "
         "labels, hybrid, and hazard when the gold stops at each first error, chosen on held-out data; the "
         "simplest when they tie).",
+        one_pass=False,
     ),
     Method(
         "auto",
@@ -31,6 +35,7 @@ METHOD_LIST: tuple[Method, ...] = (
         "(and hazard on step data whose gold stops at each first error); keeps the "
         "simplest within {auto_se} paired standard error(s) of the best held-out figure: the bag likelihood, or "
         "the gold AUC given the label when there is gold.",
+        one_pass=False,
     ),
     Method("naive", "Baseline: every sentence inherits its response's label.", trained=False, baseline=True),
     Method(
@@ -60,6 +65,8 @@ METHOD_LIST: tuple[Method, ...] = (
     ),
 )
 METHOD_NAMES: tuple[str, ...] = tuple(m.name for m in METHOD_LIST)
+ONE_PASS_METHODS: tuple[str, ...] = tuple(m.name for m in METHOD_LIST if m.trained and m.one_pass)
+"""The methods the one-pass token scorer trains (``fractal_core.experimental.one_pass_methods``)."""
 _METHODS = {m.name: m for m in METHOD_LIST}
 
 
@@ -140,6 +147,18 @@ def strategy(name: str) -> Strategy:
     if name not in _STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}")
     return _STRATEGIES[name]
+
+
+def one_pass_refusal(name: str) -> str | None:
+    """Why the one-pass token scorer cannot train ``name``, in words for a user; ``None`` when it can."""
+    entry = method(name)
+    if entry.name in ONE_PASS_METHODS:
+        return None
+    why = "a training-free baseline" if not entry.trained else "a choice among frozen-vector fits"
+    return (
+        f"{name} is {why}; the one-pass scorer trains one of {', '.join(ONE_PASS_METHODS)} "
+        "(or pick the frozen scorer)"
+    )
 
 
 def training_refusal(name: str, *, has_gold: bool) -> str | None:

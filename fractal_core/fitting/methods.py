@@ -24,6 +24,7 @@ the plan's (``fractal_core.fitting.registry``); this module only carries it out.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 
@@ -33,7 +34,7 @@ from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.context import FitContext, FitResult
 from fractal_core.fitting.model import SentenceScorer, build_scorer
 from fractal_core.fitting.objectives import bag_objective, instance_objective, make_validator
-from fractal_core.fitting.train import Objective, cpu_threads, train_stage
+from fractal_core.fitting.train import Objective, StageResult, cpu_threads, train_stage
 from fractal_core.mil.hazard import first_error_protocol
 from fractal_core.mil.losses import proportion_target
 from fractal_core.mil.pslab import pseudo_labels
@@ -77,9 +78,13 @@ def fresh_scorer(
     return build_scorer(spec, dim, n_classes=n_classes, hidden=config.hidden, generator=generator).to(device)
 
 
+def gold_bag_ids(data: BagSet) -> torch.Tensor:
+    """The ids of the bags with at least one gold sentence label (instance models train on these only)."""
+    return torch.unique(data.bag_index[data.gold >= 0])
+
+
 def _gold_bags(data: BagSet) -> BagSet:
-    """The bags with at least one gold sentence label (instance models train on these only)."""
-    return data.select(torch.unique(data.bag_index[data.gold >= 0]))
+    return data.select(gold_bag_ids(data))
 
 
 def implied_labels(bags: BagSet, aggregation: str, *, n_classes: int = 2) -> torch.Tensor:
@@ -110,6 +115,32 @@ def _teacher_bags(train: BagSet, aggregation: str, n_classes: int, config: Train
     return _gold_bags(BagSet(**{**train.__dict__, "gold": labels}))
 
 
+def sentence_targets(
+    plan: registry.MethodPlan,
+    train: BagSet,
+    n_classes: int,
+    *,
+    teacher: Callable[[BagSet], SentenceScorer],
+) -> BagSet:
+    """``train`` with the constant per-sentence targets of ``plan``'s bag objective, computed once from its
+    frozen vectors: the cosine target (for mean bags moved to each bag's proportion), the correlation pairs and
+    (hybrid) the teacher's soft predictions; ``teacher(bags)`` trains the teacher on ``bags`` and returns it.
+    The frozen fit and the one-pass scorer (``experimental.one_pass_methods``) both take their targets here."""
+    weights, aggregation = plan.loss_weights, plan.aggregation
+    if "cosine" in weights:
+        train = train.with_cosine_target()
+        if aggregation == "mean":  # the prior keeps its ranking inside a bag but meets the bag's proportion
+            assert train.cos_target is not None
+            train.cos_target = proportion_target(train.cos_target, train.bag_index, train.labels)
+    if "correlation" in weights:  # O(sum of squared bag sizes): only built when its weight is > 0
+        train = train.with_correlation_pairs()
+    if plan.runs(registry.STAGE_TEACHER):
+        model = teacher(_teacher_bags(train, aggregation, n_classes, plan.config))
+        with torch.inference_mode():
+            train.hyb_target = model(train).exp()  # frozen soft targets, computed once
+    return train
+
+
 def fit_pipeline(
     plan: registry.MethodPlan, context: FitContext, *, init: SentenceScorer | None = None
 ) -> FitResult:
@@ -122,61 +153,67 @@ def fit_pipeline(
         return _run(plan, context, init)
 
 
-def _run(plan: registry.MethodPlan, context: FitContext, init: SentenceScorer | None) -> FitResult:
-    config, aggregation, n_classes = plan.config, context.aggregation, context.n_classes
-    train, valid = context.train, context.valid
-    result = FitResult(method=plan.pipeline, model=None)
-    if not plan.trained:
-        return result
-    generator = torch.Generator().manual_seed(context.seed)
-    dim = int(train.sent_emb.shape[1])
-    validate, _ = make_validator(valid, aggregation=aggregation, config=config)
-    spec = scorer_spec(config, train, valid)
+class FrozenStages:
+    """The training stages of a frozen-vector fit of ``plan`` on ``context``: fresh seeded scorers of the plan's
+    spec and :func:`train_stage` under its config and validation rule, each stage's history kept in ``stages``."""
 
-    def fresh() -> SentenceScorer:
-        return fresh_scorer(spec, dim, n_classes, config, generator, context.device)
+    def __init__(self, plan: registry.MethodPlan, context: FitContext) -> None:
+        self.plan, self.context = plan, context
+        self.generator = torch.Generator().manual_seed(context.seed)
+        self.validate, _ = make_validator(context.valid, aggregation=context.aggregation, config=plan.config)
+        self.spec = scorer_spec(plan.config, context.train, context.valid)
+        self.stages: list[StageResult] = []
 
-    def stage(name: str, model: SentenceScorer, data: BagSet, objective: Objective) -> SentenceScorer:
-        result.stages.append(
+    def fresh(self) -> SentenceScorer:
+        dim = int(self.context.train.sent_emb.shape[1])
+        return fresh_scorer(
+            self.spec, dim, self.context.n_classes, self.plan.config, self.generator, self.context.device
+        )
+
+    def run(self, name: str, model: SentenceScorer, data: BagSet, objective: Objective) -> SentenceScorer:
+        self.stages.append(
             train_stage(
                 model,
                 data,
                 objective,
-                config=config,
-                generator=generator,
-                validate=validate,
+                config=self.plan.config,
+                generator=self.generator,
+                validate=self.validate,
                 stage=name,
-                progress=context.progress,
+                progress=self.context.progress,
             )
         )
         return model
 
-    if plan.runs(registry.STAGE_SUPERVISED):
-        result.model = stage(registry.STAGE_SUPERVISED, fresh(), _gold_bags(train), instance_objective)
-        return result
-
-    weights = plan.loss_weights
-    if "cosine" in weights:
-        train = train.with_cosine_target()
-        if aggregation == "mean":  # the prior keeps its ranking inside a bag but meets the bag's proportion
-            assert train.cos_target is not None
-            train.cos_target = proportion_target(train.cos_target, train.bag_index, train.labels)
-    if "correlation" in weights:  # O(sum of squared bag sizes): only built when its weight is > 0
-        train = train.with_correlation_pairs()
-    if plan.runs(registry.STAGE_TEACHER):
-        teacher = stage(
-            registry.STAGE_TEACHER,
-            fresh(),
-            _teacher_bags(train, aggregation, n_classes, config),
-            instance_objective,
+    def targets(self) -> BagSet:
+        """The training bags with the plan's constant targets (:func:`sentence_targets`; the hybrid teacher
+        trained here as a fresh scorer)."""
+        return sentence_targets(
+            self.plan,
+            self.context.train,
+            self.context.n_classes,
+            teacher=lambda bags: self.run(registry.STAGE_TEACHER, self.fresh(), bags, instance_objective),
         )
-        with torch.inference_mode():
-            train.hyb_target = teacher(train).exp()  # frozen soft targets, computed once
-    model = stage(
+
+
+def _run(plan: registry.MethodPlan, context: FitContext, init: SentenceScorer | None) -> FitResult:
+    aggregation = context.aggregation
+    result = FitResult(method=plan.pipeline, model=None)
+    if not plan.trained:
+        return result
+    stages = FrozenStages(plan, context)
+    result.stages = stages.stages
+    if plan.runs(registry.STAGE_SUPERVISED):
+        result.model = stages.run(
+            registry.STAGE_SUPERVISED, stages.fresh(), _gold_bags(context.train), instance_objective
+        )
+        return result
+    train = stages.targets()
+    model = stages.run(
         registry.STAGE_BAG,
-        copy.deepcopy(init) if init is not None else fresh(),
+        copy.deepcopy(init) if init is not None else stages.fresh(),
         train,
-        bag_objective(config, aggregation, weights),
+        bag_objective(plan.config, aggregation, plan.loss_weights),
     )
     if plan.runs(registry.STAGE_PSLAB):
         with torch.inference_mode():
@@ -184,7 +221,7 @@ def _run(plan: registry.MethodPlan, context: FitContext, init: SentenceScorer | 
                 model(train), train.bag_index, train.labels, aggregation=aggregation, gold=train.gold
             )
         pseudo = BagSet(**{**train.__dict__, "gold": labels})
-        model = stage(registry.STAGE_PSLAB, fresh(), pseudo, instance_objective)
+        model = stages.run(registry.STAGE_PSLAB, stages.fresh(), pseudo, instance_objective)
     result.model = model
     return result
 
@@ -192,9 +229,12 @@ def _run(plan: registry.MethodPlan, context: FitContext, init: SentenceScorer | 
 __all__ = [
     "METHODS",
     "TRAINED",
+    "FrozenStages",
     "first_error_annotated",
     "fit_pipeline",
     "fresh_scorer",
+    "gold_bag_ids",
     "implied_labels",
     "scorer_spec",
+    "sentence_targets",
 ]

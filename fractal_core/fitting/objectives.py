@@ -44,12 +44,16 @@ def balancing_scales(start: Sequence[torch.Tensor]) -> list[float]:
     return [1.0 / max(float(loss), 1e-8) for loss in start]
 
 
-def bag_objective(config: TrainConfig, aggregation: str, weights: Mapping[str, float]) -> Objective:
-    """BagLoss (or the first-error hazard likelihood, ``mil.hazard``) + the priors, each term scaled by
-    ``weights`` (``MethodPlan.loss_weights``; absent terms are neither built nor computed)."""
+LogpObjective = Callable[[torch.Tensor, BagSet], torch.Tensor]
+"""A loss of sentence log-probabilities (N, C) of a minibatch of bags (labels, gold and constant targets)."""
 
-    def objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
-        logp = model(batch)  # (N, C)
+
+def bag_terms(config: TrainConfig, aggregation: str, weights: Mapping[str, float]) -> LogpObjective:
+    """BagLoss (or the first-error hazard likelihood, ``mil.hazard``) + the priors on a minibatch's
+    log-probabilities, each term scaled by ``weights`` (``MethodPlan.loss_weights``; absent terms are neither
+    built nor computed). Any scorer's log-probabilities: the frozen scorers' and the one-pass scorer's."""
+
+    def terms(logp: torch.Tensor, batch: BagSet) -> torch.Tensor:
         n = batch.n_bags
         loss = logp.new_zeros(())
         if "bag" in weights:
@@ -79,12 +83,27 @@ def bag_objective(config: TrainConfig, aggregation: str, weights: Mapping[str, f
             loss = loss + weights["hybrid"] * soft_cross_entropy(logp, batch.hyb_target)
         return loss
 
+    return terms
+
+
+def instance_terms(logp: torch.Tensor, batch: BagSet) -> torch.Tensor:
+    """Plain instance NLL of log-probabilities on ``batch.gold`` (gold, pseudo- or implied labels; -1 ignored)."""
+    return instance_loss(logp, batch.gold)
+
+
+def bag_objective(config: TrainConfig, aggregation: str, weights: Mapping[str, float]) -> Objective:
+    """:func:`bag_terms` on the scorer's log-probabilities of the minibatch."""
+    terms = bag_terms(config, aggregation, weights)
+
+    def objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
+        return terms(model(batch), batch)
+
     return objective
 
 
 def instance_objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
-    """Plain instance NLL on ``batch.gold`` (gold, pseudo- or implied labels; -1 ignored)."""
-    return instance_loss(model(batch), batch.gold)
+    """:func:`instance_terms` on the scorer's log-probabilities of the minibatch."""
+    return instance_terms(model(batch), batch)
 
 
 def preference_objective(model: SentenceScorer, batch: BagSet) -> torch.Tensor:
@@ -153,8 +172,11 @@ __all__ = [
     "BALANCE_BAGS",
     "balance_sample",
     "balancing_scales",
+    "LogpObjective",
     "bag_objective",
+    "bag_terms",
     "instance_objective",
+    "instance_terms",
     "logp_validator",
     "make_validator",
     "preference_objective",

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from app import job_one_pass, jobs
-from app.job_payloads import TrainPayload
+from app.job_payloads import ONE_PASS_METHODS, TrainPayload
 from app.settings import load_settings
 from app.worker import HEARTBEAT_S, Worker
 from db import artifacts
@@ -44,9 +44,17 @@ def test_payload_checks_the_scorer_and_its_settings() -> None:
         {"dataset_id": 1, "method": "bagloss", "scorer": "one_pass", "train_layers": 1}
     )
     assert parsed.to_dict()["scorer"] == "one_pass" and parsed.train_layers == 1
+    # every trained method of the suite but auto trains the one-pass scorer, with its own objective
+    assert ONE_PASS_METHODS == ("bagloss", "priors", "pslab", "hybrid", "hazard", "supervised")
+    for method in ONE_PASS_METHODS:
+        one = TrainPayload.parse({"dataset_id": 1, "method": method, "scorer": "one_pass"})
+        config = job_one_pass.one_pass_config(None, one.method, one.train_layers, one.config)
+        assert config.method == method and config.gold_weight == 0.0 and config.route == "one_pass"
     for bad, field in (
         ({"scorer": "gpt"}, "scorer"),
-        ({"scorer": "one_pass", "method": "pslab"}, "method"),
+        ({"scorer": "one_pass", "method": "auto"}, "method"),
+        ({"scorer": "one_pass", "method": "fractal"}, "method"),
+        ({"scorer": "one_pass", "method": "prior_only"}, "method"),
         ({"scorer": "one_pass", "method": "hybrid", "train_layers": -1}, "train_layers"),
         ({"scorer": "one_pass", "method": "hybrid", "train_layers": True}, "train_layers"),
     ):
@@ -117,6 +125,30 @@ def test_one_pass_job_publishes_a_version_that_a_score_job_uses(store) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["priors", "hazard"])
+def test_one_pass_jobs_train_the_suite_methods(store, method: str) -> None:
+    """A method with a frozen-vector target (priors: the cosine prior) and the first-error hazard, on step data
+    whose gold stops at each first error: the worker trains, publishes and scores like any one-pass job."""
+    records = tiny_records(16, with_labels=True)
+    for r in records:  # nothing judged after the first error
+        labels = r["sentence_labels"]
+        first = labels.index(1) if 1 in labels else len(labels)
+        r["sentence_labels"] = labels[: first + 1] + [None] * (len(labels) - first - 1)
+    ds = store.ingest(records, labels_as="gold")
+    job = _train_one_pass(store, ds.dataset_id, train_layers=1, method=method)
+    store.run_jobs()
+    done = repo.get_job(store.engine, job.id)
+    assert done.state == "succeeded", done.error
+    mv = (
+        repo.active_model_version(store.engine, ds.dataset_id)
+        or repo.list_model_versions(store.engine, ds.dataset_id)[0]
+    )
+    assert mv.method == f"one_pass:{method}" and mv.n_scores == ds.n_sentences
+    model = job_one_pass.load_version_model(store.engine, load_settings(store.db_url), mv)
+    assert model.config.method == method and model.config.gold_weight == 0.0
+
+
+@pytest.mark.slow
 def test_cancel_stops_a_one_pass_job_and_publishes_nothing(store, monkeypatch) -> None:
     """A cancel requested during a training step: the job stops at the next step (the heartbeat has seen the
     request before it), no version is published and nothing is scored."""
@@ -156,7 +188,8 @@ def test_train_page_offers_the_one_pass_scorer_with_its_cost_before_the_job(stor
     assert not any("Estimated cost" in i.value for i in at.info)
     at.radio(key="train_scorer").set_value("one_pass").run()
     assert not at.exception, at.exception
-    assert {o.split(":")[0] for o in at.selectbox(key="train_method").options} == {"bagloss", "hybrid"}
+    offered = [o.split(":")[0] for o in at.selectbox(key="train_method").options]
+    assert offered == ["bagloss", "priors", "pslab", "hybrid", "hazard", "supervised"]
     [line] = [i.value for i in at.info if "Estimated cost" in i.value]
     # 8 short responses are 8 windows; two trainings (top 1 and 2 layers) at the benchmark's reference rate:
     # 2 x 8 x (25.5 / 44 + 3 x 78.9 / 44) s = 95 s.

@@ -148,6 +148,8 @@ def ray_embed(
             1, int(resources.get("GPU", 0) // gpus if gpus else resources.get("CPU", 1))
         )
         items = _planned_batches([unique[i] for i in todo], todo, config)
+        # An actor loads a whole encoder: never start more of them than there are batches to give out.
+        n_workers = min(n_workers, len(items))
         # Several blocks per worker, so every worker gets some and a slow one is balanced out.
         dataset = ray.data.from_items(items, override_num_blocks=min(len(items), 16 * n_workers))
         embedded = dataset.map_batches(

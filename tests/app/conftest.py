@@ -249,7 +249,7 @@ def make_store(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 
     home = tmp_path / "home"
     home.mkdir()
-    with database_url(kind, home) as url:
+    with database_url(kind, home, store=True) as url:
         monkeypatch.setenv("FRACTAL_HOME", str(home))
         monkeypatch.setenv("FRACTAL_DB_URL", url)
         monkeypatch.setenv("FRACTAL_ANNOTATOR", "tester")

@@ -114,7 +114,8 @@ def ray_embed(
         texts: any strings; duplicates and cached texts are not sent to the cluster.
         address: ``"auto"`` or a Ray address (``ray://host:10001``, ``host:6379``).
         config: the encoder (its ``cache_dir`` is the driver's cache; ``""`` keeps no cache).
-        workers: encoder actors (default: one per CPU of the cluster, or per GPU when ``gpus_per_worker``).
+        workers: encoder actors (default: one per CPU of the cluster, or per GPU when ``gpus_per_worker``);
+            never more than there are encoder batches to embed.
         batch_size: encoder batches per Ray Data batch (the unit a lost worker repeats). The texts are cut into
             encoder batches here exactly as one process would cut them (``encoder.batch_plan``: length-sorted,
             a token budget each), so every text gets the same vector as in a single process.

@@ -65,25 +65,26 @@ def _pg_store_template(admin_url: str) -> str:
     from db.engine import get_engine
 
     name = f"fractal_template_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
+    _on_server(admin_url, f'CREATE DATABASE "{name}"')
     atexit.register(_drop_pg_database, admin_url, name)
     # A template must have no session open while it is copied: the engine is disposed at once.
     get_engine(make_url(admin_url).set(database=name).render_as_string(hide_password=False)).dispose()
     return name
 
 
-def _drop_pg_database(admin_url: str, name: str) -> None:
+def _on_server(admin_url: str, statement: str) -> None:
+    """Run one statement on the test server outside a transaction (CREATE / DROP DATABASE)."""
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(statement))
     finally:
         admin.dispose()
+
+
+def _drop_pg_database(admin_url: str, name: str) -> None:
+    """Drop ``name``, closing sessions left open on it."""
+    _on_server(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -93,17 +94,11 @@ def fresh_pg_database(*, store: bool = False) -> Iterator[str]:
     admin_url = pg_admin_url()
     name = f"fractal_test_{uuid.uuid4().hex[:12]}"
     template = f' TEMPLATE "{_pg_store_template(admin_url)}"' if store else ""
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    _on_server(admin_url, f'CREATE DATABASE "{name}"{template}')
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"{template}'))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        admin.dispose()
+        _drop_pg_database(admin_url, name)
 
 
 @contextmanager

@@ -4,15 +4,19 @@ per module and only read by the tests (test_encoder.py, test_encoder_int8.py).""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from tests.fractal_core.encoder_texts import TEXTS
 
+if TYPE_CHECKING:
+    from fractal_core.embedding.encoder import Encoder
+
 
 @pytest.fixture(scope="module")
-def encoder():  # type: ignore[no-untyped-def]
+def encoder() -> Encoder:
     """The bundled encoder in float32 without a cache (deterministic: the reference the other precisions and
     batchings are compared with)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,7 +26,7 @@ def encoder():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def reference_vectors(encoder) -> np.ndarray:  # type: ignore[no-untyped-def]
+def reference_vectors(encoder: Encoder) -> np.ndarray:
     """``encoder.encode(TEXTS)``, read-only."""
     vectors = encoder.encode(TEXTS)
     vectors.flags.writeable = False

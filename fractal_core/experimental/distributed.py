@@ -114,7 +114,8 @@ def ray_embed(
         texts: any strings; duplicates and cached texts are not sent to the cluster.
         address: ``"auto"`` or a Ray address (``ray://host:10001``, ``host:6379``).
         config: the encoder (its ``cache_dir`` is the driver's cache; ``""`` keeps no cache).
-        workers: encoder actors (default: one per CPU of the cluster, or per GPU when ``gpus_per_worker``).
+        workers: encoder actors (default: one per CPU of the cluster, or per GPU when ``gpus_per_worker``);
+            never more than there are encoder batches to embed.
         batch_size: encoder batches per Ray Data batch (the unit a lost worker repeats). The texts are cut into
             encoder batches here exactly as one process would cut them (``encoder.batch_plan``: length-sorted,
             a token budget each), so every text gets the same vector as in a single process.
@@ -148,6 +149,8 @@ def ray_embed(
             1, int(resources.get("GPU", 0) // gpus if gpus else resources.get("CPU", 1))
         )
         items = _planned_batches([unique[i] for i in todo], todo, config)
+        # An actor loads a whole encoder: never start more of them than there are batches to give out.
+        n_workers = min(n_workers, len(items))
         # Several blocks per worker, so every worker gets some and a slow one is balanced out.
         dataset = ray.data.from_items(items, override_num_blocks=min(len(items), 16 * n_workers))
         embedded = dataset.map_batches(

@@ -243,13 +243,17 @@ class Store:
 
 
 @contextmanager
-def make_store(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    """An isolated store on ``kind`` (``sqlite`` or ``postgresql``, see :mod:`tests.engines`)."""
+def make_store(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, empty: bool = False
+) -> Iterator[Store]:
+    """An isolated store on ``kind`` (``sqlite`` or ``postgresql``, see :mod:`tests.engines`): a copy of an empty
+    store at the newest revision, or with ``empty`` a database with no store in it yet (the first ``get_engine``
+    or ``fractal serve`` creates it)."""
     import streamlit as st
 
     home = tmp_path / "home"
     home.mkdir()
-    with database_url(kind, home) as url:
+    with database_url(kind, home, store=not empty) as url:
         monkeypatch.setenv("FRACTAL_HOME", str(home))
         monkeypatch.setenv("FRACTAL_DB_URL", url)
         monkeypatch.setenv("FRACTAL_ANNOTATOR", "tester")
@@ -268,6 +272,13 @@ def make_store(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     with make_store("sqlite", tmp_path, monkeypatch) as made:
+        yield made
+
+
+@pytest.fixture
+def empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """Like ``store``, but its database holds no store yet: for what happens on a first start or to an old one."""
+    with make_store("sqlite", tmp_path, monkeypatch, empty=True) as made:
         yield made
 
 

@@ -21,20 +21,20 @@ from tests.app.conftest import REPO, app_env, free_port
 from tests.app.data import tiny_records
 
 
-def test_prepare_store_loads_demo_only_into_an_empty_store(store) -> None:
-    settings = load_settings(store.db_url)
+def test_prepare_store_loads_demo_only_into_an_empty_store(empty_store) -> None:
+    settings = load_settings(empty_store.db_url)
     message = setup.prepare_store(settings)
-    assert f"created a new store at {store.db_url}" in message and "demo dataset" in message
-    [ds] = repo.list_datasets(store.engine)
+    assert f"created a new store at {empty_store.db_url}" in message and "demo dataset" in message
+    [ds] = repo.list_datasets(empty_store.engine)
     assert ds.name == setup.DEMO_DATASET and ds.n_responses > 0
-    jobs = repo.list_jobs(store.engine)[::-1]  # oldest first: the order the worker runs them
+    jobs = repo.list_jobs(empty_store.engine)[::-1]  # oldest first: the order the worker runs them
     assert [(j.kind, j.state, j.payload["dataset_id"]) for j in jobs] == [
         ("embed", "queued", ds.id),
         ("train", "queued", ds.id),
     ]
     # A second start changes nothing: no second demo, no second job.
     assert setup.prepare_store(settings) == ""
-    assert len(repo.list_datasets(store.engine)) == 1 and len(repo.list_jobs(store.engine)) == 2
+    assert len(repo.list_datasets(empty_store.engine)) == 1 and len(repo.list_jobs(empty_store.engine)) == 2
 
 
 @pytest.mark.slow
@@ -178,15 +178,15 @@ def test_serve_starts_app_and_worker_and_stops_both(store) -> None:
 
 
 @pytest.mark.slow
-def test_worker_refuses_an_outdated_schema_with_the_upgrade_command(store) -> None:
+def test_worker_refuses_an_outdated_schema_with_the_upgrade_command(empty_store) -> None:
     from db.engine import get_engine
     from db.schema import upgrade
 
-    engine = get_engine(store.db_url, check_schema=False)
+    engine = get_engine(empty_store.db_url, check_schema=False)
     upgrade(engine, "0001")  # an older revision, as left by a previous version of FRACTAL Studio
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "worker", "--db", store.db_url, "--once"],
-        cwd=REPO, env=app_env(store.home, store.db_url), capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "app.cli", "worker", "--db", empty_store.db_url, "--once"],
+        cwd=REPO, env=app_env(empty_store.home, empty_store.db_url), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 1
     assert "fractal db upgrade" in done.stderr

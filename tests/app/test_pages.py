@@ -44,11 +44,11 @@ def test_page_with_data(store, page: str) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-def test_outdated_schema_shows_the_upgrade_command(store) -> None:
+def test_outdated_schema_shows_the_upgrade_command(empty_store) -> None:
     from db.engine import get_engine
     from db.schema import upgrade
 
-    upgrade(get_engine(store.db_url, check_schema=False), "0001")
+    upgrade(get_engine(empty_store.db_url, check_schema=False), "0001")
     at = app_test()
     assert not at.exception
     [error] = at.error

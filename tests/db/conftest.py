@@ -88,7 +88,10 @@ def store_digest(engine: Engine, *, logical: bool = False) -> str:
 
 @pytest.fixture(params=ENGINES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database_url(request.param, tmp_path) as url:
+    """An empty database; already holding an empty store when the test also uses ``store_url`` or ``engine``
+    (which would create one in it): a copy of a store migrated once per process (see :mod:`tests.engines`)."""
+    store = not {"store_url", "engine"}.isdisjoint(request.fixturenames)
+    with database_url(request.param, tmp_path, store=store) as url:
         yield url
 
 

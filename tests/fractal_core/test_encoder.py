@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,34 +21,7 @@ from fractal_core.embedding.encoder import (  # noqa: E402
     get_encoder,
     resolve_model_path,
 )
-
-TEXTS = [
-    "The parking brake keeps the vehicle from rolling.",
-    "To solve this problem, let's break it down step by step.",
-    "Let \\( J \\) be Jim's age when Digimon came out. Therefore, \\[ 28 - x = 2J \\].",
-    "def f(x):\n    return x + 1",
-    "",
-    "   ",
-    "Dr. Smith paid $3.50 at https://example.com/a?b=1.",
-    "ümlaut, 中文, emoji 🙂 and math ∑ x_i",
-    "1. first\n2. second\n- bullet",
-    "word " * 400,  # longer than max_length: truncated like sentence-transformers
-    "Short.",
-    "The answer is 42.",
-    "So the total cost is 3 * 4 = 12 dollars.",
-    "However, this step incorrectly assumes the ages are equal.",
-    "Therefore the final answer is \\boxed{7}.",
-    "Why do I have to apply the parking brake fully for parking?",
-    "It also helps to reduce the load on the transmission locking mechanism.",
-    "a",
-    "A B C D E F G",
-    "Next, calculate John's age when Digimon came out.",
-]
-
-
-@pytest.fixture(scope="module")
-def encoder() -> Encoder:
-    return Encoder(EncoderConfig(cache_dir="", precision="float32"))
+from tests.fractal_core.encoder_texts import TEXTS  # noqa: E402
 
 
 def test_shapes_norms_and_dtype(encoder: Encoder) -> None:
@@ -63,20 +35,20 @@ def test_shapes_norms_and_dtype(encoder: Encoder) -> None:
 
 
 @pytest.mark.slow
-def test_matches_sentence_transformers(encoder: Encoder) -> None:
+def test_matches_sentence_transformers(reference_vectors: np.ndarray) -> None:
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(resolve_model_path(None)), device="cpu").encode(TEXTS)
-    ours = encoder.encode(TEXTS)
+    ours = reference_vectors  # the float32 encoder's
     assert (ours * reference).sum(1).min() > 0.9999
     auto = Encoder(EncoderConfig(cache_dir=""))  # bf16 autocast where the CPU has it
     assert (auto.encode(TEXTS) * reference).sum(1).min() > 0.999
 
 
 @pytest.mark.slow
-def test_batching_and_padding_do_not_change_results(encoder: Encoder) -> None:
+def test_batching_and_padding_do_not_change_results(encoder: Encoder, reference_vectors: np.ndarray) -> None:
     tiny = Encoder(EncoderConfig(cache_dir="", precision="float32", batch_tokens=64))
-    a = encoder.encode(TEXTS)
+    a = reference_vectors  # encoder.encode(TEXTS)
     b = tiny.encode(TEXTS)
     assert (a * b).sum(1).min() > 0.9999
     # Order of the input does not matter either.
@@ -202,19 +174,6 @@ def test_cache_is_safe_across_processes(tmp_path: Path) -> None:
     assert found.all()
 
 
-@pytest.mark.slow
-def test_int8_encoder_has_its_own_id_and_stays_close(encoder: Encoder) -> None:
-    quantized = Encoder(EncoderConfig(cache_dir="", precision="int8"))
-    assert quantized.quantized and not encoder.quantized
-    assert quantized.encoder_id == encoder.encoder_id + "-int8"  # its cache entries never mix with float ones
-    cosine = (quantized.encode(TEXTS) * encoder.encode(TEXTS)).sum(1)
-    assert (
-        cosine.min() > 0.8 and cosine.mean() > 0.9
-    )  # close, but not the >= 0.99 a default needs (BENCHMARKS)
-    with pytest.raises(ValueError, match="CPU only"):
-        Encoder(EncoderConfig(cache_dir="", precision="int8", device="meta"))
-
-
 def test_pack_round_trip_only_for_its_encoder(tmp_path: Path) -> None:
     from fractal_core.embedding.cache import write_pack
 
@@ -310,84 +269,3 @@ def test_missing_encoder_wheels_are_named() -> None:
 
     with pytest.raises(FileNotFoundError, match="make install-encoders"):
         _installed_parts(["fractal-no-such-wheel-part-001"])
-
-
-def test_onnx_int8_graph_is_built_once_keyed_and_deterministic(
-    tiny_encoder_dir: Path, tmp_path: Path
-) -> None:
-    from fractal_core.embedding.onnx_encoder import onnx_model_path
-
-    config = EncoderConfig(
-        model_path=str(tiny_encoder_dir), cache_dir=str(tmp_path / "a"), precision="onnx-int8"
-    )
-    quantized = Encoder(config)
-    float32 = Encoder(replace(config, precision="float32"))
-    assert quantized.encoder_id == encoder_id_for(config) != float32.encoder_id
-    assert quantized.encoder_id.startswith("tiny-bert") and quantized.encoder_id.endswith("-onnx-int8")
-    graph = onnx_model_path(tmp_path / "a", quantized.encoder_id)
-    built = graph.stat().st_mtime_ns
-    texts = TEXTS[:12]
-    vectors = quantized.encode(texts)
-    assert vectors.shape == (len(texts), 32) and vectors.dtype == np.float32
-    reference = float32.encode(texts)
-    cosine = (
-        (vectors * reference).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(reference, axis=1)
-    )
-    assert cosine.min() > 0.99
-    # Each encoder's vectors sit under its own id in the one cache file: neither serves the other's.
-    assert float32.cache is not None and quantized.cache is not None
-    digests = [text_digest(t) for t in texts]
-    assert np.array_equal(float32.cache.get_digests(float32.encoder_id, digests)[1], reference)
-    found, cached = quantized.cache.get_digests(quantized.encoder_id, digests)
-    assert found.all() and np.array_equal(cached, vectors) and not np.array_equal(cached, reference)
-    again = Encoder(replace(config, batch_tokens=4095))  # another config, the same graph: not rebuilt
-    assert graph.stat().st_mtime_ns == built
-    assert np.array_equal(again.encode(texts), vectors)
-    elsewhere = Encoder(replace(config, cache_dir=str(tmp_path / "b")))
-    assert onnx_model_path(tmp_path / "b", quantized.encoder_id).read_bytes() == graph.read_bytes()
-    assert np.array_equal(elsewhere.encode(texts), vectors)
-    with pytest.raises(ValueError, match="CPU only"):
-        Encoder(replace(config, device="meta"))
-
-
-def test_onnx_smoothing_and_row_scaling_are_exact_in_float(tiny_encoder_dir: Path, tmp_path: Path) -> None:
-    import onnxruntime as ort
-    from transformers import AutoModel
-
-    from fractal_core.embedding import onnx_encoder
-
-    model = AutoModel.from_pretrained(tiny_encoder_dir, local_files_only=True, attn_implementation="eager")
-    exported, rewritten = tmp_path / "float.onnx", tmp_path / "rewritten.onnx"
-    onnx_encoder._export_float(model, exported, token_type_ids=True)
-    rng = np.random.default_rng(0)
-    input_ids = rng.integers(1000, 2000, size=(3, 9)).astype(np.int64)
-    mask = np.ones_like(input_ids)
-    mask[1, 5:] = 0
-    onnx_encoder._smooth_and_scale_rows(
-        exported, rewritten, calibration=lambda: [(input_ids, mask)], alpha=0.5
-    )
-    feeds = {"input_ids": input_ids, "attention_mask": mask}
-    before = ort.InferenceSession(str(exported)).run(None, feeds)[0]
-    after = ort.InferenceSession(str(rewritten)).run(None, feeds)[0]
-    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.slow
-def test_onnx_int8_encoder_stays_within_the_default_rule(encoder: Encoder, tmp_path: Path) -> None:
-    quantized = Encoder(EncoderConfig(cache_dir=str(tmp_path), precision="onnx-int8"))
-    assert quantized.encoder_id.endswith("-onnx-int8") and quantized.encoder_id != encoder.encoder_id
-    vectors, reference = quantized.encode(TEXTS), encoder.encode(TEXTS)
-    cosine = (
-        (vectors * reference).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(reference, axis=1)
-    )
-    assert cosine.min() >= 0.99  # the rule a default must keep (BENCHMARKS: min 0.995 over 3,000 sentences)
-
-
-def test_int8_weights_are_signed_only_where_the_cpu_has_vnni() -> None:
-    from fractal_core.embedding.onnx_encoder import int8_weight_type
-
-    assert int8_weight_type("flags\t: fpu sse2 avx2 avx512f avx512_vnni") == "qint8"
-    assert int8_weight_type("flags\t: fpu sse2 avx2 avx_vnni") == "qint8"
-    # plain AVX2: uint8 x int8 products saturate in 16-bit pair sums, so the weights are unsigned
-    assert int8_weight_type("flags\t: fpu sse2 avx2 fma") == "quint8"
-    assert int8_weight_type("") == "quint8"

@@ -17,10 +17,18 @@ pytestmark = pytest.mark.slow  # trains on embeddings of the bundled encoder
 
 @pytest.fixture(scope="module", autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory):
-    """One embedding cache for the module: each text is embedded once across its tests."""
+    """One embedding cache for the module, holding the demo's shipped vectors of the bundled encoder (what the
+    app loads for the demo, ``app.job_embed``): the tests train and score on them without the minute of CPU it
+    takes to embed them again here; the encoder's own forward pass is tested in test_encoder.py."""
+    from fractal_core.data.demo import demo_embeddings_path
+    from fractal_core.embedding.encoder import get_encoder
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FRACTAL_HOME", str(tmp_path_factory.mktemp("home")))
         patch.setenv("HF_HUB_OFFLINE", "1")
+        cache = get_encoder().cache  # the encoder FractalModel uses (one per config in a process)
+        assert cache is not None
+        cache.import_pack(demo_embeddings_path(), get_encoder().encoder_id)
         yield
 
 

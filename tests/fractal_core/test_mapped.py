@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 from collections.abc import Iterator
@@ -35,8 +36,16 @@ def _file_rss_kb() -> int:
     raise AssertionError("no RssFile in /proc/self/status")
 
 
+@functools.cache
+def _rows_data(n: int, d: int) -> np.ndarray:
+    """Random float16 rows, drawn once per shape for the module (read-only: tests share them)."""
+    data = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32).astype(np.float16)
+    data.flags.writeable = False
+    return data
+
+
 def _filled(path: Path, n: int, d: int) -> tuple[MappedRows, np.ndarray]:
-    data = np.random.default_rng(0).standard_normal((n, d)).astype(np.float16)
+    data = _rows_data(n, d)
     rows = MappedRows.create(path, n, d)
     for lo in range(0, n, 7_000):  # uneven blocks, the last one partial
         rows.write(lo, data[lo : lo + 7_000])
@@ -61,7 +70,7 @@ def test_rows_written_with_file_writes_read_back_through_the_mapping(tmp_path: P
     rows, data = _filled(tmp_path / "m.npy", 20_000, 16)
     emb = rows.open()
     assert emb.dtype == torch.float16 and emb.shape == (20_000, 16)
-    assert torch.equal(emb, torch.from_numpy(data))
+    assert torch.equal(emb, torch.tensor(data))  # a copy: the shared rows are read-only
     # The file is a plain .npy: anything that reads one reads the same rows.
     np.testing.assert_array_equal(np.load(tmp_path / "m.npy", mmap_mode="r"), data)
     with pytest.raises(ValueError, match="do not fit"):

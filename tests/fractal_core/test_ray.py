@@ -77,13 +77,15 @@ def test_two_ray_workers_embed_like_one_process(local_ray: None, tmp_path: Path)
     # The default precision (bf16 autocast where the CPU has native bf16): there a vector depends on which texts
     # share its batch, so the workers must get the single process's own batches. The reference runs on one
     # thread like each worker, so the same kernels see the same batches and the vectors are equal bit for bit.
+    # A budget of 256 tokens cuts the texts into four batches: both workers get some (the default budget holds
+    # all of them in one batch, and only one worker would be started).
     import torch
 
-    config = EncoderConfig(cache_dir=str(tmp_path))
+    config = EncoderConfig(cache_dir=str(tmp_path), batch_tokens=256)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        reference = Encoder(EncoderConfig(cache_dir="")).encode(TEXTS)
+        reference = Encoder(EncoderConfig(cache_dir="", batch_tokens=256)).encode(TEXTS)
     finally:
         torch.set_num_threads(threads)
     seen: list[tuple[int, int]] = []
@@ -95,6 +97,7 @@ def test_two_ray_workers_embed_like_one_process(local_ray: None, tmp_path: Path)
     assert np.array_equal(got[3], got[len(TEXTS) - 2])  # duplicates are embedded once and agree
     unique = len(set(TEXTS))
     assert seen[0] == (0, unique) and seen[-1] == (unique, unique)
+    assert len(seen) == 1 + 4  # the look-up, then one report per batch
     # Every batch reached the cache under the encoder's id: a rerun embeds nothing and returns the same.
     cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
     assert cache.count(encoder_id_for(config)) == unique

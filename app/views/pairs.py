@@ -12,8 +12,9 @@ from app.pair_colours import pair_colours
 from db import repository as repo
 from db.pairs_read import load_pairs
 
+# The session key of the page's review.ReviewNav (the events stored and the question waiting). A comment, not a
+# docstring: Streamlit's magic would write a bare string onto the page.
 NAV_KEY = "pairs_nav"
-"""The session key of the page's :class:`review.ReviewNav` (the events stored and the question waiting)."""
 INDEX_KEY = "pairs_index"
 
 ctx = page.dataset_page("Pairs", "annotator")

@@ -24,7 +24,7 @@ from fractal_core.cli_options import (
 from fractal_core.data.files import atomic_write_text, check_output_file
 from fractal_core.errors import InputError
 
-DEFAULT_EVAL_METHODS = "naive,prior_only,bagloss,priors,pslab,hybrid,supervised"
+DEFAULT_EVAL_METHODS = "naive,constant,prior_only,bagloss,priors,pslab,hybrid,supervised"
 TABLE_KEYS = (
     "instance_auc_roc",
     "instance_auprc",

@@ -1,5 +1,5 @@
 """Logistic maps of a score fitted to response labels: ``auto``'s calibrated prior, Platt scaling of a scorer,
-and the blend of a scorer with the cosine prior.
+the blend of a scorer with the cosine prior, and the ``constant`` baseline (a map that reads no score).
 
 A map has three to C + 2 parameters and is fitted on every bag at once by the exact bag likelihood of the
 response labels (no sentence label); the prior and Platt maps never change how the sentences of a response rank,
@@ -31,7 +31,8 @@ class Calibration(nn.Module):
     scorer's own split of the positive mass over the levels is kept (Platt scaling of a trained scorer).
     ``kind="blend"``: z = a z_scorer + b z_prior + c, the scorer's logit and the cosine target's logit centred
     within its response (:func:`blend_prior`) mixed by fitted weights (``b`` is ``prior_scale``), the scorer's
-    split kept: ``auto``'s combination candidate. Centred, the prior only reorders a response's sentences: a
+    split kept: ``auto``'s combination candidate. ``kind="constant"``: z = b alone, no score read, the levels
+    split as for the prior: one probability vector for every sentence (the ``constant`` baseline). Centred, the prior only reorders a response's sentences: a
     prior that tells responses apart (e.g. every sentence of a hallucinated answer is far from its question)
     would otherwise win weight on the labels without ranking the sentences inside a response.
     Three to C + 2 parameters, fitted by the exact bag likelihood of the labels (:func:`fit_calibration`).
@@ -43,7 +44,7 @@ class Calibration(nn.Module):
             raise ValueError(f"unknown calibration kind {kind!r}")
         self.n_classes = n_classes
         self.kind = kind
-        self.scale = nn.Parameter(torch.ones(()))
+        self.scale = nn.Parameter(torch.ones(()), requires_grad=kind != "constant")
         self.shift = nn.Parameter(torch.zeros(()))
         self.levels = nn.Parameter(torch.zeros(max(n_classes - 1, 1)))
         self.prior_scale = nn.Parameter(torch.zeros(()), requires_grad=kind == "blend")
@@ -51,8 +52,8 @@ class Calibration(nn.Module):
     def forward(self, score: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """Log-probabilities (N, C) from the cosine target (N,) (prior) or the scorer's log-probabilities (N, C)
         (logit), or both: the scorer's log-probabilities and ``prior``, :func:`blend_prior` (N,) (blend)."""
-        if self.kind == "prior":
-            z = _logit(score)
+        if self.kind in ("prior", "constant"):
+            z = _logit(score) if self.kind == "prior" else torch.zeros_like(score)
             split = torch.log_softmax(self.levels, 0).view(1, -1).expand(z.shape[0], -1)
         else:
             positive = log_positive(score)
@@ -88,7 +89,7 @@ class Calibration(nn.Module):
         return out
 
 
-KINDS = ("prior", "logit", "blend")
+KINDS = ("prior", "logit", "blend", "constant")
 
 
 def _logit(target: torch.Tensor) -> torch.Tensor:
@@ -147,11 +148,25 @@ def fit_prior_calibration(train: BagSet, *, aggregation: str, n_classes: int) ->
     )
 
 
+def fit_constant(train: BagSet, *, aggregation: str, n_classes: int) -> Calibration:
+    """The ``constant`` baseline: the one distribution over the levels, the same for every sentence, that makes
+    the training bags' labels most likely (exact bag likelihood, no sentence label; under ``mean`` bags this is
+    the pooled share of positive sentences). Under ``max``, given the response label Y = 1 a sentence of an
+    n-sentence response scores p / (1 - (1 - p)^n): the given-label ranking (response label, then shorter
+    responses first) is the same for every p in (0, 1), so the value only matters for ordinal levels, the
+    probabilities themselves and the bag likelihood."""
+    score = torch.zeros(train.n_sentences, device=train.device)
+    return fit_calibration(score, train, aggregation=aggregation, n_classes=n_classes, kind="constant")
+
+
 def calibrated_log_proba(calibration: dict[str, Any], bags: BagSet, scorer: nn.Module | None) -> torch.Tensor:
     """Log-probabilities (N, C) of ``bags`` under a stored calibration: of the cosine target (``kind="prior"``)
-    or of ``scorer``'s log-probabilities (``kind="logit"``), or both (``kind="blend"``)."""
+    or of ``scorer``'s log-probabilities (``kind="logit"``), or both (``kind="blend"``); ``kind="constant"``
+    reads neither."""
     calibrate = Calibration.from_dict(calibration).to(bags.device)
     with torch.inference_mode():
+        if calibrate.kind == "constant":
+            return calibrate(torch.zeros(bags.n_sentences, device=bags.device))
         if calibrate.kind == "prior":
             return calibrate(cosine_target(bags))
         assert scorer is not None
@@ -178,5 +193,6 @@ __all__ = [
     "calibrated_log_proba",
     "cosine_target",
     "fit_calibration",
+    "fit_constant",
     "fit_prior_calibration",
 ]

@@ -76,7 +76,8 @@ class FitResult:
 
     ``method``: the pipeline that produced the model. ``auto`` also sets ``calibration`` (the fitted
     ``Calibration`` of the prior, as a dict), ``selection`` (what was chosen, the criterion and every
-    candidate's figures) and ``candidates`` (each fitted candidate; not stored).
+    candidate's figures) and ``candidates`` (each fitted candidate; not stored). The ``constant`` baseline sets
+    ``calibration`` too: its one fitted distribution over the levels.
     """
 
     method: str

@@ -39,6 +39,13 @@ METHOD_LIST: tuple[Method, ...] = (
     ),
     Method("naive", "Baseline: every sentence inherits its response's label.", trained=False, baseline=True),
     Method(
+        "constant",
+        "Baseline: one probability for every sentence, the one that fits the training response labels best "
+        "(given the label, sentences rank by their response's label and length only).",
+        trained=False,
+        baseline=True,
+    ),
+    Method(
         "prior_only",
         "Baseline: cosine similarity between sentence and context as the score.",
         trained=False,

@@ -3,6 +3,8 @@
 Pipelines (stages are fresh models unless said otherwise):
 - naive: every sentence inherits its bag's label (no training).
 - prior_only: the cosine target (1 + cos) / 2 is the score (no training).
+- constant: one probability vector for every sentence, the one under which the training response labels are
+  most likely (``calibration.fit_constant``; no training stage, no scorer).
 - bagloss: BagLoss alone.
 - priors: BagLoss + the cosine and correlation priors (each only when its weight is > 0).
 - pslab: priors, then PsLab pseudo-labels and a fresh instance model (FRACTAL without gold).
@@ -30,6 +32,7 @@ import torch
 
 from fractal_core.fitting import registry
 from fractal_core.fitting.bags import BagSet
+from fractal_core.fitting.calibration import fit_constant
 from fractal_core.fitting.config import TrainConfig
 from fractal_core.fitting.context import FitContext, FitResult
 from fractal_core.fitting.model import SentenceScorer, build_scorer
@@ -200,6 +203,9 @@ def _run(plan: registry.MethodPlan, context: FitContext, init: SentenceScorer | 
     aggregation = context.aggregation
     result = FitResult(method=plan.pipeline, model=None)
     if not plan.trained:
+        if plan.pipeline == "constant":  # a few parameters fitted to the labels, read through the calibration
+            fitted = fit_constant(context.train, aggregation=aggregation, n_classes=context.n_classes)
+            result.calibration = fitted.to_dict()
         return result
     stages = FrozenStages(plan, context)
     result.stages = stages.stages

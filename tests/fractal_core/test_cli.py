@@ -45,7 +45,7 @@ def test_evaluate_on_a_processbench_slice(cli: typer.Typer, tmp_path: Path) -> N
             "--data",
             str(data),
             "--methods",
-            "naive,prior-only,bagloss,pslab,hybrid,supervised",
+            "naive,constant,prior-only,bagloss,pslab,hybrid,supervised",
             "--seeds",
             "2",
             "--gold-fraction",
@@ -60,13 +60,14 @@ def test_evaluate_on_a_processbench_slice(cli: typer.Typer, tmp_path: Path) -> N
     records = json.loads(out.read_text())
     assert {r["method"] for r in records} == {
         "naive",
+        "constant",
         "prior_only",
         "bagloss",
         "pslab",
         "hybrid",
         "supervised",
     }
-    assert len(records) == 12
+    assert len(records) == 14
     for r in records:
         for key in (
             "method",
@@ -90,7 +91,8 @@ def test_evaluate_on_a_processbench_slice(cli: typer.Typer, tmp_path: Path) -> N
     assert "hybrid: first_error_f1 by subset: " in result.output
     assert {r["gold_fraction"] for r in records if r["method"] == "hybrid"} == {0.25}
     assert {r["gold_fraction"] for r in records if r["method"] == "supervised"} == {1.0}
-    assert "pslab" in result.output and "instance_auc_roc" in result.output
+    assert {r["instance_auc_roc"] for r in records if r["method"] == "constant"} == {0.5}  # all ties
+    assert "pslab" in result.output and "constant" in result.output and "instance_auc_roc" in result.output
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ unchanged, ``--auc-epochs`` epochs) and the frozen MLP (``frozen:hybrid``), and 
 on valid) and the F key's top-1 (rule chosen on valid), for each of ``--seeds`` (mean +- sd at the end;
 ``--no-timing`` skips the epoch timing).
 
-    nice .venv/bin/python benchmarks/one_pass_scorer.py --data /path/to/processbench [--responses 60]
+    nice .venv/bin/python benchmarks/one_pass_scorer.py --data /path/to/processbench [--responses 60] [--peer-responses 40]
 """
 
 from __future__ import annotations
@@ -90,6 +90,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="ProcessBench directory (train/valid.jsonl)")
     parser.add_argument("--responses", type=int, default=60)
+    parser.add_argument(
+        "--peer-responses",
+        type=int,
+        help="per_step peer on only the first N of them (default: all); figures compared per response",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-layers", type=int, default=2)
     parser.add_argument("--auc-train", type=int, default=0, help="0: timing only")
@@ -123,7 +128,7 @@ def main() -> None:
         )  # fmt: skip
         if not args.no_timing:
             print(f"# {len(records)} responses, {sum(len(r.spans) for r in records)} steps")
-            timing(records, base, one)
+            timing(records, base, one, args.peer_responses)
         if args.auc_train:
             seeds = [int(s) for s in args.seeds.split(",")]
             quality(
@@ -132,23 +137,32 @@ def main() -> None:
             )  # fmt: skip
 
 
-def timing(records: list[ResponseRecord], base: FinetuneConfig, one: FinetuneConfig) -> None:
-    """One epoch of each route on ``records``, their ratio and the projection to the full train split."""
+def timing(
+    records: list[ResponseRecord], base: FinetuneConfig, one: FinetuneConfig, peer: int | None = None
+) -> None:
+    """One epoch of each route on ``records`` (the per_step peer on the first ``peer`` of them, when given:
+    its epoch over the whole split is hours on a CPU), their ratio per response and the projection to the full
+    train split."""
     cached, one_epoch, windows = one_pass_epoch(records, one)
-    built, step_epoch, sequences = per_step_epoch(records, base)
+    peer_records = records[:peer] if peer else records
+    built, step_epoch, sequences = per_step_epoch(peer_records, base)
     print(
-        f"per_step: {sequences} sequences built in {built[0]:.1f}s; epoch {step_epoch[0]:.1f}s wall, {step_epoch[1]:.1f}s CPU"
+        f"per_step ({len(peer_records)} responses): {sequences} sequences built in {built[0]:.1f}s; "
+        f"epoch {step_epoch[0]:.1f}s wall, {step_epoch[1]:.1f}s CPU"
     )
     print(
-        f"one_pass: {windows} windows, lower states cached in {cached[0]:.1f}s wall, {cached[1]:.1f}s CPU; epoch {one_epoch[0]:.1f}s wall, {one_epoch[1]:.1f}s CPU"
+        f"one_pass ({len(records)} responses): {windows} windows, lower states cached in {cached[0]:.1f}s wall, "
+        f"{cached[1]:.1f}s CPU; epoch {one_epoch[0]:.1f}s wall, {one_epoch[1]:.1f}s CPU"
     )
-    ratio = step_epoch / one_epoch
-    print(f"epoch ratio per_step / one_pass: {ratio[0]:.1f}x wall, {ratio[1]:.1f}x CPU")
-    scale = FULL_TRAIN / len(records) / 60
+    ratio = (step_epoch / len(peer_records)) / (one_epoch / len(records))
+    print(f"epoch ratio per response, per_step / one_pass: {ratio[0]:.1f}x wall, {ratio[1]:.1f}x CPU")
     for name, k in (("wall", 0), ("CPU", 1)):
+        one_min = one_epoch[k] * FULL_TRAIN / len(records) / 60
+        step_min = step_epoch[k] * FULL_TRAIN / len(peer_records) / 60
+        cache_min = cached[k] * FULL_TRAIN / len(records) / 60
         print(
-            f"projected over {FULL_TRAIN} responses ({name}): one_pass epoch {one_epoch[k] * scale:.1f} min "
-            f"(+ cache once {cached[k] * scale:.1f} min), per_step epoch {step_epoch[k] * scale:.1f} min"
+            f"projected over {FULL_TRAIN} responses ({name}): one_pass epoch {one_min:.1f} min "
+            f"(+ cache once {cache_min:.1f} min), per_step epoch {step_min:.1f} min"
         )
 
 

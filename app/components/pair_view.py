@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 import streamlit as st
-from markupsafe import escape
 
-from app import render, review
+from app import review
 from app.components import response_view
 from db.rows import ResponseDetail
 
@@ -24,39 +23,23 @@ KEY = "pairs_view"
 """The component's widget key: its events are read with ``response_view.event(name, key=KEY)``."""
 SIDES = ("Chosen", "Rejected")
 
+_REVIEW_KEYS = dict(response_view.SHORTCUTS)  # the keys that do here what they do in Review: one description
 SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("H / L or ← / →", "cursor to the chosen (left) / rejected (right) response"),
-    ("J / K or ↓ / ↑", "next / previous sentence"),
+    ("J / K or ↓ / ↑", _REVIEW_KEYS["J / K or ↓ / ↑"]),
     ("F", "jump to the likeliest problem on this side (highest colour among unlabelled sentences)"),
-    ("1 / 0", "label the sentence problem / fine, then next (2-9: higher levels of ordinal datasets)"),
-    ("X", "clear the sentence's label"),
+    ("1 / 0", _REVIEW_KEYS["1 / 0"]),
+    ("X", _REVIEW_KEYS["X"]),
     ("A", "rest are fine: every unlabelled sentence of this side 0"),
     ("S / P", "next / previous pair"),
-    ("U", "undo your last change in this response"),
-    ("R", "show / hide the raw model score"),
-    ("Y / Esc", "answer an open question (store anyway / cancel)"),
-    ("?", "show / hide this help"),
+    *((k, _REVIEW_KEYS[k]) for k in ("U", "R", "Y / Esc", "?")),
 )
-
-
-def _html() -> str:
-    keys = "".join(f"<li><kbd>{escape(k)}</kbd> {escape(v)}</li>" for k, v in SHORTCUTS)
-    sides = "".join(
+_SIDES_HTML = '<div class="fs-pair">{}</div>'.format(
+    "".join(
         f'<div class="fs-side fs-side-{k}"><div class="fs-side-title"></div><div class="fs-side-body"></div></div>'
         for k in range(len(SIDES))
     )
-    return (
-        '<div class="fs-rv">'
-        '<div class="fs-bar"><span class="fs-status" role="status"></span>'
-        '<span class="fs-criterion" hidden></span>'
-        '<button class="fs-help-btn" type="button" title="Keyboard help (?)">? keys</button></div>'
-        f'<div class="fs-help" hidden><ul>{keys}</ul></div>'
-        f"{render.render_legend(positive_name='problem')}"
-        '<div class="fs-modal" role="alertdialog" hidden></div>'
-        f'<div class="fs-pair">{sides}</div>'
-        '<div class="fs-list"></div>'
-        "</div>\n"  # inline HTML, not a file path
-    )
+)
 
 
 _CSS = (
@@ -68,7 +51,7 @@ _CSS = (
 _ENTRY = "\nexport default (component) => mount(component, PairView);\n"
 _component = st.components.v2.component(
     "fractal_pair",
-    html=_html(),
+    html=response_view.frame_html(SHORTCUTS, _SIDES_HTML),
     css=_CSS,
     js=response_view._js() + "\n" + (response_view.HERE / "pair_keys.mjs").read_text() + _ENTRY,
 )

@@ -40,8 +40,10 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _html() -> str:
-    keys = "".join(f"<li><kbd>{escape(k)}</kbd> {escape(v)}</li>" for k, v in SHORTCUTS)
+def frame_html(shortcuts: tuple[tuple[str, str], ...], body: str) -> str:
+    """The component's HTML around its ``body`` (Review's one response, the Pairs page's two sides): the status
+    bar, the key help listing ``shortcuts``, the legend, the question dialog and the list of events."""
+    keys = "".join(f"<li><kbd>{escape(k)}</kbd> {escape(v)}</li>" for k, v in shortcuts)
     return (
         '<div class="fs-rv">'
         '<div class="fs-bar"><span class="fs-status" role="status"></span>'
@@ -50,7 +52,7 @@ def _html() -> str:
         f'<div class="fs-help" hidden><ul>{keys}</ul></div>'
         f"{render.render_legend(positive_name='problem')}"
         '<div class="fs-modal" role="alertdialog" hidden></div>'
-        '<div class="fs-body"></div>'
+        f"{body}"
         '<div class="fs-list"></div>'
         "</div>\n"  # inline HTML, not a file path (see _CSS)
     )
@@ -92,7 +94,9 @@ def _js() -> str:
 _ENTRY = "\nexport default (component) => mount(component, ReviewView);\n"
 
 
-_component = st.components.v2.component("fractal_review", html=_html(), css=_CSS, js=_js() + _ENTRY)
+_component = st.components.v2.component(
+    "fractal_review", html=frame_html(SHORTCUTS, '<div class="fs-body"></div>'), css=_CSS, js=_js() + _ENTRY
+)
 
 
 def payload(

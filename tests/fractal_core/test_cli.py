@@ -106,9 +106,15 @@ def test_hazard_evaluates_trains_and_scores_on_step_data(cli: typer.Typer, tmp_p
     assert record["method"] == record["resolved_method"] == "hazard" and record["gold_fraction"] == 0.5
     assert 0.0 <= record["first_error_f1"] <= 1.0 and 0.0 <= record["fkey_top1"] <= 1.0
     assert "hazard: first_error_f1 by subset: " in result.output
+    rows = _train_then_score(cli, data, tmp_path, "hazard")
+    assert len(rows) == 16 and all(0.0 <= s <= 1.0 for r in rows for s in r["sentence_scores"])
+
+
+def _train_then_score(cli: typer.Typer, data: Path, tmp_path: Path, method: str) -> list[dict]:
+    """`fractal train` on ``data`` with ``method`` (2 epochs), then `fractal score` of its test split: the rows."""
     model_dir = tmp_path / "model"
     trained = CliRunner().invoke(
-        cli, ["train", str(data), "--out", str(model_dir), "--method", "hazard", "--max-epochs", "2"]
+        cli, ["train", str(data), "--out", str(model_dir), "--method", method, "--max-epochs", "2"]
     )
     assert trained.exit_code == 0, trained.output
     scored_path = tmp_path / "scored.jsonl"
@@ -116,8 +122,7 @@ def test_hazard_evaluates_trains_and_scores_on_step_data(cli: typer.Typer, tmp_p
         cli, ["score", str(data / "test.jsonl"), "--model", str(model_dir), "--out", str(scored_path)]
     )
     assert scored.exit_code == 0, scored.output
-    rows = [json.loads(line) for line in scored_path.read_text().splitlines()]
-    assert len(rows) == 16 and all(0.0 <= s <= 1.0 for r in rows for s in r["sentence_scores"])
+    return [json.loads(line) for line in scored_path.read_text().splitlines()]
 
 
 @pytest.mark.slow
@@ -149,17 +154,7 @@ def test_ordinal_data_reports_mae_and_trains_then_scores(cli: typer.Typer, tmp_p
     assert result.exit_code == 0, result.output
     [record] = json.loads(out.read_text())
     assert 0.0 <= record["instance_mae"] <= 2.0  # ordinal view: mean |expected level - gold level|
-    model_dir = tmp_path / "model"
-    trained = CliRunner().invoke(
-        cli, ["train", str(data), "--out", str(model_dir), "--method", "pslab", "--max-epochs", "2"]
-    )
-    assert trained.exit_code == 0, trained.output
-    scored_path = tmp_path / "scored.jsonl"
-    scored = CliRunner().invoke(
-        cli, ["score", str(data / "test.jsonl"), "--model", str(model_dir), "--out", str(scored_path)]
-    )
-    assert scored.exit_code == 0, scored.output
-    rows = [json.loads(line) for line in scored_path.read_text().splitlines()]
+    rows = _train_then_score(cli, data, tmp_path, "pslab")
     assert len(rows) == 20
     assert all(len(r["sentence_scores"]) == len(r["sentences"]) == len(r["offsets"]) for r in rows)
     assert all(0.0 <= s <= 1.0 for r in rows for s in r["sentence_scores"])

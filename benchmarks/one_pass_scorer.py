@@ -13,7 +13,10 @@ labels): the one-pass scorer with a method of the suite (``one_pass:hazard``, ``
 unchanged, ``--auc-epochs`` epochs) and the frozen MLP (``frozen:hybrid``), and prints the AUC given the label on
 ``--auc-valid`` valid responses, then once on ``--auc-test`` test responses with the official F1 (threshold tuned
 on valid) and the F key's top-1 (rule chosen on valid), for each of ``--seeds`` (mean +- sd at the end;
-``--no-timing`` skips the epoch timing).
+``--no-timing`` skips the epoch timing). With ``--score-responses N``, it times scoring the first N test
+responses from cold caches (``fractal score``'s work once a model is loaded): the one-pass scorer (windows, the
+frozen lower layers and the trained top, no state cached) against the frozen MLP (sentence embeddings, none
+cached) in the same run, each trained first on the ``--responses`` train responses.
 
     nice .venv/bin/python benchmarks/one_pass_scorer.py --data /path/to/processbench [--responses 60] [--peer-responses 40]
 """
@@ -112,6 +115,9 @@ def main() -> None:
     parser.add_argument(
         "--state-cache", type=Path, help="keep the frozen states here (default: a temporary dir)"
     )
+    parser.add_argument(
+        "--score-responses", type=int, default=0, help="time scoring N test responses (0: no)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train = read_records(args.data / "train.jsonl")
@@ -129,6 +135,9 @@ def main() -> None:
         if not args.no_timing:
             print(f"# {len(records)} responses, {sum(len(r.spans) for r in records)} steps")
             timing(records, base, one, args.peer_responses)
+        if args.score_responses:
+            test = read_records(args.data / "test.jsonl")[: args.score_responses]
+            score_timing(records, test, one, Path(temporary))
         if args.auc_train:
             seeds = [int(s) for s in args.seeds.split(",")]
             quality(
@@ -164,6 +173,35 @@ def timing(
             f"projected over {FULL_TRAIN} responses ({name}): one_pass epoch {one_min:.1f} min "
             f"(+ cache once {cache_min:.1f} min), per_step epoch {step_min:.1f} min"
         )
+
+
+def score_timing(
+    train: list[ResponseRecord], test: list[ResponseRecord], one: FinetuneConfig, home: Path
+) -> None:
+    """Seconds (wall, CPU) to score ``test`` from cold caches with a one-pass scorer and with the frozen MLP, both
+    trained on ``train`` (one epoch of bagloss for the one-pass scorer: the method does not change scoring)."""
+    from fractal_core.fitting.config import TrainConfig
+    from fractal_core.fitting.estimator import FractalModel
+
+    os.environ["FRACTAL_HOME"] = str(
+        home / "fresh"
+    )  # sentence embeddings start cold: none of ``test`` cached
+    config = replace(one, state_cache=str(home / "train-states"), method="bagloss")
+    one_pass = finetune(train, None, aggregation="max", n_classes=2, config=config, seed=0)
+    frozen = FractalModel("bagloss", config=TrainConfig(device="cpu"), seed=0).fit(train)
+    one_pass.config = replace(one_pass.config, state_cache=str(home / "score-states"))  # cold frozen states
+    started = clocks()
+    one_pass.predict(test)
+    one_cost = clocks() - started
+    frozen.predict(test)
+    frozen_cost = clocks() - started - one_cost
+    steps = sum(len(r.spans) for r in test)
+    print(
+        f"scoring {len(test)} test responses ({steps} steps) from cold caches: one_pass {one_cost[0]:.1f}s wall, "
+        f"{one_cost[1]:.1f}s CPU; frozen MLP {frozen_cost[0]:.1f}s wall, {frozen_cost[1]:.1f}s CPU; "
+        f"ratio one_pass / frozen {one_cost[0] / frozen_cost[0]:.1f}x wall, {one_cost[1] / frozen_cost[1]:.1f}x CPU",
+        flush=True,
+    )
 
 
 def split_figures(

@@ -16,7 +16,8 @@ on valid) and the F key's top-1 (rule chosen on valid), for each of ``--seeds`` 
 ``--no-timing`` skips the epoch timing). With ``--score-responses N``, it times scoring the first N test
 responses from cold caches (``fractal score``'s work once a model is loaded): the one-pass scorer (windows, the
 frozen lower layers and the trained top, no state cached) against the frozen MLP (sentence embeddings, none
-cached) in the same run, each trained first on the ``--responses`` train responses.
+cached) in the same run, each trained first on the ``--responses`` train responses. ``--binary`` reads every
+level >= 1 as 1 (DelucionQA's binary view; the figures need max bags with two levels).
 
     nice .venv/bin/python benchmarks/one_pass_scorer.py --data /path/to/processbench [--responses 60] [--peer-responses 40]
 """
@@ -89,6 +90,23 @@ def with_gold_share(records: list[ResponseRecord], share: float, seed: int) -> l
     return [r if k else replace(r, sentence_labels=None) for r, k in zip(records, keep, strict=True)]
 
 
+def binary_view(records: list[ResponseRecord]) -> list[ResponseRecord]:
+    """Every level >= 1 read as 1, response and sentence labels alike (``fractal evaluate --label-view binary``
+    does the same on embedded bags)."""
+
+    def level(v: Any) -> Any:
+        return v if v is None or v < 1 else type(v)(1)
+
+    return [
+        replace(
+            r,
+            response_label=level(r.response_label),
+            sentence_labels=None if r.sentence_labels is None else [level(v) for v in r.sentence_labels],
+        )
+        for r in records
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="ProcessBench directory (train/valid.jsonl)")
@@ -116,11 +134,16 @@ def main() -> None:
         "--state-cache", type=Path, help="keep the frozen states here (default: a temporary dir)"
     )
     parser.add_argument(
+        "--binary", action="store_true", help="read every level >= 1 as 1 (DelucionQA's binary view)"
+    )
+    parser.add_argument(
         "--score-responses", type=int, default=0, help="time scoring N test responses (0: no)"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train = read_records(args.data / "train.jsonl")
+    if args.binary:
+        train = binary_view(train)
     records = train[: args.responses]
     base = FinetuneConfig(device="cpu", epochs=1, patience=1, calibrate=False, gold_weight=0.0)
     print(
@@ -142,7 +165,7 @@ def main() -> None:
             seeds = [int(s) for s in args.seeds.split(",")]
             quality(
                 args.data, train[: args.auc_train], one, seeds, args.auc_valid, args.auc_test, args.auc_epochs,
-                args.runs.split(","),
+                args.runs.split(","), binary=args.binary,
             )  # fmt: skip
 
 
@@ -239,6 +262,8 @@ def quality(
     n_test: int,
     epochs: int,
     runs: list[str],
+    *,
+    binary: bool = False,
 ) -> None:
     """Per seed: each of ``runs`` ("one_pass:<method>" for the one-pass scorer trained with that method, its
     objective unchanged; "frozen:<method>" for the frozen MLP) trained on ``train`` with a seeded 10% of its gold
@@ -249,6 +274,8 @@ def quality(
 
     valid = read_records(data / "valid.jsonl")[:n_valid]
     test = read_records(data / "test.jsonl")[:n_test]
+    if binary:
+        valid, test = binary_view(valid), binary_view(test)
     config = replace(one, epochs=epochs, patience=epochs, gold_weight=0.0, calibrate=True)
     print(
         f"# quality: {len(train)} train responses (10% gold), {len(valid)} valid, {len(test)} test, "

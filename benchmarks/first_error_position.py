@@ -17,28 +17,26 @@ scores, each rule is fitted on the whole VALID split and measured once on the wh
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fractal_core.data.io import read_records
-from fractal_core.data.records import ResponseRecord
-from fractal_core.evaluation.metrics import first_error_f1, tune_first_error_threshold
-from fractal_core.experimental.one_pass_windows import record_bags
-from fractal_core.fitting.config import TrainConfig
-from fractal_core.fitting.estimator import FractalModel
-from fractal_core.fitting.first_error import choose_first_error_rule, default_rule, rule_top1
-from fractal_core.mil.reviewer import FIRST_ERROR_RULES, fit_platt
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from one_pass_scorer import with_gold_share  # noqa: E402
+
+from fractal_core.data.io import read_records  # noqa: E402
+from fractal_core.data.records import ResponseRecord  # noqa: E402
+from fractal_core.evaluation.metrics import first_error_f1, tune_first_error_threshold  # noqa: E402
+from fractal_core.experimental.one_pass_windows import record_bags  # noqa: E402
+from fractal_core.fitting.config import TrainConfig  # noqa: E402
+from fractal_core.fitting.estimator import FractalModel  # noqa: E402
+from fractal_core.fitting.first_error import choose_first_error_rule, default_rule, rule_top1  # noqa: E402
+from fractal_core.mil.reviewer import FIRST_ERROR_RULES, fit_platt  # noqa: E402
 
 FEATURES = ("pos", "pos2", "posonly")
-
-
-def with_gold_share(records: list[ResponseRecord], share: float, seed: int) -> list[ResponseRecord]:
-    from dataclasses import replace
-
-    keep = np.random.default_rng(seed).random(len(records)) < share
-    return [r if k else replace(r, sentence_labels=None) for r, k in zip(records, keep, strict=True)]
 
 
 def split_arrays(records: list[ResponseRecord], scores: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -206,9 +206,8 @@ def score_timing(
     from fractal_core.fitting.config import TrainConfig
     from fractal_core.fitting.estimator import FractalModel
 
-    os.environ["FRACTAL_HOME"] = str(
-        home / "fresh"
-    )  # sentence embeddings start cold: none of ``test`` cached
+    # Sentence embeddings start cold: none of ``test`` is cached.
+    os.environ["FRACTAL_HOME"] = str(home / "fresh")
     config = replace(one, state_cache=str(home / "train-states"), method="bagloss")
     one_pass = finetune(train, None, aggregation="max", n_classes=2, config=config, seed=0)
     frozen = FractalModel("bagloss", config=TrainConfig(device="cpu"), seed=0).fit(train)

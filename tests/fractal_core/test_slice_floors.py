@@ -11,6 +11,7 @@
   probability reaches 0.820 from each response's label and length, and a one-epoch, top-layer fit scored
   0.809-0.829 (seeds 0-4), its reversal as much (seed 0: 0.827). The reversed and constant scores are scored
   through the same assertions and fail them, so the test can fail.
+
 Floors are set from seeds other than the test's (comments give min / mean / max; ``python -m
 tests.fractal_core.test_slice_floors calibration`` prints them), with margin for a shared CPU.
 """

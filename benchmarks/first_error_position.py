@@ -35,6 +35,7 @@ from fractal_core.fitting.config import TrainConfig  # noqa: E402
 from fractal_core.fitting.estimator import FractalModel  # noqa: E402
 from fractal_core.fitting.first_error import choose_first_error_rule, default_rule, rule_top1  # noqa: E402
 from fractal_core.mil.reviewer import FIRST_ERROR_RULES, fit_platt  # noqa: E402
+from fractal_core.mil.reviewer.evidence import positions  # noqa: E402
 
 FEATURES = ("pos", "pos2", "posonly")
 
@@ -42,16 +43,14 @@ FEATURES = ("pos", "pos2", "posonly")
 def split_arrays(records: list[ResponseRecord], scores: list[np.ndarray]) -> dict[str, np.ndarray]:
     bags = record_bags(records)
     index = bags.bag_index.numpy()
-    position = np.arange(len(index)) - np.searchsorted(
-        index, index
-    )  # steps are in order within each response
+    position, sizes = positions(index, bags.n_bags)
     return {
         "score": np.concatenate(scores).astype(np.float64),
         "gold": bags.gold.numpy(),
         "index": index,
         "labels": bags.labels.double().numpy(),
         "position": position.astype(np.float64),
-        "steps": np.bincount(index)[index].astype(np.float64),
+        "steps": sizes[index].astype(np.float64),
     }
 
 
@@ -92,8 +91,9 @@ def figures(valid: dict[str, np.ndarray], test: dict[str, np.ndarray], method: s
         "f1"
     ]
     for kind in FEATURES:
-        w = fit_hazard(features(valid, kind), valid["gold"])
-        h_valid = 1 / (1 + np.exp(-features(valid, kind) @ w))
+        x_valid = features(valid, kind)
+        w = fit_hazard(x_valid, valid["gold"])
+        h_valid = 1 / (1 + np.exp(-x_valid @ w))
         h_test = 1 / (1 + np.exp(-features(test, kind) @ w))
         hazard = (h_test, test["gold"], test["index"], test["labels"])
         out[f"{kind}_mode"] = rule_top1(*hazard, aggregation="max", rule="first_error_mode")
